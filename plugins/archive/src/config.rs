@@ -1,0 +1,62 @@
+//! Archive sink configuration (`[sinks.archive]`).
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use tillgate_sdk::{ByteSize, Channel, HumanDuration};
+
+/// How archive files are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Plain NDJSON (`.ndjson`).
+    #[default]
+    None,
+    /// gzip, one member per shipment (`.ndjson.gz`).
+    Gzip,
+}
+
+/// `[sinks.archive]`: where and how the local archive is written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Directory of the archive; relative paths are below the data directory.
+    #[serde(default = "default_dir")]
+    pub dir: PathBuf,
+    /// Channels to archive.
+    #[serde(default = "default_channels")]
+    pub channels: Vec<Channel>,
+    /// Rotate a file once it reaches this size.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: ByteSize,
+    /// Rotate a file once it is this old, even if small, so downstream tools see it.
+    #[serde(default = "default_max_file_age")]
+    pub max_file_age: HumanDuration,
+    /// `none` or `gzip`.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            dir: default_dir(),
+            channels: default_channels(),
+            max_file_bytes: default_max_file_bytes(),
+            max_file_age: default_max_file_age(),
+            compression: Compression::None,
+        }
+    }
+}
+
+fn default_dir() -> PathBuf {
+    PathBuf::from("archive")
+}
+fn default_channels() -> Vec<Channel> {
+    Channel::ALL.to_vec()
+}
+fn default_max_file_bytes() -> ByteSize {
+    ByteSize::mib(64)
+}
+fn default_max_file_age() -> HumanDuration {
+    HumanDuration::secs(3600)
+}

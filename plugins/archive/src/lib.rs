@@ -1,0 +1,156 @@
+//! The archive sink: every record, as NDJSON, in rotating files on the gateway's disk.
+//!
+//! It is the embedded default destination (no cloud account needed) and a local audit
+//! trail beside the cloud sinks. One file series per channel under
+//! `{dir}/{channel}/`. The file being written is `….ndjson.partial`; it is renamed to
+//! `….ndjson` (or `.ndjson.gz`) when rotated by size or age, so anything without
+//! `.partial` is complete. A shipment is acknowledged only after `fsync`.
+//!
+//! Compression writes one gzip member per shipment: concatenated members are a valid gzip
+//! file (`zcat` reads them all), and a crash can only tear the last member, which start-up
+//! repair cuts off (those records are re-shipped, since their cursor never advanced).
+
+mod config;
+mod file;
+mod repair;
+
+pub use config::{ArchiveConfig, Compression};
+
+use async_trait::async_trait;
+use file::SeriesFile;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tillgate_sdk::{Channel, Record, Sink, SinkError};
+
+/// The archive sink. Built from [`ArchiveConfig`]; all file I/O runs on the blocking pool.
+#[derive(Debug)]
+pub struct ArchiveSink {
+    name: String,
+    channels: Vec<Channel>,
+    // Shared with the blocking task that does the I/O; only one shipment runs at a time.
+    files: Arc<Mutex<ArchiveFiles>>,
+}
+
+/// The open file series; owned by whichever blocking task is writing.
+#[derive(Debug)]
+struct ArchiveFiles {
+    config: ArchiveConfig,
+    open: BTreeMap<Channel, SeriesFile>,
+    repaired: bool,
+}
+
+impl ArchiveSink {
+    /// A sink named `name` writing below `config.dir`. Nothing touches the disk until the
+    /// first shipment, so a missing or read-only directory surfaces as a retried error,
+    /// not a failed start.
+    pub fn new(name: impl Into<String>, config: ArchiveConfig) -> Self {
+        ArchiveSink {
+            name: name.into(),
+            channels: config.channels.clone(),
+            files: Arc::new(Mutex::new(ArchiveFiles { config, open: BTreeMap::new(), repaired: false })),
+        }
+    }
+
+    async fn blocking(
+        &self,
+        f: impl FnOnce(&mut ArchiveFiles) -> std::io::Result<()> + Send + 'static,
+    ) -> Result<(), SinkError> {
+        // File writes and fsync must not stall the async runtime's workers.
+        let files = self.files.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut files = files.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut files).map_err(|e| SinkError::Transient(format!("archive {}: {e}", files.config.dir.display())))
+        })
+        .await
+        .map_err(|e| SinkError::Transient(format!("archive task failed: {e}")))?
+    }
+}
+
+impl ArchiveFiles {
+    fn channel_dir(&self, channel: Channel) -> PathBuf {
+        self.config.dir.join(channel.name())
+    }
+
+    fn ship(&mut self, records: &[Record]) -> std::io::Result<()> {
+        if !self.repaired {
+            for channel in self.config.channels.clone() {
+                let dir = self.channel_dir(channel);
+                std::fs::create_dir_all(&dir)?;
+                repair::finish_leftovers(&dir)?;
+            }
+            self.repaired = true;
+        }
+        let max = self.config.max_file_bytes.get();
+        let mut by_channel: BTreeMap<Channel, Vec<&Record>> = BTreeMap::new();
+        for r in records.iter().filter(|r| self.config.channels.contains(&r.channel)) {
+            by_channel.entry(r.channel).or_default().push(r);
+        }
+        for (channel, recs) in by_channel {
+            let mut start = 0;
+            while start < recs.len() {
+                let file = self.file_for(channel, recs[start].seq)?;
+                start += file.append(&recs[start..], max)?;
+                if file.is_full(max) || start < recs.len() {
+                    self.rotate(channel)?;
+                }
+            }
+        }
+        for file in self.open.values_mut() {
+            file.sync()?;
+        }
+        Ok(())
+    }
+
+    fn file_for(&mut self, channel: Channel, first_seq: u64) -> std::io::Result<&mut SeriesFile> {
+        if !self.open.contains_key(&channel) {
+            let f = SeriesFile::create(&self.channel_dir(channel), channel, first_seq, self.config.compression)?;
+            self.open.insert(channel, f);
+        }
+        Ok(self.open.get_mut(&channel).expect("inserted above"))
+    }
+
+    fn rotate(&mut self, channel: Channel) -> std::io::Result<()> {
+        match self.open.remove(&channel) {
+            Some(f) => f.finish(),
+            None => Ok(()),
+        }
+    }
+
+    fn rotate_older_than(&mut self, max_age: Duration) -> std::io::Result<()> {
+        let old: Vec<Channel> = self.open.iter().filter(|(_, f)| f.age() >= max_age).map(|(c, _)| *c).collect();
+        old.into_iter().try_for_each(|c| self.rotate(c))
+    }
+}
+
+#[async_trait]
+impl Sink for ArchiveSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn channels(&self) -> &[Channel] {
+        &self.channels
+    }
+
+    async fn ship(&mut self, records: &[Record]) -> Result<(), SinkError> {
+        let records = records.to_vec();
+        self.blocking(move |files| files.ship(&records)).await
+    }
+
+    async fn idle(&mut self) -> Result<(), SinkError> {
+        self.blocking(|files| {
+            let max_age = files.config.max_file_age.get();
+            files.rotate_older_than(max_age)
+        })
+        .await
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        self.blocking(|files| files.rotate_older_than(Duration::ZERO)).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
