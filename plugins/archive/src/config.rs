@@ -19,6 +19,9 @@ pub enum Compression {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveConfig {
+    /// `false` turns the archive off (only sensible once a cloud sink is configured).
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Directory of the archive; relative paths are below the data directory.
     #[serde(default = "default_dir")]
     pub dir: PathBuf,
@@ -39,6 +42,7 @@ pub struct ArchiveConfig {
 impl Default for ArchiveConfig {
     fn default() -> Self {
         ArchiveConfig {
+            enabled: true,
             dir: default_dir(),
             channels: default_channels(),
             max_file_bytes: default_max_file_bytes(),
@@ -48,6 +52,9 @@ impl Default for ArchiveConfig {
     }
 }
 
+fn yes() -> bool {
+    true
+}
 fn default_dir() -> PathBuf {
     PathBuf::from("archive")
 }

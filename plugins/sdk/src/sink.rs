@@ -22,7 +22,7 @@ pub enum SinkError {
 
 /// A destination for journal records.
 #[async_trait]
-pub trait Sink: Send {
+pub trait Sink: Send + Sync {
     /// Stable name, used for the cursor, metrics and status (`archive`, `kinesis-txns`).
     fn name(&self) -> &str;
 

@@ -1,0 +1,150 @@
+//! Wiring: config → rules, journal, sinks, HTTP; then the drain on shutdown.
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::journal::{Journal, JournalError};
+use crate::metrics::Metrics;
+use crate::rules;
+use crate::sinks::{self, SinkRunner};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration (or a rule file, or a secret) is invalid: fix it, do not restart.
+    #[error("{0}")]
+    Config(String),
+    /// The journal could not be opened.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl AgentError {
+    /// The process exit code: 78 (EX_CONFIG) for bad config so systemd does not
+    /// restart-loop, 74 (EX_IOERR) for storage, 69 (EX_UNAVAILABLE) for the listener.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AgentError::Config(_) => 78,
+            AgentError::Journal(_) => 74,
+            AgentError::Bind { .. } => 69,
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` resolves, then drains: stop intake, finish in-flight
+/// requests, let sinks ship the backlog until `shutdown.drain_timeout`, commit, return.
+/// `on_ready` gets the bound address once the agent accepts transactions.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(SocketAddr, Arc<AppState>),
+) -> Result<(), AgentError> {
+    let rule_set =
+        rules::load_paths(&config.rules.paths).map_err(|e| AgentError::Config(e.to_string()))?;
+    let token = match &config.http.token {
+        Some(secret) => Some(
+            secret
+                .read()
+                .map_err(|e| AgentError::Config(format!("http.token: {e}")))?,
+        ),
+        None => None,
+    };
+    let metrics = Metrics::new();
+    let sinks = sinks::build(&config);
+    let names = sinks.iter().map(|s| s.name().to_string()).collect();
+    let journal_path = config.data_path(&config.journal.path);
+    let journal = Journal::open(
+        &journal_path,
+        &config.journal,
+        names,
+        Box::new(rule_set.clone()),
+        metrics.clone(),
+    )?;
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: config.http.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| AgentError::Bind {
+        addr: config.http.listen,
+        source,
+    })?;
+
+    let (drain_tx, drain_rx) = watch::channel(None);
+    let mut runners = Vec::new();
+    let mut statuses = Vec::new();
+    for sink in sinks {
+        let runner = SinkRunner::new(
+            sink,
+            journal.clone(),
+            metrics.clone(),
+            config.sinks.batch_records,
+            config.sinks.retry_initial_backoff.get(),
+            config.sinks.retry_max_backoff.get(),
+        );
+        statuses.push(runner.status());
+        runners.push(tokio::spawn(runner.run(drain_rx.clone())));
+    }
+    let state = Arc::new(AppState {
+        journal: journal.clone(),
+        metrics,
+        sinks: statuses,
+        draining: Default::default(),
+        token,
+        max_body_bytes: config.http.max_body_bytes.get() as usize,
+        started: Instant::now(),
+    });
+    tracing::info!(
+        %addr,
+        journal = %journal_path.display(),
+        rules = rule_set.rules().len(),
+        sinks = ?state.sinks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        last_seq = journal.last_seq(),
+        "tillgate ready"
+    );
+    on_ready(addr, state.clone());
+
+    let app = http::router(state.clone());
+    let draining = state.clone();
+    let graceful = async move {
+        shutdown.await;
+        draining.draining.store(true, Ordering::Release);
+        tracing::info!("shutting down: intake stopped, finishing in-flight requests");
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(graceful)
+        .await
+    {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+
+    let deadline = Instant::now() + config.shutdown.drain_timeout.get();
+    drain_tx.send_replace(Some(deadline));
+    for r in runners {
+        let _ = r.await;
+    }
+    let left: Vec<String> = state
+        .sinks
+        .iter()
+        .filter(|s| journal.cursor(&s.name) < journal.last_seq())
+        .map(|s| s.name.clone())
+        .collect();
+    if !left.is_empty() {
+        tracing::warn!(sinks = ?left, "drain deadline passed with a backlog; it stays in the journal for the next start");
+    }
+    journal.close().await;
+    tracing::info!(last_seq = journal.last_seq(), "tillgate stopped");
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! The command line: `run`, `check-config`, `status`, `simulate`, `demo`.
+
+mod demo;
+
+use crate::config::{self, Config, LogFormat};
+use crate::simulate::{self, SimConfig};
+use crate::{agent, rules, status};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Exit code for invalid configuration (sysexits EX_CONFIG); systemd is told not to
+/// restart on it.
+pub const EXIT_CONFIG: i32 = 78;
+const DEFAULT_CONFIG: &str = "/etc/tillgate/tillgate.toml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tillgate",
+    version,
+    about = "Edge agent for retail stores: POS journal, fraud decisions, shipping"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent.
+    Run {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file and the rule files it names; exit 78 when invalid.
+    CheckConfig { file: PathBuf },
+    /// Show backlog per sink, dead letters, rule hits and journal size.
+    Status {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drive an agent with simulated POS terminals and report throughput and latency.
+    Simulate {
+        /// Agent base URL; default: from --config's http.listen.
+        #[arg(long)]
+        url: Option<String>,
+        /// Read the URL and the bearer token from this config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 8)]
+        terminals: usize,
+        #[arg(long, default_value_t = 2)]
+        stores: usize,
+        /// Offered transactions per second in total; 0 = as fast as answered.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        #[arg(long, default_value = "10s")]
+        duration: humantime::Duration,
+        /// Share of transactions with injected fraud or bad input (0–1).
+        #[arg(long, default_value_t = 0.05)]
+        fraud_rate: f64,
+        /// Transactions per request (above 1: NDJSON batches).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json_out: Option<PathBuf>,
+    },
+    /// Run the agent on embedded defaults with simulated terminals and injected fraud.
+    Demo {
+        #[arg(long, default_value = "20s")]
+        duration: humantime::Duration,
+        /// Keep the agent's data here instead of a new temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// Parses arguments, runs the command, returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    match cli.command {
+        Command::Run { config } => runtime.block_on(run(&config)),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Status { config, json } => runtime.block_on(show_status(&config, json)),
+        Command::Simulate {
+            url,
+            config,
+            terminals,
+            stores,
+            rate,
+            duration,
+            fraud_rate,
+            batch,
+            seed,
+            json_out,
+        } => {
+            let (url, token) = match target(url, config.as_deref()) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            let cfg = SimConfig {
+                url,
+                token,
+                stores,
+                terminals,
+                rate,
+                duration: duration.into(),
+                fraud_rate,
+                batch: batch.max(1),
+                seed,
+            };
+            runtime.block_on(simulate_cmd(cfg, json_out))
+        }
+        Command::Demo { duration, data_dir } => {
+            runtime.block_on(demo::run(duration.into(), data_dir))
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config, i32> {
+    config::load_file(path).map_err(|e| {
+        eprintln!("tillgate: invalid configuration: {e}");
+        EXIT_CONFIG
+    })
+}
+
+/// Installs the log subscriber; `RUST_LOG` overrides the config's level.
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn run(path: &Path) -> i32 {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    match agent::run(config, shutdown_signal(), |_, _| {}).await {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "tillgate cannot start");
+            eprintln!("tillgate: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn check_config(path: &Path) -> i32 {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rules = match rules::load_paths(&config.rules.paths) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tillgate: invalid rules: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    if let Some(secret) = &config.http.token {
+        if let Err(e) = secret.read() {
+            eprintln!("tillgate: invalid configuration: `http.token`: {e}");
+            return EXIT_CONFIG;
+        }
+    }
+    println!(
+        "{}: ok ({} rules; listen {}; journal {}; sinks: {})",
+        path.display(),
+        rules.rules().len(),
+        config.http.listen,
+        config.data_path(&config.journal.path).display(),
+        crate::sinks::build(&config)
+            .iter()
+            .map(|s| s.name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    0
+}
+
+fn target(url: Option<String>, config: Option<&Path>) -> Result<(String, Option<String>), i32> {
+    let cfg = match config {
+        Some(p) => Some(load(p)?),
+        None => None,
+    };
+    let token = match cfg.as_ref().and_then(|c| c.http.token.as_ref()) {
+        Some(s) => Some(s.read().map_err(|e| {
+            eprintln!("tillgate: http.token: {e}");
+            EXIT_CONFIG
+        })?),
+        None => None,
+    };
+    let url = url
+        .or_else(|| cfg.as_ref().map(|c| format!("http://{}", c.http.listen)))
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    Ok((url, token))
+}
+
+async fn show_status(path: &Path, json: bool) -> i32 {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (url, token) = match target(None, Some(path)) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client builds");
+    let mut req = client.get(format!("{url}/v1/status"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let live = match req.send().await {
+        Ok(r) if r.status().is_success() => r
+            .bytes()
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<status::StatusReport>(&b).ok()),
+        _ => None,
+    };
+    let report = match live {
+        Some(r) => r,
+        None => {
+            let journal = config.data_path(&config.journal.path);
+            match status::offline(&journal) {
+                Ok(r) => {
+                    eprintln!("tillgate: the agent is not answering at {url}; reading the journal directly");
+                    r
+                }
+                Err(e) => {
+                    eprintln!(
+                        "tillgate: the agent is not answering at {url}, and {} cannot be read: {e}",
+                        journal.display()
+                    );
+                    return 69;
+                }
+            }
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serializes")
+        );
+    } else {
+        print!("{}", status::render_text(&report));
+    }
+    0
+}
+
+async fn simulate_cmd(cfg: SimConfig, json_out: Option<PathBuf>) -> i32 {
+    eprintln!(
+        "simulating {} terminals at {} txn/s for {:?} against {}",
+        cfg.terminals,
+        if cfg.rate > 0.0 {
+            cfg.rate.to_string()
+        } else {
+            "max".into()
+        },
+        cfg.duration,
+        cfg.url
+    );
+    let report = simulate::run(cfg, |p| {
+        eprint!(
+            "\r  {:>5.1}s  sent {:>8}  decided {:>8}  refused {:>6}",
+            p.elapsed.as_secs_f64(),
+            p.sent,
+            p.decided,
+            p.refused
+        );
+    })
+    .await;
+    eprintln!();
+    let text = serde_json::to_string_pretty(&report).expect("report serializes");
+    println!("{text}");
+    if let Some(p) = json_out {
+        if let Err(e) = std::fs::write(&p, &text) {
+            eprintln!("tillgate: cannot write {}: {e}", p.display());
+            return 1;
+        }
+    }
+    if report.decided == 0 {
+        eprintln!("tillgate: no transaction was decided; is the agent running at the URL?");
+        return 1;
+    }
+    0
+}

@@ -1,0 +1,217 @@
+//! Reading a config file: TOML errors and semantic errors both name the key and line.
+
+use super::Config;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A config problem, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, if the config came from one.
+    pub file: Option<PathBuf>,
+    /// 1-based line and column, when known.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Dotted key path, e.g. `journal.max_bytes`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}", file.display())?;
+            if let Some(line) = self.line {
+                write!(f, ":{line}")?;
+                if let Some(col) = self.column {
+                    write!(f, ":{col}")?;
+                }
+            }
+            f.write_str(": ")?;
+        } else if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Loads and validates a config file. Relative `rules.paths` are resolved against the
+/// file's directory.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: Some(path.to_path_buf()),
+        line: None,
+        column: None,
+        key: None,
+        message: format!("cannot read config: {e}"),
+    })?;
+    let mut config = load_str(&text).map_err(|mut e| {
+        e.file = Some(path.to_path_buf());
+        e
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    for p in &mut config.rules.paths {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    }
+    Ok(config)
+}
+
+/// Parses and validates config text.
+pub fn load_str(text: &str) -> Result<Config, ConfigError> {
+    let config: Config = parse_toml(text)?;
+    validate(&config).map_err(|(key, message)| {
+        let (line, column) = find_key(text, &key).unzip();
+        ConfigError {
+            file: None,
+            line,
+            column,
+            key: Some(key),
+            message,
+        }
+    })?;
+    Ok(config)
+}
+
+/// Deserializes TOML text; errors carry the key path, line and column.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| located(text, None, &e))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = (key != ".").then_some(key);
+        located(text, key, e.inner())
+    })
+}
+
+/// Line and column of `a.b.c` in `text`, for errors found after parsing.
+pub fn locate_key(text: &str, dotted: &str) -> (Option<usize>, Option<usize>) {
+    find_key(text, dotted).unzip()
+}
+
+fn located(text: &str, key: Option<String>, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = e.span().map(|s| line_col(text, s.start)).unzip();
+    ConfigError {
+        file: None,
+        line,
+        column,
+        key,
+        message: e.message().trim().to_string(),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Where `a.b.c` is set: the line of `c = ` inside table `[a.b]` (or dotted forms).
+fn find_key(text: &str, dotted: &str) -> Option<(usize, usize)> {
+    let (table, leaf) = dotted.rsplit_once('.').unwrap_or(("", dotted));
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            current = name.trim_matches(['[', ' ']).to_string();
+            continue;
+        }
+        let Some((k, _)) = line.split_once('=') else {
+            continue;
+        };
+        let k = k.trim();
+        let full = if current.is_empty() {
+            k.to_string()
+        } else {
+            format!("{current}.{k}")
+        };
+        if full == dotted || (current == table && k == leaf) {
+            return Some((i + 1, raw.len() - raw.trim_start().len() + 1));
+        }
+    }
+    None
+}
+
+/// Checks that need more than one field or the meaning of a value.
+fn validate(c: &Config) -> Result<(), (String, String)> {
+    let j = &c.journal;
+    if j.max_batch_rows == 0 || j.max_batch_rows > 10_000 {
+        return Err((
+            "journal.max_batch_rows".into(),
+            format!("{} is out of range; allowed: 1–10000", j.max_batch_rows),
+        ));
+    }
+    if j.max_batch_delay.get() > std::time::Duration::from_millis(100) {
+        return Err((
+            "journal.max_batch_delay".into(),
+            format!(
+                "{} would hold every answer that long; allowed: 0ms–100ms",
+                j.max_batch_delay
+            ),
+        ));
+    }
+    if j.max_bytes.get() < 64 * 1024 {
+        return Err((
+            "journal.max_bytes".into(),
+            format!("{} is too small; allowed: at least 64KiB", j.max_bytes),
+        ));
+    }
+    if j.prune_interval.get().is_zero() {
+        return Err((
+            "journal.prune_interval".into(),
+            "must be more than 0s".into(),
+        ));
+    }
+    let s = &c.sinks;
+    if s.batch_records == 0 || s.batch_records > 100_000 {
+        return Err((
+            "sinks.batch_records".into(),
+            format!("{} is out of range; allowed: 1–100000", s.batch_records),
+        ));
+    }
+    if s.retry_initial_backoff.get().is_zero() || s.retry_initial_backoff > s.retry_max_backoff {
+        return Err((
+            "sinks.retry_initial_backoff".into(),
+            "must be more than 0s and at most sinks.retry_max_backoff".into(),
+        ));
+    }
+    if let Some(a) = &s.archive {
+        if a.channels.is_empty() {
+            return Err((
+                "sinks.archive.channels".into(),
+                "is empty; allowed: transactions, decisions, alerts".into(),
+            ));
+        }
+        if a.max_file_bytes.get() < 1024 {
+            return Err((
+                "sinks.archive.max_file_bytes".into(),
+                "allowed: at least 1KiB".into(),
+            ));
+        }
+    }
+    if let Some(secret) = &c.http.token {
+        if secret.file.is_some() == secret.env.is_some() {
+            return Err((
+                "http.token".into(),
+                "give exactly one of `file` or `env`".into(),
+            ));
+        }
+    }
+    if !c.http.listen.ip().is_loopback() && c.http.token.is_none() {
+        return Err((
+            "http.listen".into(),
+            format!(
+                "{} is reachable from the network, so terminals must authenticate: set \
+                 http.token = {{ file = \"/etc/tillgate/http-token\" }}",
+                c.http.listen
+            ),
+        ));
+    }
+    Ok(())
+}

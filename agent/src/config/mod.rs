@@ -1,0 +1,291 @@
+//! `tillgate.toml`: the whole configuration, its defaults and its validation.
+//!
+//! Every struct denies unknown fields, so a typo is an error naming the key and line,
+//! never a silent default. `config/tillgate.toml` documents every option.
+
+mod load;
+mod secret;
+#[cfg(test)]
+mod tests;
+
+pub use load::{load_file, load_str, locate_key, parse_toml, ConfigError};
+pub use secret::Secret;
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tillgate_archive::ArchiveConfig;
+use tillgate_sdk::{ByteSize, HumanDuration};
+
+/// The root of `tillgate.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Journal, archive and other state live here.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub journal: JournalConfig,
+    #[serde(default)]
+    pub rules: RulesConfig,
+    #[serde(default)]
+    pub sinks: SinksConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/tillgate")
+}
+
+impl Config {
+    /// A path from the config: relative ones are below `data_dir`.
+    pub fn data_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.data_dir.join(p)
+        }
+    }
+
+    /// The archive sink's config with its directory resolved, if the archive is enabled.
+    pub fn archive(&self) -> Option<ArchiveConfig> {
+        let mut a = self.sinks.archive.clone().unwrap_or_default();
+        if !a.enabled {
+            return None;
+        }
+        a.dir = self.data_path(&a.dir);
+        Some(a)
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `tillgate=debug,info`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` for people, `json` for log shippers.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_log_level(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[http]`: the decision endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on. Anything but loopback requires `token`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token terminals must send (`Authorization: Bearer …`).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Largest request body (an NDJSON batch); a single transaction is capped at 64 KiB.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: ByteSize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+            token: None,
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("literal address")
+}
+fn default_max_body() -> ByteSize {
+    ByteSize::mib(8)
+}
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit survives power loss.
+    #[default]
+    Fsync,
+    /// `synchronous=NORMAL`: survives a crash of the agent, not of the machine.
+    Os,
+}
+
+/// What to do when the journal reaches `max_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// Refuse new input (HTTP 503, no acknowledgement); nothing journaled is lost.
+    #[default]
+    Refuse,
+    /// Delete the oldest rows, even unsent ones; counted in metrics and status.
+    EvictOldest,
+}
+
+/// `[journal]`: the SQLite journal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Database file; relative to `data_dir`.
+    #[serde(default = "default_journal_path")]
+    pub path: PathBuf,
+    #[serde(default)]
+    pub durability: Durability,
+    /// A group commit closes at this many transactions...
+    #[serde(default = "default_batch_rows")]
+    pub max_batch_rows: usize,
+    /// ...or after this long waiting for more; 0 commits whatever queued during the last
+    /// commit, which is the lowest latency.
+    #[serde(default)]
+    pub max_batch_delay: HumanDuration,
+    /// Size budget for the journal file.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+    #[serde(default)]
+    pub on_full: OnFull,
+    /// Rows stay at least this long after every sink has passed them.
+    #[serde(default = "default_retention")]
+    pub retention: HumanDuration,
+    /// A repeated txn_id within this window gets the first decision back.
+    #[serde(default = "default_retention")]
+    pub idempotency_window: HumanDuration,
+    /// Dead letters are kept this long.
+    #[serde(default = "default_dead_letter_retention")]
+    pub dead_letter_retention: HumanDuration,
+    /// How often shipped rows past retention are deleted.
+    #[serde(default = "default_prune_interval")]
+    pub prune_interval: HumanDuration,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            path: default_journal_path(),
+            durability: Durability::Fsync,
+            max_batch_rows: default_batch_rows(),
+            max_batch_delay: HumanDuration::default(),
+            max_bytes: default_max_bytes(),
+            on_full: OnFull::Refuse,
+            retention: default_retention(),
+            idempotency_window: default_retention(),
+            dead_letter_retention: default_dead_letter_retention(),
+            prune_interval: default_prune_interval(),
+        }
+    }
+}
+
+fn default_journal_path() -> PathBuf {
+    PathBuf::from("journal.db")
+}
+fn default_batch_rows() -> usize {
+    512
+}
+fn default_max_bytes() -> ByteSize {
+    ByteSize::gib(2)
+}
+fn default_retention() -> HumanDuration {
+    HumanDuration::secs(24 * 3600)
+}
+fn default_dead_letter_retention() -> HumanDuration {
+    HumanDuration::secs(30 * 24 * 3600)
+}
+fn default_prune_interval() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+
+/// `[rules]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Rule files, or directories of `*.toml` rule files; relative to the config file.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `[sinks]`: delivery settings shared by every sink, and the sinks themselves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    /// Most records handed to a sink in one shipment.
+    #[serde(default = "default_sink_batch")]
+    pub batch_records: usize,
+    /// First retry delay after a failed shipment; doubles up to `retry_max_backoff`.
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial_backoff: HumanDuration,
+    #[serde(default = "default_retry_max")]
+    pub retry_max_backoff: HumanDuration,
+    /// The local archive; on by default.
+    #[serde(default)]
+    pub archive: Option<ArchiveConfig>,
+}
+
+impl Default for SinksConfig {
+    fn default() -> Self {
+        SinksConfig {
+            batch_records: default_sink_batch(),
+            retry_initial_backoff: default_retry_initial(),
+            retry_max_backoff: default_retry_max(),
+            archive: None,
+        }
+    }
+}
+
+fn default_sink_batch() -> usize {
+    1000
+}
+fn default_retry_initial() -> HumanDuration {
+    HumanDuration::millis(200)
+}
+fn default_retry_max() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// On SIGTERM, sinks get this long to ship the backlog before the agent exits.
+    #[serde(default = "default_drain")]
+    pub drain_timeout: HumanDuration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout: default_drain(),
+        }
+    }
+}
+
+fn default_drain() -> HumanDuration {
+    HumanDuration::secs(10)
+}

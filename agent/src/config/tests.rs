@@ -1,0 +1,64 @@
+use super::*;
+
+#[test]
+fn empty_config_is_all_defaults() {
+    let c = load_str("").unwrap();
+    assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.journal.max_batch_rows, 512);
+    assert!(c.archive().is_some());
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let e = load_str("data_dir = \"/tmp/x\"\n\n[journal]\nmax_byte = \"1GiB\"\n").unwrap_err();
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("unknown field `max_byte`"), "{e}");
+    assert!(e.to_string().contains("line 4"), "{e}");
+}
+
+#[test]
+fn bad_size_names_key_line_and_what_is_allowed() {
+    let e = load_str("[journal]\ndurability = \"os\"\nmax_bytes = \"12 parsecs\"\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("journal.max_bytes"), "{e}");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.message.contains("KiB, MiB"), "{e}");
+}
+
+#[test]
+fn bad_duration_and_enum_are_located() {
+    let e = load_str("[journal]\nretention = \"forever\"\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("journal.retention"), "{e}");
+    assert_eq!(e.line, Some(2));
+    let e = load_str("[journal]\n\ndurability = \"sometimes\"\n").unwrap_err();
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(
+        e.message.contains("fsync") && e.message.contains("os"),
+        "{e}"
+    );
+}
+
+#[test]
+fn semantic_errors_name_key_and_line() {
+    let e = load_str("[http]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("http.listen"));
+    assert_eq!(e.line, Some(2));
+    assert!(e.message.contains("http.token"), "{e}");
+    let e = load_str("[journal]\nmax_batch_rows = 0\n").unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("journal.max_batch_rows"), Some(2)),
+        "{e}"
+    );
+}
+
+#[test]
+fn non_loopback_listen_with_token_is_fine() {
+    let c = load_str("[http]\nlisten = \"0.0.0.0:8080\"\ntoken = { env = \"TOKEN\" }\n").unwrap();
+    assert_eq!(c.http.token.unwrap().env.as_deref(), Some("TOKEN"));
+}
+
+#[test]
+fn malformed_toml_is_located() {
+    let e = load_str("[journal\nmax_bytes = 1").unwrap_err();
+    assert_eq!(e.line, Some(1), "{e}");
+}

@@ -1,0 +1,102 @@
+//! The HTTP API: decisions for terminals, health, metrics and status for operators.
+//!
+//! `POST /v1/transactions` answers only after the durable commit. Every endpoint but
+//! `/healthz` requires the bearer token when one is configured.
+
+mod body;
+mod ingest;
+
+use crate::journal::Journal;
+use crate::metrics::Metrics;
+use crate::sinks::SinkStatus;
+use crate::status;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Shared by every request.
+#[derive(Debug)]
+pub struct AppState {
+    pub journal: Journal,
+    pub metrics: Metrics,
+    pub sinks: Vec<Arc<SinkStatus>>,
+    /// Set on SIGTERM: new transactions get 503 while in-flight ones finish.
+    pub draining: AtomicBool,
+    pub token: Option<String>,
+    pub max_body_bytes: usize,
+    pub started: Instant,
+}
+
+/// The router over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/v1/transactions", post(ingest::post_transactions))
+        .route("/v1/status", get(get_status))
+        .route("/metrics", get(get_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(serde_json::json!({"error": "unauthorized", "message": "send Authorization: Bearer <token> (http.token in the agent's config)"})),
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    if state.draining.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn get_metrics(State(state): State<Arc<AppState>>) -> Response {
+    let st = state.clone();
+    // Backlog gauges are measured on scrape: one indexed count per sink.
+    let _ = tokio::task::spawn_blocking(move || status::refresh_backlog_metrics(&st)).await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn get_status(State(state): State<Arc<AppState>>) -> Response {
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || status::collect(&st)).await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the journal: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("status task failed: {e}\n"),
+        )
+            .into_response(),
+    }
+}

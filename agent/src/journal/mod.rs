@@ -1,0 +1,259 @@
+//! The journal: the spine of the agent.
+//!
+//! One writer thread owns the SQLite connection and commits in groups; a transaction is
+//! answered only after its group has committed (invariant 1). Records leave only when
+//! every sink's cursor has passed them and retention allows (invariant 2). Readers
+//! (sink runners, status) open their own read-only connections: WAL lets them read while
+//! the writer commits.
+//!
+//! **API boundary**: nothing outside this module sees a `rusqlite::Connection`.
+
+mod reader;
+mod schema;
+mod writer;
+
+pub use reader::{Backlog, DeadLetterRow, JournalReader, ReadBatch};
+
+use crate::config::JournalConfig;
+use crate::metrics::Metrics;
+use crate::rules::Decider;
+use crate::txn::Transaction;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot, watch};
+use writer::{Command, Writer};
+
+/// Where a rejected input came from.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// `http`, `mqtt`, ...
+    pub source: String,
+    /// The specific reason, as answered to the client.
+    pub reason: String,
+    /// The input as received (card numbers masked by the caller).
+    pub raw: Vec<u8>,
+}
+
+/// A journaled transaction's answer.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The transaction's journal sequence number.
+    pub seq: u64,
+    /// True when this txn_id was seen before: `decision` is the first one.
+    pub duplicate: bool,
+    /// The decision record as journaled (`txn_id`, `decision`, `rules`, `seq`, ...).
+    pub decision: Value,
+}
+
+/// Why a transaction was not journaled.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The size budget is used up and `on_full = "refuse"`.
+    #[error("{0}")]
+    Full(String),
+    /// The agent is shutting down.
+    #[error("the agent is shutting down; retry against it after restart")]
+    Closed,
+    /// SQLite failed (disk error); the transaction was not journaled.
+    #[error("journal write failed: {0}")]
+    Storage(String),
+}
+
+/// Errors opening the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// SQLite refused to open or migrate the file.
+    #[error("cannot open journal {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// State the writer publishes for status and readers.
+#[derive(Debug, Default)]
+pub struct JournalState {
+    /// Highest committed sequence number.
+    pub last_seq: AtomicU64,
+    /// Bytes in use after the last commit.
+    pub used_bytes: AtomicU64,
+    /// Rows evicted unsent, ever (persisted).
+    pub evicted: AtomicU64,
+    /// The budget is used up right now.
+    pub full: AtomicBool,
+    /// Each sink's acknowledged position.
+    pub cursors: Mutex<HashMap<String, u64>>,
+}
+
+/// Handle to the journal; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Command>,
+    committed: watch::Receiver<u64>,
+    state: Arc<JournalState>,
+    path: PathBuf,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Journal {
+    /// Opens the journal at `path` and starts its writer. `sinks` are the configured
+    /// sink names: only their cursors hold rows back from pruning.
+    pub fn open(
+        path: &Path,
+        config: &JournalConfig,
+        sinks: Vec<String>,
+        decider: Box<dyn Decider>,
+        metrics: Metrics,
+    ) -> Result<Journal, JournalError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| JournalError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let opened = |source| JournalError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = schema::open_writer(path, config.durability).map_err(opened)?;
+        let state = Arc::new(JournalState::default());
+        let (tx, rx) = mpsc::channel(config.max_batch_rows * 4);
+        let writer = Writer::new(
+            conn,
+            rx,
+            config.clone(),
+            sinks,
+            decider,
+            metrics,
+            state.clone(),
+        )
+        .map_err(opened)?;
+        let committed = writer.committed();
+        let handle = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|source| JournalError::Dir {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Journal {
+            tx,
+            committed,
+            state,
+            path: path.to_path_buf(),
+            writer: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Journals `txn`, decides it, and answers once the decision is durable.
+    pub async fn submit(&self, txn: Transaction) -> Result<Accepted, SubmitError> {
+        self.submit_many(vec![txn])
+            .await
+            .pop()
+            .expect("one answer per transaction")
+    }
+
+    /// Journals many transactions; they share group commits. Answers are in input order.
+    pub async fn submit_many(&self, txns: Vec<Transaction>) -> Vec<Result<Accepted, SubmitError>> {
+        let mut waiting = Vec::with_capacity(txns.len());
+        for txn in txns {
+            let (reply, rx) = oneshot::channel();
+            let sent = self
+                .tx
+                .send(Command::Submit {
+                    txn: Box::new(txn),
+                    reply,
+                })
+                .await
+                .is_ok();
+            waiting.push(sent.then_some(rx));
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            out.push(match rx {
+                Some(rx) => rx.await.unwrap_or(Err(SubmitError::Closed)),
+                None => Err(SubmitError::Closed),
+            });
+        }
+        out
+    }
+
+    /// Stores a dead letter; returns once it is durable.
+    pub async fn dead_letter(&self, letter: DeadLetter) -> Result<(), SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::DeadLetter { letter, reply })
+            .await
+            .map_err(|_| SubmitError::Closed)?;
+        rx.await.unwrap_or(Err(SubmitError::Closed))
+    }
+
+    /// Records that `sink` has acknowledged everything up to `seq`. Committed with the
+    /// next group; a crash before that only re-sends (at-least-once).
+    pub async fn advance(&self, sink: &str, seq: u64) {
+        let _ = self
+            .tx
+            .send(Command::Advance {
+                sink: sink.to_string(),
+                seq,
+            })
+            .await;
+    }
+
+    /// The cursor of `sink` (0 when it has never acknowledged anything).
+    pub fn cursor(&self, sink: &str) -> u64 {
+        self.state
+            .cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sink)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Wakes when something new is committed.
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    /// Published writer state.
+    pub fn state(&self) -> &JournalState {
+        &self.state
+    }
+
+    /// The last committed sequence number.
+    pub fn last_seq(&self) -> u64 {
+        self.state.last_seq.load(Ordering::Acquire)
+    }
+
+    /// A new read-only connection.
+    pub fn reader(&self) -> rusqlite::Result<JournalReader> {
+        JournalReader::open(&self.path)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commits what is queued and stops the writer. Later submissions get `Closed`.
+    pub async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The journal's tables. Sequence numbers are assigned by the writer, never by SQLite,
+//! and the high-water mark is kept in `meta`, so pruning every row cannot make a number
+//! be used twice (a sink's cursor would then skip new rows).
+
+use crate::config::Durability;
+use rusqlite::Connection;
+
+pub const SCHEMA_VERSION: i64 = 1;
+
+const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    seq           INTEGER PRIMARY KEY,
+    channel       INTEGER NOT NULL,
+    txn_id        TEXT    NOT NULL,
+    partition_key TEXT    NOT NULL,
+    received_ms   INTEGER NOT NULL,
+    body          BLOB    NOT NULL
+);
+-- txn_id -> the first decision, for idempotent repeats; pruned by idempotency_window.
+CREATE TABLE IF NOT EXISTS txn_ids (
+    seq         INTEGER PRIMARY KEY,
+    txn_id      TEXT    NOT NULL UNIQUE,
+    received_ms INTEGER NOT NULL,
+    decision    BLOB    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    sink       TEXT    PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY,
+    received_ms INTEGER NOT NULL,
+    source      TEXT    NOT NULL,
+    reason      TEXT    NOT NULL,
+    raw         BLOB    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// Opens (creating if needed) the journal for writing.
+pub fn open_writer(path: &std::path::Path, durability: Durability) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Fsync => "FULL",
+            Durability::Os => "NORMAL",
+        },
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(TABLES)?;
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES ('schema_version', ?1) ON CONFLICT(key) DO NOTHING",
+        [SCHEMA_VERSION],
+    )?;
+    Ok(conn)
+}
+
+/// Opens the journal read-only (sinks, status). Requires the writer to have created it.
+pub fn open_reader(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// A `meta` counter, 0 when unset.
+pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Bytes of the database in use (pages minus free pages).
+pub fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    Ok(((pages - free).max(0) * size) as u64)
+}

@@ -1,0 +1,573 @@
+//! The single writer: group commit, decisions in journal order, pruning, the size budget.
+
+use super::schema::{meta, used_bytes};
+use super::{Accepted, DeadLetter, JournalState, SubmitError};
+use crate::config::{JournalConfig, OnFull};
+use crate::metrics::Metrics;
+use crate::rules::{Decider, Decision};
+use crate::txn::{rfc3339, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tillgate_sdk::{ByteSize, Channel};
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// What the writer is asked to do.
+#[derive(Debug)]
+pub enum Command {
+    Submit {
+        txn: Box<Transaction>,
+        reply: oneshot::Sender<Result<Accepted, SubmitError>>,
+    },
+    DeadLetter {
+        letter: DeadLetter,
+        reply: oneshot::Sender<Result<(), SubmitError>>,
+    },
+    Advance {
+        sink: String,
+        seq: u64,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// An answer held back until its group has committed.
+enum Pending {
+    Submit(oneshot::Sender<Result<Accepted, SubmitError>>, Accepted),
+    DeadLetter(oneshot::Sender<Result<(), SubmitError>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Counted only once the group has committed.
+#[derive(Default)]
+struct BatchStats {
+    decisions: Vec<Decision>,
+    dead_letters: Vec<(String, String)>,
+}
+
+enum Recv {
+    Cmd(Command),
+    Timeout,
+    Closed,
+}
+
+pub struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<Command>,
+    committed: watch::Sender<u64>,
+    config: JournalConfig,
+    sinks: Vec<String>,
+    decider: Box<dyn Decider>,
+    metrics: Metrics,
+    state: Arc<JournalState>,
+    next_seq: u64,
+    cursors: HashMap<String, u64>,
+    runtime: tokio::runtime::Handle,
+    last_maintenance: Instant,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Writer {
+    pub fn new(
+        conn: Connection,
+        rx: mpsc::Receiver<Command>,
+        config: JournalConfig,
+        sinks: Vec<String>,
+        decider: Box<dyn Decider>,
+        metrics: Metrics,
+        state: Arc<JournalState>,
+    ) -> rusqlite::Result<Self> {
+        let max_record: i64 =
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| {
+                r.get(0)
+            })?;
+        let max_txn: i64 =
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM txn_ids", [], |r| {
+                r.get(0)
+            })?;
+        let next_seq = (meta(&conn, "next_seq")?
+            .max(max_record + 1)
+            .max(max_txn + 1))
+        .max(1) as u64;
+        let cursors: HashMap<String, u64> = conn
+            .prepare("SELECT sink, seq FROM cursors")?
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        state.last_seq.store(next_seq - 1, Ordering::Release);
+        state
+            .evicted
+            .store(meta(&conn, "evicted_records")? as u64, Ordering::Release);
+        state
+            .used_bytes
+            .store(used_bytes(&conn)?, Ordering::Release);
+        *state.cursors.lock().unwrap_or_else(|p| p.into_inner()) = cursors.clone();
+        metrics.journal_max_bytes.set(config.max_bytes.get() as i64);
+        metrics.journal_last_seq.set((next_seq - 1) as i64);
+        let (committed, _) = watch::channel(next_seq - 1);
+        Ok(Writer {
+            conn,
+            rx,
+            committed,
+            config,
+            sinks,
+            decider,
+            metrics,
+            state,
+            next_seq,
+            cursors,
+            runtime: tokio::runtime::Handle::current(),
+            last_maintenance: Instant::now(),
+        })
+    }
+
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    fn recv(&mut self, wait: Duration) -> Recv {
+        let rx = &mut self.rx;
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(wait, rx.recv()).await })
+        {
+            Ok(Some(c)) => Recv::Cmd(c),
+            Ok(None) => Recv::Closed,
+            Err(_) => Recv::Timeout,
+        }
+    }
+
+    pub fn run(mut self) {
+        let max_rows = self.config.max_batch_rows;
+        let delay = self.config.max_batch_delay.get();
+        loop {
+            let first = match self.recv(self.config.prune_interval.get()) {
+                Recv::Cmd(c) => c,
+                Recv::Timeout => {
+                    self.maintain();
+                    continue;
+                }
+                Recv::Closed => break,
+            };
+            let started = Instant::now();
+            let mut batch = vec![first];
+            while batch.len() < max_rows {
+                match self.rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {
+                        let left = delay.saturating_sub(started.elapsed());
+                        if left.is_zero() {
+                            break;
+                        }
+                        match self.recv(left) {
+                            Recv::Cmd(c) => batch.push(c),
+                            Recv::Timeout | Recv::Closed => break,
+                        }
+                    }
+                }
+            }
+            let shutdown = batch.iter().any(|c| matches!(c, Command::Shutdown { .. }));
+            self.commit(batch);
+            if shutdown {
+                break;
+            }
+            if self.last_maintenance.elapsed() >= self.config.prune_interval.get() {
+                self.maintain();
+            }
+        }
+        tracing::debug!("journal writer stopped");
+    }
+
+    /// One group commit: everything in `batch` becomes durable together, then is answered.
+    fn commit(&mut self, batch: Vec<Command>) {
+        let first_seq = self.next_seq;
+        let refusal = match self.check_space() {
+            Ok(r) => r,
+            Err(e) => Some(format!("cannot measure the journal: {e}")),
+        };
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut stats = BatchStats::default();
+        self.metrics.commit_batch_rows.observe(batch.len() as f64);
+        let result = (|| -> rusqlite::Result<()> {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            let mut fresh: HashMap<String, Value> = HashMap::new();
+            for cmd in batch {
+                match cmd {
+                    Command::Submit { txn, reply } => {
+                        if let Some(first) = self.previous_decision(&fresh, &txn.txn_id)? {
+                            let seq = first["seq"].as_u64().unwrap_or(0);
+                            pending.push(Pending::Submit(
+                                reply,
+                                Accepted {
+                                    seq,
+                                    duplicate: true,
+                                    decision: first,
+                                },
+                            ));
+                            continue;
+                        }
+                        if let Some(reason) = &refusal {
+                            self.metrics.journal_full_refusals.inc();
+                            let _ = reply.send(Err(SubmitError::Full(reason.clone())));
+                            continue;
+                        }
+                        let (accepted, decision) = self.journal_txn(&txn)?;
+                        fresh.insert(txn.txn_id.clone(), accepted.decision.clone());
+                        stats.decisions.push(decision);
+                        pending.push(Pending::Submit(reply, accepted));
+                    }
+                    Command::DeadLetter { letter, reply } => {
+                        if let Some(reason) = &refusal {
+                            self.metrics
+                                .dead_letters_lost
+                                .with_label_values(&[&letter.source])
+                                .inc();
+                            let _ = reply.send(Err(SubmitError::Full(reason.clone())));
+                            continue;
+                        }
+                        self.conn
+                            .prepare_cached("INSERT INTO dead_letters(received_ms, source, reason, raw) VALUES (?1, ?2, ?3, ?4)")?
+                            .execute(params![now_ms(), letter.source, letter.reason, letter.raw])?;
+                        stats.dead_letters.push((letter.source, letter.reason));
+                        pending.push(Pending::DeadLetter(reply));
+                    }
+                    Command::Advance { sink, seq } => {
+                        self.conn
+                            .prepare_cached(
+                                "INSERT INTO cursors(sink, seq, updated_ms) VALUES (?1, ?2, ?3)
+                                 ON CONFLICT(sink) DO UPDATE SET seq = MAX(seq, excluded.seq), updated_ms = excluded.updated_ms",
+                            )?
+                            .execute(params![sink, seq as i64, now_ms()])?;
+                        let c = self.cursors.entry(sink).or_insert(0);
+                        *c = (*c).max(seq);
+                    }
+                    Command::Shutdown { reply } => pending.push(Pending::Shutdown(reply)),
+                }
+            }
+            if self.next_seq != first_seq {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO meta(key, value) VALUES ('next_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute([self.next_seq as i64])?;
+            }
+            let t = Instant::now();
+            self.conn.execute_batch("COMMIT")?;
+            self.metrics
+                .commit_seconds
+                .observe(t.elapsed().as_secs_f64());
+            Ok(())
+        })();
+
+        if let Err(e) = result {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.next_seq = first_seq;
+            tracing::error!(error = %e, "journal commit failed; the group was answered with 503");
+            let msg = e.to_string();
+            for p in pending {
+                match p {
+                    Pending::Submit(reply, _) => {
+                        drop(reply.send(Err(SubmitError::Storage(msg.clone()))))
+                    }
+                    Pending::DeadLetter(reply) => {
+                        drop(reply.send(Err(SubmitError::Storage(msg.clone()))))
+                    }
+                    Pending::Shutdown(reply) => drop(reply.send(())),
+                }
+            }
+            return;
+        }
+
+        self.publish(stats);
+        for p in pending {
+            match p {
+                Pending::Submit(reply, accepted) => drop(reply.send(Ok(accepted))),
+                Pending::DeadLetter(reply) => drop(reply.send(Ok(()))),
+                Pending::Shutdown(reply) => drop(reply.send(())),
+            }
+        }
+    }
+
+    /// After a commit: counters, cursors and the committed watermark.
+    fn publish(&mut self, stats: BatchStats) {
+        for d in &stats.decisions {
+            self.metrics
+                .decisions
+                .with_label_values(&[d.action.name()])
+                .inc();
+            for h in &d.hits {
+                let mode = if h.mode == crate::rules::Mode::Enforce {
+                    "enforce"
+                } else {
+                    "shadow"
+                };
+                self.metrics
+                    .rule_hits
+                    .with_label_values(&[&h.id, mode])
+                    .inc();
+            }
+        }
+        for (source, reason) in &stats.dead_letters {
+            self.metrics
+                .dead_letters
+                .with_label_values(&[source, reason_class(reason)])
+                .inc();
+        }
+        *self.state.cursors.lock().unwrap_or_else(|p| p.into_inner()) = self.cursors.clone();
+        let last = self.next_seq - 1;
+        self.state.last_seq.store(last, Ordering::Release);
+        self.metrics.journal_last_seq.set(last as i64);
+        self.committed.send_replace(last);
+    }
+
+    fn previous_decision(
+        &mut self,
+        fresh: &HashMap<String, Value>,
+        txn_id: &str,
+    ) -> rusqlite::Result<Option<Value>> {
+        if let Some(v) = fresh.get(txn_id) {
+            return Ok(Some(v.clone()));
+        }
+        let stored: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT decision FROM txn_ids WHERE txn_id = ?1")?
+            .query_row([txn_id], |r| r.get(0))
+            .optional()?;
+        Ok(stored.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Decides `txn` and writes its transaction, decision and (if any rule fired) alert rows.
+    fn journal_txn(&mut self, txn: &Transaction) -> rusqlite::Result<(Accepted, Decision)> {
+        let seq = self.next_seq;
+        let decision = self.decider.decide(txn);
+        let key = txn.partition_key();
+        let received = txn.received_at.timestamp_millis();
+        let record = decision_record(txn, seq, &decision);
+        let record_bytes = serde_json::to_vec(&record).expect("JSON value serializes");
+        let mut rows: Vec<(Channel, Vec<u8>)> = vec![
+            (Channel::Transactions, txn.journal_body(seq)),
+            (Channel::Decisions, record_bytes.clone()),
+        ];
+        if !decision.hits.is_empty() {
+            rows.push((
+                Channel::Alerts,
+                serde_json::to_vec(&alert_record(txn, seq, &decision))
+                    .expect("JSON value serializes"),
+            ));
+        }
+        {
+            let mut insert = self.conn.prepare_cached(
+                "INSERT INTO records(seq, channel, txn_id, partition_key, received_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (i, (channel, body)) in rows.iter().enumerate() {
+                insert.execute(params![
+                    (seq + i as u64) as i64,
+                    channel.code(),
+                    txn.txn_id,
+                    key,
+                    received,
+                    body
+                ])?;
+            }
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO txn_ids(seq, txn_id, received_ms, decision) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![seq as i64, txn.txn_id, received, record_bytes])?;
+        self.next_seq += rows.len() as u64;
+        Ok((
+            Accepted {
+                seq,
+                duplicate: false,
+                decision: record,
+            },
+            decision,
+        ))
+    }
+
+    /// `None` when there is room; otherwise why input is refused. Evicts when configured.
+    fn check_space(&mut self) -> rusqlite::Result<Option<String>> {
+        let max = self.config.max_bytes.get();
+        let mut used = used_bytes(&self.conn)?;
+        self.state.used_bytes.store(used, Ordering::Release);
+        self.metrics.journal_bytes.set(used as i64);
+        if used < max {
+            self.state.full.store(false, Ordering::Release);
+            return Ok(None);
+        }
+        if self.config.on_full == OnFull::EvictOldest {
+            // Make room for a while, not one batch: 10 % under the budget.
+            while used >= max - max / 10 {
+                let evicted = self.conn.execute(
+                    "DELETE FROM records WHERE seq IN (SELECT seq FROM records ORDER BY seq LIMIT 1000)",
+                    [],
+                )? as u64;
+                self.conn.execute(
+                    "DELETE FROM txn_ids WHERE seq IN (SELECT seq FROM txn_ids ORDER BY seq LIMIT 1000)",
+                    [],
+                )?;
+                if evicted == 0 {
+                    break;
+                }
+                let total = self.state.evicted.fetch_add(evicted, Ordering::AcqRel) + evicted;
+                self.conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('evicted_records', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [total as i64],
+                )?;
+                self.metrics.journal_evicted.inc_by(evicted);
+                tracing::warn!(evicted, total, "journal full: evicted the oldest rows, unsent ones included (on_full = \"evict_oldest\")");
+                used = used_bytes(&self.conn)?;
+            }
+            self.state.used_bytes.store(used, Ordering::Release);
+            if used < max {
+                return Ok(None);
+            }
+        }
+        self.state.full.store(true, Ordering::Release);
+        let slowest = self
+            .sinks
+            .iter()
+            .map(|s| (s.as_str(), self.cursors.get(s).copied().unwrap_or(0)))
+            .min_by_key(|(_, c)| *c);
+        let behind = match slowest {
+            Some((sink, cursor)) => format!(
+                "; sink `{sink}` has not acknowledged {} records yet",
+                (self.next_seq - 1).saturating_sub(cursor)
+            ),
+            None => String::new(),
+        };
+        Ok(Some(format!(
+            "journal full: {} of {} (journal.max_bytes) in use{behind}; new transactions are refused until \
+             the sinks catch up (check the uplink) or journal.max_bytes is raised",
+            ByteSize(used),
+            ByteSize(max),
+        )))
+    }
+
+    /// Prunes rows every sink has passed and retention allows; expires idempotency keys
+    /// and dead letters.
+    fn maintain(&mut self) {
+        self.last_maintenance = Instant::now();
+        if let Err(e) = self.prune() {
+            tracing::warn!(error = %e, "journal pruning failed; will retry");
+        }
+        if let Ok(used) = used_bytes(&self.conn) {
+            self.state.used_bytes.store(used, Ordering::Release);
+            self.metrics.journal_bytes.set(used as i64);
+        }
+    }
+
+    fn prune(&mut self) -> rusqlite::Result<()> {
+        let now = now_ms();
+        let passed = self
+            .sinks
+            .iter()
+            .map(|s| self.cursors.get(s).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(u64::MAX);
+        let passed = passed.min(self.next_seq - 1) as i64;
+        let cutoff = now - self.config.retention.get().as_millis() as i64;
+        // Received order and seq order agree closely; the first young row bounds the delete.
+        let young: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM records WHERE seq <= ?1 AND received_ms >= ?2 ORDER BY seq LIMIT 1",
+                params![passed, cutoff],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let upto = young.map_or(passed, |y| y - 1);
+        const CHUNK: i64 = 50_000;
+        let first: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MIN(seq), 0) FROM records", [], |r| {
+                    r.get(0)
+                })?;
+        let pruned = self.conn.execute(
+            "DELETE FROM records WHERE seq <= ?1",
+            [upto.min(first + CHUNK)],
+        )?;
+        self.metrics.journal_pruned.inc_by(pruned as u64);
+
+        let idem_cutoff = now - self.config.idempotency_window.get().as_millis() as i64;
+        let young: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM txn_ids WHERE received_ms >= ?1 ORDER BY seq LIMIT 1",
+                [idem_cutoff],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let first: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MIN(seq), 0) FROM txn_ids", [], |r| {
+                    r.get(0)
+                })?;
+        let upto = young.map_or(i64::MAX, |y| y - 1);
+        self.conn.execute(
+            "DELETE FROM txn_ids WHERE seq <= ?1",
+            [upto.min(first + CHUNK)],
+        )?;
+
+        let dl_cutoff = now - self.config.dead_letter_retention.get().as_millis() as i64;
+        self.conn.execute(
+            "DELETE FROM dead_letters WHERE received_ms < ?1",
+            [dl_cutoff],
+        )?;
+        Ok(())
+    }
+}
+
+/// What a dead-letter reason is, for a bounded metrics label.
+fn reason_class(reason: &str) -> &'static str {
+    if reason.contains("full card number") {
+        "pan"
+    } else if reason.contains("malformed JSON") || reason.contains("expected a JSON object") {
+        "malformed"
+    } else if reason.contains("bytes; the limit") || reason.contains("body exceeds") {
+        "too_large"
+    } else {
+        "invalid"
+    }
+}
+
+/// The decision as journaled on the decisions channel and answered to the terminal.
+pub fn decision_record(txn: &Transaction, seq: u64, d: &Decision) -> Value {
+    json!({
+        "txn_id": txn.txn_id,
+        "store_id": txn.store_id,
+        "terminal_id": txn.terminal_id,
+        "seq": seq,
+        "decision": d.action.name(),
+        "rules": d.hits,
+        "decided_at": rfc3339(chrono::Utc::now()),
+    })
+}
+
+/// A rule-hit alert on the alerts channel.
+fn alert_record(txn: &Transaction, seq: u64, d: &Decision) -> Value {
+    let severity = d.hits.iter().map(|h| h.severity).max();
+    json!({
+        "kind": "rule_hit",
+        "txn_id": txn.txn_id,
+        "store_id": txn.store_id,
+        "terminal_id": txn.terminal_id,
+        "seq": seq,
+        "decision": d.action.name(),
+        "severity": severity,
+        "rules": d.hits,
+        "event_time": rfc3339(txn.event_time()),
+        "raised_at": rfc3339(chrono::Utc::now()),
+    })
+}

@@ -1,0 +1,189 @@
+//! Prometheus metrics: one registry per agent, rendered at `GET /metrics`.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the agent exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Transactions by source and outcome (accepted, duplicate, rejected, refused).
+    pub transactions: IntCounterVec,
+    /// Decisions by action.
+    pub decisions: IntCounterVec,
+    /// Rule hits by rule and mode.
+    pub rule_hits: IntCounterVec,
+    /// From request read to durable answer.
+    pub decision_latency: Histogram,
+    /// Rows per group commit.
+    pub commit_batch_rows: Histogram,
+    /// Time spent in COMMIT (the fsync).
+    pub commit_seconds: Histogram,
+    /// Journal file bytes in use.
+    pub journal_bytes: IntGauge,
+    /// Configured size budget.
+    pub journal_max_bytes: IntGauge,
+    /// Highest sequence number committed.
+    pub journal_last_seq: IntGauge,
+    /// Rows deleted unsent because the journal was full (`on_full = "evict_oldest"`).
+    pub journal_evicted: IntCounter,
+    /// Rows pruned after every sink passed them.
+    pub journal_pruned: IntCounter,
+    /// Inputs refused because the journal was full.
+    pub journal_full_refusals: IntCounter,
+    /// Dead letters by source and reason class.
+    pub dead_letters: IntCounterVec,
+    /// Dead letters that could not be stored (journal full or failing), by source.
+    pub dead_letters_lost: IntCounterVec,
+    /// Records acknowledged by each sink.
+    pub sink_records: IntCounterVec,
+    /// Failed shipments by sink.
+    pub sink_errors: IntCounterVec,
+    /// Records after the sink's cursor.
+    pub sink_backlog: IntGaugeVec,
+    /// Age of the oldest unsent record, seconds.
+    pub sink_oldest_age: IntGaugeVec,
+    /// Time per successful shipment.
+    pub sink_ship_seconds: HistogramVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("tillgate".into()), None).expect("valid prefix");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("unique metric");
+            m
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("unique metric");
+            m
+        };
+        let counter = |name: &str, help: &str| {
+            let m = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("unique metric");
+            m
+        };
+        let gauge = |name: &str, help: &str| {
+            let m = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("unique metric");
+            m
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let m = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("unique metric");
+            m
+        };
+        let latency_buckets = exponential_buckets(0.000_05, 2.0, 16).expect("valid buckets");
+        let sink_ship_seconds = HistogramVec::new(
+            HistogramOpts::new("sink_ship_seconds", "Time per successful shipment")
+                .buckets(latency_buckets.clone()),
+            &["sink"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(sink_ship_seconds.clone()))
+            .expect("unique metric");
+        Metrics {
+            transactions: counter_vec(
+                "transactions_total",
+                "Transactions by source and outcome",
+                &["source", "outcome"],
+            ),
+            decisions: counter_vec("decisions_total", "Decisions by action", &["decision"]),
+            rule_hits: counter_vec(
+                "rule_hits_total",
+                "Rule hits by rule and mode",
+                &["rule", "mode"],
+            ),
+            decision_latency: histogram(
+                "decision_latency_seconds",
+                "From request read to durable answer",
+                latency_buckets.clone(),
+            ),
+            commit_batch_rows: histogram(
+                "journal_commit_batch_rows",
+                "Commands per group commit",
+                exponential_buckets(1.0, 2.0, 14).expect("valid buckets"),
+            ),
+            commit_seconds: histogram(
+                "journal_commit_seconds",
+                "Time spent in COMMIT",
+                latency_buckets,
+            ),
+            journal_bytes: gauge("journal_bytes", "Journal bytes in use"),
+            journal_max_bytes: gauge("journal_max_bytes", "Journal size budget"),
+            journal_last_seq: gauge("journal_last_seq", "Highest committed sequence number"),
+            journal_evicted: counter(
+                "journal_evicted_records_total",
+                "Unsent rows deleted because the journal was full",
+            ),
+            journal_pruned: counter(
+                "journal_pruned_records_total",
+                "Rows deleted after every sink passed them",
+            ),
+            journal_full_refusals: counter(
+                "journal_full_refusals_total",
+                "Inputs refused because the journal was full",
+            ),
+            dead_letters: counter_vec(
+                "dead_letters_total",
+                "Rejected inputs by source and reason",
+                &["source", "reason"],
+            ),
+            dead_letters_lost: counter_vec(
+                "dead_letters_lost_total",
+                "Rejected inputs whose dead letter could not be stored",
+                &["source"],
+            ),
+            sink_records: counter_vec(
+                "sink_records_total",
+                "Records acknowledged by the sink",
+                &["sink"],
+            ),
+            sink_errors: counter_vec("sink_errors_total", "Failed shipments", &["sink"]),
+            sink_backlog: gauge_vec(
+                "sink_backlog_records",
+                "Records after the sink's cursor",
+                &["sink"],
+            ),
+            sink_oldest_age: gauge_vec(
+                "sink_oldest_unsent_age_seconds",
+                "Age of the oldest record not yet acknowledged",
+                &["sink"],
+            ),
+            sink_ship_seconds,
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}

@@ -1,0 +1,269 @@
+//! What `GET /v1/status` and `tillgate status` report: per sink backlog and the age of
+//! its oldest unsent record, dead letters, decisions and rule hits, journal size.
+
+use crate::http::AppState;
+use crate::journal::{DeadLetterRow, JournalReader};
+use prometheus::core::Collector;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+/// The whole report.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    /// `running`, `draining`, or `stopped` (read from the journal file alone).
+    pub state: String,
+    pub uptime_s: u64,
+    pub journal: JournalStatus,
+    pub sinks: Vec<SinkReport>,
+    pub dead_letters: DeadLetters,
+    pub decisions: BTreeMap<String, u64>,
+    pub rule_hits: BTreeMap<String, u64>,
+}
+
+/// The journal's size and position.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JournalStatus {
+    pub path: String,
+    pub used_bytes: u64,
+    pub max_bytes: Option<u64>,
+    pub full: bool,
+    pub last_seq: u64,
+    /// Unsent rows deleted because the journal was full (`on_full = "evict_oldest"`).
+    pub evicted_records: u64,
+}
+
+/// One sink.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SinkReport {
+    pub name: String,
+    pub channels: Vec<String>,
+    pub cursor: u64,
+    pub backlog_records: u64,
+    pub oldest_unsent_age_s: Option<f64>,
+    pub last_error: Option<String>,
+    pub last_success_ms: Option<i64>,
+}
+
+/// Dead letters: how many, and the latest few.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeadLetters {
+    pub count: u64,
+    pub recent: Vec<DeadLetterSummary>,
+}
+
+/// A dead letter, without its raw bytes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeadLetterSummary {
+    pub id: i64,
+    pub received_ms: i64,
+    pub source: String,
+    pub reason: String,
+}
+
+impl From<DeadLetterRow> for DeadLetterSummary {
+    fn from(r: DeadLetterRow) -> Self {
+        DeadLetterSummary {
+            id: r.id,
+            received_ms: r.received_ms,
+            source: r.source,
+            reason: r.reason,
+        }
+    }
+}
+
+fn age_s(received_ms: Option<i64>) -> Option<f64> {
+    received_ms.map(|ms| ((chrono::Utc::now().timestamp_millis() - ms).max(0)) as f64 / 1000.0)
+}
+
+/// Sums a counter vector by its first label.
+fn by_first_label(c: &prometheus::IntCounterVec) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for family in c.collect() {
+        for m in family.get_metric() {
+            let label = m
+                .get_label()
+                .first()
+                .map(|l| l.value().to_string())
+                .unwrap_or_default();
+            *out.entry(label).or_insert(0) += m.get_counter().get_value() as u64;
+        }
+    }
+    out
+}
+
+/// Status of a running agent.
+pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
+    let mut reader = state.journal.reader()?;
+    let js = state.journal.state();
+    let mut sinks = Vec::new();
+    for s in &state.sinks {
+        let cursor = state.journal.cursor(&s.name);
+        let backlog = reader.backlog(cursor, &s.channels)?;
+        let last = s.last_success_ms.load(Ordering::Relaxed);
+        sinks.push(SinkReport {
+            name: s.name.clone(),
+            channels: s.channels.iter().map(|c| c.to_string()).collect(),
+            cursor,
+            backlog_records: backlog.records,
+            oldest_unsent_age_s: age_s(backlog.oldest_received_ms),
+            last_error: s
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            last_success_ms: (last > 0).then_some(last),
+        });
+    }
+    Ok(StatusReport {
+        version: env!("CARGO_PKG_VERSION").into(),
+        state: if state.draining.load(Ordering::Acquire) {
+            "draining"
+        } else {
+            "running"
+        }
+        .into(),
+        uptime_s: state.started.elapsed().as_secs(),
+        journal: JournalStatus {
+            path: state.journal.path().display().to_string(),
+            used_bytes: js.used_bytes.load(Ordering::Acquire),
+            max_bytes: Some(state.metrics.journal_max_bytes.get() as u64),
+            full: js.full.load(Ordering::Acquire),
+            last_seq: js.last_seq.load(Ordering::Acquire),
+            evicted_records: js.evicted.load(Ordering::Acquire),
+        },
+        sinks,
+        dead_letters: dead_letters(&reader)?,
+        decisions: by_first_label(&state.metrics.decisions),
+        rule_hits: by_first_label(&state.metrics.rule_hits),
+    })
+}
+
+fn dead_letters(reader: &JournalReader) -> rusqlite::Result<DeadLetters> {
+    Ok(DeadLetters {
+        count: reader.dead_letter_count()?,
+        recent: reader
+            .recent_dead_letters(5)?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    })
+}
+
+/// Status read from the journal file alone, when the agent is not running. Sinks are
+/// those with a stored cursor; live counters (decisions, rule hits) are not available.
+pub fn offline(path: &Path) -> rusqlite::Result<StatusReport> {
+    let mut reader = JournalReader::open(path)?;
+    let mut sinks = Vec::new();
+    for (name, cursor) in reader.cursors()? {
+        let backlog = reader.backlog(cursor, &tillgate_sdk::Channel::ALL)?;
+        sinks.push(SinkReport {
+            name,
+            channels: vec!["(unknown while stopped: counted over all channels)".into()],
+            cursor,
+            backlog_records: backlog.records,
+            oldest_unsent_age_s: age_s(backlog.oldest_received_ms),
+            last_error: None,
+            last_success_ms: None,
+        });
+    }
+    Ok(StatusReport {
+        version: env!("CARGO_PKG_VERSION").into(),
+        state: "stopped".into(),
+        uptime_s: 0,
+        journal: JournalStatus {
+            path: path.display().to_string(),
+            used_bytes: reader.used_bytes()?,
+            max_bytes: None,
+            full: false,
+            last_seq: reader.last_seq()?,
+            evicted_records: reader.evicted()?,
+        },
+        sinks,
+        dead_letters: dead_letters(&reader)?,
+        decisions: BTreeMap::new(),
+        rule_hits: BTreeMap::new(),
+    })
+}
+
+/// Updates the per-sink backlog gauges (called on scrape).
+pub fn refresh_backlog_metrics(state: &AppState) -> rusqlite::Result<()> {
+    let mut reader = state.journal.reader()?;
+    for s in &state.sinks {
+        let backlog = reader.backlog(state.journal.cursor(&s.name), &s.channels)?;
+        state
+            .metrics
+            .sink_backlog
+            .with_label_values(&[&s.name])
+            .set(backlog.records as i64);
+        let age = age_s(backlog.oldest_received_ms).unwrap_or(0.0);
+        state
+            .metrics
+            .sink_oldest_age
+            .with_label_values(&[&s.name])
+            .set(age as i64);
+    }
+    Ok(())
+}
+
+/// A person's view of the report.
+pub fn render_text(r: &StatusReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "tillgate {} — {} (up {}s)",
+        r.version, r.state, r.uptime_s
+    );
+    let j = &r.journal;
+    let max = j
+        .max_bytes
+        .map(|m| format!(" of {}", tillgate_sdk::ByteSize(m)))
+        .unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "journal  {}  {}{}{}  last seq {}  evicted unsent {}",
+        j.path,
+        tillgate_sdk::ByteSize(j.used_bytes),
+        max,
+        if j.full { "  FULL: refusing input" } else { "" },
+        j.last_seq,
+        j.evicted_records
+    );
+    for k in &r.sinks {
+        let age = k
+            .oldest_unsent_age_s
+            .map(|a| format!("{a:.1}s"))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            s,
+            "sink     {:<12} backlog {:>8}  oldest unsent {:>8}  cursor {}{}",
+            k.name,
+            k.backlog_records,
+            age,
+            k.cursor,
+            k.last_error
+                .as_ref()
+                .map(|e| format!("  last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(s, "dead letters {}", r.dead_letters.count);
+    for d in &r.dead_letters.recent {
+        let _ = writeln!(s, "  #{} {}: {}", d.id, d.source, d.reason);
+    }
+    if !r.decisions.is_empty() {
+        let parts: Vec<String> = r
+            .decisions
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(s, "decisions {}", parts.join(", "));
+    }
+    for (rule, n) in &r.rule_hits {
+        let _ = writeln!(s, "rule     {rule:<28} {n} hits");
+    }
+    s
+}

@@ -1,0 +1,385 @@
+//! Validation of `pos.txn.v1`: every problem is reported with the field, what was wrong
+//! and what is allowed, so a POS integrator can fix the terminal without reading code.
+
+use super::pan::looks_like_pan;
+use super::{Card, EntryMode, Transaction, TxnType, CLOCK_SKEW_LIMIT_SECS};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Largest accepted transaction document.
+pub const MAX_TXN_BYTES: usize = 64 * 1024;
+
+/// One problem with one field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `card.bin`.
+    pub field: String,
+    /// What was wrong.
+    pub problem: String,
+    /// What is allowed.
+    pub allowed: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} (allowed: {})",
+            self.field, self.problem, self.allowed
+        )
+    }
+}
+
+/// Why an input was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Larger than [`MAX_TXN_BYTES`].
+    TooLarge { size: usize, limit: usize },
+    /// Not JSON, or JSON but not an object.
+    Malformed(String),
+    /// A JSON object with field problems.
+    Invalid(Vec<FieldError>),
+}
+
+impl Rejection {
+    /// A short class for metrics labels.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Rejection::TooLarge { .. } => "too_large",
+            Rejection::Malformed(_) => "malformed",
+            Rejection::Invalid(errs)
+                if errs.iter().any(|e| e.problem.contains("full card number")) =>
+            {
+                "pan"
+            }
+            Rejection::Invalid(_) => "invalid",
+        }
+    }
+
+    /// The JSON answered to the client.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Rejection::TooLarge { .. } | Rejection::Malformed(_) => serde_json::json!({
+                "error": self.class(),
+                "message": self.to_string(),
+            }),
+            Rejection::Invalid(errors) => serde_json::json!({
+                "error": "invalid",
+                "message": self.to_string(),
+                "problems": errors,
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::TooLarge { size, limit } => {
+                write!(
+                    f,
+                    "transaction is {size} bytes; the limit is {limit} bytes (64 KiB)"
+                )
+            }
+            Rejection::Malformed(m) => write!(f, "{m}"),
+            Rejection::Invalid(errs) => {
+                write!(f, "invalid pos.txn.v1 transaction: ")?;
+                for (i, e) in errs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+const ID_CHARS: &str = "1–64 characters from A-Z a-z 0-9 . _ -";
+const TEXT_ID: &str = "a string of 1–128 printable ASCII characters without spaces";
+/// Fields the agent sets; a terminal sending them is confused about who stamps what.
+const RESERVED: [&str; 3] = ["received_at", "clock_skew", "seq"];
+
+/// Parses and validates one transaction received at `received_at`.
+pub fn parse(raw: &[u8], received_at: DateTime<Utc>) -> Result<Transaction, Rejection> {
+    if raw.len() > MAX_TXN_BYTES {
+        return Err(Rejection::TooLarge {
+            size: raw.len(),
+            limit: MAX_TXN_BYTES,
+        });
+    }
+    let value: Value = serde_json::from_slice(raw).map_err(|e| {
+        Rejection::Malformed(format!(
+            "malformed JSON at line {} column {}: {}",
+            e.line(),
+            e.column(),
+            strip_position(&e.to_string())
+        ))
+    })?;
+    let Value::Object(doc) = value else {
+        return Err(Rejection::Malformed(format!(
+            "expected a JSON object (one pos.txn.v1 transaction), got {}",
+            kind(&value)
+        )));
+    };
+    let mut v = Validator {
+        doc: &doc,
+        errors: Vec::new(),
+    };
+    let txn_id = v.text_id("txn_id", true);
+    let store_id = v.short_id("store_id");
+    let terminal_id = v.short_id("terminal_id");
+    let occurred_at = v.timestamp("occurred_at");
+    let txn_type = v.txn_type();
+    let total_minor = v.minor_units("total_minor");
+    let currency = v.currency();
+    let operator_id = v.text_id("operator_id", false);
+    let customer_id = v.text_id("customer_id", false);
+    let original_txn_id = v.text_id("original_txn_id", false);
+    let card = v.card();
+    v.array("line_items");
+    v.array("tenders");
+    for key in RESERVED {
+        if doc.contains_key(key) {
+            v.err(key, "is set by the agent, not the terminal", "leave it out");
+        }
+    }
+    if !v.errors.is_empty() {
+        return Err(Rejection::Invalid(v.errors));
+    }
+    let occurred_at = occurred_at.expect("validated");
+    let clock_skew = (occurred_at - received_at).num_seconds().abs() > CLOCK_SKEW_LIMIT_SECS;
+    Ok(Transaction {
+        txn_id: txn_id.expect("validated"),
+        store_id: store_id.expect("validated"),
+        terminal_id: terminal_id.expect("validated"),
+        occurred_at,
+        txn_type: txn_type.expect("validated"),
+        total_minor: total_minor.expect("validated"),
+        currency: currency.expect("validated"),
+        operator_id,
+        customer_id,
+        card,
+        original_txn_id,
+        received_at,
+        clock_skew,
+        doc,
+    })
+}
+
+fn strip_position(msg: &str) -> &str {
+    msg.split(" at line ").next().unwrap_or(msg)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a decimal number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+struct Validator<'a> {
+    doc: &'a Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl<'a> Validator<'a> {
+    fn err(&mut self, field: &str, problem: impl Into<String>, allowed: &str) {
+        self.errors.push(FieldError {
+            field: field.into(),
+            problem: problem.into(),
+            allowed: allowed.into(),
+        });
+    }
+
+    /// The field's value; `None` when absent or null (recording an error if required).
+    fn get(&mut self, field: &str, required: bool, allowed: &str) -> Option<&'a Value> {
+        let doc: &'a Map<String, Value> = self.doc;
+        match doc.get(field) {
+            None | Some(Value::Null) if required => {
+                self.err(field, "is required but missing", allowed);
+                None
+            }
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v),
+        }
+    }
+
+    fn string(&mut self, field: &str, required: bool, allowed: &str) -> Option<String> {
+        let v = self.get(field, required, allowed)?;
+        match v {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                let k = kind(other);
+                self.err(field, format!("must be a string, got {k}"), allowed);
+                None
+            }
+        }
+    }
+
+    fn text_id(&mut self, field: &str, required: bool) -> Option<String> {
+        let s = self.string(field, required, TEXT_ID)?;
+        if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            self.err(field, format!("{s:?} is not a valid identifier"), TEXT_ID);
+            return None;
+        }
+        Some(s)
+    }
+
+    fn short_id(&mut self, field: &str) -> Option<String> {
+        let s = self.string(field, true, ID_CHARS)?;
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        if !ok {
+            self.err(field, format!("{s:?} is not a valid identifier"), ID_CHARS);
+            return None;
+        }
+        Some(s)
+    }
+
+    fn timestamp(&mut self, field: &str) -> Option<DateTime<Utc>> {
+        const ALLOWED: &str =
+            "an RFC 3339 timestamp with offset, e.g. \"2026-11-27T14:03:07.250Z\"";
+        let s = self.string(field, true, ALLOWED)?;
+        match DateTime::parse_from_rfc3339(&s) {
+            Ok(t) => Some(t.with_timezone(&Utc)),
+            Err(e) => {
+                self.err(
+                    field,
+                    format!("{s:?} is not an RFC 3339 timestamp ({e})"),
+                    ALLOWED,
+                );
+                None
+            }
+        }
+    }
+
+    fn txn_type(&mut self) -> Option<TxnType> {
+        let allowed = TxnType::NAMES.join(", ");
+        let s = self.string("type", true, &allowed)?;
+        let t = TxnType::from_name(&s);
+        if t.is_none() {
+            self.err("type", format!("unknown transaction type {s:?}"), &allowed);
+        }
+        t
+    }
+
+    fn minor_units(&mut self, field: &str) -> Option<i64> {
+        const ALLOWED: &str = "an integer amount in minor units (1999 for 19.99), never a decimal";
+        let v = self.get(field, true, ALLOWED)?;
+        match v.as_i64() {
+            Some(n) => Some(n),
+            None => {
+                let problem = match v {
+                    Value::Number(n) if n.is_f64() => {
+                        format!("{n} is a decimal; money is sent as integer minor units")
+                    }
+                    Value::Number(n) => format!("{n} is out of range"),
+                    other => format!("must be an integer, got {}", kind(other)),
+                };
+                self.err(field, problem, ALLOWED);
+                None
+            }
+        }
+    }
+
+    fn currency(&mut self) -> Option<String> {
+        const ALLOWED: &str = "an ISO 4217 alphabetic code in upper case, e.g. \"USD\", \"EUR\"";
+        let s = self.string("currency", true, ALLOWED)?;
+        if iso_currency::Currency::from_code(&s).is_none() {
+            self.err(
+                "currency",
+                format!("{s:?} is not an ISO 4217 currency code"),
+                ALLOWED,
+            );
+            return None;
+        }
+        Some(s)
+    }
+
+    fn array(&mut self, field: &str) {
+        if let Some(v) = self.get(field, false, "an array") {
+            if !v.is_array() {
+                let k = kind(v);
+                self.err(field, format!("must be an array, got {k}"), "an array");
+            }
+        }
+    }
+
+    fn card(&mut self) -> Option<Card> {
+        const ALLOWED: &str = "an object with token, bin, last4, entry_mode";
+        let v = self.get("card", false, ALLOWED)?;
+        let Value::Object(card) = v else {
+            let k = kind(v);
+            self.err("card", format!("must be an object, got {k}"), ALLOWED);
+            return None;
+        };
+        // The PAN guard looks at every card field, known or not.
+        for (key, value) in card {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => continue,
+            };
+            if looks_like_pan(&text) {
+                self.err(
+                    &format!("card.{key}"),
+                    "holds a full card number (a Luhn-valid 13–19 digit PAN), which is never stored",
+                    "a processor token, the 6–8 digit BIN and the last 4 digits",
+                );
+            }
+        }
+        let before = self.errors.len();
+        let mut out = Card::default();
+        let mut sub = Validator {
+            doc: card,
+            errors: Vec::new(),
+        };
+        out.token = sub.text_id("token", false);
+        if let Some(bin) = sub.string("bin", false, "6–8 digits") {
+            if (6..=8).contains(&bin.len()) && bin.bytes().all(|b| b.is_ascii_digit()) {
+                out.bin = Some(bin);
+            } else {
+                sub.err("bin", format!("{bin:?} is not a BIN"), "6–8 digits");
+            }
+        }
+        if let Some(last4) = sub.string("last4", false, "exactly 4 digits") {
+            if last4.len() == 4 && last4.bytes().all(|b| b.is_ascii_digit()) {
+                out.last4 = Some(last4);
+            } else {
+                sub.err(
+                    "last4",
+                    format!("{last4:?} is not 4 digits"),
+                    "exactly 4 digits",
+                );
+            }
+        }
+        let modes = EntryMode::NAMES.join(", ");
+        if let Some(mode) = sub.string("entry_mode", false, &modes) {
+            out.entry_mode = EntryMode::from_name(&mode);
+            if out.entry_mode.is_none() {
+                sub.err("entry_mode", format!("unknown entry mode {mode:?}"), &modes);
+            }
+        }
+        for mut e in sub.errors {
+            let field = format!("card.{}", e.field);
+            // The PAN error already covers this field; one message per problem is enough.
+            if self.errors[..before].iter().any(|p| p.field == field) {
+                continue;
+            }
+            e.field = field;
+            self.errors.push(e);
+        }
+        Some(out)
+    }
+}
