@@ -78,14 +78,15 @@ fn age_s(received_ms: Option<i64>) -> Option<f64> {
     received_ms.map(|ms| ((chrono::Utc::now().timestamp_millis() - ms).max(0)) as f64 / 1000.0)
 }
 
-/// Sums a counter vector by its first label.
-fn by_first_label(c: &prometheus::IntCounterVec) -> BTreeMap<String, u64> {
+/// Sums a counter vector by one of its labels.
+fn by_label(c: &prometheus::IntCounterVec, name: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for family in c.collect() {
         for m in family.get_metric() {
             let label = m
                 .get_label()
-                .first()
+                .iter()
+                .find(|l| l.name() == name)
                 .map(|l| l.value().to_string())
                 .unwrap_or_default();
             *out.entry(label).or_insert(0) += m.get_counter().get_value() as u64;
@@ -136,8 +137,8 @@ pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
         },
         sinks,
         dead_letters: dead_letters(&reader)?,
-        decisions: by_first_label(&state.metrics.decisions),
-        rule_hits: by_first_label(&state.metrics.rule_hits),
+        decisions: by_label(&state.metrics.decisions, "decision"),
+        rule_hits: by_label(&state.metrics.rule_hits, "rule"),
     })
 }
 

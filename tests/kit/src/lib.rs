@@ -1,1 +1,57 @@
+//! The test kit: the real `tillgate` binary started as a process on a loopback port,
+//! with a config of the test's making, and readers for what it leaves behind (the
+//! journal file, the archive). Tests assert on what a user would see.
 
+pub mod archive;
+pub mod process;
+pub mod txns;
+
+pub use archive::{archive_lines, archive_txn_ids};
+pub use process::{run_cli, Agent, AgentOptions};
+pub use txns::{post, post_ndjson, txn};
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// The repository root (for `config/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root exists")
+}
+
+/// The shipped rule pack.
+pub fn rule_pack() -> PathBuf {
+    repo_root().join("config/rules")
+}
+
+/// txn_ids of the transactions channel in a journal file.
+pub fn journal_txn_ids(journal: &Path) -> HashSet<String> {
+    let conn = open_journal(journal);
+    let mut stmt = conn.prepare("SELECT txn_id FROM records WHERE channel = 0").expect("query prepares");
+    stmt.query_map([], |r| r.get(0)).expect("query runs").map(|r| r.expect("row reads")).collect()
+}
+
+/// Number of dead letters and their reasons and raw bytes.
+pub fn dead_letters(journal: &Path) -> Vec<(String, String, Vec<u8>)> {
+    let conn = open_journal(journal);
+    let mut stmt = conn.prepare("SELECT source, reason, raw FROM dead_letters ORDER BY id").expect("query prepares");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query runs")
+        .map(|r| r.expect("row reads"))
+        .collect()
+}
+
+/// `PRAGMA integrity_check` of a journal.
+pub fn integrity_check(journal: &Path) -> String {
+    open_journal(journal).query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("pragma runs")
+}
+
+fn open_journal(journal: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap_or_else(|e| panic!("cannot open journal {}: {e}", journal.display()))
+}
+
+/// A fresh directory under the system temp dir, kept after the test for inspection
+/// when it fails (the OS cleans /tmp).
+pub fn scratch_dir() -> PathBuf {
+    tempfile::Builder::new().prefix("tillgate-test-").tempdir().expect("temp dir").keep()
+}

@@ -1,0 +1,203 @@
+//! Starting and stopping the real agent binary.
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `tillgate` binary: `$TILLGATE_BIN`, or `target/<profile>/tillgate` beside the
+/// running test executable.
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("TILLGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash>
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = profile_dir.join("tillgate");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p tillgate` first (make test does)", bin.display());
+    bin
+}
+
+/// A free loopback port (bound and released; the agent binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind loopback").local_addr().expect("local addr").port()
+}
+
+/// How to start the agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Extra TOML appended to the generated config (tables the base does not set).
+    pub extra_toml: String,
+    /// `[journal]` lines.
+    pub journal_toml: String,
+    /// `[sinks]` lines (not the archive table).
+    pub sinks_toml: String,
+    /// `[sinks.archive]` lines.
+    pub archive_toml: String,
+    /// `[http]` lines besides `listen`.
+    pub http_toml: String,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            extra_toml: String::new(),
+            journal_toml: String::new(),
+            sinks_toml: "retry_initial_backoff = \"50ms\"\nretry_max_backoff = \"500ms\"\n".into(),
+            archive_toml: String::new(),
+            http_toml: String::new(),
+        }
+    }
+}
+
+/// A running agent process.
+#[derive(Debug)]
+pub struct Agent {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl Agent {
+    /// Writes a config for data dir `dir` and starts the agent; returns once `/healthz`
+    /// answers. Starting again on the same `dir` reuses its journal (a restart).
+    pub fn start(dir: &Path, opts: &AgentOptions) -> Agent {
+        std::fs::create_dir_all(dir).expect("data dir");
+        let port = free_port();
+        let config = format!(
+            "data_dir = \"{dir}\"\n{extra}\n[log]\nlevel = \"info\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n\n\
+             [journal]\n{journal}\n\n[rules]\npaths = [\"{rules}\"]\n\n[sinks]\n{sinks}\n\n[sinks.archive]\n{archive}\n\n\
+             [shutdown]\ndrain_timeout = \"20s\"\n",
+            dir = dir.display(),
+            extra = opts.extra_toml,
+            http = opts.http_toml,
+            journal = opts.journal_toml,
+            rules = crate::rule_pack().display(),
+            sinks = opts.sinks_toml,
+            archive = opts.archive_toml,
+        );
+        let config_path = dir.join("tillgate.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        Self::start_with_config(dir, &config_path, port)
+    }
+
+    fn start_with_config(dir: &Path, config_path: &Path, port: u16) -> Agent {
+        let stderr_path = dir.join(format!("agent-{port}.log"));
+        let stderr = std::fs::File::create(&stderr_path).expect("log file");
+        let child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("tillgate starts");
+        let mut agent = Agent {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir: dir.to_path_buf(),
+            config_path: config_path.to_path_buf(),
+            stderr_path,
+        };
+        agent.wait_healthy();
+        agent
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("wait")) {
+                panic!("tillgate exited during start-up with {status}:\n{}", self.log());
+            }
+            if http_get_ok(self.addr, "/healthz") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "tillgate did not become healthy in 30 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The journal file.
+    pub fn journal(&self) -> PathBuf {
+        self.dir.join("journal.db")
+    }
+
+    /// The archive directory.
+    pub fn archive(&self) -> PathBuf {
+        self.dir.join("archive")
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What the agent logged.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.stderr_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the drain to finish; returns the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM).expect("signal delivered");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "tillgate did not exit within 60 s of SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A plain blocking GET, so start-up checks need no runtime.
+fn http_get_ok(addr: SocketAddr, path: &str) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}
+
+/// Runs the binary with `args` and returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary()).args(args).output().expect("tillgate runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
