@@ -148,11 +148,11 @@ fn answer(state: &AppState, accepted: Accepted, started: Instant) -> Value {
             "accepted"
         },
     );
-    let d = accepted.decision;
+    let d = &accepted.decision;
     let mut v = json!({
-        "txn_id": d["txn_id"],
-        "decision": d["decision"],
-        "rules": d["rules"],
+        "txn_id": d.txn_id,
+        "decision": d.decision,
+        "rules": d.rules,
         "seq": accepted.seq,
         "decided_in_us": elapsed.as_micros() as u64,
     });

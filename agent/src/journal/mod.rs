@@ -8,17 +8,19 @@
 //!
 //! **API boundary**: nothing outside this module sees a `rusqlite::Connection`.
 
+mod group;
 mod reader;
+mod records;
 mod schema;
 mod writer;
 
 pub use reader::{Backlog, DeadLetterRow, JournalReader, ReadBatch};
+pub use records::{AlertRecord, DecisionRecord};
 
 use crate::config::JournalConfig;
 use crate::metrics::Metrics;
 use crate::rules::Decider;
 use crate::txn::Transaction;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,8 +46,8 @@ pub struct Accepted {
     pub seq: u64,
     /// True when this txn_id was seen before: `decision` is the first one.
     pub duplicate: bool,
-    /// The decision record as journaled (`txn_id`, `decision`, `rules`, `seq`, ...).
-    pub decision: Value,
+    /// The decision record as journaled; for a duplicate, the first one.
+    pub decision: Arc<DecisionRecord>,
 }
 
 /// Why a transaction was not journaled.

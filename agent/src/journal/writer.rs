@@ -1,18 +1,18 @@
 //! The single writer: group commit, decisions in journal order, pruning, the size budget.
 
+use super::group::Group;
 use super::schema::{meta, used_bytes};
 use super::{Accepted, DeadLetter, JournalState, SubmitError};
 use crate::config::{JournalConfig, OnFull};
 use crate::metrics::Metrics;
 use crate::rules::{Decider, Decision};
-use crate::txn::{rfc3339, Transaction};
+use crate::txn::Transaction;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tillgate_sdk::{ByteSize, Channel};
+use tillgate_sdk::ByteSize;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -200,16 +200,15 @@ impl Writer {
         self.metrics.commit_batch_rows.observe(batch.len() as f64);
         let result = (|| -> rusqlite::Result<()> {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
-            let mut fresh: HashMap<String, Value> = HashMap::new();
+            let mut group = Group::new(&self.conn)?;
             for cmd in batch {
                 match cmd {
                     Command::Submit { txn, reply } => {
-                        if let Some(first) = self.previous_decision(&fresh, &txn.txn_id)? {
-                            let seq = first["seq"].as_u64().unwrap_or(0);
+                        if let Some(first) = group.previous(&txn.txn_id)? {
                             pending.push(Pending::Submit(
                                 reply,
                                 Accepted {
-                                    seq,
+                                    seq: first.seq,
                                     duplicate: true,
                                     decision: first,
                                 },
@@ -221,9 +220,16 @@ impl Writer {
                             let _ = reply.send(Err(SubmitError::Full(reason.clone())));
                             continue;
                         }
-                        let (accepted, decision) = self.journal_txn(&txn)?;
-                        fresh.insert(txn.txn_id.clone(), accepted.decision.clone());
+                        let seq = self.next_seq;
+                        let decision = self.decider.decide(&txn);
+                        let (record, used) = group.journal(&txn, seq, &decision)?;
+                        self.next_seq += used;
                         stats.decisions.push(decision);
+                        let accepted = Accepted {
+                            seq,
+                            duplicate: false,
+                            decision: record,
+                        };
                         pending.push(Pending::Submit(reply, accepted));
                     }
                     Command::DeadLetter { letter, reply } => {
@@ -261,6 +267,7 @@ impl Writer {
                     )?
                     .execute([self.next_seq as i64])?;
             }
+            drop(group);
             let t = Instant::now();
             self.conn.execute_batch("COMMIT")?;
             self.metrics
@@ -328,72 +335,6 @@ impl Writer {
         self.state.last_seq.store(last, Ordering::Release);
         self.metrics.journal_last_seq.set(last as i64);
         self.committed.send_replace(last);
-    }
-
-    fn previous_decision(
-        &mut self,
-        fresh: &HashMap<String, Value>,
-        txn_id: &str,
-    ) -> rusqlite::Result<Option<Value>> {
-        if let Some(v) = fresh.get(txn_id) {
-            return Ok(Some(v.clone()));
-        }
-        let stored: Option<Vec<u8>> = self
-            .conn
-            .prepare_cached("SELECT decision FROM txn_ids WHERE txn_id = ?1")?
-            .query_row([txn_id], |r| r.get(0))
-            .optional()?;
-        Ok(stored.and_then(|b| serde_json::from_slice(&b).ok()))
-    }
-
-    /// Decides `txn` and writes its transaction, decision and (if any rule fired) alert rows.
-    fn journal_txn(&mut self, txn: &Transaction) -> rusqlite::Result<(Accepted, Decision)> {
-        let seq = self.next_seq;
-        let decision = self.decider.decide(txn);
-        let key = txn.partition_key();
-        let received = txn.received_at.timestamp_millis();
-        let record = decision_record(txn, seq, &decision);
-        let record_bytes = serde_json::to_vec(&record).expect("JSON value serializes");
-        let mut rows: Vec<(Channel, Vec<u8>)> = vec![
-            (Channel::Transactions, txn.journal_body(seq)),
-            (Channel::Decisions, record_bytes.clone()),
-        ];
-        if !decision.hits.is_empty() {
-            rows.push((
-                Channel::Alerts,
-                serde_json::to_vec(&alert_record(txn, seq, &decision))
-                    .expect("JSON value serializes"),
-            ));
-        }
-        {
-            let mut insert = self.conn.prepare_cached(
-                "INSERT INTO records(seq, channel, txn_id, partition_key, received_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for (i, (channel, body)) in rows.iter().enumerate() {
-                insert.execute(params![
-                    (seq + i as u64) as i64,
-                    channel.code(),
-                    txn.txn_id,
-                    key,
-                    received,
-                    body
-                ])?;
-            }
-        }
-        self.conn
-            .prepare_cached(
-                "INSERT INTO txn_ids(seq, txn_id, received_ms, decision) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![seq as i64, txn.txn_id, received, record_bytes])?;
-        self.next_seq += rows.len() as u64;
-        Ok((
-            Accepted {
-                seq,
-                duplicate: false,
-                decision: record,
-            },
-            decision,
-        ))
     }
 
     /// `None` when there is room; otherwise why input is refused. Evicts when configured.
@@ -540,34 +481,4 @@ fn reason_class(reason: &str) -> &'static str {
     } else {
         "invalid"
     }
-}
-
-/// The decision as journaled on the decisions channel and answered to the terminal.
-pub fn decision_record(txn: &Transaction, seq: u64, d: &Decision) -> Value {
-    json!({
-        "txn_id": txn.txn_id,
-        "store_id": txn.store_id,
-        "terminal_id": txn.terminal_id,
-        "seq": seq,
-        "decision": d.action.name(),
-        "rules": d.hits,
-        "decided_at": rfc3339(chrono::Utc::now()),
-    })
-}
-
-/// A rule-hit alert on the alerts channel.
-fn alert_record(txn: &Transaction, seq: u64, d: &Decision) -> Value {
-    let severity = d.hits.iter().map(|h| h.severity).max();
-    json!({
-        "kind": "rule_hit",
-        "txn_id": txn.txn_id,
-        "store_id": txn.store_id,
-        "terminal_id": txn.terminal_id,
-        "seq": seq,
-        "decision": d.action.name(),
-        "severity": severity,
-        "rules": d.hits,
-        "event_time": rfc3339(txn.event_time()),
-        "raised_at": rfc3339(chrono::Utc::now()),
-    })
 }

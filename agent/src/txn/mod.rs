@@ -8,7 +8,7 @@ pub use validate::{parse, FieldError, Rejection, MAX_TXN_BYTES};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// The transaction kinds a terminal may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -103,7 +103,8 @@ pub struct Transaction {
     pub received_at: DateTime<Utc>,
     /// `occurred_at` is more than [`CLOCK_SKEW_LIMIT_SECS`] from `received_at`.
     pub clock_skew: bool,
-    pub doc: Map<String, Value>,
+    /// The journaled document minus its closing brace (see [`Transaction::journal_body`]).
+    pub body_head: Vec<u8>,
 }
 
 /// Beyond this distance between terminal and agent clocks, windows use `received_at`.
@@ -126,14 +127,12 @@ impl Transaction {
 
     /// The journaled document: the input with `received_at`, `clock_skew` and `seq` added.
     pub fn journal_body(&self, seq: u64) -> Vec<u8> {
-        let mut doc = self.doc.clone();
-        doc.insert(
-            "received_at".into(),
-            Value::String(rfc3339(self.received_at)),
-        );
-        doc.insert("clock_skew".into(), Value::Bool(self.clock_skew));
-        doc.insert("seq".into(), Value::from(seq));
-        serde_json::to_vec(&doc).expect("a JSON map always serializes")
+        let mut body = Vec::with_capacity(self.body_head.len() + 32);
+        body.extend_from_slice(&self.body_head);
+        body.extend_from_slice(b",\"seq\":");
+        body.extend_from_slice(seq.to_string().as_bytes());
+        body.push(b'}');
+        body
     }
 }
 

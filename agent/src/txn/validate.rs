@@ -166,8 +166,37 @@ pub fn parse(raw: &[u8], received_at: DateTime<Utc>) -> Result<Transaction, Reje
         original_txn_id,
         received_at,
         clock_skew,
-        doc,
+        body_head: body_head(raw, &doc, received_at, clock_skew),
     })
+}
+
+/// The journaled document without its closing brace: the input as received (unknown
+/// fields kept, byte for byte when it is already one line) plus the agent's stamps. The
+/// writer appends `,"seq":N}`; building the rest here keeps it off the writer thread.
+fn body_head(
+    raw: &[u8],
+    doc: &Map<String, Value>,
+    received_at: DateTime<Utc>,
+    clock_skew: bool,
+) -> Vec<u8> {
+    let trimmed = raw.trim_ascii();
+    let one_line = !trimmed.iter().any(|b| *b == b'\n' || *b == b'\r');
+    let mut head = if one_line && trimmed.ends_with(b"}") {
+        trimmed[..trimmed.len() - 1].to_vec()
+    } else {
+        // NDJSON archives and line-based consumers need one line per record.
+        let mut v = serde_json::to_vec(doc).expect("a JSON map always serializes");
+        v.pop();
+        v
+    };
+    head.extend_from_slice(
+        format!(
+            ",\"received_at\":\"{}\",\"clock_skew\":{clock_skew}",
+            super::rfc3339(received_at)
+        )
+        .as_bytes(),
+    );
+    head
 }
 
 fn strip_position(msg: &str) -> &str {

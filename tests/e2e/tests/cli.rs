@@ -16,26 +16,55 @@ fn check_config_accepts_the_shipped_reference_and_demo_configs() {
 fn check_config_exits_78_naming_key_and_line() {
     let dir = scratch_dir();
     let f = dir.join("bad.toml");
-    std::fs::write(&f, "data_dir = \"/tmp\"\n\n[journal]\ndurability = \"fsync\"\nmax_bytes = \"lots\"\n").unwrap();
+    std::fs::write(
+        &f,
+        "data_dir = \"/tmp\"\n\n[journal]\ndurability = \"fsync\"\nmax_bytes = \"lots\"\n",
+    )
+    .unwrap();
     let (code, _, err) = run_cli(&["check-config", f.to_str().unwrap()]);
     assert_eq!(code, 78, "{err}");
-    assert!(err.contains("bad.toml:5") && err.contains("journal.max_bytes") && err.contains("MiB"), "{err}");
+    assert!(
+        err.contains("bad.toml:5") && err.contains("journal.max_bytes") && err.contains("MiB"),
+        "{err}"
+    );
 
-    std::fs::write(dir.join("rules.toml"), "[[rule]]\nid = \"x\"\naction = \"block\"\n[rule.match]\ntypez = [\"sale\"]\n").unwrap();
-    std::fs::write(&f, format!("[rules]\npaths = [\"{}\"]\n", dir.join("rules.toml").display())).unwrap();
+    std::fs::write(
+        dir.join("rules.toml"),
+        "[[rule]]\nid = \"x\"\naction = \"block\"\n[rule.match]\ntypez = [\"sale\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &f,
+        format!(
+            "[rules]\npaths = [\"{}\"]\n",
+            dir.join("rules.toml").display()
+        ),
+    )
+    .unwrap();
     let (code, _, err) = run_cli(&["check-config", f.to_str().unwrap()]);
     assert_eq!(code, 78, "{err}");
-    assert!(err.contains("rules.toml:5") && err.contains("typez"), "{err}");
+    assert!(
+        err.contains("rules.toml:5") && err.contains("typez"),
+        "{err}"
+    );
 }
 
 #[test]
 fn run_with_bad_rules_refuses_to_start_with_78() {
     let dir = scratch_dir();
-    std::fs::write(dir.join("rules.toml"), "[[rule]]\nid = \"x\"\naction = \"explode\"\n[rule.match]\ntypes = [\"sale\"]\n").unwrap();
+    std::fs::write(
+        dir.join("rules.toml"),
+        "[[rule]]\nid = \"x\"\naction = \"explode\"\n[rule.match]\ntypes = [\"sale\"]\n",
+    )
+    .unwrap();
     let f = dir.join("t.toml");
     std::fs::write(
         &f,
-        format!("data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[rules]\npaths = [\"{}\"]\n", dir.display(), dir.join("rules.toml").display()),
+        format!(
+            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[rules]\npaths = [\"{}\"]\n",
+            dir.display(),
+            dir.join("rules.toml").display()
+        ),
     )
     .unwrap();
     let (code, _, err) = run_cli(&["run", "--config", f.to_str().unwrap()]);
@@ -48,7 +77,9 @@ async fn status_shows_backlog_dead_letters_and_rule_hits_live_and_stopped() {
     let dir = scratch_dir();
     let agent = Agent::start(&dir, &AgentOptions::default());
     let c = reqwest::Client::new();
-    post(&c, &agent.url(), txn("s-1", "till-1", 300_000).to_string()).await.unwrap();
+    post(&c, &agent.url(), txn("s-1", "till-1", 300_000).to_string())
+        .await
+        .unwrap();
     post(&c, &agent.url(), "{oops".to_string()).await.unwrap();
     let config = agent.config_path.to_str().unwrap().to_string();
     let (code, out, err) = tokio::task::spawn_blocking({
@@ -58,15 +89,27 @@ async fn status_shows_backlog_dead_letters_and_rule_hits_live_and_stopped() {
     .await
     .unwrap();
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("running") && out.contains("sink     archive"), "{out}");
-    assert!(out.contains("dead letters 1") && out.contains("malformed JSON"), "{out}");
-    assert!(out.contains("high-amount-sale") && out.contains("1 hits"), "{out}");
+    assert!(
+        out.contains("running") && out.contains("sink     archive"),
+        "{out}"
+    );
+    assert!(
+        out.contains("dead letters 1") && out.contains("malformed JSON"),
+        "{out}"
+    );
+    assert!(
+        out.contains("high-amount-sale") && out.contains("1 hits"),
+        "{out}"
+    );
     assert!(agent.terminate().success());
     let (code, out, err) = run_cli(&["status", "--config", &config, "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["state"], "stopped");
-    assert_eq!(v["sinks"][0]["backlog_records"], 0, "drained before exit: {v}");
+    assert_eq!(
+        v["sinks"][0]["backlog_records"], 0,
+        "drained before exit: {v}"
+    );
     assert_eq!(v["dead_letters"]["count"], 1);
 }
 
@@ -95,10 +138,17 @@ async fn simulate_reports_throughput_latency_and_writes_json() {
     .await
     .unwrap();
     assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
     let decided = v["decided"].as_u64().unwrap();
     assert!(decided > 300, "{v}");
     assert!(v["latency"]["p99_us"].as_u64().unwrap() > 0);
-    assert!(v["decisions"]["block"].as_u64().unwrap_or(0) > 0, "injected fraud must be blocked: {v}");
-    assert!(v["refused"]["400"].as_u64().unwrap_or(0) > 0, "injected bad input must be refused: {v}");
+    assert!(
+        v["decisions"]["block"].as_u64().unwrap_or(0) > 0,
+        "injected fraud must be blocked: {v}"
+    );
+    assert!(
+        v["refused"]["400"].as_u64().unwrap_or(0) > 0,
+        "injected bad input must be refused: {v}"
+    );
 }

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tillgate_testkit::{archive_txn_ids, integrity_check, journal_txn_ids, post, scratch_dir, txn, Agent, AgentOptions};
+use tillgate_testkit::{
+    archive_txn_ids, integrity_check, journal_txn_ids, post, scratch_dir, txn, Agent, AgentOptions,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_no_acknowledged_transaction() {
@@ -26,7 +28,13 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_transaction() {
                     let id = format!("k{cycle}-c{c}-{i}");
                     i += 1;
                     // Errors are expected once the agent dies; only 200s count.
-                    if let Ok((200, _)) = post(&client, &url, txn(&id, &format!("till-{c}"), 100).to_string()).await {
+                    if let Ok((200, _)) = post(
+                        &client,
+                        &url,
+                        txn(&id, &format!("till-{c}"), 100).to_string(),
+                    )
+                    .await
+                    {
                         acked.lock().unwrap().insert(id);
                     }
                 }
@@ -42,16 +50,30 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_transaction() {
         let acked_now = acked.lock().unwrap().clone();
         let journaled = journal_txn_ids(&journal);
         let lost: Vec<_> = acked_now.difference(&journaled).take(5).collect();
-        assert!(lost.is_empty(), "cycle {cycle}: acknowledged but not in the journal after kill -9: {lost:?}");
+        assert!(
+            lost.is_empty(),
+            "cycle {cycle}: acknowledged but not in the journal after kill -9: {lost:?}"
+        );
         assert_eq!(integrity_check(&journal), "ok");
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 500, "the test must actually post under load, got {}", acked.len());
+    assert!(
+        acked.len() > 500,
+        "the test must actually post under load, got {}",
+        acked.len()
+    );
     // A last clean run ships the backlog: everything acknowledged reaches the archive.
     let agent = Agent::start(&dir, &opts);
     let archive = agent.archive();
     assert!(agent.terminate().success());
     let archived = archive_txn_ids(&archive);
-    let missing: Vec<_> = acked.iter().filter(|id| !archived.contains_key(*id)).take(5).collect();
-    assert!(missing.is_empty(), "acknowledged but never archived: {missing:?}");
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|id| !archived.contains_key(*id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but never archived: {missing:?}"
+    );
 }

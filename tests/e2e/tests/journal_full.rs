@@ -22,7 +22,9 @@ async fn full_journal_refuses_with_503_and_resumes_once_the_archive_drains() {
     let mut refusal = None;
     for i in 0..5_000 {
         let id = format!("f-{i}");
-        let (status, answer) = post(&client, &agent.url(), txn(&id, "till-1", 100).to_string()).await.unwrap();
+        let (status, answer) = post(&client, &agent.url(), txn(&id, "till-1", 100).to_string())
+            .await
+            .unwrap();
         match status {
             200 => acked.push(id),
             503 => {
@@ -35,13 +37,34 @@ async fn full_journal_refuses_with_503_and_resumes_once_the_archive_drains() {
     let refusal = refusal.expect("a 256 KiB journal must fill up");
     assert_eq!(refusal["error"], "journal_full");
     let msg = refusal["message"].as_str().unwrap();
-    assert!(msg.contains("journal.max_bytes") && msg.contains("sink `archive`"), "{msg}");
-    assert!(acked.len() > 50, "only {} accepted before full", acked.len());
-    let status: serde_json::Value =
-        serde_json::from_str(&client.get(format!("{}/v1/status", agent.url())).send().await.unwrap().text().await.unwrap())
-            .unwrap();
+    assert!(
+        msg.contains("journal.max_bytes") && msg.contains("sink `archive`"),
+        "{msg}"
+    );
+    assert!(
+        acked.len() > 50,
+        "only {} accepted before full",
+        acked.len()
+    );
+    let status: serde_json::Value = serde_json::from_str(
+        &client
+            .get(format!("{}/v1/status", agent.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(status["journal"]["full"], true, "{status}");
-    assert!(status["sinks"][0]["last_error"].as_str().unwrap().contains("blocked-archive"), "{status}");
+    assert!(
+        status["sinks"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("blocked-archive"),
+        "{status}"
+    );
 
     // Let the archive write: the backlog drains, rows are pruned, ingest resumes.
     std::fs::remove_file(&blocker).unwrap();
@@ -51,7 +74,9 @@ async fn full_journal_refuses_with_503_and_resumes_once_the_archive_drains() {
     while Instant::now() < deadline {
         let id = format!("r-{i}");
         i += 1;
-        let (status, _) = post(&client, &agent.url(), txn(&id, "till-1", 100).to_string()).await.unwrap();
+        let (status, _) = post(&client, &agent.url(), txn(&id, "till-1", 100).to_string())
+            .await
+            .unwrap();
         if status == 200 {
             acked.push(id);
             resumed = true;
@@ -59,9 +84,20 @@ async fn full_journal_refuses_with_503_and_resumes_once_the_archive_drains() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(resumed, "ingest did not resume after the archive drained:\n{}", agent.log());
+    assert!(
+        resumed,
+        "ingest did not resume after the archive drained:\n{}",
+        agent.log()
+    );
     assert!(agent.terminate().success());
     let archived = archive_txn_ids(&blocker);
-    let missing: Vec<_> = acked.iter().filter(|id| !archived.contains_key(*id)).take(5).collect();
-    assert!(missing.is_empty(), "acknowledged before the journal filled, but lost: {missing:?}");
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|id| !archived.contains_key(*id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged before the journal filled, but lost: {missing:?}"
+    );
 }

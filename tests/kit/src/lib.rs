@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 
 /// The repository root (for `config/`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root exists")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root exists")
 }
 
 /// The shipped rule pack.
@@ -26,14 +29,21 @@ pub fn rule_pack() -> PathBuf {
 /// txn_ids of the transactions channel in a journal file.
 pub fn journal_txn_ids(journal: &Path) -> HashSet<String> {
     let conn = open_journal(journal);
-    let mut stmt = conn.prepare("SELECT txn_id FROM records WHERE channel = 0").expect("query prepares");
-    stmt.query_map([], |r| r.get(0)).expect("query runs").map(|r| r.expect("row reads")).collect()
+    let mut stmt = conn
+        .prepare("SELECT txn_id FROM records WHERE channel = 0")
+        .expect("query prepares");
+    stmt.query_map([], |r| r.get(0))
+        .expect("query runs")
+        .map(|r| r.expect("row reads"))
+        .collect()
 }
 
 /// Number of dead letters and their reasons and raw bytes.
 pub fn dead_letters(journal: &Path) -> Vec<(String, String, Vec<u8>)> {
     let conn = open_journal(journal);
-    let mut stmt = conn.prepare("SELECT source, reason, raw FROM dead_letters ORDER BY id").expect("query prepares");
+    let mut stmt = conn
+        .prepare("SELECT source, reason, raw FROM dead_letters ORDER BY id")
+        .expect("query prepares");
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .expect("query runs")
         .map(|r| r.expect("row reads"))
@@ -42,7 +52,9 @@ pub fn dead_letters(journal: &Path) -> Vec<(String, String, Vec<u8>)> {
 
 /// `PRAGMA integrity_check` of a journal.
 pub fn integrity_check(journal: &Path) -> String {
-    open_journal(journal).query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("pragma runs")
+    open_journal(journal)
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("pragma runs")
 }
 
 fn open_journal(journal: &Path) -> rusqlite::Connection {
@@ -53,5 +65,9 @@ fn open_journal(journal: &Path) -> rusqlite::Connection {
 /// A fresh directory under the system temp dir, kept after the test for inspection
 /// when it fails (the OS cleans /tmp).
 pub fn scratch_dir() -> PathBuf {
-    tempfile::Builder::new().prefix("tillgate-test-").tempdir().expect("temp dir").keep()
+    tempfile::Builder::new()
+        .prefix("tillgate-test-")
+        .tempdir()
+        .expect("temp dir")
+        .keep()
 }

@@ -16,15 +16,26 @@ pub fn binary() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test>-<hash>
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let bin = profile_dir.join("tillgate");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p tillgate` first (make test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p tillgate` first (make test does)",
+        bin.display()
+    );
     bin
 }
 
 /// A free loopback port (bound and released; the agent binds it right after).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind loopback").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind loopback")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// How to start the agent.
@@ -112,13 +123,24 @@ impl Agent {
     fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("wait")) {
-                panic!("tillgate exited during start-up with {status}:\n{}", self.log());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("wait"))
+            {
+                panic!(
+                    "tillgate exited during start-up with {status}:\n{}",
+                    self.log()
+                );
             }
             if http_get_ok(self.addr, "/healthz") {
                 return;
             }
-            assert!(Instant::now() < deadline, "tillgate did not become healthy in 30 s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "tillgate did not become healthy in 30 s:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -164,7 +186,11 @@ impl Agent {
             if let Some(status) = c.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "tillgate did not exit within 60 s of SIGTERM:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "tillgate did not exit within 60 s of SIGTERM:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -182,9 +208,16 @@ impl Drop for Agent {
 /// A plain blocking GET, so start-up checks need no runtime.
 fn http_get_ok(addr: SocketAddr, path: &str) -> bool {
     use std::io::Write;
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+    if write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
         return false;
     }
     let mut buf = String::new();
@@ -194,7 +227,10 @@ fn http_get_ok(addr: SocketAddr, path: &str) -> bool {
 
 /// Runs the binary with `args` and returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary()).args(args).output().expect("tillgate runs");
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("tillgate runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -22,7 +22,11 @@ fn chrono_now() -> String {
 }
 
 /// POSTs one body as JSON; returns the status and the parsed answer.
-pub async fn post(client: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> reqwest::Result<(u16, Value)> {
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Result<(u16, Value)> {
     let resp = client
         .post(format!("{url}/v1/transactions"))
         .header("content-type", "application/json")
@@ -31,11 +35,18 @@ pub async fn post(client: &reqwest::Client, url: &str, body: impl Into<reqwest::
         .await?;
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await?;
-    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
 }
 
 /// POSTs an NDJSON batch; returns the status and each answer line.
-pub async fn post_ndjson(client: &reqwest::Client, url: &str, body: String) -> reqwest::Result<(u16, Vec<Value>)> {
+pub async fn post_ndjson(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+) -> reqwest::Result<(u16, Vec<Value>)> {
     let resp = client
         .post(format!("{url}/v1/transactions"))
         .header("content-type", "application/x-ndjson")
@@ -44,5 +55,10 @@ pub async fn post_ndjson(client: &reqwest::Client, url: &str, body: String) -> r
         .await?;
     let status = resp.status().as_u16();
     let text = resp.text().await?;
-    Ok((status, text.lines().map(|l| serde_json::from_str(l).unwrap_or(Value::Null)).collect()))
+    Ok((
+        status,
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+            .collect(),
+    ))
 }

@@ -1,1 +1,378 @@
-fn main() {}
+//! `tillgate-bench`: the foundation's figures, each beside the physical limit measured in
+//! the same run. Prints a table and saves JSON (see BENCHMARKS.md).
+//!
+//! 1. Journal commit throughput (in process, fsync) vs raw SQLite batched inserts
+//!    (WAL + synchronous=FULL, same row sizes, same batch size).
+//! 2. Decision latency at 5,000 txn/s offered over HTTP, fsync durability.
+//! 3. Maximum sustained rate over HTTP (NDJSON batches, and single requests).
+//! 4. Peak RSS of the agent process.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tillgate::config::JournalConfig;
+use tillgate::journal::Journal;
+use tillgate::metrics::Metrics;
+use tillgate::simulate::{self, Scenario, SimConfig};
+use tillgate_testkit::process::{free_port, run_cli};
+
+#[derive(Parser)]
+struct Args {
+    /// The release `tillgate` binary to measure.
+    #[arg(long)]
+    bin: PathBuf,
+    /// Where to save the JSON results.
+    #[arg(long, default_value = "bench-results/foundation.json")]
+    out: PathBuf,
+    /// Transactions for the journal throughput runs.
+    #[arg(long, default_value_t = 200_000)]
+    journal_txns: usize,
+    /// Seconds per HTTP run.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    std::env::set_var("TILLGATE_BIN", &args.bin);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut results = json!({
+        "machine": machine(),
+        "command": "make bench",
+        "date": chrono::Utc::now().to_rfc3339(),
+    });
+
+    eprintln!("[1/4] raw SQLite batched inserts (WAL, synchronous=FULL, 512 transactions/commit)");
+    let raw_same = raw_sqlite(args.journal_txns, true)?;
+    let raw_one = raw_sqlite(args.journal_txns, false)?;
+    eprintln!("[1/4] journal group commit (fsync, rule pack, 8 producers)");
+    let journal = rt.block_on(journal_throughput(args.journal_txns))?;
+    let per_s = |v: &Value| v["txns_per_s"].as_f64().unwrap_or(f64::NAN);
+    results["journal"] = json!({
+        "raw_sqlite_same_rows": raw_same,
+        "raw_sqlite_one_row": raw_one,
+        "journal": journal,
+        "ratio_to_raw_same_rows": per_s(&journal) / per_s(&raw_same),
+        "ratio_to_raw_one_row": per_s(&journal) / per_s(&raw_one),
+    });
+
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let config = write_config(dir.path(), port)?;
+    let (code, out, err) = run_cli(&["check-config", config.to_str().unwrap_or_default()]);
+    anyhow::ensure!(code == 0, "bench config invalid: {out}{err}");
+    let mut child = std::process::Command::new(&args.bin)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(dir.path().join("agent.log"))?)
+        .spawn()
+        .context("start tillgate")?;
+    wait_listening(port)?;
+    let url = format!("http://127.0.0.1:{port}");
+    let secs = Duration::from_secs(args.seconds);
+
+    eprintln!("[2/4] decision latency at 5,000 txn/s offered (64 terminals, single requests)");
+    let at_5k = rt.block_on(simulate::run(sim(&url, 64, 5_000.0, secs, 1), |_| {}));
+    eprintln!("[3/4] maximum sustained rate: NDJSON batches of 100, 16 connections");
+    let max_batched = rt.block_on(simulate::run(sim(&url, 16, 0.0, secs, 100), |_| {}));
+    eprintln!("[3/4] maximum sustained rate: single requests, 64 connections");
+    let max_single = rt.block_on(simulate::run(sim(&url, 64, 0.0, secs, 1), |_| {}));
+    let rss = peak_rss_kib(child.id())?;
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+
+    results["http"] = json!({
+        "at_5000_per_s": at_5k,
+        "max_rate_batched_100": max_batched,
+        "max_rate_single": max_single,
+    });
+    results["agent_peak_rss_kib"] = json!(rss);
+    print_table(&results);
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
+    eprintln!("saved {}", args.out.display());
+    Ok(())
+}
+
+fn sim(url: &str, terminals: usize, rate: f64, duration: Duration, batch: usize) -> SimConfig {
+    SimConfig {
+        url: url.into(),
+        token: None,
+        stores: 4,
+        terminals,
+        rate,
+        duration,
+        fraud_rate: 0.02,
+        batch,
+        seed: 7,
+    }
+}
+
+/// Transactions as terminals send them, pre-built so only the journal is timed.
+fn sample_payloads(n: usize) -> Vec<Vec<u8>> {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    (0..n)
+        .map(|i| {
+            let t = format!("till-{:03}", i % 64);
+            simulate::payload(
+                &mut rng,
+                Scenario::Normal,
+                "store-001",
+                &t,
+                &format!("bench-{i}"),
+            )
+        })
+        .collect()
+}
+
+/// Raw SQLite, no agent: prepared inserts in batches of 512 transactions, WAL and
+/// synchronous=FULL. `same_rows` writes what the journal writes per transaction (its
+/// row, its decision row, its idempotency key with a unique index); otherwise one row.
+fn raw_sqlite(n: usize, same_rows: bool) -> Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let conn = rusqlite::Connection::open(dir.path().join("raw.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE records (seq INTEGER PRIMARY KEY, channel INTEGER NOT NULL, txn_id TEXT NOT NULL,
+                               partition_key TEXT NOT NULL, received_ms INTEGER NOT NULL, body BLOB NOT NULL);
+         CREATE TABLE txn_ids (seq INTEGER PRIMARY KEY, txn_id TEXT NOT NULL UNIQUE,
+                               received_ms INTEGER NOT NULL, decision BLOB NOT NULL);",
+    )?;
+    let payloads = sample_payloads(n);
+    let decision = br#"{"txn_id":"bench-000000","store_id":"store-001","terminal_id":"till-001","seq":1,"decision":"allow","rules":[],"decided_at":"2026-11-27T11:40:00.000Z"}"#;
+    let started = Instant::now();
+    let mut seq = 0i64;
+    for (chunk_no, chunk) in payloads.chunks(512).enumerate() {
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut rec = tx.prepare_cached(
+                "INSERT INTO records(seq, channel, txn_id, partition_key, received_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut ids = tx.prepare_cached(
+                "INSERT INTO txn_ids(seq, txn_id, received_ms, decision) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (i, p) in chunk.iter().enumerate() {
+                let id = format!("bench-{}", chunk_no * 512 + i);
+                seq += 1;
+                rec.execute(rusqlite::params![seq, 0, id, "store-001/till-001", 0, p])?;
+                if same_rows {
+                    ids.execute(rusqlite::params![seq, id, 0, &decision[..]])?;
+                    seq += 1;
+                    rec.execute(rusqlite::params![
+                        seq,
+                        1,
+                        id,
+                        "store-001/till-001",
+                        0,
+                        &decision[..]
+                    ])?;
+                }
+            }
+        }
+        tx.commit()?;
+    }
+    let s = started.elapsed().as_secs_f64();
+    Ok(
+        json!({ "txns": n, "seconds": s, "txns_per_s": n as f64 / s, "rows_per_txn": if same_rows { 3 } else { 1 } }),
+    )
+}
+
+async fn journal_throughput(n: usize) -> Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let rules = tillgate::rules::load_paths(&[tillgate_testkit::rule_pack()])?;
+    let config = JournalConfig {
+        max_bytes: tillgate_sdk::ByteSize::gib(8),
+        ..JournalConfig::default()
+    };
+    let metrics = Metrics::new();
+    let journal = Journal::open(
+        &dir.path().join("journal.db"),
+        &config,
+        vec!["archive".into()],
+        Box::new(rules),
+        metrics.clone(),
+    )?;
+    let received = chrono::Utc::now();
+    let txns: Vec<_> = sample_payloads(n)
+        .iter()
+        .map(|p| tillgate::txn::parse(p, received).expect("generated transactions are valid"))
+        .collect();
+    let producers = 8;
+    let per = n.div_ceil(producers);
+    let mut chunks: Vec<Vec<_>> = Vec::new();
+    let mut it = txns.into_iter();
+    for _ in 0..producers {
+        chunks.push(it.by_ref().take(per).collect());
+    }
+    let writer_cpu_before = thread_cpu_s("journal-writer");
+    let process_cpu_before = process_cpu_s();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for chunk in chunks {
+        let j = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            let mut rest = chunk.into_iter();
+            loop {
+                let group: Vec<_> = rest.by_ref().take(256).collect();
+                if group.is_empty() {
+                    break ok;
+                }
+                ok += j
+                    .submit_many(group)
+                    .await
+                    .iter()
+                    .filter(|r| r.is_ok())
+                    .count();
+            }
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await?;
+    }
+    let s = started.elapsed().as_secs_f64();
+    let writer_cpu = thread_cpu_s("journal-writer") - writer_cpu_before;
+    let process_cpu = process_cpu_s() - process_cpu_before;
+    journal.close().await;
+    anyhow::ensure!(ok == n, "only {ok} of {n} journaled");
+    let batches = metrics.commit_batch_rows.get_sample_count();
+    let commit_s = metrics.commit_seconds.get_sample_sum();
+    Ok(
+        json!({ "txns": n, "seconds": s, "txns_per_s": n as f64 / s, "commits": batches,
+               "writer_thread_cpu_us_per_txn": writer_cpu * 1e6 / n as f64,
+               "writer_thread_busy": writer_cpu / s,
+               "process_cpu_us_per_txn": process_cpu * 1e6 / n as f64,
+               "avg_batch": metrics.commit_batch_rows.get_sample_sum() / batches.max(1) as f64,
+               "commit_seconds_total": commit_s, "rows_per_txn": "3 to 4 (transaction, decision, idempotency key, alert when a rule fires)" }),
+    )
+}
+
+/// CPU seconds (user + system) of this process's threads named `name`.
+fn thread_cpu_s(name: &str) -> f64 {
+    let mut total = 0.0;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            total +=
+                stat_cpu_s(&std::fs::read_to_string(task.path().join("stat")).unwrap_or_default());
+        }
+    }
+    total
+}
+
+fn process_cpu_s() -> f64 {
+    stat_cpu_s(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// utime + stime from a /proc stat line, in seconds (USER_HZ = 100 on Linux).
+fn stat_cpu_s(stat: &str) -> f64 {
+    let after_comm = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn write_config(dir: &Path, port: u16) -> Result<PathBuf> {
+    let path = dir.join("tillgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[journal]\ndurability = \"fsync\"\nmax_bytes = \"8GiB\"\n[rules]\npaths = [\"{}\"]\n",
+            dir.display(),
+            tillgate_testkit::rule_pack().display()
+        ),
+    )?;
+    Ok(path)
+}
+
+fn wait_listening(port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "agent did not listen within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmHWM in /proc/<pid>/status")
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
+        c.lines()
+            .find(|l| l.starts_with("model name"))
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+    });
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu,
+        "os": std::fs::read_to_string("/etc/debian_version").ok().map(|v| format!("Debian {}", v.trim())),
+    })
+}
+
+fn print_table(r: &Value) {
+    let j = &r["journal"];
+    println!(
+        "\ntillgate foundation benchmark ({} cpus)",
+        r["machine"]["cpus"]
+    );
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    println!(
+        "journal   {:>9.0} txn/s   raw SQLite same rows {:>9.0} txn/s (ratio {:.2})   raw one row/txn {:>9.0} (ratio {:.2})",
+        f(&j["journal"]["txns_per_s"]),
+        f(&j["raw_sqlite_same_rows"]["txns_per_s"]),
+        f(&j["ratio_to_raw_same_rows"]),
+        f(&j["raw_sqlite_one_row"]["txns_per_s"]),
+        f(&j["ratio_to_raw_one_row"]),
+    );
+    for (name, key) in [
+        ("5k/s", "at_5000_per_s"),
+        ("max/batch", "max_rate_batched_100"),
+        ("max/single", "max_rate_single"),
+    ] {
+        let h = &r["http"][key];
+        println!(
+            "http {:<10} {:>9.0} txn/s decided   client p50 {:>6} p99 {:>6} p99.9 {:>6} µs   agent p50 {:>6} p99 {:>6} p99.9 {:>6} µs",
+            name,
+            h["throughput_per_s"].as_f64().unwrap_or(0.0),
+            h["latency"]["p50_us"],
+            h["latency"]["p99_us"],
+            h["latency"]["p999_us"],
+            h["agent_latency"]["p50_us"],
+            h["agent_latency"]["p99_us"],
+            h["agent_latency"]["p999_us"],
+        );
+    }
+    println!("agent peak RSS {} KiB", r["agent_peak_rss_kib"]);
+}

@@ -1,0 +1,32 @@
+# tillgate — the two commands are `make demo` and `make test`.
+CARGO ?= cargo
+TARGET := $(or $(CARGO_TARGET_DIR),target)
+
+.PHONY: deps build demo test lint bench clean
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release -p tillgate
+
+## The agent on embedded defaults, driven by simulated terminals with injected fraud.
+demo: build
+	$(TARGET)/release/tillgate demo
+
+## Every test: unit, property and end-to-end (the real binary as a process).
+test: deps
+	$(CARGO) build -p tillgate --bins
+	$(CARGO) test --workspace
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Figures for BENCHMARKS.md: prints and saves bench-results/foundation.json.
+bench: deps
+	$(CARGO) build --release -p tillgate -p tillgate-testkit --bins
+	$(TARGET)/release/tillgate-bench --bin $(TARGET)/release/tillgate --out bench-results/foundation.json
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,52 @@
+//! The documents the journal writes on the decisions and alerts channels.
+
+use crate::rules::{Action, RuleHit, Severity};
+use crate::txn::{rfc3339, Transaction};
+use serde::{Deserialize, Serialize};
+
+/// One decision, as journaled on the decisions channel and answered to the terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    pub txn_id: String,
+    pub store_id: String,
+    pub terminal_id: String,
+    /// The transaction's sequence number.
+    pub seq: u64,
+    pub decision: Action,
+    /// Every rule that fired, shadow ones included.
+    pub rules: Vec<RuleHit>,
+    pub decided_at: String,
+}
+
+/// A rule-hit alert on the alerts channel.
+#[derive(Debug, Serialize)]
+pub struct AlertRecord<'a> {
+    pub kind: &'static str,
+    pub txn_id: &'a str,
+    pub store_id: &'a str,
+    pub terminal_id: &'a str,
+    pub seq: u64,
+    pub decision: Action,
+    pub severity: Option<Severity>,
+    pub rules: &'a [RuleHit],
+    pub event_time: String,
+    pub raised_at: &'a str,
+}
+
+impl<'a> AlertRecord<'a> {
+    /// The alert for a decision on which at least one rule fired.
+    pub fn rule_hit(txn: &'a Transaction, record: &'a DecisionRecord) -> Self {
+        AlertRecord {
+            kind: "rule_hit",
+            txn_id: &txn.txn_id,
+            store_id: &txn.store_id,
+            terminal_id: &txn.terminal_id,
+            seq: record.seq,
+            decision: record.decision,
+            severity: record.rules.iter().map(|h| h.severity).max(),
+            rules: &record.rules,
+            event_time: rfc3339(txn.event_time()),
+            raised_at: &record.decided_at,
+        }
+    }
+}

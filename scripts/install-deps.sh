@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what building, testing and the demo need, and nothing that is already there.
+# Idempotent; safe to run on every `make`. Debian 12 (bookworm) is the reference system.
+set -euo pipefail
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+
+have cc || need_apt+=(build-essential)
+have pkg-config || need_apt+=(pkg-config)
+# The workspace needs Rust >= 1.85. Debian 12's own `cargo` is older; its `rustc-web`
+# and `cargo-web` packages are current (see ../shared/TOOLCHAIN.md).
+if ! have cargo; then
+  need_apt+=(rustc-web cargo-web)
+fi
+
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: need root to install: ${need_apt[*]}" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Debian mirrors sometimes serve an index mid-sync; retry before giving up.
+  for i in 1 2 3; do apt-get update -qq && break || sleep $((i * 5)); done
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+rust_version=$(rustc --version | awk '{print $2}')
+if [ "$(printf '%s\n' 1.85.0 "$rust_version" | sort -V | head -n1)" != 1.85.0 ]; then
+  echo "install-deps: rustc $rust_version is older than 1.85; install rustc-web/cargo-web or rustup" >&2
+  exit 1
+fi
