@@ -8,6 +8,7 @@
 //!
 //! **API boundary**: nothing outside this module sees a `rusqlite::Connection`.
 
+mod checkpoint;
 mod group;
 mod reader;
 mod records;
@@ -104,6 +105,7 @@ pub struct Journal {
     state: Arc<JournalState>,
     path: PathBuf,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    checkpointer: Arc<Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>>,
 }
 
 impl Journal {
@@ -147,12 +149,23 @@ impl Journal {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let full = config.durability == crate::config::Durability::Fsync;
+        let checkpoint_path = path.to_path_buf();
+        let checkpointer = std::thread::Builder::new()
+            .name("journal-checkpoint".into())
+            .spawn(move || checkpoint::run(&checkpoint_path, full, stopped))
+            .map_err(|source| JournalError::Dir {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(Journal {
             tx,
             committed,
             state,
             path: path.to_path_buf(),
             writer: Arc::new(Mutex::new(Some(handle))),
+            checkpointer: Arc::new(Mutex::new(Some((stop, checkpointer)))),
         })
     }
 
@@ -257,5 +270,17 @@ impl Journal {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+        let checkpointer = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((stop, h)) = checkpointer {
+            let _ = stop.send(());
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -54,6 +54,8 @@ pub fn open_writer(path: &std::path::Path, durability: Durability) -> rusqlite::
         },
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Checkpoints run on their own thread (see checkpoint.rs), not inside a COMMIT.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.execute_batch(TABLES)?;
     conn.execute(
         "INSERT INTO meta(key, value) VALUES ('schema_version', ?1) ON CONFLICT(key) DO NOTHING",

@@ -119,4 +119,33 @@ mod tests {
         assert!(!s.contains("4111 1111 1111 1111"), "{s}");
         assert!(!s.contains("4111111111111111"), "{s}");
     }
+
+    /// Appends the Luhn check digit to `body`.
+    fn with_check_digit(body: &str) -> String {
+        (0..10u8)
+            .map(|d| format!("{body}{d}"))
+            .find(|c| luhn_valid(c.as_bytes()))
+            .expect("one check digit always fits")
+    }
+
+    fn has_pan_run(s: &[u8]) -> bool {
+        s.split(|b| !b.is_ascii_digit())
+            .any(|run| (13..=19).any(|len| run.windows(len).any(luhn_valid)))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn redaction_leaves_no_card_number(
+            prefix in "[a-z\\\" :{},]{0,16}",
+            body in "[0-9]{12,18}",
+            suffix in "[a-z\\\" :{},]{0,16}",
+        ) {
+            let pan = with_check_digit(&body);
+            let raw = format!("{prefix}{pan}{suffix}");
+            let red = redact_pans(raw.as_bytes());
+            proptest::prop_assert!(!has_pan_run(&red), "{}", String::from_utf8_lossy(&red));
+            proptest::prop_assert_eq!(red.len(), raw.len());
+            proptest::prop_assert!(looks_like_pan(&pan));
+        }
+    }
 }

@@ -1,0 +1,171 @@
+use super::*;
+use crate::config::{JournalConfig, OnFull};
+use crate::rules::RuleSet;
+use tillgate_sdk::{ByteSize, Channel, HumanDuration};
+
+fn txn(id: &str) -> Transaction {
+    let raw = format!(
+        r#"{{"txn_id":"{id}","store_id":"s1","terminal_id":"p1","occurred_at":"{}","type":"sale","total_minor":100,"currency":"USD","pad":"{}"}}"#,
+        chrono::Utc::now().to_rfc3339(),
+        "x".repeat(400)
+    );
+    crate::txn::parse(raw.as_bytes(), chrono::Utc::now()).unwrap()
+}
+
+fn open(dir: &std::path::Path, config: &JournalConfig, sinks: &[&str]) -> Journal {
+    Journal::open(
+        &dir.join("j.db"),
+        config,
+        sinks.iter().map(|s| s.to_string()).collect(),
+        Box::new(RuleSet::default()),
+        Metrics::new(),
+    )
+    .unwrap()
+}
+
+fn fast_prune() -> JournalConfig {
+    JournalConfig {
+        retention: HumanDuration::secs(0),
+        prune_interval: HumanDuration::millis(20),
+        ..JournalConfig::default()
+    }
+}
+
+async fn wait_until(mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached in 2 s");
+}
+
+fn record_count(j: &Journal) -> u64 {
+    j.reader()
+        .unwrap()
+        .backlog(0, &Channel::ALL)
+        .unwrap()
+        .records
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_stay_until_every_configured_sink_has_passed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), &fast_prune(), &["a", "b"]);
+    let seq = j.submit(txn("t1")).await.unwrap().seq;
+    j.advance("a", seq + 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(record_count(&j), 2, "sink b has not passed the rows yet");
+    j.advance("b", seq + 1).await;
+    wait_until(|| record_count(&j) == 0).await;
+    j.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sequence_numbers_are_never_reused_after_everything_is_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), &fast_prune(), &["a"]);
+    let first = j.submit(txn("t1")).await.unwrap().seq;
+    j.advance("a", first + 1).await;
+    wait_until(|| record_count(&j) == 0).await;
+    j.close().await;
+    let j = open(dir.path(), &fast_prune(), &["a"]);
+    let next = j.submit(txn("t2")).await.unwrap().seq;
+    assert!(
+        next > first + 1,
+        "seq {next} reused after restart (first {first})"
+    );
+    assert_eq!(j.cursor("a"), first + 1, "cursors survive a restart");
+    j.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeat_gets_the_first_decision_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), &JournalConfig::default(), &["a"]);
+    let first = j.submit(txn("t1")).await.unwrap();
+    j.close().await;
+    let j = open(dir.path(), &JournalConfig::default(), &["a"]);
+    let again = j.submit(txn("t1")).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.seq, first.seq);
+    assert_eq!(again.decision, first.decision);
+    j.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refuse_policy_answers_full_and_keeps_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        max_bytes: ByteSize::kib(128),
+        ..JournalConfig::default()
+    };
+    let j = open(dir.path(), &config, &["a"]);
+    let mut accepted = 0;
+    let refusal = loop {
+        match j.submit(txn(&format!("t{accepted}"))).await {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 10_000, "never filled");
+    };
+    assert!(
+        matches!(&refusal, SubmitError::Full(m) if m.contains("journal.max_bytes")),
+        "{refusal}"
+    );
+    assert_eq!(record_count(&j), accepted * 2);
+    assert!(j.state().full.load(std::sync::atomic::Ordering::Acquire));
+    j.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn evict_policy_deletes_oldest_unsent_rows_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        max_bytes: ByteSize::kib(128),
+        on_full: OnFull::EvictOldest,
+        ..JournalConfig::default()
+    };
+    let j = open(dir.path(), &config, &["a"]);
+    for i in 0..1_000 {
+        j.submit(txn(&format!("t{i}")))
+            .await
+            .expect("evict_oldest never refuses");
+    }
+    let evicted = j.state().evicted.load(std::sync::atomic::Ordering::Acquire);
+    assert!(evicted > 0);
+    assert_eq!(
+        record_count(&j) + evicted,
+        2_000,
+        "every row is either kept or counted as evicted"
+    );
+    assert_eq!(
+        j.reader().unwrap().evicted().unwrap(),
+        evicted,
+        "the count is persisted for status"
+    );
+    j.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_taking_one_channel_still_advances_past_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), &JournalConfig::default(), &["a"]);
+    j.submit(txn("t1")).await.unwrap();
+    j.submit(txn("t2")).await.unwrap();
+    let mut r = j.reader().unwrap();
+    let batch = r.read_after(0, &[Channel::Transactions], 100).unwrap();
+    assert_eq!(batch.records.len(), 2);
+    assert_eq!(
+        batch.scanned_to,
+        j.last_seq(),
+        "the trailing decision row is scanned past"
+    );
+    let batch = r.read_after(0, &[Channel::Transactions], 1).unwrap();
+    assert_eq!(
+        batch.scanned_to, batch.records[0].seq,
+        "a full batch stops at its last record"
+    );
+    j.close().await;
+}
