@@ -97,6 +97,9 @@ pub struct JournalState {
     pub cursors: Mutex<HashMap<String, u64>>,
 }
 
+/// The checkpoint thread and the way to stop it.
+type Checkpointer = (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>);
+
 /// Handle to the journal; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Journal {
@@ -105,7 +108,7 @@ pub struct Journal {
     state: Arc<JournalState>,
     path: PathBuf,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
-    checkpointer: Arc<Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>>,
+    checkpointer: Arc<Mutex<Option<Checkpointer>>>,
 }
 
 impl Journal {
