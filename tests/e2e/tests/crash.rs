@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tillgate_testkit::{
-    archive_txn_ids, integrity_check, journal_txn_ids, post, scratch_dir, txn, Agent, AgentOptions,
+    integrity_check, journal_txn_ids, missing_from_archive, post, scratch_dir, txn, Agent,
+    AgentOptions,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,12 +67,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_transaction() {
     let agent = Agent::start(&dir, &opts);
     let archive = agent.archive();
     assert!(agent.terminate().success());
-    let archived = archive_txn_ids(&archive);
-    let missing: Vec<_> = acked
-        .iter()
-        .filter(|id| !archived.contains_key(*id))
-        .take(5)
-        .collect();
+    let missing = missing_from_archive(&archive, &acked);
     assert!(
         missing.is_empty(),
         "acknowledged but never archived: {missing:?}"

@@ -2,7 +2,7 @@
 //! the sinks drain.
 
 use std::time::{Duration, Instant};
-use tillgate_testkit::{archive_txn_ids, post, scratch_dir, txn, Agent, AgentOptions};
+use tillgate_testkit::{missing_from_archive, post, scratch_dir, txn, Agent, AgentOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_journal_refuses_with_503_and_resumes_once_the_archive_drains() {
@@ -90,12 +90,7 @@ async fn full_journal_refuses_with_503_and_resumes_once_the_archive_drains() {
         agent.log()
     );
     assert!(agent.terminate().success());
-    let archived = archive_txn_ids(&blocker);
-    let missing: Vec<_> = acked
-        .iter()
-        .filter(|id| !archived.contains_key(*id))
-        .take(5)
-        .collect();
+    let missing = missing_from_archive(&blocker, &acked);
     assert!(
         missing.is_empty(),
         "acknowledged before the journal filled, but lost: {missing:?}"

@@ -46,3 +46,17 @@ pub fn archive_txn_ids(archive: &Path) -> HashMap<String, usize> {
     }
     counts
 }
+
+/// Up to five of `acked` that never reached the archive's transactions channel.
+pub fn missing_from_archive<'a>(
+    archive: &Path,
+    acked: impl IntoIterator<Item = &'a String>,
+) -> Vec<String> {
+    let archived = archive_txn_ids(archive);
+    acked
+        .into_iter()
+        .filter(|id| !archived.contains_key(*id))
+        .take(5)
+        .cloned()
+        .collect()
+}

@@ -6,7 +6,7 @@ pub mod archive;
 pub mod process;
 pub mod txns;
 
-pub use archive::{archive_lines, archive_txn_ids};
+pub use archive::{archive_lines, archive_txn_ids, missing_from_archive};
 pub use process::{run_cli, Agent, AgentOptions};
 pub use txns::{post, post_ndjson, txn};
 
