@@ -144,7 +144,9 @@ pub async fn run(config: SimConfig, mut progress: impl FnMut(Progress)) -> SimRe
         let client = client.clone();
         let tally = tally.clone();
         tasks.push(tokio::spawn(async move {
-            terminal(t, cfg, client, tally, started, deadline).await
+            terminal(t, cfg, client, tally, started, deadline).await;
+            // When this terminal got its last answer: the run's real end.
+            Instant::now()
         }));
     }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -160,10 +162,13 @@ pub async fn run(config: SimConfig, mut progress: impl FnMut(Progress)) -> SimRe
             refused: t.refused.values().sum(),
         });
     }
+    let mut finished = started;
     for t in tasks {
-        let _ = t.await;
+        if let Ok(at) = t.await {
+            finished = finished.max(at);
+        }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = (finished - started).as_secs_f64();
     let t = tally.lock().unwrap_or_else(|p| p.into_inner());
     SimReport {
         offered_rate: config.rate,

@@ -49,12 +49,15 @@ fn main() -> Result<()> {
     eprintln!("[1/4] raw SQLite batched inserts (WAL, synchronous=FULL, 512 transactions/commit)");
     let raw_same = raw_sqlite(args.journal_txns, true)?;
     let raw_one = raw_sqlite(args.journal_txns, false)?;
+    eprintln!("[1/4] raw SQLite commit latency, one row per commit (the fsync floor)");
+    let floor = raw_commit_latency(5_000)?;
     eprintln!("[1/4] journal group commit (fsync, rule pack, 8 producers)");
     let journal = rt.block_on(journal_throughput(args.journal_txns))?;
     let per_s = |v: &Value| v["txns_per_s"].as_f64().unwrap_or(f64::NAN);
     results["journal"] = json!({
         "raw_sqlite_same_rows": raw_same,
         "raw_sqlite_one_row": raw_one,
+        "raw_sqlite_commit_latency": floor,
         "journal": journal,
         "ratio_to_raw_same_rows": per_s(&journal) / per_s(&raw_same),
         "ratio_to_raw_one_row": per_s(&journal) / per_s(&raw_one),
@@ -76,11 +79,11 @@ fn main() -> Result<()> {
     let secs = Duration::from_secs(args.seconds);
 
     eprintln!("[2/4] decision latency at 5,000 txn/s offered (64 terminals, single requests)");
-    let at_5k = rt.block_on(simulate::run(sim(&url, 64, 5_000.0, secs, 1), |_| {}));
+    let at_5k = rt.block_on(simulate::run(sim(&url, 64, 5_000.0, secs, 1, 1), |_| {}));
     eprintln!("[3/4] maximum sustained rate: NDJSON batches of 100, 16 connections");
-    let max_batched = rt.block_on(simulate::run(sim(&url, 16, 0.0, secs, 100), |_| {}));
+    let max_batched = rt.block_on(simulate::run(sim(&url, 16, 0.0, secs, 100, 2), |_| {}));
     eprintln!("[3/4] maximum sustained rate: single requests, 64 connections");
-    let max_single = rt.block_on(simulate::run(sim(&url, 64, 0.0, secs, 1), |_| {}));
+    let max_single = rt.block_on(simulate::run(sim(&url, 64, 0.0, secs, 1, 3), |_| {}));
     let rss = peak_rss_kib(child.id())?;
     let _ = std::process::Command::new("kill")
         .arg("-TERM")
@@ -103,7 +106,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn sim(url: &str, terminals: usize, rate: f64, duration: Duration, batch: usize) -> SimConfig {
+/// A run of simulated terminals; each run has its own `seed`, so its txn_ids are new
+/// (a repeat would be answered from the idempotency table without a write).
+fn sim(url: &str, terminals: usize, rate: f64, duration: Duration, batch: usize, seed: u64) -> SimConfig {
     SimConfig {
         url: url.into(),
         token: None,
@@ -113,7 +118,7 @@ fn sim(url: &str, terminals: usize, rate: f64, duration: Duration, batch: usize)
         duration,
         fraud_rate: 0.02,
         batch,
-        seed: 7,
+        seed,
     }
 }
 
@@ -133,6 +138,33 @@ fn sample_payloads(n: usize) -> Vec<Vec<u8>> {
             )
         })
         .collect()
+}
+
+/// The physical floor of a durable answer: one small row per commit, WAL and
+/// synchronous=FULL, back to back. A decision needs at least one such commit, and often
+/// waits for the one in progress first.
+fn raw_commit_latency(commits: usize) -> Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let conn = rusqlite::Connection::open(dir.path().join("floor.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch("CREATE TABLE t (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")?;
+    let body = sample_payloads(1).remove(0);
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000, 3)?;
+    let started = Instant::now();
+    for i in 0..commits {
+        let t = Instant::now();
+        conn.execute("INSERT INTO t(seq, body) VALUES (?1, ?2)", rusqlite::params![i as i64, body])?;
+        h.record(t.elapsed().as_micros().max(1) as u64)?;
+    }
+    let s = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "commits": commits,
+        "commits_per_s": commits as f64 / s,
+        "p50_us": h.value_at_quantile(0.5),
+        "p99_us": h.value_at_quantile(0.99),
+        "p999_us": h.value_at_quantile(0.999),
+    }))
 }
 
 /// Raw SQLite, no agent: prepared inserts in batches of 512 transactions, WAL and
@@ -348,6 +380,14 @@ fn print_table(r: &Value) {
         r["machine"]["cpus"]
     );
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let floor = &j["raw_sqlite_commit_latency"];
+    println!(
+        "floor     raw SQLite 1 row/commit: {:.0} commits/s, p50 {} p99 {} p99.9 {} µs",
+        f(&floor["commits_per_s"]),
+        floor["p50_us"],
+        floor["p99_us"],
+        floor["p999_us"]
+    );
     println!(
         "journal   {:>9.0} txn/s   raw SQLite same rows {:>9.0} txn/s (ratio {:.2})   raw one row/txn {:>9.0} (ratio {:.2})",
         f(&j["journal"]["txns_per_s"]),
