@@ -10,6 +10,7 @@ mod condition;
 mod decision;
 mod denylist;
 mod load;
+pub mod window;
 
 pub use condition::{Condition, TxnField};
 pub use decision::{Action, Decision, Mode, RuleHit, Severity};

@@ -108,7 +108,14 @@ fn main() -> Result<()> {
 
 /// A run of simulated terminals; each run has its own `seed`, so its txn_ids are new
 /// (a repeat would be answered from the idempotency table without a write).
-fn sim(url: &str, terminals: usize, rate: f64, duration: Duration, batch: usize, seed: u64) -> SimConfig {
+fn sim(
+    url: &str,
+    terminals: usize,
+    rate: f64,
+    duration: Duration,
+    batch: usize,
+    seed: u64,
+) -> SimConfig {
     SimConfig {
         url: url.into(),
         token: None,
@@ -154,7 +161,10 @@ fn raw_commit_latency(commits: usize) -> Result<Value> {
     let started = Instant::now();
     for i in 0..commits {
         let t = Instant::now();
-        conn.execute("INSERT INTO t(seq, body) VALUES (?1, ?2)", rusqlite::params![i as i64, body])?;
+        conn.execute(
+            "INSERT INTO t(seq, body) VALUES (?1, ?2)",
+            rusqlite::params![i as i64, body],
+        )?;
         h.record(t.elapsed().as_micros().max(1) as u64)?;
     }
     let s = started.elapsed().as_secs_f64();

@@ -1,0 +1,150 @@
+//! Window arithmetic against a brute-force model of the documented semantics.
+
+use super::*;
+use proptest::prelude::*;
+
+fn specs() -> Vec<AggSpec> {
+    vec![
+        AggSpec {
+            name: "n".into(),
+            kind: AggKind::Count,
+        },
+        AggSpec {
+            name: "sum".into(),
+            kind: AggKind::Sum,
+        },
+        AggSpec {
+            name: "min".into(),
+            kind: AggKind::Min,
+        },
+        AggSpec {
+            name: "max".into(),
+            kind: AggKind::Max,
+        },
+        AggSpec {
+            name: "cards".into(),
+            kind: AggKind::CountDistinct(0),
+        },
+    ]
+}
+
+fn ev(seq: u64, ts: i64, amount: i64, card: Option<u64>) -> Event {
+    Event {
+        ts,
+        seq,
+        amount,
+        tags: vec![card].into_boxed_slice(),
+    }
+}
+
+/// The semantics, written the slow way: the window of event k holds the events that
+/// arrived no later than k, have time in [t_k − W, t_k], and were still retained
+/// (time ≥ max time of earlier events − W − L), plus k itself.
+fn model_time(events: &[Event], w: i64, l: i64) -> Vec<Vec<i64>> {
+    let mut out = Vec::new();
+    for (k, e) in events.iter().enumerate() {
+        let prev_max = events[..k].iter().map(|x| x.ts).max();
+        let in_window: Vec<&Event> = events[..=k]
+            .iter()
+            .enumerate()
+            .filter(|(j, x)| {
+                x.ts >= e.ts - w
+                    && x.ts <= e.ts
+                    && (*j == k || prev_max.is_none_or(|m| x.ts >= m - w - l))
+            })
+            .map(|(_, x)| x)
+            .collect();
+        out.push(summarize(&in_window));
+    }
+    out
+}
+
+fn summarize(w: &[&Event]) -> Vec<i64> {
+    let cards: std::collections::HashSet<u64> = w.iter().filter_map(|e| e.tags[0]).collect();
+    vec![
+        w.len() as i64,
+        w.iter().map(|e| e.amount).sum(),
+        w.iter().map(|e| e.amount).min().unwrap_or(0),
+        w.iter().map(|e| e.amount).max().unwrap_or(0),
+        cards.len() as i64,
+    ]
+}
+
+fn ints(v: &AggValues) -> Vec<i64> {
+    v.0.iter()
+        .map(|x| match x {
+            aggregate::AggValue::Int(i) => *i,
+            aggregate::AggValue::Float(f) => *f as i64,
+        })
+        .collect()
+}
+
+fn stream() -> impl Strategy<Value = Vec<(i64, i64, Option<u64>)>> {
+    // Mostly increasing times with jitter backwards (out-of-order and late arrivals),
+    // duplicates of the same time, a few distinct cards.
+    prop::collection::vec((-30i64..60, 1i64..500, prop::option::of(0u64..4)), 1..80).prop_map(
+        |steps| {
+            let mut t = 1_000_000;
+            steps
+                .into_iter()
+                .map(|(dt, amount, card)| {
+                    t += dt.max(0);
+                    (t + dt.min(0) * 3, amount, card)
+                })
+                .collect()
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn time_windows_match_the_model(raw in stream(), w in 1i64..120, l in 0i64..60) {
+        let events: Vec<Event> = raw.iter().enumerate().map(|(i, (ts, a, c))| ev(i as u64, *ts, *a, *c)).collect();
+        let specs = specs();
+        let mut kw = KeyWindow::new(&specs);
+        let got: Vec<Vec<i64>> = events
+            .iter()
+            .map(|e| ints(&kw.observe(WindowSpec::Time { width_ms: w, lateness_ms: l }, &specs, e.clone())))
+            .collect();
+        prop_assert_eq!(got, model_time(&events, w, l));
+    }
+
+    #[test]
+    fn count_windows_hold_the_last_n(raw in stream(), n in 1usize..10) {
+        let events: Vec<Event> = raw.iter().enumerate().map(|(i, (ts, a, c))| ev(i as u64, *ts, *a, *c)).collect();
+        let specs = specs();
+        let mut kw = KeyWindow::new(&specs);
+        for (k, e) in events.iter().enumerate() {
+            let got = ints(&kw.observe(WindowSpec::Count { n }, &specs, e.clone()));
+            let from = (k + 1).saturating_sub(n);
+            let want = summarize(&events[from..=k].iter().collect::<Vec<_>>());
+            prop_assert_eq!(got, want);
+        }
+        prop_assert!(kw.len() <= n);
+    }
+}
+
+#[test]
+fn boundary_is_inclusive_and_state_is_bounded() {
+    let specs = specs();
+    let mut kw = KeyWindow::new(&specs);
+    let spec = WindowSpec::Time {
+        width_ms: 100,
+        lateness_ms: 0,
+    };
+    assert_eq!(ints(&kw.observe(spec, &specs, ev(1, 1000, 5, None)))[0], 1);
+    assert_eq!(
+        ints(&kw.observe(spec, &specs, ev(2, 1100, 5, None)))[0],
+        2,
+        "t − W is inside"
+    );
+    assert_eq!(
+        ints(&kw.observe(spec, &specs, ev(3, 1101, 5, None)))[0],
+        2,
+        "1000 left at 1101"
+    );
+    for i in 0..10_000 {
+        kw.observe(spec, &specs, ev(4 + i, 2000 + i as i64 * 50, 1, None));
+    }
+    assert!(kw.len() <= 3, "only the window is kept, got {}", kw.len());
+}
