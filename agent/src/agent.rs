@@ -4,7 +4,7 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
-use crate::rules;
+use crate::rules::{self, Engine};
 use crate::sinks::{self, SinkRunner};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,10 +24,7 @@ pub enum AgentError {
     Journal(#[from] JournalError),
     /// The HTTP listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 impl AgentError {
@@ -50,8 +47,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr, Arc<AppState>),
 ) -> Result<(), AgentError> {
-    let rule_set =
-        rules::load_paths(&config.rules.paths).map_err(|e| AgentError::Config(e.to_string()))?;
+    let metrics = Metrics::new();
+    let engine = build_engine(&config, &metrics).map_err(|e| AgentError::Config(e.to_string()))?;
+    let (rule_count, report_count) = (engine.rule_ids().len(), engine.report_ids().len());
     let token = match &config.http.token {
         Some(secret) => Some(
             secret
@@ -60,17 +58,10 @@ pub async fn run(
         ),
         None => None,
     };
-    let metrics = Metrics::new();
     let sinks = sinks::build(&config);
     let names = sinks.iter().map(|s| s.name().to_string()).collect();
     let journal_path = config.data_path(&config.journal.path);
-    let journal = Journal::open(
-        &journal_path,
-        &config.journal,
-        names,
-        Box::new(rule_set.clone()),
-        metrics.clone(),
-    )?;
+    let journal = Journal::open(&journal_path, &config.journal, names, Box::new(engine), metrics.clone())?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| AgentError::Bind {
@@ -109,12 +100,14 @@ pub async fn run(
     tracing::info!(
         %addr,
         journal = %journal_path.display(),
-        rules = rule_set.rules().len(),
+        rules = rule_count,
+        reports = report_count,
         sinks = ?state.sinks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         last_seq = journal.last_seq(),
         "tillgate ready"
     );
     on_ready(addr, state.clone());
+    let reloader = tokio::spawn(reload_on_sighup(config.clone(), journal.clone(), state.metrics.clone()));
 
     let app = http::router(state.clone());
     let draining = state.clone();
@@ -123,10 +116,7 @@ pub async fn run(
         draining.draining.store(true, Ordering::Release);
         tracing::info!("shutting down: intake stopped, finishing in-flight requests");
     };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(graceful)
-        .await
-    {
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
         tracing::error!(error = %e, "HTTP server failed");
     }
 
@@ -144,7 +134,47 @@ pub async fn run(
     if !left.is_empty() {
         tracing::warn!(sinks = ?left, "drain deadline passed with a backlog; it stays in the journal for the next start");
     }
+    reloader.abort();
     journal.close().await;
     tracing::info!(last_seq = journal.last_seq(), "tillgate stopped");
     Ok(())
+}
+
+/// The rule engine the config asks for.
+pub fn build_engine(config: &Config, metrics: &Metrics) -> Result<Engine, rules::RuleError> {
+    let pack = rules::load_paths(&config.rules.paths)?;
+    Ok(Engine::new(
+        pack,
+        Some(metrics.clone()),
+        config.rules.count_window_replay.get(),
+    ))
+}
+
+/// SIGHUP reloads the rule files. Invalid rules are logged and counted; the running
+/// rules stay. Valid ones are rebuilt from the journal before they take over, so a reload
+/// during an attack keeps its counts.
+async fn reload_on_sighup(config: Config, journal: Journal, metrics: Metrics) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; rules reload needs a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let engine = match build_engine(&config, &metrics) {
+            Ok(e) => e,
+            Err(e) => {
+                metrics.rules_reload_errors.inc();
+                tracing::error!(error = %e, "SIGHUP: the rule files are invalid; the previous rules stay active");
+                continue;
+            }
+        };
+        let ids = engine.rule_ids().join(", ");
+        match journal.reload(Box::new(engine)).await {
+            Ok(replayed) => tracing::info!(rules = %ids, replayed, "SIGHUP: rules reloaded"),
+            Err(e) => {
+                metrics.rules_reload_errors.inc();
+                tracing::error!(error = %e, "SIGHUP: reload failed; the previous rules stay active");
+            }
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! Prometheus metrics: one registry per agent, rendered at `GET /metrics`.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the agent exports.
@@ -47,6 +47,16 @@ pub struct Metrics {
     pub sink_oldest_age: IntGaugeVec,
     /// Time per successful shipment.
     pub sink_ship_seconds: HistogramVec,
+    /// Rule filters or conditions that failed to evaluate, by rule.
+    pub rule_errors: IntCounterVec,
+    /// Keys evicted from a rule's state by `max_keys`, by rule.
+    pub rule_keys_evicted: IntCounterVec,
+    /// Keys held by a rule.
+    pub rule_live_keys: IntGaugeVec,
+    /// Events older than a report's watermark, left out of its windows.
+    pub report_late_events: IntCounterVec,
+    /// Rule reloads that failed (the previous rules stay active).
+    pub rules_reload_errors: IntCounter,
 }
 
 impl Default for Metrics {
@@ -61,44 +71,32 @@ impl Metrics {
         let registry = Registry::new_custom(Some("tillgate".into()), None).expect("valid prefix");
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(m.clone()))
-                .expect("unique metric");
+            registry.register(Box::new(m.clone())).expect("unique metric");
             m
         };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(m.clone()))
-                .expect("unique metric");
+            registry.register(Box::new(m.clone())).expect("unique metric");
             m
         };
         let counter = |name: &str, help: &str| {
             let m = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(m.clone()))
-                .expect("unique metric");
+            registry.register(Box::new(m.clone())).expect("unique metric");
             m
         };
         let gauge = |name: &str, help: &str| {
             let m = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(m.clone()))
-                .expect("unique metric");
+            registry.register(Box::new(m.clone())).expect("unique metric");
             m
         };
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            let m = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-                .expect("valid metric");
-            registry
-                .register(Box::new(m.clone()))
-                .expect("unique metric");
+            let m = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+            registry.register(Box::new(m.clone())).expect("unique metric");
             m
         };
         let latency_buckets = exponential_buckets(0.000_05, 2.0, 16).expect("valid buckets");
         let sink_ship_seconds = HistogramVec::new(
-            HistogramOpts::new("sink_ship_seconds", "Time per successful shipment")
-                .buckets(latency_buckets.clone()),
+            HistogramOpts::new("sink_ship_seconds", "Time per successful shipment").buckets(latency_buckets.clone()),
             &["sink"],
         )
         .expect("valid metric");
@@ -112,11 +110,7 @@ impl Metrics {
                 &["source", "outcome"],
             ),
             decisions: counter_vec("decisions_total", "Decisions by action", &["decision"]),
-            rule_hits: counter_vec(
-                "rule_hits_total",
-                "Rule hits by rule and mode",
-                &["rule", "mode"],
-            ),
+            rule_hits: counter_vec("rule_hits_total", "Rule hits by rule and mode", &["rule", "mode"]),
             decision_latency: histogram(
                 "decision_latency_seconds",
                 "From request read to durable answer",
@@ -127,11 +121,7 @@ impl Metrics {
                 "Commands per group commit",
                 exponential_buckets(1.0, 2.0, 14).expect("valid buckets"),
             ),
-            commit_seconds: histogram(
-                "journal_commit_seconds",
-                "Time spent in COMMIT",
-                latency_buckets,
-            ),
+            commit_seconds: histogram("journal_commit_seconds", "Time spent in COMMIT", latency_buckets),
             journal_bytes: gauge("journal_bytes", "Journal bytes in use"),
             journal_max_bytes: gauge("journal_max_bytes", "Journal size budget"),
             journal_last_seq: gauge("journal_last_seq", "Highest committed sequence number"),
@@ -157,23 +147,28 @@ impl Metrics {
                 "Rejected inputs whose dead letter could not be stored",
                 &["source"],
             ),
-            sink_records: counter_vec(
-                "sink_records_total",
-                "Records acknowledged by the sink",
-                &["sink"],
-            ),
+            sink_records: counter_vec("sink_records_total", "Records acknowledged by the sink", &["sink"]),
             sink_errors: counter_vec("sink_errors_total", "Failed shipments", &["sink"]),
-            sink_backlog: gauge_vec(
-                "sink_backlog_records",
-                "Records after the sink's cursor",
-                &["sink"],
-            ),
+            sink_backlog: gauge_vec("sink_backlog_records", "Records after the sink's cursor", &["sink"]),
             sink_oldest_age: gauge_vec(
                 "sink_oldest_unsent_age_seconds",
                 "Age of the oldest record not yet acknowledged",
                 &["sink"],
             ),
             sink_ship_seconds,
+            rule_errors: counter_vec(
+                "rule_errors_total",
+                "Rule expressions that failed to evaluate",
+                &["rule"],
+            ),
+            rule_keys_evicted: counter_vec("rule_keys_evicted_total", "Keys evicted by max_keys", &["rule"]),
+            rule_live_keys: gauge_vec("rule_live_keys", "Keys held in a rule's windows", &["rule"]),
+            report_late_events: counter_vec(
+                "report_late_events_total",
+                "Events older than the report watermark",
+                &["report"],
+            ),
+            rules_reload_errors: counter("rules_reload_errors_total", "Failed rule reloads (old rules kept)"),
             registry,
         }
     }

@@ -110,11 +110,7 @@ pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
             cursor,
             backlog_records: backlog.records,
             oldest_unsent_age_s: age_s(backlog.oldest_received_ms),
-            last_error: s
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            last_error: s.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             last_success_ms: (last > 0).then_some(last),
         });
     }
@@ -145,11 +141,7 @@ pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
 fn dead_letters(reader: &JournalReader) -> rusqlite::Result<DeadLetters> {
     Ok(DeadLetters {
         count: reader.dead_letter_count()?,
-        recent: reader
-            .recent_dead_letters(5)?
-            .into_iter()
-            .map(Into::into)
-            .collect(),
+        recent: reader.recent_dead_letters(5)?.into_iter().map(Into::into).collect(),
     })
 }
 
@@ -213,11 +205,7 @@ pub fn refresh_backlog_metrics(state: &AppState) -> rusqlite::Result<()> {
 pub fn render_text(r: &StatusReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "tillgate {} — {} (up {}s)",
-        r.version, r.state, r.uptime_s
-    );
+    let _ = writeln!(s, "tillgate {} — {} (up {}s)", r.version, r.state, r.uptime_s);
     let j = &r.journal;
     let max = j
         .max_bytes
@@ -256,11 +244,7 @@ pub fn render_text(r: &StatusReport) -> String {
         let _ = writeln!(s, "  #{} {}: {}", d.id, d.source, d.reason);
     }
     if !r.decisions.is_empty() {
-        let parts: Vec<String> = r
-            .decisions
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
+        let parts: Vec<String> = r.decisions.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(s, "decisions {}", parts.join(", "));
     }
     for (rule, n) in &r.rule_hits {

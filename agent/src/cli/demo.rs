@@ -11,19 +11,19 @@ use std::time::Duration;
 
 const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
 /// The rule pack, as shipped in `config/rules/`.
-const RULE_PACK: [(&str, &str); 6] = [
+const RULE_PACK: [(&str, &str); 9] = [
     (
         "10-deny-lists.toml",
         include_str!("../../../config/rules/10-deny-lists.toml"),
     ),
+    ("20-amounts.toml", include_str!("../../../config/rules/20-amounts.toml")),
     (
-        "20-amounts.toml",
-        include_str!("../../../config/rules/20-amounts.toml"),
+        "30-velocity.toml",
+        include_str!("../../../config/rules/30-velocity.toml"),
     ),
-    (
-        "30-entry-and-refunds.toml",
-        include_str!("../../../config/rules/30-entry-and-refunds.toml"),
-    ),
+    ("40-refunds.toml", include_str!("../../../config/rules/40-refunds.toml")),
+    ("50-shift.toml", include_str!("../../../config/rules/50-shift.toml")),
+    ("60-reports.toml", include_str!("../../../config/rules/60-reports.toml")),
     (
         "lists/denied_card_tokens.txt",
         include_str!("../../../config/rules/lists/denied_card_tokens.txt"),
@@ -50,10 +50,7 @@ pub async fn run(duration: Duration, data_dir: Option<PathBuf>) -> i32 {
         },
     };
     if let Err(e) = write_rule_pack(&dir) {
-        eprintln!(
-            "tillgate demo: cannot write the rule pack into {}: {e}",
-            dir.display()
-        );
+        eprintln!("tillgate demo: cannot write the rule pack into {}: {e}", dir.display());
         return 1;
     }
     let mut cfg = config::load_str(DEMO_CONFIG).expect("the embedded demo config is valid");
@@ -150,11 +147,7 @@ fn summary(r: &simulate::SimReport, cfg: &config::Config, dir: &Path) {
         d("review"),
         d("block")
     );
-    let refused: Vec<String> = r
-        .refused
-        .iter()
-        .map(|(s, n)| format!("{n} × HTTP {s}"))
-        .collect();
+    let refused: Vec<String> = r.refused.iter().map(|(s, n)| format!("{n} × HTTP {s}")).collect();
     if !refused.is_empty() {
         println!(
             "  refused       {} (injected bad input: each has a dead letter)",
@@ -184,10 +177,7 @@ fn summary(r: &simulate::SimReport, cfg: &config::Config, dir: &Path) {
             );
         }
     }
-    let archive = cfg
-        .archive()
-        .map(|a| a.dir)
-        .unwrap_or_else(|| dir.join("archive"));
+    let archive = cfg.archive().map(|a| a.dir).unwrap_or_else(|| dir.join("archive"));
     let mut files = Vec::new();
     for channel in ["transactions", "decisions", "alerts"] {
         if let Ok(rd) = std::fs::read_dir(archive.join(channel)) {
@@ -198,17 +188,9 @@ fn summary(r: &simulate::SimReport, cfg: &config::Config, dir: &Path) {
         }
     }
     files.sort();
-    println!(
-        "  archive       {} files under {}",
-        files.len(),
-        archive.display()
-    );
+    println!("  archive       {} files under {}", files.len(), archive.display());
     for (p, len) in files.iter().take(8) {
-        println!(
-            "    {:>9} B  {}",
-            len,
-            p.strip_prefix(&archive).unwrap_or(p).display()
-        );
+        println!("    {:>9} B  {}", len, p.strip_prefix(&archive).unwrap_or(p).display());
     }
     println!("\nlook around:");
     println!("  head -n 2 {}/alerts/*.ndjson", archive.display());

@@ -121,9 +121,7 @@ pub fn main() -> i32 {
             };
             runtime.block_on(simulate_cmd(cfg, json_out))
         }
-        Command::Demo { duration, data_dir } => {
-            runtime.block_on(demo::run(duration.into(), data_dir))
-        }
+        Command::Demo { duration, data_dir } => runtime.block_on(demo::run(duration.into(), data_dir)),
     }
 }
 
@@ -137,8 +135,7 @@ fn load(path: &Path) -> Result<Config, i32> {
 /// Installs the log subscriber; `RUST_LOG` overrides the config's level.
 pub fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -194,9 +191,10 @@ fn check_config(path: &Path) -> i32 {
         }
     }
     println!(
-        "{}: ok ({} rules; listen {}; journal {}; sinks: {})",
+        "{}: ok ({} rules, {} reports; listen {}; journal {}; sinks: {})",
         path.display(),
-        rules.rules().len(),
+        rules.rules.len(),
+        rules.reports.len(),
         config.http.listen,
         config.data_path(&config.journal.path).display(),
         crate::sinks::build(&config)
@@ -271,10 +269,7 @@ async fn show_status(path: &Path, json: bool) -> i32 {
         }
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serializes")
-        );
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
     } else {
         print!("{}", status::render_text(&report));
     }

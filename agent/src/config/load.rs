@@ -163,10 +163,7 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
         ));
     }
     if j.prune_interval.get().is_zero() {
-        return Err((
-            "journal.prune_interval".into(),
-            "must be more than 0s".into(),
-        ));
+        return Err(("journal.prune_interval".into(), "must be more than 0s".into()));
     }
     let s = &c.sinks;
     if s.batch_records == 0 || s.batch_records > 100_000 {
@@ -189,18 +186,12 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             ));
         }
         if a.max_file_bytes.get() < 1024 {
-            return Err((
-                "sinks.archive.max_file_bytes".into(),
-                "allowed: at least 1KiB".into(),
-            ));
+            return Err(("sinks.archive.max_file_bytes".into(), "allowed: at least 1KiB".into()));
         }
     }
     if let Some(secret) = &c.http.token {
         if secret.file.is_some() == secret.env.is_some() {
-            return Err((
-                "http.token".into(),
-                "give exactly one of `file` or `env`".into(),
-            ));
+            return Err(("http.token".into(), "give exactly one of `file` or `env`".into()));
         }
     }
     if !c.http.listen.ip().is_loopback() && c.http.token.is_none() {

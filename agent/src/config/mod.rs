@@ -223,12 +223,29 @@ fn default_prune_interval() -> HumanDuration {
 }
 
 /// `[rules]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesConfig {
     /// Rule files, or directories of `*.toml` rule files; relative to the config file.
     #[serde(default)]
     pub paths: Vec<PathBuf>,
+    /// How much journal a restart replays for rules that count the last N events
+    /// (time windows replay exactly their width plus lateness).
+    #[serde(default = "default_count_window_replay")]
+    pub count_window_replay: HumanDuration,
+}
+
+fn default_count_window_replay() -> HumanDuration {
+    HumanDuration::secs(24 * 3600)
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            paths: Vec::new(),
+            count_window_replay: default_count_window_replay(),
+        }
+    }
 }
 
 /// `[sinks]`: delivery settings shared by every sink, and the sinks themselves.

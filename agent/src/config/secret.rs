@@ -15,11 +15,10 @@ impl Secret {
     /// Reads the secret; the error says where it looked.
     pub fn read(&self) -> Result<String, String> {
         let value = match (&self.file, &self.env) {
-            (Some(path), None) => std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?,
-            (None, Some(var)) => {
-                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+            (Some(path), None) => {
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?
             }
+            (None, Some(var)) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?,
             _ => return Err("give exactly one of `file` or `env`".into()),
         };
         let value = value.trim().to_string();

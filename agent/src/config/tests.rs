@@ -31,10 +31,7 @@ fn bad_duration_and_enum_are_located() {
     assert_eq!(e.line, Some(2));
     let e = load_str("[journal]\n\ndurability = \"sometimes\"\n").unwrap_err();
     assert_eq!(e.line, Some(3), "{e}");
-    assert!(
-        e.message.contains("fsync") && e.message.contains("os"),
-        "{e}"
-    );
+    assert!(e.message.contains("fsync") && e.message.contains("os"), "{e}");
 }
 
 #[test]

@@ -17,11 +17,7 @@ use std::time::Instant;
 
 const SOURCE: &str = "http";
 
-pub async fn post_transactions(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn post_transactions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     if state.draining.load(Ordering::Acquire) {
         return refusal(&SubmitError::Closed);
@@ -29,14 +25,8 @@ pub async fn post_transactions(
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl")
-        });
-    let limit = if ndjson {
-        state.max_body_bytes
-    } else {
-        MAX_TXN_BYTES
-    };
+        .is_some_and(|v| v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl"));
+    let limit = if ndjson { state.max_body_bytes } else { MAX_TXN_BYTES };
     let raw = match read_limited(body, limit).await {
         ReadBody::Complete(b) => b,
         ReadBody::TooLarge { head, seen, limit } => {
@@ -45,8 +35,7 @@ pub async fn post_transactions(
             } else {
                 "transaction (64 KiB; send larger volumes as an NDJSON batch)"
             };
-            let reason =
-                format!("body exceeds the {limit}-byte limit for a {what}: {seen}+ bytes received");
+            let reason = format!("body exceeds the {limit}-byte limit for a {what}: {seen}+ bytes received");
             dead_letter(&state, reason.clone(), &head).await;
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -54,11 +43,13 @@ pub async fn post_transactions(
             )
                 .into_response();
         }
-        ReadBody::Failed(e) => return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "body", "message": format!("cannot read the request body: {e}")})),
-        )
-            .into_response(),
+        ReadBody::Failed(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "body", "message": format!("cannot read the request body: {e}")})),
+            )
+                .into_response()
+        }
     };
     if ndjson {
         batch(&state, &raw, started).await
@@ -106,10 +97,7 @@ async fn batch(state: &AppState, raw: &[u8], started: Instant) -> Response {
             }
         }
     }
-    for (pos, outcome) in positions
-        .into_iter()
-        .zip(state.journal.submit_many(valid).await)
-    {
+    for (pos, outcome) in positions.into_iter().zip(state.journal.submit_many(valid).await) {
         results[pos] = Some(match outcome {
             Ok(a) => {
                 let mut v = answer(state, a, started);
@@ -136,18 +124,8 @@ async fn batch(state: &AppState, raw: &[u8], started: Instant) -> Response {
 /// The decision as answered: `{txn_id, decision, rules, seq, decided_in_us}`.
 fn answer(state: &AppState, accepted: Accepted, started: Instant) -> Value {
     let elapsed = started.elapsed();
-    state
-        .metrics
-        .decision_latency
-        .observe(elapsed.as_secs_f64());
-    count(
-        state,
-        if accepted.duplicate {
-            "duplicate"
-        } else {
-            "accepted"
-        },
-    );
+    state.metrics.decision_latency.observe(elapsed.as_secs_f64());
+    count(state, if accepted.duplicate { "duplicate" } else { "accepted" });
     let d = &accepted.decision;
     let mut v = json!({
         "txn_id": d.txn_id,
@@ -163,11 +141,7 @@ fn answer(state: &AppState, accepted: Accepted, started: Instant) -> Value {
 }
 
 fn count(state: &AppState, outcome: &str) {
-    state
-        .metrics
-        .transactions
-        .with_label_values(&[SOURCE, outcome])
-        .inc();
+    state.metrics.transactions.with_label_values(&[SOURCE, outcome]).inc();
 }
 
 fn status_of(r: &Rejection) -> StatusCode {

@@ -93,10 +93,6 @@ async fn get_status(State(state): State<Arc<AppState>>) -> Response {
             format!("cannot read the journal: {e}\n"),
         )
             .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("status task failed: {e}\n"),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("status task failed: {e}\n")).into_response(),
     }
 }

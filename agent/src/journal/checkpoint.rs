@@ -23,11 +23,7 @@ pub fn run(path: &Path, durability_full: bool, stop: Receiver<()>) {
             return;
         }
     };
-    let _ = conn.pragma_update(
-        None,
-        "synchronous",
-        if durability_full { "FULL" } else { "NORMAL" },
-    );
+    let _ = conn.pragma_update(None, "synchronous", if durability_full { "FULL" } else { "NORMAL" });
     let _ = conn.busy_timeout(Duration::from_secs(5));
     loop {
         let last = matches!(

@@ -1,7 +1,7 @@
 //! The rows of one transaction inside a group commit, with the group's statements
 //! prepared once (not looked up per row) and one decision timestamp per group.
 
-use super::records::{AlertRecord, DecisionRecord};
+use super::records::{AlertRecord, DecisionRecord, ReportAlert};
 use crate::rules::Decision;
 use crate::txn::{rfc3339, Transaction};
 use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
@@ -40,13 +40,8 @@ impl<'c> Group<'c> {
         if let Some(v) = self.fresh.get(txn_id) {
             return Ok(Some(v.clone()));
         }
-        let stored: Option<Vec<u8>> = self
-            .find_txn_id
-            .query_row([txn_id], |r| r.get(0))
-            .optional()?;
-        Ok(stored
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .map(Arc::new))
+        let stored: Option<Vec<u8>> = self.find_txn_id.query_row([txn_id], |r| r.get(0)).optional()?;
+        Ok(stored.and_then(|b| serde_json::from_slice(&b).ok()).map(Arc::new))
     }
 
     /// Writes the transaction at `seq`, its decision and (when a rule fired) its alert.
@@ -70,23 +65,22 @@ impl<'c> Group<'c> {
         let key = txn.partition_key();
         let received = txn.received_at.timestamp_millis();
         let mut insert = |seq: u64, channel: Channel, body: &[u8]| {
-            self.insert_record.execute(params![
-                seq as i64,
-                channel.code(),
-                txn.txn_id,
-                key,
-                received,
-                body
-            ])
+            self.insert_record
+                .execute(params![seq as i64, channel.code(), txn.txn_id, key, received, body])
         };
         insert(seq, Channel::Transactions, &txn.journal_body(seq))?;
         insert(seq + 1, Channel::Decisions, &record_bytes)?;
         let mut used = 2;
         if !decision.hits.is_empty() {
-            let alert = serde_json::to_vec(&AlertRecord::rule_hit(txn, &record))
-                .expect("an alert record serializes");
-            insert(seq + 2, Channel::Alerts, &alert)?;
-            used = 3;
+            let alert = serde_json::to_vec(&AlertRecord::rule_hit(txn, &record)).expect("an alert record serializes");
+            insert(seq + used, Channel::Alerts, &alert)?;
+            used += 1;
+        }
+        for hit in &decision.reports {
+            let alert = serde_json::to_vec(&ReportAlert::new(hit, &txn.txn_id, &self.decided_at))
+                .expect("a report alert serializes");
+            insert(seq + used, Channel::Alerts, &alert)?;
+            used += 1;
         }
         self.insert_txn_id
             .execute(params![seq as i64, txn.txn_id, received, record_bytes])?;

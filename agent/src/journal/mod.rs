@@ -10,6 +10,7 @@
 
 mod checkpoint;
 mod group;
+mod lookup;
 mod reader;
 mod records;
 mod schema;
@@ -70,16 +71,10 @@ pub enum SubmitError {
 pub enum JournalError {
     /// SQLite refused to open or migrate the file.
     #[error("cannot open journal {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Open { path: PathBuf, source: rusqlite::Error },
     /// The data directory could not be created.
     #[error("cannot create {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Dir { path: PathBuf, source: std::io::Error },
 }
 
 /// State the writer publishes for status and readers.
@@ -134,16 +129,7 @@ impl Journal {
         let conn = schema::open_writer(path, config.durability).map_err(opened)?;
         let state = Arc::new(JournalState::default());
         let (tx, rx) = mpsc::channel(config.max_batch_rows * 4);
-        let writer = Writer::new(
-            conn,
-            rx,
-            config.clone(),
-            sinks,
-            decider,
-            metrics,
-            state.clone(),
-        )
-        .map_err(opened)?;
+        let writer = Writer::new(conn, rx, config.clone(), sinks, decider, metrics, state.clone()).map_err(opened)?;
         let committed = writer.committed();
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -215,6 +201,17 @@ impl Journal {
         rx.await.unwrap_or(Err(SubmitError::Closed))
     }
 
+    /// Replaces the rules: the new decider is rebuilt by replaying the journal inside the
+    /// writer, then takes over from the next transaction. Returns the replayed count.
+    pub async fn reload(&self, decider: Box<dyn Decider>) -> Result<u64, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Reload { decider, reply })
+            .await
+            .map_err(|_| "the journal is closed".to_string())?;
+        rx.await.unwrap_or_else(|_| Err("the journal writer stopped".into()))
+    }
+
     /// Records that `sink` has acknowledged everything up to `seq`. Committed with the
     /// next group; a crash before that only re-sends (at-least-once).
     pub async fn advance(&self, sink: &str, seq: u64) {
@@ -273,11 +270,7 @@ impl Journal {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
-        let checkpointer = self
-            .checkpointer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let checkpointer = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((stop, h)) = checkpointer {
             let _ = stop.send(());
             let _ = tokio::task::spawn_blocking(move || h.join()).await;

@@ -57,12 +57,7 @@ impl JournalReader {
     }
 
     /// Up to `limit` records of `channels` after `cursor`, in sequence order.
-    pub fn read_after(
-        &mut self,
-        cursor: u64,
-        channels: &[Channel],
-        limit: usize,
-    ) -> rusqlite::Result<ReadBatch> {
+    pub fn read_after(&mut self, cursor: u64, channels: &[Channel], limit: usize) -> rusqlite::Result<ReadBatch> {
         let tx = self.conn.transaction()?;
         let sql = format!(
             "SELECT seq, channel, txn_id, partition_key, received_ms, body FROM records
@@ -85,16 +80,11 @@ impl JournalReader {
         let scanned_to = if records.len() == limit {
             records.last().map_or(cursor, |r| r.seq)
         } else {
-            let max: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| {
-                r.get(0)
-            })?;
+            let max: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| r.get(0))?;
             cursor.max(max as u64)
         };
         tx.finish()?;
-        Ok(ReadBatch {
-            records,
-            scanned_to,
-        })
+        Ok(ReadBatch { records, scanned_to })
     }
 
     /// How much of `channels` is after `cursor`.
@@ -114,9 +104,7 @@ impl JournalReader {
     /// Number of stored dead letters.
     pub fn dead_letter_count(&self) -> rusqlite::Result<u64> {
         self.conn
-            .query_row("SELECT COUNT(*) FROM dead_letters", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
     }
 
@@ -147,11 +135,9 @@ impl JournalReader {
     /// The highest sequence number ever assigned.
     pub fn last_seq(&self) -> rusqlite::Result<u64> {
         let meta = schema::meta(&self.conn, "next_seq")?;
-        let max: i64 =
-            self.conn
-                .query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| {
-                    r.get(0)
-                })?;
+        let max: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| r.get(0))?;
         Ok(((meta - 1).max(max)).max(0) as u64)
     }
 

@@ -1,11 +1,11 @@
 //! The documents the journal writes on the decisions and alerts channels.
 
-use crate::rules::{Action, RuleHit, Severity};
+use crate::rules::{Action, ReportHit, RuleHit, Severity};
 use crate::txn::{rfc3339, Transaction};
 use serde::{Deserialize, Serialize};
 
 /// One decision, as journaled on the decisions channel and answered to the terminal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRecord {
     pub txn_id: String,
     pub store_id: String,
@@ -47,6 +47,38 @@ impl<'a> AlertRecord<'a> {
             rules: &record.rules,
             event_time: rfc3339(txn.event_time()),
             raised_at: &record.decided_at,
+        }
+    }
+}
+
+/// A reporting window that closed, on the alerts channel.
+#[derive(Debug, Serialize)]
+pub struct ReportAlert<'a> {
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub hit: &'a ReportHit,
+    pub window_start: String,
+    pub window_end: String,
+    /// The transaction whose event time moved the watermark past the window's end.
+    pub closed_by_txn_id: &'a str,
+    pub raised_at: &'a str,
+}
+
+impl<'a> ReportAlert<'a> {
+    /// The alert for `hit`.
+    pub fn new(hit: &'a ReportHit, closed_by_txn_id: &'a str, raised_at: &'a str) -> Self {
+        let ts = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map(rfc3339)
+                .unwrap_or_default()
+        };
+        ReportAlert {
+            kind: "report_window",
+            hit,
+            window_start: ts(hit.window_start_ms),
+            window_end: ts(hit.window_end_ms),
+            closed_by_txn_id,
+            raised_at,
         }
     }
 }

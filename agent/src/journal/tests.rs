@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::{JournalConfig, OnFull};
-use crate::rules::RuleSet;
+use crate::rules::{Engine, RulePack};
 use tillgate_sdk::{ByteSize, Channel, HumanDuration};
 
 fn txn(id: &str) -> Transaction {
@@ -17,7 +17,7 @@ fn open(dir: &std::path::Path, config: &JournalConfig, sinks: &[&str]) -> Journa
         &dir.join("j.db"),
         config,
         sinks.iter().map(|s| s.to_string()).collect(),
-        Box::new(RuleSet::default()),
+        Box::new(Engine::new(RulePack::default(), None, std::time::Duration::ZERO)),
         Metrics::new(),
     )
     .unwrap()
@@ -42,11 +42,7 @@ async fn wait_until(mut f: impl FnMut() -> bool) {
 }
 
 fn record_count(j: &Journal) -> u64 {
-    j.reader()
-        .unwrap()
-        .backlog(0, &Channel::ALL)
-        .unwrap()
-        .records
+    j.reader().unwrap().backlog(0, &Channel::ALL).unwrap().records
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -72,10 +68,7 @@ async fn sequence_numbers_are_never_reused_after_everything_is_pruned() {
     j.close().await;
     let j = open(dir.path(), &fast_prune(), &["a"]);
     let next = j.submit(txn("t2")).await.unwrap().seq;
-    assert!(
-        next > first + 1,
-        "seq {next} reused after restart (first {first})"
-    );
+    assert!(next > first + 1, "seq {next} reused after restart (first {first})");
     assert_eq!(j.cursor("a"), first + 1, "cursors survive a restart");
     j.close().await;
 }

@@ -1,11 +1,12 @@
 //! The single writer: group commit, decisions in journal order, pruning, the size budget.
 
 use super::group::Group;
+use super::lookup::{replay, replay_horizon, JournalLookup};
 use super::schema::{meta, used_bytes};
 use super::{Accepted, DeadLetter, JournalState, SubmitError};
 use crate::config::{JournalConfig, OnFull};
 use crate::metrics::Metrics;
-use crate::rules::{Decider, Decision};
+use crate::rules::{DecideContext, Decider, Decision};
 use crate::txn::Transaction;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -33,6 +34,11 @@ pub enum Command {
     },
     Shutdown {
         reply: oneshot::Sender<()>,
+    },
+    /// Replace the decider (rule reload); it is brought up to date by replay first.
+    Reload {
+        decider: Box<dyn Decider>,
+        reply: oneshot::Sender<Result<u64, String>>,
     },
 }
 
@@ -85,34 +91,26 @@ impl Writer {
         metrics: Metrics,
         state: Arc<JournalState>,
     ) -> rusqlite::Result<Self> {
-        let max_record: i64 =
-            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| {
-                r.get(0)
-            })?;
-        let max_txn: i64 =
-            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM txn_ids", [], |r| {
-                r.get(0)
-            })?;
-        let next_seq = (meta(&conn, "next_seq")?
-            .max(max_record + 1)
-            .max(max_txn + 1))
-        .max(1) as u64;
+        let max_record: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| r.get(0))?;
+        let max_txn: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM txn_ids", [], |r| r.get(0))?;
+        let next_seq = (meta(&conn, "next_seq")?.max(max_record + 1).max(max_txn + 1)).max(1) as u64;
         let cursors: HashMap<String, u64> = conn
             .prepare("SELECT sink, seq FROM cursors")?
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-            })?
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
             .collect::<rusqlite::Result<_>>()?;
         state.last_seq.store(next_seq - 1, Ordering::Release);
         state
             .evicted
             .store(meta(&conn, "evicted_records")? as u64, Ordering::Release);
-        state
-            .used_bytes
-            .store(used_bytes(&conn)?, Ordering::Release);
+        state.used_bytes.store(used_bytes(&conn)?, Ordering::Release);
         *state.cursors.lock().unwrap_or_else(|p| p.into_inner()) = cursors.clone();
         metrics.journal_max_bytes.set(config.max_bytes.get() as i64);
         metrics.journal_last_seq.set((next_seq - 1) as i64);
+        let mut decider = decider;
+        let (replayed, took) = replay(&conn, decider.as_mut())?;
+        if replayed > 0 {
+            tracing::info!(transactions = replayed, took = ?took, "rule state rebuilt from the journal");
+        }
         let (committed, _) = watch::channel(next_seq - 1);
         Ok(Writer {
             conn,
@@ -221,7 +219,13 @@ impl Writer {
                             continue;
                         }
                         let seq = self.next_seq;
-                        let decision = self.decider.decide(&txn);
+                        let lookup = JournalLookup(&self.conn);
+                        let cx = DecideContext {
+                            seq,
+                            lookup: &lookup,
+                            replaying: false,
+                        };
+                        let decision = self.decider.decide(&txn, &cx);
                         let (record, used) = group.journal(&txn, seq, &decision)?;
                         self.next_seq += used;
                         stats.decisions.push(decision);
@@ -242,7 +246,9 @@ impl Writer {
                             continue;
                         }
                         self.conn
-                            .prepare_cached("INSERT INTO dead_letters(received_ms, source, reason, raw) VALUES (?1, ?2, ?3, ?4)")?
+                            .prepare_cached(
+                                "INSERT INTO dead_letters(received_ms, source, reason, raw) VALUES (?1, ?2, ?3, ?4)",
+                            )?
                             .execute(params![now_ms(), letter.source, letter.reason, letter.raw])?;
                         stats.dead_letters.push((letter.source, letter.reason));
                         pending.push(Pending::DeadLetter(reply));
@@ -258,6 +264,18 @@ impl Writer {
                         *c = (*c).max(seq);
                     }
                     Command::Shutdown { reply } => pending.push(Pending::Shutdown(reply)),
+                    Command::Reload { mut decider, reply } => {
+                        // Replay sees this group's rows so far: the new rules start exactly
+                        // where the old ones stand.
+                        match replay(&self.conn, decider.as_mut()) {
+                            Ok((n, took)) => {
+                                tracing::info!(transactions = n, took = ?took, "rules reloaded; state rebuilt from the journal");
+                                self.decider = decider;
+                                let _ = reply.send(Ok(n));
+                            }
+                            Err(e) => drop(reply.send(Err(format!("replay failed: {e}")))),
+                        }
+                    }
                 }
             }
             if self.next_seq != first_seq {
@@ -270,9 +288,7 @@ impl Writer {
             drop(group);
             let t = Instant::now();
             self.conn.execute_batch("COMMIT")?;
-            self.metrics
-                .commit_seconds
-                .observe(t.elapsed().as_secs_f64());
+            self.metrics.commit_seconds.observe(t.elapsed().as_secs_f64());
             Ok(())
         })();
 
@@ -283,12 +299,8 @@ impl Writer {
             let msg = e.to_string();
             for p in pending {
                 match p {
-                    Pending::Submit(reply, _) => {
-                        drop(reply.send(Err(SubmitError::Storage(msg.clone()))))
-                    }
-                    Pending::DeadLetter(reply) => {
-                        drop(reply.send(Err(SubmitError::Storage(msg.clone()))))
-                    }
+                    Pending::Submit(reply, _) => drop(reply.send(Err(SubmitError::Storage(msg.clone())))),
+                    Pending::DeadLetter(reply) => drop(reply.send(Err(SubmitError::Storage(msg.clone())))),
                     Pending::Shutdown(reply) => drop(reply.send(())),
                 }
             }
@@ -308,20 +320,14 @@ impl Writer {
     /// After a commit: counters, cursors and the committed watermark.
     fn publish(&mut self, stats: BatchStats) {
         for d in &stats.decisions {
-            self.metrics
-                .decisions
-                .with_label_values(&[d.action.name()])
-                .inc();
+            self.metrics.decisions.with_label_values(&[d.action.name()]).inc();
             for h in &d.hits {
                 let mode = if h.mode == crate::rules::Mode::Enforce {
                     "enforce"
                 } else {
                     "shadow"
                 };
-                self.metrics
-                    .rule_hits
-                    .with_label_values(&[&h.id, mode])
-                    .inc();
+                self.metrics.rule_hits.with_label_values(&[&h.id, mode]).inc();
             }
         }
         for (source, reason) in &stats.dead_letters {
@@ -367,7 +373,11 @@ impl Writer {
                     [total as i64],
                 )?;
                 self.metrics.journal_evicted.inc_by(evicted);
-                tracing::warn!(evicted, total, "journal full: evicted the oldest rows, unsent ones included (on_full = \"evict_oldest\")");
+                tracing::warn!(
+                    evicted,
+                    total,
+                    "journal full: evicted the oldest rows, unsent ones included (on_full = \"evict_oldest\")"
+                );
                 used = used_bytes(&self.conn)?;
             }
             self.state.used_bytes.store(used, Ordering::Release);
@@ -418,7 +428,11 @@ impl Writer {
             .min()
             .unwrap_or(u64::MAX);
         let passed = passed.min(self.next_seq - 1) as i64;
-        let cutoff = now - self.config.retention.get().as_millis() as i64;
+        // Rows the rules would replay after a restart are kept even when shipped.
+        let keep = replay_horizon(self.decider.as_ref())
+            .unwrap_or_default()
+            .max(self.config.retention.get());
+        let cutoff = now - keep.as_millis() as i64;
         // Received order and seq order agree closely; the first young row bounds the delete.
         let young: Option<i64> = self
             .conn
@@ -430,15 +444,12 @@ impl Writer {
             .optional()?;
         let upto = young.map_or(passed, |y| y - 1);
         const CHUNK: i64 = 50_000;
-        let first: i64 =
-            self.conn
-                .query_row("SELECT COALESCE(MIN(seq), 0) FROM records", [], |r| {
-                    r.get(0)
-                })?;
-        let pruned = self.conn.execute(
-            "DELETE FROM records WHERE seq <= ?1",
-            [upto.min(first + CHUNK)],
-        )?;
+        let first: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MIN(seq), 0) FROM records", [], |r| r.get(0))?;
+        let pruned = self
+            .conn
+            .execute("DELETE FROM records WHERE seq <= ?1", [upto.min(first + CHUNK)])?;
         self.metrics.journal_pruned.inc_by(pruned as u64);
 
         let idem_cutoff = now - self.config.idempotency_window.get().as_millis() as i64;
@@ -450,22 +461,16 @@ impl Writer {
                 |r| r.get(0),
             )
             .optional()?;
-        let first: i64 =
-            self.conn
-                .query_row("SELECT COALESCE(MIN(seq), 0) FROM txn_ids", [], |r| {
-                    r.get(0)
-                })?;
+        let first: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MIN(seq), 0) FROM txn_ids", [], |r| r.get(0))?;
         let upto = young.map_or(i64::MAX, |y| y - 1);
-        self.conn.execute(
-            "DELETE FROM txn_ids WHERE seq <= ?1",
-            [upto.min(first + CHUNK)],
-        )?;
+        self.conn
+            .execute("DELETE FROM txn_ids WHERE seq <= ?1", [upto.min(first + CHUNK)])?;
 
         let dl_cutoff = now - self.config.dead_letter_retention.get().as_millis() as i64;
-        self.conn.execute(
-            "DELETE FROM dead_letters WHERE received_ms < ?1",
-            [dl_cutoff],
-        )?;
+        self.conn
+            .execute("DELETE FROM dead_letters WHERE received_ms < ?1", [dl_cutoff])?;
         Ok(())
     }
 }

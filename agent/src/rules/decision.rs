@@ -1,6 +1,7 @@
 //! Actions, modes and the decision: the strongest enforced action wins.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// What the terminal is told to do. Ordered: `Allow < Review < Block`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -34,9 +35,7 @@ pub enum Mode {
 }
 
 /// How bad a hit is, for alert routing.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Low,
@@ -47,21 +46,38 @@ pub enum Severity {
 }
 
 /// One rule that fired, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleHit {
     pub id: String,
     pub action: Action,
     pub mode: Mode,
     pub severity: Severity,
     pub reason: String,
+    /// The rule's window aggregates at this transaction (empty for single-transaction rules).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aggregates: BTreeMap<String, serde_json::Value>,
+}
+
+/// A reporting window that closed: shipped as an alert, never part of a decision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportHit {
+    pub report: String,
+    pub severity: Severity,
+    /// The key's values joined by `/`.
+    pub key: String,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub aggregates: BTreeMap<String, serde_json::Value>,
 }
 
 /// The outcome for one transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub action: Action,
     /// Every rule that fired, shadow ones included.
     pub hits: Vec<RuleHit>,
+    /// Reporting windows this transaction's event time closed.
+    pub reports: Vec<ReportHit>,
 }
 
 impl Decision {
@@ -73,6 +89,10 @@ impl Decision {
             .map(|h| h.action)
             .max()
             .unwrap_or(Action::Allow);
-        Decision { action, hits }
+        Decision {
+            action,
+            hits,
+            reports: Vec::new(),
+        }
     }
 }

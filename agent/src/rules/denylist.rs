@@ -37,6 +37,11 @@ impl DenyList {
         self.values.contains(value)
     }
 
+    /// Every entry.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.values.iter().map(String::as_str)
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.values.len()

@@ -1,79 +1,72 @@
 //! First-pass fraud rules and the decision they produce.
 //!
-//! A [`RuleSet`] is evaluated by the journal's writer thread, in journal order, for each
-//! new transaction; that single-threaded, ordered position is where windowed state
-//! (per-key aggregates) lives too, so decisions are deterministic and can be replayed.
-//! This first cut has single-transaction conditions (amounts, types, entry modes, deny
-//! lists); windowed aggregates and CEL conditions slot in as more [`Condition`]s.
+//! Rule files (`spec.rs`) define rules with a CEL `filter` (which transactions feed
+//! them), a `key`, a per-event `window` (time, or the last N events), named aggregates
+//! and a CEL `when`; and reports (tumbling, hopping, session windows) that raise alerts.
+//! The [`Engine`] evaluates them for each new transaction on the journal's writer
+//! thread, in journal order: that single-threaded, ordered position is what makes the
+//! windowed state deterministic and rebuildable by replaying the journal.
 
-mod condition;
+mod cel;
 mod decision;
 mod denylist;
-mod load;
+mod engine;
+mod field;
+pub mod report;
+mod spec;
 pub mod window;
 
-pub use condition::{Condition, TxnField};
-pub use decision::{Action, Decision, Mode, RuleHit, Severity};
+pub use decision::{Action, Decision, Mode, ReportHit, RuleHit, Severity};
 pub use denylist::DenyList;
-pub use load::{load_paths, RuleError};
+pub use engine::Engine;
+pub use field::TxnField;
+pub use spec::{load_paths, CompiledReport, CompiledRule, RuleError, RulePack};
 
 use crate::txn::Transaction;
+use std::time::Duration;
 
-/// Decides a transaction. Implemented by [`RuleSet`]; the journal calls it in order.
-pub trait Decider: Send {
+/// Finds the original sale of a return (by `original_txn_id`).
+pub trait OriginalLookup {
+    /// The original transaction, if it is still known.
+    fn original(&self, txn_id: &str) -> Option<Transaction>;
+}
+
+/// A lookup that knows no originals.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoOriginals;
+
+impl OriginalLookup for NoOriginals {
+    fn original(&self, _: &str) -> Option<Transaction> {
+        None
+    }
+}
+
+/// What a decision may need besides the transaction.
+pub struct DecideContext<'a> {
+    /// The transaction's journal sequence number (arrival order).
+    pub seq: u64,
+    pub lookup: &'a dyn OriginalLookup,
+    /// Rebuilding state after a restart: reports that close were already emitted.
+    pub replaying: bool,
+}
+
+impl std::fmt::Debug for DecideContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecideContext")
+            .field("seq", &self.seq)
+            .field("replaying", &self.replaying)
+            .finish()
+    }
+}
+
+/// Decides transactions. The journal calls it in journal order.
+pub trait Decider: Send + std::fmt::Debug {
     /// The decision for `txn`, the next transaction in journal order.
-    fn decide(&mut self, txn: &Transaction) -> Decision;
-}
+    fn decide(&mut self, txn: &Transaction, cx: &DecideContext<'_>) -> Decision;
 
-/// One rule: when every condition holds, it fires with its action.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    pub id: String,
-    pub description: String,
-    pub action: Action,
-    pub severity: Severity,
-    pub mode: Mode,
-    pub conditions: Vec<Condition>,
-}
-
-impl Rule {
-    /// The hit, if every condition holds.
-    pub fn evaluate(&self, txn: &Transaction) -> Option<RuleHit> {
-        let mut reasons = Vec::with_capacity(self.conditions.len());
-        for c in &self.conditions {
-            reasons.push(c.check(txn)?);
-        }
-        Some(RuleHit {
-            id: self.id.clone(),
-            action: self.action,
-            mode: self.mode,
-            severity: self.severity,
-            reason: reasons.join("; "),
-        })
-    }
-}
-
-/// The enabled rules, in file order.
-#[derive(Debug, Clone, Default)]
-pub struct RuleSet {
-    rules: Vec<Rule>,
-}
-
-impl RuleSet {
-    /// A rule set from already validated rules.
-    pub fn new(rules: Vec<Rule>) -> Self {
-        RuleSet { rules }
-    }
-
-    /// The rules, in evaluation order.
-    pub fn rules(&self) -> &[Rule] {
-        &self.rules
-    }
-}
-
-impl Decider for RuleSet {
-    fn decide(&mut self, txn: &Transaction) -> Decision {
-        Decision::from_hits(self.rules.iter().filter_map(|r| r.evaluate(txn)).collect())
+    /// How far back (in event time) a restart must replay to rebuild the state.
+    fn replay_span(&self) -> Option<Duration> {
+        None
     }
 }
 

@@ -1,104 +1,260 @@
 use super::*;
 use crate::txn::parse;
-use chrono::Utc;
-use std::io::Write;
+use chrono::{Duration as Dur, Utc};
+use std::collections::HashMap;
+use std::time::Duration;
 
-fn txn(extra: &str) -> crate::txn::Transaction {
-    let now = Utc::now().to_rfc3339();
-    let raw = format!(
-        r#"{{"txn_id":"t1","store_id":"s1","terminal_id":"p1","occurred_at":"{now}","type":"sale",
-            "total_minor":150000,"currency":"USD","card":{{"token":"tok_bad","bin":"411111","entry_mode":"keyed"}}{extra}}}"#
-    );
-    parse(raw.as_bytes(), Utc::now()).unwrap()
+fn txn(id: &str, minutes_ago: i64, extra: serde_json::Value) -> Transaction {
+    let now = Utc::now();
+    let mut v = serde_json::json!({
+        "txn_id": id, "store_id": "s1", "terminal_id": "p1", "operator_id": "op1",
+        "occurred_at": (now - Dur::minutes(minutes_ago)).to_rfc3339(),
+        "type": "sale", "total_minor": 1500, "currency": "USD",
+        "card": {"token": "tok_a", "bin": "411111", "entry_mode": "chip"}
+    });
+    for (k, val) in extra.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    // Received when it occurred, so the event time is occurred_at.
+    parse(v.to_string().as_bytes(), now - Dur::minutes(minutes_ago)).unwrap()
 }
 
-fn write_rules(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
-    let p = dir.join("pack.toml");
-    std::fs::File::create(&p)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    p
+fn engine(text: &str) -> Engine {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("denied.txt"), "tok_bad\n").unwrap();
+    std::fs::write(dir.path().join("pack.toml"), text).unwrap();
+    Engine::new(load_paths(&[dir.path().to_path_buf()]).unwrap(), None, Duration::ZERO)
+}
+
+fn load_err(text: &str) -> RuleError {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pack.toml"), text).unwrap();
+    load_paths(&[dir.path().join("pack.toml")]).unwrap_err()
+}
+
+struct Originals(HashMap<String, Transaction>);
+impl OriginalLookup for Originals {
+    fn original(&self, id: &str) -> Option<Transaction> {
+        self.0.get(id).cloned()
+    }
+}
+
+fn decide(e: &mut Engine, t: &Transaction, seq: u64) -> Decision {
+    e.decide(
+        t,
+        &DecideContext {
+            seq,
+            lookup: &NoOriginals,
+            replaying: false,
+        },
+    )
 }
 
 #[test]
 fn strongest_enforced_action_wins_and_shadow_never_decides() {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("tokens.txt"), "# denied\ntok_bad\n").unwrap();
-    let p = write_rules(
-        tmp.path(),
+    let mut e = engine(
         r#"
+[lists]
+denied = "denied.txt"
+
 [[rule]]
 id = "high-amount"
+when = 'txn.total_minor >= 100000'
 action = "review"
-[rule.match]
-total_minor_at_least = 100000
 
 [[rule]]
 id = "denied-token"
+when = 'txn.card.token in lists.denied'
 action = "block"
 mode = "shadow"
-[rule.match]
-in_list = { field = "card.token", file = "tokens.txt" }
-
-[[rule]]
-id = "keyed"
-action = "allow"
-[rule.match]
-entry_modes = ["keyed", "fallback"]
 "#,
     );
-    let mut rules = load_paths(&[p]).unwrap();
-    let d = rules.decide(&txn(""));
+    let t = txn(
+        "t1",
+        0,
+        serde_json::json!({"total_minor": 150000, "card": {"token": "tok_bad"}}),
+    );
+    let d = decide(&mut e, &t, 1);
     assert_eq!(d.action, Action::Review);
-    let ids: Vec<&str> = d.hits.iter().map(|h| h.id.as_str()).collect();
-    assert_eq!(ids, ["high-amount", "denied-token", "keyed"]);
-    assert!(
-        d.hits[1]
-            .reason
-            .contains("card.token is on deny list tokens.txt"),
-        "{:?}",
-        d.hits[1]
+    assert_eq!(
+        d.hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        ["high-amount", "denied-token"]
     );
 }
 
 #[test]
-fn refund_without_original_uses_missing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let p = write_rules(
-        tmp.path(),
-        "[[rule]]\nid = \"refund-no-original\"\naction = \"review\"\n[rule.match]\ntypes = [\"return\"]\nmissing = [\"original_txn_id\"]\n",
+fn card_velocity_counts_the_sliding_window_per_event() {
+    let mut e = engine(
+        r#"
+[[rule]]
+id = "card-velocity"
+filter = 'txn.type == "sale"'
+key = "card.token"
+window = "10m"
+aggregates = { attempts = "count", spent = "sum(total_minor)", cards = "count_distinct(card.bin)" }
+when = 'attempts >= 3'
+action = "block"
+"#,
     );
-    let mut rules = load_paths(&[p]).unwrap();
-    let mut t = txn("");
-    assert_eq!(rules.decide(&t).action, Action::Allow);
-    t.txn_type = crate::txn::TxnType::Return;
-    assert_eq!(rules.decide(&t).action, Action::Review);
-    t.original_txn_id = Some("t0".into());
-    assert_eq!(rules.decide(&t).action, Action::Allow);
+    // 12, 6 and 1 minutes ago: the first leaves the window before the third.
+    assert_eq!(
+        decide(&mut e, &txn("a", 12, serde_json::json!({})), 1).action,
+        Action::Allow
+    );
+    assert_eq!(
+        decide(&mut e, &txn("b", 6, serde_json::json!({})), 2).action,
+        Action::Allow
+    );
+    assert_eq!(
+        decide(&mut e, &txn("c", 1, serde_json::json!({})), 3).action,
+        Action::Allow
+    );
+    let d = decide(&mut e, &txn("d", 0, serde_json::json!({})), 4);
+    assert_eq!(d.action, Action::Block);
+    assert_eq!(d.hits[0].aggregates["attempts"], 3);
+    assert_eq!(d.hits[0].aggregates["spent"], 4500);
+    assert_eq!(d.hits[0].aggregates["cards"], 1);
+    // Another card has its own window; returns are filtered out.
+    let other = txn("e", 0, serde_json::json!({"card": {"token": "tok_b"}}));
+    assert_eq!(decide(&mut e, &other, 5).action, Action::Allow);
+    let ret = txn("f", 0, serde_json::json!({"type": "return"}));
+    assert_eq!(decide(&mut e, &ret, 6).action, Action::Allow);
 }
 
 #[test]
-fn broken_rule_files_name_file_rule_and_line() {
-    let tmp = tempfile::tempdir().unwrap();
-    let p = write_rules(tmp.path(), "[[rule]]\nid = \"a\"\naction = \"block\"\n[rule.match]\n\n[[rule]]\nid = \"b\"\naction = \"maybe\"\n[rule.match]\ntypes=[\"sale\"]\n");
-    let e = load_paths(std::slice::from_ref(&p)).unwrap_err();
-    assert_eq!(e.line, Some(8), "{e}");
+fn refund_to_a_different_card_sees_the_original_sale() {
+    let mut e = engine(
+        r#"
+[[rule]]
+id = "refund-to-different-card"
+filter = 'txn.type == "return" && has(txn.original_txn_id)'
+when = 'has(original.card.token) && original.card.token != txn.card.token'
+action = "review"
+"#,
+    );
+    let sale = txn("s", 5, serde_json::json!({}));
+    let lookup = Originals(HashMap::from([("s".to_string(), sale)]));
+    let same = txn("r1", 0, serde_json::json!({"type": "return", "original_txn_id": "s"}));
+    let other = txn(
+        "r2",
+        0,
+        serde_json::json!({"type": "return", "original_txn_id": "s", "card": {"token": "tok_z"}}),
+    );
+    let unknown = txn(
+        "r3",
+        0,
+        serde_json::json!({"type": "return", "original_txn_id": "nope"}),
+    );
+    let cx = |seq| DecideContext {
+        seq,
+        lookup: &lookup,
+        replaying: false,
+    };
+    assert_eq!(e.decide(&same, &cx(1)).action, Action::Allow);
+    assert_eq!(e.decide(&other, &cx(2)).action, Action::Review);
+    assert_eq!(e.decide(&unknown, &cx(3)).action, Action::Allow);
+}
+
+#[test]
+fn a_closed_report_window_comes_with_the_decision_but_not_during_replay() {
+    let mut e = engine(
+        r#"
+[[report]]
+id = "per-customer"
+key = "customer_id"
+window = { tumbling = "5m" }
+aggregates = { n = "count" }
+"#,
+    );
+    let c = serde_json::json!({"customer_id": "c1"});
+    assert!(decide(&mut e, &txn("a", 30, c.clone()), 1).reports.is_empty());
+    let d = decide(&mut e, &txn("b", 0, c.clone()), 2);
+    assert_eq!(d.reports.len(), 1);
+    assert_eq!(d.reports[0].aggregates["n"], 1);
+    assert_eq!(d.reports[0].window_end_ms - d.reports[0].window_start_ms, 300_000);
+    let mut replaying = engine("[[report]]\nid = \"r\"\nkey = \"customer_id\"\nwindow = { tumbling = \"5m\" }\n");
+    replaying.decide(
+        &txn("a", 30, c.clone()),
+        &DecideContext {
+            seq: 1,
+            lookup: &NoOriginals,
+            replaying: true,
+        },
+    );
+    let d = replaying.decide(
+        &txn("b", 0, c),
+        &DecideContext {
+            seq: 2,
+            lookup: &NoOriginals,
+            replaying: true,
+        },
+    );
+    assert!(d.reports.is_empty());
+}
+
+#[test]
+fn broken_rule_files_name_file_rule_line_and_expression_position() {
+    let e = load_err("[[rule]]\nid = \"a\"\nwhen = 'txn.total_minor >= '\naction = \"block\"\n");
+    assert_eq!(e.line, Some(3), "{e}");
     assert!(
-        e.message.contains("allow") && e.message.contains("block"),
+        e.message.contains("rule `a`") && e.message.contains("`when` at 1:"),
         "{e}"
     );
-    assert!(e.to_string().contains("pack.toml"), "{e}");
+    assert!(e.to_string().contains("pack.toml:3"), "{e}");
 
-    let p = write_rules(tmp.path(), "[[rule]]\nid = \"a\"\naction = \"block\"\n[rule.match]\ntypes=[\"sale\"]\n[[rule]]\nid = \"empty\"\naction = \"block\"\n[rule.match]\n");
-    let e = load_paths(std::slice::from_ref(&p)).unwrap_err();
+    let e = load_err("[[rule]]\nid = \"v\"\nkey = \"card.token\"\nwindow = \"10m\"\naggregates = { attempts = \"count\" }\nwhen = 'atempts >= 6'\naction = \"block\"\n");
+    assert_eq!(e.line, Some(6), "{e}");
     assert!(
-        e.message.contains("rule `empty`") && e.message.contains("no condition"),
+        e.message.contains("at 1:1: unknown name `atempts`") && e.message.contains("attempts"),
         "{e}"
     );
-    assert_eq!(e.line, Some(7), "{e}");
 
-    let p = write_rules(tmp.path(), "[[rule]]\nid = \"l\"\naction = \"block\"\n[rule.match]\nin_list = { field = \"card.token\", file = \"nope.txt\" }\n");
-    let e = load_paths(std::slice::from_ref(&p)).unwrap_err();
-    assert!(e.message.contains("nope.txt"), "{e}");
+    let e = load_err("[[rule]]\nid = \"x\"\nkey = \"card.token\"\nwindow = \"10m\"\naggregates = { m = \"median(total_minor)\" }\nwhen = 'm > 1'\naction = \"block\"\n");
+    assert!(
+        e.message.contains("median") && e.message.contains("count_distinct"),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(5), "{e}");
+
+    let e = load_err("[[rule]]\nid = \"l\"\nwhen = 'txn.card.token in lists.nope'\naction = \"block\"\n");
+    assert!(e.message.contains("`lists.nope` is not defined"), "{e}");
+
+    let e = load_err("[[rule]]\nid = \"w\"\nwindow = \"10m\"\nwhen = 'true'\naction = \"block\"\n");
+    assert!(e.message.contains("needs a `key`"), "{e}");
+
+    let e = load_err("[[rule]]\nid = \"k\"\nkey = \"shoe_size\"\nwindow = \"1m\"\nwhen = 'true'\naction = \"block\"\n");
+    assert!(
+        e.message.contains("unknown field `shoe_size`") && e.message.contains("card.token"),
+        "{e}"
+    );
+
+    let e =
+        load_err("[[report]]\nid = \"r\"\nkey = \"store_id\"\nwindow = { tumbling = \"5m\", session_gap = \"1m\" }\n");
+    assert!(e.message.contains("exactly one of"), "{e}");
+    assert_eq!(e.line, Some(4), "{e}");
+}
+
+#[test]
+fn the_shipped_rule_pack_loads() {
+    let pack = load_paths(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules")]).unwrap();
+    assert!(pack.rules.len() >= 10, "{} rules", pack.rules.len());
+    assert!(pack.reports.iter().any(|r| r.id == "customer-5m-tumbling"));
+}
+
+#[test]
+fn max_keys_evicts_the_least_recently_used_key() {
+    let mut e = engine("[[rule]]\nid = \"v\"\nkey = \"card.token\"\nwindow = \"10m\"\nmax_keys = 2\naggregates = { n = \"count\" }\nwhen = 'n >= 2'\naction = \"block\"\n");
+    for (i, tok) in ["a", "b", "a", "c", "a"].iter().enumerate() {
+        decide(
+            &mut e,
+            &txn(&format!("t{i}"), 0, serde_json::json!({"card": {"token": tok}})),
+            i as u64,
+        );
+    }
+    assert_eq!(e.live_keys(), 2);
+    // `b` was evicted when `c` arrived; it starts again from 1.
+    assert_eq!(
+        decide(&mut e, &txn("t9", 0, serde_json::json!({"card": {"token": "b"}})), 9).action,
+        Action::Allow
+    );
 }

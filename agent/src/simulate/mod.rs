@@ -110,10 +110,7 @@ impl Tally {
             return;
         }
         self.decided += 1;
-        let _ = self
-            .client
-            .get_or_insert_with(histogram)
-            .record(client_us.max(1));
+        let _ = self.client.get_or_insert_with(histogram).record(client_us.max(1));
         if let Some(us) = body["decided_in_us"].as_u64() {
             let _ = self.agent.get_or_insert_with(histogram).record(us.max(1));
         }
@@ -199,13 +196,9 @@ async fn terminal(
     let store = format!("store-{:03}", index % cfg.stores.max(1) + 1);
     let terminal = format!("till-{:03}", index + 1);
     let per_terminal = cfg.rate / cfg.terminals as f64;
-    let interval =
-        (per_terminal > 0.0).then(|| Duration::from_secs_f64(cfg.batch as f64 / per_terminal));
+    let interval = (per_terminal > 0.0).then(|| Duration::from_secs_f64(cfg.batch as f64 / per_terminal));
     // Spread the terminals' first sends over one interval.
-    let mut next = started
-        + interval.map_or(Duration::ZERO, |i| {
-            i.mul_f64(index as f64 / cfg.terminals as f64)
-        });
+    let mut next = started + interval.map_or(Duration::ZERO, |i| i.mul_f64(index as f64 / cfg.terminals as f64));
     let url = format!("{}/v1/transactions", cfg.url.trim_end_matches('/'));
     let mut n = 0u64;
     while next < deadline {

@@ -54,13 +54,7 @@ impl Scenario {
 }
 
 /// Builds the payload of one transaction.
-pub fn payload(
-    rng: &mut impl Rng,
-    scenario: Scenario,
-    store: &str,
-    terminal: &str,
-    txn_id: &str,
-) -> Vec<u8> {
+pub fn payload(rng: &mut impl Rng, scenario: Scenario, store: &str, terminal: &str, txn_id: &str) -> Vec<u8> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut doc: Value = json!({
         "txn_id": txn_id,
@@ -83,9 +77,7 @@ pub fn payload(
     match scenario {
         Scenario::Normal => {}
         Scenario::HighAmount => doc["total_minor"] = json!(rng.random_range(250_000..900_000)),
-        Scenario::DeniedCard => {
-            doc["card"]["token"] = json!(*DENIED_TOKENS.choose(rng).expect("non-empty"))
-        }
+        Scenario::DeniedCard => doc["card"]["token"] = json!(*DENIED_TOKENS.choose(rng).expect("non-empty")),
         Scenario::DeniedBin => doc["card"]["bin"] = json!(DENIED_BIN),
         Scenario::KeyedEntry => doc["card"]["entry_mode"] = json!("keyed"),
         Scenario::RefundWithoutOriginal => doc["type"] = json!("return"),

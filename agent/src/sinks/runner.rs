@@ -40,9 +40,7 @@ pub struct SinkRunner {
 
 impl std::fmt::Debug for SinkRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SinkRunner")
-            .field("sink", &self.sink.name())
-            .finish()
+        f.debug_struct("SinkRunner").field("sink", &self.sink.name()).finish()
     }
 }
 
@@ -79,11 +77,7 @@ impl SinkRunner {
         self.status.clone()
     }
 
-    async fn read(
-        &self,
-        reader: JournalReader,
-        cursor: u64,
-    ) -> (JournalReader, rusqlite::Result<ReadBatch>) {
+    async fn read(&self, reader: JournalReader, cursor: u64) -> (JournalReader, rusqlite::Result<ReadBatch>) {
         let channels = self.status.channels.clone();
         let limit = self.batch;
         let mut reader = reader;
@@ -182,26 +176,14 @@ impl SinkRunner {
                     if self.status.failures_in_a_row.swap(0, Ordering::Relaxed) > 0 {
                         tracing::info!(sink = %name, "sink recovered");
                     }
-                    *self
-                        .status
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = None;
+                    *self.status.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     return true;
                 }
                 Err(e) => {
                     self.metrics.sink_errors.with_label_values(&[&name]).inc();
-                    let n = self
-                        .status
-                        .failures_in_a_row
-                        .fetch_add(1, Ordering::Relaxed)
-                        + 1;
+                    let n = self.status.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::warn!(sink = %name, error = %e, failures_in_a_row = n, retry_in = ?backoff, "shipment failed; the records wait in the journal");
-                    *self
-                        .status
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    *self.status.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                     let jittered = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
                     let wake = Instant::now() + jittered;
                     loop {

@@ -4,7 +4,7 @@ mod pan;
 mod validate;
 
 pub use pan::{luhn_valid, redact_pans};
-pub use validate::{parse, FieldError, Rejection, MAX_TXN_BYTES};
+pub use validate::{from_journal, from_recording, parse, FieldError, Rejection, MAX_TXN_BYTES};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -24,8 +24,7 @@ pub enum TxnType {
 
 impl TxnType {
     /// Every type, as written in JSON.
-    pub const NAMES: [&'static str; 6] =
-        ["sale", "return", "void", "post_void", "no_sale", "paid_out"];
+    pub const NAMES: [&'static str; 6] = ["sale", "return", "void", "post_void", "no_sale", "paid_out"];
 
     /// The JSON name.
     pub fn name(self) -> &'static str {
@@ -68,6 +67,17 @@ pub enum EntryMode {
 impl EntryMode {
     /// Every mode, as written in JSON.
     pub const NAMES: [&'static str; 5] = ["chip", "contactless", "swipe", "fallback", "keyed"];
+
+    /// The JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryMode::Chip => "chip",
+            EntryMode::Contactless => "contactless",
+            EntryMode::Swipe => "swipe",
+            EntryMode::Fallback => "fallback",
+            EntryMode::Keyed => "keyed",
+        }
+    }
 
     /// Parse the JSON name.
     pub fn from_name(s: &str) -> Option<EntryMode> {

@@ -19,10 +19,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
 /// True when `s` is a full card number: 13–19 digits (spaces and dashes allowed between
 /// them, as printed on cards) that pass the Luhn check.
 pub fn looks_like_pan(s: &str) -> bool {
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_digit() || b == b' ' || b == b'-')
-    {
+    if !s.bytes().all(|b| b.is_ascii_digit() || b == b' ' || b == b'-') {
         return false;
     }
     let digits: Vec<u8> = s.bytes().filter(u8::is_ascii_digit).collect();
@@ -47,10 +44,7 @@ pub fn redact_pans(raw: &[u8]) -> Vec<u8> {
             if raw[j].is_ascii_digit() {
                 positions.push(j);
                 j += 1;
-            } else if (raw[j] == b' ' || raw[j] == b'-')
-                && j + 1 < raw.len()
-                && raw[j + 1].is_ascii_digit()
-            {
+            } else if (raw[j] == b' ' || raw[j] == b'-') && j + 1 < raw.len() && raw[j + 1].is_ascii_digit() {
                 j += 1;
             } else {
                 break;
@@ -114,8 +108,7 @@ mod tests {
 
     #[test]
     fn redaction_finds_pans_inside_longer_digit_runs_and_with_separators() {
-        let s =
-            String::from_utf8(redact_pans(b"x 4111 1111 1111 1111 y 94111111111111111")).unwrap();
+        let s = String::from_utf8(redact_pans(b"x 4111 1111 1111 1111 y 94111111111111111")).unwrap();
         assert!(!s.contains("4111 1111 1111 1111"), "{s}");
         assert!(!s.contains("4111111111111111"), "{s}");
     }

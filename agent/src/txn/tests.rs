@@ -141,15 +141,9 @@ fn skewed_terminal_clock_is_flagged_and_windows_use_received_at() {
 #[test]
 fn oversize_and_malformed_inputs_have_their_own_errors() {
     let big = vec![b' '; MAX_TXN_BYTES + 1];
-    assert!(matches!(
-        parse(&big, Utc::now()),
-        Err(Rejection::TooLarge { .. })
-    ));
+    assert!(matches!(parse(&big, Utc::now()), Err(Rejection::TooLarge { .. })));
     let e = parse(b"{\"a\": }", Utc::now()).unwrap_err();
-    assert!(
-        e.to_string().starts_with("malformed JSON at line 1 column"),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with("malformed JSON at line 1 column"), "{e}");
     let e = parse(b"\"just a string\"", Utc::now()).unwrap_err();
     assert!(e.to_string().contains("got a string"), "{e}");
 }

@@ -24,11 +24,7 @@ pub struct FieldError {
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {} (allowed: {})",
-            self.field, self.problem, self.allowed
-        )
+        write!(f, "{}: {} (allowed: {})", self.field, self.problem, self.allowed)
     }
 }
 
@@ -49,11 +45,7 @@ impl Rejection {
         match self {
             Rejection::TooLarge { .. } => "too_large",
             Rejection::Malformed(_) => "malformed",
-            Rejection::Invalid(errs)
-                if errs.iter().any(|e| e.problem.contains("full card number")) =>
-            {
-                "pan"
-            }
+            Rejection::Invalid(errs) if errs.iter().any(|e| e.problem.contains("full card number")) => "pan",
             Rejection::Invalid(_) => "invalid",
         }
     }
@@ -78,10 +70,7 @@ impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rejection::TooLarge { size, limit } => {
-                write!(
-                    f,
-                    "transaction is {size} bytes; the limit is {limit} bytes (64 KiB)"
-                )
+                write!(f, "transaction is {size} bytes; the limit is {limit} bytes (64 KiB)")
             }
             Rejection::Malformed(m) => write!(f, "{m}"),
             Rejection::Invalid(errs) => {
@@ -173,12 +162,7 @@ pub fn parse(raw: &[u8], received_at: DateTime<Utc>) -> Result<Transaction, Reje
 /// The journaled document without its closing brace: the input as received (unknown
 /// fields kept, byte for byte when it is already one line) plus the agent's stamps. The
 /// writer appends `,"seq":N}`; building the rest here keeps it off the writer thread.
-fn body_head(
-    raw: &[u8],
-    doc: &Map<String, Value>,
-    received_at: DateTime<Utc>,
-    clock_skew: bool,
-) -> Vec<u8> {
+fn body_head(raw: &[u8], doc: &Map<String, Value>, received_at: DateTime<Utc>, clock_skew: bool) -> Vec<u8> {
     let trimmed = raw.trim_ascii();
     let one_line = !trimmed.iter().any(|b| *b == b'\n' || *b == b'\r');
     let mut head = if one_line && trimmed.ends_with(b"}") {
@@ -197,6 +181,33 @@ fn body_head(
         .as_bytes(),
     );
     head
+}
+
+/// A transaction as journaled (with `received_at`, `clock_skew`, `seq`), for replay and
+/// for original-sale lookups. `None` when the body is not a journaled transaction.
+pub fn from_journal(body: &[u8]) -> Option<Transaction> {
+    let mut doc: Map<String, Value> = serde_json::from_slice(body).ok()?;
+    let received = DateTime::parse_from_rfc3339(doc.remove("received_at")?.as_str()?)
+        .ok()?
+        .with_timezone(&Utc);
+    doc.remove("clock_skew");
+    doc.remove("seq");
+    parse(&serde_json::to_vec(&doc).ok()?, received).ok()
+}
+
+/// A transaction from a file of recorded traffic (the rule tester): journaled records
+/// keep their `received_at`; plain terminal documents are taken as received when they
+/// occurred.
+pub fn from_recording(line: &[u8]) -> Result<Transaction, Rejection> {
+    if let Some(t) = from_journal(line) {
+        return Ok(t);
+    }
+    let occurred = serde_json::from_slice::<Map<String, Value>>(line)
+        .ok()
+        .and_then(|d| d.get("occurred_at").and_then(Value::as_str).map(str::to_string))
+        .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+        .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+    parse(line, occurred)
 }
 
 fn strip_position(msg: &str) -> &str {
@@ -277,17 +288,12 @@ impl<'a> Validator<'a> {
     }
 
     fn timestamp(&mut self, field: &str) -> Option<DateTime<Utc>> {
-        const ALLOWED: &str =
-            "an RFC 3339 timestamp with offset, e.g. \"2026-11-27T14:03:07.250Z\"";
+        const ALLOWED: &str = "an RFC 3339 timestamp with offset, e.g. \"2026-11-27T14:03:07.250Z\"";
         let s = self.string(field, true, ALLOWED)?;
         match DateTime::parse_from_rfc3339(&s) {
             Ok(t) => Some(t.with_timezone(&Utc)),
             Err(e) => {
-                self.err(
-                    field,
-                    format!("{s:?} is not an RFC 3339 timestamp ({e})"),
-                    ALLOWED,
-                );
+                self.err(field, format!("{s:?} is not an RFC 3339 timestamp ({e})"), ALLOWED);
                 None
             }
         }
@@ -326,11 +332,7 @@ impl<'a> Validator<'a> {
         const ALLOWED: &str = "an ISO 4217 alphabetic code in upper case, e.g. \"USD\", \"EUR\"";
         let s = self.string("currency", true, ALLOWED)?;
         if iso_currency::Currency::from_code(&s).is_none() {
-            self.err(
-                "currency",
-                format!("{s:?} is not an ISO 4217 currency code"),
-                ALLOWED,
-            );
+            self.err("currency", format!("{s:?} is not an ISO 4217 currency code"), ALLOWED);
             return None;
         }
         Some(s)
@@ -386,11 +388,7 @@ impl<'a> Validator<'a> {
             if last4.len() == 4 && last4.bytes().all(|b| b.is_ascii_digit()) {
                 out.last4 = Some(last4);
             } else {
-                sub.err(
-                    "last4",
-                    format!("{last4:?} is not 4 digits"),
-                    "exactly 4 digits",
-                );
+                sub.err("last4", format!("{last4:?} is not 4 digits"), "exactly 4 digits");
             }
         }
         let modes = EntryMode::NAMES.join(", ");

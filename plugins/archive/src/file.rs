@@ -22,25 +22,14 @@ pub struct SeriesFile {
 }
 
 impl SeriesFile {
-    pub fn create(
-        dir: &Path,
-        channel: Channel,
-        first_seq: u64,
-        compression: Compression,
-    ) -> std::io::Result<Self> {
+    pub fn create(dir: &Path, channel: Channel, first_seq: u64, compression: Compression) -> std::io::Result<Self> {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
         let ext = match compression {
             Compression::None => "ndjson",
             Compression::Gzip => "ndjson.gz",
         };
-        let path = dir.join(format!(
-            "{}-{first_seq:020}-{stamp}.{ext}{PARTIAL}",
-            channel.name()
-        ));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)?;
+        let path = dir.join(format!("{}-{first_seq:020}-{stamp}.{ext}{PARTIAL}", channel.name()));
+        let file = OpenOptions::new().create_new(true).write(true).open(&path)?;
         sync_dir(dir)?;
         Ok(SeriesFile {
             path,
@@ -99,11 +88,7 @@ impl SeriesFile {
     /// fsync, drop the `.partial` suffix, fsync the directory. An empty file is removed.
     pub fn finish(mut self) -> std::io::Result<()> {
         self.sync()?;
-        let dir = self
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
         if self.bytes == 0 {
             std::fs::remove_file(&self.path)?;
         } else {

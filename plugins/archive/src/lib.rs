@@ -65,9 +65,7 @@ impl ArchiveSink {
         let files = self.files.clone();
         tokio::task::spawn_blocking(move || {
             let mut files = files.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut files).map_err(|e| {
-                SinkError::Transient(format!("archive {}: {e}", files.config.dir.display()))
-            })
+            f(&mut files).map_err(|e| SinkError::Transient(format!("archive {}: {e}", files.config.dir.display())))
         })
         .await
         .map_err(|e| SinkError::Transient(format!("archive task failed: {e}")))?
@@ -90,10 +88,7 @@ impl ArchiveFiles {
         }
         let max = self.config.max_file_bytes.get();
         let mut by_channel: BTreeMap<Channel, Vec<&Record>> = BTreeMap::new();
-        for r in records
-            .iter()
-            .filter(|r| self.config.channels.contains(&r.channel))
-        {
+        for r in records.iter().filter(|r| self.config.channels.contains(&r.channel)) {
             by_channel.entry(r.channel).or_default().push(r);
         }
         for (channel, recs) in by_channel {
@@ -114,12 +109,7 @@ impl ArchiveFiles {
 
     fn file_for(&mut self, channel: Channel, first_seq: u64) -> std::io::Result<&mut SeriesFile> {
         if !self.open.contains_key(&channel) {
-            let f = SeriesFile::create(
-                &self.channel_dir(channel),
-                channel,
-                first_seq,
-                self.config.compression,
-            )?;
+            let f = SeriesFile::create(&self.channel_dir(channel), channel, first_seq, self.config.compression)?;
             self.open.insert(channel, f);
         }
         Ok(self.open.get_mut(&channel).expect("inserted above"))
@@ -167,8 +157,7 @@ impl Sink for ArchiveSink {
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {
-        self.blocking(|files| files.rotate_older_than(Duration::ZERO))
-            .await
+        self.blocking(|files| files.rotate_older_than(Duration::ZERO)).await
     }
 }
 

@@ -10,27 +10,19 @@ fn rec(seq: u64, channel: Channel) -> Record {
         txn_id: format!("t{seq}"),
         partition_key: "s1/t1".into(),
         received_ms: 0,
-        body: Bytes::from(format!(
-            "{{\"txn_id\":\"t{seq}\",\"pad\":\"{}\"}}",
-            "x".repeat(80)
-        )),
+        body: Bytes::from(format!("{{\"txn_id\":\"t{seq}\",\"pad\":\"{}\"}}", "x".repeat(80))),
     }
 }
 
 fn read_lines(dir: &std::path::Path) -> Vec<String> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     let mut out = Vec::new();
     for f in files {
         let raw = std::fs::read(&f).unwrap();
         let text = if f.to_string_lossy().contains(".gz") {
             let mut s = String::new();
-            MultiGzDecoder::new(&raw[..])
-                .read_to_string(&mut s)
-                .unwrap();
+            MultiGzDecoder::new(&raw[..]).read_to_string(&mut s).unwrap();
             s
         } else {
             String::from_utf8(raw).unwrap()
@@ -91,12 +83,7 @@ async fn torn_gzip_tail_is_cut_at_the_last_complete_member() {
     }
     // Simulate a crash: the partial file stays, and a torn member is appended.
     let dir = tmp.path().join("transactions");
-    let partial = std::fs::read_dir(&dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let partial = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
     let mut data = std::fs::read(&partial).unwrap();
     data.extend_from_slice(&[0x1f, 0x8b, 0x08, 0, 0, 0]);
     std::fs::write(&partial, data).unwrap();
@@ -107,11 +94,9 @@ async fn torn_gzip_tail_is_cut_at_the_last_complete_member() {
     again.close().await.unwrap();
     let lines = read_lines(&dir);
     assert_eq!(lines.len(), 4, "{lines:?}");
-    assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e
+    assert!(std::fs::read_dir(&dir)
         .unwrap()
-        .path()
-        .to_string_lossy()
-        .ends_with(".partial")));
+        .all(|e| !e.unwrap().path().to_string_lossy().ends_with(".partial")));
 }
 
 #[tokio::test]
@@ -135,10 +120,7 @@ async fn unwritable_destination_is_an_error_not_a_panic_and_recovers() {
     let blocker = tmp.path().join("archive");
     std::fs::write(&blocker, b"a file where the directory should be").unwrap();
     let mut sink = ArchiveSink::new("archive", config(&blocker, Compression::None, 1 << 20));
-    let err = sink
-        .ship(&[rec(1, Channel::Transactions)])
-        .await
-        .unwrap_err();
+    let err = sink.ship(&[rec(1, Channel::Transactions)]).await.unwrap_err();
     assert!(err.to_string().contains("archive"), "{err}");
     std::fs::remove_file(&blocker).unwrap();
     sink.ship(&[rec(1, Channel::Transactions)]).await.unwrap();

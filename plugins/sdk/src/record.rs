@@ -57,9 +57,7 @@ impl FromStr for Channel {
         Channel::ALL
             .into_iter()
             .find(|c| c.name() == s)
-            .ok_or_else(|| {
-                format!("unknown channel `{s}`; allowed: transactions, decisions, alerts")
-            })
+            .ok_or_else(|| format!("unknown channel `{s}`; allowed: transactions, decisions, alerts"))
     }
 }
 

@@ -30,14 +30,12 @@ impl HumanDuration {
 impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s.trim())
-            .map(HumanDuration)
-            .map_err(|e| {
-                format!(
-                    "invalid duration {s:?} ({e}); write a number and a unit: ms, s, m, h, d \
+        humantime::parse_duration(s.trim()).map(HumanDuration).map_err(|e| {
+            format!(
+                "invalid duration {s:?} ({e}); write a number and a unit: ms, s, m, h, d \
                  (e.g. \"250ms\", \"5m\", \"24h\")"
-                )
-            })
+            )
+        })
     }
 }
 
@@ -116,12 +114,7 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [
-            ("TiB", 1 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-        ];
+        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
         for (name, size) in UNITS {
             if self.0 >= size && self.0 % size == 0 {
                 return write!(f, "{}{name}", self.0 / size);
@@ -169,14 +162,8 @@ mod tests {
 
     #[test]
     fn durations_parse_and_explain_errors() {
-        assert_eq!(
-            "250ms".parse::<HumanDuration>().unwrap(),
-            HumanDuration::millis(250)
-        );
-        assert_eq!(
-            "5m".parse::<HumanDuration>().unwrap(),
-            HumanDuration::secs(300)
-        );
+        assert_eq!("250ms".parse::<HumanDuration>().unwrap(), HumanDuration::millis(250));
+        assert_eq!("5m".parse::<HumanDuration>().unwrap(), HumanDuration::secs(300));
         let e = "5 minutes-ish".parse::<HumanDuration>().unwrap_err();
         assert!(e.contains("ms, s, m, h, d"), "{e}");
     }

@@ -30,23 +30,17 @@ fn check_config_exits_78_naming_key_and_line() {
 
     std::fs::write(
         dir.join("rules.toml"),
-        "[[rule]]\nid = \"x\"\naction = \"block\"\n[rule.match]\ntypez = [\"sale\"]\n",
+        "[[rule]]\nid = \"x\"\naction = \"block\"\nwhen = 'true'\ntypez = [\"sale\"]\n",
     )
     .unwrap();
     std::fs::write(
         &f,
-        format!(
-            "[rules]\npaths = [\"{}\"]\n",
-            dir.join("rules.toml").display()
-        ),
+        format!("[rules]\npaths = [\"{}\"]\n", dir.join("rules.toml").display()),
     )
     .unwrap();
     let (code, _, err) = run_cli(&["check-config", f.to_str().unwrap()]);
     assert_eq!(code, 78, "{err}");
-    assert!(
-        err.contains("rules.toml:5") && err.contains("typez"),
-        "{err}"
-    );
+    assert!(err.contains("rules.toml:5") && err.contains("typez"), "{err}");
 }
 
 #[test]
@@ -54,7 +48,7 @@ fn run_with_bad_rules_refuses_to_start_with_78() {
     let dir = scratch_dir();
     std::fs::write(
         dir.join("rules.toml"),
-        "[[rule]]\nid = \"x\"\naction = \"explode\"\n[rule.match]\ntypes = [\"sale\"]\n",
+        "[[rule]]\nid = \"x\"\naction = \"explode\"\nwhen = 'true'\n",
     )
     .unwrap();
     let f = dir.join("t.toml");
@@ -89,27 +83,18 @@ async fn status_shows_backlog_dead_letters_and_rule_hits_live_and_stopped() {
     .await
     .unwrap();
     assert_eq!(code, 0, "{err}");
-    assert!(
-        out.contains("running") && out.contains("sink     archive"),
-        "{out}"
-    );
+    assert!(out.contains("running") && out.contains("sink     archive"), "{out}");
     assert!(
         out.contains("dead letters 1") && out.contains("malformed JSON"),
         "{out}"
     );
-    assert!(
-        out.contains("high-amount-sale") && out.contains("1 hits"),
-        "{out}"
-    );
+    assert!(out.contains("high-amount-sale") && out.contains("1 hits"), "{out}");
     assert!(agent.terminate().success());
     let (code, out, err) = run_cli(&["status", "--config", &config, "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["state"], "stopped");
-    assert_eq!(
-        v["sinks"][0]["backlog_records"], 0,
-        "drained before exit: {v}"
-    );
+    assert_eq!(v["sinks"][0]["backlog_records"], 0, "drained before exit: {v}");
     assert_eq!(v["dead_letters"]["count"], 1);
 }
 
@@ -138,8 +123,7 @@ async fn simulate_reports_throughput_latency_and_writes_json() {
     .await
     .unwrap();
     assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
     let decided = v["decided"].as_u64().unwrap();
     assert!(decided > 300, "{v}");
     assert!(v["latency"]["p99_us"].as_u64().unwrap() > 0);

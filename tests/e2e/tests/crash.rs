@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tillgate_testkit::{
-    integrity_check, journal_txn_ids, missing_from_archive, post, scratch_dir, txn, Agent,
-    AgentOptions,
+    integrity_check, journal_txn_ids, missing_from_archive, post, scratch_dir, txn, Agent, AgentOptions,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,13 +28,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_transaction() {
                     let id = format!("k{cycle}-c{c}-{i}");
                     i += 1;
                     // Errors are expected once the agent dies; only 200s count.
-                    if let Ok((200, _)) = post(
-                        &client,
-                        &url,
-                        txn(&id, &format!("till-{c}"), 100).to_string(),
-                    )
-                    .await
-                    {
+                    if let Ok((200, _)) = post(&client, &url, txn(&id, &format!("till-{c}"), 100).to_string()).await {
                         acked.lock().unwrap().insert(id);
                     }
                 }
@@ -68,8 +61,5 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_transaction() {
     let archive = agent.archive();
     assert!(agent.terminate().success());
     let missing = missing_from_archive(&archive, &acked);
-    assert!(
-        missing.is_empty(),
-        "acknowledged but never archived: {missing:?}"
-    );
+    assert!(missing.is_empty(), "acknowledged but never archived: {missing:?}");
 }

@@ -3,15 +3,11 @@
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use tillgate_testkit::{
-    archive_lines, archive_txn_ids, dead_letters, journal_txn_ids, post, post_ndjson, txn, Agent,
-    AgentOptions,
+    archive_lines, archive_txn_ids, dead_letters, journal_txn_ids, post, post_ndjson, txn, Agent, AgentOptions,
 };
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(16)
-        .build()
-        .unwrap()
+    reqwest::Client::builder().pool_max_idle_per_host(16).build().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,10 +53,7 @@ async fn ten_thousand_transactions_from_eight_clients_reach_the_archive_exactly_
     let counts = archive_txn_ids(&archive);
     assert_eq!(counts.len(), 10_000, "every txn archived");
     let dups: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(
-        dups.is_empty(),
-        "archived more than once after a clean drain: {dups:?}"
-    );
+    assert!(dups.is_empty(), "archived more than once after a clean drain: {dups:?}");
     assert!(acked.iter().all(|id| counts.contains_key(id)));
     // Unknown fields are kept, the agent's stamps are added, and per-terminal order holds.
     let lines = archive_lines(&archive, "transactions");
@@ -69,12 +62,8 @@ async fn ten_thousand_transactions_from_eight_clients_reach_the_archive_exactly_
     let mut last_seq_per_terminal = std::collections::HashMap::new();
     for l in &lines {
         let seq = l["seq"].as_u64().unwrap();
-        let prev =
-            last_seq_per_terminal.insert(l["terminal_id"].as_str().unwrap().to_string(), seq);
-        assert!(
-            prev.is_none_or(|p| p < seq),
-            "per-terminal order broken at {l}"
-        );
+        let prev = last_seq_per_terminal.insert(l["terminal_id"].as_str().unwrap().to_string(), seq);
+        assert!(prev.is_none_or(|p| p < seq), "per-terminal order broken at {l}");
     }
     assert_eq!(archive_lines(&archive, "decisions").len(), 10_000);
 }
@@ -84,13 +73,9 @@ async fn duplicate_txn_id_returns_the_first_decision() {
     let tmp = tempfile_dir();
     let agent = Agent::start(&tmp, &AgentOptions::default());
     let c = client();
-    let (s1, first) = post(
-        &c,
-        &agent.url(),
-        txn("dup-1", "till-1", 250_000).to_string(),
-    )
-    .await
-    .unwrap();
+    let (s1, first) = post(&c, &agent.url(), txn("dup-1", "till-1", 250_000).to_string())
+        .await
+        .unwrap();
     assert_eq!(s1, 200);
     assert_eq!(first["decision"], "review", "{first}");
     assert_eq!(first["rules"][0]["id"], "high-amount-sale");
@@ -142,11 +127,7 @@ async fn bad_input_gets_a_specific_4xx_and_a_dead_letter_and_the_agent_keeps_ser
     let mut big = txn("bad-4", "till-1", 100);
     big["notes"] = json!("x".repeat(70 * 1024));
     let cases: Vec<(String, u16, Vec<&str>)> = vec![
-        (
-            "{\"txn_id\": \"bad-1\", ".into(),
-            400,
-            vec!["malformed JSON at line 1"],
-        ),
+        ("{\"txn_id\": \"bad-1\", ".into(), 400, vec!["malformed JSON at line 1"]),
         (
             wrong.to_string(),
             400,
@@ -166,11 +147,7 @@ async fn bad_input_gets_a_specific_4xx_and_a_dead_letter_and_the_agent_keeps_ser
         ),
         (big.to_string(), 413, vec!["65536-byte limit"]),
         (pan.to_string(), 400, vec!["card.token", "full card number"]),
-        (
-            "[1,2]".into(),
-            400,
-            vec!["expected a JSON object", "an array"],
-        ),
+        ("[1,2]".into(), 400, vec!["expected a JSON object", "an array"]),
     ];
     for (body, want_status, needles) in &cases {
         let (status, answer) = post(&c, &url, body.clone()).await.unwrap();
@@ -180,9 +157,7 @@ async fn bad_input_gets_a_specific_4xx_and_a_dead_letter_and_the_agent_keeps_ser
             assert!(text.contains(n), "answer lacks {n:?}: {text}");
         }
     }
-    let (status, answer) = post(&c, &url, txn("good-1", "till-1", 100).to_string())
-        .await
-        .unwrap();
+    let (status, answer) = post(&c, &url, txn("good-1", "till-1", 100).to_string()).await.unwrap();
     assert_eq!((status, answer["decision"].as_str()), (200, Some("allow")));
 
     let letters = dead_letters(&agent.journal());
@@ -196,10 +171,7 @@ async fn bad_input_gets_a_specific_4xx_and_a_dead_letter_and_the_agent_keeps_ser
         !all_raw.contains("4111 1111 1111 1111"),
         "a PAN reached the dead-letter table"
     );
-    assert!(
-        all_raw.contains("1111"),
-        "the last four digits are kept for diagnosis"
-    );
+    assert!(all_raw.contains("1111"), "the last four digits are kept for diagnosis");
     let journaled = journal_txn_ids(&agent.journal());
     assert_eq!(journaled, HashSet::from(["good-1".to_string()]));
 }
@@ -258,16 +230,8 @@ async fn bearer_token_is_required_when_configured() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let health = c
-        .get(format!("{}/healthz", agent.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        health.status().as_u16(),
-        200,
-        "health stays open for probes"
-    );
+    let health = c.get(format!("{}/healthz", agent.url())).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200, "health stays open for probes");
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

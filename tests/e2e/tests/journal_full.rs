@@ -12,7 +12,9 @@ async fn full_journal_refuses_with_503_and_resumes_once_the_archive_drains() {
     let blocker = dir.join("blocked-archive");
     std::fs::write(&blocker, "not a directory").unwrap();
     let opts = AgentOptions {
-        journal_toml: "max_bytes = \"256KiB\"\nretention = \"0s\"\nidempotency_window = \"0s\"\nprune_interval = \"100ms\"\n".into(),
+        journal_toml:
+            "max_bytes = \"256KiB\"\nretention = \"0s\"\nidempotency_window = \"0s\"\nprune_interval = \"100ms\"\n"
+                .into(),
         archive_toml: format!("dir = \"{}\"", blocker.display()),
         ..Default::default()
     };
@@ -41,11 +43,7 @@ async fn full_journal_refuses_with_503_and_resumes_once_the_archive_drains() {
         msg.contains("journal.max_bytes") && msg.contains("sink `archive`"),
         "{msg}"
     );
-    assert!(
-        acked.len() > 50,
-        "only {} accepted before full",
-        acked.len()
-    );
+    assert!(acked.len() > 50, "only {} accepted before full", acked.len());
     let status: serde_json::Value = serde_json::from_str(
         &client
             .get(format!("{}/v1/status", agent.url()))

@@ -25,10 +25,7 @@ pub fn archive_lines(archive: &Path, channel: &str) -> Vec<serde_json::Value> {
             String::from_utf8(raw).expect("UTF-8 archive")
         };
         for line in text.lines().filter(|l| !l.is_empty()) {
-            out.push(
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("{}: bad line {line:?}: {e}", f.display())),
-            );
+            out.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad line {line:?}: {e}", f.display())));
         }
     }
     out
@@ -38,20 +35,14 @@ pub fn archive_lines(archive: &Path, channel: &str) -> Vec<serde_json::Value> {
 pub fn archive_txn_ids(archive: &Path) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for v in archive_lines(archive, "transactions") {
-        let id = v["txn_id"]
-            .as_str()
-            .expect("archived txn has txn_id")
-            .to_string();
+        let id = v["txn_id"].as_str().expect("archived txn has txn_id").to_string();
         *counts.entry(id).or_insert(0) += 1;
     }
     counts
 }
 
 /// Up to five of `acked` that never reached the archive's transactions channel.
-pub fn missing_from_archive<'a>(
-    archive: &Path,
-    acked: impl IntoIterator<Item = &'a String>,
-) -> Vec<String> {
+pub fn missing_from_archive<'a>(archive: &Path, acked: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     let archived = archive_txn_ids(archive);
     acked
         .into_iter()

@@ -16,10 +16,7 @@ pub fn binary() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test>-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let bin = profile_dir.join("tillgate");
     assert!(
         bin.exists(),
@@ -123,15 +120,8 @@ impl Agent {
     fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().expect("wait"))
-            {
-                panic!(
-                    "tillgate exited during start-up with {status}:\n{}",
-                    self.log()
-                );
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("wait")) {
+                panic!("tillgate exited during start-up with {status}:\n{}", self.log());
             }
             if http_get_ok(self.addr, "/healthz") {
                 return;
@@ -212,12 +202,7 @@ fn http_get_ok(addr: SocketAddr, path: &str) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
+    if write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
         return false;
     }
     let mut buf = String::new();
@@ -227,10 +212,7 @@ fn http_get_ok(addr: SocketAddr, path: &str) -> bool {
 
 /// Runs the binary with `args` and returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary())
-        .args(args)
-        .output()
-        .expect("tillgate runs");
+    let out = Command::new(binary()).args(args).output().expect("tillgate runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

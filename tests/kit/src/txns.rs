@@ -35,18 +35,11 @@ pub async fn post(
         .await?;
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await?;
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
 }
 
 /// POSTs an NDJSON batch; returns the status and each answer line.
-pub async fn post_ndjson(
-    client: &reqwest::Client,
-    url: &str,
-    body: String,
-) -> reqwest::Result<(u16, Vec<Value>)> {
+pub async fn post_ndjson(client: &reqwest::Client, url: &str, body: String) -> reqwest::Result<(u16, Vec<Value>)> {
     let resp = client
         .post(format!("{url}/v1/transactions"))
         .header("content-type", "application/x-ndjson")

@@ -62,9 +62,7 @@ pub struct Running {
 impl Running {
     /// Empty state for `specs`.
     pub fn new(specs: &[AggSpec]) -> Self {
-        let needs_order = specs
-            .iter()
-            .any(|s| matches!(s.kind, AggKind::Min | AggKind::Max));
+        let needs_order = specs.iter().any(|s| matches!(s.kind, AggKind::Min | AggKind::Max));
         let tags = specs
             .iter()
             .filter_map(|s| match s.kind {
@@ -117,6 +115,27 @@ impl Running {
         }
     }
 
+    /// Adds another window's state (session merges).
+    pub fn merge(&mut self, other: &Running) {
+        self.count += other.count;
+        self.sum = self.sum.saturating_add(other.sum);
+        if let (Some(a), Some(b)) = (&mut self.amounts, &other.amounts) {
+            for (k, n) in b {
+                *a.entry(*k).or_insert(0) += n;
+            }
+        } else if self.amounts.is_none() {
+            self.amounts = other.amounts.clone();
+        }
+        if self.distinct.len() < other.distinct.len() {
+            self.distinct.resize(other.distinct.len(), HashMap::new());
+        }
+        for (mine, theirs) in self.distinct.iter_mut().zip(&other.distinct) {
+            for (h, n) in theirs {
+                *mine.entry(*h).or_insert(0) += n;
+            }
+        }
+    }
+
     pub fn values(&self, specs: &[AggSpec]) -> AggValues {
         AggValues(
             specs
@@ -141,9 +160,7 @@ impl Running {
                     } else {
                         self.sum as f64 / self.count as f64
                     }),
-                    AggKind::CountDistinct(i) => {
-                        AggValue::Int(self.distinct.get(i).map_or(0, |d| d.len() as i64))
-                    }
+                    AggKind::CountDistinct(i) => AggValue::Int(self.distinct.get(i).map_or(0, |d| d.len() as i64)),
                 })
                 .collect(),
         )

@@ -9,9 +9,9 @@
 //! path). Events older than `max_t − W − lateness` are dropped after each transaction, so
 //! what a late transaction can see is well defined (and what the oracle test checks).
 
-mod aggregate;
+pub mod aggregate;
 
-pub use aggregate::{AggKind, AggSpec, AggValues, Running};
+pub use aggregate::{AggKind, AggSpec, AggValue, AggValues, Running};
 
 use std::collections::VecDeque;
 
@@ -29,10 +29,7 @@ impl WindowSpec {
     /// How far back in event time a restart must replay to rebuild this window.
     pub fn replay_span_ms(&self) -> Option<i64> {
         match self {
-            WindowSpec::Time {
-                width_ms,
-                lateness_ms,
-            } => Some(width_ms + lateness_ms),
+            WindowSpec::Time { width_ms, lateness_ms } => Some(width_ms + lateness_ms),
             WindowSpec::Count { .. } => None,
         }
     }
@@ -86,10 +83,7 @@ impl KeyWindow {
     pub fn observe(&mut self, spec: WindowSpec, specs: &[AggSpec], ev: Event) -> AggValues {
         match spec {
             WindowSpec::Count { n } => self.observe_count(n, specs, ev),
-            WindowSpec::Time {
-                width_ms,
-                lateness_ms,
-            } => self.observe_time(width_ms, lateness_ms, specs, ev),
+            WindowSpec::Time { width_ms, lateness_ms } => self.observe_time(width_ms, lateness_ms, specs, ev),
         }
     }
 
@@ -103,13 +97,7 @@ impl KeyWindow {
         self.running.values(specs)
     }
 
-    fn observe_time(
-        &mut self,
-        width: i64,
-        lateness: i64,
-        specs: &[AggSpec],
-        ev: Event,
-    ) -> AggValues {
+    fn observe_time(&mut self, width: i64, lateness: i64, specs: &[AggSpec], ev: Event) -> AggValues {
         let ts = ev.ts;
         let values = if ts >= self.max_ts {
             // In order: the active range after advancing is exactly [ts − W, ts].
@@ -126,18 +114,14 @@ impl KeyWindow {
         } else {
             // Out of order: insert by (time, arrival); its own window is computed from
             // the retained events.
-            let pos = self
-                .events
-                .partition_point(|e| (e.ts, e.seq) <= (ts, ev.seq));
+            let pos = self.events.partition_point(|e| (e.ts, e.seq) <= (ts, ev.seq));
             self.events.insert(pos, ev.clone());
             if ts >= self.max_ts.saturating_sub(width) {
                 self.running.add(specs, &ev);
             } else if pos <= self.active_from {
                 self.active_from += 1;
             }
-            let lo = self
-                .events
-                .partition_point(|e| e.ts < ts.saturating_sub(width));
+            let lo = self.events.partition_point(|e| e.ts < ts.saturating_sub(width));
             let hi = self.events.partition_point(|e| e.ts <= ts);
             let mut scratch = Running::new(specs);
             for e in self.events.range(lo..hi) {

@@ -48,9 +48,7 @@ fn model_time(events: &[Event], w: i64, l: i64) -> Vec<Vec<i64>> {
             .iter()
             .enumerate()
             .filter(|(j, x)| {
-                x.ts >= e.ts - w
-                    && x.ts <= e.ts
-                    && (*j == k || prev_max.is_none_or(|m| x.ts >= m - w - l))
+                x.ts >= e.ts - w && x.ts <= e.ts && (*j == k || prev_max.is_none_or(|m| x.ts >= m - w - l))
             })
             .map(|(_, x)| x)
             .collect();
@@ -82,18 +80,16 @@ fn ints(v: &AggValues) -> Vec<i64> {
 fn stream() -> impl Strategy<Value = Vec<(i64, i64, Option<u64>)>> {
     // Mostly increasing times with jitter backwards (out-of-order and late arrivals),
     // duplicates of the same time, a few distinct cards.
-    prop::collection::vec((-30i64..60, 1i64..500, prop::option::of(0u64..4)), 1..80).prop_map(
-        |steps| {
-            let mut t = 1_000_000;
-            steps
-                .into_iter()
-                .map(|(dt, amount, card)| {
-                    t += dt.max(0);
-                    (t + dt.min(0) * 3, amount, card)
-                })
-                .collect()
-        },
-    )
+    prop::collection::vec((-30i64..60, 1i64..500, prop::option::of(0u64..4)), 1..80).prop_map(|steps| {
+        let mut t = 1_000_000;
+        steps
+            .into_iter()
+            .map(|(dt, amount, card)| {
+                t += dt.max(0);
+                (t + dt.min(0) * 3, amount, card)
+            })
+            .collect()
+    })
 }
 
 proptest! {

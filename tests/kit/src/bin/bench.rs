@@ -37,9 +37,7 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     std::env::set_var("TILLGATE_BIN", &args.bin);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut results = json!({
         "machine": machine(),
         "command": "make bench",
@@ -108,14 +106,7 @@ fn main() -> Result<()> {
 
 /// A run of simulated terminals; each run has its own `seed`, so its txn_ids are new
 /// (a repeat would be answered from the idempotency table without a write).
-fn sim(
-    url: &str,
-    terminals: usize,
-    rate: f64,
-    duration: Duration,
-    batch: usize,
-    seed: u64,
-) -> SimConfig {
+fn sim(url: &str, terminals: usize, rate: f64, duration: Duration, batch: usize, seed: u64) -> SimConfig {
     SimConfig {
         url: url.into(),
         token: None,
@@ -136,13 +127,7 @@ fn sample_payloads(n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
             let t = format!("till-{:03}", i % 64);
-            simulate::payload(
-                &mut rng,
-                Scenario::Normal,
-                "store-001",
-                &t,
-                &format!("bench-{i}"),
-            )
+            simulate::payload(&mut rng, Scenario::Normal, "store-001", &t, &format!("bench-{i}"))
         })
         .collect()
 }
@@ -201,9 +186,8 @@ fn raw_sqlite(n: usize, same_rows: bool) -> Result<Value> {
             let mut rec = tx.prepare_cached(
                 "INSERT INTO records(seq, channel, txn_id, partition_key, received_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            let mut ids = tx.prepare_cached(
-                "INSERT INTO txn_ids(seq, txn_id, received_ms, decision) VALUES (?1, ?2, ?3, ?4)",
-            )?;
+            let mut ids =
+                tx.prepare_cached("INSERT INTO txn_ids(seq, txn_id, received_ms, decision) VALUES (?1, ?2, ?3, ?4)")?;
             for (i, p) in chunk.iter().enumerate() {
                 let id = format!("bench-{}", chunk_no * 512 + i);
                 seq += 1;
@@ -211,28 +195,19 @@ fn raw_sqlite(n: usize, same_rows: bool) -> Result<Value> {
                 if same_rows {
                     ids.execute(rusqlite::params![seq, id, 0, &decision[..]])?;
                     seq += 1;
-                    rec.execute(rusqlite::params![
-                        seq,
-                        1,
-                        id,
-                        "store-001/till-001",
-                        0,
-                        &decision[..]
-                    ])?;
+                    rec.execute(rusqlite::params![seq, 1, id, "store-001/till-001", 0, &decision[..]])?;
                 }
             }
         }
         tx.commit()?;
     }
     let s = started.elapsed().as_secs_f64();
-    Ok(
-        json!({ "txns": n, "seconds": s, "txns_per_s": n as f64 / s, "rows_per_txn": if same_rows { 3 } else { 1 } }),
-    )
+    Ok(json!({ "txns": n, "seconds": s, "txns_per_s": n as f64 / s, "rows_per_txn": if same_rows { 3 } else { 1 } }))
 }
 
 async fn journal_throughput(n: usize) -> Result<Value> {
     let dir = tempfile::tempdir()?;
-    let rules = tillgate::rules::load_paths(&[tillgate_testkit::rule_pack()])?;
+    let pack = tillgate::rules::load_paths(&[tillgate_testkit::rule_pack()])?;
     let config = JournalConfig {
         max_bytes: tillgate_sdk::ByteSize::gib(8),
         ..JournalConfig::default()
@@ -242,7 +217,11 @@ async fn journal_throughput(n: usize) -> Result<Value> {
         &dir.path().join("journal.db"),
         &config,
         vec!["archive".into()],
-        Box::new(rules),
+        Box::new(tillgate::rules::Engine::new(
+            pack,
+            Some(metrics.clone()),
+            Duration::from_secs(3600),
+        )),
         metrics.clone(),
     )?;
     let received = chrono::Utc::now();
@@ -271,12 +250,7 @@ async fn journal_throughput(n: usize) -> Result<Value> {
                 if group.is_empty() {
                     break ok;
                 }
-                ok += j
-                    .submit_many(group)
-                    .await
-                    .iter()
-                    .filter(|r| r.is_ok())
-                    .count();
+                ok += j.submit_many(group).await.iter().filter(|r| r.is_ok()).count();
             }
         }));
     }
@@ -304,15 +278,10 @@ async fn journal_throughput(n: usize) -> Result<Value> {
 /// CPU seconds (user + system) of this process's threads named `name`.
 fn thread_cpu_s(name: &str) -> f64 {
     let mut total = 0.0;
-    for task in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if comm.trim() == name {
-            total +=
-                stat_cpu_s(&std::fs::read_to_string(task.path().join("stat")).unwrap_or_default());
+            total += stat_cpu_s(&std::fs::read_to_string(task.path().join("stat")).unwrap_or_default());
         }
     }
     total
@@ -326,12 +295,7 @@ fn process_cpu_s() -> f64 {
 fn stat_cpu_s(stat: &str) -> f64 {
     let after_comm = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -351,10 +315,7 @@ fn write_config(dir: &Path, port: u16) -> Result<PathBuf> {
 fn wait_listening(port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "agent did not listen within 30 s"
-        );
+        anyhow::ensure!(Instant::now() < deadline, "agent did not listen within 30 s");
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
@@ -385,10 +346,7 @@ fn machine() -> Value {
 
 fn print_table(r: &Value) {
     let j = &r["journal"];
-    println!(
-        "\ntillgate foundation benchmark ({} cpus)",
-        r["machine"]["cpus"]
-    );
+    println!("\ntillgate foundation benchmark ({} cpus)", r["machine"]["cpus"]);
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let floor = &j["raw_sqlite_commit_latency"];
     println!(

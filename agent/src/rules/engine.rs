@@ -1,0 +1,329 @@
+//! The rule engine: every enabled rule and report over one transaction at a time, in
+//! journal order, with per-key window state bounded by `max_keys` (least recently used
+//! keys are evicted and counted).
+
+use super::cel::{self, Expr};
+use super::field::{stable_hash, TxnField};
+use super::report::ReportState;
+use super::spec::{CompiledReport, CompiledRule, RulePack};
+use super::window::{AggSpec, AggValue, AggValues, Event, KeyWindow, WindowSpec};
+use super::{DecideContext, Decider, Decision, ReportHit, RuleHit};
+use crate::metrics::Metrics;
+use crate::txn::Transaction;
+use lru::LruCache;
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+struct RuleState {
+    rule: CompiledRule,
+    keys: LruCache<String, KeyWindow>,
+}
+
+struct ReportRun {
+    report: CompiledReport,
+    state: ReportState,
+}
+
+/// Rules and reports with their state. Implements [`Decider`].
+pub struct Engine {
+    rules: Vec<RuleState>,
+    reports: Vec<ReportRun>,
+    lists: ::cel::Value,
+    metrics: Option<Metrics>,
+    /// Replay span for rules that count the last N events.
+    count_window_replay: Duration,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("rules", &self.rules.len())
+            .field("reports", &self.reports.len())
+            .finish()
+    }
+}
+
+/// The key's values joined by `/`; `None` when one is absent (the rule does not apply).
+fn key_of(fields: &[TxnField], txn: &Transaction) -> Option<String> {
+    let mut key = String::new();
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            key.push('/');
+        }
+        key.push_str(f.get(txn)?);
+    }
+    Some(key)
+}
+
+fn event(txn: &Transaction, seq: u64, distinct: &[TxnField]) -> Event {
+    Event {
+        ts: txn.event_time().timestamp_millis(),
+        seq,
+        amount: txn.total_minor,
+        tags: distinct.iter().map(|f| f.get(txn).map(stable_hash)).collect(),
+    }
+}
+
+fn named(specs: &[AggSpec], values: &AggValues) -> Vec<(String, ::cel::Value)> {
+    specs
+        .iter()
+        .zip(&values.0)
+        .map(|(s, v)| {
+            let v = match v {
+                AggValue::Int(i) => ::cel::Value::Int(*i),
+                AggValue::Float(f) => ::cel::Value::Float(*f),
+            };
+            (s.name.clone(), v)
+        })
+        .collect()
+}
+
+fn json(specs: &[AggSpec], values: &AggValues) -> BTreeMap<String, serde_json::Value> {
+    specs
+        .iter()
+        .zip(&values.0)
+        .map(|(s, v)| (s.name.clone(), v.to_json()))
+        .collect()
+}
+
+impl Engine {
+    /// An engine over `pack`, counting errors and evictions in `metrics` when given.
+    /// Rules that count the last N events are rebuilt from `count_window_replay` of
+    /// journal after a restart.
+    pub fn new(pack: RulePack, metrics: Option<Metrics>, count_window_replay: Duration) -> Self {
+        let lists = cel::lists_value(&pack.lists);
+        let rules = pack
+            .rules
+            .into_iter()
+            .map(|rule| {
+                let cap = NonZeroUsize::new(rule.max_keys).unwrap_or(NonZeroUsize::MIN);
+                RuleState {
+                    rule,
+                    keys: LruCache::new(cap),
+                }
+            })
+            .collect();
+        let reports = pack
+            .reports
+            .into_iter()
+            .map(|report| ReportRun {
+                state: ReportState::new(report.window, report.lateness_ms),
+                report,
+            })
+            .collect();
+        Engine {
+            rules,
+            reports,
+            lists,
+            metrics,
+            count_window_replay,
+        }
+    }
+
+    /// Rule ids, in evaluation order.
+    pub fn rule_ids(&self) -> Vec<&str> {
+        self.rules.iter().map(|r| r.rule.id.as_str()).collect()
+    }
+
+    /// Report ids.
+    pub fn report_ids(&self) -> Vec<&str> {
+        self.reports.iter().map(|r| r.report.id.as_str()).collect()
+    }
+
+    /// Keys held over all rules.
+    pub fn live_keys(&self) -> usize {
+        self.rules.iter().map(|r| r.keys.len()).sum()
+    }
+
+    /// Events held in windows over all rules and keys.
+    pub fn held_events(&self) -> usize {
+        self.rules
+            .iter()
+            .map(|r| r.keys.iter().map(|(_, w)| w.len()).sum::<usize>())
+            .sum()
+    }
+
+    fn count_error(&self, what: &str, id: &str, e: &str) {
+        tracing::debug!(
+            rule = id,
+            error = e,
+            "{what} could not be evaluated; treated as not matching"
+        );
+        if let Some(m) = &self.metrics {
+            m.rule_errors.with_label_values(&[id]).inc();
+        }
+    }
+
+    fn passes(&self, id: &str, filter: &Option<Expr>, vars: &[(&str, &::cel::Value)]) -> bool {
+        match filter {
+            None => true,
+            Some(f) => match f.eval_bool(vars) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.count_error("filter", id, &e);
+                    false
+                }
+            },
+        }
+    }
+}
+
+impl Decider for Engine {
+    fn decide(&mut self, txn: &Transaction, cx: &DecideContext<'_>) -> Decision {
+        let txn_v = cel::txn_value(txn);
+        let original_v = match &txn.original_txn_id {
+            Some(id) => cx
+                .lookup
+                .original(id)
+                .map(|o| cel::txn_value(&o))
+                .unwrap_or_else(cel::empty_map),
+            None => cel::empty_map(),
+        };
+        let lists = self.lists.clone();
+        let base: [(&str, &::cel::Value); 3] = [("txn", &txn_v), ("lists", &lists), ("original", &original_v)];
+        let mut hits = Vec::new();
+        for i in 0..self.rules.len() {
+            let (id, filter_ok) = {
+                let r = &self.rules[i].rule;
+                (r.id.clone(), self.passes(&r.id, &r.filter, &base))
+            };
+            if !filter_ok {
+                continue;
+            }
+            let state = &mut self.rules[i];
+            let rule = &state.rule;
+            let (agg_vars, agg_json) = match rule.window {
+                None => (Vec::new(), BTreeMap::new()),
+                Some(window) => {
+                    let Some(key) = key_of(&rule.key, txn) else { continue };
+                    let ev = event(txn, cx.seq, &rule.distinct);
+                    if !state.keys.contains(&key) && state.keys.len() == state.keys.cap().get() {
+                        if let Some(m) = &self.metrics {
+                            m.rule_keys_evicted.with_label_values(&[&id]).inc();
+                        }
+                    }
+                    let aggs = &rule.aggregates;
+                    let w = state.keys.get_or_insert_mut(key, || KeyWindow::new(aggs));
+                    let values = w.observe(window, aggs, ev);
+                    (named(aggs, &values), json(aggs, &values))
+                }
+            };
+            let mut vars: Vec<(&str, &::cel::Value)> = base.to_vec();
+            vars.extend(agg_vars.iter().map(|(n, v)| (n.as_str(), v)));
+            let rule = &self.rules[i].rule;
+            match rule.when.eval_bool(&vars) {
+                Ok(true) => hits.push(RuleHit {
+                    id: rule.id.clone(),
+                    action: rule.action,
+                    mode: rule.mode,
+                    severity: rule.severity,
+                    reason: if rule.description.is_empty() {
+                        rule.when.source.clone()
+                    } else {
+                        rule.description.clone()
+                    },
+                    aggregates: agg_json,
+                }),
+                Ok(false) => {}
+                Err(e) => self.count_error("when", &id, &e),
+            }
+        }
+        if let Some(m) = &self.metrics {
+            for r in &self.rules {
+                m.rule_live_keys
+                    .with_label_values(&[&r.rule.id])
+                    .set(r.keys.len() as i64);
+            }
+        }
+        let mut decision = Decision::from_hits(hits);
+        decision.reports = self.observe_reports(txn, cx, &base);
+        decision
+    }
+
+    fn replay_span(&self) -> Option<Duration> {
+        let count_windows = self
+            .rules
+            .iter()
+            .any(|r| matches!(r.rule.window, Some(WindowSpec::Count { .. })));
+        let rules = self
+            .rules
+            .iter()
+            .filter_map(|r| r.rule.window.and_then(|w| w.replay_span_ms()));
+        let reports = self
+            .reports
+            .iter()
+            .map(|r| r.report.window.replay_span_ms() + r.report.lateness_ms);
+        let span = rules
+            .chain(reports)
+            .max()
+            .map(|ms| Duration::from_millis(ms.max(0) as u64));
+        match (span, count_windows) {
+            (s, true) => Some(s.unwrap_or_default().max(self.count_window_replay)),
+            (s, false) => s,
+        }
+    }
+}
+
+impl Engine {
+    fn observe_reports(
+        &mut self,
+        txn: &Transaction,
+        cx: &DecideContext<'_>,
+        base: &[(&str, &::cel::Value); 3],
+    ) -> Vec<ReportHit> {
+        let mut out = Vec::new();
+        for i in 0..self.reports.len() {
+            let ok = {
+                let r = &self.reports[i].report;
+                self.passes(&r.id, &r.filter, base)
+            };
+            if !ok {
+                continue;
+            }
+            let run = &mut self.reports[i];
+            let Some(key) = key_of(&run.report.key, txn) else {
+                continue;
+            };
+            let ev = event(txn, cx.seq, &run.report.distinct);
+            let late_before = run.state.late;
+            let closed = run.state.observe(&key, &run.report.aggregates, &ev);
+            if run.state.late > late_before {
+                if let Some(m) = &self.metrics {
+                    m.report_late_events.with_label_values(&[&run.report.id]).inc();
+                }
+            }
+            if cx.replaying {
+                // Emitted (and journaled) before the restart.
+                continue;
+            }
+            for w in closed {
+                let report = &self.reports[i].report;
+                let vars_owned = named(&report.aggregates, &w.values);
+                let mut vars: Vec<(&str, &::cel::Value)> = vec![("lists", &self.lists)];
+                vars.extend(vars_owned.iter().map(|(n, v)| (n.as_str(), v)));
+                let fire = match &report.when {
+                    None => true,
+                    Some(when) => match when.eval_bool(&vars) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.count_error("when", &report.id.clone(), &e);
+                            false
+                        }
+                    },
+                };
+                if fire {
+                    out.push(ReportHit {
+                        report: report.id.clone(),
+                        severity: report.severity,
+                        key: w.key,
+                        window_start_ms: w.start_ms,
+                        window_end_ms: w.end_ms,
+                        aggregates: json(&report.aggregates, &w.values),
+                    });
+                }
+            }
+        }
+        out
+    }
+}

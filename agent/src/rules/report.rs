@@ -1,0 +1,272 @@
+//! Reporting windows: tumbling, hopping and session windows per key, half-open
+//! `[start, end)`, epoch-aligned (plus an offset), emitted once when the watermark
+//! (largest event time seen − allowed lateness) reaches their end. They feed the alerts
+//! channel; they never change a decision.
+//!
+//! An event older than the watermark when it arrives is late: it is counted and left out
+//! of reporting windows (the windows it belonged to may already be emitted).
+
+use super::window::{AggSpec, AggValues, Event, Running};
+use std::collections::{BTreeMap, HashMap};
+
+/// How a report cuts time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportWindow {
+    /// Back-to-back windows of `size_ms`, starting at `offset_ms` (mod size) after the epoch.
+    Tumbling { size_ms: i64, offset_ms: i64 },
+    /// Windows of `size_ms` starting every `hop_ms`.
+    Hopping { size_ms: i64, hop_ms: i64, offset_ms: i64 },
+    /// Activity separated by at least `gap_ms`: `[first, last + gap)`.
+    Session { gap_ms: i64 },
+}
+
+impl ReportWindow {
+    /// How far back a restart must replay so open windows are rebuilt.
+    pub fn replay_span_ms(&self) -> i64 {
+        match self {
+            ReportWindow::Tumbling { size_ms, .. } | ReportWindow::Hopping { size_ms, .. } => *size_ms,
+            ReportWindow::Session { gap_ms } => *gap_ms,
+        }
+    }
+
+    /// Starts of the fixed windows holding `ts`, oldest first.
+    fn starts(&self, ts: i64) -> Vec<i64> {
+        match *self {
+            ReportWindow::Tumbling { size_ms, offset_ms } => {
+                vec![(ts - offset_ms).div_euclid(size_ms) * size_ms + offset_ms]
+            }
+            ReportWindow::Hopping {
+                size_ms,
+                hop_ms,
+                offset_ms,
+            } => {
+                let last = (ts - offset_ms).div_euclid(hop_ms) * hop_ms + offset_ms;
+                let mut s = Vec::new();
+                let mut start = last;
+                while start > ts - size_ms {
+                    s.push(start);
+                    start -= hop_ms;
+                }
+                s.reverse();
+                s
+            }
+            ReportWindow::Session { .. } => Vec::new(),
+        }
+    }
+}
+
+/// A window that reached its end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedWindow {
+    pub key: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub values: AggValues,
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    end: i64,
+    running: Running,
+}
+
+/// The open windows of one report, over all keys.
+#[derive(Debug, Clone)]
+pub struct ReportState {
+    window: ReportWindow,
+    lateness_ms: i64,
+    max_ts: i64,
+    /// (key, start) → open window. Sessions are keyed by their start too.
+    open: HashMap<(String, i64), Open>,
+    /// end → (key, start), to close in end order without scanning.
+    by_end: BTreeMap<(i64, String, i64), ()>,
+    /// Late events so far.
+    pub late: u64,
+}
+
+impl ReportState {
+    /// No open window yet.
+    pub fn new(window: ReportWindow, lateness_ms: i64) -> Self {
+        ReportState {
+            window,
+            lateness_ms,
+            max_ts: i64::MIN,
+            open: HashMap::new(),
+            by_end: BTreeMap::new(),
+            late: 0,
+        }
+    }
+
+    /// The watermark: largest event time seen minus the allowed lateness.
+    pub fn watermark(&self) -> i64 {
+        self.max_ts.saturating_sub(self.lateness_ms)
+    }
+
+    /// Open windows, over all keys.
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Adds `ev` for `key` (unless late), advances the watermark and returns the windows
+    /// it closed, in end order.
+    pub fn observe(&mut self, key: &str, specs: &[AggSpec], ev: &Event) -> Vec<ClosedWindow> {
+        if ev.ts < self.watermark() {
+            self.late += 1;
+            return Vec::new();
+        }
+        match self.window {
+            ReportWindow::Session { gap_ms } => self.add_to_session(key, specs, ev, gap_ms),
+            fixed => {
+                let size = match fixed {
+                    ReportWindow::Tumbling { size_ms, .. } | ReportWindow::Hopping { size_ms, .. } => size_ms,
+                    ReportWindow::Session { .. } => unreachable!("handled above"),
+                };
+                for start in fixed.starts(ev.ts) {
+                    self.window_at(key, start, start + size, specs).running.add(specs, ev);
+                }
+            }
+        }
+        self.max_ts = self.max_ts.max(ev.ts);
+        self.close(specs)
+    }
+
+    fn window_at(&mut self, key: &str, start: i64, end: i64, specs: &[AggSpec]) -> &mut Open {
+        let by_end = &mut self.by_end;
+        self.open.entry((key.to_string(), start)).or_insert_with(|| {
+            by_end.insert((end, key.to_string(), start), ());
+            Open {
+                end,
+                running: Running::new(specs),
+            }
+        })
+    }
+
+    /// Sessions: the event joins (and merges) every open session of the key it is within
+    /// `gap` of; otherwise it starts one.
+    fn add_to_session(&mut self, key: &str, specs: &[AggSpec], ev: &Event, gap: i64) {
+        // Open sessions of this key that touch [ts − gap, ts + gap).
+        let mut touching: Vec<(i64, i64)> = self
+            .open
+            .iter()
+            .filter(|((k, start), o)| k == key && ev.ts > *start - gap && ev.ts < o.end)
+            .map(|((_, start), o)| (*start, o.end))
+            .collect();
+        touching.sort_unstable();
+        let mut merged = Running::new(specs);
+        let mut start = ev.ts;
+        let mut end = ev.ts + gap;
+        let mut parts = Vec::new();
+        for (s, e) in touching {
+            let o = self.open.remove(&(key.to_string(), s)).expect("listed above");
+            self.by_end.remove(&(e, key.to_string(), s));
+            start = start.min(s);
+            end = end.max(e);
+            parts.push(o.running);
+        }
+        for p in parts {
+            merged.merge(&p);
+        }
+        merged.add(specs, ev);
+        self.by_end.insert((end, key.to_string(), start), ());
+        self.open
+            .insert((key.to_string(), start), Open { end, running: merged });
+    }
+
+    fn close(&mut self, specs: &[AggSpec]) -> Vec<ClosedWindow> {
+        let wm = self.watermark();
+        let mut closed = Vec::new();
+        while let Some((&(end, ref key, start), _)) = self.by_end.first_key_value() {
+            if end > wm {
+                break;
+            }
+            let key = key.clone();
+            self.by_end.pop_first();
+            if let Some(o) = self.open.remove(&(key.clone(), start)) {
+                closed.push(ClosedWindow {
+                    key,
+                    start_ms: start,
+                    end_ms: end,
+                    values: o.running.values(specs),
+                });
+            }
+        }
+        closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::window::AggKind;
+
+    fn specs() -> Vec<AggSpec> {
+        vec![AggSpec {
+            name: "n".into(),
+            kind: AggKind::Count,
+        }]
+    }
+    fn ev(ts: i64) -> Event {
+        Event {
+            ts,
+            seq: 0,
+            amount: 1,
+            tags: Box::new([]),
+        }
+    }
+    fn count(c: &ClosedWindow) -> i64 {
+        match c.values.0[0] {
+            crate::rules::window::aggregate::AggValue::Int(n) => n,
+            _ => -1,
+        }
+    }
+
+    #[test]
+    fn tumbling_windows_are_half_open_and_emitted_once_past_the_watermark() {
+        let mut r = ReportState::new(
+            ReportWindow::Tumbling {
+                size_ms: 100,
+                offset_ms: 0,
+            },
+            10,
+        );
+        assert!(r.observe("k", &specs(), &ev(0)).is_empty());
+        assert!(r.observe("k", &specs(), &ev(99)).is_empty());
+        assert!(
+            r.observe("k", &specs(), &ev(100)).is_empty(),
+            "100 starts the next window"
+        );
+        assert!(r.observe("k", &specs(), &ev(109)).is_empty(), "watermark 99 < end 100");
+        let closed = r.observe("k", &specs(), &ev(110));
+        assert_eq!(closed.len(), 1);
+        assert_eq!((closed[0].start_ms, closed[0].end_ms, count(&closed[0])), (0, 100, 2));
+        assert!(r.observe("k", &specs(), &ev(50)).is_empty());
+        assert_eq!(r.late, 1, "older than the watermark: late, not re-emitted");
+    }
+
+    #[test]
+    fn hopping_windows_overlap() {
+        let mut r = ReportState::new(
+            ReportWindow::Hopping {
+                size_ms: 100,
+                hop_ms: 50,
+                offset_ms: 0,
+            },
+            0,
+        );
+        r.observe("k", &specs(), &ev(60));
+        let closed = r.observe("k", &specs(), &ev(1000));
+        let spans: Vec<(i64, i64, i64)> = closed.iter().map(|c| (c.start_ms, c.end_ms, count(c))).collect();
+        assert_eq!(spans, vec![(0, 100, 1), (50, 150, 1)]);
+    }
+
+    #[test]
+    fn sessions_merge_when_a_gap_is_bridged() {
+        let mut r = ReportState::new(ReportWindow::Session { gap_ms: 30 }, 100);
+        r.observe("k", &specs(), &ev(0));
+        r.observe("k", &specs(), &ev(50));
+        r.observe("k", &specs(), &ev(25));
+        let closed = r.observe("k", &specs(), &ev(1000));
+        let spans: Vec<(i64, i64, i64)> = closed.iter().map(|c| (c.start_ms, c.end_ms, count(c))).collect();
+        assert_eq!(spans, vec![(0, 80, 3)]);
+    }
+}

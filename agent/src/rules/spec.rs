@@ -1,0 +1,544 @@
+//! Rule files: `[lists]`, `[[rule]]` and `[[report]]` tables in TOML, validated and
+//! compiled at load. An error names the file, the line, the rule and, for CEL, the
+//! position inside the expression.
+
+use super::cel::{compile, Expr};
+use super::field::TxnField;
+use super::report::ReportWindow;
+use super::window::{AggKind, AggSpec, WindowSpec};
+use super::{Action, DenyList, Mode, Severity};
+use crate::config::{parse_toml, ConfigError};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tillgate_sdk::HumanDuration;
+
+/// A rule-file problem: file, line, key path, and the rule's id in the message.
+pub type RuleError = ConfigError;
+
+/// Names an expression may use besides its rule's aggregates.
+const TXN_VARS: [&str; 3] = ["txn", "lists", "original"];
+/// Default bound on keys held per rule.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(default)]
+    lists: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    rule: Vec<RuleSpec>,
+    #[serde(default)]
+    report: Vec<ReportSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum KeySpec {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum WindowToml {
+    Time(HumanDuration),
+    Count { last: usize },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    id: String,
+    #[serde(default)]
+    description: String,
+    filter: Option<String>,
+    key: Option<KeySpec>,
+    window: Option<WindowToml>,
+    /// Out-of-order tolerance for time windows.
+    #[serde(default)]
+    lateness: HumanDuration,
+    #[serde(default)]
+    aggregates: BTreeMap<String, String>,
+    when: String,
+    action: Action,
+    #[serde(default)]
+    severity: Severity,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default = "yes")]
+    enabled: bool,
+    max_keys: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportWindowToml {
+    tumbling: Option<HumanDuration>,
+    hopping: Option<HumanDuration>,
+    every: Option<HumanDuration>,
+    session_gap: Option<HumanDuration>,
+    #[serde(default)]
+    offset: HumanDuration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportSpec {
+    id: String,
+    #[serde(default)]
+    description: String,
+    filter: Option<String>,
+    key: KeySpec,
+    window: ReportWindowToml,
+    #[serde(default)]
+    allowed_lateness: HumanDuration,
+    #[serde(default)]
+    aggregates: BTreeMap<String, String>,
+    when: Option<String>,
+    #[serde(default)]
+    severity: Severity,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A rule ready to evaluate.
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub id: String,
+    pub description: String,
+    pub action: Action,
+    pub severity: Severity,
+    pub mode: Mode,
+    pub filter: Option<Expr>,
+    pub when: Expr,
+    /// Empty: a single-transaction rule.
+    pub key: Vec<TxnField>,
+    pub window: Option<WindowSpec>,
+    pub aggregates: Vec<AggSpec>,
+    /// The fields counted by `count_distinct`, by tag index.
+    pub distinct: Vec<TxnField>,
+    pub max_keys: usize,
+}
+
+/// A reporting window ready to run.
+#[derive(Debug)]
+pub struct CompiledReport {
+    pub id: String,
+    pub description: String,
+    pub severity: Severity,
+    pub filter: Option<Expr>,
+    pub key: Vec<TxnField>,
+    pub window: ReportWindow,
+    pub lateness_ms: i64,
+    pub aggregates: Vec<AggSpec>,
+    pub distinct: Vec<TxnField>,
+    pub when: Option<Expr>,
+}
+
+/// Everything the rule files define.
+#[derive(Debug, Default)]
+pub struct RulePack {
+    pub rules: Vec<CompiledRule>,
+    pub reports: Vec<CompiledReport>,
+    pub lists: Vec<(String, Arc<DenyList>)>,
+}
+
+/// Loads every rule file under `paths` (files, or directories of `*.toml` in name order).
+pub fn load_paths(paths: &[PathBuf]) -> Result<RulePack, RuleError> {
+    let mut pack = RulePack::default();
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    let mut parsed = Vec::new();
+    for file in rule_files(paths)? {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| error(&file, None, None, format!("cannot read rule file: {e}")))?;
+        let rf: RuleFile = parse_toml(&text).map_err(|mut e| {
+            e.file = Some(file.clone());
+            e
+        })?;
+        let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        for (name, path) in &rf.lists {
+            let path = if path.is_absolute() {
+                path.clone()
+            } else {
+                base.join(path)
+            };
+            let list = DenyList::load(&path).map_err(|e| {
+                error(
+                    &file,
+                    find_line(&text, "lists", 0, name),
+                    Some(format!("lists.{name}")),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            if pack.lists.iter().any(|(n, _)| n == name) {
+                return Err(error(
+                    &file,
+                    None,
+                    Some(format!("lists.{name}")),
+                    format!("list `{name}` is defined twice"),
+                ));
+            }
+            pack.lists.push((name.clone(), Arc::new(list)));
+        }
+        parsed.push((file, text, rf));
+    }
+    for (file, text, rf) in parsed {
+        for (i, spec) in rf.rule.into_iter().enumerate() {
+            if let Some(first) = seen.insert(spec.id.clone(), file.clone()) {
+                return Err(error(
+                    &file,
+                    find_line(&text, "[[rule]]", i, "id"),
+                    None,
+                    format!(
+                        "rule `{}` is also defined in {}; ids must be unique",
+                        spec.id,
+                        first.display()
+                    ),
+                ));
+            }
+            if spec.enabled {
+                pack.rules.push(compile_rule(&file, &text, i, spec, &pack.lists)?);
+            }
+        }
+        for (i, spec) in rf.report.into_iter().enumerate() {
+            if let Some(first) = seen.insert(spec.id.clone(), file.clone()) {
+                return Err(error(
+                    &file,
+                    find_line(&text, "[[report]]", i, "id"),
+                    None,
+                    format!(
+                        "report `{}` is also defined in {}; ids must be unique",
+                        spec.id,
+                        first.display()
+                    ),
+                ));
+            }
+            if spec.enabled {
+                pack.reports.push(compile_report(&file, &text, i, spec, &pack.lists)?);
+            }
+        }
+    }
+    Ok(pack)
+}
+
+fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RuleError> {
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| error(p, None, None, format!("cannot read rules path: {e}")))?;
+        if meta.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| error(p, None, None, format!("cannot list rules directory: {e}")))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn error(file: &Path, line: Option<usize>, key: Option<String>, message: String) -> RuleError {
+    RuleError {
+        file: Some(file.to_path_buf()),
+        line,
+        column: None,
+        key,
+        message,
+    }
+}
+
+/// The line of `key = ...` inside the `n`th `table` block (`[[rule]]`, `[[report]]`, or a
+/// plain `[lists]` table), falling back to the block's first line.
+fn find_line(text: &str, table: &str, n: usize, key: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let name = table.trim_matches(['[', ']']);
+    let is_header = |t: &str| {
+        if table.starts_with("[[") {
+            t == table
+        } else {
+            t == format!("[{name}]")
+        }
+    };
+    let start = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| is_header(l.trim()))
+        .nth(n)
+        .map(|(i, _)| i)?;
+    let sub_table = format!("[{name}.");
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        let t = l.trim_start();
+        if t.starts_with('[') && !t.starts_with(&sub_table) {
+            break;
+        }
+        if t.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
+            return Some(i + 1);
+        }
+    }
+    Some(start + 1)
+}
+
+fn keys(spec: &KeySpec) -> Result<Vec<TxnField>, String> {
+    let names: Vec<&str> = match spec {
+        KeySpec::One(s) => vec![s.as_str()],
+        KeySpec::Many(v) => v.iter().map(String::as_str).collect(),
+    };
+    if names.is_empty() {
+        return Err(format!("`key` is empty; allowed fields: {}", TxnField::NAMES));
+    }
+    names
+        .into_iter()
+        .map(|n| TxnField::parse(n).ok_or_else(|| format!("`key`: unknown field `{n}`; allowed: {}", TxnField::NAMES)))
+        .collect()
+}
+
+/// Parses `count`, `sum(total_minor)`, `count_distinct(card.token)`, ...
+fn aggregates(raw: &BTreeMap<String, String>) -> Result<(Vec<AggSpec>, Vec<TxnField>), String> {
+    const ALLOWED: &str =
+        "count, sum(total_minor), min(total_minor), max(total_minor), avg(total_minor), count_distinct(<field>)";
+    let mut specs = Vec::new();
+    let mut distinct = Vec::new();
+    for (name, def) in raw {
+        let ok_name = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok_name || TXN_VARS.contains(&name.as_str()) {
+            return Err(format!(
+                "aggregate name `{name}` must be a lower-case identifier other than txn, lists, original"
+            ));
+        }
+        let def = def.replace(' ', "");
+        let kind = match def.as_str() {
+            "count" | "count()" => AggKind::Count,
+            "sum(total_minor)" => AggKind::Sum,
+            "min(total_minor)" => AggKind::Min,
+            "max(total_minor)" => AggKind::Max,
+            "avg(total_minor)" => AggKind::Avg,
+            d if d.starts_with("count_distinct(") && d.ends_with(')') => {
+                let field = &d["count_distinct(".len()..d.len() - 1];
+                let f = TxnField::parse(field).ok_or_else(|| {
+                    format!(
+                        "aggregate `{name}`: unknown field `{field}`; allowed: {}",
+                        TxnField::NAMES
+                    )
+                })?;
+                distinct.push(f);
+                AggKind::CountDistinct(distinct.len() - 1)
+            }
+            other => {
+                return Err(format!(
+                    "aggregate `{name}` = \"{other}\" is not understood; allowed: {ALLOWED}"
+                ))
+            }
+        };
+        specs.push(AggSpec {
+            name: name.clone(),
+            kind,
+        });
+    }
+    Ok((specs, distinct))
+}
+
+fn check_lists(source: &str, lists: &[(String, Arc<DenyList>)]) -> Result<(), String> {
+    let mut rest = source;
+    while let Some(i) = rest.find("lists.") {
+        let after = &rest[i + 6..];
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !lists.iter().any(|(n, _)| *n == name) {
+            let known: Vec<&str> = lists.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(format!(
+                "`lists.{name}` is not defined; defined lists: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+        rest = &after[name.len()..];
+    }
+    Ok(())
+}
+
+struct Where<'a> {
+    file: &'a Path,
+    text: &'a str,
+    table: &'static str,
+    index: usize,
+    id: &'a str,
+}
+
+impl Where<'_> {
+    fn err(&self, key: &str, message: String) -> RuleError {
+        let kind = if self.table == "[[rule]]" { "rule" } else { "report" };
+        error(
+            self.file,
+            find_line(self.text, self.table, self.index, key),
+            Some(format!("{kind}[{}].{key}", self.index)),
+            format!("{kind} `{}`: {message}", self.id),
+        )
+    }
+
+    fn expr(
+        &self,
+        key: &str,
+        source: &str,
+        allowed: &[&str],
+        lists: &[(String, Arc<DenyList>)],
+    ) -> Result<Expr, RuleError> {
+        check_lists(source, lists).map_err(|m| self.err(key, m))?;
+        compile(source, allowed).map_err(|e| self.err(key, format!("`{key}` {e}")))
+    }
+}
+
+fn compile_rule(
+    file: &Path,
+    text: &str,
+    index: usize,
+    spec: RuleSpec,
+    lists: &[(String, Arc<DenyList>)],
+) -> Result<CompiledRule, RuleError> {
+    let at = Where {
+        file,
+        text,
+        table: "[[rule]]",
+        index,
+        id: &spec.id,
+    };
+    if spec.id.is_empty()
+        || !spec
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(at.err("id", "the id must be 1 or more of A-Z a-z 0-9 - _".into()));
+    }
+    let key = match &spec.key {
+        Some(k) => keys(k).map_err(|m| at.err("key", m))?,
+        None => Vec::new(),
+    };
+    let window = match (&spec.window, key.is_empty()) {
+        (None, _) => None,
+        (Some(_), true) => return Err(at.err("window", "a window needs a `key` (whose events are counted)".into())),
+        (Some(WindowToml::Time(d)), false) => {
+            if d.get().is_zero() {
+                return Err(at.err("window", "must be longer than 0s".into()));
+            }
+            Some(WindowSpec::Time {
+                width_ms: d.get().as_millis() as i64,
+                lateness_ms: spec.lateness.get().as_millis() as i64,
+            })
+        }
+        (Some(WindowToml::Count { last }), false) => {
+            if *last == 0 {
+                return Err(at.err("window", "`last` must be at least 1".into()));
+            }
+            Some(WindowSpec::Count { n: *last })
+        }
+    };
+    let (aggs, distinct) = aggregates(&spec.aggregates).map_err(|m| at.err("aggregates", m))?;
+    if !aggs.is_empty() && window.is_none() {
+        return Err(at.err(
+            "aggregates",
+            "aggregates need a `window` (\"10m\", or { last = 20 })".into(),
+        ));
+    }
+    let filter = match &spec.filter {
+        Some(src) => Some(at.expr("filter", src, &TXN_VARS, lists)?),
+        None => None,
+    };
+    let mut allowed: Vec<&str> = TXN_VARS.to_vec();
+    allowed.extend(aggs.iter().map(|a| a.name.as_str()));
+    let when = at.expr("when", &spec.when, &allowed, lists)?;
+    Ok(CompiledRule {
+        id: spec.id.clone(),
+        description: spec.description,
+        action: spec.action,
+        severity: spec.severity,
+        mode: spec.mode,
+        filter,
+        when,
+        key,
+        window,
+        aggregates: aggs,
+        distinct,
+        max_keys: spec.max_keys.unwrap_or(DEFAULT_MAX_KEYS).max(1),
+    })
+}
+
+fn compile_report(
+    file: &Path,
+    text: &str,
+    index: usize,
+    spec: ReportSpec,
+    lists: &[(String, Arc<DenyList>)],
+) -> Result<CompiledReport, RuleError> {
+    let at = Where {
+        file,
+        text,
+        table: "[[report]]",
+        index,
+        id: &spec.id,
+    };
+    let key = keys(&spec.key).map_err(|m| at.err("key", m))?;
+    let ms = |d: HumanDuration| d.get().as_millis() as i64;
+    let w = &spec.window;
+    let offset = ms(w.offset);
+    let window =
+        match (w.tumbling, w.hopping, w.every, w.session_gap) {
+            (Some(size), None, None, None) if ms(size) > 0 => ReportWindow::Tumbling {
+                size_ms: ms(size),
+                offset_ms: offset,
+            },
+            (None, Some(size), Some(every), None) if ms(size) > 0 && ms(every) > 0 && ms(every) <= ms(size) => {
+                ReportWindow::Hopping {
+                    size_ms: ms(size),
+                    hop_ms: ms(every),
+                    offset_ms: offset,
+                }
+            }
+            (None, None, None, Some(gap)) if ms(gap) > 0 => ReportWindow::Session { gap_ms: ms(gap) },
+            _ => return Err(at.err(
+                "window",
+                "give exactly one of { tumbling = \"5m\" }, { hopping = \"10m\", every = \"5m\" } (every ≤ hopping), \
+                 { session_gap = \"30m\" }; durations above 0s"
+                    .into(),
+            )),
+        };
+    let (aggs, distinct) = aggregates(&spec.aggregates).map_err(|m| at.err("aggregates", m))?;
+    let filter = match &spec.filter {
+        Some(src) => Some(at.expr("filter", src, &TXN_VARS, lists)?),
+        None => None,
+    };
+    let mut allowed: Vec<&str> = vec!["lists"];
+    allowed.extend(aggs.iter().map(|a| a.name.as_str()));
+    let when = match &spec.when {
+        Some(src) => Some(at.expr("when", src, &allowed, lists)?),
+        None => None,
+    };
+    Ok(CompiledReport {
+        id: spec.id.clone(),
+        description: spec.description,
+        severity: spec.severity,
+        filter,
+        key,
+        window,
+        lateness_ms: ms(spec.allowed_lateness),
+        aggregates: aggs,
+        distinct,
+        when,
+    })
+}
