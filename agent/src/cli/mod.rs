@@ -1,6 +1,7 @@
 //! The command line: `run`, `check-config`, `status`, `simulate`, `demo`.
 
 mod demo;
+mod rules_test;
 
 use crate::config::{self, Config, LogFormat};
 use crate::simulate::{self, SimConfig};
@@ -71,6 +72,11 @@ enum Command {
         #[arg(long)]
         json_out: Option<PathBuf>,
     },
+    /// Rule tools.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Run the agent on embedded defaults with simulated terminals and injected fraud.
     Demo {
         #[arg(long, default_value = "20s")]
@@ -78,6 +84,22 @@ enum Command {
         /// Keep the agent's data here instead of a new temporary directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Decide recorded transactions (NDJSON, `-` for stdin) offline; print each decision
+    /// and the rules that fired, then a summary.
+    Test {
+        /// Rule files or directories.
+        #[arg(long, required = true)]
+        rules: Vec<PathBuf>,
+        #[arg(long)]
+        input: PathBuf,
+        /// One JSON object per decision.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -121,6 +143,7 @@ pub fn main() -> i32 {
             };
             runtime.block_on(simulate_cmd(cfg, json_out))
         }
+        Command::Rules { command: RulesCommand::Test { rules, input, json } } => rules_test::run(&rules, &input, json),
         Command::Demo { duration, data_dir } => runtime.block_on(demo::run(duration.into(), data_dir)),
     }
 }
