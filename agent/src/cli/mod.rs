@@ -143,7 +143,9 @@ pub fn main() -> i32 {
             };
             runtime.block_on(simulate_cmd(cfg, json_out))
         }
-        Command::Rules { command: RulesCommand::Test { rules, input, json } } => rules_test::run(&rules, &input, json),
+        Command::Rules {
+            command: RulesCommand::Test { rules, input, json },
+        } => rules_test::run(&rules, &input, json),
         Command::Demo { duration, data_dir } => runtime.block_on(demo::run(duration.into(), data_dir)),
     }
 }

@@ -60,18 +60,34 @@ pub fn run(rule_paths: &[PathBuf], input: &PathBuf, as_json: bool) -> i32 {
             Ok(t) => t,
             Err(e) => {
                 invalid += 1;
-                let _ = writeln!(out, "{}", if as_json { json!({"line": n, "error": e.to_string()}).to_string() } else { format!("{n:>6}  invalid: {e}") });
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    if as_json {
+                        json!({"line": n, "error": e.to_string()}).to_string()
+                    } else {
+                        format!("{n:>6}  invalid: {e}")
+                    }
+                );
                 continue;
             }
         };
-        let d = engine.decide(&t, &DecideContext { seq: n as u64, lookup: &seen, replaying: false });
+        let d = engine.decide(
+            &t,
+            &DecideContext {
+                seq: n as u64,
+                lookup: &seen,
+                replaying: false,
+            },
+        );
         *decisions.entry(d.action.name()).or_default() += 1;
         for h in &d.hits {
             *hits.entry(h.id.clone()).or_default() += 1;
         }
         reports += d.reports.len() as u64;
         let text = if as_json {
-            json!({"line": n, "txn_id": t.txn_id, "decision": d.action, "rules": d.hits, "reports": d.reports}).to_string()
+            json!({"line": n, "txn_id": t.txn_id, "decision": d.action, "rules": d.hits, "reports": d.reports})
+                .to_string()
         } else {
             let rules: Vec<String> = d
                 .hits
@@ -79,12 +95,19 @@ pub fn run(rule_paths: &[PathBuf], input: &PathBuf, as_json: bool) -> i32 {
                 .map(|h| {
                     let aggs: Vec<String> = h.aggregates.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     let mode = if h.mode == rules::Mode::Shadow { " (shadow)" } else { "" };
-                    if aggs.is_empty() { format!("{}{mode}", h.id) } else { format!("{}[{}]{mode}", h.id, aggs.join(" ")) }
+                    if aggs.is_empty() {
+                        format!("{}{mode}", h.id)
+                    } else {
+                        format!("{}[{}]{mode}", h.id, aggs.join(" "))
+                    }
                 })
                 .collect();
             let mut s = format!("{n:>6}  {:<28} {:<6} {}", t.txn_id, d.action.name(), rules.join(", "));
             for r in &d.reports {
-                s.push_str(&format!("\n        report {} key={} [{}, {}) {:?}", r.report, r.key, r.window_start_ms, r.window_end_ms, r.aggregates));
+                s.push_str(&format!(
+                    "\n        report {} key={} [{}, {}) {:?}",
+                    r.report, r.key, r.window_start_ms, r.window_end_ms, r.aggregates
+                ));
             }
             s
         };
@@ -96,7 +119,11 @@ pub fn run(rule_paths: &[PathBuf], input: &PathBuf, as_json: bool) -> i32 {
     let total: u64 = decisions.values().sum();
     eprintln!(
         "\n{total} decided ({}), {invalid} invalid, {reports} report windows",
-        decisions.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        decisions
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for (id, n) in &hits {
         eprintln!("  {id:<32} {n:>8} hits");
