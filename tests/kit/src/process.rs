@@ -48,6 +48,8 @@ pub struct AgentOptions {
     pub archive_toml: String,
     /// `[http]` lines besides `listen`.
     pub http_toml: String,
+    /// Rule files or directory; the shipped pack when `None`.
+    pub rules: Option<PathBuf>,
 }
 
 impl Default for AgentOptions {
@@ -58,6 +60,7 @@ impl Default for AgentOptions {
             sinks_toml: "retry_initial_backoff = \"50ms\"\nretry_max_backoff = \"500ms\"\n".into(),
             archive_toml: String::new(),
             http_toml: String::new(),
+            rules: None,
         }
     }
 }
@@ -86,7 +89,7 @@ impl Agent {
             extra = opts.extra_toml,
             http = opts.http_toml,
             journal = opts.journal_toml,
-            rules = crate::rule_pack().display(),
+            rules = opts.rules.clone().unwrap_or_else(crate::rule_pack).display(),
             sinks = opts.sinks_toml,
             archive = opts.archive_toml,
         );
@@ -157,6 +160,18 @@ impl Agent {
             let _ = f.read_to_string(&mut s);
         }
         s
+    }
+
+    /// Sends SIGHUP (reload the rules).
+    pub fn hup(&self) {
+        let c = self.child.as_ref().expect("running");
+        kill(Pid::from_raw(c.id() as i32), Signal::SIGHUP).expect("signal delivered");
+    }
+
+    /// Starts with `opts` but the rules from `rules` instead of the shipped pack.
+    pub fn start_with_rules(dir: &Path, opts: &AgentOptions, rules: &Path) -> Agent {
+        let opts = AgentOptions { rules: Some(rules.to_path_buf()), ..opts.clone() };
+        Self::start(dir, &opts)
     }
 
     /// SIGKILL: no chance to clean up.
