@@ -3,6 +3,9 @@
 //! deny lists and, for returns, the original sale.
 
 use crate::txn::Transaction;
+use cel::common::types::{CelBool, CelInt, CelMap, CelMapKey, CelString};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::objects::Key;
 use cel::{Context, Env, Program, Value};
 use std::collections::HashMap;
@@ -16,6 +19,15 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 pub struct Expr {
     pub source: String,
     program: Program,
+    /// The variables it reads, so callers build only what is needed.
+    pub reads: Vec<String>,
+}
+
+impl Expr {
+    /// Whether the expression reads variable `name`.
+    pub fn reads(&self, name: &str) -> bool {
+        self.reads.iter().any(|r| r == name)
+    }
 }
 
 /// Where a compile problem is, inside the expression.
@@ -53,10 +65,8 @@ pub fn compile(source: &str, allowed: &[&str]) -> Result<Expr, ExprError> {
             });
         }
     }
-    Ok(Expr {
-        source: source.to_string(),
-        program,
-    })
+    let reads = program.references().variables().into_iter().map(str::to_string).collect();
+    Ok(Expr { source: source.to_string(), program, reads })
 }
 
 /// Line and column of the first whole-word occurrence of `word`.
@@ -77,13 +87,30 @@ fn position_of(source: &str, word: &str) -> (usize, usize) {
     (1, 1)
 }
 
+/// A value converted once into CEL's runtime form and then lent to every evaluation.
+/// (Binding a `Value` per evaluation deep-copies maps, lists included.)
+pub type Bound = Box<dyn Val>;
+
+/// Converts a `Value` into its runtime form.
+pub fn bind(v: Value) -> Bound {
+    v.try_into().expect("plain values (maps, strings, numbers, booleans) always convert")
+}
+
+/// Variables by name, lent to the interpreter without copying.
+struct Lent<'a>(&'a [(&'a str, &'a (dyn Val + 'a))]);
+
+impl VariableResolver for Lent<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        self.0.iter().find(|(n, _)| *n == variable).map(|(_, v)| CowVal::Borrowed(*v))
+    }
+}
+
 impl Expr {
     /// Evaluates to a boolean; anything else (or a runtime error) is an error.
-    pub fn eval_bool(&self, vars: &[(&str, &Value)]) -> Result<bool, String> {
+    pub fn eval_bool<'a>(&self, vars: &'a [(&'a str, &'a (dyn Val + 'a))]) -> Result<bool, String> {
+        let lent = Lent(vars);
         let mut ctx = Context::with_env(ENV.clone());
-        for (name, value) in vars {
-            ctx.add_variable_from_value(*name, (*value).clone());
-        }
+        ctx.set_variable_resolver(&lent);
         match self.program.execute(&ctx) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!("`{}` gave {other:?}, not a boolean", self.source)),
@@ -92,59 +119,48 @@ impl Expr {
     }
 }
 
-fn map(entries: Vec<(&str, Value)>) -> Value {
-    let m: HashMap<Key, Value> = entries
-        .into_iter()
-        .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
-        .collect();
-    Value::Map(m.into())
-}
-
-fn s(v: &str) -> Value {
-    Value::String(Arc::new(v.to_string()))
-}
-
 /// The transaction as CEL sees it: `txn.type`, `txn.total_minor`, `txn.card.token`, ...
 /// Absent optional fields are absent keys (test them with `has(txn.customer_id)`).
-pub fn txn_value(txn: &Transaction) -> Value {
-    let mut e = vec![
-        ("txn_id", s(&txn.txn_id)),
-        ("store_id", s(&txn.store_id)),
-        ("terminal_id", s(&txn.terminal_id)),
-        ("type", s(txn.txn_type.name())),
-        ("total_minor", Value::Int(txn.total_minor)),
-        ("currency", s(&txn.currency)),
-        ("clock_skew", Value::Bool(txn.clock_skew)),
-        ("event_time_ms", Value::Int(txn.event_time().timestamp_millis())),
-    ];
-    for (name, v) in [
-        ("operator_id", &txn.operator_id),
-        ("customer_id", &txn.customer_id),
-        ("original_txn_id", &txn.original_txn_id),
-    ] {
+/// Built once per transaction, borrowing its strings (no copies).
+pub fn txn_value(txn: &Transaction) -> Box<dyn Val + '_> {
+    fn text(v: &str) -> Box<dyn Val + '_> {
+        Box::new(CelString::from(v))
+    }
+    let mut m: HashMap<CelMapKey<'_>, Box<dyn Val + '_>> = HashMap::with_capacity(14);
+    let mut put = |k: &'static str, v| {
+        m.insert(CelMapKey::from(k), v);
+    };
+    put("txn_id", text(&txn.txn_id));
+    put("store_id", text(&txn.store_id));
+    put("terminal_id", text(&txn.terminal_id));
+    put("type", text(txn.txn_type.name()));
+    put("total_minor", Box::new(CelInt::from(txn.total_minor)));
+    put("currency", text(&txn.currency));
+    put("clock_skew", Box::new(CelBool::from(txn.clock_skew)));
+    put("event_time_ms", Box::new(CelInt::from(txn.event_time().timestamp_millis())));
+    for (name, v) in [("operator_id", &txn.operator_id), ("customer_id", &txn.customer_id), ("original_txn_id", &txn.original_txn_id)] {
         if let Some(v) = v {
-            e.push((name, s(v)));
+            put(name, text(v));
         }
     }
     // `card` is always a map, so `has(txn.card.token)` works without a card.
-    {
-        let mut c = Vec::new();
-        let card = txn.card.clone().unwrap_or_default();
+    let mut c: HashMap<CelMapKey<'_>, Box<dyn Val + '_>> = HashMap::new();
+    if let Some(card) = &txn.card {
         for (name, v) in [("token", &card.token), ("bin", &card.bin), ("last4", &card.last4)] {
             if let Some(v) = v {
-                c.push((name, s(v)));
+                c.insert(CelMapKey::from(name), text(v));
             }
         }
-        if let Some(m) = card.entry_mode {
-            c.push(("entry_mode", s(m.name())));
+        if let Some(mode) = card.entry_mode {
+            c.insert(CelMapKey::from("entry_mode"), text(mode.name()));
         }
-        e.push(("card", map(c)));
     }
-    map(e)
+    put("card", Box::new(CelMap::from(c)));
+    Box::new(CelMap::from(m))
 }
 
 /// Deny lists as CEL maps (`value in lists.name` is a hash lookup).
-pub fn lists_value(lists: &[(String, Arc<super::DenyList>)]) -> Value {
+pub fn lists_value(lists: &[(String, Arc<super::DenyList>)]) -> Bound {
     let m: HashMap<Key, Value> = lists
         .iter()
         .map(|(name, list)| {
@@ -155,13 +171,11 @@ pub fn lists_value(lists: &[(String, Arc<super::DenyList>)]) -> Value {
             (Key::String(Arc::new(name.clone())), Value::Map(values.into()))
         })
         .collect();
-    Value::Map(m.into())
+    bind(Value::Map(m.into()))
 }
 
 /// An empty map, for `original` when there is no original transaction.
-pub fn empty_map() -> Value {
-    map(Vec::new())
-}
+pub static EMPTY_MAP: LazyLock<Bound> = LazyLock::new(|| Box::new(CelMap::default()));
 
 #[cfg(test)]
 mod tests {
@@ -192,8 +206,8 @@ mod tests {
             &["txn"],
         )
         .unwrap();
-        assert_eq!(e.eval_bool(&[("txn", &v)]), Ok(true));
+        assert_eq!(e.eval_bool(&[("txn", v.as_ref())]), Ok(true));
         let e = compile("txn.total_minor", &["txn"]).unwrap();
-        assert!(e.eval_bool(&[("txn", &v)]).unwrap_err().contains("not a boolean"));
+        assert!(e.eval_bool(&[("txn", v.as_ref())]).unwrap_err().contains("not a boolean"));
     }
 }

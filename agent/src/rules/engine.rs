@@ -3,6 +3,8 @@
 //! keys are evicted and counted).
 
 use super::cel::{self, Expr};
+use ::cel::common::types::CelMap;
+use ::cel::common::value::Val;
 use super::field::{stable_hash, TxnField};
 use super::report::ReportState;
 use super::spec::{CompiledReport, CompiledRule, RulePack};
@@ -13,6 +15,7 @@ use crate::txn::Transaction;
 use lru::LruCache;
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 struct RuleState {
@@ -29,10 +32,12 @@ struct ReportRun {
 pub struct Engine {
     rules: Vec<RuleState>,
     reports: Vec<ReportRun>,
-    lists: ::cel::Value,
+    lists: Arc<cel::Bound>,
     metrics: Option<Metrics>,
     /// Replay span for rules that count the last N events.
     count_window_replay: Duration,
+    /// Some expression reads `txn` (or `original`): build its CEL form per transaction.
+    reads_txn: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -65,7 +70,7 @@ fn event(txn: &Transaction, seq: u64, distinct: &[TxnField]) -> Event {
     }
 }
 
-fn named(specs: &[AggSpec], values: &AggValues) -> Vec<(String, ::cel::Value)> {
+fn named<'s>(specs: &'s [AggSpec], values: &AggValues) -> Vec<(&'s str, cel::Bound)> {
     specs
         .iter()
         .zip(&values.0)
@@ -74,7 +79,7 @@ fn named(specs: &[AggSpec], values: &AggValues) -> Vec<(String, ::cel::Value)> {
                 AggValue::Int(i) => ::cel::Value::Int(*i),
                 AggValue::Float(f) => ::cel::Value::Float(*f),
             };
-            (s.name.clone(), v)
+            (s.name.as_str(), cel::bind(v))
         })
         .collect()
 }
@@ -92,7 +97,7 @@ impl Engine {
     /// Rules that count the last N events are rebuilt from `count_window_replay` of
     /// journal after a restart.
     pub fn new(pack: RulePack, metrics: Option<Metrics>, count_window_replay: Duration) -> Self {
-        let lists = cel::lists_value(&pack.lists);
+        let lists = Arc::new(cel::lists_value(&pack.lists));
         let rules = pack
             .rules
             .into_iter()
@@ -112,13 +117,16 @@ impl Engine {
                 report,
             })
             .collect();
-        Engine {
-            rules,
-            reports,
-            lists,
-            metrics,
-            count_window_replay,
-        }
+        let mut engine = Engine { rules, reports, lists, metrics, count_window_replay, reads_txn: false };
+        let reads_txn = engine.exprs().any(|e| e.reads("txn") || e.reads("original"));
+        engine.reads_txn = reads_txn;
+        engine
+    }
+
+    fn exprs(&self) -> impl Iterator<Item = &Expr> {
+        let rules = self.rules.iter().flat_map(|r| r.rule.filter.iter().chain(std::iter::once(&r.rule.when)));
+        let reports = self.reports.iter().flat_map(|r| r.report.filter.iter().chain(r.report.when.iter()));
+        rules.chain(reports)
     }
 
     /// Rule ids, in evaluation order.
@@ -155,7 +163,7 @@ impl Engine {
         }
     }
 
-    fn passes(&self, id: &str, filter: &Option<Expr>, vars: &[(&str, &::cel::Value)]) -> bool {
+    fn passes(&self, id: &str, filter: &Option<Expr>, vars: &[(&str, &(dyn Val + '_))]) -> bool {
         match filter {
             None => true,
             Some(f) => match f.eval_bool(vars) {
@@ -171,62 +179,66 @@ impl Engine {
 
 impl Decider for Engine {
     fn decide(&mut self, txn: &Transaction, cx: &DecideContext<'_>) -> Decision {
-        let txn_v = cel::txn_value(txn);
-        let original_v = match &txn.original_txn_id {
-            Some(id) => cx
-                .lookup
-                .original(id)
-                .map(|o| cel::txn_value(&o))
-                .unwrap_or_else(cel::empty_map),
-            None => cel::empty_map(),
+        // Only when some expression reads them: building them is most of a simple rule's cost.
+        let txn_v = if self.reads_txn { cel::txn_value(txn) } else { Box::new(CelMap::default()) };
+        let original = txn.original_txn_id.as_ref().filter(|_| self.reads_txn).and_then(|id| cx.lookup.original(id));
+        let original_v = original.as_ref().map(cel::txn_value);
+        let original_v: &(dyn Val + '_) = match &original_v {
+            Some(v) => v.as_ref(),
+            None => cel::EMPTY_MAP.as_ref(),
         };
+        // A clone of the Arc, so `base` does not borrow `self`.
         let lists = self.lists.clone();
-        let base: [(&str, &::cel::Value); 3] = [("txn", &txn_v), ("lists", &lists), ("original", &original_v)];
+        let base: [(&str, &(dyn Val + '_)); 3] =
+            [("txn", txn_v.as_ref()), ("lists", lists.as_ref().as_ref()), ("original", original_v)];
         let mut hits = Vec::new();
         for i in 0..self.rules.len() {
-            let (id, filter_ok) = {
-                let r = &self.rules[i].rule;
-                (r.id.clone(), self.passes(&r.id, &r.filter, &base))
-            };
-            if !filter_ok {
+            let r = &self.rules[i].rule;
+            if !self.passes(&r.id, &r.filter, &base) {
                 continue;
             }
-            let state = &mut self.rules[i];
-            let rule = &state.rule;
-            let (agg_vars, agg_json) = match rule.window {
-                None => (Vec::new(), BTreeMap::new()),
-                Some(window) => {
-                    let Some(key) = key_of(&rule.key, txn) else { continue };
-                    let ev = event(txn, cx.seq, &rule.distinct);
-                    if !state.keys.contains(&key) && state.keys.len() == state.keys.cap().get() {
-                        if let Some(m) = &self.metrics {
-                            m.rule_keys_evicted.with_label_values(&[&id]).inc();
+            let values = {
+                let state = &mut self.rules[i];
+                match state.rule.window {
+                    None => None,
+                    Some(window) => {
+                        let Some(key) = key_of(&state.rule.key, txn) else { continue };
+                        let ev = event(txn, cx.seq, &state.rule.distinct);
+                        let aggs = &state.rule.aggregates;
+                        if let Some(w) = state.keys.get_mut(&key) {
+                            Some(w.observe(window, aggs, ev))
+                        } else {
+                            let mut w = KeyWindow::new(aggs);
+                            let values = w.observe(window, aggs, ev);
+                            if state.keys.push(key, w).is_some() {
+                                if let Some(m) = &self.metrics {
+                                    m.rule_keys_evicted.with_label_values(&[&state.rule.id]).inc();
+                                }
+                            }
+                            Some(values)
                         }
                     }
-                    let aggs = &rule.aggregates;
-                    let w = state.keys.get_or_insert_mut(key, || KeyWindow::new(aggs));
-                    let values = w.observe(window, aggs, ev);
-                    (named(aggs, &values), json(aggs, &values))
                 }
             };
-            let mut vars: Vec<(&str, &::cel::Value)> = base.to_vec();
-            vars.extend(agg_vars.iter().map(|(n, v)| (n.as_str(), v)));
+            if cx.replaying {
+                // Rebuilding state: the decision was made (and journaled) before.
+                continue;
+            }
             let rule = &self.rules[i].rule;
+            let agg_vars = values.as_ref().map(|v| named(&rule.aggregates, v)).unwrap_or_default();
+            let mut vars: Vec<(&str, &(dyn Val + '_))> = base.to_vec();
+            vars.extend(agg_vars.iter().map(|(n, v)| (*n, v.as_ref())));
             match rule.when.eval_bool(&vars) {
                 Ok(true) => hits.push(RuleHit {
                     id: rule.id.clone(),
                     action: rule.action,
                     mode: rule.mode,
                     severity: rule.severity,
-                    reason: if rule.description.is_empty() {
-                        rule.when.source.clone()
-                    } else {
-                        rule.description.clone()
-                    },
-                    aggregates: agg_json,
+                    reason: if rule.description.is_empty() { rule.when.source.clone() } else { rule.description.clone() },
+                    aggregates: values.map(|v| json(&rule.aggregates, &v)).unwrap_or_default(),
                 }),
                 Ok(false) => {}
-                Err(e) => self.count_error("when", &id, &e),
+                Err(e) => self.count_error("when", &rule.id, &e),
             }
         }
         if let Some(m) = &self.metrics {
@@ -270,7 +282,7 @@ impl Engine {
         &mut self,
         txn: &Transaction,
         cx: &DecideContext<'_>,
-        base: &[(&str, &::cel::Value); 3],
+        base: &[(&str, &(dyn Val + '_)); 3],
     ) -> Vec<ReportHit> {
         let mut out = Vec::new();
         for i in 0..self.reports.len() {
@@ -300,8 +312,8 @@ impl Engine {
             for w in closed {
                 let report = &self.reports[i].report;
                 let vars_owned = named(&report.aggregates, &w.values);
-                let mut vars: Vec<(&str, &::cel::Value)> = vec![("lists", &self.lists)];
-                vars.extend(vars_owned.iter().map(|(n, v)| (n.as_str(), v)));
+                let mut vars: Vec<(&str, &(dyn Val + '_))> = vec![base[1]];
+                vars.extend(vars_owned.iter().map(|(n, v)| (*n, v.as_ref())));
                 let fire = match &report.when {
                     None => true,
                     Some(when) => match when.eval_bool(&vars) {
