@@ -24,7 +24,14 @@ fn txn(i: usize, now: chrono::DateTime<chrono::Utc>) -> Transaction {
 
 fn warmed(engine: &mut Engine, txns: &[Transaction]) {
     for (i, t) in txns.iter().enumerate() {
-        engine.decide(t, &DecideContext { seq: i as u64, lookup: &NoOriginals, replaying: false });
+        engine.decide(
+            t,
+            &DecideContext {
+                seq: i as u64,
+                lookup: &NoOriginals,
+                replaying: false,
+            },
+        );
     }
 }
 
@@ -42,7 +49,16 @@ fn bench(c: &mut Criterion) {
                 i += 1;
                 (&txns[(i * 7919) % LIVE_KEYS], (LIVE_KEYS + i) as u64)
             },
-            |(t, seq)| pack.decide(t, &DecideContext { seq, lookup: &NoOriginals, replaying: false }),
+            |(t, seq)| {
+                pack.decide(
+                    t,
+                    &DecideContext {
+                        seq,
+                        lookup: &NoOriginals,
+                        replaying: false,
+                    },
+                )
+            },
             BatchSize::SmallInput,
         )
     });
@@ -53,7 +69,11 @@ fn bench(c: &mut Criterion) {
         "[[rule]]\nid = \"count\"\nkey = \"card.token\"\nwindow = \"10m\"\naggregates = { n = \"count\" }\nwhen = 'n >= 6'\naction = \"block\"\n",
     )
     .expect("write");
-    let mut simple = Engine::new(load_paths(&[dir.path().to_path_buf()]).expect("loads"), None, Duration::ZERO);
+    let mut simple = Engine::new(
+        load_paths(&[dir.path().to_path_buf()]).expect("loads"),
+        None,
+        Duration::ZERO,
+    );
     warmed(&mut simple, &txns);
     c.bench_function("one windowed count, 100k live keys", |b| {
         b.iter_batched(
@@ -61,7 +81,16 @@ fn bench(c: &mut Criterion) {
                 i += 1;
                 (&txns[(i * 7919) % LIVE_KEYS], (LIVE_KEYS + i) as u64)
             },
-            |(t, seq)| simple.decide(t, &DecideContext { seq, lookup: &NoOriginals, replaying: false }),
+            |(t, seq)| {
+                simple.decide(
+                    t,
+                    &DecideContext {
+                        seq,
+                        lookup: &NoOriginals,
+                        replaying: false,
+                    },
+                )
+            },
             BatchSize::SmallInput,
         )
     });

@@ -90,6 +90,9 @@ pub struct JournalState {
     pub full: AtomicBool,
     /// Each sink's acknowledged position.
     pub cursors: Mutex<HashMap<String, u64>>,
+    /// Transactions replayed into the rules at open, and how long it took (ms).
+    pub replayed: AtomicU64,
+    pub replay_ms: AtomicU64,
 }
 
 /// The checkpoint thread and the way to stop it.

@@ -108,6 +108,8 @@ impl Writer {
         metrics.journal_last_seq.set((next_seq - 1) as i64);
         let mut decider = decider;
         let (replayed, took) = replay(&conn, decider.as_mut())?;
+        state.replayed.store(replayed, Ordering::Release);
+        state.replay_ms.store(took.as_millis() as u64, Ordering::Release);
         if replayed > 0 {
             tracing::info!(transactions = replayed, took = ?took, "rule state rebuilt from the journal");
         }

@@ -65,8 +65,17 @@ pub fn compile(source: &str, allowed: &[&str]) -> Result<Expr, ExprError> {
             });
         }
     }
-    let reads = program.references().variables().into_iter().map(str::to_string).collect();
-    Ok(Expr { source: source.to_string(), program, reads })
+    let reads = program
+        .references()
+        .variables()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    Ok(Expr {
+        source: source.to_string(),
+        program,
+        reads,
+    })
 }
 
 /// Line and column of the first whole-word occurrence of `word`.
@@ -93,7 +102,8 @@ pub type Bound = Box<dyn Val>;
 
 /// Converts a `Value` into its runtime form.
 pub fn bind(v: Value) -> Bound {
-    v.try_into().expect("plain values (maps, strings, numbers, booleans) always convert")
+    v.try_into()
+        .expect("plain values (maps, strings, numbers, booleans) always convert")
 }
 
 /// Variables by name, lent to the interpreter without copying.
@@ -101,7 +111,10 @@ struct Lent<'a>(&'a [(&'a str, &'a (dyn Val + 'a))]);
 
 impl VariableResolver for Lent<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
-        self.0.iter().find(|(n, _)| *n == variable).map(|(_, v)| CowVal::Borrowed(*v))
+        self.0
+            .iter()
+            .find(|(n, _)| *n == variable)
+            .map(|(_, v)| CowVal::Borrowed(*v))
     }
 }
 
@@ -137,8 +150,15 @@ pub fn txn_value(txn: &Transaction) -> Box<dyn Val + '_> {
     put("total_minor", Box::new(CelInt::from(txn.total_minor)));
     put("currency", text(&txn.currency));
     put("clock_skew", Box::new(CelBool::from(txn.clock_skew)));
-    put("event_time_ms", Box::new(CelInt::from(txn.event_time().timestamp_millis())));
-    for (name, v) in [("operator_id", &txn.operator_id), ("customer_id", &txn.customer_id), ("original_txn_id", &txn.original_txn_id)] {
+    put(
+        "event_time_ms",
+        Box::new(CelInt::from(txn.event_time().timestamp_millis())),
+    );
+    for (name, v) in [
+        ("operator_id", &txn.operator_id),
+        ("customer_id", &txn.customer_id),
+        ("original_txn_id", &txn.original_txn_id),
+    ] {
         if let Some(v) = v {
             put(name, text(v));
         }
@@ -208,6 +228,9 @@ mod tests {
         .unwrap();
         assert_eq!(e.eval_bool(&[("txn", v.as_ref())]), Ok(true));
         let e = compile("txn.total_minor", &["txn"]).unwrap();
-        assert!(e.eval_bool(&[("txn", v.as_ref())]).unwrap_err().contains("not a boolean"));
+        assert!(e
+            .eval_bool(&[("txn", v.as_ref())])
+            .unwrap_err()
+            .contains("not a boolean"));
     }
 }

@@ -3,8 +3,6 @@
 //! keys are evicted and counted).
 
 use super::cel::{self, Expr};
-use ::cel::common::types::CelMap;
-use ::cel::common::value::Val;
 use super::field::{stable_hash, TxnField};
 use super::report::ReportState;
 use super::spec::{CompiledReport, CompiledRule, RulePack};
@@ -12,6 +10,8 @@ use super::window::{AggSpec, AggValue, AggValues, Event, KeyWindow, WindowSpec};
 use super::{DecideContext, Decider, Decision, ReportHit, RuleHit};
 use crate::metrics::Metrics;
 use crate::txn::Transaction;
+use ::cel::common::types::CelMap;
+use ::cel::common::value::Val;
 use lru::LruCache;
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -117,15 +117,28 @@ impl Engine {
                 report,
             })
             .collect();
-        let mut engine = Engine { rules, reports, lists, metrics, count_window_replay, reads_txn: false };
+        let mut engine = Engine {
+            rules,
+            reports,
+            lists,
+            metrics,
+            count_window_replay,
+            reads_txn: false,
+        };
         let reads_txn = engine.exprs().any(|e| e.reads("txn") || e.reads("original"));
         engine.reads_txn = reads_txn;
         engine
     }
 
     fn exprs(&self) -> impl Iterator<Item = &Expr> {
-        let rules = self.rules.iter().flat_map(|r| r.rule.filter.iter().chain(std::iter::once(&r.rule.when)));
-        let reports = self.reports.iter().flat_map(|r| r.report.filter.iter().chain(r.report.when.iter()));
+        let rules = self
+            .rules
+            .iter()
+            .flat_map(|r| r.rule.filter.iter().chain(std::iter::once(&r.rule.when)));
+        let reports = self
+            .reports
+            .iter()
+            .flat_map(|r| r.report.filter.iter().chain(r.report.when.iter()));
         rules.chain(reports)
     }
 
@@ -180,8 +193,16 @@ impl Engine {
 impl Decider for Engine {
     fn decide(&mut self, txn: &Transaction, cx: &DecideContext<'_>) -> Decision {
         // Only when some expression reads them: building them is most of a simple rule's cost.
-        let txn_v = if self.reads_txn { cel::txn_value(txn) } else { Box::new(CelMap::default()) };
-        let original = txn.original_txn_id.as_ref().filter(|_| self.reads_txn).and_then(|id| cx.lookup.original(id));
+        let txn_v = if self.reads_txn {
+            cel::txn_value(txn)
+        } else {
+            Box::new(CelMap::default())
+        };
+        let original = txn
+            .original_txn_id
+            .as_ref()
+            .filter(|_| self.reads_txn)
+            .and_then(|id| cx.lookup.original(id));
         let original_v = original.as_ref().map(cel::txn_value);
         let original_v: &(dyn Val + '_) = match &original_v {
             Some(v) => v.as_ref(),
@@ -189,8 +210,11 @@ impl Decider for Engine {
         };
         // A clone of the Arc, so `base` does not borrow `self`.
         let lists = self.lists.clone();
-        let base: [(&str, &(dyn Val + '_)); 3] =
-            [("txn", txn_v.as_ref()), ("lists", lists.as_ref().as_ref()), ("original", original_v)];
+        let base: [(&str, &(dyn Val + '_)); 3] = [
+            ("txn", txn_v.as_ref()),
+            ("lists", lists.as_ref().as_ref()),
+            ("original", original_v),
+        ];
         let mut hits = Vec::new();
         for i in 0..self.rules.len() {
             let r = &self.rules[i].rule;
@@ -202,7 +226,9 @@ impl Decider for Engine {
                 match state.rule.window {
                     None => None,
                     Some(window) => {
-                        let Some(key) = key_of(&state.rule.key, txn) else { continue };
+                        let Some(key) = key_of(&state.rule.key, txn) else {
+                            continue;
+                        };
                         let ev = event(txn, cx.seq, &state.rule.distinct);
                         let aggs = &state.rule.aggregates;
                         if let Some(w) = state.keys.get_mut(&key) {
@@ -234,7 +260,11 @@ impl Decider for Engine {
                     action: rule.action,
                     mode: rule.mode,
                     severity: rule.severity,
-                    reason: if rule.description.is_empty() { rule.when.source.clone() } else { rule.description.clone() },
+                    reason: if rule.description.is_empty() {
+                        rule.when.source.clone()
+                    } else {
+                        rule.description.clone()
+                    },
                     aggregates: values.map(|v| json(&rule.aggregates, &v)).unwrap_or_default(),
                 }),
                 Ok(false) => {}

@@ -7,7 +7,7 @@
 //! of reporting windows (the windows it belonged to may already be emitted).
 
 use super::window::{AggSpec, AggValues, Event, Running};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// How a report cuts time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +76,8 @@ pub struct ReportState {
     window: ReportWindow,
     lateness_ms: i64,
     max_ts: i64,
-    /// (key, start) → open window. Sessions are keyed by their start too.
-    open: HashMap<(String, i64), Open>,
+    /// (key, start) → open window, ordered so one key's windows are a range.
+    open: BTreeMap<(String, i64), Open>,
     /// end → (key, start), to close in end order without scanning.
     by_end: BTreeMap<(i64, String, i64), ()>,
     /// Late events so far.
@@ -91,7 +91,7 @@ impl ReportState {
             window,
             lateness_ms,
             max_ts: i64::MIN,
-            open: HashMap::new(),
+            open: BTreeMap::new(),
             by_end: BTreeMap::new(),
             late: 0,
         }
@@ -145,13 +145,13 @@ impl ReportState {
     /// `gap` of; otherwise it starts one.
     fn add_to_session(&mut self, key: &str, specs: &[AggSpec], ev: &Event, gap: i64) {
         // Open sessions of this key that touch [ts − gap, ts + gap).
-        let mut touching: Vec<(i64, i64)> = self
+        let range = (key.to_string(), i64::MIN)..=(key.to_string(), i64::MAX);
+        let touching: Vec<(i64, i64)> = self
             .open
-            .iter()
-            .filter(|((k, start), o)| k == key && ev.ts > *start - gap && ev.ts < o.end)
+            .range(range)
+            .filter(|((_, start), o)| ev.ts > *start - gap && ev.ts < o.end)
             .map(|((_, start), o)| (*start, o.end))
             .collect();
-        touching.sort_unstable();
         let mut merged = Running::new(specs);
         let mut start = ev.ts;
         let mut end = ev.ts + gap;

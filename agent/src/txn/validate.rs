@@ -114,6 +114,13 @@ pub fn parse(raw: &[u8], received_at: DateTime<Utc>) -> Result<Transaction, Reje
             kind(&value)
         )));
     };
+    validate(doc, Some(raw), received_at)
+}
+
+/// Validates a parsed document. `raw` is the input the journaled body is built from;
+/// `None` for transactions read back from the journal, which are never journaled again
+/// (their `body_head` stays empty).
+fn validate(doc: Map<String, Value>, raw: Option<&[u8]>, received_at: DateTime<Utc>) -> Result<Transaction, Rejection> {
     let mut v = Validator {
         doc: &doc,
         errors: Vec::new(),
@@ -155,7 +162,9 @@ pub fn parse(raw: &[u8], received_at: DateTime<Utc>) -> Result<Transaction, Reje
         original_txn_id,
         received_at,
         clock_skew,
-        body_head: body_head(raw, &doc, received_at, clock_skew),
+        body_head: raw
+            .map(|r| body_head(r, &doc, received_at, clock_skew))
+            .unwrap_or_default(),
     })
 }
 
@@ -192,7 +201,7 @@ pub fn from_journal(body: &[u8]) -> Option<Transaction> {
         .with_timezone(&Utc);
     doc.remove("clock_skew");
     doc.remove("seq");
-    parse(&serde_json::to_vec(&doc).ok()?, received).ok()
+    validate(doc, None, received).ok()
 }
 
 /// A transaction from a file of recorded traffic (the rule tester): journaled records

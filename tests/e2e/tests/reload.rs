@@ -16,8 +16,19 @@ action = "review"
 "#;
 
 async fn metric(client: &reqwest::Client, agent: &Agent, name: &str) -> f64 {
-    let text = client.get(format!("{}/metrics", agent.url())).send().await.unwrap().text().await.unwrap();
-    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    let text = client
+        .get(format!("{}/metrics", agent.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 async fn wait_for(mut check: impl AsyncFnMut() -> bool) -> bool {
@@ -50,7 +61,11 @@ async fn sighup_keeps_old_rules_on_error_and_carries_state_into_new_rules() {
     }
 
     // A broken file: the reload fails, is counted, and the old rules keep deciding.
-    std::fs::write(rules.join("velocity.toml"), VELOCITY.replace("attempts >= 3", "attempts >=")).unwrap();
+    std::fs::write(
+        rules.join("velocity.toml"),
+        VELOCITY.replace("attempts >= 3", "attempts >="),
+    )
+    .unwrap();
     agent.hup();
     assert!(
         wait_for(async || metric(&client, &agent, "tillgate_rules_reload_errors_total").await >= 1.0).await,
@@ -64,7 +79,11 @@ async fn sighup_keeps_old_rules_on_error_and_carries_state_into_new_rules() {
     // A good file with a stricter action and a new rule: the count continues from the
     // journal (3 attempts so far), it is not reset by the reload.
     std::fs::write(rules.join("velocity.toml"), VELOCITY.replace("\"review\"", "\"block\"")).unwrap();
-    std::fs::write(rules.join("amount.toml"), "[[rule]]\nid = \"big\"\nwhen = 'txn.total_minor >= 9000'\naction = \"review\"\n").unwrap();
+    std::fs::write(
+        rules.join("amount.toml"),
+        "[[rule]]\nid = \"big\"\nwhen = 'txn.total_minor >= 9000'\naction = \"review\"\n",
+    )
+    .unwrap();
     agent.hup();
     assert!(
         wait_for(async || agent.log().contains("SIGHUP: rules reloaded")).await,
@@ -73,8 +92,16 @@ async fn sighup_keeps_old_rules_on_error_and_carries_state_into_new_rules() {
     );
     let (_, d) = post(&client, &agent.url(), send("a3", 9500)).await.unwrap();
     assert_eq!(d["decision"], "block", "{d}");
-    let ids: Vec<&str> = d["rules"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = d["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["big", "card-velocity"]);
-    assert_eq!(d["rules"][1]["aggregates"]["attempts"], 4, "state rebuilt by replay: {d}");
+    assert_eq!(
+        d["rules"][1]["aggregates"]["attempts"], 4,
+        "state rebuilt by replay: {d}"
+    );
     assert!(agent.terminate().success());
 }

@@ -63,7 +63,15 @@ async fn decisions_after_kill_9_equal_the_uninterrupted_run() {
 
     // The uninterrupted run: the same rules over the same stream, offline.
     let rules = tillgate_testkit::rule_pack();
-    let (code, out, err) = run_cli(&["rules", "test", "--rules", rules.to_str().unwrap(), "--input", input.to_str().unwrap(), "--json"]);
+    let (code, out, err) = run_cli(&[
+        "rules",
+        "test",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let expected: BTreeMap<String, (String, Vec<String>)> = out
         .lines()
@@ -97,18 +105,31 @@ async fn decisions_after_kill_9_equal_the_uninterrupted_run() {
             // its first decision back; if not, it is decided now.
             continue;
         }
-        let (status, answer) = post(&client, &agent.url(), txns[i].to_string()).await.expect("agent answers");
+        let (status, answer) = post(&client, &agent.url(), txns[i].to_string())
+            .await
+            .expect("agent answers");
         assert_eq!(status, 200, "{answer}");
         got.insert(txns[i]["txn_id"].as_str().unwrap().to_string(), summary(&answer));
         i += 1;
     }
     assert!(killed);
-    assert!(agent.log().contains("rule state rebuilt from the journal"), "{}", agent.log());
-    let differences: Vec<_> = expected.iter().filter(|(id, want)| got.get(*id) != Some(want)).take(5).collect();
+    assert!(
+        agent.log().contains("rule state rebuilt from the journal"),
+        "{}",
+        agent.log()
+    );
+    let differences: Vec<_> = expected
+        .iter()
+        .filter(|(id, want)| got.get(*id) != Some(want))
+        .take(5)
+        .collect();
     assert!(
         differences.is_empty(),
         "decisions differ from the uninterrupted run (killed at {kill_at}): {:?}",
-        differences.iter().map(|(id, want)| (id, want, got.get(*id))).collect::<Vec<_>>()
+        differences
+            .iter()
+            .map(|(id, want)| (id, want, got.get(*id)))
+            .collect::<Vec<_>>()
     );
     assert!(agent.terminate().success());
 }

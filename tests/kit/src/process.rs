@@ -170,7 +170,10 @@ impl Agent {
 
     /// Starts with `opts` but the rules from `rules` instead of the shipped pack.
     pub fn start_with_rules(dir: &Path, opts: &AgentOptions, rules: &Path) -> Agent {
-        let opts = AgentOptions { rules: Some(rules.to_path_buf()), ..opts.clone() };
+        let opts = AgentOptions {
+            rules: Some(rules.to_path_buf()),
+            ..opts.clone()
+        };
         Self::start(dir, &opts)
     }
 

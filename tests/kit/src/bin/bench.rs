@@ -32,12 +32,21 @@ struct Args {
     /// Seconds per HTTP run.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// `foundation` (journal, HTTP) or `rules` (memory per key, state rebuild).
+    #[arg(long, default_value = "foundation")]
+    suite: String,
+    /// Journal rows for the rules suite's rebuild figure.
+    #[arg(long, default_value_t = 1_000_000)]
+    rebuild_rows: usize,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     std::env::set_var("TILLGATE_BIN", &args.bin);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if args.suite == "rules" {
+        return rules_suite(&rt, &args);
+    }
     let mut results = json!({
         "machine": machine(),
         "command": "make bench",
@@ -383,4 +392,171 @@ fn print_table(r: &Value) {
         );
     }
     println!("agent peak RSS {} KiB", r["agent_peak_rss_kib"]);
+}
+
+/// VmRSS of this process, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Transactions of the shipped pack's shape, `keys` distinct cards, customers, operators.
+fn pack_txns(n: usize, keys: usize) -> Vec<tillgate::txn::Transaction> {
+    let now = chrono::Utc::now();
+    let at = now.to_rfc3339();
+    (0..n)
+        .map(|i| {
+            let k = i % keys;
+            let raw = format!(
+                r#"{{"txn_id":"m{i}","store_id":"store-{s}","terminal_id":"till-{t}","operator_id":"op-{k}","customer_id":"cust-{k}","occurred_at":"{at}","type":"sale","total_minor":{a},"currency":"USD","card":{{"token":"tok-{k}","bin":"411111","entry_mode":"chip"}}}}"#,
+                s = i % 50,
+                t = i % 400,
+                a = 100 + i % 5000
+            );
+            tillgate::txn::parse(raw.as_bytes(), now).expect("valid")
+        })
+        .collect()
+}
+
+fn rules_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
+    use tillgate::rules::{load_paths, DecideContext, Decider, Engine, NoOriginals};
+    let pack = || load_paths(&[tillgate_testkit::rule_pack()]);
+
+    eprintln!("[rules 1/2] memory per live key: 100,000 customers, cards and operators through the pack");
+    let txns = pack_txns(100_000, 100_000);
+    let before = rss_kib();
+    let mut engine = Engine::new(pack()?, None, Duration::from_secs(3600));
+    for (i, t) in txns.iter().enumerate() {
+        engine.decide(
+            t,
+            &DecideContext {
+                seq: i as u64,
+                lookup: &NoOriginals,
+                replaying: false,
+            },
+        );
+    }
+    let after = rss_kib();
+    let live = engine.live_keys();
+    let held = engine.held_events();
+    drop(txns);
+
+    eprintln!(
+        "[rules 2/2] state rebuild: {} journal rows, then reopen (replay)",
+        args.rebuild_rows
+    );
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("journal.db");
+    let config = JournalConfig {
+        max_bytes: tillgate_sdk::ByteSize::gib(16),
+        durability: tillgate::config::Durability::Os,
+        ..JournalConfig::default()
+    };
+    let rows = args.rebuild_rows;
+    let built = rt.block_on(async {
+        let journal = Journal::open(
+            &path,
+            &config,
+            vec![],
+            Box::new(Engine::new(pack()?, None, Duration::from_secs(3600))),
+            Metrics::new(),
+        )?;
+        let started = Instant::now();
+        for chunk_start in (0..rows).step_by(50_000) {
+            let txns = pack_txns(50_000.min(rows - chunk_start), 100_000);
+            let txns: Vec<_> = txns
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut t)| {
+                    t.txn_id = format!("j{}", chunk_start + i);
+                    t
+                })
+                .collect();
+            let mut rest = txns.into_iter();
+            let mut tasks = Vec::new();
+            for _ in 0..8 {
+                let part: Vec<_> = rest.by_ref().take(50_000 / 8 + 1).collect();
+                let j = journal.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut it = part.into_iter();
+                    loop {
+                        let group: Vec<_> = it.by_ref().take(256).collect();
+                        if group.is_empty() {
+                            break;
+                        }
+                        for r in j.submit_many(group).await {
+                            r.expect("journaled");
+                        }
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await?;
+            }
+        }
+        let took = started.elapsed();
+        journal.close().await;
+        anyhow::Ok(took)
+    })?;
+    let (replayed, replay_ms, open_s) = rt.block_on(async {
+        let started = Instant::now();
+        let journal = Journal::open(
+            &path,
+            &config,
+            vec![],
+            Box::new(Engine::new(pack()?, None, Duration::from_secs(3600))),
+            Metrics::new(),
+        )?;
+        let open_s = started.elapsed().as_secs_f64();
+        let st = journal.state();
+        let r = (
+            st.replayed.load(std::sync::atomic::Ordering::Acquire),
+            st.replay_ms.load(std::sync::atomic::Ordering::Acquire),
+            open_s,
+        );
+        journal.close().await;
+        anyhow::Ok(r)
+    })?;
+    let results = json!({
+        "machine": machine(),
+        "command": "make bench (tillgate-bench --suite rules)",
+        "date": chrono::Utc::now().to_rfc3339(),
+        "memory": {
+            "rss_before_kib": before, "rss_after_kib": after, "live_keys_all_rules": live, "held_events": held,
+            "bytes_per_live_key": (after.saturating_sub(before) * 1024) as f64 / live.max(1) as f64,
+        },
+        "rebuild": {
+            "journal_rows": rows, "build_seconds": built.as_secs_f64(), "replayed_transactions": replayed,
+            "replay_seconds": replay_ms as f64 / 1000.0, "open_seconds": open_s,
+        },
+    });
+    println!("\ntillgate rules benchmark ({} cpus)", results["machine"]["cpus"]);
+    println!(
+        "memory   {} live keys over all rules, {} events held: {:.0} bytes per live key (RSS {} → {} KiB)",
+        live,
+        held,
+        results["memory"]["bytes_per_live_key"].as_f64().unwrap_or(0.0),
+        before,
+        after
+    );
+    println!(
+        "rebuild  {} journal rows: replay {:.2} s ({} transactions), open {:.2} s",
+        rows,
+        replay_ms as f64 / 1000.0,
+        replayed,
+        open_s
+    );
+    let out = args.out.with_file_name("rules.json");
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+    eprintln!("saved {}", out.display());
+    Ok(())
 }
