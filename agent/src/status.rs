@@ -33,6 +33,11 @@ pub struct JournalStatus {
     pub last_seq: u64,
     /// Unsent rows deleted because the journal was full (`on_full = "evict_oldest"`).
     pub evicted_records: u64,
+    /// Transactions replayed into the rules at start (state rebuilt), and how long it took.
+    #[serde(default)]
+    pub replayed_at_start: u64,
+    #[serde(default)]
+    pub replay_seconds: f64,
 }
 
 /// One sink.
@@ -130,6 +135,8 @@ pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
             full: js.full.load(Ordering::Acquire),
             last_seq: js.last_seq.load(Ordering::Acquire),
             evicted_records: js.evicted.load(Ordering::Acquire),
+            replayed_at_start: js.replayed.load(Ordering::Acquire),
+            replay_seconds: js.replay_ms.load(Ordering::Acquire) as f64 / 1000.0,
         },
         sinks,
         dead_letters: dead_letters(&reader)?,
@@ -173,6 +180,8 @@ pub fn offline(path: &Path) -> rusqlite::Result<StatusReport> {
             full: false,
             last_seq: reader.last_seq()?,
             evicted_records: reader.evicted()?,
+            replayed_at_start: 0,
+            replay_seconds: 0.0,
         },
         sinks,
         dead_letters: dead_letters(&reader)?,
@@ -221,6 +230,13 @@ pub fn render_text(r: &StatusReport) -> String {
         j.last_seq,
         j.evicted_records
     );
+    if j.replayed_at_start > 0 {
+        let _ = writeln!(
+            s,
+            "rules    state rebuilt at start from {} journaled transactions in {:.2}s",
+            j.replayed_at_start, j.replay_seconds
+        );
+    }
     for k in &r.sinks {
         let age = k
             .oldest_unsent_age_s

@@ -6,7 +6,7 @@ use super::schema::{meta, used_bytes};
 use super::{Accepted, DeadLetter, JournalState, SubmitError};
 use crate::config::{JournalConfig, OnFull};
 use crate::metrics::Metrics;
-use crate::rules::{DecideContext, Decider, Decision};
+use crate::rules::{Action, DecideContext, Decider, Decision};
 use crate::txn::Transaction;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -321,8 +321,10 @@ impl Writer {
 
     /// After a commit: counters, cursors and the committed watermark.
     fn publish(&mut self, stats: BatchStats) {
+        // Counted per group, not per transaction: a label lookup per transaction shows up.
+        let mut by_action = [0u64; 3];
         for d in &stats.decisions {
-            self.metrics.decisions.with_label_values(&[d.action.name()]).inc();
+            by_action[d.action as usize] += 1;
             for h in &d.hits {
                 let mode = if h.mode == crate::rules::Mode::Enforce {
                     "enforce"
@@ -330,6 +332,14 @@ impl Writer {
                     "shadow"
                 };
                 self.metrics.rule_hits.with_label_values(&[&h.id, mode]).inc();
+            }
+        }
+        for (action, n) in [Action::Allow, Action::Review, Action::Block]
+            .into_iter()
+            .zip(by_action)
+        {
+            if n > 0 {
+                self.metrics.decisions.with_label_values(&[action.name()]).inc_by(n);
             }
         }
         for (source, reason) in &stats.dead_letters {

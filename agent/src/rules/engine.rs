@@ -21,6 +21,9 @@ use std::time::Duration;
 struct RuleState {
     rule: CompiledRule,
     keys: LruCache<String, KeyWindow>,
+    /// `tillgate_rule_live_keys{rule}`, looked up once (a label lookup per transaction
+    /// and rule cost more than a simple rule's whole window update).
+    live_keys: Option<prometheus::IntGauge>,
 }
 
 struct ReportRun {
@@ -104,8 +107,11 @@ impl Engine {
             .map(|rule| {
                 let cap = NonZeroUsize::new(rule.max_keys).unwrap_or(NonZeroUsize::MIN);
                 RuleState {
-                    rule,
+                    live_keys: metrics
+                        .as_ref()
+                        .map(|m| m.rule_live_keys.with_label_values(&[&rule.id])),
                     keys: LruCache::new(cap),
+                    rule,
                 }
             })
             .collect();
@@ -271,11 +277,9 @@ impl Decider for Engine {
                 Err(e) => self.count_error("when", &rule.id, &e),
             }
         }
-        if let Some(m) = &self.metrics {
-            for r in &self.rules {
-                m.rule_live_keys
-                    .with_label_values(&[&r.rule.id])
-                    .set(r.keys.len() as i64);
+        for r in &self.rules {
+            if let Some(g) = &r.live_keys {
+                g.set(r.keys.len() as i64);
             }
         }
         let mut decision = Decision::from_hits(hits);
