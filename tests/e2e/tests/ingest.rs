@@ -97,14 +97,7 @@ async fn duplicate_txn_id_returns_the_first_decision() {
     assert_eq!(answers[1]["duplicate"], json!(true));
     let journaled = journal_txn_ids(&agent.journal());
     assert_eq!(journaled.len(), 2);
-    let metrics = c
-        .get(format!("{}/metrics", agent.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = agent.metrics_text().await;
     assert!(
         metrics.contains("tillgate_transactions_total{outcome=\"duplicate\",source=\"http\"} 2"),
         "{metrics}"

@@ -15,15 +15,8 @@ when = 'attempts >= 3'
 action = "review"
 "#;
 
-async fn metric(client: &reqwest::Client, agent: &Agent, name: &str) -> f64 {
-    let text = client
-        .get(format!("{}/metrics", agent.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+async fn metric(agent: &Agent, name: &str) -> f64 {
+    let text = agent.metrics_text().await;
     text.lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit(' ').next())
@@ -68,7 +61,7 @@ async fn sighup_keeps_old_rules_on_error_and_carries_state_into_new_rules() {
     .unwrap();
     agent.hup();
     assert!(
-        wait_for(async || metric(&client, &agent, "tillgate_rules_reload_errors_total").await >= 1.0).await,
+        wait_for(async || metric(&agent, "tillgate_rules_reload_errors_total").await >= 1.0).await,
         "reload error not counted:\n{}",
         agent.log()
     );

@@ -153,6 +153,14 @@ impl Agent {
         format!("http://{}", self.addr)
     }
 
+    /// The Prometheus text at `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let resp = reqwest::get(format!("{}/metrics", self.url()))
+            .await
+            .expect("agent answers /metrics");
+        resp.text().await.expect("metrics text")
+    }
+
     /// What the agent logged.
     pub fn log(&self) -> String {
         let mut s = String::new();

@@ -238,35 +238,11 @@ async fn journal_throughput(n: usize) -> Result<Value> {
         .iter()
         .map(|p| tillgate::txn::parse(p, received).expect("generated transactions are valid"))
         .collect();
-    let producers = 8;
-    let per = n.div_ceil(producers);
-    let mut chunks: Vec<Vec<_>> = Vec::new();
-    let mut it = txns.into_iter();
-    for _ in 0..producers {
-        chunks.push(it.by_ref().take(per).collect());
-    }
+    let chunks = split(txns, 8);
     let writer_cpu_before = thread_cpu_s("journal-writer");
     let process_cpu_before = process_cpu_s();
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for chunk in chunks {
-        let j = journal.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut ok = 0usize;
-            let mut rest = chunk.into_iter();
-            loop {
-                let group: Vec<_> = rest.by_ref().take(256).collect();
-                if group.is_empty() {
-                    break ok;
-                }
-                ok += j.submit_many(group).await.iter().filter(|r| r.is_ok()).count();
-            }
-        }));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        ok += t.await?;
-    }
+    let ok = submit_all(&journal, chunks).await?;
     let s = started.elapsed().as_secs_f64();
     let writer_cpu = thread_cpu_s("journal-writer") - writer_cpu_before;
     let process_cpu = process_cpu_s() - process_cpu_before;
@@ -306,6 +282,37 @@ fn stat_cpu_s(stat: &str) -> f64 {
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Splits `items` into `parts` runs of about equal length.
+fn split<T>(items: Vec<T>, parts: usize) -> Vec<Vec<T>> {
+    let per = items.len().div_ceil(parts.max(1)).max(1);
+    let mut it = items.into_iter();
+    (0..parts).map(|_| it.by_ref().take(per).collect()).collect()
+}
+
+/// One task per chunk, each submitting groups of 256; returns how many were journaled.
+async fn submit_all(journal: &Journal, chunks: Vec<Vec<tillgate::txn::Transaction>>) -> Result<usize> {
+    let mut tasks = Vec::new();
+    for chunk in chunks {
+        let j = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            let mut rest = chunk.into_iter();
+            loop {
+                let group: Vec<_> = rest.by_ref().take(256).collect();
+                if group.is_empty() {
+                    break ok;
+                }
+                ok += j.submit_many(group).await.iter().filter(|r| r.is_ok()).count();
+            }
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await?;
+    }
+    Ok(ok)
 }
 
 fn write_config(dir: &Path, port: u16) -> Result<PathBuf> {
@@ -478,27 +485,11 @@ fn rules_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
                     t
                 })
                 .collect();
-            let mut rest = txns.into_iter();
-            let mut tasks = Vec::new();
-            for _ in 0..8 {
-                let part: Vec<_> = rest.by_ref().take(50_000 / 8 + 1).collect();
-                let j = journal.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut it = part.into_iter();
-                    loop {
-                        let group: Vec<_> = it.by_ref().take(256).collect();
-                        if group.is_empty() {
-                            break;
-                        }
-                        for r in j.submit_many(group).await {
-                            r.expect("journaled");
-                        }
-                    }
-                }));
-            }
-            for t in tasks {
-                t.await?;
-            }
+            let n = txns.len();
+            anyhow::ensure!(
+                submit_all(&journal, split(txns, 8)).await? == n,
+                "not every row journaled"
+            );
         }
         let took = started.elapsed();
         journal.close().await;
