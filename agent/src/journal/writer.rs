@@ -298,6 +298,12 @@ impl Writer {
             let _ = self.conn.execute_batch("ROLLBACK");
             self.next_seq = first_seq;
             tracing::error!(error = %e, "journal commit failed; the group was answered with 503");
+            // The rules saw this group's transactions, the journal does not have them:
+            // rebuild their state from what is journaled, as a restart would.
+            self.decider.reset();
+            if let Err(e) = replay(&self.conn, self.decider.as_mut()) {
+                tracing::error!(error = %e, "rule state could not be rebuilt after a failed commit");
+            }
             let msg = e.to_string();
             for p in pending {
                 match p {

@@ -287,6 +287,15 @@ impl Decider for Engine {
         decision
     }
 
+    fn reset(&mut self) {
+        for r in &mut self.rules {
+            r.keys.clear();
+        }
+        for r in &mut self.reports {
+            r.state = ReportState::new(r.report.window, r.report.lateness_ms);
+        }
+    }
+
     fn replay_span(&self) -> Option<Duration> {
         let count_windows = self
             .rules

@@ -68,6 +68,9 @@ pub trait Decider: Send + std::fmt::Debug {
     fn replay_span(&self) -> Option<Duration> {
         None
     }
+
+    /// Forgets all state (before a replay rebuilds it).
+    fn reset(&mut self) {}
 }
 
 #[cfg(test)]

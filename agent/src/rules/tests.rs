@@ -258,3 +258,19 @@ fn max_keys_evicts_the_least_recently_used_key() {
         Action::Allow
     );
 }
+
+#[test]
+fn reset_forgets_every_window_for_a_rebuild() {
+    let mut e = engine("[[rule]]\nid = \"v\"\nkey = \"card.token\"\nwindow = \"10m\"\naggregates = { n = \"count\" }\nwhen = 'n >= 2'\naction = \"block\"\n");
+    decide(&mut e, &txn("a", 1, serde_json::json!({})), 1);
+    assert_eq!(
+        decide(&mut e, &txn("b", 0, serde_json::json!({})), 2).action,
+        Action::Block
+    );
+    e.reset();
+    assert_eq!(e.live_keys(), 0);
+    assert_eq!(
+        decide(&mut e, &txn("c", 0, serde_json::json!({})), 3).action,
+        Action::Allow
+    );
+}
