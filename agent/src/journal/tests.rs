@@ -162,3 +162,37 @@ async fn a_sink_taking_one_channel_still_advances_past_the_others() {
     );
     j.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_delay_gathers_concurrent_transactions_into_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        max_batch_delay: HumanDuration::millis(50),
+        ..JournalConfig::default()
+    };
+    let metrics = Metrics::new();
+    let j = Journal::open(
+        &dir.path().join("j.db"),
+        &config,
+        vec!["a".into()],
+        Box::new(Engine::new(RulePack::default(), None, std::time::Duration::ZERO)),
+        metrics.clone(),
+    )
+    .unwrap();
+    let before = metrics.commit_batch_rows.get_sample_count();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let j = j.clone();
+        tasks.push(tokio::spawn(async move { j.submit(txn(&format!("t{i}"))).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let groups = metrics.commit_batch_rows.get_sample_count() - before;
+    assert!(
+        groups < 20,
+        "20 transactions in {groups} commits: the delay should gather them"
+    );
+    assert_eq!(record_count(&j), 40);
+    j.close().await;
+}

@@ -127,3 +127,23 @@ async fn unwritable_destination_is_an_error_not_a_panic_and_recovers() {
     sink.close().await.unwrap();
     assert_eq!(read_lines(&blocker.join("transactions")).len(), 1);
 }
+
+#[tokio::test]
+async fn an_idle_file_older_than_max_age_is_finished_for_collectors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), Compression::None, 1 << 20);
+    cfg.max_file_age = tillgate_sdk::HumanDuration::millis(0);
+    let mut sink = ArchiveSink::new("archive", cfg);
+    sink.ship(&[rec(1, Channel::Alerts)]).await.unwrap();
+    let dir = tmp.path().join("alerts");
+    let names = || -> Vec<String> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(names()[0].ends_with(".partial"), "{:?}", names());
+    sink.idle().await.unwrap();
+    assert!(names()[0].ends_with(".ndjson"), "{:?}", names());
+    assert_eq!(read_lines(&dir).len(), 1);
+}
