@@ -98,10 +98,21 @@ impl SeriesFile {
     }
 }
 
-/// The name a `.partial` file gets once complete.
+/// The name a `.partial` file gets once complete: the same without `.partial`, or with a
+/// `-N` before the extension if a file of that name exists (a restart within the same
+/// second re-shipping from the same sequence number), so no complete file is replaced.
 pub fn final_name(partial: &Path) -> PathBuf {
     let s = partial.to_string_lossy();
-    PathBuf::from(s.strip_suffix(PARTIAL).unwrap_or(&s).to_string())
+    let base = s.strip_suffix(PARTIAL).unwrap_or(&s).to_string();
+    let candidate = PathBuf::from(&base);
+    if !candidate.exists() {
+        return candidate;
+    }
+    let (stem, ext) = base.split_once(".ndjson").map_or((base.as_str(), ""), |(a, b)| (a, b));
+    (1..)
+        .map(|n| PathBuf::from(format!("{stem}-{n}.ndjson{ext}")))
+        .find(|p| !p.exists())
+        .expect("some suffix is free")
 }
 
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {

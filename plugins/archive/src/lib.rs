@@ -108,6 +108,15 @@ impl ArchiveFiles {
     }
 
     fn file_for(&mut self, channel: Channel, first_seq: u64) -> std::io::Result<&mut SeriesFile> {
+        // Age counts while busy too, not only when idle: a steady trickle must not keep
+        // one file open forever.
+        if self
+            .open
+            .get(&channel)
+            .is_some_and(|f| f.age() >= self.config.max_file_age.get())
+        {
+            self.rotate(channel)?;
+        }
         if !self.open.contains_key(&channel) {
             let f = SeriesFile::create(&self.channel_dir(channel), channel, first_seq, self.config.compression)?;
             self.open.insert(channel, f);

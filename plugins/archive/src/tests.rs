@@ -147,3 +147,31 @@ async fn an_idle_file_older_than_max_age_is_finished_for_collectors() {
     assert!(names()[0].ends_with(".ndjson"), "{:?}", names());
     assert_eq!(read_lines(&dir).len(), 1);
 }
+
+#[tokio::test]
+async fn a_busy_file_is_rotated_by_age_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), Compression::None, 1 << 20);
+    cfg.max_file_age = tillgate_sdk::HumanDuration::millis(30);
+    let mut sink = ArchiveSink::new("archive", cfg);
+    for s in 1..=4 {
+        sink.ship(&[rec(s, Channel::Transactions)]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sink.close().await.unwrap();
+    let dir = tmp.path().join("transactions");
+    assert!(
+        std::fs::read_dir(&dir).unwrap().count() >= 2,
+        "no age rotation while shipping"
+    );
+    assert_eq!(read_lines(&dir).len(), 4);
+}
+
+#[test]
+fn finishing_never_replaces_a_complete_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let done = tmp.path().join("transactions-1-T.ndjson");
+    std::fs::write(&done, "kept\n").unwrap();
+    let name = file::final_name(&tmp.path().join("transactions-1-T.ndjson.partial"));
+    assert_eq!(name, tmp.path().join("transactions-1-T-1.ndjson"));
+}
