@@ -189,36 +189,27 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<RulePack, RuleError> {
         parsed.push((file, text, rf));
     }
     for (file, text, rf) in parsed {
+        // Rule and report ids share one namespace (metrics and alerts carry them).
+        let mut claim = |table: &'static str, i: usize, id: &str| match seen.insert(id.to_string(), file.clone()) {
+            None => Ok(()),
+            Some(first) => Err(error(
+                &file,
+                find_line(&text, table, i, "id"),
+                None,
+                format!(
+                    "`{id}` is also defined in {}; rule and report ids must be unique",
+                    first.display()
+                ),
+            )),
+        };
         for (i, spec) in rf.rule.into_iter().enumerate() {
-            if let Some(first) = seen.insert(spec.id.clone(), file.clone()) {
-                return Err(error(
-                    &file,
-                    find_line(&text, "[[rule]]", i, "id"),
-                    None,
-                    format!(
-                        "rule `{}` is also defined in {}; ids must be unique",
-                        spec.id,
-                        first.display()
-                    ),
-                ));
-            }
+            claim("[[rule]]", i, &spec.id)?;
             if spec.enabled {
                 pack.rules.push(compile_rule(&file, &text, i, spec, &pack.lists)?);
             }
         }
         for (i, spec) in rf.report.into_iter().enumerate() {
-            if let Some(first) = seen.insert(spec.id.clone(), file.clone()) {
-                return Err(error(
-                    &file,
-                    find_line(&text, "[[report]]", i, "id"),
-                    None,
-                    format!(
-                        "report `{}` is also defined in {}; ids must be unique",
-                        spec.id,
-                        first.display()
-                    ),
-                ));
-            }
+            claim("[[report]]", i, &spec.id)?;
             if spec.enabled {
                 pack.reports.push(compile_report(&file, &text, i, spec, &pack.lists)?);
             }

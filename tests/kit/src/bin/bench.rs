@@ -431,6 +431,13 @@ fn pack_txns(n: usize, keys: usize) -> Vec<tillgate::txn::Transaction> {
         .collect()
 }
 
+/// A journal deciding with the shipped rule pack.
+fn open_with_pack(path: &Path, config: &JournalConfig) -> Result<Journal> {
+    let pack = tillgate::rules::load_paths(&[tillgate_testkit::rule_pack()])?;
+    let engine = tillgate::rules::Engine::new(pack, None, Duration::from_secs(3600));
+    Ok(Journal::open(path, config, vec![], Box::new(engine), Metrics::new())?)
+}
+
 fn rules_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     use tillgate::rules::{load_paths, DecideContext, Decider, Engine, NoOriginals};
     let pack = || load_paths(&[tillgate_testkit::rule_pack()]);
@@ -467,13 +474,7 @@ fn rules_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     };
     let rows = args.rebuild_rows;
     let built = rt.block_on(async {
-        let journal = Journal::open(
-            &path,
-            &config,
-            vec![],
-            Box::new(Engine::new(pack()?, None, Duration::from_secs(3600))),
-            Metrics::new(),
-        )?;
+        let journal = open_with_pack(&path, &config)?;
         let started = Instant::now();
         for chunk_start in (0..rows).step_by(50_000) {
             let txns = pack_txns(50_000.min(rows - chunk_start), 100_000);
@@ -497,13 +498,7 @@ fn rules_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     })?;
     let (replayed, replay_ms, open_s) = rt.block_on(async {
         let started = Instant::now();
-        let journal = Journal::open(
-            &path,
-            &config,
-            vec![],
-            Box::new(Engine::new(pack()?, None, Duration::from_secs(3600))),
-            Metrics::new(),
-        )?;
+        let journal = open_with_pack(&path, &config)?;
         let open_s = started.elapsed().as_secs_f64();
         let st = journal.state();
         let r = (
