@@ -274,3 +274,23 @@ fn reset_forgets_every_window_for_a_rebuild() {
         Action::Allow
     );
 }
+
+#[test]
+fn ids_are_unique_across_files_rules_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "[[rule]]\nid = \"same\"\nwhen = 'true'\naction = \"allow\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.toml"),
+        "\n[[report]]\nid = \"same\"\nkey = \"store_id\"\nwindow = { tumbling = \"1m\" }\n",
+    )
+    .unwrap();
+    let e = load_paths(&[dir.path().to_path_buf()]).unwrap_err();
+    assert!(
+        e.to_string().contains("b.toml:3") && e.message.contains("also defined in") && e.message.contains("a.toml"),
+        "{e}"
+    );
+}
