@@ -49,7 +49,8 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let metrics = Metrics::new();
     let engine = build_engine(&config, &metrics).map_err(|e| AgentError::Config(e.to_string()))?;
-    let (rule_count, report_count) = (engine.rule_ids().len(), engine.report_ids().len());
+    let active = active_ids(&engine);
+    let (rule_count, report_count) = (active.0.len(), active.1.len());
     let token = match &config.http.token {
         Some(secret) => Some(
             secret
@@ -96,6 +97,7 @@ pub async fn run(
         token,
         max_body_bytes: config.http.max_body_bytes.get() as usize,
         started: Instant::now(),
+        active_rules: std::sync::Mutex::new(active),
     });
     tracing::info!(
         %addr,
@@ -107,7 +109,7 @@ pub async fn run(
         "tillgate ready"
     );
     on_ready(addr, state.clone());
-    let reloader = tokio::spawn(reload_on_sighup(config.clone(), journal.clone(), state.metrics.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(config.clone(), journal.clone(), state.clone()));
 
     let app = http::router(state.clone());
     let draining = state.clone();
@@ -140,6 +142,12 @@ pub async fn run(
     Ok(())
 }
 
+/// Rule and report ids of an engine, for status.
+fn active_ids(engine: &Engine) -> (Vec<String>, Vec<String>) {
+    let owned = |ids: Vec<&str>| ids.into_iter().map(str::to_string).collect();
+    (owned(engine.rule_ids()), owned(engine.report_ids()))
+}
+
 /// The rule engine the config asks for.
 pub fn build_engine(config: &Config, metrics: &Metrics) -> Result<Engine, rules::RuleError> {
     let pack = rules::load_paths(&config.rules.paths)?;
@@ -153,7 +161,8 @@ pub fn build_engine(config: &Config, metrics: &Metrics) -> Result<Engine, rules:
 /// SIGHUP reloads the rule files. Invalid rules are logged and counted; the running
 /// rules stay. Valid ones are rebuilt from the journal before they take over, so a reload
 /// during an attack keeps its counts.
-async fn reload_on_sighup(config: Config, journal: Journal, metrics: Metrics) {
+async fn reload_on_sighup(config: Config, journal: Journal, state: Arc<AppState>) {
+    let metrics = state.metrics.clone();
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; rules reload needs a restart");
@@ -168,9 +177,13 @@ async fn reload_on_sighup(config: Config, journal: Journal, metrics: Metrics) {
                 continue;
             }
         };
-        let ids = engine.rule_ids().join(", ");
+        let active = active_ids(&engine);
+        let ids = active.0.join(", ");
         match journal.reload(Box::new(engine)).await {
-            Ok(replayed) => tracing::info!(rules = %ids, replayed, "SIGHUP: rules reloaded"),
+            Ok(replayed) => {
+                *state.active_rules.lock().unwrap_or_else(|p| p.into_inner()) = active;
+                tracing::info!(rules = %ids, replayed, "SIGHUP: rules reloaded");
+            }
             Err(e) => {
                 metrics.rules_reload_errors.inc();
                 tracing::error!(error = %e, "SIGHUP: reload failed; the previous rules stay active");

@@ -21,6 +21,11 @@ pub struct StatusReport {
     pub dead_letters: DeadLetters,
     pub decisions: BTreeMap<String, u64>,
     pub rule_hits: BTreeMap<String, u64>,
+    /// Rules and reports deciding now (empty when read from a stopped agent's journal).
+    #[serde(default)]
+    pub active_rules: Vec<String>,
+    #[serde(default)]
+    pub active_reports: Vec<String>,
 }
 
 /// The journal's size and position.
@@ -102,6 +107,7 @@ fn by_label(c: &prometheus::IntCounterVec, name: &str) -> BTreeMap<String, u64> 
 
 /// Status of a running agent.
 pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
+    let active = state.active_rules.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut reader = state.journal.reader()?;
     let js = state.journal.state();
     let mut sinks = Vec::new();
@@ -142,6 +148,8 @@ pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
         dead_letters: dead_letters(&reader)?,
         decisions: by_label(&state.metrics.decisions, "decision"),
         rule_hits: by_label(&state.metrics.rule_hits, "rule"),
+        active_rules: active.0,
+        active_reports: active.1,
     })
 }
 
@@ -187,6 +195,8 @@ pub fn offline(path: &Path) -> rusqlite::Result<StatusReport> {
         dead_letters: dead_letters(&reader)?,
         decisions: BTreeMap::new(),
         rule_hits: BTreeMap::new(),
+        active_rules: Vec::new(),
+        active_reports: Vec::new(),
     })
 }
 
@@ -253,6 +263,20 @@ pub fn render_text(r: &StatusReport) -> String {
                 .as_ref()
                 .map(|e| format!("  last error: {e}"))
                 .unwrap_or_default()
+        );
+    }
+    if !r.active_rules.is_empty() || !r.active_reports.is_empty() {
+        let _ = writeln!(
+            s,
+            "rules    {} active, {} reports: {}",
+            r.active_rules.len(),
+            r.active_reports.len(),
+            r.active_rules
+                .iter()
+                .chain(&r.active_reports)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let _ = writeln!(s, "dead letters {}", r.dead_letters.count);

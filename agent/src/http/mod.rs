@@ -31,6 +31,8 @@ pub struct AppState {
     pub token: Option<String>,
     pub max_body_bytes: usize,
     pub started: Instant,
+    /// Ids of the rules and reports deciding now (replaced on a successful reload).
+    pub active_rules: std::sync::Mutex<(Vec<String>, Vec<String>)>,
 }
 
 /// The router over `state`.

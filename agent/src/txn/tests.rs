@@ -1,5 +1,6 @@
 use super::*;
 use chrono::{Duration, Utc};
+use proptest::strategy::Strategy;
 use serde_json::json;
 
 fn base() -> serde_json::Value {
@@ -146,4 +147,30 @@ fn oversize_and_malformed_inputs_have_their_own_errors() {
     assert!(e.to_string().starts_with("malformed JSON at line 1 column"), "{e}");
     let e = parse(b"\"just a string\"", Utc::now()).unwrap_err();
     assert!(e.to_string().contains("got a string"), "{e}");
+}
+
+proptest::proptest! {
+    /// Bad input never panics: any bytes get a transaction or a specific rejection, and
+    /// redaction keeps the length.
+    #[test]
+    fn arbitrary_bytes_are_answered_not_panicked_on(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+        let _ = parse(&raw, Utc::now());
+        proptest::prop_assert_eq!(redact_pans(&raw).len(), raw.len());
+    }
+
+    /// Near-valid documents (one field replaced by an arbitrary JSON scalar) never panic.
+    #[test]
+    fn mutated_fields_get_field_errors(field in "txn_id|store_id|terminal_id|occurred_at|type|total_minor|currency|card|line_items",
+                                      value in proptest::prop_oneof![
+                                          proptest::num::i64::ANY.prop_map(serde_json::Value::from),
+                                          proptest::num::f64::NORMAL.prop_map(|f| serde_json::json!(f)),
+                                          ".{0,40}".prop_map(serde_json::Value::from),
+                                          proptest::bool::ANY.prop_map(serde_json::Value::from),
+                                      ]) {
+        let mut v = base();
+        v[&field] = value;
+        if let Err(Rejection::Invalid(problems)) = parse(v.to_string().as_bytes(), Utc::now()) {
+            proptest::prop_assert!(problems.iter().all(|p| !p.field.is_empty() && !p.allowed.is_empty()));
+        }
+    }
 }

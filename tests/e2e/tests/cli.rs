@@ -89,6 +89,7 @@ async fn status_shows_backlog_dead_letters_and_rule_hits_live_and_stopped() {
         "{out}"
     );
     assert!(out.contains("high-amount-sale") && out.contains("1 hits"), "{out}");
+    assert!(out.contains("rules    15 active, 3 reports"), "{out}");
     assert!(agent.terminate().success());
     let (code, out, err) = run_cli(&["status", "--config", &config, "--json"]);
     assert_eq!(code, 0, "{err}");
