@@ -2,13 +2,15 @@
 
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::intake::Intake;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::rules::{self, Engine};
 use crate::sinks::{self, SinkRunner};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tillgate_mqtt::Mqtt;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -59,10 +61,26 @@ pub async fn run(
         ),
         None => None,
     };
-    let sinks = sinks::build(&config);
-    let names = sinks.iter().map(|s| s.name().to_string()).collect();
+    let mut sinks = sinks::build(&config);
+    let mut names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
+    if config.mqtt().is_some_and(|m| m.alerts) {
+        names.push(tillgate_mqtt::AlertSink::NAME.to_string());
+    }
     let journal_path = config.data_path(&config.journal.path);
     let journal = Journal::open(&journal_path, &config.journal, names, Box::new(engine), metrics.clone())?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let mqtt = match config.mqtt() {
+        Some(m) => {
+            let intake = Intake::new(journal.clone(), metrics.clone(), draining.clone());
+            let (mqtt, alerts) = Mqtt::start(m, Arc::new(intake), metrics.registry())
+                .map_err(|e| AgentError::Config(format!("mqtt: {e}")))?;
+            if let Some(alerts) = alerts {
+                sinks.push(Box::new(alerts));
+            }
+            Some(mqtt)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| AgentError::Bind {
@@ -93,11 +111,12 @@ pub async fn run(
         journal: journal.clone(),
         metrics,
         sinks: statuses,
-        draining: Default::default(),
+        draining: draining.clone(),
         token,
         max_body_bytes: config.http.max_body_bytes.get() as usize,
         started: Instant::now(),
         active_rules: std::sync::Mutex::new(active),
+        mqtt: mqtt.as_ref().map(Mqtt::status_handle),
     });
     tracing::info!(
         %addr,
@@ -113,9 +132,13 @@ pub async fn run(
 
     let app = http::router(state.clone());
     let draining = state.clone();
+    let mqtt_drainer = mqtt.as_ref().map(Mqtt::drainer);
     let graceful = async move {
         shutdown.await;
         draining.draining.store(true, Ordering::Release);
+        if let Some(d) = mqtt_drainer {
+            d.drain();
+        }
         tracing::info!("shutting down: intake stopped, finishing in-flight requests");
     };
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
@@ -135,6 +158,10 @@ pub async fn run(
         .collect();
     if !left.is_empty() {
         tracing::warn!(sinks = ?left, "drain deadline passed with a backlog; it stays in the journal for the next start");
+    }
+    if let Some(mqtt) = mqtt {
+        // After the sinks: the alert sink publishes over this connection.
+        mqtt.close().await;
     }
     reloader.abort();
     journal.close().await;

@@ -21,6 +21,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod intake;
 pub mod journal;
 pub mod metrics;
 pub mod rules;

@@ -66,6 +66,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The registry plugins register their metrics in (names get the `tillgate_` prefix).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("tillgate".into()), None).expect("valid prefix");

@@ -26,6 +26,9 @@ pub struct StatusReport {
     pub active_rules: Vec<String>,
     #[serde(default)]
     pub active_reports: Vec<String>,
+    /// The MQTT connection, when `[mqtt]` is configured and the agent runs.
+    #[serde(default)]
+    pub mqtt: Option<tillgate_mqtt::MqttStatus>,
 }
 
 /// The journal's size and position.
@@ -150,6 +153,7 @@ pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
         rule_hits: by_label(&state.metrics.rule_hits, "rule"),
         active_rules: active.0,
         active_reports: active.1,
+        mqtt: state.mqtt.as_ref().map(|m| m.get()),
     })
 }
 
@@ -197,6 +201,7 @@ pub fn offline(path: &Path) -> rusqlite::Result<StatusReport> {
         rule_hits: BTreeMap::new(),
         active_rules: Vec::new(),
         active_reports: Vec::new(),
+        mqtt: None,
     })
 }
 
@@ -277,6 +282,23 @@ pub fn render_text(r: &StatusReport) -> String {
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(", ")
+        );
+    }
+    if let Some(m) = &r.mqtt {
+        let _ = writeln!(
+            s,
+            "mqtt     {:<12} {} as {}  session {}  in flight {}  unacked publishes {}  subscribed {}{}",
+            m.state,
+            m.broker,
+            m.client_id,
+            if m.session_resumed { "resumed" } else { "new" },
+            m.in_flight,
+            m.unacked_publishes,
+            m.subscriptions.join(", "),
+            m.last_error
+                .as_ref()
+                .map(|e| format!("  last error: {e}"))
+                .unwrap_or_default()
         );
     }
     let _ = writeln!(s, "dead letters {}", r.dead_letters.count);

@@ -189,6 +189,11 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             return Err(("sinks.archive.max_file_bytes".into(), "allowed: at least 1KiB".into()));
         }
     }
+    if let Some(m) = c.mqtt() {
+        // Templates, and the password and TLS files read now: a missing file is a config
+        // error at start, not a reconnect loop.
+        tillgate_mqtt::check(m).map_err(|e| (e.key, e.message))?;
+    }
     if let Some(secret) = &c.http.token {
         if secret.file.is_some() == secret.env.is_some() {
             return Err(("http.token".into(), "give exactly one of `file` or `env`".into()));

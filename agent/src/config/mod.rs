@@ -4,17 +4,18 @@
 //! never a silent default. `config/tillgate.toml` documents every option.
 
 mod load;
-mod secret;
+
 #[cfg(test)]
 mod tests;
 
 pub use load::{load_file, load_str, locate_key, parse_toml, ConfigError};
-pub use secret::Secret;
+pub use tillgate_sdk::Secret;
 
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tillgate_archive::ArchiveConfig;
+use tillgate_mqtt::MqttConfig;
 use tillgate_sdk::{ByteSize, HumanDuration};
 
 /// The root of `tillgate.toml`.
@@ -34,6 +35,9 @@ pub struct Config {
     pub rules: RulesConfig,
     #[serde(default)]
     pub sinks: SinksConfig,
+    /// The store's MQTT broker; absent means no MQTT.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
 }
@@ -50,6 +54,11 @@ impl Config {
         } else {
             self.data_dir.join(p)
         }
+    }
+
+    /// The MQTT section, if present and enabled.
+    pub fn mqtt(&self) -> Option<&MqttConfig> {
+        self.mqtt.as_ref().filter(|m| m.enabled)
     }
 
     /// The archive sink's config with its directory resolved, if the archive is enabled.

@@ -3,8 +3,9 @@
 
 use super::body::{read_limited, ReadBody};
 use super::AppState;
-use crate::journal::{Accepted, DeadLetter, SubmitError};
-use crate::txn::{self, redact_pans, Rejection, MAX_TXN_BYTES};
+use crate::intake;
+use crate::journal::{Accepted, SubmitError};
+use crate::txn::{self, Rejection, MAX_TXN_BYTES};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -121,27 +122,12 @@ async fn batch(state: &AppState, raw: &[u8], started: Instant) -> Response {
     ([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response()
 }
 
-/// The decision as answered: `{txn_id, decision, rules, seq, decided_in_us}`.
-fn answer(state: &AppState, accepted: Accepted, started: Instant) -> Value {
-    let elapsed = started.elapsed();
-    state.metrics.decision_latency.observe(elapsed.as_secs_f64());
-    count(state, if accepted.duplicate { "duplicate" } else { "accepted" });
-    let d = &accepted.decision;
-    let mut v = json!({
-        "txn_id": d.txn_id,
-        "decision": d.decision,
-        "rules": d.rules,
-        "seq": accepted.seq,
-        "decided_in_us": elapsed.as_micros() as u64,
-    });
-    if accepted.duplicate {
-        v["duplicate"] = json!(true);
-    }
-    v
+fn count(state: &AppState, outcome: &str) {
+    intake::count(&state.metrics, SOURCE, outcome);
 }
 
-fn count(state: &AppState, outcome: &str) {
-    state.metrics.transactions.with_label_values(&[SOURCE, outcome]).inc();
+fn answer(state: &AppState, accepted: Accepted, started: Instant) -> Value {
+    intake::answer(&state.metrics, SOURCE, accepted, started)
 }
 
 fn status_of(r: &Rejection) -> StatusCode {
@@ -160,22 +146,11 @@ async fn reject(state: &AppState, raw: &[u8], rejection: Rejection) -> Response 
 /// Stores the input with card numbers masked. A failure is counted by the journal
 /// (`dead_letters_lost_total`) and logged; the client still gets its 4xx.
 async fn dead_letter(state: &AppState, reason: String, raw: &[u8]) {
-    let letter = DeadLetter {
-        source: SOURCE.into(),
-        reason,
-        raw: redact_pans(raw),
-    };
-    if let Err(e) = state.journal.dead_letter(letter).await {
-        tracing::warn!(error = %e, "dead letter not stored");
-    }
+    let _ = intake::dead_letter(&state.journal, SOURCE, reason, raw).await;
 }
 
 fn refusal_body(e: &SubmitError) -> (StatusCode, Value) {
-    let code = match e {
-        SubmitError::Full(_) => "journal_full",
-        SubmitError::Closed => "draining",
-        SubmitError::Storage(_) => "storage",
-    };
+    let code = intake::refusal_code(e);
     (
         StatusCode::SERVICE_UNAVAILABLE,
         json!({"error": code, "message": e.to_string()}),

@@ -27,12 +27,14 @@ pub struct AppState {
     pub metrics: Metrics,
     pub sinks: Vec<Arc<SinkStatus>>,
     /// Set on SIGTERM: new transactions get 503 while in-flight ones finish.
-    pub draining: AtomicBool,
+    pub draining: Arc<AtomicBool>,
     pub token: Option<String>,
     pub max_body_bytes: usize,
     pub started: Instant,
     /// Ids of the rules and reports deciding now (replaced on a successful reload).
     pub active_rules: std::sync::Mutex<(Vec<String>, Vec<String>)>,
+    /// The MQTT connection's status, when `[mqtt]` is configured.
+    pub mqtt: Option<tillgate_mqtt::StatusHandle>,
 }
 
 /// The router over `state`.

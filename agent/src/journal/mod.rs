@@ -52,6 +52,20 @@ pub struct Accepted {
     pub decision: Arc<DecisionRecord>,
 }
 
+/// A queued transaction's answer, to be awaited: see [`Journal::enqueue`].
+#[derive(Debug)]
+pub struct PendingAnswer(Option<oneshot::Receiver<Result<Accepted, SubmitError>>>);
+
+impl PendingAnswer {
+    /// Waits for the commit (or refusal) of the queued transaction.
+    pub async fn answer(self) -> Result<Accepted, SubmitError> {
+        match self.0 {
+            Some(rx) => rx.await.unwrap_or(Err(SubmitError::Closed)),
+            None => Err(SubmitError::Closed),
+        }
+    }
+}
+
 /// Why a transaction was not journaled.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SubmitError {
@@ -167,6 +181,14 @@ impl Journal {
             .await
             .pop()
             .expect("one answer per transaction")
+    }
+
+    /// Queues `txn` behind everything submitted before it (so inputs from one ordered
+    /// source are journaled in their order) and returns the wait for its answer.
+    pub async fn enqueue(&self, txn: Transaction) -> PendingAnswer {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(Command::Submit { txn: Box::new(txn), reply }).await.is_ok();
+        PendingAnswer(sent.then_some(rx))
     }
 
     /// Journals many transactions; they share group commits. Answers are in input order.

@@ -1,17 +1,23 @@
 //! The plugin-facing API of tillgate.
 //!
-//! Plugins (sinks today, sources later) depend on this crate and never on the agent,
-//! so they cannot reach the journal's SQLite connection: they see [`Record`]s handed to
-//! them by the agent's sink runner and answer with an acknowledgement. That is how the
+//! Plugins (sinks and sources) depend on this crate and never on the agent,
+//! so they cannot reach the journal's SQLite connection: sinks see [`Record`]s handed to
+//! them by the agent's sink runner and answer with an acknowledgement; sources hand raw
+//! input to [`Ingest`] and get a durable [`Verdict`]. That is how the
 //! architecture invariant "plugins do not touch SQLite" holds by construction.
 //!
-//! Layout: [`record`] (what travels), [`sink`] (the delivery contract), [`units`]
-//! (config units shared by the agent and plugins).
+//! Layout: [`record`] (what travels), [`sink`] (the delivery contract for sinks),
+//! [`ingest`] (the intake contract for sources), [`units`] and [`secret`] (config
+//! types shared by the agent and plugins).
 
+pub mod ingest;
 pub mod record;
+pub mod secret;
 pub mod sink;
 pub mod units;
 
+pub use ingest::{Ingest, PendingVerdict, Submission, Verdict};
 pub use record::{Channel, Record};
+pub use secret::Secret;
 pub use sink::{Sink, SinkError};
 pub use units::{ByteSize, HumanDuration};

@@ -1,0 +1,178 @@
+//! The agent's side of the intake contract: raw input from any source → validated,
+//! journaled, decided; the answer, the dead letter and the refusal are the same for
+//! HTTP and for source plugins (MQTT).
+
+use crate::journal::{Accepted, DeadLetter, Journal, SubmitError};
+use crate::metrics::Metrics;
+use crate::txn::{self, redact_pans, FieldError, Rejection, Transaction};
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tillgate_sdk::{Ingest, PendingVerdict, Submission, Verdict};
+
+/// [`Ingest`] over the agent's journal, for source plugins.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    journal: Journal,
+    metrics: Metrics,
+    /// The agent's drain flag (shared with HTTP): set, every input is refused.
+    draining: Arc<AtomicBool>,
+}
+
+impl Intake {
+    pub fn new(journal: Journal, metrics: Metrics, draining: Arc<AtomicBool>) -> Self {
+        Intake {
+            journal,
+            metrics,
+            draining,
+        }
+    }
+}
+
+#[async_trait]
+impl Ingest for Intake {
+    async fn submit(&self, s: Submission<'_>) -> PendingVerdict {
+        let started = Instant::now();
+        let state = self.clone();
+        if state.draining.load(Ordering::Acquire) {
+            return ready(refused(&SubmitError::Closed));
+        }
+        let txn = match txn::parse(s.raw, chrono::Utc::now()).and_then(|t| check_origin(t, &s)) {
+            Ok(t) => t,
+            Err(rejection) => {
+                let (store_id, terminal_id) = routing_hint(&s);
+                let (source, raw) = (s.source, s.raw.to_vec());
+                return Box::pin(async move {
+                    if let Err(e) = dead_letter(&state.journal, source, rejection.to_string(), &raw).await {
+                        // Not stored: the sender keeps the message and redelivers it later.
+                        return refused(&e);
+                    }
+                    count(&state.metrics, source, "rejected");
+                    Verdict::Rejected {
+                        store_id,
+                        terminal_id,
+                        error: rejection.to_json(),
+                    }
+                });
+            }
+        };
+        let (store_id, terminal_id) = (txn.store_id.clone(), txn.terminal_id.clone());
+        let pending = state.journal.enqueue(txn).await;
+        let source = s.source;
+        Box::pin(async move {
+            match pending.answer().await {
+                Ok(accepted) => Verdict::Decided {
+                    store_id,
+                    terminal_id,
+                    answer: answer(&state.metrics, source, accepted, started),
+                },
+                Err(e) => {
+                    count(&state.metrics, source, "refused");
+                    refused(&e)
+                }
+            }
+        })
+    }
+}
+
+fn ready(verdict: Verdict) -> PendingVerdict {
+    Box::pin(std::future::ready(verdict))
+}
+
+/// The transport's store and terminal (MQTT topic levels) must match the payload's:
+/// a terminal publishing under another's topic is refused, not silently re-routed.
+fn check_origin(txn: Transaction, s: &Submission<'_>) -> Result<Transaction, Rejection> {
+    let mut problems = Vec::new();
+    for (field, expected, actual) in [
+        ("store_id", s.store_id, &txn.store_id),
+        ("terminal_id", s.terminal_id, &txn.terminal_id),
+    ] {
+        if let Some(expected) = expected {
+            if expected != actual {
+                problems.push(FieldError {
+                    field: field.into(),
+                    problem: format!("is `{actual}` but the {} topic names `{expected}`", s.source),
+                    allowed: format!("`{expected}`, the value in the topic it was published to"),
+                });
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(txn)
+    } else {
+        Err(Rejection::Invalid(problems))
+    }
+}
+
+/// Where to send a rejection: the transport's store and terminal, else whatever of the
+/// payload is a JSON object with string ids.
+fn routing_hint(s: &Submission<'_>) -> (Option<String>, Option<String>) {
+    let parsed: Option<Value> = serde_json::from_slice(s.raw).ok();
+    let from_payload = |key: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    (
+        s.store_id.map(str::to_string).or_else(|| from_payload("store_id")),
+        s.terminal_id.map(str::to_string).or_else(|| from_payload("terminal_id")),
+    )
+}
+
+fn refused(e: &SubmitError) -> Verdict {
+    Verdict::Refused {
+        code: refusal_code(e),
+        message: e.to_string(),
+    }
+}
+
+/// The decision as answered: `{txn_id, decision, rules, seq, decided_in_us}`.
+pub fn answer(metrics: &Metrics, source: &str, accepted: Accepted, started: Instant) -> Value {
+    let elapsed = started.elapsed();
+    metrics.decision_latency.observe(elapsed.as_secs_f64());
+    count(metrics, source, if accepted.duplicate { "duplicate" } else { "accepted" });
+    let d = &accepted.decision;
+    let mut v = json!({
+        "txn_id": d.txn_id,
+        "decision": d.decision,
+        "rules": d.rules,
+        "seq": accepted.seq,
+        "decided_in_us": elapsed.as_micros() as u64,
+    });
+    if accepted.duplicate {
+        v["duplicate"] = json!(true);
+    }
+    v
+}
+
+/// Counts a transaction by source and outcome.
+pub fn count(metrics: &Metrics, source: &str, outcome: &str) {
+    metrics.transactions.with_label_values(&[source, outcome]).inc();
+}
+
+/// Stores the input with card numbers masked; returns once it is durable.
+pub async fn dead_letter(journal: &Journal, source: &str, reason: String, raw: &[u8]) -> Result<(), SubmitError> {
+    let letter = DeadLetter {
+        source: source.into(),
+        reason,
+        raw: redact_pans(raw),
+    };
+    let stored = journal.dead_letter(letter).await;
+    if let Err(e) = &stored {
+        tracing::warn!(error = %e, source, "dead letter not stored");
+    }
+    stored
+}
+
+/// The machine-readable reason a transaction was not journaled.
+pub fn refusal_code(e: &SubmitError) -> &'static str {
+    match e {
+        SubmitError::Full(_) => "journal_full",
+        SubmitError::Closed => "draining",
+        SubmitError::Storage(_) => "storage",
+    }
+}

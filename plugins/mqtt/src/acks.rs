@@ -1,0 +1,117 @@
+//! PUBACKs for received transactions, sent only once the transaction is journaled, and
+//! in the order the transactions arrived (MQTT 4.6: a receiver acknowledges QoS 1
+//! publishes in the order it received them). A message still waiting — a journal that
+//! refuses — holds back the acknowledgements after it; the broker, seeing its receive
+//! maximum used up, stops sending: that is the back-pressure.
+
+use rumqttc::v5::mqttbytes::v5::Publish;
+use rumqttc::v5::AsyncClient;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+/// A place in the window, handed back to [`AckWindow::done`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
+
+#[derive(Debug)]
+enum Slot {
+    Waiting(Publish),
+    /// Finished, but behind one still waiting.
+    Done(Publish),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Ticket number of `slots[0]`.
+    base: u64,
+    slots: VecDeque<Slot>,
+}
+
+/// The acknowledgements owed on one connection.
+#[derive(Debug)]
+pub struct AckWindow {
+    client: AsyncClient,
+    inner: Mutex<Inner>,
+}
+
+impl AckWindow {
+    pub fn new(client: AsyncClient) -> AckWindow {
+        AckWindow {
+            client,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Takes a received publish's place in line.
+    pub fn push(&self, publish: &Publish) -> Ticket {
+        let mut inner = self.lock();
+        let ticket = Ticket(inner.base + inner.slots.len() as u64);
+        inner.slots.push_back(Slot::Waiting(publish.clone()));
+        ticket
+    }
+
+    /// The transaction behind `ticket` is journaled (or dead-lettered): acknowledge it
+    /// and every finished one after it that was only waiting for it. Returns how many
+    /// acknowledgements went out.
+    pub fn done(&self, ticket: Ticket) -> usize {
+        let mut inner = self.lock();
+        let Some(index) = ticket.0.checked_sub(inner.base) else { return 0 };
+        let Some(slot) = inner.slots.get_mut(index as usize) else { return 0 };
+        let Slot::Waiting(publish) = slot else { return 0 };
+        *slot = Slot::Done(publish.clone());
+        let mut acked = 0;
+        while let Some(Slot::Done(_)) = inner.slots.front() {
+            if let Some(Slot::Done(publish)) = inner.slots.pop_front() {
+                inner.base += 1;
+                // The request channel is sized above every bound on what can queue in
+                // it; if the event loop is gone, the broker redelivers on the next session.
+                let _ = self.client.try_ack(&publish);
+                acked += 1;
+            }
+        }
+        acked
+    }
+
+    /// Received and not yet acknowledged.
+    pub fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    /// Nothing is owed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::MqttOptions;
+
+    fn publish(pkid: u16) -> Publish {
+        let mut p = Publish::new("t", QoS::AtLeastOnce, Bytes::new(), None);
+        p.pkid = pkid;
+        p
+    }
+
+    #[test]
+    fn acknowledges_in_arrival_order_only() {
+        let (client, _el) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 16);
+        let w = AckWindow::new(client);
+        let tickets: Vec<Ticket> = (1..=4).map(|i| w.push(&publish(i))).collect();
+        assert_eq!(w.done(tickets[2]), 0, "third done first: held behind the first two");
+        assert_eq!(w.done(tickets[1]), 0);
+        assert_eq!(w.len(), 4);
+        assert_eq!(w.done(tickets[0]), 3, "the first releases itself and the two behind it");
+        assert_eq!(w.len(), 1);
+        assert_eq!(w.done(tickets[0]), 0, "a ticket is acknowledged once");
+        assert_eq!(w.done(tickets[3]), 1);
+        assert_eq!(w.len(), 0);
+    }
+}

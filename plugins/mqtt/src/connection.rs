@@ -1,0 +1,199 @@
+//! The connection task: connect, subscribe when the session was not resumed, feed
+//! received transactions to the intake in order, pair publishes with their PUBACKs,
+//! and reconnect with backoff and jitter.
+//!
+//! Each connection gets a fresh rumqttc event loop. rumqttc would reconnect by itself,
+//! but it silently drops unacknowledged publishes when the broker starts a new session;
+//! with one event loop per connection the outbox owns re-sending, and acknowledgements
+//! owed on a dead connection die with it (the broker redelivers those messages).
+
+use crate::acks::AckWindow;
+use crate::intake::Intake;
+use crate::metrics::{MqttMetrics, StatusCell};
+use crate::options::ConnectOptions;
+use crate::outbox::Outbox;
+use rand::Rng;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, ConnectionError, Event};
+use rumqttc::Outgoing;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Everything the connection task needs.
+#[derive(Debug)]
+pub struct Connection {
+    pub options: ConnectOptions,
+    pub filters: Vec<String>,
+    pub qos: QoS,
+    pub intake: Arc<Intake>,
+    pub outbox: Arc<Outbox>,
+    pub metrics: MqttMetrics,
+    pub status: Arc<StatusCell>,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+}
+
+/// How the task was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// Stop taking transactions; keep publishing (alerts drain, answers go out).
+    Draining,
+    /// Disconnect and return.
+    Closed,
+}
+
+impl Connection {
+    /// Runs until `phase` is [`Phase::Closed`].
+    pub async fn run(self, mut phase: watch::Receiver<Phase>) {
+        let mut backoff = self.reconnect_initial;
+        let mut subscribed_once = false;
+        loop {
+            if *phase.borrow() == Phase::Closed {
+                break;
+            }
+            let cap = self.options.options.request_channel_capacity();
+            let (client, mut eventloop) = AsyncClient::new(self.options.options.clone(), cap);
+            let window = Arc::new(AckWindow::new(client.clone()));
+            self.status.update(|s| s.state = "connecting".into());
+            let outcome = loop {
+                let event = tokio::select! {
+                    biased;
+                    changed = phase.changed() => {
+                        if changed.is_err() || *phase.borrow() == Phase::Closed {
+                            break Outcome::Closed;
+                        }
+                        continue;
+                    }
+                    event = eventloop.poll() => event,
+                };
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        backoff = self.reconnect_initial;
+                        self.metrics.connections.with_label_values(&["connected"]).inc();
+                        self.metrics.connected.set(1);
+                        let resumed = ack.session_present;
+                        if !resumed || !subscribed_once {
+                            // A new session has no subscriptions; on the first connection
+                            // of this run the config may have changed them.
+                            let filters = self.filters.iter().map(|f| Filter::new(f.clone(), self.qos));
+                            if let Err(e) = client.try_subscribe_many(filters) {
+                                tracing::error!(error = %e, "MQTT subscribe could not be queued");
+                            }
+                            subscribed_once = true;
+                        }
+                        let resent = self.outbox.attach(client.clone());
+                        tracing::info!(
+                            broker = %self.options.broker,
+                            session_resumed = resumed,
+                            resent,
+                            "MQTT connected"
+                        );
+                        self.status.update(|s| {
+                            s.state = "connected".into();
+                            s.session_resumed = resumed;
+                            s.last_error = None;
+                            s.connects += 1;
+                        });
+                    }
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        if *phase.borrow() == Phase::Running {
+                            self.intake.receive(&window, publish).await;
+                        }
+                        // Draining: left unacknowledged for the next session.
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => self.outbox.on_puback(ack.pkid, ack.reason),
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => self.outbox.on_sent(pkid),
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => self.check_suback(&ack.return_codes),
+                    Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                        tracing::warn!(reason = ?d.reason_code, "the MQTT broker sent DISCONNECT");
+                    }
+                    Ok(_) => {}
+                    Err(e) => break Outcome::Failed(e),
+                }
+                self.status.update(|s| {
+                    s.in_flight = window.len();
+                    s.unacked_publishes = self.outbox.unacked();
+                });
+                self.metrics.unacked_publishes.set(self.outbox.unacked() as i64);
+            };
+            self.outbox.detach();
+            self.metrics.connected.set(0);
+            match outcome {
+                Outcome::Closed => {
+                    // A clean DISCONNECT keeps the session (its expiry is in CONNECT):
+                    // unacknowledged transactions are redelivered to the next run.
+                    let _ = client.try_disconnect();
+                    let deadline = Instant::now() + Duration::from_secs(1);
+                    while Instant::now() < deadline {
+                        match tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await {
+                            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
+                            Ok(Ok(_)) => {}
+                        }
+                    }
+                    break;
+                }
+                Outcome::Failed(e) => {
+                    self.metrics.connections.with_label_values(&["failed"]).inc();
+                    let wait = jittered(backoff);
+                    tracing::warn!(
+                        broker = %self.options.broker,
+                        error = %describe(&e),
+                        retry_in_ms = wait.as_millis() as u64,
+                        "MQTT connection lost or refused"
+                    );
+                    self.status.update(|s| {
+                        s.state = "disconnected".into();
+                        s.last_error = Some(describe(&e));
+                    });
+                    backoff = (backoff * 2).min(self.reconnect_max);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = phase.wait_for(|p| *p == Phase::Closed) => {}
+                    }
+                }
+            }
+        }
+        self.status.update(|s| s.state = "stopped".into());
+    }
+
+    fn check_suback(&self, codes: &[SubscribeReasonCode]) {
+        for (filter, code) in self.filters.iter().zip(codes) {
+            match code {
+                SubscribeReasonCode::Success(_) => tracing::debug!(filter, "MQTT subscribed"),
+                refused => {
+                    self.metrics.subscribe_failures.inc();
+                    tracing::error!(filter, reason = ?refused, "the MQTT broker refused a subscription; no transactions arrive on it");
+                    self.status.update(|s| {
+                        s.last_error = Some(format!("subscription to {filter} refused: {refused:?}"));
+                    });
+                }
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Closed,
+    Failed(ConnectionError),
+}
+
+/// Backoff with ±25 % jitter, so terminals' gateways do not reconnect in lockstep.
+fn jittered(d: Duration) -> Duration {
+    let factor = rand::rng().random_range(0.75..1.25);
+    d.mul_f64(factor)
+}
+
+/// A connection error in words a store engineer can act on.
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection: {code:?} (check mqtt.username/password and the broker's ACL)")
+        }
+        ConnectionError::Tls(t) => format!("TLS: {t} (check mqtt.tls files and that mqtt.host matches the certificate)"),
+        ConnectionError::Io(io) => format!("I/O: {io}"),
+        other => other.to_string(),
+    }
+}

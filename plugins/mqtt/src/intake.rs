@@ -1,0 +1,192 @@
+//! One received transaction: submitted in arrival order, answered on its terminal's
+//! decision topic (or the MQTT 5 response topic), acknowledged to the broker only
+//! once the agent's verdict is durable.
+
+use crate::acks::{AckWindow, Ticket};
+use crate::config::Topics;
+use crate::metrics::MqttMetrics;
+use crate::outbox::{Message, Outbox};
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tillgate_sdk::{Ingest, Submission, Verdict};
+
+/// Source name in metrics and dead letters.
+pub const SOURCE: &str = "mqtt";
+
+/// What every message's handling shares.
+pub struct Intake {
+    pub ingest: Arc<dyn Ingest>,
+    pub outbox: Arc<Outbox>,
+    pub topics: Topics,
+    pub qos: QoS,
+    pub metrics: MqttMetrics,
+    /// Set when the agent stops: refused messages stop retrying and stay unacknowledged.
+    pub stopping: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Intake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intake").field("topics", &self.topics).finish_non_exhaustive()
+    }
+}
+
+/// Where the answer to one message goes.
+#[derive(Debug, Clone)]
+struct ReplyTo {
+    topic: String,
+    response_topic: Option<String>,
+    correlation_data: Option<Bytes>,
+}
+
+impl Intake {
+    /// Submits `publish` (in arrival order: the caller awaits this before taking the
+    /// next message) and spawns the wait for its verdict.
+    pub async fn receive(self: &Arc<Self>, window: &Arc<AckWindow>, publish: Publish) {
+        let ticket = (publish.qos != QoS::AtMostOnce).then(|| window.push(&publish));
+        self.metrics.in_flight.inc();
+        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+        let captures = self.topics.subscribe.iter().find_map(|t| t.capture(&topic));
+        if captures.is_none() {
+            self.metrics.unmatched_topic.inc();
+            tracing::warn!(topic, "MQTT message on a topic no `mqtt.subscribe` template matches; journaled without the topic check");
+        }
+        let captures = captures.unwrap_or_default();
+        let (store_id, terminal_id) = (
+            captures.store_id.map(str::to_string),
+            captures.terminal_id.map(str::to_string),
+        );
+        let props = publish.properties.as_ref();
+        let reply = ReplyTo {
+            topic,
+            response_topic: props
+                .and_then(|p| p.response_topic.clone())
+                .filter(|t| valid_publish_topic(t)),
+            correlation_data: props.and_then(|p| p.correlation_data.clone()),
+        };
+        let payload = publish.payload.clone();
+        let pending = self.ingest.submit(submission(&payload, &store_id, &terminal_id)).await;
+        let this = self.clone();
+        let window = window.clone();
+        tokio::spawn(async move {
+            let mut verdict = pending.await;
+            let mut backoff = Duration::from_millis(100);
+            let mut told = false;
+            loop {
+                match verdict {
+                    Verdict::Refused { code, message } => {
+                        this.metrics.received.with_label_values(&["refused"]).inc();
+                        if !told {
+                            let (s, t) = (store_id.as_deref(), terminal_id.as_deref());
+                            let body = json!({"error": code, "message": message, "retrying": true});
+                            this.answer_error(&reply, s, t, body, &payload).await;
+                            told = true;
+                        }
+                        if this.stopping.load(Ordering::Acquire) {
+                            // Left unacknowledged: the broker redelivers it to the next session.
+                            this.metrics.in_flight.dec();
+                            return;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        let retry = this.ingest.submit(submission(&payload, &store_id, &terminal_id));
+                        verdict = retry.await.await;
+                    }
+                    Verdict::Decided {
+                        store_id,
+                        terminal_id,
+                        answer,
+                    } => {
+                        this.metrics.received.with_label_values(&["decided"]).inc();
+                        let topic = this.topics.decision.render(&store_id, &terminal_id);
+                        this.publish(&reply, topic, "decision", answer).await;
+                        break;
+                    }
+                    Verdict::Rejected {
+                        store_id,
+                        terminal_id,
+                        error,
+                    } => {
+                        this.metrics.received.with_label_values(&["rejected"]).inc();
+                        this.answer_error(&reply, store_id.as_deref(), terminal_id.as_deref(), error, &payload)
+                            .await;
+                        break;
+                    }
+                }
+            }
+            // The answer is queued ahead of the acknowledgement on the same connection,
+            // so a broker that has the PUBACK has the answer too.
+            if let Some(ticket) = ticket {
+                finish(&window, ticket);
+            }
+            this.metrics.in_flight.dec();
+        });
+    }
+
+    async fn answer_error(
+        &self,
+        reply: &ReplyTo,
+        store_id: Option<&str>,
+        terminal_id: Option<&str>,
+        mut body: Value,
+        payload: &[u8],
+    ) {
+        body["topic"] = json!(reply.topic);
+        if let Some(txn_id) = serde_json::from_slice::<Value>(payload)
+            .ok()
+            .and_then(|v| v.get("txn_id").and_then(Value::as_str).map(str::to_string))
+        {
+            body["txn_id"] = json!(txn_id);
+        }
+        let topic = self
+            .topics
+            .error
+            .render(store_id.unwrap_or("unknown"), terminal_id.unwrap_or("unknown"));
+        self.publish(reply, topic, "error", body).await;
+    }
+
+    /// Publishes `body` to the MQTT 5 response topic when the request named one, else
+    /// to `topic`.
+    async fn publish(&self, reply: &ReplyTo, topic: String, kind: &'static str, body: Value) {
+        let properties = PublishProperties {
+            correlation_data: reply.correlation_data.clone(),
+            content_type: Some("application/json".into()),
+            payload_format_indicator: Some(1),
+            ..Default::default()
+        };
+        let message = Message {
+            kind,
+            topic: reply.response_topic.clone().unwrap_or(topic),
+            payload: Bytes::from(body.to_string()),
+            qos: self.qos,
+            properties,
+        };
+        // The receipt is not awaited: a refusal is counted and logged by the outbox, and
+        // an unacknowledged publish is sent again on the next connection.
+        drop(self.outbox.publish(message).await);
+        self.metrics.published.with_label_values(&[kind]).inc();
+    }
+}
+
+fn finish(window: &AckWindow, ticket: Ticket) {
+    window.done(ticket);
+}
+
+fn submission<'a>(payload: &'a [u8], store_id: &'a Option<String>, terminal_id: &'a Option<String>) -> Submission<'a> {
+    Submission {
+        source: SOURCE,
+        raw: payload,
+        store_id: store_id.as_deref(),
+        terminal_id: terminal_id.as_deref(),
+    }
+}
+
+/// A response topic a client may give us: non-empty, no wildcards, no NUL. Publishing
+/// to an invalid one would make the broker drop our connection.
+fn valid_publish_topic(t: &str) -> bool {
+    !t.is_empty() && !t.contains(['+', '#', '\0']) && t.len() <= 65_535
+}

@@ -1,0 +1,178 @@
+//! MQTT for tillgate: terminals publish transactions to the store broker; the agent
+//! journals each one, answers on the terminal's decision topic and acknowledges the
+//! message (PUBACK) only after the journal commit; alerts are published from the
+//! journal with their own cursor.
+//!
+//! Layout: [`config`] (`[mqtt]`), [`options`] (session, credentials, TLS),
+//! [`connection`] (the connection task), [`intake`] (one received transaction),
+//! [`acks`] (in-order PUBACKs after commit), [`outbox`] (publishes kept until the
+//! broker acknowledges them), [`alerts`] (the alert sink), [`topic`] (templates),
+//! [`metrics`].
+//!
+//! The agent connects with MQTT 5 (persistent session by session expiry, receive
+//! maximum for flow control, response topics); terminals may use MQTT 3.1.1 or 5.
+
+pub mod acks;
+pub mod alerts;
+pub mod config;
+pub mod connection;
+pub mod intake;
+pub mod metrics;
+pub mod options;
+pub mod outbox;
+pub mod topic;
+
+pub use alerts::AlertSink;
+pub use config::{ConfigError, MqttConfig, TlsConfig};
+pub use metrics::MqttStatus;
+
+use connection::{Connection, Phase};
+use metrics::{MqttMetrics, StatusCell};
+use outbox::Outbox;
+use rumqttc::v5::mqttbytes::QoS;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tillgate_sdk::Ingest;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the MQTT plugin could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The `[mqtt]` section is invalid (exit 78).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The metrics could not be registered.
+    #[error("MQTT metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// The running MQTT connection.
+#[derive(Debug)]
+pub struct Mqtt {
+    drainer: Drainer,
+    task: JoinHandle<()>,
+    status: Arc<StatusCell>,
+}
+
+/// Stops MQTT intake from elsewhere (the agent's shutdown signal); cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Drainer {
+    phase: Arc<watch::Sender<Phase>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Drainer {
+    /// Stops taking transactions (the broker keeps new ones for the next run); answers
+    /// and alerts keep flowing until [`Mqtt::close`].
+    pub fn drain(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.phase.send_if_modified(|p| {
+            let running = *p == Phase::Running;
+            if running {
+                *p = Phase::Draining;
+            }
+            running
+        });
+    }
+}
+
+/// Checks `[mqtt]` without connecting: templates, files, secrets.
+pub fn check(config: &MqttConfig) -> Result<(), ConfigError> {
+    config.validate()?;
+    options::build(config).map(|_| ())
+}
+
+impl Mqtt {
+    /// Starts the connection task; returns it and, when `alerts` is on, the alert sink
+    /// for the agent's sink runner.
+    pub fn start(
+        config: &MqttConfig,
+        ingest: Arc<dyn Ingest>,
+        registry: &prometheus::Registry,
+    ) -> Result<(Mqtt, Option<AlertSink>), StartError> {
+        let topics = config.validate()?;
+        let connect = options::build(config)?;
+        let metrics = MqttMetrics::register(registry)?;
+        let qos = if config.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+        let outbox = Arc::new(
+            Outbox::new(config.max_unacked_publishes).with_refusal_counter(metrics.publish_refused.clone()),
+        );
+        let stopping = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(StatusCell::default());
+        let filters: Vec<String> = topics.subscribe.iter().map(|t| t.filter()).collect();
+        status.update(|s| {
+            s.state = "connecting".into();
+            s.broker = connect.broker.clone();
+            s.client_id = config.client_id.clone();
+            s.subscriptions = filters.clone();
+        });
+        let alerts = config.alerts.then(|| {
+            AlertSink::new(outbox.clone(), topics.alert.clone(), qos, metrics.published.clone())
+        });
+        let intake = Arc::new(intake::Intake {
+            ingest,
+            outbox: outbox.clone(),
+            topics,
+            qos,
+            metrics: metrics.clone(),
+            stopping: stopping.clone(),
+        });
+        let (phase, phase_rx) = watch::channel(Phase::Running);
+        let connection = Connection {
+            options: connect,
+            filters,
+            qos,
+            intake,
+            outbox,
+            metrics,
+            status: status.clone(),
+            reconnect_initial: config.reconnect_initial.get(),
+            reconnect_max: config.reconnect_max.get(),
+        };
+        let task = tokio::spawn(connection.run(phase_rx));
+        Ok((
+            Mqtt {
+                drainer: Drainer {
+                    phase: Arc::new(phase),
+                    stopping,
+                },
+                task,
+                status,
+            },
+            alerts,
+        ))
+    }
+
+    /// A handle that stops intake; see [`Drainer::drain`].
+    pub fn drainer(&self) -> Drainer {
+        self.drainer.clone()
+    }
+
+    /// Disconnects (keeping the session) and waits for the connection task.
+    pub async fn close(self) {
+        self.drainer.drain();
+        self.drainer.phase.send_replace(Phase::Closed);
+        let _ = self.task.await;
+    }
+
+    /// The connection's state, for `tillgate status`.
+    pub fn status(&self) -> MqttStatus {
+        self.status.snapshot()
+    }
+
+    /// A handle that reads the status later (the agent's HTTP status endpoint).
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle(self.status.clone())
+    }
+}
+
+/// Reads the MQTT status; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StatusHandle(Arc<StatusCell>);
+
+impl StatusHandle {
+    pub fn get(&self) -> MqttStatus {
+        self.0.snapshot()
+    }
+}
