@@ -8,6 +8,11 @@ have() { command -v "$1" >/dev/null 2>&1; }
 
 have cc || need_apt+=(build-essential)
 have pkg-config || need_apt+=(pkg-config)
+# Tests and the MQTT benchmark run a real broker; TLS tests make their certificates
+# with openssl; the demo publishes with mosquitto_pub.
+have mosquitto || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+have mosquitto_pub || need_apt+=(mosquitto-clients)
+have openssl || need_apt+=(openssl)
 # The workspace needs Rust >= 1.85. Debian 12's own `cargo` is older; its `rustc-web`
 # and `cargo-web` packages are current (see ../shared/TOOLCHAIN.md).
 if ! have cargo; then

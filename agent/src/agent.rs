@@ -10,9 +10,9 @@ use crate::sinks::{self, SinkRunner};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tillgate_mqtt::Mqtt;
 use std::sync::Arc;
 use std::time::Instant;
+use tillgate_mqtt::Mqtt;
 use tokio::sync::watch;
 
 /// Why the agent could not start.

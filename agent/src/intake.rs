@@ -119,7 +119,9 @@ fn routing_hint(s: &Submission<'_>) -> (Option<String>, Option<String>) {
     };
     (
         s.store_id.map(str::to_string).or_else(|| from_payload("store_id")),
-        s.terminal_id.map(str::to_string).or_else(|| from_payload("terminal_id")),
+        s.terminal_id
+            .map(str::to_string)
+            .or_else(|| from_payload("terminal_id")),
     )
 }
 
@@ -134,7 +136,11 @@ fn refused(e: &SubmitError) -> Verdict {
 pub fn answer(metrics: &Metrics, source: &str, accepted: Accepted, started: Instant) -> Value {
     let elapsed = started.elapsed();
     metrics.decision_latency.observe(elapsed.as_secs_f64());
-    count(metrics, source, if accepted.duplicate { "duplicate" } else { "accepted" });
+    count(
+        metrics,
+        source,
+        if accepted.duplicate { "duplicate" } else { "accepted" },
+    );
     let d = &accepted.decision;
     let mut v = json!({
         "txn_id": d.txn_id,

@@ -187,7 +187,14 @@ impl Journal {
     /// source are journaled in their order) and returns the wait for its answer.
     pub async fn enqueue(&self, txn: Transaction) -> PendingAnswer {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Command::Submit { txn: Box::new(txn), reply }).await.is_ok();
+        let sent = self
+            .tx
+            .send(Command::Submit {
+                txn: Box::new(txn),
+                reply,
+            })
+            .await
+            .is_ok();
         PendingAnswer(sent.then_some(rx))
     }
 

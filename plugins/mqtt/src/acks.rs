@@ -25,6 +25,8 @@ struct Inner {
     /// Ticket number of `slots[0]`.
     base: u64,
     slots: VecDeque<Slot>,
+    /// Released, in order, waiting for room in the event loop's request channel.
+    ready: VecDeque<Publish>,
 }
 
 /// The acknowledgements owed on one connection.
@@ -50,31 +52,52 @@ impl AckWindow {
         ticket
     }
 
-    /// The transaction behind `ticket` is journaled (or dead-lettered): acknowledge it
-    /// and every finished one after it that was only waiting for it. Returns how many
-    /// acknowledgements went out.
+    /// The transaction behind `ticket` is journaled (or dead-lettered) and its answer
+    /// is queued: acknowledge it and every finished one after it that was only waiting
+    /// for it. Returns how many acknowledgements were released.
     pub fn done(&self, ticket: Ticket) -> usize {
         let mut inner = self.lock();
-        let Some(index) = ticket.0.checked_sub(inner.base) else { return 0 };
-        let Some(slot) = inner.slots.get_mut(index as usize) else { return 0 };
+        let Some(index) = ticket.0.checked_sub(inner.base) else {
+            return 0;
+        };
+        let Some(slot) = inner.slots.get_mut(index as usize) else {
+            return 0;
+        };
         let Slot::Waiting(publish) = slot else { return 0 };
         *slot = Slot::Done(publish.clone());
-        let mut acked = 0;
+        let mut released = 0;
         while let Some(Slot::Done(_)) = inner.slots.front() {
             if let Some(Slot::Done(publish)) = inner.slots.pop_front() {
                 inner.base += 1;
-                // The request channel is sized above every bound on what can queue in
-                // it; if the event loop is gone, the broker redelivers on the next session.
-                let _ = self.client.try_ack(&publish);
-                acked += 1;
+                inner.ready.push_back(publish);
+                released += 1;
             }
         }
-        acked
+        self.flush_locked(&mut inner);
+        released
+    }
+
+    /// Hands released acknowledgements to the event loop, in order, until its channel
+    /// is full; the connection task calls this after every event. If the event loop is
+    /// gone they are never sent and the broker redelivers those messages.
+    pub fn flush(&self) {
+        let mut inner = self.lock();
+        self.flush_locked(&mut inner);
+    }
+
+    fn flush_locked(&self, inner: &mut Inner) {
+        while let Some(publish) = inner.ready.front() {
+            if self.client.try_ack(publish).is_err() {
+                return;
+            }
+            inner.ready.pop_front();
+        }
     }
 
     /// Received and not yet acknowledged.
     pub fn len(&self) -> usize {
-        self.lock().slots.len()
+        let inner = self.lock();
+        inner.slots.len() + inner.ready.len()
     }
 
     /// Nothing is owed.

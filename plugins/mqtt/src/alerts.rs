@@ -72,7 +72,7 @@ impl Sink for AlertSink {
                         ..Default::default()
                     },
                 };
-                receipts.push(self.outbox.publish(message).await);
+                receipts.push(self.outbox.publish(message).await.receipt);
             }
             for receipt in receipts {
                 match receipt.await {

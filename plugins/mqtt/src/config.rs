@@ -222,7 +222,12 @@ impl MqttConfig {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Topics {
             subscribe,
-            decision: template("decision_topic", &self.decision_topic, false, &["store_id", "terminal_id"])?,
+            decision: template(
+                "decision_topic",
+                &self.decision_topic,
+                false,
+                &["store_id", "terminal_id"],
+            )?,
             error: template("error_topic", &self.error_topic, false, &["store_id", "terminal_id"])?,
             alert: template("alert_topic", &self.alert_topic, false, &["store_id"])?,
         })

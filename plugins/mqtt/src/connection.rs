@@ -113,6 +113,9 @@ impl Connection {
                     Ok(_) => {}
                     Err(e) => break Outcome::Failed(e),
                 }
+                // The event loop drained some of its channel: hand it what waited.
+                self.outbox.flush();
+                window.flush();
                 self.status.update(|s| {
                     s.in_flight = window.len();
                     s.unacked_publishes = self.outbox.unacked();
@@ -192,7 +195,9 @@ fn describe(e: &ConnectionError) -> String {
         ConnectionError::ConnectionRefused(code) => {
             format!("the broker refused the connection: {code:?} (check mqtt.username/password and the broker's ACL)")
         }
-        ConnectionError::Tls(t) => format!("TLS: {t} (check mqtt.tls files and that mqtt.host matches the certificate)"),
+        ConnectionError::Tls(t) => {
+            format!("TLS: {t} (check mqtt.tls files and that mqtt.host matches the certificate)")
+        }
         ConnectionError::Io(io) => format!("I/O: {io}"),
         other => other.to_string(),
     }

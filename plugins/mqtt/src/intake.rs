@@ -31,7 +31,9 @@ pub struct Intake {
 
 impl std::fmt::Debug for Intake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Intake").field("topics", &self.topics).finish_non_exhaustive()
+        f.debug_struct("Intake")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,7 +55,10 @@ impl Intake {
         let captures = self.topics.subscribe.iter().find_map(|t| t.capture(&topic));
         if captures.is_none() {
             self.metrics.unmatched_topic.inc();
-            tracing::warn!(topic, "MQTT message on a topic no `mqtt.subscribe` template matches; journaled without the topic check");
+            tracing::warn!(
+                topic,
+                "MQTT message on a topic no `mqtt.subscribe` template matches; journaled without the topic check"
+            );
         }
         let captures = captures.unwrap_or_default();
         let (store_id, terminal_id) = (
@@ -165,9 +170,12 @@ impl Intake {
             qos: self.qos,
             properties,
         };
-        // The receipt is not awaited: a refusal is counted and logged by the outbox, and
-        // an unacknowledged publish is sent again on the next connection.
-        drop(self.outbox.publish(message).await);
+        // Wait until the answer is in the event loop's channel, so the PUBACK queued
+        // after it follows it on the wire. The broker's acknowledgement is not awaited: a
+        // refusal is counted and logged by the outbox, and an unacknowledged publish is
+        // sent again on the next connection.
+        let queued = self.outbox.publish(message).await;
+        let _ = queued.handed.await;
         self.metrics.published.with_label_values(&[kind]).inc();
     }
 }

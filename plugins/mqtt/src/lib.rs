@@ -94,10 +94,13 @@ impl Mqtt {
         let topics = config.validate()?;
         let connect = options::build(config)?;
         let metrics = MqttMetrics::register(registry)?;
-        let qos = if config.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-        let outbox = Arc::new(
-            Outbox::new(config.max_unacked_publishes).with_refusal_counter(metrics.publish_refused.clone()),
-        );
+        let qos = if config.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        let outbox =
+            Arc::new(Outbox::new(config.max_unacked_publishes).with_refusal_counter(metrics.publish_refused.clone()));
         let stopping = Arc::new(AtomicBool::new(false));
         let status = Arc::new(StatusCell::default());
         let filters: Vec<String> = topics.subscribe.iter().map(|t| t.filter()).collect();
@@ -107,9 +110,9 @@ impl Mqtt {
             s.client_id = config.client_id.clone();
             s.subscriptions = filters.clone();
         });
-        let alerts = config.alerts.then(|| {
-            AlertSink::new(outbox.clone(), topics.alert.clone(), qos, metrics.published.clone())
-        });
+        let alerts = config
+            .alerts
+            .then(|| AlertSink::new(outbox.clone(), topics.alert.clone(), qos, metrics.published.clone()));
         let intake = Arc::new(intake::Intake {
             ingest,
             outbox: outbox.clone(),

@@ -39,10 +39,7 @@ impl MqttMetrics {
                 &["outcome"],
             )?,
             received: IntCounterVec::new(
-                Opts::new(
-                    "mqtt_received_total",
-                    "Transactions received over MQTT, by outcome",
-                ),
+                Opts::new("mqtt_received_total", "Transactions received over MQTT, by outcome"),
                 &["outcome"],
             )?,
             unmatched_topic: IntCounter::new(
@@ -68,10 +65,7 @@ impl MqttMetrics {
                 "mqtt_unacked_publishes",
                 "Publishes waiting for the broker's acknowledgement",
             )?,
-            subscribe_failures: IntCounter::new(
-                "mqtt_subscribe_failures_total",
-                "Subscriptions the broker refused",
-            )?,
+            subscribe_failures: IntCounter::new("mqtt_subscribe_failures_total", "Subscriptions the broker refused")?,
         };
         registry.register(Box::new(m.connected.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;

@@ -3,8 +3,8 @@
 //! Every file and secret is read once at start, so a missing CA file or an empty
 //! password file is a config error (exit 78) naming the key, not a reconnect loop.
 
-use crate::config::MqttConfig;
 use crate::config::ConfigError;
+use crate::config::MqttConfig;
 use rumqttc::v5::MqttOptions;
 use rumqttc::{TlsConfiguration, Transport};
 use std::path::Path;
@@ -83,10 +83,7 @@ fn read_pem(path: &Path, key: &str, kind: &str) -> Result<Vec<u8>, ConfigError> 
         .lines()
         .any(|l| l.starts_with("-----BEGIN ") && l.ends_with(&format!("{kind}-----")));
     if !found {
-        return Err(err(
-            key,
-            format!("{} holds no PEM `{kind}` block", path.display()),
-        ));
+        return Err(err(key, format!("{} holds no PEM `{kind}` block", path.display())));
     }
     Ok(bytes)
 }

@@ -42,10 +42,20 @@ pub enum PublishError {
 /// Completes when the broker has acknowledged the publish (at once for QoS 0).
 pub type Receipt = oneshot::Receiver<Result<(), PublishError>>;
 
+/// A queued publish: `handed` completes once it is in the event loop's request
+/// channel (so a request queued after that goes out after it on the wire), `receipt`
+/// once the broker acknowledged it.
+#[derive(Debug)]
+pub struct Queued {
+    pub handed: oneshot::Receiver<()>,
+    pub receipt: Receipt,
+}
+
 #[derive(Debug)]
 struct Entry {
     message: Message,
     done: Option<oneshot::Sender<Result<(), PublishError>>>,
+    handed: Option<oneshot::Sender<()>>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -53,9 +63,11 @@ struct Entry {
 #[derive(Debug)]
 struct Link {
     client: AsyncClient,
-    /// Handed to the event loop, waiting for their `Outgoing::Publish(pkid)`.
+    /// Not yet in the event loop's request channel (it was full), in order.
+    unsent: VecDeque<u64>,
+    /// In the request channel, waiting for their `Outgoing::Publish(pkid)`.
     sent: VecDeque<u64>,
-    /// Sent and waiting for the PUBACK.
+    /// On the wire and waiting for the PUBACK.
     by_pkid: HashMap<u16, u64>,
 }
 
@@ -93,43 +105,51 @@ impl Outbox {
     }
 
     /// Queues `message`: sent now when connected, else on the next connection.
-    pub async fn publish(&self, message: Message) -> Receipt {
+    pub async fn publish(&self, message: Message) -> Queued {
         let (done, receipt) = oneshot::channel();
+        let (handed_tx, handed) = oneshot::channel();
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             let _ = done.send(Err(PublishError::Closed));
-            return receipt;
+            return Queued { handed, receipt };
         };
         let mut state = self.lock();
         let id = state.next_id;
         state.next_id += 1;
-        if let Some(link) = state.link.as_mut() {
-            link.send(id, &message);
-        }
         state.entries.insert(
             id,
             Entry {
                 message,
                 done: Some(done),
+                handed: Some(handed_tx),
                 _slot: slot,
             },
         );
-        receipt
+        if let Some(link) = state.link.as_mut() {
+            link.unsent.push_back(id);
+        }
+        state.flush();
+        Queued { handed, receipt }
     }
 
     /// A new connection is up: everything unacknowledged goes out on it, in order.
     pub fn attach(&self, client: AsyncClient) -> usize {
         let mut state = self.lock();
-        let mut link = Link {
+        let unsent: VecDeque<u64> = state.entries.keys().copied().collect();
+        let resent = unsent.len();
+        state.link = Some(Link {
             client,
+            unsent,
             sent: VecDeque::new(),
             by_pkid: HashMap::new(),
-        };
-        for (id, entry) in &state.entries {
-            link.send(*id, &entry.message);
-        }
-        let resent = link.sent.len();
-        state.link = Some(link);
+        });
+        state.flush();
         resent
+    }
+
+    /// Hands what waits for room to the event loop; the connection task calls this
+    /// after every event, as the event loop drains its channel.
+    pub fn flush(&self) {
+        self.lock().flush();
     }
 
     /// The connection is gone; publishes wait for the next one.
@@ -200,20 +220,32 @@ impl State {
     }
 }
 
-impl Link {
-    /// Hands one publish to the event loop. The request channel is sized above the
-    /// outbox's capacity, so it is never full; if the event loop is gone the entry
-    /// simply waits for the next connection.
-    fn send(&mut self, id: u64, m: &Message) {
-        let sent = self.client.try_publish_with_properties(
-            m.topic.clone(),
-            m.qos,
-            false,
-            m.payload.clone(),
-            m.properties.clone(),
-        );
-        if sent.is_ok() {
-            self.sent.push_back(id);
+impl State {
+    /// Hands unsent publishes to the event loop in order, until its channel is full.
+    fn flush(&mut self) {
+        let Some(link) = self.link.as_mut() else { return };
+        while let Some(&id) = link.unsent.front() {
+            let Some(entry) = self.entries.get_mut(&id) else {
+                link.unsent.pop_front();
+                continue;
+            };
+            let m = &entry.message;
+            let handed = link.client.try_publish_with_properties(
+                m.topic.clone(),
+                m.qos,
+                false,
+                m.payload.clone(),
+                m.properties.clone(),
+            );
+            if handed.is_err() {
+                // Full (or the event loop is gone): the rest waits, in order.
+                return;
+            }
+            link.unsent.pop_front();
+            link.sent.push_back(id);
+            if let Some(h) = entry.handed.take() {
+                let _ = h.send(());
+            }
         }
     }
 }
@@ -242,8 +274,8 @@ mod tests {
         let outbox = Outbox::new(8);
         let (client, _el) = link(16);
         outbox.attach(client);
-        let a = outbox.publish(message("a")).await;
-        let mut b = outbox.publish(message("b")).await;
+        let a = outbox.publish(message("a")).await.receipt;
+        let mut b = outbox.publish(message("b")).await.receipt;
         outbox.on_sent(1);
         outbox.on_sent(2);
         outbox.on_puback(2, PubAckReason::Success);
@@ -259,16 +291,23 @@ mod tests {
         let outbox = Outbox::new(8);
         let (client, el) = link(16);
         outbox.attach(client);
-        let mut a = outbox.publish(message("a")).await;
-        let mut b = outbox.publish(message("b")).await;
+        let mut a = outbox.publish(message("a")).await.receipt;
+        let mut b = outbox.publish(message("b")).await.receipt;
         outbox.on_sent(1);
         outbox.detach();
         drop(el);
         outbox.on_puback(1, PubAckReason::Success); // a stale ack of the old connection
-        assert!(a.try_recv().is_err(), "an ack after the connection died pairs with nothing");
-        let mut c = outbox.publish(message("c")).await; // while disconnected
+        assert!(
+            a.try_recv().is_err(),
+            "an ack after the connection died pairs with nothing"
+        );
+        let c = outbox.publish(message("c")).await; // while disconnected
+        let mut c_handed = c.handed;
+        assert!(c_handed.try_recv().is_err(), "not handed while disconnected");
+        let mut c = c.receipt;
         let (client, _el) = link(16);
         assert_eq!(outbox.attach(client), 3);
+        assert_eq!(c_handed.try_recv(), Ok(()), "handed on the next connection");
         // The new event loop numbers them afresh, in publish order: a, b, c.
         for pkid in [1, 2, 3] {
             outbox.on_sent(pkid);
@@ -282,13 +321,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_full_request_channel_holds_publishes_back_in_order_instead_of_losing_them() {
+        let outbox = Outbox::new(8);
+        let (client, _el) = link(2);
+        outbox.attach(client);
+        let a = outbox.publish(message("a")).await;
+        let b = outbox.publish(message("b")).await;
+        let c = outbox.publish(message("c")).await;
+        let (mut a, mut b, mut c) = (a.handed, b.handed, c.handed);
+        assert_eq!((a.try_recv(), b.try_recv()), (Ok(()), Ok(())));
+        assert!(c.try_recv().is_err(), "the channel holds two: c waits");
+        outbox.flush();
+        assert!(c.try_recv().is_err(), "still full");
+        // The connection dies before the event loop drained anything; the next one
+        // gets all three, in order.
+        outbox.detach();
+        let (client, _el) = link(16);
+        assert_eq!(outbox.attach(client), 3);
+        assert_eq!(c.try_recv(), Ok(()));
+    }
+
+    #[tokio::test]
     async fn qos0_completes_when_sent_and_capacity_bounds_waiting_publishers() {
         let outbox = Arc::new(Outbox::new(1));
         let (client, _el) = link(16);
         outbox.attach(client);
         let mut m = message("zero");
         m.qos = QoS::AtMostOnce;
-        let r = outbox.publish(m).await;
+        let r = outbox.publish(m).await.receipt;
         let blocked = {
             let outbox = outbox.clone();
             tokio::spawn(async move { drop(outbox.publish(message("next")).await) })

@@ -46,7 +46,11 @@ pub enum TemplateError {
     #[error("level {level} (`{text}`): a placeholder must be a whole level, like `{{store_id}}`")]
     PartialPlaceholder { level: usize, text: String },
     #[error("level {level}: unknown placeholder `{{{name}}}`; allowed here: {allowed}")]
-    UnknownPlaceholder { level: usize, name: String, allowed: String },
+    UnknownPlaceholder {
+        level: usize,
+        name: String,
+        allowed: String,
+    },
     #[error("level {level}: `{text}` — wildcards (`+`, `#`) are only allowed in `subscribe`")]
     WildcardInPublish { level: usize, text: String },
     #[error("level {level}: `#` must be the last level and alone in it")]
@@ -84,7 +88,11 @@ impl Template {
                     None => Err(TemplateError::UnknownPlaceholder {
                         level,
                         name: name.to_string(),
-                        allowed: allowed.iter().map(|a| format!("{{{a}}}")).collect::<Vec<_>>().join(", "),
+                        allowed: allowed
+                            .iter()
+                            .map(|a| format!("{{{a}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     }),
                 }
             } else if part.contains('{') || part.contains('}') {

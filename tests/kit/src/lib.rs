@@ -3,11 +3,15 @@
 //! journal file, the archive). Tests assert on what a user would see.
 
 pub mod archive;
+pub mod broker;
 pub mod process;
+pub mod terminal;
 pub mod txns;
 
 pub use archive::{archive_lines, archive_txn_ids, missing_from_archive};
+pub use broker::{make_tls_files, Broker, BrokerOptions, TlsFiles};
 pub use process::{run_cli, Agent, AgentOptions};
+pub use terminal::Terminal;
 pub use txns::{post, post_ndjson, txn};
 
 use std::collections::HashSet;
@@ -36,6 +40,15 @@ pub fn journal_txn_ids(journal: &Path) -> HashSet<String> {
         .expect("query runs")
         .map(|r| r.expect("row reads"))
         .collect()
+}
+
+/// Rows in one channel of a journal (0 transactions, 1 decisions, 2 alerts).
+pub fn journal_rows(journal: &Path, channel: i64) -> u64 {
+    open_journal(journal)
+        .query_row("SELECT COUNT(*) FROM records WHERE channel = ?1", [channel], |r| {
+            r.get(0)
+        })
+        .expect("count runs")
 }
 
 /// Number of dead letters and their reasons and raw bytes.

@@ -1,0 +1,228 @@
+//! MQTT end to end: a real mosquitto on a loopback port, the real agent binary, and
+//! terminals speaking MQTT 3.1.1 (or 5 for request/response). A transaction is
+//! acknowledged to the broker only after the journal commit, so it is either journaled
+//! or redelivered, across broker restarts and agent crashes.
+
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tillgate_testkit::{
+    dead_letters, journal_rows, journal_txn_ids, make_tls_files, scratch_dir, txn, Agent, AgentOptions, Broker,
+    BrokerOptions, Terminal,
+};
+
+fn options(broker: &Broker, client_id: &str) -> AgentOptions {
+    AgentOptions {
+        extra_toml: broker.agent_toml(client_id),
+        ..AgentOptions::default()
+    }
+}
+
+async fn terminals(broker: &Broker, n: usize) -> Vec<Arc<Terminal>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(Arc::new(
+            Terminal::connect(broker.port, "store-1", &format!("till-{i}")).await,
+        ));
+    }
+    out
+}
+
+/// Publishes `per_terminal` transactions from every terminal concurrently.
+async fn publish_all(terms: &[Arc<Terminal>], per_terminal: usize, prefix: &str) {
+    let mut tasks = Vec::new();
+    for t in terms {
+        let t = t.clone();
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_terminal {
+                let id = format!("{prefix}-{}-{i}", t.id);
+                t.publish(&txn(&id, &t.id, 100 + (i as i64 % 5000))).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("publisher");
+    }
+}
+
+/// Every terminal has a decision for everything it sent; each on its own topic.
+async fn assert_all_decided(terms: &[Arc<Terminal>], timeout: Duration, resend_after: Option<Duration>, agent: &Agent) {
+    for t in terms {
+        let done = t.await_decisions(timeout, resend_after).await;
+        assert!(
+            done,
+            "terminal {} is missing {} decisions (e.g. {:?}):\n{}",
+            t.id,
+            t.undecided().len(),
+            t.undecided().first(),
+            tail(&agent.log())
+        );
+        assert_eq!(t.misrouted(), 0, "a decision arrived on another terminal's topic");
+        let sent = t.sent_ids();
+        for (txn_id, ds) in t.decisions() {
+            assert!(sent.contains(&txn_id), "{} got a decision for {txn_id}", t.id);
+            assert!(ds.iter().all(|d| d["decision"].is_string()), "{ds:?}");
+        }
+    }
+}
+
+fn assert_journaled_once(journal: &Path, terms: &[Arc<Terminal>]) {
+    let sent: HashSet<String> = terms.iter().flat_map(|t| t.sent_ids()).collect();
+    let journaled = journal_txn_ids(journal);
+    let missing: Vec<&String> = sent.difference(&journaled).take(5).collect();
+    assert!(missing.is_empty(), "not journaled: {missing:?}");
+    assert_eq!(
+        journal_rows(journal, 0),
+        sent.len() as u64,
+        "each transaction is journaled exactly once"
+    );
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transaction_is_journaled_once_and_answered_on_its_terminals_topic() {
+    let dir = scratch_dir();
+    let broker = Broker::start(&dir.join("broker"), &BrokerOptions::default());
+    let agent = Agent::start(&dir.join("agent"), &options(&broker, "tillgate-e2e-volume"));
+    let terms = terminals(&broker, 8).await;
+    let per_terminal: usize = std::env::var("MQTT_E2E_PER_TERMINAL").map_or(12_500, |v| v.parse().unwrap());
+    publish_all(&terms, per_terminal, "v").await;
+    assert_all_decided(&terms, Duration::from_secs(240), None, &agent).await;
+    let journal = agent.journal();
+    let metrics = agent.metrics_text().await;
+    agent.terminate();
+    assert_journaled_once(&journal, &terms);
+    assert!(
+        metrics.contains(&format!(
+            "tillgate_transactions_total{{outcome=\"accepted\",source=\"mqtt\"}} {}",
+            per_terminal * 8
+        )),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("transactions_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payloads_get_an_error_message_and_a_dead_letter() {
+    let dir = scratch_dir();
+    let broker = Broker::start(&dir.join("broker"), &BrokerOptions::default());
+    let agent = Agent::start(&dir.join("agent"), &options(&broker, "tillgate-e2e-bad"));
+    let t = Terminal::connect(broker.port, "store-1", "till-1").await;
+    let topic = t.txn_topic();
+    t.publish_raw(&topic, b"{not json".to_vec()).await;
+    let mut missing = txn("bad-missing", "till-1", 100);
+    missing.as_object_mut().unwrap().remove("currency");
+    t.publish_raw(&topic, serde_json::to_vec(&missing).unwrap()).await;
+    let mut pan = txn("bad-pan", "till-1", 100);
+    pan["card"]["token"] = json!("4111 1111 1111 1111");
+    t.publish_raw(&topic, serde_json::to_vec(&pan).unwrap()).await;
+    // A terminal publishing under another terminal's topic.
+    let other = txn("bad-topic", "till-2", 100);
+    t.publish_raw(&topic, serde_json::to_vec(&other).unwrap()).await;
+    // And a good one after them: the connection carries on.
+    t.publish(&txn("good-after-bad", "till-1", 100)).await;
+    assert!(
+        t.await_decisions(Duration::from_secs(20), None).await,
+        "{}",
+        tail(&agent.log())
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while t.errors().len() < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let errors = t.errors();
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    let by_txn = |id: &str| {
+        errors
+            .iter()
+            .find(|e| e["txn_id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["error"] == "malformed" && e["txn_id"].is_null()),
+        "{errors:#?}"
+    );
+    let missing = by_txn("bad-missing");
+    assert_eq!(missing["error"], "invalid");
+    assert_eq!(missing["problems"][0]["field"], "currency", "{missing}");
+    assert_eq!(missing["topic"], topic);
+    assert!(by_txn("bad-pan")["message"]
+        .as_str()
+        .unwrap()
+        .contains("full card number"));
+    let wrong = by_txn("bad-topic");
+    assert_eq!(wrong["problems"][0]["field"], "terminal_id", "{wrong}");
+    assert!(
+        wrong["problems"][0]["problem"].as_str().unwrap().contains("till-1"),
+        "{wrong}"
+    );
+
+    let journal = agent.journal();
+    let metrics = agent.metrics_text().await;
+    agent.terminate();
+    let letters = dead_letters(&journal);
+    assert_eq!(letters.len(), 4, "{letters:?}");
+    assert!(letters.iter().all(|(source, _, _)| source == "mqtt"));
+    assert!(
+        letters
+            .iter()
+            .all(|(_, _, raw)| !String::from_utf8_lossy(raw).contains("4111 1111 1111 1111")),
+        "no card number is stored"
+    );
+    assert!(
+        metrics.contains("tillgate_mqtt_received_total{outcome=\"rejected\"} 4"),
+        "{metrics}"
+    );
+    assert_eq!(journal_txn_ids(&journal), HashSet::from(["good-after-bad".to_string()]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_published_to_the_store_alert_topic() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let dir = scratch_dir();
+    let broker = Broker::start(&dir.join("broker"), &BrokerOptions::default());
+    let agent = Agent::start(&dir.join("agent"), &options(&broker, "tillgate-e2e-alerts"));
+    let (client, mut el) = AsyncClient::new(MqttOptions::new("lp-console", "127.0.0.1", broker.port), 10);
+    client
+        .subscribe("tillgate/v1/store-1/alerts", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(ev) = el.poll().await {
+            match ev {
+                Event::Incoming(Packet::SubAck(_)) => tx.send(Value::Null).unwrap(),
+                Event::Incoming(Packet::Publish(p)) => tx.send(serde_json::from_slice(&p.payload).unwrap()).unwrap(),
+                _ => {}
+            }
+        }
+    });
+    assert_eq!(rx.recv().await, Some(Value::Null), "subscribed");
+    let t = Terminal::connect(broker.port, "store-1", "till-1").await;
+    t.publish(&txn("big-sale", "till-1", 250_000)).await; // high-amount-sale: review
+    assert!(t.await_decisions(Duration::from_secs(20), None).await);
+    assert_eq!(t.decisions()["big-sale"][0]["decision"], "review");
+    let alert = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("an alert within 20 s")
+        .unwrap();
+    assert_eq!(alert["kind"], "rule_hit");
+    assert_eq!(alert["txn_id"], "big-sale");
+    assert_eq!(alert["rules"][0]["id"], "high-amount-sale");
+    agent.terminate();
+}
