@@ -199,6 +199,15 @@ fn describe(e: &ConnectionError) -> String {
             format!("TLS: {t} (check mqtt.tls files and that mqtt.host matches the certificate)")
         }
         ConnectionError::Io(io) => format!("I/O: {io}"),
-        other => other.to_string(),
+        other => {
+            let text = other.to_string();
+            if text.contains("CertificateRequired") {
+                format!("{text} (the broker requires a client certificate: set mqtt.tls.client_cert_file and client_key_file)")
+            } else if text.contains("fatal alert") {
+                format!("{text} (the broker refused the TLS handshake: check mqtt.tls)")
+            } else {
+                text
+            }
+        }
     }
 }

@@ -54,10 +54,11 @@ async fn assert_all_decided(terms: &[Arc<Terminal>], timeout: Duration, resend_a
         let done = t.await_decisions(timeout, resend_after).await;
         assert!(
             done,
-            "terminal {} is missing {} decisions (e.g. {:?}):\n{}",
+            "terminal {} is missing {} decisions (e.g. {:?}); agent MQTT status {}:\n{}",
             t.id,
             t.undecided().len(),
             t.undecided().first(),
+            agent.status_json().await["mqtt"],
             tail(&agent.log())
         );
         assert_eq!(t.misrouted(), 0, "a decision arrived on another terminal's topic");
@@ -224,5 +225,237 @@ async fn alerts_are_published_to_the_store_alert_topic() {
     assert_eq!(alert["kind"], "rule_hit");
     assert_eq!(alert["txn_id"], "big-sale");
     assert_eq!(alert["rules"][0]["id"], "high-amount-sale");
+    agent.terminate();
+}
+
+/// Waits until the agent's MQTT session is up (again).
+async fn await_connected(agent: &Agent, connects: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status: Value = agent.status_json().await;
+        if status["mqtt"]["state"] == "connected" && status["mqtt"]["connects"].as_u64() >= Some(connects) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "MQTT not connected: {}\n{}",
+            status["mqtt"],
+            tail(&agent.log())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_stream_loses_nothing() {
+    let dir = scratch_dir();
+    // No persistence and SIGKILL: the broker forgets every session and queued message,
+    // the hardest restart. The agent must reconnect and subscribe again by itself;
+    // terminals resend what has no answer, as a POS does after its answer timeout.
+    let mut broker = Broker::start(&dir.join("broker"), &BrokerOptions::default());
+    let agent = Agent::start(&dir.join("agent"), &options(&broker, "tillgate-e2e-broker-restart"));
+    await_connected(&agent, 1).await;
+    let terms = terminals(&broker, 4).await;
+    let publishing = {
+        let terms = terms.clone();
+        tokio::spawn(async move { publish_all(&terms, 5_000, "b").await })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    broker.restart();
+    publishing.await.unwrap();
+    await_connected(&agent, 2).await;
+    assert_all_decided(&terms, Duration::from_secs(60), Some(Duration::from_secs(2)), &agent).await;
+    let journal = agent.journal();
+    agent.terminate();
+    assert_journaled_once(&journal, &terms);
+    let redecided: usize = terms
+        .iter()
+        .flat_map(|t| t.decisions().into_values())
+        .filter(|d| d.len() > 1)
+        .count();
+    // Resent transactions are answered with their first decision, never decided again.
+    for t in &terms {
+        for ds in t.decisions().values() {
+            assert!(ds
+                .iter()
+                .all(|d| d["decision"] == ds[0]["decision"] && d["seq"] == ds[0]["seq"]));
+        }
+    }
+    eprintln!("transactions answered more than once after the restart: {redecided}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_kill_9_mid_stream_is_made_good_by_redelivery() {
+    let dir = scratch_dir();
+    let broker = Broker::start(&dir.join("broker"), &BrokerOptions::default());
+    let opts = options(&broker, "tillgate-e2e-agent-crash");
+    let agent = Agent::start(&dir.join("agent"), &opts);
+    await_connected(&agent, 1).await;
+    let terms = terminals(&broker, 4).await;
+    let publishing = {
+        let terms = terms.clone();
+        tokio::spawn(async move { publish_all(&terms, 5_000, "k").await })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    agent.kill9();
+    // Terminals keep publishing into the agent's persistent session while it is down.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let agent = Agent::start(&dir.join("agent"), &opts);
+    publishing.await.unwrap();
+    // No resending by the terminals: what the crashed agent had not acknowledged, and
+    // what arrived while it was down, comes from the broker.
+    assert_all_decided(&terms, Duration::from_secs(120), None, &agent).await;
+    let journal = agent.journal();
+    let status: Value = agent.status_json().await;
+    assert_eq!(status["mqtt"]["session_resumed"], true, "{}", status["mqtt"]);
+    agent.terminate();
+    assert_journaled_once(&journal, &terms);
+}
+
+/// TLS options for the agent: the CA, and the client pair for mutual TLS.
+fn tls_toml(ca: &Path, client: Option<(&Path, &Path)>) -> String {
+    let mut s = format!("\n[mqtt.tls]\nca_file = \"{}\"\n", ca.display());
+    if let Some((cert, key)) = client {
+        s.push_str(&format!(
+            "client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_mutual_tls_verify_the_broker_and_present_the_client_certificate() {
+    let dir = scratch_dir();
+    let tls = make_tls_files(&dir.join("tls"));
+    for mutual in [false, true] {
+        let broker = Broker::start(
+            &dir.join(format!("broker-{mutual}")),
+            &BrokerOptions {
+                tls: Some(tls.clone()),
+                require_client_cert: mutual,
+                ..BrokerOptions::default()
+            },
+        );
+        let client = mutual.then_some((tls.client_cert.as_path(), tls.client_key.as_path()));
+        let opts = AgentOptions {
+            extra_toml: broker.agent_toml(&format!("tillgate-tls-{mutual}")) + &tls_toml(&tls.ca, client),
+            ..AgentOptions::default()
+        };
+        let agent = Agent::start(&dir.join(format!("agent-{mutual}")), &opts);
+        await_connected(&agent, 1).await;
+        let status: Value = agent.status_json().await;
+        assert!(status["mqtt"]["broker"].as_str().unwrap().starts_with("mqtts://"));
+        // A TLS terminal (mosquitto_pub, the broker's own client) publishes; the agent answers.
+        let payload = serde_json::to_string(&txn(&format!("tls-{mutual}"), "till-1", 100)).unwrap();
+        let out = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t"])
+            .arg("tillgate/v1/store-1/till-1/txn")
+            .arg("--cafile")
+            .arg(&tls.ca)
+            .args([
+                "--cert",
+                tls.client_cert.to_str().unwrap(),
+                "--key",
+                tls.client_key.to_str().unwrap(),
+            ])
+            .args(["-m", &payload])
+            .output()
+            .expect("mosquitto_pub runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let journal = agent.journal();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !journal_txn_ids(&journal).contains(&format!("tls-{mutual}")) {
+            assert!(std::time::Instant::now() < deadline, "{}", tail(&agent.log()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        agent.terminate();
+    }
+
+    // A broker whose certificate does not chain to the configured CA is refused, and
+    // status says why; so is a mutual-TLS broker when the agent has no certificate.
+    let broker = Broker::start(
+        &dir.join("broker-strict"),
+        &BrokerOptions {
+            tls: Some(tls.clone()),
+            require_client_cert: true,
+            ..BrokerOptions::default()
+        },
+    );
+    for (name, ca) in [("wrong-ca", &tls.other_ca), ("no-client-cert", &tls.ca)] {
+        let opts = AgentOptions {
+            extra_toml: broker.agent_toml(name) + &tls_toml(ca, None),
+            ..AgentOptions::default()
+        };
+        let agent = Agent::start(&dir.join(name), &opts);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            let status: Value = agent.status_json().await;
+            if status["mqtt"]["last_error"].is_string() {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "{name}: {}", status["mqtt"]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_ne!(status["mqtt"]["state"], "connected", "{name}");
+        eprintln!("{name}: {}", status["mqtt"]["last_error"]);
+        agent.terminate();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_requests_are_answered_on_their_response_topic_with_their_correlation_data() {
+    use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let dir = scratch_dir();
+    let broker = Broker::start(&dir.join("broker"), &BrokerOptions::default());
+    let agent = Agent::start(&dir.join("agent"), &options(&broker, "tillgate-e2e-v5"));
+    await_connected(&agent, 1).await;
+    let (client, mut el) = AsyncClient::new(MqttOptions::new("till-v5", "127.0.0.1", broker.port), 10);
+    client.subscribe("pos/till-v5/replies", QoS::AtLeastOnce).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(ev) = el.poll().await {
+            match ev {
+                Event::Incoming(Packet::SubAck(_)) => tx.send(None).unwrap(),
+                Event::Incoming(Packet::Publish(p)) => tx.send(Some(p)).unwrap(),
+                _ => {}
+            }
+        }
+    });
+    assert!(rx.recv().await.unwrap().is_none(), "subscribed");
+    for (i, body) in [
+        serde_json::to_vec(&txn("v5-1", "till-1", 100)).unwrap(),
+        b"{broken".to_vec(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let props = PublishProperties {
+            response_topic: Some("pos/till-v5/replies".into()),
+            correlation_data: Some(format!("req-{i}").into_bytes().into()),
+            ..Default::default()
+        };
+        client
+            .publish_with_properties("tillgate/v1/store-1/till-1/txn", QoS::AtLeastOnce, false, body, props)
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a reply within 10 s")
+            .unwrap()
+            .unwrap();
+        let props = reply.properties.expect("reply properties");
+        assert_eq!(props.correlation_data.as_deref(), Some(format!("req-{i}").as_bytes()));
+        let body: Value = serde_json::from_slice(&reply.payload).unwrap();
+        if i == 0 {
+            assert_eq!(body["txn_id"], "v5-1");
+            assert_eq!(body["decision"], "allow");
+        } else {
+            assert_eq!(body["error"], "malformed", "{body}");
+        }
+    }
     agent.terminate();
 }

@@ -53,6 +53,11 @@ impl Broker {
             dir.display(),
             dir.display(),
         );
+        if nix::unistd::Uid::effective().is_root() {
+            // Started as root, mosquitto would switch to user `mosquitto`, which cannot
+            // read the test's private directory.
+            conf.push_str("user root\n");
+        }
         if let Some(tls) = &opts.tls {
             conf.push_str(&format!(
                 "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",

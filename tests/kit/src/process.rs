@@ -161,6 +161,14 @@ impl Agent {
         resp.text().await.expect("metrics text")
     }
 
+    /// `GET /v1/status` as JSON.
+    pub async fn status_json(&self) -> serde_json::Value {
+        let resp = reqwest::get(format!("{}/v1/status", self.url()))
+            .await
+            .expect("agent answers /v1/status");
+        serde_json::from_str(&resp.text().await.expect("status text")).expect("status is JSON")
+    }
+
     /// What the agent logged.
     pub fn log(&self) -> String {
         let mut s = String::new();

@@ -23,7 +23,8 @@ struct Seen {
 pub struct Terminal {
     pub store: String,
     pub id: String,
-    client: AsyncClient,
+    /// Replaced on every reconnect (see [`run`]).
+    client: Arc<Mutex<AsyncClient>>,
     seen: Arc<Mutex<Seen>>,
     /// Everything published, by txn_id, for resending.
     sent: Mutex<HashMap<String, Vec<u8>>>,
@@ -38,47 +39,12 @@ impl Terminal {
         o.set_clean_session(false);
         o.set_keep_alive(Duration::from_secs(10));
         o.set_inflight(200);
-        let (client, mut eventloop) = AsyncClient::new(o, 1000);
+        let (client, eventloop) = AsyncClient::new(o.clone(), 1000);
+        let client = Arc::new(Mutex::new(client));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let prefix = format!("tillgate/v1/{store}/{id}/");
-        let (sub_client, seen_in, prefix_in) = (client.clone(), seen.clone(), prefix.clone());
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let mut ready_tx = Some(ready_tx);
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        if !ack.session_present || ready_tx.is_some() {
-                            let _ = sub_client
-                                .subscribe(format!("{prefix_in}decision"), QoS::AtLeastOnce)
-                                .await;
-                            let _ = sub_client
-                                .subscribe(format!("{prefix_in}error"), QoS::AtLeastOnce)
-                                .await;
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(tx) = ready_tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let body: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                        let mut seen = seen_in.lock().unwrap();
-                        if p.topic == format!("{prefix_in}decision") {
-                            let txn_id = body["txn_id"].as_str().unwrap_or_default().to_string();
-                            seen.decisions.entry(txn_id).or_default().push(body);
-                        } else if p.topic == format!("{prefix_in}error") {
-                            seen.errors.push(body);
-                        } else {
-                            seen.misrouted += 1;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
+        let task = tokio::spawn(run(o, client.clone(), eventloop, seen.clone(), prefix, ready_tx));
         tokio::time::timeout(Duration::from_secs(10), ready_rx)
             .await
             .expect("terminal subscribed within 10 s")
@@ -107,11 +73,11 @@ impl Terminal {
     }
 
     /// Publishes any payload to any topic at QoS 1.
+    /// A publish that meets a dead connection is lost, as on a real terminal; the
+    /// answer timeout ([`Terminal::await_decisions`]) resends it.
     pub async fn publish_raw(&self, topic: &str, payload: Vec<u8>) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await
-            .expect("publish queued");
+        let client = self.client.lock().unwrap().clone();
+        let _ = client.publish(topic, QoS::AtLeastOnce, false, payload).await;
     }
 
     /// Sent transactions without a decision yet.
@@ -126,12 +92,10 @@ impl Terminal {
 
     /// Resends, with the same txn_id, every transaction without a decision.
     pub async fn resend_undecided(&self) -> usize {
+        let undecided = self.undecided();
         let missing: Vec<(String, Vec<u8>)> = {
             let sent = self.sent.lock().unwrap();
-            self.undecided()
-                .into_iter()
-                .map(|k| (k.clone(), sent[&k].clone()))
-                .collect()
+            undecided.into_iter().map(|k| (k.clone(), sent[&k].clone())).collect()
         };
         for (_, bytes) in &missing {
             self.publish_raw(&self.txn_topic(), bytes.clone()).await;
@@ -187,5 +151,54 @@ impl Terminal {
 impl Drop for Terminal {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// The terminal's connection loop. A lost connection gets a fresh client and event
+/// loop: rumqttc's own reconnect can stay stuck on a packet-id collision from the
+/// previous session (its `collision` survives `clean()`), and a terminal that resends
+/// unanswered transactions needs none of its queued state anyway.
+async fn run(
+    options: MqttOptions,
+    slot: Arc<Mutex<AsyncClient>>,
+    mut eventloop: rumqttc::EventLoop,
+    seen: Arc<Mutex<Seen>>,
+    prefix: String,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    loop {
+        let client = slot.lock().unwrap().clone();
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.subscribe(format!("{prefix}decision"), QoS::AtLeastOnce).await;
+                    let _ = client.subscribe(format!("{prefix}error"), QoS::AtLeastOnce).await;
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let body: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    let mut seen = seen.lock().unwrap();
+                    if p.topic == format!("{prefix}decision") {
+                        let txn_id = body["txn_id"].as_str().unwrap_or_default().to_string();
+                        seen.decisions.entry(txn_id).or_default().push(body);
+                    } else if p.topic == format!("{prefix}error") {
+                        seen.errors.push(body);
+                    } else {
+                        seen.misrouted += 1;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (client, fresh) = AsyncClient::new(options.clone(), 1000);
+        *slot.lock().unwrap() = client;
+        eventloop = fresh;
     }
 }
