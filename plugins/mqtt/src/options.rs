@@ -32,6 +32,11 @@ pub fn build(config: &MqttConfig) -> Result<ConnectOptions, ConfigError> {
     o.set_receive_maximum(Some(config.max_in_flight));
     o.set_manual_acks(true);
     o.set_connection_timeout(config.connect_timeout.get().as_secs().max(1));
+    // Decisions are small and wanted now: Nagle's algorithm would hold one back until
+    // the previous segment is acknowledged (delayed ACK: up to 40 ms).
+    let mut network = o.network_options();
+    network.set_tcp_nodelay(true);
+    o.set_network_options(network);
     // Every PUBACK and every publish the outbox holds can be queued at once, so
     // `try_*` requests never find the channel full.
     o.set_request_channel_capacity(config.max_unacked_publishes + usize::from(config.max_in_flight) + 16);

@@ -47,7 +47,7 @@ impl Broker {
         let port = free_port();
         let mut conf = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence {}\npersistence_location {}/\n\
-             autosave_interval 1\nmax_queued_messages 0\nmax_inflight_messages 1000\n\
+             autosave_interval 1\nmax_queued_messages 0\nmax_inflight_messages 1000\nset_tcp_nodelay true\n\
              log_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
             opts.persistence,
             dir.display(),
@@ -93,6 +93,11 @@ impl Broker {
             assert!(Instant::now() < deadline, "mosquitto did not listen:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL: whatever was not saved is gone, as in a crash.

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod broker;
+pub mod mqtt_bench;
 pub mod process;
 pub mod terminal;
 pub mod txns;

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 struct Seen {
     /// txn_id → every decision received for it.
     decisions: HashMap<String, Vec<Value>>,
+    /// txn_id → when its first decision arrived.
+    first_at: HashMap<String, Instant>,
     errors: Vec<Value>,
     /// Decisions received on a topic that is not this terminal's.
     misrouted: usize,
@@ -39,7 +41,7 @@ impl Terminal {
         o.set_clean_session(false);
         o.set_keep_alive(Duration::from_secs(10));
         o.set_inflight(200);
-        let (client, eventloop) = AsyncClient::new(o.clone(), 1000);
+        let (client, eventloop) = new_client(&o);
         let client = Arc::new(Mutex::new(client));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let prefix = format!("tillgate/v1/{store}/{id}/");
@@ -132,6 +134,11 @@ impl Terminal {
         self.seen.lock().unwrap().decisions.clone()
     }
 
+    /// When the first decision for each txn_id arrived.
+    pub fn first_decision_at(&self) -> HashMap<String, Instant> {
+        self.seen.lock().unwrap().first_at.clone()
+    }
+
     /// Every error message received.
     pub fn errors(&self) -> Vec<Value> {
         self.seen.lock().unwrap().errors.clone()
@@ -185,6 +192,7 @@ async fn run(
                     let mut seen = seen.lock().unwrap();
                     if p.topic == format!("{prefix}decision") {
                         let txn_id = body["txn_id"].as_str().unwrap_or_default().to_string();
+                        seen.first_at.entry(txn_id.clone()).or_insert_with(Instant::now);
                         seen.decisions.entry(txn_id).or_default().push(body);
                     } else if p.topic == format!("{prefix}error") {
                         seen.errors.push(body);
@@ -197,8 +205,15 @@ async fn run(
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let (client, fresh) = AsyncClient::new(options.clone(), 1000);
+        let (client, fresh) = new_client(&options);
         *slot.lock().unwrap() = client;
         eventloop = fresh;
     }
+}
+
+/// A client with TCP_NODELAY, as a POS terminal waiting for its answer should have.
+fn new_client(options: &MqttOptions) -> (AsyncClient, rumqttc::EventLoop) {
+    let (client, mut eventloop) = AsyncClient::new(options.clone(), 1000);
+    eventloop.network_options.set_tcp_nodelay(true);
+    (client, eventloop)
 }

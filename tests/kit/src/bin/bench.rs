@@ -32,9 +32,13 @@ struct Args {
     /// Seconds per HTTP run.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
-    /// `foundation` (journal, HTTP) or `rules` (memory per key, state rebuild).
+    /// `foundation` (journal, HTTP), `rules` (memory per key, state rebuild) or `mqtt`
+    /// (QoS 1 rate and latency through the agent vs mosquitto alone).
     #[arg(long, default_value = "foundation")]
     suite: String,
+    /// Messages for the MQTT rate runs (mosquitto alone, and through the agent).
+    #[arg(long, default_value_t = 100_000)]
+    mqtt_messages: usize,
     /// Journal rows for the rules suite's rebuild figure.
     #[arg(long, default_value_t = 1_000_000)]
     rebuild_rows: usize,
@@ -46,6 +50,9 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if args.suite == "rules" {
         return rules_suite(&rt, &args);
+    }
+    if args.suite == "mqtt" {
+        return mqtt_suite(&rt, &args);
     }
     let mut results = json!({
         "machine": machine(),
@@ -539,6 +546,86 @@ fn rules_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         open_s
     );
     let out = args.out.with_file_name("rules.json");
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+    eprintln!("saved {}", out.display());
+    Ok(())
+}
+
+fn mqtt_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
+    use tillgate_testkit::mqtt_bench;
+    let dir = tempfile::tempdir()?;
+    let broker = mqtt_bench::start_broker(&dir.path().join("broker"));
+    let n = args.mqtt_messages;
+    eprintln!("[mqtt 1/3] mosquitto alone: QoS 1, 8 publishers -> 1 subscriber, {n} messages");
+    let raw = rt.block_on(mqtt_bench::raw_broker_rate(&broker, n))?;
+
+    let port = free_port();
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir)?;
+    let config = mqtt_bench::agent_config(&agent_dir, port, &broker)?;
+    let mut child = std::process::Command::new(&args.bin)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(agent_dir.join("agent.log"))?)
+        .spawn()
+        .context("start tillgate")?;
+    wait_listening(port)?;
+    std::thread::sleep(Duration::from_millis(300)); // the MQTT session comes up
+    let cpu = |pid: u32| stat_cpu_s(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default());
+    let broker_pid = broker.pid().context("broker running")?;
+
+    eprintln!("[mqtt 2/3] through the agent: 8 terminals flat out, {n} transactions (fsync, rule pack)");
+    let (agent_cpu0, broker_cpu0) = (cpu(child.id()), cpu(broker_pid));
+    let mut max = rt.block_on(mqtt_bench::agent_max_rate(&broker, n))?;
+    max["agent_cpu_s"] = json!(cpu(child.id()) - agent_cpu0);
+    max["broker_cpu_s"] = json!(cpu(broker_pid) - broker_cpu0);
+    eprintln!("[mqtt 3/3] publish-to-decision latency at 5,000 txn/s offered for {}s", args.seconds);
+    let latency = rt.block_on(mqtt_bench::agent_latency(
+        &broker,
+        5_000.0,
+        Duration::from_secs(args.seconds),
+    ))?;
+    let rss = peak_rss_kib(child.id())?;
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+
+    let ratio = max["txns_per_s"].as_f64().unwrap_or(f64::NAN) / raw["msgs_per_s"].as_f64().unwrap_or(f64::NAN);
+    let results = json!({
+        "machine": machine(),
+        "command": "make bench (tillgate-bench --suite mqtt)",
+        "date": chrono::Utc::now().to_rfc3339(),
+        "mosquitto_alone": raw,
+        "agent_max_rate": max,
+        "ratio_to_mosquitto_alone": ratio,
+        "agent_at_5000_per_s": latency,
+        "agent_peak_rss_kib": rss,
+    });
+    println!("\ntillgate MQTT benchmark ({} cpus)", results["machine"]["cpus"]);
+    println!(
+        "mosquitto alone, QoS 1 pub->sub        {:>9.0} msg/s",
+        raw["msgs_per_s"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "through the agent (journal+rules+reply) {:>9.0} txn/s  = {:.0} % of mosquitto alone  (agent CPU {:.1}s, broker CPU {:.1}s)",
+        results["agent_max_rate"]["txns_per_s"].as_f64().unwrap_or(0.0),
+        ratio * 100.0,
+        results["agent_max_rate"]["agent_cpu_s"].as_f64().unwrap_or(0.0),
+        results["agent_max_rate"]["broker_cpu_s"].as_f64().unwrap_or(0.0),
+    );
+    println!(
+        "publish -> decision at 5,000 txn/s      p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+        latency["p50_ms"].as_f64().unwrap_or(0.0),
+        latency["p99_ms"].as_f64().unwrap_or(0.0),
+        latency["p999_ms"].as_f64().unwrap_or(0.0),
+        latency["max_ms"].as_f64().unwrap_or(0.0),
+    );
+    let out = args.out.with_file_name("mqtt.json");
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
