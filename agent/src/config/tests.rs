@@ -59,3 +59,32 @@ fn malformed_toml_is_located() {
     let e = load_str("[journal\nmax_bytes = 1").unwrap_err();
     assert_eq!(e.line, Some(1), "{e}");
 }
+
+#[test]
+fn mqtt_errors_name_key_line_and_what_is_allowed() {
+    let e = load_str("[mqtt]\nhost = \"broker\"\nqos = 2\n").unwrap_err();
+    assert_eq!((e.key.as_deref(), e.line), (Some("mqtt.qos"), Some(3)), "{e}");
+    assert!(e.message.contains("allowed: 0 or 1"), "{e}");
+    let e = load_str("[mqtt]\ndecision_topic = \"pos/{store}/decision\"\n").unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("mqtt.decision_topic"), Some(2)),
+        "{e}"
+    );
+    assert!(e.message.contains("unknown placeholder `{store}`"), "{e}");
+    let e = load_str("[mqtt]\nsubsribe = []\n").unwrap_err();
+    assert_eq!(e.line, Some(2), "a typo is an error, not a default: {e}");
+    let e = load_str("[mqtt]\n[mqtt.tls]\nca_file = \"/nonexistent/ca.pem\"\n").unwrap_err();
+    assert_eq!((e.key.as_deref(), e.line), (Some("mqtt.tls.ca_file"), Some(3)), "{e}");
+    assert!(e.message.contains("cannot read /nonexistent/ca.pem"), "{e}");
+    let e = load_str("[mqtt]\n[mqtt.tls]\nca_file = \"/etc/hostname\"\nclient_cert_file = \"/x\"\n").unwrap_err();
+    assert!(e.message.contains("both"), "{e}");
+}
+
+#[test]
+fn a_disabled_mqtt_section_is_not_checked_against_the_filesystem() {
+    let c = load_str("[mqtt]\nenabled = false\n[mqtt.tls]\nca_file = \"/nonexistent/ca.pem\"\n").unwrap();
+    assert!(c.mqtt().is_none());
+    let c = load_str("[mqtt]\nhost = \"10.0.0.2\"\n").unwrap();
+    assert_eq!(c.mqtt().map(|m| m.port()), Some(1883));
+}

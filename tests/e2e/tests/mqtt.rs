@@ -459,3 +459,61 @@ async fn mqtt5_requests_are_answered_on_their_response_topic_with_their_correlat
     }
     agent.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_journal_holds_transactions_at_the_broker_until_there_is_room() {
+    let dir = scratch_dir();
+    let broker = Broker::start(&dir.join("broker"), &BrokerOptions::default());
+    // The archive cannot write (a file stands where its directory should be), so the
+    // journal's 256 KiB fill up and stay full until the archive can ship again.
+    let blocker = dir.join("blocked-archive");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let opts = AgentOptions {
+        extra_toml: broker.agent_toml("tillgate-e2e-full") + "alerts = false\n",
+        journal_toml:
+            "max_bytes = \"256KiB\"\nretention = \"0s\"\nidempotency_window = \"0s\"\nprune_interval = \"100ms\"\n"
+                .into(),
+        archive_toml: format!("dir = \"{}\"", blocker.display()),
+        // Rules without windows: the journal keeps no replay horizon, so shipped rows
+        // are pruned at once and room comes back as soon as the archive drains.
+        rules: Some(tillgate_testkit::rule_pack().join("20-amounts.toml")),
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(&dir.join("agent"), &opts);
+    await_connected(&agent, 1).await;
+    let t = Arc::new(Terminal::connect(broker.port, "store-1", "till-1").await);
+    publish_all(std::slice::from_ref(&t), 3_000, "full").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !t.errors().iter().any(|e| e["error"] == "journal_full") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no journal_full error:\n{}",
+            tail(&agent.log())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refusal = t.errors().into_iter().find(|e| e["error"] == "journal_full").unwrap();
+    assert_eq!(refusal["retrying"], true, "{refusal}");
+    assert!(
+        refusal["message"].as_str().unwrap().contains("journal.max_bytes"),
+        "{refusal}"
+    );
+    let decided_while_full = t.decisions().len();
+    assert!(decided_while_full < 3_000, "the journal never filled");
+    let status = agent.status_json().await;
+    assert!(status["mqtt"]["in_flight"].as_u64() > Some(0), "{}", status["mqtt"]);
+
+    // Room again: the archive can write, ships, the journal prunes, and the agent's
+    // retries and the broker's held messages go through. No resending by the terminal.
+    std::fs::remove_file(&blocker).unwrap();
+    std::fs::create_dir(&blocker).unwrap();
+    assert_all_decided(std::slice::from_ref(&t), Duration::from_secs(90), None, &agent).await;
+    let archive_dir = blocker.clone();
+    agent.terminate();
+    let archived = tillgate_testkit::archive_txn_ids(&archive_dir);
+    let sent = t.sent_ids();
+    assert!(
+        sent.iter().all(|id| archived.get(id) == Some(&1)),
+        "each transaction archived exactly once"
+    );
+}

@@ -65,7 +65,9 @@ pub async fn raw_broker_rate(broker: &Broker, n: usize) -> Result<Value> {
             let sender = tokio::spawn(async move {
                 for i in 0..per {
                     let body = serde_json::to_vec(&payload(&format!("raw-{p}-{i}"), "till", i)).expect("json");
-                    client.publish(format!("bench/raw/{p}"), QoS::AtLeastOnce, false, body).await?;
+                    client
+                        .publish(format!("bench/raw/{p}"), QoS::AtLeastOnce, false, body)
+                        .await?;
                 }
                 anyhow::Ok(())
             });
@@ -90,7 +92,9 @@ pub async fn raw_broker_rate(broker: &Broker, n: usize) -> Result<Value> {
 async fn terminals(broker: &Broker, prefix: &str) -> Vec<Arc<Terminal>> {
     let mut out = Vec::new();
     for i in 0..TERMINALS {
-        out.push(Arc::new(Terminal::connect(broker.port, "store-1", &format!("{prefix}-{i}")).await));
+        out.push(Arc::new(
+            Terminal::connect(broker.port, "store-1", &format!("{prefix}-{i}")).await,
+        ));
     }
     out
 }

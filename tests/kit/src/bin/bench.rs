@@ -582,7 +582,10 @@ fn mqtt_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     let mut max = rt.block_on(mqtt_bench::agent_max_rate(&broker, n))?;
     max["agent_cpu_s"] = json!(cpu(child.id()) - agent_cpu0);
     max["broker_cpu_s"] = json!(cpu(broker_pid) - broker_cpu0);
-    eprintln!("[mqtt 3/3] publish-to-decision latency at 5,000 txn/s offered for {}s", args.seconds);
+    eprintln!(
+        "[mqtt 3/3] publish-to-decision latency at 5,000 txn/s offered for {}s",
+        args.seconds
+    );
     let latency = rt.block_on(mqtt_bench::agent_latency(
         &broker,
         5_000.0,
