@@ -517,3 +517,44 @@ async fn a_full_journal_holds_transactions_at_the_broker_until_there_is_room() {
         "each transaction archived exactly once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_comes_from_a_file_and_a_wrong_one_is_reported() {
+    let dir = scratch_dir();
+    let broker = Broker::start(
+        &dir.join("broker"),
+        &BrokerOptions {
+            user: Some(("tillgate".into(), "s3cret-from-file".into())),
+            ..BrokerOptions::default()
+        },
+    );
+    for (name, password, connects) in [("right", "s3cret-from-file\n", true), ("wrong", "guess", false)] {
+        let file = dir.join(format!("{name}-password"));
+        std::fs::write(&file, password).unwrap();
+        let opts = AgentOptions {
+            extra_toml: broker.agent_toml(&format!("tillgate-auth-{name}"))
+                + &format!(
+                    "username = \"tillgate\"\npassword = {{ file = \"{}\" }}\n",
+                    file.display()
+                ),
+            ..AgentOptions::default()
+        };
+        let agent = Agent::start(&dir.join(name), &opts);
+        if connects {
+            await_connected(&agent, 1).await;
+        } else {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let status = agent.status_json().await;
+                if let Some(e) = status["mqtt"]["last_error"].as_str() {
+                    assert!(e.contains("refused") && e.contains("mqtt.username/password"), "{e}");
+                    assert_ne!(status["mqtt"]["state"], "connected");
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{}", status["mqtt"]);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        agent.terminate();
+    }
+}

@@ -16,6 +16,8 @@ pub struct BrokerOptions {
     pub tls: Option<TlsFiles>,
     /// Require a client certificate signed by the CA (mutual TLS).
     pub require_client_cert: bool,
+    /// Refuse anonymous clients; this one user (name, password) may connect.
+    pub user: Option<(String, String)>,
 }
 
 /// PEM files for a TLS test: a CA, a server certificate for 127.0.0.1/localhost, and a
@@ -46,13 +48,26 @@ impl Broker {
         std::fs::create_dir_all(dir).expect("broker dir");
         let port = free_port();
         let mut conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence {}\npersistence_location {}/\n\
+            "listener {port} 127.0.0.1\nallow_anonymous {}\npersistence {}\npersistence_location {}/\n\
              autosave_interval 1\nmax_queued_messages 0\nmax_inflight_messages 1000\nset_tcp_nodelay true\n\
              log_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
+            opts.user.is_none(),
             opts.persistence,
             dir.display(),
             dir.display(),
         );
+        if let Some((user, password)) = &opts.user {
+            let file = dir.join("passwords");
+            let out = Command::new("mosquitto_passwd")
+                .arg("-c")
+                .arg("-b")
+                .arg(&file)
+                .args([user, password])
+                .output()
+                .expect("mosquitto_passwd runs (apt-get install mosquitto)");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            conf.push_str(&format!("password_file {}\n", file.display()));
+        }
         if nix::unistd::Uid::effective().is_root() {
             // Started as root, mosquitto would switch to user `mosquitto`, which cannot
             // read the test's private directory.
