@@ -2,7 +2,7 @@
 //! decision topic (or the MQTT 5 response topic), acknowledged to the broker only
 //! once the agent's verdict is durable.
 
-use crate::acks::{AckWindow, Ticket};
+use crate::acks::AckWindow;
 use crate::config::Topics;
 use crate::metrics::MqttMetrics;
 use crate::outbox::{Message, Outbox};
@@ -126,7 +126,7 @@ impl Intake {
             // The answer is queued ahead of the acknowledgement on the same connection,
             // so a broker that has the PUBACK has the answer too.
             if let Some(ticket) = ticket {
-                finish(&window, ticket);
+                window.done(ticket);
             }
             this.metrics.in_flight.dec();
         });
@@ -178,10 +178,6 @@ impl Intake {
         let _ = queued.handed.await;
         self.metrics.published.with_label_values(&[kind]).inc();
     }
-}
-
-fn finish(window: &AckWindow, ticket: Ticket) {
-    window.done(ticket);
 }
 
 fn submission<'a>(payload: &'a [u8], store_id: &'a Option<String>, terminal_id: &'a Option<String>) -> Submission<'a> {
