@@ -202,23 +202,11 @@ impl Journal {
     pub async fn submit_many(&self, txns: Vec<Transaction>) -> Vec<Result<Accepted, SubmitError>> {
         let mut waiting = Vec::with_capacity(txns.len());
         for txn in txns {
-            let (reply, rx) = oneshot::channel();
-            let sent = self
-                .tx
-                .send(Command::Submit {
-                    txn: Box::new(txn),
-                    reply,
-                })
-                .await
-                .is_ok();
-            waiting.push(sent.then_some(rx));
+            waiting.push(self.enqueue(txn).await);
         }
         let mut out = Vec::with_capacity(waiting.len());
-        for rx in waiting {
-            out.push(match rx {
-                Some(rx) => rx.await.unwrap_or(Err(SubmitError::Closed)),
-                None => Err(SubmitError::Closed),
-            });
+        for pending in waiting {
+            out.push(pending.answer().await);
         }
         out
     }

@@ -202,3 +202,28 @@ pub fn agent_config(dir: &Path, http_port: u16, broker: &Broker) -> Result<std::
 pub fn start_broker(dir: &Path) -> Broker {
     Broker::start(dir, &BrokerOptions::default())
 }
+
+/// Prints the suite's table (the JSON `tillgate-bench --suite mqtt` saves).
+pub fn print_table(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let (raw, max, lat) = (&r["mosquitto_alone"], &r["agent_max_rate"], &r["agent_at_5000_per_s"]);
+    println!("\ntillgate MQTT benchmark ({} cpus)", r["machine"]["cpus"]);
+    println!(
+        "mosquitto alone, QoS 1 pub->sub        {:>9.0} msg/s",
+        f(&raw["msgs_per_s"])
+    );
+    println!(
+        "through the agent (journal+rules+reply) {:>9.0} txn/s  = {:.0} % of mosquitto alone  (agent CPU {:.1}s, broker CPU {:.1}s)",
+        f(&max["txns_per_s"]),
+        f(&r["ratio_to_mosquitto_alone"]) * 100.0,
+        f(&max["agent_cpu_s"]),
+        f(&max["broker_cpu_s"]),
+    );
+    println!(
+        "publish -> decision at 5,000 txn/s      p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+        f(&lat["p50_ms"]),
+        f(&lat["p99_ms"]),
+        f(&lat["p999_ms"]),
+        f(&lat["max_ms"]),
+    );
+}

@@ -112,12 +112,7 @@ fn main() -> Result<()> {
     });
     results["agent_peak_rss_kib"] = json!(rss);
     print_table(&results);
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
-    eprintln!("saved {}", args.out.display());
-    Ok(())
+    save(&args.out, &results)
 }
 
 /// A run of simulated terminals; each run has its own `seed`, so its txn_ids are new
@@ -545,13 +540,7 @@ fn rules_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         replayed,
         open_s
     );
-    let out = args.out.with_file_name("rules.json");
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
-    eprintln!("saved {}", out.display());
-    Ok(())
+    save(&args.out.with_file_name("rules.json"), &results)
 }
 
 fn mqtt_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
@@ -609,30 +598,16 @@ fn mqtt_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         "agent_at_5000_per_s": latency,
         "agent_peak_rss_kib": rss,
     });
-    println!("\ntillgate MQTT benchmark ({} cpus)", results["machine"]["cpus"]);
-    println!(
-        "mosquitto alone, QoS 1 pub->sub        {:>9.0} msg/s",
-        raw["msgs_per_s"].as_f64().unwrap_or(0.0)
-    );
-    println!(
-        "through the agent (journal+rules+reply) {:>9.0} txn/s  = {:.0} % of mosquitto alone  (agent CPU {:.1}s, broker CPU {:.1}s)",
-        results["agent_max_rate"]["txns_per_s"].as_f64().unwrap_or(0.0),
-        ratio * 100.0,
-        results["agent_max_rate"]["agent_cpu_s"].as_f64().unwrap_or(0.0),
-        results["agent_max_rate"]["broker_cpu_s"].as_f64().unwrap_or(0.0),
-    );
-    println!(
-        "publish -> decision at 5,000 txn/s      p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
-        latency["p50_ms"].as_f64().unwrap_or(0.0),
-        latency["p99_ms"].as_f64().unwrap_or(0.0),
-        latency["p999_ms"].as_f64().unwrap_or(0.0),
-        latency["max_ms"].as_f64().unwrap_or(0.0),
-    );
-    let out = args.out.with_file_name("mqtt.json");
+    mqtt_bench::print_table(&results);
+    save(&args.out.with_file_name("mqtt.json"), &results)
+}
+
+/// Writes `results` as pretty JSON to `out`, creating its directory.
+fn save(out: &Path, results: &Value) -> Result<()> {
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(out, serde_json::to_string_pretty(results)?)?;
     eprintln!("saved {}", out.display());
     Ok(())
 }
