@@ -44,7 +44,11 @@ async fn publish_all(terms: &[Arc<Terminal>], per_terminal: usize, prefix: &str)
         }));
     }
     for task in tasks {
-        task.await.expect("publisher");
+        // A stuck publisher is a failure, not a CI run that never ends.
+        tokio::time::timeout(Duration::from_secs(180), task)
+            .await
+            .expect("publishing finished within 180 s")
+            .expect("publisher");
     }
 }
 

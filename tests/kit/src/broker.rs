@@ -83,31 +83,49 @@ impl Broker {
             ));
         }
         let conf_path = dir.join("mosquitto.conf");
-        std::fs::write(&conf_path, conf).expect("write mosquitto.conf");
         let mut broker = Broker {
             child: None,
             port,
             dir: dir.to_path_buf(),
             conf: conf_path,
         };
-        broker.spawn();
-        broker
+        for _ in 0..5 {
+            std::fs::write(&broker.conf, &conf).expect("write mosquitto.conf");
+            if broker.spawn() {
+                return broker;
+            }
+            let port = free_port();
+            conf = conf.replacen(&format!("listener {} ", broker.port), &format!("listener {port} "), 1);
+            broker.port = port;
+        }
+        panic!("mosquitto could not bind a free port in 5 tries:\n{}", broker.log());
     }
 
-    fn spawn(&mut self) {
-        let child = Command::new(mosquitto())
+    /// Starts mosquitto on `self.port`; false if it exited at once (the port was
+    /// taken meanwhile: `free_port` only finds a port that was free a moment ago).
+    fn spawn(&mut self) -> bool {
+        let mut child = Command::new(mosquitto())
             .arg("-c")
             .arg(&self.conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto starts (apt-get install mosquitto)");
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
             assert!(Instant::now() < deadline, "mosquitto did not listen:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(10));
         }
+        // Something listens; make sure it is ours and not a neighbour test's broker.
+        std::thread::sleep(Duration::from_millis(100));
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        self.child = Some(child);
+        true
     }
 
     /// The broker's process id, while it runs.
@@ -126,7 +144,12 @@ impl Broker {
     /// Starts it again on the same port with the same config and persistence file.
     pub fn restart(&mut self) {
         self.kill9();
-        self.spawn();
+        assert!(
+            self.spawn(),
+            "mosquitto did not start again on port {}:\n{}",
+            self.port,
+            self.log()
+        );
     }
 
     /// The broker's own log.

@@ -179,8 +179,13 @@ async fn run(
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client.subscribe(format!("{prefix}decision"), QoS::AtLeastOnce).await;
-                    let _ = client.subscribe(format!("{prefix}error"), QoS::AtLeastOnce).await;
+                    // Not awaited here: publishers may have filled the request channel,
+                    // and only this loop's polling empties it.
+                    let (client, prefix) = (client.clone(), prefix.clone());
+                    tokio::spawn(async move {
+                        let _ = client.subscribe(format!("{prefix}decision"), QoS::AtLeastOnce).await;
+                        let _ = client.subscribe(format!("{prefix}error"), QoS::AtLeastOnce).await;
+                    });
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     if let Some(tx) = ready.take() {
