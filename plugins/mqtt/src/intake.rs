@@ -27,6 +27,8 @@ pub struct Intake {
     pub metrics: MqttMetrics,
     /// Set when the agent stops: refused messages stop retrying and stay unacknowledged.
     pub stopping: Arc<AtomicBool>,
+    /// Refused transactions take turns retrying (see [`Intake::retry_in_line`]).
+    pub retry_line: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Intake {
@@ -79,48 +81,37 @@ impl Intake {
         let window = window.clone();
         tokio::spawn(async move {
             let mut verdict = pending.await;
-            let mut backoff = Duration::from_millis(100);
-            let mut told = false;
-            loop {
-                match verdict {
-                    Verdict::Refused { code, message } => {
-                        this.metrics.received.with_label_values(&["refused"]).inc();
-                        if !told {
-                            let (s, t) = (store_id.as_deref(), terminal_id.as_deref());
-                            let body = json!({"error": code, "message": message, "retrying": true});
-                            this.answer_error(&reply, s, t, body, &payload).await;
-                            told = true;
-                        }
-                        if this.stopping.load(Ordering::Acquire) {
-                            // Left unacknowledged: the broker redelivers it to the next session.
-                            this.metrics.in_flight.dec();
-                            return;
-                        }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        let retry = this.ingest.submit(submission(&payload, &store_id, &terminal_id));
-                        verdict = retry.await.await;
-                    }
-                    Verdict::Decided {
-                        store_id,
-                        terminal_id,
-                        answer,
-                    } => {
-                        this.metrics.received.with_label_values(&["decided"]).inc();
-                        let topic = this.topics.decision.render(&store_id, &terminal_id);
-                        this.publish(&reply, topic, "decision", answer).await;
-                        break;
-                    }
-                    Verdict::Rejected {
-                        store_id,
-                        terminal_id,
-                        error,
-                    } => {
-                        this.metrics.received.with_label_values(&["rejected"]).inc();
-                        this.answer_error(&reply, store_id.as_deref(), terminal_id.as_deref(), error, &payload)
-                            .await;
-                        break;
-                    }
+            if let Verdict::Refused { code, message } = &verdict {
+                this.metrics.received.with_label_values(&["refused"]).inc();
+                let (s, t) = (store_id.as_deref(), terminal_id.as_deref());
+                let body = json!({"error": code, "message": message, "retrying": true});
+                this.answer_error(&reply, s, t, body, &payload).await;
+                verdict = this.retry_in_line(&payload, &store_id, &terminal_id).await;
+            }
+            match verdict {
+                Verdict::Refused { .. } => {
+                    // Stopping: left unacknowledged, the broker redelivers it to the next
+                    // session.
+                    this.metrics.in_flight.dec();
+                    return;
+                }
+                Verdict::Decided {
+                    store_id,
+                    terminal_id,
+                    answer,
+                } => {
+                    this.metrics.received.with_label_values(&["decided"]).inc();
+                    let topic = this.topics.decision.render(&store_id, &terminal_id);
+                    this.publish(&reply, topic, "decision", answer).await;
+                }
+                Verdict::Rejected {
+                    store_id,
+                    terminal_id,
+                    error,
+                } => {
+                    this.metrics.received.with_label_values(&["rejected"]).inc();
+                    this.answer_error(&reply, store_id.as_deref(), terminal_id.as_deref(), error, &payload)
+                        .await;
                 }
             }
             // The answer is queued ahead of the acknowledgement on the same connection,
@@ -130,6 +121,28 @@ impl Intake {
             }
             this.metrics.in_flight.dec();
         });
+    }
+
+    /// Submits a refused transaction again until the journal takes it (or the agent
+    /// stops, then it returns the refusal). Refused transactions retry one at a time,
+    /// in the order they were refused: while the journal is full only the first one
+    /// polls it (backoff 100 ms doubling to 5 s), the others wait their turn without
+    /// timers, and once there is room each goes through at once.
+    async fn retry_in_line(&self, payload: &[u8], store_id: &Option<String>, terminal_id: &Option<String>) -> Verdict {
+        let _turn = self.retry_line.lock().await;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let verdict = self
+                .ingest
+                .submit(submission(payload, store_id, terminal_id))
+                .await
+                .await;
+            if !matches!(verdict, Verdict::Refused { .. }) || self.stopping.load(Ordering::Acquire) {
+                return verdict;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
     }
 
     async fn answer_error(

@@ -120,6 +120,7 @@ impl Mqtt {
             qos,
             metrics: metrics.clone(),
             stopping: stopping.clone(),
+            retry_line: tokio::sync::Mutex::new(()),
         });
         let (phase, phase_rx) = watch::channel(Phase::Running);
         let connection = Connection {
