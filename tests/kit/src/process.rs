@@ -80,25 +80,33 @@ impl Agent {
     /// answers. Starting again on the same `dir` reuses its journal (a restart).
     pub fn start(dir: &Path, opts: &AgentOptions) -> Agent {
         std::fs::create_dir_all(dir).expect("data dir");
-        let port = free_port();
-        let config = format!(
-            "data_dir = \"{dir}\"\n{extra}\n[log]\nlevel = \"info\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n\n\
-             [journal]\n{journal}\n\n[rules]\npaths = [\"{rules}\"]\n\n[sinks]\n{sinks}\n\n[sinks.archive]\n{archive}\n\n\
-             [shutdown]\ndrain_timeout = \"20s\"\n",
-            dir = dir.display(),
-            extra = opts.extra_toml,
-            http = opts.http_toml,
-            journal = opts.journal_toml,
-            rules = opts.rules.clone().unwrap_or_else(crate::rule_pack).display(),
-            sinks = opts.sinks_toml,
-            archive = opts.archive_toml,
-        );
-        let config_path = dir.join("tillgate.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        Self::start_with_config(dir, &config_path, port)
+        // `free_port` only finds a port that was free a moment ago: a parallel test may
+        // take it first. Then this agent exits 69, or another agent answers on it; try
+        // another port.
+        for _ in 0..5 {
+            let port = free_port();
+            let config = format!(
+                "data_dir = \"{dir}\"\n{extra}\n[log]\nlevel = \"info\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n\n\
+                 [journal]\n{journal}\n\n[rules]\npaths = [\"{rules}\"]\n\n[sinks]\n{sinks}\n\n[sinks.archive]\n{archive}\n\n\
+                 [shutdown]\ndrain_timeout = \"20s\"\n",
+                dir = dir.display(),
+                extra = opts.extra_toml,
+                http = opts.http_toml,
+                journal = opts.journal_toml,
+                rules = opts.rules.clone().unwrap_or_else(crate::rule_pack).display(),
+                sinks = opts.sinks_toml,
+                archive = opts.archive_toml,
+            );
+            let config_path = dir.join("tillgate.toml");
+            std::fs::write(&config_path, config).expect("write config");
+            if let Some(agent) = Self::start_with_config(dir, &config_path, port) {
+                return agent;
+            }
+        }
+        panic!("no free port for tillgate in 5 tries");
     }
 
-    fn start_with_config(dir: &Path, config_path: &Path, port: u16) -> Agent {
+    fn start_with_config(dir: &Path, config_path: &Path, port: u16) -> Option<Agent> {
         let stderr_path = dir.join(format!("agent-{port}.log"));
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
         let child = Command::new(binary())
@@ -116,18 +124,24 @@ impl Agent {
             config_path: config_path.to_path_buf(),
             stderr_path,
         };
-        agent.wait_healthy();
-        agent
+        agent.wait_healthy().then_some(agent)
     }
 
-    fn wait_healthy(&mut self) {
+    /// True once this agent answers; false if the port turned out to be taken.
+    fn wait_healthy(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("wait")) {
+                if status.code() == Some(69) {
+                    self.child = None;
+                    return false;
+                }
                 panic!("tillgate exited during start-up with {status}:\n{}", self.log());
             }
-            if http_get_ok(self.addr, "/healthz") {
-                return;
+            // Ours has bound the port once it logs that it is ready (the listener is
+            // bound before); until then a /healthz answer may come from a neighbour.
+            if self.log().contains("tillgate ready") && http_get(self.addr, "/healthz").is_some() {
+                return true;
             }
             assert!(
                 Instant::now() < deadline,
@@ -229,19 +243,15 @@ impl Drop for Agent {
     }
 }
 
-/// A plain blocking GET, so start-up checks need no runtime.
-fn http_get_ok(addr: SocketAddr, path: &str) -> bool {
+/// A plain blocking GET, so start-up checks need no runtime: the body of a 200.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     use std::io::Write;
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
-        return false;
-    }
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200")
+    buf.starts_with("HTTP/1.1 200").then_some(buf)
 }
 
 /// Runs the binary with `args` and returns (exit code, stdout, stderr).
