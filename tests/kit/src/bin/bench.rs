@@ -82,13 +82,7 @@ fn main() -> Result<()> {
     let config = write_config(dir.path(), port)?;
     let (code, out, err) = run_cli(&["check-config", config.to_str().unwrap_or_default()]);
     anyhow::ensure!(code == 0, "bench config invalid: {out}{err}");
-    let mut child = std::process::Command::new(&args.bin)
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(std::fs::File::create(dir.path().join("agent.log"))?)
-        .spawn()
-        .context("start tillgate")?;
-    wait_listening(port)?;
+    let child = start_agent(&args.bin, &config, port)?;
     let url = format!("http://127.0.0.1:{port}");
     let secs = Duration::from_secs(args.seconds);
 
@@ -98,12 +92,7 @@ fn main() -> Result<()> {
     let max_batched = rt.block_on(simulate::run(sim(&url, 16, 0.0, secs, 100, 2), |_| {}));
     eprintln!("[3/4] maximum sustained rate: single requests, 64 connections");
     let max_single = rt.block_on(simulate::run(sim(&url, 64, 0.0, secs, 1, 3), |_| {}));
-    let rss = peak_rss_kib(child.id())?;
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    let rss = stop_agent(child)?;
 
     results["http"] = json!({
         "at_5000_per_s": at_5k,
@@ -555,13 +544,7 @@ fn mqtt_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     let agent_dir = dir.path().join("agent");
     std::fs::create_dir_all(&agent_dir)?;
     let config = mqtt_bench::agent_config(&agent_dir, port, &broker)?;
-    let mut child = std::process::Command::new(&args.bin)
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(std::fs::File::create(agent_dir.join("agent.log"))?)
-        .spawn()
-        .context("start tillgate")?;
-    wait_listening(port)?;
+    let child = start_agent(&args.bin, &config, port)?;
     std::thread::sleep(Duration::from_millis(300)); // the MQTT session comes up
     let cpu = |pid: u32| stat_cpu_s(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default());
     let broker_pid = broker.pid().context("broker running")?;
@@ -580,12 +563,7 @@ fn mqtt_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         5_000.0,
         Duration::from_secs(args.seconds),
     ))?;
-    let rss = peak_rss_kib(child.id())?;
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    let rss = stop_agent(child)?;
 
     let ratio = max["txns_per_s"].as_f64().unwrap_or(f64::NAN) / raw["msgs_per_s"].as_f64().unwrap_or(f64::NAN);
     let results = json!({
@@ -610,4 +588,28 @@ fn save(out: &Path, results: &Value) -> Result<()> {
     std::fs::write(out, serde_json::to_string_pretty(results)?)?;
     eprintln!("saved {}", out.display());
     Ok(())
+}
+
+/// Starts the agent with `config` (its log next to the config) and waits for its port.
+fn start_agent(bin: &Path, config: &Path, port: u16) -> Result<std::process::Child> {
+    let log = config.with_file_name("agent.log");
+    let child = std::process::Command::new(bin)
+        .args(["run", "--config"])
+        .arg(config)
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .context("start tillgate")?;
+    wait_listening(port)?;
+    Ok(child)
+}
+
+/// SIGTERM, wait for the drain; returns the agent's peak RSS (KiB) read just before.
+fn stop_agent(mut child: std::process::Child) -> Result<u64> {
+    let rss = peak_rss_kib(child.id())?;
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    Ok(rss)
 }
