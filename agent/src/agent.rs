@@ -61,7 +61,7 @@ pub async fn run(
         ),
         None => None,
     };
-    let mut sinks = sinks::build(&config);
+    let mut sinks = sinks::build(&config, metrics.registry()).map_err(AgentError::Config)?;
     let mut names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
     if config.mqtt().is_some_and(|m| m.alerts) {
         names.push(tillgate_mqtt::AlertSink::NAME.to_string());

@@ -222,7 +222,8 @@ fn check_config(path: &Path) -> i32 {
         rules.reports.len(),
         config.http.listen,
         config.data_path(&config.journal.path).display(),
-        crate::sinks::build(&config)
+        crate::sinks::build(&config, &prometheus::Registry::new())
+            .unwrap_or_default()
             .iter()
             .map(|s| s.name().to_string())
             .collect::<Vec<_>>()

@@ -194,6 +194,9 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
         // error at start, not a reconnect loop.
         tillgate_mqtt::check(m).map_err(|e| (e.key, e.message))?;
     }
+    if let Some(k) = c.kinesis() {
+        tillgate_kinesis::check(k).map_err(|e| (e.key, e.message))?;
+    }
     if let Some(secret) = &c.http.token {
         if secret.file.is_some() == secret.env.is_some() {
             return Err(("http.token".into(), "give exactly one of `file` or `env`".into()));

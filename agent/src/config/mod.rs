@@ -15,6 +15,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tillgate_archive::ArchiveConfig;
+use tillgate_kinesis::KinesisConfig;
 use tillgate_mqtt::MqttConfig;
 use tillgate_sdk::{ByteSize, HumanDuration};
 
@@ -38,6 +39,9 @@ pub struct Config {
     /// The store's MQTT broker; absent means no MQTT.
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
+    /// Kinesis Data Streams; absent means none.
+    #[serde(default)]
+    pub kinesis: Option<KinesisConfig>,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
 }
@@ -59,6 +63,11 @@ impl Config {
     /// The MQTT section, if present and enabled.
     pub fn mqtt(&self) -> Option<&MqttConfig> {
         self.mqtt.as_ref().filter(|m| m.enabled)
+    }
+
+    /// The Kinesis section, if present and enabled.
+    pub fn kinesis(&self) -> Option<&KinesisConfig> {
+        self.kinesis.as_ref().filter(|k| k.enabled)
     }
 
     /// The archive sink's config with its directory resolved, if the archive is enabled.

@@ -9,10 +9,15 @@ use tillgate_archive::ArchiveSink;
 use tillgate_sdk::Sink;
 
 /// The sinks the config asks for. The archive is the embedded default.
-pub fn build(config: &Config) -> Vec<Box<dyn Sink>> {
+pub fn build(config: &Config, registry: &prometheus::Registry) -> Result<Vec<Box<dyn Sink>>, String> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(archive) = config.archive() {
         sinks.push(Box::new(ArchiveSink::new("archive", archive)));
     }
-    sinks
+    if let Some(kinesis) = config.kinesis() {
+        for sink in tillgate_kinesis::sinks(kinesis, registry).map_err(|e| format!("kinesis: {e}"))? {
+            sinks.push(Box::new(sink));
+        }
+    }
+    Ok(sinks)
 }

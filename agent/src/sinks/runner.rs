@@ -79,7 +79,7 @@ impl SinkRunner {
 
     async fn read(&self, reader: JournalReader, cursor: u64) -> (JournalReader, rusqlite::Result<ReadBatch>) {
         let channels = self.status.channels.clone();
-        let limit = self.batch;
+        let limit = self.sink.batch_records().unwrap_or(self.batch);
         let mut reader = reader;
         tokio::task::spawn_blocking(move || {
             let r = reader.read_after(cursor, &channels, limit);
@@ -104,6 +104,8 @@ impl SinkRunner {
         };
         let mut cursor = self.journal.cursor(&name);
         let idle = self.sink.idle_interval();
+        // Set after one linger wait, so the batch read next ships whatever its size.
+        let mut lingered = false;
         loop {
             let deadline = *drain.borrow();
             if let Some(deadline) = deadline {
@@ -141,6 +143,20 @@ impl SinkRunner {
                 }
                 continue;
             }
+            if !lingered && self.should_linger(&batch, deadline.is_some()) {
+                // A small batch of young records: wait for more (bounded by the sink's
+                // linger from the oldest record's arrival), then read again.
+                let oldest = batch.records[0].received_ms;
+                let wait = (oldest + self.sink.linger().as_millis() as i64 - chrono::Utc::now().timestamp_millis())
+                    .clamp(0, self.sink.linger().as_millis() as i64);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+                    _ = drain.changed() => {}
+                }
+                lingered = true;
+                continue;
+            }
+            lingered = false;
             if !self.ship(&batch, &mut drain).await {
                 break;
             }
@@ -151,6 +167,18 @@ impl SinkRunner {
             tracing::error!(sink = %name, error = %e, "closing the sink failed");
         }
         tracing::info!(sink = %name, cursor, "sink stopped");
+    }
+
+    /// True when the sink lingers and the batch is short of full, young, and this is
+    /// not already the read after a linger wait or a drain.
+    fn should_linger(&self, batch: &ReadBatch, draining: bool) -> bool {
+        let linger = self.sink.linger();
+        if linger.is_zero() || draining {
+            return false;
+        }
+        let full = self.sink.batch_records().unwrap_or(self.batch);
+        let age = chrono::Utc::now().timestamp_millis() - batch.records[0].received_ms;
+        batch.records.len() < full && age >= 0 && (age as u128) < linger.as_millis()
     }
 
     /// Ships one batch, retrying with exponential backoff and jitter until it is

@@ -13,7 +13,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// True when `s` is a full card number: 13–19 digits (spaces and dashes allowed between

@@ -44,6 +44,18 @@ pub trait Sink: Send + Sync {
         Ok(())
     }
 
+    /// How long the runner may hold a small batch back (counted from its oldest
+    /// record's arrival) waiting for more records, so that shipments are fuller.
+    /// Zero (the default): ship whatever is there.
+    fn linger(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// Records per shipment, when the sink wants other than the runner's default.
+    fn batch_records(&self) -> Option<usize> {
+        None
+    }
+
     /// How often [`Sink::idle`] wants to be called.
     fn idle_interval(&self) -> Duration {
         Duration::from_secs(1)

@@ -4,6 +4,8 @@
 
 pub mod archive;
 pub mod broker;
+pub mod kinesis_check;
+pub mod kinesis_fake;
 pub mod mqtt_bench;
 pub mod process;
 pub mod terminal;
@@ -11,6 +13,7 @@ pub mod txns;
 
 pub use archive::{archive_lines, archive_txn_ids, missing_from_archive};
 pub use broker::{make_tls_files, Broker, BrokerOptions, TlsFiles};
+pub use kinesis_fake::{FakeKinesis, Faults};
 pub use process::{run_cli, Agent, AgentOptions};
 pub use terminal::Terminal;
 pub use txns::{post, post_ndjson, txn};

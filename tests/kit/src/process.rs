@@ -50,6 +50,8 @@ pub struct AgentOptions {
     pub http_toml: String,
     /// Rule files or directory; the shipped pack when `None`.
     pub rules: Option<PathBuf>,
+    /// Environment variables for the agent process (AWS credentials, region).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for AgentOptions {
@@ -61,6 +63,7 @@ impl Default for AgentOptions {
             archive_toml: String::new(),
             http_toml: String::new(),
             rules: None,
+            env: Vec::new(),
         }
     }
 }
@@ -99,20 +102,21 @@ impl Agent {
             );
             let config_path = dir.join("tillgate.toml");
             std::fs::write(&config_path, config).expect("write config");
-            if let Some(agent) = Self::start_with_config(dir, &config_path, port) {
+            if let Some(agent) = Self::start_with_config(dir, &config_path, port, &opts.env) {
                 return agent;
             }
         }
         panic!("no free port for tillgate in 5 tries");
     }
 
-    fn start_with_config(dir: &Path, config_path: &Path, port: u16) -> Option<Agent> {
+    fn start_with_config(dir: &Path, config_path: &Path, port: u16, env: &[(String, String)]) -> Option<Agent> {
         let stderr_path = dir.join(format!("agent-{port}.log"));
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
         let child = Command::new(binary())
             .args(["run", "--config"])
             .arg(config_path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

@@ -1,0 +1,244 @@
+//! Kinesis Data Streams end to end: the real binary ships to the test kit's
+//! fault-injecting endpoint (throttling, failed records, 500s, slow answers, outage,
+//! resharding) and to kinesis-local; what landed is read back and checked.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tillgate_testkit::kinesis_check::{kinesis_toml, metric, static_credentials_env, Landed};
+use tillgate_testkit::{post_ndjson, txn, Agent, AgentOptions, FakeKinesis, Faults};
+
+fn options(extra_toml: String) -> AgentOptions {
+    AgentOptions {
+        extra_toml,
+        env: static_credentials_env(),
+        ..AgentOptions::default()
+    }
+}
+
+/// Posts `per_terminal` transactions from each of `terminals` in NDJSON batches of 50;
+/// returns the txn_ids, all acknowledged.
+async fn post_all(agent: &Agent, prefix: &str, terminals: usize, per_terminal: usize) -> HashSet<String> {
+    let mut tasks = Vec::new();
+    for t in 0..terminals {
+        let url = agent.url();
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut ids = Vec::new();
+            for chunk in (0..per_terminal).collect::<Vec<_>>().chunks(50) {
+                let mut body = String::new();
+                for i in chunk {
+                    let id = format!("{prefix}-{t}-{i}");
+                    body.push_str(&txn(&id, &format!("till-{t}"), 100 + *i as i64).to_string());
+                    body.push('\n');
+                    ids.push(id);
+                }
+                let (status, answers) = post_ndjson(&client, &url, body).await.expect("agent answers");
+                assert_eq!(status, 200, "{answers:?}");
+            }
+            ids
+        }));
+    }
+    let mut all = HashSet::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// Waits until a KCL-style consumer of `stream` sees every id in `ids`.
+async fn wait_landed(fake: &FakeKinesis, stream: &str, ids: &HashSet<String>, within: Duration) -> Landed {
+    let deadline = Instant::now() + within;
+    loop {
+        let (records, _) = fake.consumed(stream);
+        let landed = Landed::new(records.into_iter().map(|(_, k, d)| (k, d)));
+        let have = landed.txn_ids();
+        if ids.is_subset(&have) {
+            return landed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} transactions missing from {stream} after {within:?}; endpoint: {:?}",
+            ids.difference(&have).count(),
+            ids.len(),
+            fake.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_and_resharding_lose_nothing_and_keep_per_key_order() {
+    let fake = FakeKinesis::start(&[("txns", 4), ("alerts", 1)]).await;
+    fake.set_faults(Faults {
+        shard_limits: true,
+        record_failure_rate: 0.05,
+        http_500_rate: 0.05,
+        slow_rate: 0.03,
+        slow_delay: Duration::from_millis(1500),
+        outage: false,
+    });
+    let dir = tillgate_testkit::scratch_dir();
+    // Small aggregates so that the run makes many calls and meets every fault.
+    let agent = Agent::start(
+        &dir,
+        &options(kinesis_toml(
+            &fake.url(),
+            "txns",
+            Some("alerts"),
+            "aggregate_max_bytes = \"4KiB\"\nbatch_records = 400",
+        )),
+    );
+    let mut ids = post_all(&agent, "a", 8, 400).await;
+    fake.split_all("txns");
+    ids.extend(post_all(&agent, "b", 8, 400).await);
+    let landed = wait_landed(&fake, "txns", &ids, Duration::from_secs(120)).await;
+
+    let stats = fake.stats();
+    assert!(
+        stats.failed_records > 0 && stats.http_500s > 0 && stats.slow_answers > 0,
+        "{stats:?}"
+    );
+    let metrics = agent.metrics_text().await;
+    let ambiguous = metric(&metrics, "tillgate_kinesis_ambiguous_resends_total{stream=\"txns\"}");
+    let violations = landed.order_violations();
+    assert!(
+        violations.is_empty(),
+        "per-key order broken: {:?}",
+        &violations[..violations.len().min(5)]
+    );
+    assert!(
+        landed.duplicates() as f64 <= ambiguous,
+        "{} duplicates but only {ambiguous} records were sent again after ambiguous answers",
+        landed.duplicates()
+    );
+    assert_eq!(fake.open_shards("txns"), 8);
+    assert!(
+        metric(
+            &metrics,
+            "tillgate_kinesis_shard_map_refreshes_total{reason=\"resharded\",stream=\"txns\"}"
+        ) >= 1.0,
+        "the agent noticed the resharding:\n{metrics}"
+    );
+    assert_eq!(metric(&metrics, "tillgate_kinesis_shards{stream=\"txns\"}"), 8.0);
+    assert!(metric(&metrics, "tillgate_kinesis_aggregation_ratio{stream=\"txns\"}") > 1.5);
+    // The shipped rule pack raises alerts for this traffic; they reach their stream.
+    let alerts = fake.stored("alerts");
+    assert!(!alerts.is_empty(), "alerts shipped");
+    let status = agent.terminate();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_sixty_seconds_waits_in_the_journal_then_backfills_in_order() {
+    let fake = FakeKinesis::start(&[("txns", 2)]).await;
+    let dir = tillgate_testkit::scratch_dir();
+    let agent = Agent::start(&dir, &options(kinesis_toml(&fake.url(), "txns", None, "")));
+    let mut ids = post_all(&agent, "before", 4, 100).await;
+    wait_landed(&fake, "txns", &ids, Duration::from_secs(30)).await;
+
+    let outage = Faults {
+        outage: true,
+        ..Faults::default()
+    };
+    fake.set_faults(outage);
+    let started = Instant::now();
+    let during = post_all(&agent, "during", 4, 250).await;
+    ids.extend(during.iter().cloned());
+    // While the uplink is down the transactions are answered and wait in the journal.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = agent.status_json().await;
+    let sink = status["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "kinesis-transactions")
+        .expect("kinesis sink in status")
+        .clone();
+    assert!(sink["last_error"].is_string(), "{sink}");
+    let landed_so_far = Landed::new(fake.consumed("txns").0.into_iter().map(|(_, k, d)| (k, d)));
+    assert!(landed_so_far.txn_ids().is_disjoint(&during));
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(started.elapsed())).await;
+    fake.set_faults(Faults::default());
+
+    let landed = wait_landed(&fake, "txns", &ids, Duration::from_secs(60)).await;
+    assert!(landed.order_violations().is_empty());
+    let metrics = agent.metrics_text().await;
+    let ambiguous = metric(&metrics, "tillgate_kinesis_ambiguous_resends_total{stream=\"txns\"}");
+    assert!(
+        landed.duplicates() as f64 <= ambiguous,
+        "{} duplicates",
+        landed.duplicates()
+    );
+    assert!(fake.stats().refused_connections > 0);
+    assert!(agent.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_stream_is_a_clear_error_and_the_backlog_ships_once_it_exists() {
+    let fake = FakeKinesis::start(&[]).await;
+    let dir = tillgate_testkit::scratch_dir();
+    let agent = Agent::start(&dir, &options(kinesis_toml(&fake.url(), "late-stream", None, "")));
+    let ids = post_all(&agent, "m", 2, 100).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        let status = agent.status_json().await;
+        let sink = status["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "kinesis-transactions")
+            .cloned()
+            .expect("sink in status");
+        if let Some(e) = sink["last_error"].as_str() {
+            break e.to_string();
+        }
+        assert!(Instant::now() < deadline, "no error reported: {sink}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        error.contains("stream `late-stream` not found") && error.contains("kinesis.streams"),
+        "{error}"
+    );
+    // Create it (the fake answers CreateStream like Kinesis): the backlog ships.
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(fake.url())
+        .header("x-amz-target", "Kinesis_20131202.CreateStream")
+        .body(r#"{"StreamName":"late-stream","ShardCount":2}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let landed = wait_landed(&fake, "late-stream", &ids, Duration::from_secs(60)).await;
+    assert_eq!(landed.duplicates(), 0);
+    assert!(agent.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregation_fills_put_payload_units() {
+    let fake = Arc::new(FakeKinesis::start(&[("txns", 4)]).await);
+    let dir = tillgate_testkit::scratch_dir();
+    let agent = Agent::start(
+        &dir,
+        &options(kinesis_toml(&fake.url(), "txns", None, "linger = \"500ms\"")),
+    );
+    let ids = post_all(&agent, "u", 8, 1000).await;
+    let landed = wait_landed(&fake, "txns", &ids, Duration::from_secs(60)).await;
+    assert_eq!(landed.duplicates(), 0);
+    let metrics = agent.metrics_text().await;
+    let units = metric(&metrics, "tillgate_kinesis_put_payload_units_total{stream=\"txns\"}");
+    let bytes = metric(&metrics, "tillgate_kinesis_user_bytes_total{stream=\"txns\"}");
+    let minimum = (bytes / 25_000.0).ceil();
+    assert!(
+        units <= minimum * 1.25 + 8.0,
+        "{units} PUT payload units for {bytes} bytes (minimum {minimum})"
+    );
+    let stored = fake.stored("txns");
+    assert!(
+        stored.iter().all(|r| r.data.len() <= 50_000),
+        "aggregates within the unit-aligned cap"
+    );
+    assert!(agent.terminate().success());
+}
