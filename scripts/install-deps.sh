@@ -13,7 +13,13 @@ have pkg-config || need_apt+=(pkg-config)
 have mosquitto || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 have mosquitto_pub || need_apt+=(mosquitto-clients)
 have openssl || need_apt+=(openssl)
-# The workspace needs Rust >= 1.85. Debian 12's own `cargo` is older; its `rustc-web`
+# Kinesis tests: kinesis-local runs on node; boto3 and aws-kinesis-agg (the independent
+# reader) in a Python virtual environment.
+have node || need_apt+=(nodejs)
+have npm || need_apt+=(npm)
+have python3 || need_apt+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The workspace needs Rust >= 1.94 (aws-sdk-kinesis' minimum). Debian 12's own `cargo` is older; its `rustc-web`
 # and `cargo-web` packages are current (see ../shared/TOOLCHAIN.md).
 if ! have cargo; then
   need_apt+=(rustc-web cargo-web)
@@ -32,7 +38,21 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 
 rust_version=$(rustc --version | awk '{print $2}')
-if [ "$(printf '%s\n' 1.85.0 "$rust_version" | sort -V | head -n1)" != 1.85.0 ]; then
-  echo "install-deps: rustc $rust_version is older than 1.85; install rustc-web/cargo-web or rustup" >&2
+if [ "$(printf '%s\n' 1.94.0 "$rust_version" | sort -V | head -n1)" != 1.94.0 ]; then
+  echo "install-deps: rustc $rust_version is older than 1.94; install rustc-web/cargo-web or rustup" >&2
   exit 1
+fi
+
+# Test tools from npm and PyPI, pinned, outside the clone so CI runs reuse them.
+tools="${TILLGATE_TOOLS:-/var/cache/tillgate-tools}"
+mkdir -p "$tools"
+if [ ! -f "$tools/node_modules/kinesis-local/main.js" ]; then
+  echo "install-deps: installing kinesis-local into $tools"
+  npm install --prefix "$tools" --no-audit --no-fund --loglevel=error kinesis-local@0.6.2
+fi
+if ! "$tools/venv/bin/python" -c 'import aws_kinesis_agg, boto3, six' >/dev/null 2>&1; then
+  echo "install-deps: installing boto3 and aws-kinesis-agg into $tools/venv"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
+    'boto3>=1.34,<2' 'aws-kinesis-agg==1.2.3' 'six>=1.16'
 fi

@@ -6,6 +6,7 @@ pub mod archive;
 pub mod broker;
 pub mod kinesis_check;
 pub mod kinesis_fake;
+pub mod kinesis_local;
 pub mod mqtt_bench;
 pub mod process;
 pub mod terminal;
@@ -41,6 +42,18 @@ pub fn journal_txn_ids(journal: &Path) -> HashSet<String> {
         .prepare("SELECT txn_id FROM records WHERE channel = 0")
         .expect("query prepares");
     stmt.query_map([], |r| r.get(0))
+        .expect("query runs")
+        .map(|r| r.expect("row reads"))
+        .collect()
+}
+
+/// The journaled body of every transaction, by txn_id (what sinks ship, byte for byte).
+pub fn journal_bodies(journal: &Path) -> std::collections::HashMap<String, Vec<u8>> {
+    let conn = open_journal(journal);
+    let mut stmt = conn
+        .prepare("SELECT txn_id, body FROM records WHERE channel = 0")
+        .expect("query prepares");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .expect("query runs")
         .map(|r| r.expect("row reads"))
         .collect()
