@@ -93,11 +93,34 @@ fn open_journal(journal: &Path) -> rusqlite::Connection {
 }
 
 /// A fresh directory under the system temp dir, kept after the test for inspection
-/// when it fails (the OS cleans /tmp).
+/// when it fails. Scratch directories older than two hours are removed here, so that
+/// repeated runs do not fill the disk (journals and archives add up to gigabytes).
 pub fn scratch_dir() -> PathBuf {
+    prune_old_scratch_dirs(std::time::Duration::from_secs(2 * 3600));
     tempfile::Builder::new()
         .prefix("tillgate-test-")
         .tempdir()
         .expect("temp dir")
         .keep()
+}
+
+fn prune_old_scratch_dirs(older_than: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with("tillgate-test-") {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > older_than);
+        if old {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
