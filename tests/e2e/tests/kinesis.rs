@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tillgate_testkit::kinesis_check::{kinesis_toml, metric, static_credentials_env, Landed};
-use tillgate_testkit::{post_ndjson, txn, Agent, AgentOptions, FakeKinesis, Faults};
+use tillgate_testkit::{make_tls_files, post_ndjson, txn, Agent, AgentOptions, FakeIot, FakeKinesis, Faults};
 
 fn options(extra_toml: String) -> AgentOptions {
     AgentOptions {
@@ -241,4 +241,87 @@ async fn aggregation_fills_put_payload_units() {
         "aggregates within the unit-aligned cap"
     );
     assert!(agent.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iot_credentials_expiring_mid_run_are_refreshed_and_nothing_is_lost() {
+    let dir = tillgate_testkit::scratch_dir();
+    let tls = make_tls_files(&dir.join("tls"));
+    let iot = FakeIot::start(&tls, "tillgate-kinesis", Duration::from_secs(8)).await;
+    let fake = FakeKinesis::start(&[("txns", 2)]).await;
+    // Kinesis accepts only keys the IoT endpoint handed out, until they expire.
+    fake.require_keys(iot.keys.clone());
+    let extra = format!(
+        "[kinesis.iot]\nendpoint = \"{}\"\nrole_alias = \"tillgate-kinesis\"\nthing_name = \"store-1-gateway\"\n\
+         cert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\nrefresh_before = \"3s\"\n",
+        iot.endpoint(),
+        tls.client_cert.display(),
+        tls.client_key.display(),
+        tls.ca.display()
+    );
+    let opts = AgentOptions {
+        extra_toml: kinesis_toml(&fake.url(), "txns", None, &extra),
+        // No static keys: only the IoT provider can sign.
+        env: vec![("AWS_EC2_METADATA_DISABLED".into(), "true".into())],
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(&dir, &opts);
+    let mut ids = HashSet::new();
+    // 24 s of traffic: three credential lifetimes.
+    for round in 0..6 {
+        ids.extend(post_all(&agent, &format!("iot{round}"), 2, 50).await);
+        wait_landed(&fake, "txns", &ids, Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+    let landed = wait_landed(&fake, "txns", &ids, Duration::from_secs(30)).await;
+    assert_eq!(landed.duplicates(), 0);
+    let issued = iot.issued.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        issued >= 3,
+        "credentials fetched {issued} times in 24 s of 8 s lifetimes"
+    );
+    assert!(agent.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_role_alias_is_reported_and_the_backlog_waits() {
+    let dir = tillgate_testkit::scratch_dir();
+    let tls = make_tls_files(&dir.join("tls"));
+    let iot = FakeIot::start(&tls, "the-right-alias", Duration::from_secs(600)).await;
+    let fake = FakeKinesis::start(&[("txns", 1)]).await;
+    fake.require_keys(iot.keys.clone());
+    let extra = format!(
+        "[kinesis.iot]\nendpoint = \"{}\"\nrole_alias = \"a-wrong-alias\"\nthing_name = \"gw\"\n\
+         cert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\n",
+        iot.endpoint(),
+        tls.client_cert.display(),
+        tls.client_key.display(),
+        tls.ca.display()
+    );
+    let opts = AgentOptions {
+        extra_toml: kinesis_toml(&fake.url(), "txns", None, &extra),
+        env: vec![("AWS_EC2_METADATA_DISABLED".into(), "true".into())],
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(&dir, &opts);
+    post_all(&agent, "w", 1, 10).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = agent.status_json().await;
+        let sink = status["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "kinesis-transactions")
+            .cloned()
+            .unwrap();
+        if let Some(e) = sink["last_error"].as_str() {
+            assert!(e.contains("404") && e.contains("role_alias"), "{e}");
+            assert_eq!(sink["backlog_records"], 10, "{sink}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no error reported: {sink}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fake.stored("txns").is_empty());
 }

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod broker;
+pub mod iot_fake;
 pub mod kinesis_check;
 pub mod kinesis_fake;
 pub mod kinesis_local;
@@ -14,6 +15,7 @@ pub mod txns;
 
 pub use archive::{archive_lines, archive_txn_ids, missing_from_archive};
 pub use broker::{make_tls_files, Broker, BrokerOptions, TlsFiles};
+pub use iot_fake::FakeIot;
 pub use kinesis_fake::{FakeKinesis, Faults};
 pub use process::{run_cli, Agent, AgentOptions};
 pub use terminal::Terminal;
