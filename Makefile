@@ -23,13 +23,14 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Figures for BENCHMARKS.md: prints and saves bench-results/{foundation,rules,mqtt}.json,
+## Figures for BENCHMARKS.md: prints and saves bench-results/{foundation,rules,mqtt,kinesis}.json,
 ## and the criterion per-transaction rule costs (target/criterion/).
 bench: deps
 	$(CARGO) build --release -p tillgate -p tillgate-testkit --bins
 	$(TARGET)/release/tillgate-bench --bin $(TARGET)/release/tillgate --out bench-results/foundation.json
 	$(TARGET)/release/tillgate-bench --bin $(TARGET)/release/tillgate --suite rules --out bench-results/rules.json
 	$(TARGET)/release/tillgate-bench --bin $(TARGET)/release/tillgate --suite mqtt --out bench-results/mqtt.json
+	$(TARGET)/release/tillgate-bench --bin $(TARGET)/release/tillgate --suite kinesis --out bench-results/kinesis.json
 	$(CARGO) bench -p tillgate --bench rules
 
 clean:

@@ -88,3 +88,64 @@ fn a_disabled_mqtt_section_is_not_checked_against_the_filesystem() {
     let c = load_str("[mqtt]\nhost = \"10.0.0.2\"\n").unwrap();
     assert_eq!(c.mqtt().map(|m| m.port()), Some(1883));
 }
+
+#[test]
+fn kinesis_errors_name_key_line_and_what_is_allowed() {
+    let e = load_str("[kinesis]\n[kinesis.streams]\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("kinesis.streams"), "{e}");
+    assert!(e.message.contains("at least one of transactions"), "{e}");
+    let e = load_str("[kinesis]\nmax_request_records = 900\n[kinesis.streams]\ntransactions = \"t\"\n").unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("kinesis.max_request_records"), Some(2)),
+        "{e}"
+    );
+    assert!(e.message.contains("1 to 500"), "{e}");
+    let e = load_str("[kinesis]\npartition_key = \"{store}\"\n[kinesis.streams]\ntransactions = \"t\"\n").unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("kinesis.partition_key"), Some(2)),
+        "{e}"
+    );
+    let e = load_str("[kinesis]\n[kinesis.streams]\ntransactions = \"has space\"\n").unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("kinesis.streams.transactions"), Some(3)),
+        "{e}"
+    );
+    let e = load_str("[kinesis]\norder = \"sorted\"\n[kinesis.streams]\ntransactions = \"t\"\n").unwrap_err();
+    assert_eq!(e.line, Some(2), "{e}");
+    let e = load_str(
+        "[kinesis]\n[kinesis.streams]\ntransactions = \"t\"\n[kinesis.iot]\nendpoint = \"x\"\nrole_alias = \"r\"\n\
+         thing_name = \"t\"\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("kinesis.iot.cert_file"), Some(8)),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_documented_kinesis_section_is_valid_once_uncommented() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/tillgate.toml")).unwrap();
+    let start = text.find("# [kinesis]").expect("documented section");
+    let end = text[start..].find("# [kinesis.iot]").expect("iot part") + start;
+    let mut section = String::new();
+    for line in text[start..end].lines() {
+        let body = line.trim_start_matches("# ");
+        // Settings and tables are uncommented; prose stays a comment.
+        if body.starts_with('[') || body.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) {
+            section.push_str(body);
+        } else {
+            section.push('#');
+            section.push_str(line);
+        }
+        section.push('\n');
+    }
+    let c = load_str(&section).unwrap_or_else(|e| panic!("{e}\n{section}"));
+    let k = c.kinesis().expect("enabled");
+    assert_eq!(k.streams.pairs().len(), 3);
+    assert_eq!(k.aggregate_max_bytes.get(), 50 * 1024);
+}

@@ -65,7 +65,9 @@ pub struct KinesisConfig {
     #[serde(default = "default_record_bytes")]
     pub max_record_bytes: ByteSize,
     /// Journal records per shipment (read from the journal at once); a shipment is
-    /// acknowledged when Kinesis has every record in it.
+    /// acknowledged when Kinesis has every record in it. Each shard's last aggregate of a
+    /// shipment is partly filled: fewer, larger shipments waste fewer PUT payload units
+    /// while a backlog drains (20,000 × 400 B ≈ 8 MB held per stream).
     #[serde(default = "default_batch_records")]
     pub batch_records: usize,
     /// How long to wait for more records before shipping a small batch.
@@ -333,7 +335,7 @@ fn default_record_bytes() -> ByteSize {
     ByteSize(limits::RECORD_BYTES)
 }
 fn default_batch_records() -> usize {
-    5_000
+    20_000
 }
 fn default_linger() -> HumanDuration {
     HumanDuration::millis(100)

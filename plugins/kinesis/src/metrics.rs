@@ -2,7 +2,7 @@
 //! labelled by stream. Backlog and the age of the oldest unsent record are the agent's
 //! per-sink gauges (`tillgate_sink_backlog_records{sink="kinesis-transactions"}`).
 
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Counters and gauges under `tillgate_kinesis_*`.
 #[derive(Debug, Clone)]
@@ -19,6 +19,8 @@ pub struct KinesisMetrics {
     pub aggregation_ratio: GaugeVec,
     /// PutRecords calls by outcome (`ok`, `partial`, `error`).
     pub requests: IntCounterVec,
+    /// Time per PutRecords call, answered or not.
+    pub request_seconds: HistogramVec,
     /// Kinesis records sent again, by error code.
     pub retries: IntCounterVec,
     /// Throttling seen (per record or whole call).
@@ -73,6 +75,12 @@ impl KinesisMetrics {
                 "PutRecords calls by outcome (ok, partial, error)",
                 &["stream", "outcome"],
             )?,
+            request_seconds: HistogramVec::new(
+                HistogramOpts::new("kinesis_request_seconds", "Time per PutRecords call").buckets(vec![
+                    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+                ]),
+                &["stream"],
+            )?,
             retries: counter(
                 "kinesis_retries_total",
                 "Kinesis records sent again, by error code",
@@ -112,6 +120,7 @@ impl KinesisMetrics {
         registry.register(Box::new(m.put_units.clone()))?;
         registry.register(Box::new(m.aggregation_ratio.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_seconds.clone()))?;
         registry.register(Box::new(m.retries.clone()))?;
         registry.register(Box::new(m.throttles.clone()))?;
         registry.register(Box::new(m.ambiguous_resends.clone()))?;

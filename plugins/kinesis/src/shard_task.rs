@@ -133,7 +133,13 @@ pub async fn ship_shard(
                 .add(waited.as_secs_f64());
         }
         let refs: Vec<&Entry> = pending.iter().collect();
-        let last = match ctx.kinesis.put_records(&ctx.stream, &refs).await {
+        let started = std::time::Instant::now();
+        let answer = ctx.kinesis.put_records(&ctx.stream, &refs).await;
+        ctx.metrics
+            .request_seconds
+            .with_label_values(&[&ctx.stream])
+            .observe(started.elapsed().as_secs_f64());
+        let last = match answer {
             Ok(results) => {
                 let (failed, last, misrouted) = settle(&ctx, &mut report, std::mem::take(&mut pending), results);
                 if misrouted {

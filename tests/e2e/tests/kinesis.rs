@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tillgate_testkit::kinesis_check::{kinesis_toml, metric, static_credentials_env, Landed};
+use tillgate_testkit::kinesis_check::{iot_toml, kinesis_toml, metric, static_credentials_env, Landed};
 use tillgate_testkit::{make_tls_files, post_ndjson, txn, Agent, AgentOptions, FakeIot, FakeKinesis, Faults};
 
 fn options(extra_toml: String) -> AgentOptions {
@@ -148,14 +148,7 @@ async fn an_outage_of_sixty_seconds_waits_in_the_journal_then_backfills_in_order
     ids.extend(during.iter().cloned());
     // While the uplink is down the transactions are answered and wait in the journal.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let status = agent.status_json().await;
-    let sink = status["sinks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "kinesis-transactions")
-        .expect("kinesis sink in status")
-        .clone();
+    let sink = agent.sink_status("kinesis-transactions").await;
     assert!(sink["last_error"].is_string(), "{sink}");
     let landed_so_far = Landed::new(fake.consumed("txns").0.into_iter().map(|(_, k, d)| (k, d)));
     assert!(landed_so_far.txn_ids().is_disjoint(&during));
@@ -181,22 +174,9 @@ async fn a_missing_stream_is_a_clear_error_and_the_backlog_ships_once_it_exists(
     let dir = tillgate_testkit::scratch_dir();
     let agent = Agent::start(&dir, &options(kinesis_toml(&fake.url(), "late-stream", None, "")));
     let ids = post_all(&agent, "m", 2, 100).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let error = loop {
-        let status = agent.status_json().await;
-        let sink = status["sinks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == "kinesis-transactions")
-            .cloned()
-            .expect("sink in status");
-        if let Some(e) = sink["last_error"].as_str() {
-            break e.to_string();
-        }
-        assert!(Instant::now() < deadline, "no error reported: {sink}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let error = agent
+        .wait_sink_error("kinesis-transactions", Duration::from_secs(20))
+        .await;
     assert!(
         error.contains("stream `late-stream` not found") && error.contains("kinesis.streams"),
         "{error}"
@@ -243,29 +223,32 @@ async fn aggregation_fills_put_payload_units() {
     assert!(agent.terminate().success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn iot_credentials_expiring_mid_run_are_refreshed_and_nothing_is_lost() {
+/// The kit's IoT endpoint (keys living `lifetime`, only `alias` exists), a Kinesis
+/// endpoint that accepts only its keys, and an agent using `[kinesis.iot]` with
+/// `configured_alias`.
+async fn iot_setup(alias: &str, configured_alias: &str, lifetime: Duration) -> (Agent, FakeIot, FakeKinesis) {
     let dir = tillgate_testkit::scratch_dir();
     let tls = make_tls_files(&dir.join("tls"));
-    let iot = FakeIot::start(&tls, "tillgate-kinesis", Duration::from_secs(8)).await;
+    let iot = FakeIot::start(&tls, alias, lifetime).await;
     let fake = FakeKinesis::start(&[("txns", 2)]).await;
-    // Kinesis accepts only keys the IoT endpoint handed out, until they expire.
     fake.require_keys(iot.keys.clone());
-    let extra = format!(
-        "[kinesis.iot]\nendpoint = \"{}\"\nrole_alias = \"tillgate-kinesis\"\nthing_name = \"store-1-gateway\"\n\
-         cert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\nrefresh_before = \"3s\"\n",
-        iot.endpoint(),
-        tls.client_cert.display(),
-        tls.client_key.display(),
-        tls.ca.display()
-    );
     let opts = AgentOptions {
-        extra_toml: kinesis_toml(&fake.url(), "txns", None, &extra),
+        extra_toml: kinesis_toml(
+            &fake.url(),
+            "txns",
+            None,
+            &iot_toml(&iot.endpoint(), &tls, configured_alias, "3s"),
+        ),
         // No static keys: only the IoT provider can sign.
         env: vec![("AWS_EC2_METADATA_DISABLED".into(), "true".into())],
         ..AgentOptions::default()
     };
-    let agent = Agent::start(&dir, &opts);
+    (Agent::start(&dir, &opts), iot, fake)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iot_credentials_expiring_mid_run_are_refreshed_and_nothing_is_lost() {
+    let (agent, iot, fake) = iot_setup("tillgate-kinesis", "tillgate-kinesis", Duration::from_secs(8)).await;
     let mut ids = HashSet::new();
     // 24 s of traffic: three credential lifetimes.
     for round in 0..6 {
@@ -285,43 +268,12 @@ async fn iot_credentials_expiring_mid_run_are_refreshed_and_nothing_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_role_alias_is_reported_and_the_backlog_waits() {
-    let dir = tillgate_testkit::scratch_dir();
-    let tls = make_tls_files(&dir.join("tls"));
-    let iot = FakeIot::start(&tls, "the-right-alias", Duration::from_secs(600)).await;
-    let fake = FakeKinesis::start(&[("txns", 1)]).await;
-    fake.require_keys(iot.keys.clone());
-    let extra = format!(
-        "[kinesis.iot]\nendpoint = \"{}\"\nrole_alias = \"a-wrong-alias\"\nthing_name = \"gw\"\n\
-         cert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\n",
-        iot.endpoint(),
-        tls.client_cert.display(),
-        tls.client_key.display(),
-        tls.ca.display()
-    );
-    let opts = AgentOptions {
-        extra_toml: kinesis_toml(&fake.url(), "txns", None, &extra),
-        env: vec![("AWS_EC2_METADATA_DISABLED".into(), "true".into())],
-        ..AgentOptions::default()
-    };
-    let agent = Agent::start(&dir, &opts);
+    let (agent, _iot, fake) = iot_setup("the-right-alias", "a-wrong-alias", Duration::from_secs(600)).await;
     post_all(&agent, "w", 1, 10).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = agent.status_json().await;
-        let sink = status["sinks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == "kinesis-transactions")
-            .cloned()
-            .unwrap();
-        if let Some(e) = sink["last_error"].as_str() {
-            assert!(e.contains("404") && e.contains("role_alias"), "{e}");
-            assert_eq!(sink["backlog_records"], 10, "{sink}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no error reported: {sink}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let error = agent
+        .wait_sink_error("kinesis-transactions", Duration::from_secs(20))
+        .await;
+    assert!(error.contains("404") && error.contains("role_alias"), "{error}");
+    assert_eq!(agent.sink_status("kinesis-transactions").await["backlog_records"], 10);
     assert!(fake.stored("txns").is_empty());
 }

@@ -38,14 +38,7 @@ async fn transactions_reach_kinesis_local_aggregated_and_byte_for_byte() {
     // Shipped once the sink's cursor passed every record.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let status = agent.status_json().await;
-        let sink = status["sinks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == "kinesis-transactions")
-            .cloned()
-            .unwrap();
+        let sink = agent.sink_status("kinesis-transactions").await;
         if sink["backlog_records"] == 0 && sink["last_success_ms"].as_i64().unwrap_or(0) > 0 {
             break;
         }

@@ -39,6 +39,18 @@ pub fn kinesis_toml(endpoint: &str, transactions: &str, alerts: Option<&str>, ex
     )
 }
 
+/// A `[kinesis.iot]` table for the kit's IoT endpoint at `endpoint`, with the client
+/// certificate from `tls`.
+pub fn iot_toml(endpoint: &str, tls: &crate::TlsFiles, role_alias: &str, refresh_before: &str) -> String {
+    format!(
+        "[kinesis.iot]\nendpoint = \"{endpoint}\"\nrole_alias = \"{role_alias}\"\nthing_name = \"store-1-gateway\"\n\
+         cert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\nrefresh_before = \"{refresh_before}\"\n",
+        tls.client_cert.display(),
+        tls.client_key.display(),
+        tls.ca.display()
+    )
+}
+
 /// What a consumer saw: user records in arrival order as (partition key, JSON body).
 #[derive(Debug, Default)]
 pub struct Landed {

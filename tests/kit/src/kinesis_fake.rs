@@ -229,6 +229,19 @@ impl FakeKinesis {
             .count()
     }
 
+    /// Bytes (data + partition key) stored per shard of `stream`.
+    pub fn bytes_per_shard(&self, stream: &str) -> Vec<u64> {
+        self.state.lock().unwrap().streams[stream]
+            .iter()
+            .map(|s| {
+                s.records
+                    .iter()
+                    .map(|r| (r.data.len() + r.partition_key.len()) as u64)
+                    .sum()
+            })
+            .collect()
+    }
+
     /// Every Kinesis record stored in `stream`, in arrival order.
     pub fn stored(&self, stream: &str) -> Vec<Stored> {
         let state = self.state.lock().unwrap();

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod broker;
 pub mod iot_fake;
+pub mod kinesis_bench;
 pub mod kinesis_check;
 pub mod kinesis_fake;
 pub mod kinesis_local;

@@ -187,6 +187,32 @@ impl Agent {
         serde_json::from_str(&resp.text().await.expect("status text")).expect("status is JSON")
     }
 
+    /// One sink's entry in `GET /v1/status` (`archive`, `kinesis-transactions`, ...).
+    pub async fn sink_status(&self, name: &str) -> serde_json::Value {
+        let status = self.status_json().await;
+        status["sinks"]
+            .as_array()
+            .and_then(|sinks| sinks.iter().find(|s| s["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no sink {name} in status: {status}"))
+    }
+
+    /// Waits until sink `name` reports an error; returns it.
+    pub async fn wait_sink_error(&self, name: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let sink = self.sink_status(name).await;
+            if let Some(e) = sink["last_error"].as_str() {
+                return e.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} reported no error in {within:?}: {sink}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// What the agent logged.
     pub fn log(&self) -> String {
         let mut s = String::new();

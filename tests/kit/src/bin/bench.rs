@@ -32,13 +32,17 @@ struct Args {
     /// Seconds per HTTP run.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
-    /// `foundation` (journal, HTTP), `rules` (memory per key, state rebuild) or `mqtt`
-    /// (QoS 1 rate and latency through the agent vs mosquitto alone).
+    /// `foundation` (journal, HTTP), `rules` (memory per key, state rebuild), `mqtt`
+    /// (QoS 1 rate and latency through the agent vs mosquitto alone) or `kinesis`
+    /// (backlog drain into 16 shards, PUT payload units, CPU per 1,000 records).
     #[arg(long, default_value = "foundation")]
     suite: String,
     /// Messages for the MQTT rate runs (mosquitto alone, and through the agent).
     #[arg(long, default_value_t = 100_000)]
     mqtt_messages: usize,
+    /// Transactions per drain in the Kinesis suite.
+    #[arg(long, default_value_t = 200_000)]
+    kinesis_records: usize,
     /// Journal rows for the rules suite's rebuild figure.
     #[arg(long, default_value_t = 1_000_000)]
     rebuild_rows: usize,
@@ -53,6 +57,9 @@ fn main() -> Result<()> {
     }
     if args.suite == "mqtt" {
         return mqtt_suite(&rt, &args);
+    }
+    if args.suite == "kinesis" {
+        return kinesis_suite(&rt, &args);
     }
     let mut results = json!({
         "machine": machine(),
@@ -578,6 +585,20 @@ fn mqtt_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     });
     mqtt_bench::print_table(&results);
     save(&args.out.with_file_name("mqtt.json"), &results)
+}
+
+fn kinesis_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
+    use tillgate_testkit::kinesis_bench;
+    let dir = tempfile::tempdir()?;
+    let figures = rt.block_on(kinesis_bench::run(&args.bin, dir.path(), args.kinesis_records))?;
+    let results = json!({
+        "machine": machine(),
+        "command": "make bench (tillgate-bench --suite kinesis)",
+        "date": chrono::Utc::now().to_rfc3339(),
+        "kinesis": figures,
+    });
+    kinesis_bench::print_table(&results["kinesis"]);
+    save(&args.out.with_file_name("kinesis.json"), &results)
 }
 
 /// Writes `results` as pretty JSON to `out`, creating its directory.
