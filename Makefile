@@ -2,7 +2,7 @@
 CARGO ?= cargo
 TARGET := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: deps build demo test lint bench clean
+.PHONY: deps build demo test lint bench deb clean
 
 deps:
 	@scripts/install-deps.sh
@@ -32,6 +32,14 @@ bench: deps
 	$(TARGET)/release/tillgate-bench --bin $(TARGET)/release/tillgate --suite mqtt --out bench-results/mqtt.json
 	$(TARGET)/release/tillgate-bench --bin $(TARGET)/release/tillgate --suite kinesis --out bench-results/kinesis.json
 	$(CARGO) bench -p tillgate --bench rules
+
+## The Debian package (amd64): target/debian/tillgate_<version>_amd64.deb, then checked
+## (contents, conffiles, dependencies, the unit) by scripts/check-deb.sh.
+deb: deps
+	$(CARGO) build --release -p tillgate
+	@command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked --version 3.8.0
+	$(CARGO) deb -p tillgate --no-build --strip --output $(TARGET)/debian/
+	scripts/check-deb.sh $(TARGET)/debian/tillgate_*_amd64.deb
 
 clean:
 	$(CARGO) clean

@@ -7,6 +7,7 @@ use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::rules::{self, Engine};
 use crate::sinks::{self, SinkRunner};
+use crate::systemd::{self, Liveness, Notifier};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,6 +96,7 @@ pub async fn run(
     let (drain_tx, drain_rx) = watch::channel(None);
     let mut runners = Vec::new();
     let mut statuses = Vec::new();
+    let mut live_sinks = Vec::new();
     for sink in sinks {
         let runner = SinkRunner::new(
             sink,
@@ -104,8 +106,11 @@ pub async fn run(
             config.sinks.retry_initial_backoff.get(),
             config.sinks.retry_max_backoff.get(),
         );
-        statuses.push(runner.status());
-        runners.push(tokio::spawn(runner.run(drain_rx.clone())));
+        let status = runner.status();
+        let handle = tokio::spawn(runner.run(drain_rx.clone()));
+        live_sinks.push((status.name.clone(), handle.abort_handle()));
+        statuses.push(status);
+        runners.push(handle);
     }
     let state = Arc::new(AppState {
         journal: journal.clone(),
@@ -128,13 +133,29 @@ pub async fn run(
         "tillgate ready"
     );
     on_ready(addr, state.clone());
-    let reloader = tokio::spawn(reload_on_sighup(config.clone(), journal.clone(), state.clone()));
+    let notifier = Notifier::from_env();
+    notifier.ready(&format!("ready on {addr}; journal seq {}", journal.last_seq()));
+    let supervisor = tokio::spawn(systemd::supervise(
+        notifier,
+        state.clone(),
+        Liveness {
+            journal: journal.clone(),
+            sinks: live_sinks,
+        },
+    ));
+    let reloader = tokio::spawn(reload_on_sighup(
+        config.clone(),
+        journal.clone(),
+        state.clone(),
+        notifier,
+    ));
 
     let app = http::router(state.clone());
     let draining = state.clone();
     let mqtt_drainer = mqtt.as_ref().map(Mqtt::drainer);
     let graceful = async move {
         shutdown.await;
+        notifier.stopping();
         draining.draining.store(true, Ordering::Release);
         if let Some(d) = mqtt_drainer {
             d.drain();
@@ -164,6 +185,7 @@ pub async fn run(
         mqtt.close().await;
     }
     reloader.abort();
+    supervisor.abort();
     journal.close().await;
     tracing::info!(last_seq = journal.last_seq(), "tillgate stopped");
     Ok(())
@@ -188,7 +210,7 @@ pub fn build_engine(config: &Config, metrics: &Metrics) -> Result<Engine, rules:
 /// SIGHUP reloads the rule files. Invalid rules are logged and counted; the running
 /// rules stay. Valid ones are rebuilt from the journal before they take over, so a reload
 /// during an attack keeps its counts.
-async fn reload_on_sighup(config: Config, journal: Journal, state: Arc<AppState>) {
+async fn reload_on_sighup(config: Config, journal: Journal, state: Arc<AppState>, notifier: Notifier) {
     let metrics = state.metrics.clone();
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -196,11 +218,13 @@ async fn reload_on_sighup(config: Config, journal: Journal, state: Arc<AppState>
         return;
     };
     while hup.recv().await.is_some() {
+        notifier.reloading();
         let engine = match build_engine(&config, &metrics) {
             Ok(e) => e,
             Err(e) => {
                 metrics.rules_reload_errors.inc();
                 tracing::error!(error = %e, "SIGHUP: the rule files are invalid; the previous rules stay active");
+                notifier.ready("rule reload failed (invalid rule files); the previous rules stay active");
                 continue;
             }
         };
@@ -210,10 +234,12 @@ async fn reload_on_sighup(config: Config, journal: Journal, state: Arc<AppState>
             Ok(replayed) => {
                 *state.active_rules.lock().unwrap_or_else(|p| p.into_inner()) = active;
                 tracing::info!(rules = %ids, replayed, "SIGHUP: rules reloaded");
+                notifier.ready(&format!("rules reloaded ({replayed} transactions replayed)"));
             }
             Err(e) => {
                 metrics.rules_reload_errors.inc();
                 tracing::error!(error = %e, "SIGHUP: reload failed; the previous rules stay active");
+                notifier.ready("rule reload failed; the previous rules stay active");
             }
         }
     }

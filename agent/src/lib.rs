@@ -28,4 +28,5 @@ pub mod rules;
 pub mod simulate;
 pub mod sinks;
 pub mod status;
+pub mod systemd;
 pub mod txn;

@@ -232,6 +232,14 @@ impl Journal {
         rx.await.unwrap_or_else(|_| Err("the journal writer stopped".into()))
     }
 
+    /// Resolves once the writer thread has read a command: it is alive and looping.
+    pub async fn ping(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Ping { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Records that `sink` has acknowledged everything up to `seq`. Committed with the
     /// next group; a crash before that only re-sends (at-least-once).
     pub async fn advance(&self, sink: &str, seq: u64) {

@@ -35,6 +35,10 @@ pub enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// Answered as soon as the writer reads it: the writer thread is looping (watchdog).
+    Ping {
+        reply: oneshot::Sender<()>,
+    },
     /// Replace the decider (rule reload); it is brought up to date by replay first.
     Reload {
         decider: Box<dyn Decider>,
@@ -266,6 +270,7 @@ impl Writer {
                         *c = (*c).max(seq);
                     }
                     Command::Shutdown { reply } => pending.push(Pending::Shutdown(reply)),
+                    Command::Ping { reply } => drop(reply.send(())),
                     Command::Reload { mut decider, reply } => {
                         // Replay sees this group's rows so far: the new rules start exactly
                         // where the old ones stand.

@@ -222,6 +222,11 @@ impl Agent {
         s
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Sends SIGHUP (reload the rules).
     pub fn hup(&self) {
         let c = self.child.as_ref().expect("running");

@@ -1,0 +1,152 @@
+//! systemd integration (`Type=notify`): READY once the config is valid and the journal
+//! is open — not when the cloud answers, stores are often offline —, a STATUS line with
+//! the backlog and connection states, RELOADING on SIGHUP, STOPPING on shutdown, and
+//! watchdog pings only while the main loops make progress.
+//!
+//! Everything here is a no-op without `NOTIFY_SOCKET` (run by hand, under Greengrass),
+//! so the agent behaves the same without systemd.
+
+use crate::http::AppState;
+use crate::journal::Journal;
+use sd_notify::NotifyState;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::AbortHandle;
+
+/// What the agent tells systemd.
+#[derive(Debug, Clone, Copy)]
+pub struct Notifier {
+    enabled: bool,
+    /// `WATCHDOG_USEC` when systemd set one for this process.
+    watchdog: Option<Duration>,
+}
+
+impl Notifier {
+    /// From the environment systemd sets (`NOTIFY_SOCKET`, `WATCHDOG_USEC`/`WATCHDOG_PID`).
+    pub fn from_env() -> Self {
+        // As libsystemd's sd_watchdog_enabled(): WATCHDOG_USEC set, and WATCHDOG_PID
+        // either absent or ours (sd-notify's own check demands WATCHDOG_PID).
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        let ours = var("WATCHDOG_PID").is_none_or(|pid| pid == u64::from(std::process::id()));
+        let watchdog = var("WATCHDOG_USEC")
+            .filter(|usec| *usec > 0 && ours)
+            .map(Duration::from_micros);
+        Notifier {
+            enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
+            watchdog,
+        }
+    }
+
+    fn send(&self, states: &[NotifyState]) {
+        if !self.enabled {
+            return;
+        }
+        if let Err(e) = sd_notify::notify(false, states) {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+    }
+
+    /// Start-up is done: the config is valid and the journal is open.
+    pub fn ready(&self, status: &str) {
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    /// A free-form line for `systemctl status`.
+    pub fn status(&self, status: &str) {
+        self.send(&[NotifyState::Status(status)]);
+    }
+
+    /// SIGHUP received: reloading the rules (READY follows).
+    pub fn reloading(&self) {
+        let mut states = vec![NotifyState::Reloading, NotifyState::Status("reloading the rules")];
+        // systemd ≥ 253 wants the monotonic time with RELOADING; older ones ignore it.
+        if let Ok(now) = NotifyState::monotonic_usec_now() {
+            states.push(now);
+        }
+        self.send(&states);
+    }
+
+    /// Shutting down: draining the sinks.
+    pub fn stopping(&self) {
+        self.send(&[
+            NotifyState::Stopping,
+            NotifyState::Status("stopping: draining the sinks"),
+        ]);
+    }
+
+    fn watchdog_ping(&self) {
+        self.send(&[NotifyState::Watchdog]);
+    }
+}
+
+/// What the watchdog checks before each ping.
+#[derive(Debug)]
+pub struct Liveness {
+    pub journal: Journal,
+    /// The sink runners: one that ended before shutdown is stuck work.
+    pub sinks: Vec<(String, AbortHandle)>,
+}
+
+impl Liveness {
+    /// Why the agent is not making progress, if it is not.
+    async fn problem(&self, within: Duration) -> Option<String> {
+        if tokio::time::timeout(within, self.journal.ping()).await.is_err() {
+            return Some(format!("the journal writer did not answer within {within:?}"));
+        }
+        self.sinks
+            .iter()
+            .find(|(_, h)| h.is_finished())
+            .map(|(name, _)| format!("the {name} sink runner has stopped"))
+    }
+}
+
+/// Sends STATUS every few seconds and, when systemd asked for a watchdog, pings it at
+/// half its interval as long as [`Liveness`] finds no problem. Runs until aborted.
+pub async fn supervise(notifier: Notifier, state: Arc<AppState>, liveness: Liveness) {
+    let every = notifier
+        .watchdog
+        .map(|w| (w / 2).min(Duration::from_secs(5)))
+        .unwrap_or(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if notifier.watchdog.is_some() {
+            match liveness.problem(every).await {
+                None => notifier.watchdog_ping(),
+                Some(problem) => {
+                    tracing::error!(%problem, "not pinging the systemd watchdog");
+                    notifier.status(&format!("stuck: {problem}"));
+                    continue;
+                }
+            }
+        }
+        let state = state.clone();
+        if let Ok(Some(line)) = tokio::task::spawn_blocking(move || status_line(&state)).await {
+            notifier.status(&line);
+        }
+    }
+}
+
+/// One line for `systemctl status`: journal position, each sink's backlog and error, MQTT.
+pub fn status_line(state: &AppState) -> Option<String> {
+    let report = crate::status::collect(state).ok()?;
+    let mut line = format!(
+        "{}; journal seq {}, {} MB{}",
+        report.state,
+        report.journal.last_seq,
+        report.journal.used_bytes / 1_000_000,
+        if report.journal.full { " (FULL)" } else { "" }
+    );
+    for s in &report.sinks {
+        line.push_str(&format!("; {} backlog {}", s.name, s.backlog_records));
+        if let Some(e) = &s.last_error {
+            let short: String = e.chars().take(80).collect();
+            line.push_str(&format!(" (error: {short})"));
+        }
+    }
+    if let Some(m) = &report.mqtt {
+        line.push_str(&format!("; mqtt {}", m.state));
+    }
+    Some(line)
+}

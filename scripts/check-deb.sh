@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Checks a built tillgate .deb: what it installs, which files are conffiles, what it
+# depends on, that the binary runs, and that systemd accepts the unit.
+set -euo pipefail
+deb="$1"
+fail() { echo "check-deb: $*" >&2; exit 1; }
+[ -f "$deb" ] || fail "no package at $deb"
+
+contents=$(dpkg-deb -c "$deb" | awk '{print $6}')
+for f in ./usr/bin/tillgate ./etc/tillgate/tillgate.toml ./etc/tillgate/rules/30-velocity.toml \
+         ./etc/tillgate/rules/lists/denied_bins.txt ./usr/lib/sysusers.d/tillgate.conf \
+         ./usr/lib/systemd/system/tillgate.service ./usr/share/doc/tillgate/README.md; do
+  grep -qx "$f" <<<"$contents" || fail "$f is not in the package"
+done
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+dpkg-deb -e "$deb" "$scratch/DEBIAN"
+grep -qx /etc/tillgate/tillgate.toml "$scratch/DEBIAN/conffiles" || fail "tillgate.toml is not a conffile"
+grep -qx /etc/tillgate/rules/20-amounts.toml "$scratch/DEBIAN/conffiles" || fail "the rule pack is not conffiles"
+depends=$(dpkg-deb -f "$deb" Depends)
+grep -q libc6 <<<"$depends" || fail "Depends ($depends) does not name libc6"
+grep -q systemd-sysusers "$scratch/DEBIAN/postinst" || fail "postinst does not create the user"
+grep -q "systemctl" "$scratch/DEBIAN/postinst" || fail "postinst does not enable the unit"
+
+dpkg-deb -x "$deb" "$scratch/root"
+"$scratch/root/usr/bin/tillgate" --version
+# The packaged config must pass the packaged binary's own check (rules relative to it).
+"$scratch/root/usr/bin/tillgate" check-config "$scratch/root/etc/tillgate/tillgate.toml"
+# systemd's own reading of the unit, pointed at the unpacked binary.
+if command -v systemd-analyze >/dev/null 2>&1; then
+  sed "s|/usr/bin/tillgate|$scratch/root/usr/bin/tillgate|g" \
+    "$scratch/root/usr/lib/systemd/system/tillgate.service" >"$scratch/tillgate.service"
+  systemd-analyze verify "$scratch/tillgate.service"
+  # The hardening, as systemd scores it (0 = fully locked down, 10 = fully exposed).
+  exposure=$(systemd-analyze security --offline=true "$scratch/tillgate.service" 2>/dev/null |
+    sed -n 's/.*Overall exposure level for tillgate.service: \([0-9.]*\).*/\1/p')
+  [ -n "$exposure" ] || fail "systemd-analyze security printed no exposure level"
+  awk -v e="$exposure" 'BEGIN { exit !(e <= 2.5) }' || fail "exposure $exposure is above 2.5"
+  echo "check-deb: systemd-analyze security exposure $exposure"
+fi
+echo "check-deb: $(basename "$deb") ok ($(du -h "$deb" | cut -f1), Depends: $depends)"
