@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tillgate_testkit::kinesis_check::{iot_toml, kinesis_toml, metric, static_credentials_env, Landed};
-use tillgate_testkit::{make_tls_files, post_ndjson, txn, Agent, AgentOptions, FakeIot, FakeKinesis, Faults};
+use tillgate_testkit::{make_tls_files, post_ndjson, txn, Agent, AgentOptions, FakeIot, FakeKinesis, FakeTes, Faults};
 
 fn options(extra_toml: String) -> AgentOptions {
     AgentOptions {
@@ -276,4 +276,40 @@ async fn a_wrong_role_alias_is_reported_and_the_backlog_waits() {
     assert!(error.contains("404") && error.contains("role_alias"), "{error}");
     assert_eq!(agent.sink_status("kinesis-transactions").await["backlog_records"], 10);
     assert!(fake.stored("txns").is_empty());
+}
+
+/// Greengrass v2 hands a component its credentials through the token exchange service
+/// (container credentials variables): the SDK's default chain must find them, and fetch
+/// new ones as they expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greengrass_container_credentials_are_used_and_refreshed() {
+    let tes = FakeTes::start(Duration::from_secs(8)).await;
+    let fake = FakeKinesis::start(&[("txns", 2)]).await;
+    fake.require_keys(tes.keys.clone());
+    let dir = tillgate_testkit::scratch_dir();
+    let mut env = tes.env();
+    env.push(("AWS_EC2_METADATA_DISABLED".into(), "true".into()));
+    env.push(("AWS_CONFIG_FILE".into(), "/nonexistent/tillgate-test".into()));
+    env.push((
+        "AWS_SHARED_CREDENTIALS_FILE".into(),
+        "/nonexistent/tillgate-test".into(),
+    ));
+    let opts = AgentOptions {
+        extra_toml: kinesis_toml(&fake.url(), "txns", None, ""),
+        env,
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(&dir, &opts);
+    let mut ids = HashSet::new();
+    for round in 0..4 {
+        ids.extend(post_all(&agent, &format!("gg{round}"), 2, 50).await);
+        wait_landed(&fake, "txns", &ids, Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let landed = wait_landed(&fake, "txns", &ids, Duration::from_secs(30)).await;
+    assert_eq!(landed.duplicates(), 0);
+    let issued = tes.issued.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(issued >= 2, "credentials fetched {issued} times over 8 s lifetimes");
+    assert_eq!(tes.refused.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(agent.terminate().success());
 }

@@ -12,6 +12,7 @@ pub mod kinesis_local;
 pub mod mqtt_bench;
 pub mod process;
 pub mod terminal;
+pub mod tes_fake;
 pub mod txns;
 
 pub use archive::{archive_lines, archive_txn_ids, missing_from_archive};
@@ -20,6 +21,7 @@ pub use iot_fake::FakeIot;
 pub use kinesis_fake::{FakeKinesis, Faults};
 pub use process::{run_cli, Agent, AgentOptions};
 pub use terminal::Terminal;
+pub use tes_fake::FakeTes;
 pub use txns::{post, post_ndjson, txn};
 
 use std::collections::HashSet;
