@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks a built tillgate .deb: what it installs, which files are conffiles, what it
+# Checks a built tillgate .deb (amd64 or arm64): what it installs, which files are conffiles, what it
 # depends on, that the binary runs, and that systemd accepts the unit.
 set -euo pipefail
 deb="$1"
@@ -24,9 +24,11 @@ grep -q systemd-sysusers "$scratch/DEBIAN/postinst" || fail "postinst does not c
 grep -q "systemctl" "$scratch/DEBIAN/postinst" || fail "postinst does not enable the unit"
 
 dpkg-deb -x "$deb" "$scratch/root"
-"$scratch/root/usr/bin/tillgate" --version
+# $TILLGATE_RUNNER runs a foreign-architecture binary (qemu-aarch64-static).
+run=(${TILLGATE_RUNNER:+"$TILLGATE_RUNNER"} "$scratch/root/usr/bin/tillgate")
+"${run[@]}" --version
 # The packaged config must pass the packaged binary's own check (rules relative to it).
-"$scratch/root/usr/bin/tillgate" check-config "$scratch/root/etc/tillgate/tillgate.toml"
+"${run[@]}" check-config "$scratch/root/etc/tillgate/tillgate.toml"
 # systemd's own reading of the unit, pointed at the unpacked binary.
 if command -v systemd-analyze >/dev/null 2>&1; then
   sed "s|/usr/bin/tillgate|$scratch/root/usr/bin/tillgate|g" \

@@ -26,6 +26,19 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// A command that runs the agent binary: directly, or through `$TILLGATE_RUNNER`
+/// (`qemu-aarch64-static` for an aarch64 build on an x86 machine without binfmt).
+pub fn command() -> Command {
+    match std::env::var("TILLGATE_RUNNER") {
+        Ok(runner) if !runner.is_empty() => {
+            let mut c = Command::new(runner);
+            c.arg(binary());
+            c
+        }
+        _ => Command::new(binary()),
+    }
+}
+
 /// A free loopback port (bound and released; the agent binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -112,7 +125,7 @@ impl Agent {
     fn start_with_config(dir: &Path, config_path: &Path, port: u16, env: &[(String, String)]) -> Option<Agent> {
         let stderr_path = dir.join(format!("agent-{port}.log"));
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
-        let child = Command::new(binary())
+        let child = command()
             .args(["run", "--config"])
             .arg(config_path)
             .env("RUST_LOG", "info")
@@ -291,7 +304,7 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
 
 /// Runs the binary with `args` and returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary()).args(args).output().expect("tillgate runs");
+    let out = command().args(args).output().expect("tillgate runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
