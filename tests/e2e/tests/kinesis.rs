@@ -75,6 +75,7 @@ async fn faults_and_resharding_lose_nothing_and_keep_per_key_order() {
         shard_limits: true,
         record_failure_rate: 0.05,
         http_500_rate: 0.05,
+        call_throttle_rate: 0.03,
         slow_rate: 0.03,
         slow_delay: Duration::from_millis(1500),
         outage: false,
@@ -112,6 +113,10 @@ async fn faults_and_resharding_lose_nothing_and_keep_per_key_order() {
         landed.duplicates() as f64 <= ambiguous,
         "{} duplicates but only {ambiguous} records were sent again after ambiguous answers",
         landed.duplicates()
+    );
+    assert!(
+        metric(&metrics, "tillgate_kinesis_retries_total{code=\"Throttled\",stream=\"txns\"}") >= 1.0,
+        "whole-call throttling retried and counted"
     );
     assert_eq!(fake.open_shards("txns"), 8);
     assert!(

@@ -4,7 +4,8 @@
 //! speaks the same AWS JSON 1.1 protocol (CreateStream, ListShards, PutRecords,
 //! DescribeStreamSummary), routes by hash key like Kinesis, enforces the real limits
 //! (500 records and 5 MiB per call, 1 MiB per record, 1,000 records/s and 1 MiB/s per
-//! shard), and on demand: fails random records (both error codes), answers 500, answers
+//! shard), and on demand: fails random records (both error codes), throttles whole calls,
+//! answers 500, answers
 //! after the client gave up (having stored the records), refuses connections (outage),
 //! splits every shard (resharding), and refuses expired credentials.
 //!
@@ -35,6 +36,9 @@ pub struct Faults {
     pub record_failure_rate: f64,
     /// Probability that a whole call is answered 500 InternalFailure (nothing stored).
     pub http_500_rate: f64,
+    /// Probability that a whole call is refused as throttled (400
+    /// ProvisionedThroughputExceededException or LimitExceededException; nothing stored).
+    pub call_throttle_rate: f64,
     /// Probability that a call is stored, then answered after `slow_delay`.
     pub slow_rate: f64,
     pub slow_delay: Duration,
@@ -60,6 +64,7 @@ pub struct FakeStats {
     pub throttled_records: u64,
     pub failed_records: u64,
     pub http_500s: u64,
+    pub throttled_calls: u64,
     pub slow_answers: u64,
     pub refused_connections: u64,
     pub expired_credentials: u64,
@@ -323,6 +328,15 @@ async fn handle(state: Arc<Mutex<State>>, headers: HeaderMap, body: Bytes) -> Re
         if target.ends_with(".PutRecords") && rng.random_bool(s.faults.http_500_rate.clamp(0.0, 1.0)) {
             s.stats.http_500s += 1;
             return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", "injected 500");
+        }
+        if target.ends_with(".PutRecords") && rng.random_bool(s.faults.call_throttle_rate.clamp(0.0, 1.0)) {
+            s.stats.throttled_calls += 1;
+            let kind = if rng.random_bool(0.5) {
+                "ProvisionedThroughputExceededException"
+            } else {
+                "LimitExceededException"
+            };
+            return error(StatusCode::BAD_REQUEST, kind, "Rate exceeded (injected)");
         }
         let slow = target.ends_with(".PutRecords") && rng.random_bool(s.faults.slow_rate.clamp(0.0, 1.0));
         if slow {
