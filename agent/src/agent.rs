@@ -133,6 +133,9 @@ pub async fn run(
         "tillgate ready"
     );
     on_ready(addr, state.clone());
+    if let Some(m) = &mqtt {
+        live_sinks.push(("mqtt".to_string(), m.liveness()));
+    }
     let notifier = Notifier::from_env();
     notifier.ready(&format!("ready on {addr}; journal seq {}", journal.last_seq()));
     let supervisor = tokio::spawn(systemd::supervise(

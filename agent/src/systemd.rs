@@ -83,7 +83,8 @@ impl Notifier {
 #[derive(Debug)]
 pub struct Liveness {
     pub journal: Journal,
-    /// The sink runners: one that ended before shutdown is stuck work.
+    /// The sink runners and the MQTT connection task: one that ended before shutdown is
+    /// stuck work.
     pub sinks: Vec<(String, AbortHandle)>,
 }
 
@@ -96,7 +97,7 @@ impl Liveness {
         self.sinks
             .iter()
             .find(|(_, h)| h.is_finished())
-            .map(|(name, _)| format!("the {name} sink runner has stopped"))
+            .map(|(name, _)| format!("the {name} task has stopped"))
     }
 }
 

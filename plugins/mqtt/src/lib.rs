@@ -134,7 +134,27 @@ impl Mqtt {
             reconnect_initial: config.reconnect_initial.get(),
             reconnect_max: config.reconnect_max.get(),
         };
-        let task = tokio::spawn(connection.run(phase_rx));
+        let inner = tokio::spawn(connection.run(phase_rx));
+        // A panic in the connection task is a bug; it must not leave the status saying
+        // "connecting" with no error: report it (and the agent's watchdog sees the task end).
+        let watched = status.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = inner.await {
+                if e.is_panic() {
+                    let message = e
+                        .into_panic()
+                        .downcast::<String>()
+                        .map(|s| *s)
+                        .or_else(|p| p.downcast::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|_| "unknown panic".into());
+                    tracing::error!(panic = %message, "the MQTT connection task panicked; MQTT is down");
+                    watched.update(|s| {
+                        s.state = "failed".into();
+                        s.last_error = Some(format!("internal error (the connection task panicked): {message}"));
+                    });
+                }
+            }
+        });
         Ok((
             Mqtt {
                 drainer: Drainer {
@@ -158,6 +178,11 @@ impl Mqtt {
         self.drainer.drain();
         self.drainer.phase.send_replace(Phase::Closed);
         let _ = self.task.await;
+    }
+
+    /// A handle that tells whether the connection task still runs (the systemd watchdog).
+    pub fn liveness(&self) -> tokio::task::AbortHandle {
+        self.task.abort_handle()
     }
 
     /// The connection's state, for `tillgate status`.

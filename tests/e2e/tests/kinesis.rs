@@ -115,7 +115,10 @@ async fn faults_and_resharding_lose_nothing_and_keep_per_key_order() {
         landed.duplicates()
     );
     assert!(
-        metric(&metrics, "tillgate_kinesis_retries_total{code=\"Throttled\",stream=\"txns\"}") >= 1.0,
+        metric(
+            &metrics,
+            "tillgate_kinesis_retries_total{code=\"Throttled\",stream=\"txns\"}"
+        ) >= 1.0,
         "whole-call throttling retried and counted"
     );
     assert_eq!(fake.open_shards("txns"), 8);
