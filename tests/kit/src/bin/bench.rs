@@ -437,6 +437,26 @@ fn pack_txns(n: usize, keys: usize) -> Vec<tillgate::txn::Transaction> {
 }
 
 /// A journal deciding with the shipped rule pack.
+/// Journals `rows` pack transactions (100,000 customers and cards) with ids `{prefix}N`.
+async fn fill_journal(journal: &Journal, rows: usize, prefix: &str) -> Result<()> {
+    for chunk_start in (0..rows).step_by(50_000) {
+        let txns: Vec<_> = pack_txns(50_000.min(rows - chunk_start), 100_000)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut t)| {
+                t.txn_id = format!("{prefix}{}", chunk_start + i);
+                t
+            })
+            .collect();
+        let n = txns.len();
+        anyhow::ensure!(
+            submit_all(journal, split(txns, 8)).await? == n,
+            "not every row journaled"
+        );
+    }
+    Ok(())
+}
+
 fn open_with_pack(path: &Path, config: &JournalConfig) -> Result<Journal> {
     let pack = tillgate::rules::load_paths(&[tillgate_testkit::rule_pack()])?;
     let engine = tillgate::rules::Engine::new(pack, None, Duration::from_secs(3600));
@@ -481,22 +501,7 @@ fn rules_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     let built = rt.block_on(async {
         let journal = open_with_pack(&path, &config)?;
         let started = Instant::now();
-        for chunk_start in (0..rows).step_by(50_000) {
-            let txns = pack_txns(50_000.min(rows - chunk_start), 100_000);
-            let txns: Vec<_> = txns
-                .into_iter()
-                .enumerate()
-                .map(|(i, mut t)| {
-                    t.txn_id = format!("j{}", chunk_start + i);
-                    t
-                })
-                .collect();
-            let n = txns.len();
-            anyhow::ensure!(
-                submit_all(&journal, split(txns, 8)).await? == n,
-                "not every row journaled"
-            );
-        }
+        fill_journal(&journal, rows, "j").await?;
         let took = started.elapsed();
         journal.close().await;
         anyhow::Ok(took)
@@ -681,21 +686,7 @@ fn packaging_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     };
     rt.block_on(async {
         let journal = open_with_pack(&full.join("journal.db"), &config)?;
-        for chunk_start in (0..rows).step_by(50_000) {
-            let txns: Vec<_> = pack_txns(50_000.min(rows - chunk_start), 100_000)
-                .into_iter()
-                .enumerate()
-                .map(|(i, mut t)| {
-                    t.txn_id = format!("p{}", chunk_start + i);
-                    t
-                })
-                .collect();
-            let n = txns.len();
-            anyhow::ensure!(
-                submit_all(&journal, split(txns, 8)).await? == n,
-                "not every row journaled"
-            );
-        }
+        fill_journal(&journal, rows, "p").await?;
         journal.close().await;
         anyhow::Ok(())
     })?;
