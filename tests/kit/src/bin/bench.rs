@@ -18,6 +18,11 @@ use tillgate::metrics::Metrics;
 use tillgate::simulate::{self, Scenario, SimConfig};
 use tillgate_testkit::process::{free_port, run_cli};
 
+#[path = "bench/packaging.rs"]
+mod packaging;
+#[path = "bench/rules.rs"]
+mod rules;
+
 #[derive(Parser)]
 struct Args {
     /// The release `tillgate` binary to measure.
@@ -57,7 +62,7 @@ fn main() -> Result<()> {
     std::env::set_var("TILLGATE_BIN", &args.bin);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if args.suite == "rules" {
-        return rules_suite(&rt, &args);
+        return rules::suite(&rt, &args);
     }
     if args.suite == "mqtt" {
         return mqtt_suite(&rt, &args);
@@ -66,7 +71,7 @@ fn main() -> Result<()> {
         return kinesis_suite(&rt, &args);
     }
     if args.suite == "packaging" {
-        return packaging_suite(&rt, &args);
+        return packaging::suite(&rt, &args);
     }
     let mut results = json!({
         "machine": machine(),
@@ -463,94 +468,6 @@ fn open_with_pack(path: &Path, config: &JournalConfig) -> Result<Journal> {
     Ok(Journal::open(path, config, vec![], Box::new(engine), Metrics::new())?)
 }
 
-fn rules_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
-    use tillgate::rules::{load_paths, DecideContext, Decider, Engine, NoOriginals};
-    let pack = || load_paths(&[tillgate_testkit::rule_pack()]);
-
-    eprintln!("[rules 1/2] memory per live key: 100,000 customers, cards and operators through the pack");
-    let txns = pack_txns(100_000, 100_000);
-    let before = rss_kib();
-    let mut engine = Engine::new(pack()?, None, Duration::from_secs(3600));
-    for (i, t) in txns.iter().enumerate() {
-        engine.decide(
-            t,
-            &DecideContext {
-                seq: i as u64,
-                lookup: &NoOriginals,
-                replaying: false,
-            },
-        );
-    }
-    let after = rss_kib();
-    let live = engine.live_keys();
-    let held = engine.held_events();
-    drop(txns);
-
-    eprintln!(
-        "[rules 2/2] state rebuild: {} journal rows, then reopen (replay)",
-        args.rebuild_rows
-    );
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("journal.db");
-    let config = JournalConfig {
-        max_bytes: tillgate_sdk::ByteSize::gib(16),
-        durability: tillgate::config::Durability::Os,
-        ..JournalConfig::default()
-    };
-    let rows = args.rebuild_rows;
-    let built = rt.block_on(async {
-        let journal = open_with_pack(&path, &config)?;
-        let started = Instant::now();
-        fill_journal(&journal, rows, "j").await?;
-        let took = started.elapsed();
-        journal.close().await;
-        anyhow::Ok(took)
-    })?;
-    let (replayed, replay_ms, open_s) = rt.block_on(async {
-        let started = Instant::now();
-        let journal = open_with_pack(&path, &config)?;
-        let open_s = started.elapsed().as_secs_f64();
-        let st = journal.state();
-        let r = (
-            st.replayed.load(std::sync::atomic::Ordering::Acquire),
-            st.replay_ms.load(std::sync::atomic::Ordering::Acquire),
-            open_s,
-        );
-        journal.close().await;
-        anyhow::Ok(r)
-    })?;
-    let results = json!({
-        "machine": machine(),
-        "command": "make bench (tillgate-bench --suite rules)",
-        "date": chrono::Utc::now().to_rfc3339(),
-        "memory": {
-            "rss_before_kib": before, "rss_after_kib": after, "live_keys_all_rules": live, "held_events": held,
-            "bytes_per_live_key": (after.saturating_sub(before) * 1024) as f64 / live.max(1) as f64,
-        },
-        "rebuild": {
-            "journal_rows": rows, "build_seconds": built.as_secs_f64(), "replayed_transactions": replayed,
-            "replay_seconds": replay_ms as f64 / 1000.0, "open_seconds": open_s,
-        },
-    });
-    println!("\ntillgate rules benchmark ({} cpus)", results["machine"]["cpus"]);
-    println!(
-        "memory   {} live keys over all rules, {} events held: {:.0} bytes per live key (RSS {} → {} KiB)",
-        live,
-        held,
-        results["memory"]["bytes_per_live_key"].as_f64().unwrap_or(0.0),
-        before,
-        after
-    );
-    println!(
-        "rebuild  {} journal rows: replay {:.2} s ({} transactions), open {:.2} s",
-        rows,
-        replay_ms as f64 / 1000.0,
-        replayed,
-        open_s
-    );
-    save(&args.out.with_file_name("rules.json"), &results)
-}
-
 fn mqtt_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     use tillgate_testkit::mqtt_bench;
     let dir = tempfile::tempdir()?;
@@ -611,99 +528,6 @@ fn kinesis_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     });
     kinesis_bench::print_table(&results["kinesis"]);
     save(&args.out.with_file_name("kinesis.json"), &results)
-}
-
-/// Bytes of `bin` once stripped (a copy is stripped with `strip_tool`).
-fn stripped_size(bin: &Path, strip_tool: &str, dir: &Path) -> Result<u64> {
-    let copy = dir.join(format!(
-        "stripped-{}",
-        bin.file_name().and_then(|n| n.to_str()).unwrap_or("bin")
-    ));
-    std::fs::copy(bin, &copy)?;
-    let ok = std::process::Command::new(strip_tool).arg(&copy).status()?.success();
-    anyhow::ensure!(ok, "{strip_tool} failed on {}", copy.display());
-    Ok(std::fs::metadata(&copy)?.len())
-}
-
-/// Starts the agent on `data_dir` with a notify socket; returns the seconds from spawn
-/// to READY=1, the agent's RSS after `idle` more seconds, and stops it.
-fn time_to_ready(bin: &Path, data_dir: &Path, idle: Duration) -> Result<(f64, u64)> {
-    use std::os::unix::net::UnixDatagram;
-    let port = free_port();
-    let config = write_config(data_dir, port)?;
-    let sock_path = data_dir.join("notify.sock");
-    let _ = std::fs::remove_file(&sock_path);
-    let sock = UnixDatagram::bind(&sock_path)?;
-    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let started = Instant::now();
-    let child = std::process::Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &sock_path)
-        .stderr(std::fs::File::create(data_dir.join("agent.log"))?)
-        .spawn()?;
-    let mut buf = [0u8; 4096];
-    let ready = loop {
-        if let Ok(n) = sock.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
-                break started.elapsed().as_secs_f64();
-            }
-        }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "no READY in 600 s");
-    };
-    std::thread::sleep(idle);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS")?;
-    stop_agent(child)?;
-    Ok((ready, rss))
-}
-
-fn packaging_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    eprintln!("[packaging 1/3] stripped binary sizes");
-    let amd64 = stripped_size(&args.bin, "strip", dir.path())?;
-    let arm64 = match &args.arm64_bin {
-        Some(b) if b.exists() => Some(stripped_size(b, "aarch64-linux-gnu-strip", dir.path())?),
-        _ => None,
-    };
-    eprintln!("[packaging 2/3] READY and idle RSS on an empty journal");
-    let empty = dir.path().join("empty");
-    std::fs::create_dir_all(&empty)?;
-    let (ready_empty, idle_rss) = time_to_ready(&args.bin, &empty, Duration::from_secs(10))?;
-    let rows = args.rebuild_rows;
-    eprintln!("[packaging 3/3] READY with a {rows}-transaction backlog (no sink has shipped any of it)");
-    let full = dir.path().join("backlog");
-    std::fs::create_dir_all(&full)?;
-    let config = JournalConfig {
-        max_bytes: tillgate_sdk::ByteSize::gib(16),
-        durability: tillgate::config::Durability::Os,
-        ..JournalConfig::default()
-    };
-    rt.block_on(async {
-        let journal = open_with_pack(&full.join("journal.db"), &config)?;
-        fill_journal(&journal, rows, "p").await?;
-        journal.close().await;
-        anyhow::Ok(())
-    })?;
-    let (ready_backlog, _) = time_to_ready(&args.bin, &full, Duration::from_millis(100))?;
-    let results = json!({
-        "machine": machine(),
-        "command": "make bench (tillgate-bench --suite packaging)",
-        "date": chrono::Utc::now().to_rfc3339(),
-        "stripped_bytes_amd64": amd64,
-        "stripped_bytes_arm64": arm64,
-        "ready_seconds_empty_journal": ready_empty,
-        "idle_rss_kib": idle_rss,
-        "backlog_transactions": rows,
-        "ready_seconds_with_backlog": ready_backlog,
-    });
-    println!("{}", serde_json::to_string_pretty(&results)?);
-    save(&args.out.with_file_name("packaging.json"), &results)
 }
 
 /// Writes `results` as pretty JSON to `out`, creating its directory.
