@@ -287,7 +287,7 @@ pub fn render_text(r: &StatusReport) -> String {
     if let Some(m) = &r.mqtt {
         let _ = writeln!(
             s,
-            "mqtt     {:<12} {} as {}  session {}  in flight {}  unacked publishes {}  subscribed {}{}",
+            "mqtt     {:<12} {} as {}  session {}  in flight {}  unacked publishes {}  subscribed {}{}{}",
             m.state,
             m.broker,
             m.client_id,
@@ -295,6 +295,7 @@ pub fn render_text(r: &StatusReport) -> String {
             m.in_flight,
             m.unacked_publishes,
             m.subscriptions.join(", "),
+            if m.subscribed { "" } else { " (not acknowledged yet)" },
             m.last_error
                 .as_ref()
                 .map(|e| format!("  last error: {e}"))

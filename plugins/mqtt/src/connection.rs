@@ -75,7 +75,8 @@ impl Connection {
                         self.metrics.connections.with_label_values(&["connected"]).inc();
                         self.metrics.connected.set(1);
                         let resumed = ack.session_present;
-                        if !resumed || !subscribed_once {
+                        let subscribe = !resumed || !subscribed_once;
+                        if subscribe {
                             // A new session has no subscriptions; on the first connection
                             // of this run the config may have changed them.
                             let filters = self.filters.iter().map(|f| Filter::new(f.clone(), self.qos));
@@ -93,6 +94,8 @@ impl Connection {
                         );
                         self.status.update(|s| {
                             s.state = "connected".into();
+                            // A resumed session keeps its subscriptions; new ones wait for SUBACK.
+                            s.subscribed = !subscribe;
                             s.session_resumed = resumed;
                             s.last_error = None;
                             s.connects += 1;
@@ -163,6 +166,9 @@ impl Connection {
     }
 
     fn check_suback(&self, codes: &[SubscribeReasonCode]) {
+        let all =
+            codes.len() == self.filters.len() && codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_)));
+        self.status.update(|s| s.subscribed = all);
         for (filter, code) in self.filters.iter().zip(codes) {
             match code {
                 SubscribeReasonCode::Success(_) => tracing::debug!(filter, "MQTT subscribed"),

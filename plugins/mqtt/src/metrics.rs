@@ -83,13 +83,17 @@ impl MqttMetrics {
 /// What `tillgate status` shows about MQTT.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MqttStatus {
-    /// `connecting`, `connected`, `disconnected`, `stopped`.
+    /// `connecting`, `connected`, `disconnected`, `stopped`, or `failed` (internal error).
     pub state: String,
     pub broker: String,
     pub client_id: String,
     /// Whether the broker resumed the previous session at the last connect.
     pub session_resumed: bool,
     pub subscriptions: Vec<String>,
+    /// The broker acknowledged every subscription of this session (SUBACK): only then do
+    /// transactions published to the store's topics reach the agent.
+    #[serde(default)]
+    pub subscribed: bool,
     /// The last connection error, if the last attempt failed.
     pub last_error: Option<String>,
     /// Connections made since start.

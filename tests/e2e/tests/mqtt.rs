@@ -96,6 +96,7 @@ async fn every_transaction_is_journaled_once_and_answered_on_its_terminals_topic
     let dir = scratch_dir();
     let broker = Broker::start(&dir.join("broker"), &BrokerOptions::default());
     let agent = Agent::start(&dir.join("agent"), &options(&broker, "tillgate-e2e-volume"));
+    await_connected(&agent, 1).await;
     let terms = terminals(&broker, 8).await;
     let per_terminal: usize = std::env::var("MQTT_E2E_PER_TERMINAL").map_or(12_500, |v| v.parse().unwrap());
     publish_all(&terms, per_terminal, "v").await;
@@ -123,6 +124,7 @@ async fn malformed_payloads_get_an_error_message_and_a_dead_letter() {
     let dir = scratch_dir();
     let broker = Broker::start(&dir.join("broker"), &BrokerOptions::default());
     let agent = Agent::start(&dir.join("agent"), &options(&broker, "tillgate-e2e-bad"));
+    await_connected(&agent, 1).await;
     let t = Terminal::connect(broker.port, "store-1", "till-1").await;
     let topic = t.txn_topic();
     t.publish_raw(&topic, b"{not json".to_vec()).await;
@@ -202,6 +204,7 @@ async fn alerts_are_published_to_the_store_alert_topic() {
     let dir = scratch_dir();
     let broker = Broker::start(&dir.join("broker"), &BrokerOptions::default());
     let agent = Agent::start(&dir.join("agent"), &options(&broker, "tillgate-e2e-alerts"));
+    await_connected(&agent, 1).await;
     let (client, mut el) = AsyncClient::new(MqttOptions::new("lp-console", "127.0.0.1", broker.port), 10);
     client
         .subscribe("tillgate/v1/store-1/alerts", QoS::AtLeastOnce)
@@ -232,12 +235,15 @@ async fn alerts_are_published_to_the_store_alert_topic() {
     agent.terminate();
 }
 
-/// Waits until the agent's MQTT session is up (again).
+/// Waits until the agent's MQTT session is up (again) and its subscriptions acknowledged:
+/// before that the broker drops what terminals publish (a new session has no
+/// subscriptions yet), and under qemu start-up is slow enough for a test to hit that.
 async fn await_connected(agent: &Agent, connects: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let status: Value = agent.status_json().await;
-        if status["mqtt"]["state"] == "connected" && status["mqtt"]["connects"].as_u64() >= Some(connects) {
+        let m = &status["mqtt"];
+        if m["state"] == "connected" && m["subscribed"] == true && m["connects"].as_u64() >= Some(connects) {
             return;
         }
         assert!(
