@@ -41,6 +41,12 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Failures that retrying will not heal by itself (the shard stops trying; the sink
+    /// reports them as persistent and the runner retries slowly).
+    pub fn persistent(&self) -> bool {
+        matches!(self, CallError::StreamNotFound(_) | CallError::Refused(_))
+    }
+
     /// A short label for metrics.
     pub fn code(&self) -> &'static str {
         match self {

@@ -53,10 +53,11 @@ pub enum ShardFailure {
 impl ShardFailure {
     /// Failures that retrying will not heal by itself.
     pub fn persistent(&self) -> bool {
-        matches!(
-            self,
-            ShardFailure::Oversize(_) | ShardFailure::Call(CallError::StreamNotFound(_) | CallError::Refused(_))
-        )
+        match self {
+            ShardFailure::Oversize(_) => true,
+            ShardFailure::Call(e) => e.persistent(),
+            ShardFailure::Records { .. } => false,
+        }
     }
 }
 

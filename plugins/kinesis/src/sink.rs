@@ -174,9 +174,10 @@ impl KinesisSink {
 }
 
 fn call_error(e: CallError) -> SinkError {
-    match e {
-        CallError::StreamNotFound(_) | CallError::Refused(_) => SinkError::Persistent(e.to_string()),
-        other => SinkError::Transient(other.to_string()),
+    if e.persistent() {
+        SinkError::Persistent(e.to_string())
+    } else {
+        SinkError::Transient(e.to_string())
     }
 }
 
