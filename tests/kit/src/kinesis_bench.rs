@@ -82,94 +82,106 @@ fn cpu_s(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Waits until the agent reports `target` user records put; returns the figures of the
-/// drain since `from` (the counters' values when it started).
-async fn drain(url: &str, pid: u32, target: f64, from: Counters) -> Result<Value> {
+/// The agent's Kinesis counters at one moment (Prometheus text).
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    user_records: f64,
+    user_bytes: f64,
+    put_units: f64,
+    kinesis_records: f64,
+    calls: f64,
+    seconds_in_calls: f64,
+    seconds_in_ship: f64,
+    shipments: f64,
+}
+
+impl Counters {
+    fn read(text: &str) -> Counters {
+        let sel = |name: &str| metric(text, &format!("tillgate_kinesis_{name}{{stream=\"{STREAM}\"}}"));
+        let kind = |k: &str| {
+            metric(
+                text,
+                &format!("tillgate_kinesis_records_total{{kind=\"{k}\",stream=\"{STREAM}\"}}"),
+            )
+        };
+        let ship = |what: &str| {
+            metric(
+                text,
+                &format!("tillgate_sink_ship_seconds_{what}{{sink=\"kinesis-transactions\"}}"),
+            )
+        };
+        Counters {
+            user_records: sel("user_records_total"),
+            user_bytes: sel("user_bytes_total"),
+            put_units: sel("put_payload_units_total"),
+            kinesis_records: kind("aggregated") + kind("raw"),
+            calls: sel("request_seconds_count"),
+            seconds_in_calls: sel("request_seconds_sum"),
+            seconds_in_ship: ship("sum"),
+            shipments: ship("count"),
+        }
+    }
+
+    /// What was added since `from`.
+    fn since(self, from: Counters) -> Counters {
+        Counters {
+            user_records: self.user_records - from.user_records,
+            user_bytes: self.user_bytes - from.user_bytes,
+            put_units: self.put_units - from.put_units,
+            kinesis_records: self.kinesis_records - from.kinesis_records,
+            calls: self.calls - from.calls,
+            seconds_in_calls: self.seconds_in_calls - from.seconds_in_calls,
+            seconds_in_ship: self.seconds_in_ship - from.seconds_in_ship,
+            shipments: self.shipments - from.shipments,
+        }
+    }
+}
+
+async fn counters(url: &str) -> Result<Counters> {
+    Ok(Counters::read(&metrics(url).await?))
+}
+
+/// Waits until the agent reports `records` more user records put than `from`; returns
+/// the figures of that drain.
+async fn drain(url: &str, pid: u32, records: f64, from: Counters) -> Result<Value> {
     let started = Instant::now();
     let cpu0 = cpu_s(pid);
     let harness0 = cpu_s(std::process::id());
     let deadline = started + Duration::from_secs(600);
-    let sel = |name: &str| format!("tillgate_kinesis_{name}{{stream=\"{STREAM}\"}}");
     loop {
-        let text = metrics(url).await?;
-        let users = metric(&text, &sel("user_records_total"));
-        if users >= target {
+        let d = Counters::read(&metrics(url).await?).since(from);
+        if d.user_records >= records {
             let secs = started.elapsed().as_secs_f64();
             let cpu = cpu_s(pid) - cpu0;
-            let records = users - from.0;
-            let bytes = metric(&text, &sel("user_bytes_total")) - from.1;
-            let units = metric(&text, &sel("put_payload_units_total")) - from.2;
-            let kinesis_records: f64 = ["aggregated", "raw"]
-                .iter()
-                .map(|k| {
-                    metric(
-                        &text,
-                        &format!("tillgate_kinesis_records_total{{kind=\"{k}\",stream=\"{STREAM}\"}}"),
-                    )
-                })
-                .sum::<f64>()
-                - from.3;
-            let minimum_units = (bytes / PUT_UNIT).ceil();
-            let calls = metric(&text, &sel("request_seconds_count")) - from.4;
-            let call_s = metric(&text, &sel("request_seconds_sum")) - from.5;
-            let ship = "tillgate_sink_ship_seconds_sum{sink=\"kinesis-transactions\"}";
-            let ship_s = metric(&text, ship) - from.6;
-            let shipments = metric(&text, &ship.replace("_sum", "_count")) - from.7;
+            let minimum_units = (d.user_bytes / PUT_UNIT).ceil();
             return Ok(json!({
-                "user_records": records,
+                "user_records": d.user_records,
                 "seconds": secs,
-                "user_records_per_s": records / secs,
-                "user_bytes": bytes,
-                "mib_per_s": bytes / secs / 1048576.0,
-                "kinesis_records": kinesis_records,
-                "aggregation_ratio": records / kinesis_records,
-                "put_payload_units": units,
+                "user_records_per_s": d.user_records / secs,
+                "user_bytes": d.user_bytes,
+                "mib_per_s": d.user_bytes / secs / 1048576.0,
+                "kinesis_records": d.kinesis_records,
+                "aggregation_ratio": d.user_records / d.kinesis_records,
+                "put_payload_units": d.put_units,
                 "put_payload_units_minimum": minimum_units,
-                "put_units_per_1000_txns": units / records * 1000.0,
-                "put_units_ratio_to_minimum": units / minimum_units,
+                "put_units_per_1000_txns": d.put_units / d.user_records * 1000.0,
+                "put_units_ratio_to_minimum": d.put_units / minimum_units,
                 "agent_cpu_s": cpu,
                 "endpoint_and_harness_cpu_s": cpu_s(std::process::id()) - harness0,
-                "agent_cpu_ms_per_1000_records": cpu / records * 1e6,
-                "put_records_calls": calls,
-                "mean_call_ms": call_s / calls * 1000.0,
-                "shipments": shipments,
-                "seconds_in_ship": ship_s,
+                "agent_cpu_ms_per_1000_records": cpu / d.user_records * 1e6,
+                "put_records_calls": d.calls,
+                "mean_call_ms": d.seconds_in_calls / d.calls * 1000.0,
+                "shipments": d.shipments,
+                "seconds_in_ship": d.seconds_in_ship,
             }));
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "drain did not finish in 600 s ({users} of {target})"
+            "drain did not finish in 600 s ({} of {records})",
+            d.user_records
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The agent's counters when a drain starts: user records, user bytes, PUT units,
-/// Kinesis records, calls, seconds in calls, seconds in shipments, shipments.
-type Counters = (f64, f64, f64, f64, f64, f64, f64, f64);
-
-async fn counters(url: &str) -> Result<Counters> {
-    let text = metrics(url).await?;
-    let sel = |name: &str| metric(&text, &format!("tillgate_kinesis_{name}{{stream=\"{STREAM}\"}}"));
-    let kinesis: f64 = ["aggregated", "raw"]
-        .iter()
-        .map(|k| {
-            metric(
-                &text,
-                &format!("tillgate_kinesis_records_total{{kind=\"{k}\",stream=\"{STREAM}\"}}"),
-            )
-        })
-        .sum();
-    Ok((
-        sel("user_records_total"),
-        sel("user_bytes_total"),
-        sel("put_payload_units_total"),
-        kinesis,
-        sel("request_seconds_count"),
-        sel("request_seconds_sum"),
-        metric(&text, "tillgate_sink_ship_seconds_sum{sink=\"kinesis-transactions\"}"),
-        metric(&text, "tillgate_sink_ship_seconds_count{sink=\"kinesis-transactions\"}"),
-    ))
 }
 
 /// 25 KB, as the sink counts PUT payload units.
@@ -206,7 +218,7 @@ async fn drain_run(bin: &Path, dir: &Path, shards: u32, records: usize, fake_lim
         shard_limits: fake_limits,
         ..Faults::default()
     });
-    let mut d = drain(&url, child.id(), before.0 + records as f64, before).await?;
+    let mut d = drain(&url, child.id(), records as f64, before).await?;
     // The ceiling: the agent keeps each shard under its budget, and a shipment waits for
     // its busiest shard, so the stream takes budget / (busiest shard's share of bytes);
     // each shard's bucket also starts with one second of budget, which a short drain
