@@ -116,8 +116,17 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn find_key(text: &str, dotted: &str) -> Option<(usize, usize)> {
     let (table, leaf) = dotted.rsplit_once('.').unwrap_or(("", dotted));
     let mut current = String::new();
+    // `[[a.b]]` tables are addressed as `a.b[0]`, `a.b[1]`, ... in keys.
+    let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            let name = name.trim().to_string();
+            let n = arrays.entry(name.clone()).or_insert(0);
+            current = format!("{name}[{n}]");
+            *n += 1;
+            continue;
+        }
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
             current = name.trim_matches(['[', ' ']).to_string();
             continue;

@@ -3,7 +3,7 @@
 //! [`ShardMap`], PutRecords, and every failure sorted by what to do about it.
 
 use crate::config::KinesisConfig;
-use crate::credentials::{CachedCredentials, IotCredentials};
+use crate::credentials::{self, CachedCredentials};
 use crate::plan::Entry;
 use crate::shards::{ShardMap, ShardMapError, ShardRange};
 use aws_config::identity::IdentityCache;
@@ -98,21 +98,7 @@ impl Kinesis {
         if let Some(endpoint) = &config.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
-        let refresh_before = config
-            .iot
-            .as_ref()
-            .map(|i| i.refresh_before.get())
-            .unwrap_or(Duration::from_secs(300));
-        let credentials = match &config.iot {
-            Some(iot) => CachedCredentials::new(IotCredentials::new(iot, timeout)?, refresh_before),
-            None => {
-                let mut chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder();
-                if let Some(region) = &config.region {
-                    chain = chain.region(Region::new(region.clone()));
-                }
-                CachedCredentials::new(chain.build().await, refresh_before)
-            }
-        };
+        let credentials = credentials::provider(config.region.as_deref(), config.iot.as_ref(), timeout).await?;
         let sdk = loader.credentials_provider(credentials.clone()).load().await;
         let Some(region) = sdk.region().map(|r| r.to_string()) else {
             return Err("no AWS region: set kinesis.region, or AWS_REGION in the service's environment".into());

@@ -283,7 +283,7 @@ impl KinesisConfig {
 }
 
 impl IotConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("endpoint", &self.endpoint),
             ("role_alias", &self.role_alias),

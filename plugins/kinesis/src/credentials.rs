@@ -13,6 +13,24 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// The credentials both AWS sinks use: the AWS IoT Core X.509 provider when `iot` is
+/// set, otherwise the SDK's default chain (environment, profile, container credentials =
+/// Greengrass's token exchange service, IMDS); cached and refreshed `refresh_before`
+/// expiry, invalidated when a service refuses them.
+pub async fn provider(region: Option<&str>, iot: Option<&IotConfig>, timeout: Duration) -> Result<CachedCredentials, String> {
+    let refresh_before = iot.map(|i| i.refresh_before.get()).unwrap_or(Duration::from_secs(300));
+    Ok(match iot {
+        Some(iot) => CachedCredentials::new(IotCredentials::new(iot, timeout)?, refresh_before),
+        None => {
+            let mut chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder();
+            if let Some(region) = region {
+                chain = chain.region(aws_config::Region::new(region.to_string()));
+            }
+            CachedCredentials::new(chain.build().await, refresh_before)
+        }
+    })
+}
+
 /// Caches what `inner` provides until `refresh_before` its expiry, or until invalidated.
 #[derive(Debug, Clone)]
 pub struct CachedCredentials {

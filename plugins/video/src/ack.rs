@@ -1,0 +1,118 @@
+//! PutMedia acknowledgements: newline-separated JSON events on the response body, and
+//! what each error means for the fragment and the connection.
+
+use serde::Deserialize;
+
+/// One ACK event.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Ack {
+    #[serde(rename = "EventType")]
+    pub event: Event,
+    /// The fragment's cluster timecode (absolute ms with ABSOLUTE timecodes).
+    #[serde(rename = "FragmentTimecode", default)]
+    pub timecode: Option<u64>,
+    #[serde(rename = "FragmentNumber", default)]
+    pub number: Option<String>,
+    #[serde(rename = "ErrorId", default)]
+    pub error_id: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Event {
+    Buffering,
+    Received,
+    Persisted,
+    Error,
+    Idle,
+}
+
+/// What to do about an ERROR ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorAction {
+    /// The fragment itself is unacceptable (too big, too long, bad MKV, ...): resending
+    /// it can never work; move it to dead letters and go on with the next.
+    DeadLetter,
+    /// The connection is at fault or too old (4003) or the service failed (5000): open
+    /// a new connection and resend from the first unacknowledged fragment.
+    Reconnect,
+}
+
+/// ErrorIds (DESIGN.md, "Kinesis Video Streams facts") and what they mean.
+pub fn describe(error_id: u32) -> (&'static str, ErrorAction) {
+    use ErrorAction::*;
+    match error_id {
+        4000 => ("the service could not read the stream", Reconnect),
+        4001 => ("fragment larger than 50 MB", DeadLetter),
+        4002 => ("fragment longer than 10 s", DeadLetter),
+        4003 => ("connection older than 45 minutes", Reconnect),
+        4004 => ("fragment timecode not greater than the previous one", Reconnect),
+        4006 => ("invalid MKV", DeadLetter),
+        4007 => ("invalid producer timestamp", DeadLetter),
+        4009 => ("fragment metadata limit reached", DeadLetter),
+        4010 => ("track number not declared in Tracks", DeadLetter),
+        4011 => ("a declared track has no frames", DeadLetter),
+        5000 => ("internal service error", Reconnect),
+        4005 | 4008 => ("stream or fragment refused", Reconnect),
+        _ if error_id >= 5000 => ("service error", Reconnect),
+        _ => ("unknown error", Reconnect),
+    }
+}
+
+/// Splits a response body into ACK lines as bytes arrive.
+#[derive(Debug, Default)]
+pub struct AckReader {
+    buffer: Vec<u8>,
+}
+
+impl AckReader {
+    /// Feeds bytes; returns the complete events (and the text of lines that are not
+    /// ACKs, which are logged, never fatal).
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<Result<Ack, String>> {
+        self.buffer.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buffer.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
+            }
+            out.push(serde_json::from_str::<Ack>(text).map_err(|e| format!("{e}: {text}")));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_are_read_across_chunk_boundaries() {
+        let mut r = AckReader::default();
+        let body = b"{\"EventType\":\"BUFFERING\",\"FragmentTimecode\":1700000000000,\"FragmentNumber\":\"91343852333181432392682062607743920146264627010\"}\n\
+                     {\"EventType\":\"PERSISTED\",\"FragmentTimecode\":1700000000000,\"FragmentNumber\":\"9134\"}\n\
+                     {\"EventType\":\"ERROR\",\"FragmentTimecode\":1700000002000,\"ErrorId\":4004}\n{\"EventType\":\"IDLE\"}\n";
+        let (a, b) = body.split_at(40);
+        let mut acks = r.feed(a);
+        assert!(acks.is_empty());
+        acks.extend(r.feed(b));
+        let acks: Vec<Ack> = acks.into_iter().map(Result::unwrap).collect();
+        assert_eq!(acks.len(), 4);
+        assert_eq!(acks[0].event, Event::Buffering);
+        assert_eq!(acks[1].event, Event::Persisted);
+        assert_eq!(acks[1].timecode, Some(1_700_000_000_000));
+        assert_eq!(acks[2].error_id, Some(4004));
+        assert_eq!(acks[3].event, Event::Idle);
+        assert!(r.feed(b"not json\n")[0].is_err());
+    }
+
+    #[test]
+    fn fragment_errors_dead_letter_and_connection_errors_reconnect() {
+        assert_eq!(describe(4006).1, ErrorAction::DeadLetter);
+        assert_eq!(describe(4002).1, ErrorAction::DeadLetter);
+        assert_eq!(describe(4003).1, ErrorAction::Reconnect);
+        assert_eq!(describe(5000).1, ErrorAction::Reconnect);
+    }
+}

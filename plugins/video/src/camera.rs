@@ -1,0 +1,217 @@
+//! One camera's task: run its pipeline, cut fragments, write them to the ring; on any
+//! pipeline failure (camera gone, RTSP error, stall) rebuild it with backoff. A failure
+//! here never touches the daemon or the other cameras.
+
+use crate::config::{CameraConfig, VideoConfig};
+use crate::fragmenter::{Fragment, Fragmenter};
+use crate::metrics::VideoMetrics;
+use crate::mkv;
+use crate::source::{Source, SourceEvent};
+use crate::status::StatusHandle;
+use crate::store::{Eviction, FragmentStore};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch, Notify};
+
+/// No frame for this long means the camera is gone even if the pipeline says nothing.
+const STALL: Duration = Duration::from_secs(10);
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Everything a camera's tasks share.
+#[derive(Debug, Clone)]
+pub struct CameraShared {
+    pub camera: CameraConfig,
+    pub video: Arc<VideoConfig>,
+    pub store: Arc<FragmentStore>,
+    pub status: StatusHandle,
+    pub metrics: VideoMetrics,
+    /// Woken when a fragment is stored.
+    pub stored: Arc<Notify>,
+}
+
+impl CameraShared {
+    fn label(&self) -> [&str; 1] {
+        [self.camera.name.as_str()]
+    }
+
+    /// Refreshes the backlog figures in status and metrics.
+    pub fn publish_backlog(&self) {
+        let b = self.store.backlog();
+        let name = self.label();
+        self.metrics.backlog_seconds.with_label_values(&name).set(b.seconds);
+        self.metrics.backlog_fragments.with_label_values(&name).set(b.fragments as f64);
+        self.metrics.backlog_bytes.with_label_values(&name).set(b.bytes as f64);
+        self.status.update(|s| {
+            s.backlog_fragments = b.fragments;
+            s.backlog_seconds = b.seconds;
+        });
+    }
+
+    fn count_evictions(&self, evicted: &[(crate::store::Stored, Eviction)]) {
+        for (s, why) in evicted {
+            let reason = match why {
+                Eviction::Full => "full",
+                Eviction::Expired => "expired",
+            };
+            tracing::warn!(camera = %self.camera.name, start_ms = s.start_ms, reason, "fragment deleted before it was acknowledged");
+            self.metrics.fragments_evicted.with_label_values(&[self.camera.name.as_str(), reason]).inc();
+            self.status.update(|st| st.fragments_evicted += 1);
+        }
+    }
+}
+
+/// Runs the camera until `stop` turns true.
+pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
+    let fragment = shared.video.fragment_duration.get();
+    let mut fragmenter = Fragmenter::new(fragment);
+    let segment_uid: [u8; 16] = rand::random();
+    let mut backoff = shared.video.retry_initial_backoff.get();
+    let mut rate = Rate::new();
+    let mut expiry = tokio::time::interval(Duration::from_secs(60));
+    let name = shared.camera.name.clone();
+    loop {
+        shared.status.update(|s| s.state = "starting".into());
+        let (tx, mut rx) = mpsc::channel(256);
+        let source = match Source::start(&shared.camera, fragment.as_secs() as u32, tx) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(camera = %name, error = %e, "camera pipeline did not start");
+                shared.status.update(|s| s.last_error = Some(e));
+                None
+            }
+        };
+        while source.is_some() {
+            tokio::select! {
+                event = tokio::time::timeout(STALL, rx.recv()) => match event {
+                    Ok(Some(SourceEvent::Frame { pts_ns, key, data, track })) => {
+                        backoff = shared.video.retry_initial_backoff.get();
+                        let label = shared.label();
+                        shared.metrics.frames.with_label_values(&label).inc();
+                        shared.metrics.bytes.with_label_values(&label).inc_by(data.len() as u64);
+                        if let Some((fps, bps)) = rate.add(data.len()) {
+                            shared.metrics.fps.with_label_values(&label).set(fps);
+                            shared.metrics.bitrate.with_label_values(&label).set(bps);
+                            shared.status.update(|s| {
+                                s.fps = fps;
+                                s.bitrate_bps = bps;
+                                s.state = "streaming".into();
+                            });
+                        }
+                        let (closed, notes) = fragmenter.push(pts_ns, now_ms(), key, data, &track);
+                        if notes.resynced {
+                            shared.metrics.clock_resyncs.with_label_values(&label).inc();
+                        }
+                        shared.metrics.frames_dropped.with_label_values(&label).inc_by(notes.dropped);
+                        if let Some(f) = closed {
+                            keep(&shared, segment_uid, f).await;
+                        }
+                    }
+                    Ok(Some(SourceEvent::Stopped(why))) => {
+                        tracing::warn!(camera = %name, reason = %why, "camera pipeline stopped");
+                        shared.status.update(|s| s.last_error = Some(why));
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        let why = format!("no frames for {} s", STALL.as_secs());
+                        tracing::warn!(camera = %name, reason = %why, "camera stalled");
+                        shared.status.update(|s| s.last_error = Some(why));
+                        break;
+                    }
+                },
+                _ = expiry.tick() => {
+                    let expired = shared.store.expire(now_ms() as u64);
+                    shared.count_evictions(&expired);
+                    shared.publish_backlog();
+                }
+                _ = stop.changed() => {
+                    drop(source);
+                    if let Some(f) = fragmenter.flush() {
+                        keep(&shared, segment_uid, f).await;
+                    }
+                    return;
+                }
+            }
+        }
+        drop(source);
+        if let Some(f) = fragmenter.restart() {
+            keep(&shared, segment_uid, f).await;
+        }
+        shared.metrics.pipeline_restarts.with_label_values(&shared.label()).inc();
+        shared.status.update(|s| {
+            s.state = "reconnecting".into();
+            s.fps = 0.0;
+            s.bitrate_bps = 0.0;
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(shared.video.retry_max_backoff.get());
+    }
+}
+
+/// Writes a closed fragment to the ring (header + Tags + Cluster) and wakes the uploader.
+async fn keep(shared: &CameraShared, segment_uid: [u8; 16], f: Fragment) {
+    let header = mkv::header(&shared.camera.name, segment_uid, &f.track);
+    let body = match mkv::fragment(&f.frames, &f.tags) {
+        Ok(b) => b,
+        Err(e) => {
+            // The fragmenter's output always satisfies these rules; this is a bug.
+            tracing::error!(camera = %shared.camera.name, error = %e, "fragment not written");
+            return;
+        }
+    };
+    let store = shared.store.clone();
+    let (start, end) = (f.start_ms, f.end_ms);
+    match tokio::task::spawn_blocking(move || store.put(start, end, &header, &body)).await {
+        Ok(Ok(evicted)) => {
+            shared.metrics.fragments_stored.with_label_values(&shared.label()).inc();
+            shared.status.update(|s| s.fragments_stored += 1);
+            shared.count_evictions(&evicted);
+            shared.publish_backlog();
+            shared.stored.notify_one();
+        }
+        Ok(Err(e)) => {
+            let why = format!("cannot store a fragment in {}: {e}", shared.store.dir().display());
+            tracing::error!(camera = %shared.camera.name, error = %why);
+            shared.metrics.frames_dropped.with_label_values(&shared.label()).inc_by(f.frames.len() as u64);
+            shared.status.update(|s| s.last_error = Some(why));
+        }
+        Err(e) => tracing::error!(camera = %shared.camera.name, error = %e, "fragment writer panicked"),
+    }
+}
+
+/// Frames and bytes per second over the last few seconds.
+#[derive(Debug)]
+struct Rate {
+    since: Instant,
+    frames: u64,
+    bytes: u64,
+}
+
+impl Rate {
+    fn new() -> Self {
+        Rate {
+            since: Instant::now(),
+            frames: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Counts a frame; every 2 s returns (fps, bits/s) and starts over.
+    fn add(&mut self, bytes: usize) -> Option<(f64, f64)> {
+        self.frames += 1;
+        self.bytes += bytes as u64;
+        let elapsed = self.since.elapsed().as_secs_f64();
+        if elapsed < 2.0 {
+            return None;
+        }
+        let out = (self.frames as f64 / elapsed, self.bytes as f64 * 8.0 / elapsed);
+        *self = Rate::new();
+        Some(out)
+    }
+}

@@ -1,0 +1,276 @@
+//! `[video]` in `tillgate.toml`: cameras, fragments, the on-disk ring and Kinesis Video
+//! Streams.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use tillgate_kinesis::config::IotConfig;
+use tillgate_sdk::{ByteSize, HumanDuration};
+
+/// `[video]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Send fragments to Kinesis Video Streams; `false` keeps them in the local ring only.
+    #[serde(default = "yes")]
+    pub upload: bool,
+    /// Where the rings live (one folder per camera); relative to `data_dir`.
+    #[serde(default = "default_dir")]
+    pub dir: PathBuf,
+    /// Target fragment length: a fragment closes at the first key frame after it (2–10 s
+    /// suits Rekognition; never more than 10 s).
+    #[serde(default = "default_fragment")]
+    pub fragment_duration: HumanDuration,
+    /// AWS region; when absent, the SDK's chain (`AWS_REGION`, profile).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Control-plane endpoint override (a test endpoint); PutMedia goes wherever
+    /// GetDataEndpoint says.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Credentials from the AWS IoT Core credentials provider (as `[kinesis.iot]`).
+    #[serde(default)]
+    pub iot: Option<IotConfig>,
+    /// Create a missing stream (with `data_retention_hours`); otherwise report it.
+    #[serde(default = "yes")]
+    pub create_streams: bool,
+    /// Retention of created streams; 0 keeps no data (fragments then leave the ring at
+    /// RECEIVED instead of PERSISTED).
+    #[serde(default = "default_retention_hours")]
+    pub data_retention_hours: u32,
+    /// A PutMedia connection is closed and reopened after this long (KVS ends them at 45 min).
+    #[serde(default = "default_connection_age")]
+    pub connection_max_age: HumanDuration,
+    /// How long to wait for an ACK before the connection is considered dead.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout: HumanDuration,
+    /// KVS's per-stream limits: 5 fragments/s, 12.5 MB/s.
+    #[serde(default = "default_fragments_per_second")]
+    pub max_fragments_per_second: f64,
+    #[serde(default = "default_bytes_per_second")]
+    pub max_bytes_per_second: ByteSize,
+    /// Reconnect backoff for cameras and uploads.
+    #[serde(default = "default_backoff_initial")]
+    pub retry_initial_backoff: HumanDuration,
+    #[serde(default = "default_backoff_max")]
+    pub retry_max_backoff: HumanDuration,
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+}
+
+/// `[[video.cameras]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Short name: the ring's folder, metrics label, status.
+    pub name: String,
+    /// `rtsp` (a network camera), `v4l2` (a local device) or `test` (a test pattern).
+    pub source: SourceKind,
+    /// `rtsp://host[:port]/path`, without credentials.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A file holding `user:password` for the RTSP camera.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// RTSP jitter-buffer latency.
+    #[serde(default = "default_latency")]
+    pub latency: HumanDuration,
+    /// The V4L2 device, e.g. `/dev/video0`.
+    #[serde(default)]
+    pub device: Option<PathBuf>,
+    /// Size and rate for `v4l2` and `test` (encoded here with x264).
+    #[serde(default = "default_width")]
+    pub width: u32,
+    #[serde(default = "default_height")]
+    pub height: u32,
+    #[serde(default = "default_fps")]
+    pub fps: u32,
+    /// x264 bitrate for `v4l2` and `test`, kbit/s.
+    #[serde(default = "default_bitrate")]
+    pub bitrate_kbps: u32,
+    /// The Kinesis Video stream; defaults to the camera's name.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// Bound of this camera's ring on disk.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// Fragments older than this leave the ring even when not uploaded (counted).
+    #[serde(default = "default_retention")]
+    pub retention: HumanDuration,
+    /// Terminals whose decisions tag this camera's video (empty: every terminal).
+    #[serde(default)]
+    pub terminals: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Rtsp,
+    V4l2,
+    Test,
+}
+
+/// A `[video]` mistake: the dotted key and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: format!("video.{}", key.into()),
+        message: message.into(),
+    }
+}
+
+impl CameraConfig {
+    pub fn stream_name(&self) -> &str {
+        self.stream.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// KVS stream names: 1–256 of `[a-zA-Z0-9_.-]`.
+fn valid_stream_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+impl VideoConfig {
+    /// Checks values and combinations; every error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fragment = self.fragment_duration.get();
+        if fragment < Duration::from_secs(1) || fragment > Duration::from_secs(10) {
+            return Err(err(
+                "fragment_duration",
+                format!("{} is out of range; allowed: 1s–10s (KVS refuses fragments over 10 s)", self.fragment_duration),
+            ));
+        }
+        if self.connection_max_age.get() > Duration::from_secs(44 * 60) || self.connection_max_age.get() < Duration::from_secs(60) {
+            return Err(err(
+                "connection_max_age",
+                format!("{} is out of range; allowed: 1m–44m (KVS ends connections at 45 min)", self.connection_max_age),
+            ));
+        }
+        if !(self.max_fragments_per_second > 0.0 && self.max_fragments_per_second <= 5.0) {
+            return Err(err("max_fragments_per_second", "allowed: more than 0, at most 5 (KVS's limit)"));
+        }
+        if self.max_bytes_per_second.get() == 0 || self.max_bytes_per_second.get() > 12_500_000 {
+            return Err(err("max_bytes_per_second", "allowed: 1B–12.5MB (KVS's limit per stream)"));
+        }
+        if let Some(iot) = &self.iot {
+            iot.validate().map_err(|e| ConfigError {
+                key: e.key.replacen("kinesis.", "video.", 1),
+                message: e.message,
+            })?;
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut streams = std::collections::HashSet::new();
+        for (i, c) in self.cameras.iter().enumerate() {
+            let key = |k: &str| format!("cameras[{i}].{k}");
+            let name_ok = !c.name.is_empty() && c.name.len() <= 64 && c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+            if !name_ok {
+                return Err(err(key("name"), format!("{:?}: allowed: 1–64 letters, digits, `_` or `-` (it names a folder)", c.name)));
+            }
+            if !names.insert(c.name.clone()) {
+                return Err(err(key("name"), format!("{:?} is used by two cameras", c.name)));
+            }
+            if !valid_stream_name(c.stream_name()) {
+                return Err(err(key("stream"), format!("{:?}: allowed: 1–256 of a-z A-Z 0-9 _ . -", c.stream_name())));
+            }
+            if !streams.insert(c.stream_name().to_string()) {
+                return Err(err(key("stream"), format!("{:?} is used by two cameras; KVS allows one producer connection per stream", c.stream_name())));
+            }
+            match c.source {
+                SourceKind::Rtsp => {
+                    let url = c.url.as_deref().ok_or_else(|| err(key("url"), "is required for source = \"rtsp\""))?;
+                    let Some(rest) = url.strip_prefix("rtsp://").or_else(|| url.strip_prefix("rtsps://")) else {
+                        return Err(err(key("url"), format!("{url:?}: allowed: rtsp://host[:port]/path or rtsps://...")));
+                    };
+                    if rest.split('/').next().is_some_and(|host| host.contains('@')) {
+                        return Err(err(key("url"), "holds credentials; put `user:password` in credentials_file instead"));
+                    }
+                    if let Some(file) = &c.credentials_file {
+                        let text = std::fs::read_to_string(file).map_err(|e| err(key("credentials_file"), format!("cannot read {}: {e}", file.display())))?;
+                        if !text.trim().contains(':') {
+                            return Err(err(key("credentials_file"), format!("{} must hold `user:password`", file.display())));
+                        }
+                    }
+                }
+                SourceKind::V4l2 => {
+                    if c.device.is_none() {
+                        return Err(err(key("device"), "is required for source = \"v4l2\""));
+                    }
+                }
+                SourceKind::Test => {}
+            }
+            if c.source != SourceKind::Rtsp && (c.url.is_some() || c.credentials_file.is_some()) {
+                return Err(err(key("url"), "only for source = \"rtsp\""));
+            }
+            if !(16..=7680).contains(&c.width) || !(16..=4320).contains(&c.height) {
+                return Err(err(key("width"), format!("{}x{}: allowed: 16x16–7680x4320", c.width, c.height)));
+            }
+            if !(1..=60).contains(&c.fps) {
+                return Err(err(key("fps"), format!("{}: allowed: 1–60", c.fps)));
+            }
+            if c.max_bytes.get() < 16 * 1024 * 1024 {
+                return Err(err(key("max_bytes"), "allowed: at least 16MiB (a few fragments)"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_dir() -> PathBuf {
+    PathBuf::from("video")
+}
+fn default_fragment() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+fn default_retention_hours() -> u32 {
+    24
+}
+fn default_connection_age() -> HumanDuration {
+    HumanDuration(Duration::from_secs(40 * 60))
+}
+fn default_ack_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(20))
+}
+fn default_fragments_per_second() -> f64 {
+    5.0
+}
+fn default_bytes_per_second() -> ByteSize {
+    ByteSize(12_500_000)
+}
+fn default_backoff_initial() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
+}
+fn default_backoff_max() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_latency() -> HumanDuration {
+    HumanDuration(Duration::from_millis(200))
+}
+fn default_width() -> u32 {
+    1280
+}
+fn default_height() -> u32 {
+    720
+}
+fn default_fps() -> u32 {
+    15
+}
+fn default_bitrate() -> u32 {
+    2000
+}
+fn default_max_bytes() -> ByteSize {
+    ByteSize(4 * 1024 * 1024 * 1024)
+}
+fn default_retention() -> HumanDuration {
+    HumanDuration(Duration::from_secs(7 * 24 * 3600))
+}

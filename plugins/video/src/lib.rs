@@ -1,0 +1,134 @@
+//! Cameras for tillgate: one GStreamer pipeline per camera, key-frame-aligned MKV
+//! fragments kept in a bounded on-disk ring, and PutMedia to Kinesis Video Streams that
+//! deletes a fragment only once KVS acknowledged it — so an uplink outage costs no video.
+//!
+//! Layout: [`config`] (`[video]`), [`source`] (the pipeline → frames), [`fragmenter`]
+//! (frames → fragments, gateway-clock timecodes), [`mkv`] (the bytes), [`store`] (the
+//! ring), [`camera`] (pipeline task, reconnects), [`kvs`] (control plane, signed
+//! PutMedia head), [`uploader`] (the PutMedia connection and its ACKs), [`ack`],
+//! [`metrics`], [`status`].
+
+pub mod ack;
+pub mod camera;
+pub mod config;
+pub mod fragmenter;
+pub mod kvs;
+pub mod metrics;
+pub mod mkv;
+pub mod source;
+pub mod status;
+pub mod store;
+pub mod uploader;
+
+pub use config::{ConfigError, VideoConfig};
+pub use status::CameraStatus;
+
+use camera::CameraShared;
+use status::StatusHandle;
+use std::path::Path;
+use std::sync::Arc;
+use store::FragmentStore;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+/// Checks `[video]` and that GStreamer has every element the cameras need.
+pub fn check(config: &VideoConfig) -> Result<(), ConfigError> {
+    config.validate()?;
+    if config.cameras.is_empty() {
+        return Ok(());
+    }
+    gstreamer::init().map_err(|e| ConfigError {
+        key: "video".into(),
+        message: format!("GStreamer cannot start: {e}"),
+    })?;
+    for (i, camera) in config.cameras.iter().enumerate() {
+        let description = source::describe(camera, config.fragment_duration.get().as_secs() as u32);
+        for element in description.split('!').filter_map(|part| part.split_whitespace().next()) {
+            if element.contains('/') {
+                continue; // caps
+            }
+            if gstreamer::ElementFactory::find(element).is_none() {
+                return Err(ConfigError {
+                    key: format!("video.cameras[{i}].source"),
+                    message: format!(
+                        "GStreamer element `{element}` is not installed (Debian: gstreamer1.0-plugins-base, -good, -bad, -ugly)"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why the cameras could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("video metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("video.dir: cannot open {path}: {source}")]
+    Store { path: String, source: std::io::Error },
+}
+
+/// The running cameras.
+#[derive(Debug)]
+pub struct Cameras {
+    statuses: Vec<StatusHandle>,
+    tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Cameras {
+    /// Opens each camera's ring under `dir` and starts its pipeline and uploader.
+    pub fn start(config: &VideoConfig, dir: &Path, registry: &prometheus::Registry) -> Result<Cameras, StartError> {
+        config.validate()?;
+        let metrics = metrics::VideoMetrics::register(registry)?;
+        let video = Arc::new(config.clone());
+        let (stop, stop_rx) = watch::channel(false);
+        let mut statuses = Vec::new();
+        let mut tasks = Vec::new();
+        for camera in &config.cameras {
+            let ring = dir.join(&camera.name);
+            let store = FragmentStore::open(&ring, camera.max_bytes.get(), camera.retention.get()).map_err(|source| StartError::Store {
+                path: ring.display().to_string(),
+                source,
+            })?;
+            let status = StatusHandle::new(&camera.name, camera.stream_name(), config.upload);
+            let shared = CameraShared {
+                camera: camera.clone(),
+                video: video.clone(),
+                store: Arc::new(store),
+                status: status.clone(),
+                metrics: metrics.clone(),
+                stored: Arc::new(Notify::new()),
+            };
+            shared.publish_backlog();
+            let left = shared.store.backlog();
+            if left.fragments > 0 {
+                tracing::info!(camera = %camera.name, fragments = left.fragments, seconds = left.seconds, "fragments from a previous run wait for upload");
+            }
+            tasks.push(tokio::spawn(camera::run(shared.clone(), stop_rx.clone())));
+            tasks.push(tokio::spawn(uploader::run(shared, stop_rx.clone())));
+            statuses.push(status);
+        }
+        Ok(Cameras { statuses, tasks, stop })
+    }
+
+    pub fn status(&self) -> Vec<CameraStatus> {
+        self.statuses.iter().map(StatusHandle::get).collect()
+    }
+
+    /// Handles to read status from elsewhere (the HTTP status endpoint).
+    pub fn status_handles(&self) -> Vec<StatusHandle> {
+        self.statuses.clone()
+    }
+
+    /// Stops pipelines (the open fragment is stored) and uploaders.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

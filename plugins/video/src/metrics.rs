@@ -1,0 +1,65 @@
+//! `tillgate_video_*` metrics, labelled by camera.
+
+use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
+
+#[derive(Debug, Clone)]
+pub struct VideoMetrics {
+    pub frames: IntCounterVec,
+    pub frames_dropped: IntCounterVec,
+    pub bytes: IntCounterVec,
+    pub pipeline_restarts: IntCounterVec,
+    pub clock_resyncs: IntCounterVec,
+    pub fragments_stored: IntCounterVec,
+    pub fragments_sent: IntCounterVec,
+    /// By `event`: received, persisted.
+    pub fragments_acked: IntCounterVec,
+    /// By `reason`: full, expired (a loss by policy).
+    pub fragments_evicted: IntCounterVec,
+    pub fragments_dead: IntCounterVec,
+    /// By `error_id`.
+    pub ack_errors: IntCounterVec,
+    /// By `outcome`: opened, failed, rotated, dropped.
+    pub connections: IntCounterVec,
+    pub backlog_seconds: GaugeVec,
+    pub backlog_fragments: GaugeVec,
+    pub backlog_bytes: GaugeVec,
+    pub fps: GaugeVec,
+    pub bitrate: GaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<GaugeVec> {
+    let g = GaugeVec::new(Opts::new(name, help), &["camera"])?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl VideoMetrics {
+    pub fn register(r: &Registry) -> prometheus::Result<Self> {
+        let cam = &["camera"];
+        Ok(VideoMetrics {
+            frames: counter(r, "tillgate_video_frames_total", "Frames received from the camera", cam)?,
+            frames_dropped: counter(r, "tillgate_video_frames_dropped_total", "Frames dropped: before the first key frame, or no key frame within 10 s", cam)?,
+            bytes: counter(r, "tillgate_video_bytes_total", "Encoded video bytes received from the camera", cam)?,
+            pipeline_restarts: counter(r, "tillgate_video_pipeline_restarts_total", "Camera pipelines restarted after an error, end of stream or stall", cam)?,
+            clock_resyncs: counter(r, "tillgate_video_clock_resyncs_total", "Camera timestamps re-anchored to the gateway clock", cam)?,
+            fragments_stored: counter(r, "tillgate_video_fragments_stored_total", "Fragments written to the on-disk ring", cam)?,
+            fragments_sent: counter(r, "tillgate_video_fragments_sent_total", "Fragments sent over PutMedia (resends included)", cam)?,
+            fragments_acked: counter(r, "tillgate_video_fragments_acked_total", "Fragments acknowledged by KVS, by event", &["camera", "event"])?,
+            fragments_evicted: counter(r, "tillgate_video_fragments_evicted_total", "Fragments deleted unsent: ring full or past retention", &["camera", "reason"])?,
+            fragments_dead: counter(r, "tillgate_video_fragments_dead_total", "Fragments KVS refused, moved to the ring's dead/ folder", cam)?,
+            ack_errors: counter(r, "tillgate_video_ack_errors_total", "ERROR acknowledgements, by ErrorId", &["camera", "error_id"])?,
+            connections: counter(r, "tillgate_video_connections_total", "PutMedia connections, by outcome", &["camera", "outcome"])?,
+            backlog_seconds: gauge(r, "tillgate_video_backlog_seconds", "Seconds of video in the ring not yet acknowledged")?,
+            backlog_fragments: gauge(r, "tillgate_video_backlog_fragments", "Fragments in the ring not yet acknowledged")?,
+            backlog_bytes: gauge(r, "tillgate_video_backlog_bytes", "Bytes in the ring not yet acknowledged")?,
+            fps: gauge(r, "tillgate_video_fps", "Frames per second received, last few seconds")?,
+            bitrate: gauge(r, "tillgate_video_bitrate_bps", "Encoded bits per second received, last few seconds")?,
+        })
+    }
+}

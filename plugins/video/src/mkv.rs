@@ -1,0 +1,318 @@
+//! The Matroska bytes PutMedia takes: an EBML header, a Segment of unknown size, Info
+//! (1 ms timecode scale), Tracks (one H.264 track), then per fragment an optional Tags
+//! element and one Cluster with absolute timecode and SimpleBlocks.
+//!
+//! Written by hand, and why: the fragment store keeps each fragment as its own byte
+//! range (a self-contained, playable file), and every new PutMedia connection re-sends the
+//! header before the first stored cluster. GStreamer's matroskamux writes one continuous
+//! stream with its own timecodes, SeekHead and Cues and cannot hand back "the bytes of
+//! fragment N"; the maintained EBML crates (ebml-iterable, webm-iterable) are generic
+//! tag-tree writers that would still need all of the layout below. The subset used here
+//! is small: element IDs, EBML variable-size integers, unsigned, string and binary leaves.
+
+/// Element IDs (Matroska specification, with their marker bits).
+pub mod id {
+    pub const EBML: u32 = 0x1A45_DFA3;
+    pub const EBML_VERSION: u32 = 0x4286;
+    pub const EBML_READ_VERSION: u32 = 0x42F7;
+    pub const EBML_MAX_ID_LENGTH: u32 = 0x42F2;
+    pub const EBML_MAX_SIZE_LENGTH: u32 = 0x42F3;
+    pub const DOC_TYPE: u32 = 0x4282;
+    pub const DOC_TYPE_VERSION: u32 = 0x4287;
+    pub const DOC_TYPE_READ_VERSION: u32 = 0x4285;
+    pub const SEGMENT: u32 = 0x1853_8067;
+    pub const INFO: u32 = 0x1549_A966;
+    pub const SEGMENT_UID: u32 = 0x73A4;
+    pub const TIMECODE_SCALE: u32 = 0x2A_D7B1;
+    pub const TITLE: u32 = 0x7BA9;
+    pub const MUXING_APP: u32 = 0x4D80;
+    pub const WRITING_APP: u32 = 0x5741;
+    pub const TRACKS: u32 = 0x1654_AE6B;
+    pub const TRACK_ENTRY: u32 = 0xAE;
+    pub const TRACK_NUMBER: u32 = 0xD7;
+    pub const TRACK_UID: u32 = 0x73C5;
+    pub const TRACK_TYPE: u32 = 0x83;
+    pub const NAME: u32 = 0x536E;
+    pub const CODEC_ID: u32 = 0x86;
+    pub const CODEC_PRIVATE: u32 = 0x63A2;
+    pub const VIDEO: u32 = 0xE0;
+    pub const PIXEL_WIDTH: u32 = 0xB0;
+    pub const PIXEL_HEIGHT: u32 = 0xBA;
+    pub const CLUSTER: u32 = 0x1F43_B675;
+    pub const TIMECODE: u32 = 0xE7;
+    pub const SIMPLE_BLOCK: u32 = 0xA3;
+    pub const TAGS: u32 = 0x1254_C367;
+    pub const TAG: u32 = 0x7373;
+    pub const TARGETS: u32 = 0x63C0;
+    pub const SIMPLE_TAG: u32 = 0x67C8;
+    pub const TAG_NAME: u32 = 0x45A3;
+    pub const TAG_STRING: u32 = 0x4487;
+}
+
+/// The H.264 codec in Matroska (AVC, length-prefixed NAL units).
+pub const CODEC_H264: &str = "V_MPEG4/ISO/AVC";
+/// The only track.
+pub const TRACK: u64 = 1;
+/// The size of an element whose end is not known ("unknown size", 8-byte form).
+const UNKNOWN_SIZE: [u8; 8] = [0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+
+/// What the Tracks element says about the camera's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackInfo {
+    /// The AVCDecoderConfigurationRecord (the caps' `codec_data`).
+    pub codec_private: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// One video frame of a fragment.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Absolute time, milliseconds since the Unix epoch.
+    pub timecode_ms: u64,
+    pub key: bool,
+    /// AVC sample: length-prefixed NAL units.
+    pub data: bytes::Bytes,
+}
+
+fn push_id(out: &mut Vec<u8>, id: u32) {
+    let bytes = id.to_be_bytes();
+    let skip = bytes.iter().take_while(|b| **b == 0).count();
+    out.extend_from_slice(&bytes[skip..]);
+}
+
+/// An EBML variable-size integer of the shortest length that holds `n` (all-ones in the
+/// value bits is reserved for "unknown", hence `< 2^(7k) - 1`).
+fn push_size(out: &mut Vec<u8>, n: u64) {
+    let len = (1..=8).find(|k| n < (1u64 << (7 * k)) - 1).unwrap_or(8);
+    let marked = n | (1u64 << (7 * len));
+    out.extend_from_slice(&marked.to_be_bytes()[8 - len..]);
+}
+
+fn element(out: &mut Vec<u8>, id: u32, body: &[u8]) {
+    push_id(out, id);
+    push_size(out, body.len() as u64);
+    out.extend_from_slice(body);
+}
+
+fn uint(out: &mut Vec<u8>, id: u32, v: u64) {
+    let bytes = v.to_be_bytes();
+    let skip = bytes.iter().take_while(|b| **b == 0).count().min(7);
+    element(out, id, &bytes[skip..]);
+}
+
+fn master(out: &mut Vec<u8>, id: u32, fill: impl FnOnce(&mut Vec<u8>)) {
+    let mut body = Vec::new();
+    fill(&mut body);
+    element(out, id, &body);
+}
+
+/// The bytes every PutMedia connection starts with: EBML header, the Segment's opening
+/// (unknown size: the stream never ends), Info and Tracks.
+pub fn header(camera: &str, segment_uid: [u8; 16], track: &TrackInfo) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + track.codec_private.len());
+    master(&mut out, id::EBML, |b| {
+        uint(b, id::EBML_VERSION, 1);
+        uint(b, id::EBML_READ_VERSION, 1);
+        uint(b, id::EBML_MAX_ID_LENGTH, 4);
+        uint(b, id::EBML_MAX_SIZE_LENGTH, 8);
+        element(b, id::DOC_TYPE, b"matroska");
+        uint(b, id::DOC_TYPE_VERSION, 4);
+        uint(b, id::DOC_TYPE_READ_VERSION, 2);
+    });
+    push_id(&mut out, id::SEGMENT);
+    out.extend_from_slice(&UNKNOWN_SIZE);
+    master(&mut out, id::INFO, |b| {
+        element(b, id::SEGMENT_UID, &segment_uid);
+        uint(b, id::TIMECODE_SCALE, 1_000_000);
+        element(b, id::TITLE, camera.as_bytes());
+        element(b, id::MUXING_APP, b"tillgate");
+        element(b, id::WRITING_APP, concat!("tillgate ", env!("CARGO_PKG_VERSION")).as_bytes());
+    });
+    master(&mut out, id::TRACKS, |b| {
+        master(b, id::TRACK_ENTRY, |t| {
+            uint(t, id::TRACK_NUMBER, TRACK);
+            uint(t, id::TRACK_UID, TRACK);
+            uint(t, id::TRACK_TYPE, 1);
+            element(t, id::NAME, camera.as_bytes());
+            element(t, id::CODEC_ID, CODEC_H264.as_bytes());
+            element(t, id::CODEC_PRIVATE, &track.codec_private);
+            master(t, id::VIDEO, |v| {
+                uint(v, id::PIXEL_WIDTH, u64::from(track.width));
+                uint(v, id::PIXEL_HEIGHT, u64::from(track.height));
+            });
+        });
+    });
+    out
+}
+
+/// Why a fragment cannot be written.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FragmentError {
+    #[error("a fragment needs at least one frame")]
+    Empty,
+    #[error("a fragment must start with a key frame")]
+    NoKeyFrame,
+    #[error("frame at +{0} ms is beyond a block's 16-bit relative timecode")]
+    TooLong(u64),
+    #[error("frame timecodes go backwards ({0} ms after {1} ms)")]
+    Backwards(u64, u64),
+}
+
+/// A fragment's bytes: Tags (when there are any) and one Cluster whose timecode is the
+/// first frame's. `tags` are (name, value) pairs, already checked against KVS's limits.
+pub fn fragment(frames: &[Frame], tags: &[(String, String)]) -> Result<Vec<u8>, FragmentError> {
+    let first = frames.first().ok_or(FragmentError::Empty)?;
+    if !first.key {
+        return Err(FragmentError::NoKeyFrame);
+    }
+    let start = first.timecode_ms;
+    let size: usize = frames.iter().map(|f| f.data.len() + 16).sum();
+    let mut out = Vec::with_capacity(size + 64 + tags.len() * 64);
+    if !tags.is_empty() {
+        master(&mut out, id::TAGS, |b| {
+            master(b, id::TAG, |t| {
+                master(t, id::TARGETS, |_| {});
+                for (name, value) in tags {
+                    master(t, id::SIMPLE_TAG, |s| {
+                        element(s, id::TAG_NAME, name.as_bytes());
+                        element(s, id::TAG_STRING, value.as_bytes());
+                    });
+                }
+            });
+        });
+    }
+    let mut cluster = Vec::with_capacity(size + 16);
+    uint(&mut cluster, id::TIMECODE, start);
+    let mut previous = start;
+    for f in frames {
+        if f.timecode_ms < previous {
+            return Err(FragmentError::Backwards(f.timecode_ms, previous));
+        }
+        previous = f.timecode_ms;
+        let relative = f.timecode_ms - start;
+        let relative16 = i16::try_from(relative).map_err(|_| FragmentError::TooLong(relative))?;
+        let mut block = Vec::with_capacity(f.data.len() + 4);
+        push_size(&mut block, TRACK);
+        block.extend_from_slice(&relative16.to_be_bytes());
+        block.push(if f.key { 0x80 } else { 0x00 });
+        block.extend_from_slice(&f.data);
+        element(&mut cluster, id::SIMPLE_BLOCK, &block);
+    }
+    element(&mut out, id::CLUSTER, &cluster);
+    Ok(out)
+}
+
+/// Reads one element header at `at`: (id, body size or `None` for unknown, header
+/// length). `None` when the bytes are truncated or not EBML.
+pub fn read_header(bytes: &[u8], at: usize) -> Option<(u32, Option<u64>, usize)> {
+    let first = *bytes.get(at)?;
+    let id_len = first.leading_zeros() as usize + 1;
+    if id_len > 4 {
+        return None;
+    }
+    let id = bytes
+        .get(at..at + id_len)?
+        .iter()
+        .fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+    let size_at = at + id_len;
+    let lead = *bytes.get(size_at)?;
+    let size_len = lead.leading_zeros() as usize + 1;
+    if size_len > 8 {
+        return None;
+    }
+    let raw = bytes.get(size_at..size_at + size_len)?;
+    let mask = if size_len == 8 { 0 } else { 0xFFu8 >> size_len };
+    let mut value = u64::from(lead & mask);
+    let mut all_ones = (lead & mask) == mask;
+    for b in &raw[1..] {
+        value = (value << 8) | u64::from(*b);
+        all_ones &= *b == 0xFF;
+    }
+    let size = if all_ones { None } else { Some(value) };
+    Some((id, size, id_len + size_len))
+}
+
+/// Where the header ends in a stored fragment file (header followed by Tags/Cluster):
+/// the offset of the first Tags or Cluster element inside the Segment.
+pub fn header_len(file: &[u8]) -> Option<usize> {
+    let (id, size, len) = read_header(file, 0)?;
+    if id != id::EBML {
+        return None;
+    }
+    let mut at = len + usize::try_from(size?).ok()?;
+    let (seg, _, seg_len) = read_header(file, at)?;
+    if seg != id::SEGMENT {
+        return None;
+    }
+    at += seg_len;
+    loop {
+        let (child, size, len) = read_header(file, at)?;
+        if child == id::TAGS || child == id::CLUSTER {
+            return Some(at);
+        }
+        at += len + usize::try_from(size?).ok()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(ms: u64, key: bool) -> Frame {
+        Frame {
+            timecode_ms: ms,
+            key,
+            data: bytes::Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
+        }
+    }
+
+    #[test]
+    fn sizes_use_the_shortest_form_and_avoid_the_unknown_pattern() {
+        let enc = |n| {
+            let mut v = Vec::new();
+            push_size(&mut v, n);
+            v
+        };
+        assert_eq!(enc(0), [0x80]);
+        assert_eq!(enc(126), [0xFE]);
+        assert_eq!(enc(127), [0x40, 0x7F], "0xFF would mean unknown");
+        assert_eq!(enc(16_382), [0x7F, 0xFE]);
+        assert_eq!(enc(16_383), [0x20, 0x3F, 0xFF]);
+        for n in [0u64, 1, 126, 127, 5000, 16_383, 1 << 30, (1 << 56) - 2] {
+            let bytes = {
+                let mut v = vec![0x81];
+                push_size(&mut v, n);
+                v
+            };
+            assert_eq!(read_header(&bytes, 0), Some((0x81, Some(n), bytes.len())));
+        }
+    }
+
+    #[test]
+    fn a_file_splits_into_header_and_fragment() {
+        let track = TrackInfo {
+            codec_private: vec![1, 0x64, 0, 0x1f, 0xff],
+            width: 1280,
+            height: 720,
+        };
+        let head = header("door", [7; 16], &track);
+        let body = fragment(&[frame(1_700_000_000_000, true), frame(1_700_000_000_066, false)], &[("a".into(), "b".into())]).unwrap();
+        let mut file = head.clone();
+        file.extend_from_slice(&body);
+        assert_eq!(header_len(&file), Some(head.len()));
+        assert_eq!(read_header(&head, head.len() - head.len()).unwrap().0, id::EBML);
+        let (tags, size, len) = read_header(&body, 0).unwrap();
+        assert_eq!(tags, id::TAGS);
+        let (cluster, _, _) = read_header(&body, len + size.unwrap() as usize).unwrap();
+        assert_eq!(cluster, id::CLUSTER);
+    }
+
+    #[test]
+    fn fragments_refuse_what_kvs_would_refuse() {
+        assert_eq!(fragment(&[], &[]), Err(FragmentError::Empty));
+        assert_eq!(fragment(&[frame(5, false)], &[]), Err(FragmentError::NoKeyFrame));
+        assert_eq!(fragment(&[frame(0, true), frame(40_000, false)], &[]), Err(FragmentError::TooLong(40_000)));
+        assert_eq!(fragment(&[frame(10, true), frame(5, false)], &[]), Err(FragmentError::Backwards(5, 10)));
+    }
+}

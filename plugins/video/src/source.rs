@@ -1,0 +1,158 @@
+//! One camera's GStreamer pipeline, ending in an appsink that yields H.264 access units
+//! in AVC form (length-prefixed NAL units, codec data in the caps). H.264 sources are
+//! never transcoded; raw sources (V4L2, the test pattern) are encoded with x264.
+
+use crate::config::{CameraConfig, SourceKind};
+use crate::mkv::TrackInfo;
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tokio::sync::mpsc;
+
+/// What the pipeline hands the camera task.
+#[derive(Debug)]
+pub enum SourceEvent {
+    Frame {
+        pts_ns: Option<u64>,
+        key: bool,
+        data: Bytes,
+        track: TrackInfo,
+    },
+    /// The pipeline failed or ended; it must be rebuilt.
+    Stopped(String),
+}
+
+/// The caps every source ends with.
+const AVC_CAPS: &str = "video/x-h264,stream-format=avc,alignment=au";
+
+/// The pipeline description (credentials and the URL are set as properties, not here).
+pub fn describe(camera: &CameraConfig, fragment_secs: u32) -> String {
+    let encode = |raw: &str| {
+        // A key frame every fragment: fragments then last exactly the target.
+        let gop = camera.fps * fragment_secs.max(1);
+        format!(
+            "{raw} ! videoconvert ! videoscale ! video/x-raw,format=I420,width={w},height={h},framerate={f}/1 ! \
+             x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} bitrate={b} ! \
+             h264parse config-interval=-1 ! {AVC_CAPS} ! appsink name=sink sync=false",
+            w = camera.width,
+            h = camera.height,
+            f = camera.fps,
+            b = camera.bitrate_kbps,
+        )
+    };
+    match camera.source {
+        SourceKind::Rtsp => format!(
+            "rtspsrc name=src protocols=tcp latency={} ! rtph264depay ! h264parse config-interval=-1 ! {AVC_CAPS} ! appsink name=sink sync=false",
+            camera.latency.get().as_millis()
+        ),
+        SourceKind::V4l2 => encode("v4l2src name=src"),
+        SourceKind::Test => encode("videotestsrc name=src is-live=true pattern=smpte ! timeoverlay"),
+    }
+}
+
+/// Track info from the appsink's caps.
+fn track_of(caps: &gst::CapsRef) -> Option<TrackInfo> {
+    let s = caps.structure(0)?;
+    let codec_data = s.get::<gst::Buffer>("codec_data").ok()?;
+    let map = codec_data.map_readable().ok()?;
+    Some(TrackInfo {
+        codec_private: map.as_slice().to_vec(),
+        width: s.get::<i32>("width").ok()?.max(0) as u32,
+        height: s.get::<i32>("height").ok()?.max(0) as u32,
+    })
+}
+
+/// A running pipeline; dropping it stops it.
+#[derive(Debug)]
+pub struct Source {
+    pipeline: gst::Pipeline,
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl Source {
+    /// Builds and starts the pipeline; samples and failures arrive on `events`.
+    pub fn start(camera: &CameraConfig, fragment_secs: u32, events: mpsc::Sender<SourceEvent>) -> Result<Source, String> {
+        gst::init().map_err(|e| format!("GStreamer: {e}"))?;
+        let description = describe(camera, fragment_secs);
+        let pipeline = gst::parse::launch(&description)
+            .map_err(|e| format!("pipeline `{description}`: {e}"))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| "not a pipeline".to_string())?;
+        let src = pipeline.by_name("src").ok_or("pipeline has no source")?;
+        match camera.source {
+            SourceKind::Rtsp => {
+                src.set_property("location", camera.url.as_deref().unwrap_or_default());
+                if let Some(file) = &camera.credentials_file {
+                    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+                    let (user, password) = text.trim().split_once(':').ok_or("credentials_file must hold user:password")?;
+                    src.set_property("user-id", user);
+                    src.set_property("user-pw", password);
+                }
+            }
+            SourceKind::V4l2 => {
+                let device = camera.device.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
+                src.set_property("device", device);
+            }
+            SourceKind::Test => {}
+        }
+        let sink = pipeline
+            .by_name("sink")
+            .ok_or("pipeline has no appsink")?
+            .downcast::<gst_app::AppSink>()
+            .map_err(|_| "sink is not an appsink".to_string())?;
+        sink.set_max_buffers(64);
+        let frames = events.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let Some(track) = track_of(caps) else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                    let event = SourceEvent::Frame {
+                        pts_ns: buffer.pts().map(|t| t.nseconds()),
+                        key: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                        data: Bytes::copy_from_slice(map.as_slice()),
+                        track,
+                    };
+                    // Back-pressure on the streaming thread if the camera task lags; the
+                    // task only appends to memory, so this does not happen in practice.
+                    frames.blocking_send(event).map_err(|_| gst::FlowError::Flushing)?;
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        let bus = pipeline.bus().ok_or("pipeline has no bus")?;
+        let stopped = events;
+        bus.set_sync_handler(move |_, message| {
+            use gst::MessageView;
+            let why = match message.view() {
+                MessageView::Error(e) => Some(format!(
+                    "{}: {}",
+                    e.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
+                    e.error()
+                )),
+                MessageView::Eos(_) => Some("end of stream".to_string()),
+                _ => None,
+            };
+            if let Some(why) = why {
+                let _ = stopped.try_send(SourceEvent::Stopped(why));
+            }
+            gst::BusSyncReply::Drop
+        });
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| format!("cannot start the pipeline: {e}"))?;
+        Ok(Source { pipeline })
+    }
+}

@@ -1,0 +1,337 @@
+//! One camera's uploader: the ring's fragments, oldest first, over one long-lived
+//! PutMedia connection. A fragment leaves the ring only when KVS acknowledges it
+//! (PERSISTED, or RECEIVED for a stream that keeps no data); after any failure a new
+//! connection starts again from the first unacknowledged fragment, with its original
+//! timecodes. Connections are rotated before KVS's 45-minute limit, and sending keeps
+//! within KVS's 5 fragments/s and 12.5 MB/s per stream.
+
+use crate::ack::{self, Ack, AckReader, ErrorAction, Event};
+use crate::camera::CameraShared;
+use crate::kvs::{Kvs, StreamInfo};
+use crate::mkv;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime};
+use tillgate_kinesis::limiter::ShardBudget;
+use tokio::sync::{mpsc, watch};
+
+/// How a connection ended without error.
+enum End {
+    Rotated,
+    Stopped,
+}
+
+/// What the connection task reports.
+enum Wire {
+    Chunk(Bytes),
+    Closed(Result<(), String>),
+}
+
+/// State kept across connections.
+struct Uplink {
+    kvs: Option<Kvs>,
+    stream: Option<StreamInfo>,
+    endpoint: Option<String>,
+    http: reqwest::Client,
+    budget: ShardBudget,
+}
+
+/// Runs until `stop` turns true. With `video.upload = false` there is nothing to do.
+pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
+    if !shared.video.upload {
+        return;
+    }
+    let http = match reqwest::Client::builder()
+        .http1_only()
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_keepalive(Duration::from_secs(30))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            shared.status.update(|s| s.upload_error = Some(format!("HTTP client: {e}")));
+            return;
+        }
+    };
+    let mut uplink = Uplink {
+        kvs: None,
+        stream: None,
+        endpoint: None,
+        http,
+        budget: ShardBudget::new(shared.video.max_fragments_per_second, shared.video.max_bytes_per_second.get() as f64),
+    };
+    let initial = shared.video.retry_initial_backoff.get();
+    let mut backoff = initial;
+    loop {
+        while shared.store.next_after(None).is_none() {
+            shared.status.update(|s| s.upload = "idle".into());
+            tokio::select! {
+                _ = shared.stored.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+        match session(&shared, &mut uplink, &mut stop).await {
+            Ok(End::Stopped) => return,
+            Ok(End::Rotated) => {
+                shared.metrics.connections.with_label_values(&[shared.camera.name.as_str(), "rotated"]).inc();
+                backoff = initial;
+            }
+            Err((e, delivered)) => {
+                tracing::warn!(camera = %shared.camera.name, error = %e, "PutMedia connection ended; resending from the first unacknowledged fragment");
+                shared.status.update(|s| {
+                    s.upload = "retrying".into();
+                    s.upload_error = Some(e);
+                });
+                shared.metrics.connections.with_label_values(&[shared.camera.name.as_str(), "failed"]).inc();
+                // Ask for the data endpoint again: the failure may be a moved endpoint.
+                uplink.endpoint = None;
+                if delivered {
+                    backoff = initial;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(jitter(backoff)) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(shared.video.retry_max_backoff.get());
+            }
+        }
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+}
+
+/// Control plane: client, stream, data endpoint (each kept once obtained).
+async fn prepare(shared: &CameraShared, uplink: &mut Uplink) -> Result<(Kvs, String, StreamInfo), String> {
+    if uplink.kvs.is_none() {
+        uplink.kvs = Some(Kvs::connect(&shared.video).await?);
+    }
+    let kvs = uplink.kvs.clone().ok_or("no client")?;
+    let name = shared.camera.stream_name();
+    if uplink.stream.is_none() {
+        uplink.stream = Some(
+            kvs.ensure_stream(name, shared.video.create_streams, shared.video.data_retention_hours)
+                .await?,
+        );
+    }
+    if uplink.endpoint.is_none() {
+        uplink.endpoint = Some(kvs.data_endpoint(name).await?);
+    }
+    let endpoint = uplink.endpoint.clone().ok_or("no endpoint")?;
+    let info = uplink.stream.ok_or("no stream")?;
+    Ok((kvs, endpoint, info))
+}
+
+/// One PutMedia connection. `Err((why, anything acknowledged))`.
+async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::Receiver<bool>) -> Result<End, (String, bool)> {
+    shared.status.update(|s| s.upload = "connecting".into());
+    let (kvs, endpoint, info) = prepare(shared, uplink).await.map_err(|e| (e, false))?;
+    let stream = shared.camera.stream_name().to_string();
+    let head = kvs
+        .put_media_request(&endpoint, &stream, SystemTime::now())
+        .await
+        .map_err(|e| (e, false))?;
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(body_rx));
+    let request = head
+        .body(body)
+        .map_err(|e| (format!("PutMedia request: {e}"), false))
+        .and_then(|r| reqwest::Request::try_from(r).map_err(|e| (format!("PutMedia request: {e}"), false)))?;
+    let (wire_tx, mut wire) = mpsc::channel::<Wire>(64);
+    let client = uplink.http.clone();
+    let connection = tokio::spawn(async move {
+        let outcome = async {
+            let response = client.execute(request).await.map_err(|e| format!("PutMedia: {}", chain(&e)))?;
+            let status = response.status();
+            if !status.is_success() {
+                let text = response.text().await.unwrap_or_default();
+                return Err(format!("PutMedia answered {status}: {}", text.trim()));
+            }
+            let mut chunks = response.bytes_stream();
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(|e| format!("PutMedia response: {}", chain(&e)))?;
+                if wire_tx.send(Wire::Chunk(chunk)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let _ = wire_tx.send(Wire::Closed(outcome)).await;
+    });
+    let _abort = AbortOnDrop(connection);
+    shared.metrics.connections.with_label_values(&[shared.camera.name.as_str(), "opened"]).inc();
+    shared.status.update(|s| {
+        s.upload = "streaming".into();
+        s.upload_error = None;
+    });
+
+    let opened = Instant::now();
+    let ack_timeout = shared.video.ack_timeout.get();
+    let final_event = if info.retention_hours == 0 { Event::Received } else { Event::Persisted };
+    let mut body_tx = Some(body_tx);
+    let mut header_sent: Option<Vec<u8>> = None;
+    let mut last_sent: Option<u64> = None;
+    let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::new();
+    let mut reader = AckReader::default();
+    let mut rotating = false;
+    let mut delivered = false;
+    loop {
+        if !rotating && opened.elapsed() >= shared.video.connection_max_age.get() {
+            tracing::info!(camera = %shared.camera.name, "rotating the PutMedia connection");
+            rotating = true;
+        }
+        if rotating && in_flight.is_empty() {
+            // Ending the chunked body ends the connection cleanly.
+            drop(body_tx.take());
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(m) = wire.recv().await {
+                    if matches!(m, Wire::Closed(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return Ok(End::Rotated);
+        }
+        let next = if rotating { None } else { shared.store.next_after(last_sent) };
+        let delay = next
+            .as_ref()
+            .map(|n| uplink.budget.delay(1, n.bytes as usize, Instant::now()));
+        let ack_deadline = in_flight.front().map(|(_, at)| *at + ack_timeout);
+        tokio::select! {
+            _ = async { tokio::time::sleep(delay.unwrap_or_default()).await }, if next.is_some() => {
+                let Some(fragment) = next else { continue };
+                let path = fragment.path.clone();
+                let bytes = match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+                    Ok(Ok(b)) => b,
+                    // Evicted or dead-lettered meanwhile: go on with the next.
+                    _ => {
+                        last_sent = Some(fragment.start_ms);
+                        continue;
+                    }
+                };
+                let Some(split) = mkv::header_len(&bytes) else {
+                    let _ = shared.store.dead_letter(fragment.start_ms, "not a tillgate fragment file (no header)");
+                    shared.metrics.fragments_dead.with_label_values(&[shared.camera.name.as_str()]).inc();
+                    continue;
+                };
+                let (header, body) = bytes.split_at(split);
+                if header_sent.as_deref().is_some_and(|h| h != header) {
+                    // New codec data: a new connection starts with the new header.
+                    rotating = true;
+                    continue;
+                }
+                let tx = body_tx.as_ref().ok_or(("body closed".to_string(), delivered))?;
+                if header_sent.is_none() {
+                    tx.send(Ok(Bytes::copy_from_slice(header))).await.map_err(|_| ("PutMedia connection closed".to_string(), delivered))?;
+                    header_sent = Some(header.to_vec());
+                }
+                uplink.budget.take(1, bytes.len(), Instant::now());
+                tx.send(Ok(Bytes::copy_from_slice(body))).await.map_err(|_| ("PutMedia connection closed".to_string(), delivered))?;
+                last_sent = Some(fragment.start_ms);
+                in_flight.push_back((fragment.start_ms, Instant::now()));
+                shared.metrics.fragments_sent.with_label_values(&[shared.camera.name.as_str()]).inc();
+                shared.status.update(|s| s.fragments_sent += 1);
+            }
+            message = wire.recv() => match message {
+                Some(Wire::Chunk(chunk)) => {
+                    for line in reader.feed(&chunk) {
+                        match line {
+                            Ok(a) => {
+                                if let Some(why) = handle_ack(shared, &a, final_event, &mut in_flight) {
+                                    return Err((why, delivered));
+                                }
+                                delivered |= a.event == final_event;
+                            }
+                            Err(text) => tracing::warn!(camera = %shared.camera.name, line = %text, "unreadable PutMedia acknowledgement"),
+                        }
+                    }
+                }
+                Some(Wire::Closed(Ok(()))) | None => {
+                    if rotating && in_flight.is_empty() {
+                        return Ok(End::Rotated);
+                    }
+                    return Err(("PutMedia connection closed by the service".into(), delivered));
+                }
+                Some(Wire::Closed(Err(e))) => return Err((e, delivered)),
+            },
+            _ = shared.stored.notified(), if next.is_none() && !rotating => {}
+            _ = async { tokio::time::sleep_until(ack_deadline.unwrap_or_else(Instant::now).into()).await }, if ack_deadline.is_some() => {
+                return Err((format!("no acknowledgement within {} s", ack_timeout.as_secs()), delivered));
+            }
+            _ = stop.changed() => return Ok(End::Stopped),
+        }
+    }
+}
+
+/// Applies one ACK; `Some(why)` when the connection must be replaced.
+fn handle_ack(shared: &CameraShared, a: &Ack, final_event: Event, in_flight: &mut VecDeque<(u64, Instant)>) -> Option<String> {
+    let camera = shared.camera.name.as_str();
+    match a.event {
+        Event::Buffering | Event::Idle => None,
+        Event::Received | Event::Persisted => {
+            let label = if a.event == Event::Received { "received" } else { "persisted" };
+            shared.metrics.fragments_acked.with_label_values(&[camera, label]).inc();
+            if a.event == final_event {
+                let tc = a.timecode?;
+                in_flight.retain(|(t, _)| *t != tc);
+                match shared.store.remove(tc) {
+                    Ok(true) => {
+                        shared.status.update(|s| s.fragments_acknowledged += 1);
+                        shared.publish_backlog();
+                    }
+                    Ok(false) => tracing::debug!(camera, tc, "acknowledgement for a fragment no longer stored"),
+                    Err(e) => tracing::warn!(camera, tc, error = %e, "cannot delete an acknowledged fragment"),
+                }
+            }
+            None
+        }
+        Event::Error => {
+            let id = a.error_id.unwrap_or(0);
+            let (what, action) = ack::describe(id);
+            shared.metrics.ack_errors.with_label_values(&[camera, &id.to_string()]).inc();
+            shared.status.update(|s| *s.errors.entry(id).or_default() += 1);
+            let tc = a.timecode;
+            let why = format!("KVS error {id} ({what}) for fragment {}", tc.map_or("?".into(), |t| t.to_string()));
+            tracing::warn!(camera, error_id = id, fragment = ?tc, "{why}");
+            match (action, tc) {
+                (ErrorAction::DeadLetter, Some(tc)) => {
+                    in_flight.retain(|(t, _)| *t != tc);
+                    if let Ok(Some(path)) = shared.store.dead_letter(tc, &why) {
+                        tracing::error!(camera, path = %path.display(), "KVS refused a fragment; kept in dead/");
+                        shared.metrics.fragments_dead.with_label_values(&[camera]).inc();
+                        shared.status.update(|s| {
+                            s.fragments_dead += 1;
+                            s.upload_error = Some(why.clone());
+                        });
+                        shared.publish_backlog();
+                    }
+                    None
+                }
+                _ => Some(why),
+            }
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
