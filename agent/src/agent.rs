@@ -67,9 +67,25 @@ pub async fn run(
     if config.mqtt().is_some_and(|m| m.alerts) {
         names.push(tillgate_mqtt::AlertSink::NAME.to_string());
     }
+    #[cfg(feature = "video")]
+    if config.video().is_some() {
+        names.push(tillgate_video::tags::TagSink::NAME.to_string());
+    }
     let journal_path = config.data_path(&config.journal.path);
     let journal = Journal::open(&journal_path, &config.journal, names, Box::new(engine), metrics.clone())?;
     let draining = Arc::new(AtomicBool::new(false));
+    #[cfg(feature = "video")]
+    let cameras = match config.video() {
+        Some(v) => {
+            let mut cameras = tillgate_video::Cameras::start(v, &config.data_path(&v.dir), metrics.registry())
+                .map_err(|e| AgentError::Config(e.to_string()))?;
+            if let Some(tags) = cameras.take_tag_sink() {
+                sinks.push(Box::new(tags));
+            }
+            Some(cameras)
+        }
+        None => None,
+    };
     let mqtt = match config.mqtt() {
         Some(m) => {
             let intake = Intake::new(journal.clone(), metrics.clone(), draining.clone());
@@ -122,6 +138,10 @@ pub async fn run(
         started: Instant::now(),
         active_rules: std::sync::Mutex::new(active),
         mqtt: mqtt.as_ref().map(Mqtt::status_handle),
+        cameras: camera_statuses(
+            #[cfg(feature = "video")]
+            &cameras,
+        ),
     });
     tracing::info!(
         %addr,
@@ -183,6 +203,11 @@ pub async fn run(
     if !left.is_empty() {
         tracing::warn!(sinks = ?left, "drain deadline passed with a backlog; it stays in the journal for the next start");
     }
+    #[cfg(feature = "video")]
+    if let Some(cameras) = cameras {
+        // Each pipeline stores its open fragment; unsent fragments wait on disk.
+        cameras.stop().await;
+    }
     if let Some(mqtt) = mqtt {
         // After the sinks: the alert sink publishes over this connection.
         mqtt.close().await;
@@ -192,6 +217,20 @@ pub async fn run(
     journal.close().await;
     tracing::info!(last_seq = journal.last_seq(), "tillgate stopped");
     Ok(())
+}
+
+/// How status reads the cameras.
+#[cfg(feature = "video")]
+fn camera_statuses(cameras: &Option<tillgate_video::Cameras>) -> Option<crate::http::CameraStatuses> {
+    let handles = cameras.as_ref()?.status_handles();
+    Some(crate::http::CameraStatuses(Box::new(move || {
+        handles.iter().map(|h| h.get()).collect()
+    })))
+}
+
+#[cfg(not(feature = "video"))]
+fn camera_statuses() -> Option<crate::http::CameraStatuses> {
+    None
 }
 
 /// Rule and report ids of an engine, for status.

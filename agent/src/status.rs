@@ -29,6 +29,9 @@ pub struct StatusReport {
     /// The MQTT connection, when `[mqtt]` is configured and the agent runs.
     #[serde(default)]
     pub mqtt: Option<tillgate_mqtt::MqttStatus>,
+    /// Cameras (`[video]`), when the agent runs with some.
+    #[serde(default)]
+    pub cameras: Vec<tillgate_sdk::CameraStatus>,
 }
 
 /// The journal's size and position.
@@ -154,6 +157,7 @@ pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
         active_rules: active.0,
         active_reports: active.1,
         mqtt: state.mqtt.as_ref().map(|m| m.get()),
+        cameras: state.cameras.as_ref().map(|c| (c.0)()).unwrap_or_default(),
     })
 }
 
@@ -202,6 +206,7 @@ pub fn offline(path: &Path) -> rusqlite::Result<StatusReport> {
         active_rules: Vec::new(),
         active_reports: Vec::new(),
         mqtt: None,
+        cameras: Vec::new(),
     })
 }
 
@@ -300,6 +305,32 @@ pub fn render_text(r: &StatusReport) -> String {
                 .as_ref()
                 .map(|e| format!("  last error: {e}"))
                 .unwrap_or_default()
+        );
+    }
+    for c in &r.cameras {
+        let errors: Vec<String> = c.errors.iter().map(|(id, n)| format!("{id}×{n}")).collect();
+        let _ = writeln!(
+            s,
+            "camera   {:<12} {:<12} {:.1} fps {:.0} kbit/s  fragments stored {} sent {} acknowledged {}  backlog {} ({:.0} s)  upload {} → {}{}{}{}{}",
+            c.name,
+            c.state,
+            c.fps,
+            c.bitrate_bps / 1000.0,
+            c.fragments_stored,
+            c.fragments_sent,
+            c.fragments_acknowledged,
+            c.backlog_fragments,
+            c.backlog_seconds,
+            c.upload,
+            c.stream,
+            if c.fragments_evicted + c.fragments_dead > 0 {
+                format!("  evicted {} refused {}", c.fragments_evicted, c.fragments_dead)
+            } else {
+                String::new()
+            },
+            if errors.is_empty() { String::new() } else { format!("  errors {}", errors.join(" ")) },
+            c.last_error.as_ref().map(|e| format!("  camera error: {e}")).unwrap_or_default(),
+            c.upload_error.as_ref().map(|e| format!("  upload error: {e}")).unwrap_or_default(),
         );
     }
     let _ = writeln!(s, "dead letters {}", r.dead_letters.count);

@@ -149,5 +149,8 @@ pub fn status_line(state: &AppState) -> Option<String> {
     if let Some(m) = &report.mqtt {
         line.push_str(&format!("; mqtt {}", m.state));
     }
+    for c in &report.cameras {
+        line.push_str(&format!("; camera {} {} backlog {:.0} s", c.name, c.state, c.backlog_seconds));
+    }
     Some(line)
 }

@@ -206,6 +206,19 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if let Some(k) = c.kinesis() {
         tillgate_kinesis::check(k).map_err(|e| (e.key, e.message))?;
     }
+    #[cfg(feature = "video")]
+    if let Some(v) = &c.video {
+        if v.enabled {
+            tillgate_video::check(v).map_err(|e| (e.key, e.message))?;
+        }
+    }
+    #[cfg(not(feature = "video"))]
+    if c.video.is_some() {
+        return Err((
+            "video".into(),
+            "this tillgate was built without cameras (cargo feature `video`); remove [video] or install a build with it".into(),
+        ));
+    }
     if let Some(secret) = &c.http.token {
         if secret.file.is_some() == secret.env.is_some() {
             return Err(("http.token".into(), "give exactly one of `file` or `env`".into()));

@@ -42,6 +42,14 @@ pub struct Config {
     /// Kinesis Data Streams; absent means none.
     #[serde(default)]
     pub kinesis: Option<KinesisConfig>,
+    /// Cameras to Kinesis Video Streams; absent means none.
+    #[cfg(feature = "video")]
+    #[serde(default)]
+    pub video: Option<tillgate_video::VideoConfig>,
+    /// Without the `video` feature, a `[video]` section is an error naming the build.
+    #[cfg(not(feature = "video"))]
+    #[serde(default)]
+    pub video: Option<toml::Value>,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
 }
@@ -68,6 +76,12 @@ impl Config {
     /// The Kinesis section, if present and enabled.
     pub fn kinesis(&self) -> Option<&KinesisConfig> {
         self.kinesis.as_ref().filter(|k| k.enabled)
+    }
+
+    /// The video section, if present, enabled and with at least one camera.
+    #[cfg(feature = "video")]
+    pub fn video(&self) -> Option<&tillgate_video::VideoConfig> {
+        self.video.as_ref().filter(|v| v.enabled && !v.cameras.is_empty())
     }
 
     /// The archive sink's config with its directory resolved, if the archive is enabled.

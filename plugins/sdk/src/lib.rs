@@ -10,12 +10,14 @@
 //! [`ingest`] (the intake contract for sources), [`units`] and [`secret`] (config
 //! types shared by the agent and plugins).
 
+pub mod camera;
 pub mod ingest;
 pub mod record;
 pub mod secret;
 pub mod sink;
 pub mod units;
 
+pub use camera::CameraStatus;
 pub use ingest::{Ingest, PendingVerdict, Submission, Verdict};
 pub use record::{Channel, Record};
 pub use secret::Secret;

@@ -64,7 +64,7 @@ impl CameraShared {
 }
 
 /// Runs the camera until `stop` turns true.
-pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
+pub async fn run(shared: CameraShared, mut tags: mpsc::Receiver<crate::tags::Tag>, mut stop: watch::Receiver<bool>) {
     let fragment = shared.video.fragment_duration.get();
     let mut fragmenter = Fragmenter::new(fragment);
     let segment_uid: [u8; 16] = rand::random();
@@ -122,6 +122,13 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
                         break;
                     }
                 },
+                Some((name, value)) = tags.recv() => {
+                    let outcome = if fragmenter.tag(&name, &value) { "tagged" } else { "refused" };
+                    if outcome == "refused" {
+                        tracing::warn!(camera = %shared.camera.name, tag = %name, "fragment already has 10 tags; tag not added");
+                    }
+                    shared.metrics.tags.with_label_values(&[shared.camera.name.as_str(), outcome]).inc();
+                }
                 _ = expiry.tick() => {
                     let expired = shared.store.expire(now_ms() as u64);
                     shared.count_evictions(&expired);

@@ -18,6 +18,7 @@ pub mod mkv;
 pub mod source;
 pub mod status;
 pub mod store;
+pub mod tags;
 pub mod uploader;
 
 pub use config::{ConfigError, VideoConfig};
@@ -77,6 +78,7 @@ pub struct Cameras {
     statuses: Vec<StatusHandle>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
+    tag_sink: Option<tags::TagSink>,
 }
 
 impl Cameras {
@@ -88,6 +90,7 @@ impl Cameras {
         let (stop, stop_rx) = watch::channel(false);
         let mut statuses = Vec::new();
         let mut tasks = Vec::new();
+        let mut targets = Vec::new();
         for camera in &config.cameras {
             let ring = dir.join(&camera.name);
             let store = FragmentStore::open(&ring, camera.max_bytes.get(), camera.retention.get()).map_err(|source| StartError::Store {
@@ -108,11 +111,29 @@ impl Cameras {
             if left.fragments > 0 {
                 tracing::info!(camera = %camera.name, fragments = left.fragments, seconds = left.seconds, "fragments from a previous run wait for upload");
             }
-            tasks.push(tokio::spawn(camera::run(shared.clone(), stop_rx.clone())));
+            let (tag_tx, tag_rx) = tokio::sync::mpsc::channel(64);
+            targets.push(tags::TagTarget {
+                camera: camera.name.clone(),
+                terminals: camera.terminals.clone(),
+                sender: tag_tx,
+            });
+            tasks.push(tokio::spawn(camera::run(shared.clone(), tag_rx, stop_rx.clone())));
             tasks.push(tokio::spawn(uploader::run(shared, stop_rx.clone())));
             statuses.push(status);
         }
-        Ok(Cameras { statuses, tasks, stop })
+        let tag_sink = (!targets.is_empty()).then(|| tags::TagSink::new(targets, metrics.tags.clone()));
+        Ok(Cameras {
+            statuses,
+            tasks,
+            stop,
+            tag_sink,
+        })
+    }
+
+    /// The `video-tags` journal sink (alerts channel → fragment tags); `None` without
+    /// cameras. Taken once, by the agent, to run with the other sinks.
+    pub fn take_tag_sink(&mut self) -> Option<tags::TagSink> {
+        self.tag_sink.take()
     }
 
     pub fn status(&self) -> Vec<CameraStatus> {

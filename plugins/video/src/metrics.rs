@@ -20,6 +20,8 @@ pub struct VideoMetrics {
     pub ack_errors: IntCounterVec,
     /// By `outcome`: opened, failed, rotated, dropped.
     pub connections: IntCounterVec,
+    /// Fragment tags from rule hits, by `outcome`: tagged, dropped, refused.
+    pub tags: IntCounterVec,
     pub backlog_seconds: GaugeVec,
     pub backlog_fragments: GaugeVec,
     pub backlog_bytes: GaugeVec,
@@ -55,6 +57,7 @@ impl VideoMetrics {
             fragments_dead: counter(r, "tillgate_video_fragments_dead_total", "Fragments KVS refused, moved to the ring's dead/ folder", cam)?,
             ack_errors: counter(r, "tillgate_video_ack_errors_total", "ERROR acknowledgements, by ErrorId", &["camera", "error_id"])?,
             connections: counter(r, "tillgate_video_connections_total", "PutMedia connections, by outcome", &["camera", "outcome"])?,
+            tags: counter(r, "tillgate_video_tags_total", "Rule-hit tags put on the fragment being recorded, by outcome", &["camera", "outcome"])?,
             backlog_seconds: gauge(r, "tillgate_video_backlog_seconds", "Seconds of video in the ring not yet acknowledged")?,
             backlog_fragments: gauge(r, "tillgate_video_backlog_fragments", "Fragments in the ring not yet acknowledged")?,
             backlog_bytes: gauge(r, "tillgate_video_backlog_bytes", "Bytes in the ring not yet acknowledged")?,

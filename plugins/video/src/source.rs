@@ -47,7 +47,7 @@ pub fn describe(camera: &CameraConfig, fragment_secs: u32) -> String {
             camera.latency.get().as_millis()
         ),
         SourceKind::V4l2 => encode("v4l2src name=src"),
-        SourceKind::Test => encode("videotestsrc name=src is-live=true pattern=smpte ! timeoverlay"),
+        SourceKind::Test => encode("videotestsrc name=src is-live=true pattern=smpte"),
     }
 }
 

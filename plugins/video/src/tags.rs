@@ -1,0 +1,123 @@
+//! Tags the video at the moment a rule fires: a journal sink on the alerts channel that
+//! turns each `rule_hit` alert with a review or block decision into a KVS fragment tag
+//! (MKV Tags before the cluster) on the fragment each matching camera is recording now.
+//! Alerts older than [`STALE`] (a backlog after a restart) are not tagged: the fragment
+//! they belong to is closed, and tagging the current one would point at the wrong video.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use std::time::Duration;
+use tillgate_sdk::{Channel, Record, Sink, SinkError};
+use tokio::sync::mpsc;
+
+/// An alert older than this no longer tags video.
+pub const STALE: Duration = Duration::from_secs(10);
+
+/// A tag on its way to a camera's fragmenter.
+pub type Tag = (String, String);
+
+#[derive(Debug, Deserialize)]
+struct RuleHitAlert {
+    kind: String,
+    txn_id: String,
+    terminal_id: String,
+    decision: String,
+    #[serde(default)]
+    rules: Vec<serde_json::Value>,
+}
+
+/// One camera as the tag sink sees it.
+#[derive(Debug, Clone)]
+pub struct TagTarget {
+    pub camera: String,
+    /// Empty: every terminal.
+    pub terminals: Vec<String>,
+    pub sender: mpsc::Sender<Tag>,
+}
+
+/// The `video-tags` sink.
+#[derive(Debug)]
+pub struct TagSink {
+    targets: Vec<TagTarget>,
+    tagged: prometheus::IntCounterVec,
+}
+
+impl TagSink {
+    pub const NAME: &'static str = "video-tags";
+
+    pub fn new(targets: Vec<TagTarget>, tagged: prometheus::IntCounterVec) -> Self {
+        TagSink { targets, tagged }
+    }
+}
+
+/// The tag for an alert: name `tillgate.<decision>.<txn_id>` (≤ 128 bytes), value
+/// `terminal=<id> rules=<ids>` (≤ 256 bytes).
+pub fn tag_for(alert: &[u8]) -> Option<(String, Tag)> {
+    let a: RuleHitAlert = serde_json::from_slice(alert).ok()?;
+    if a.kind != "rule_hit" || !(a.decision == "review" || a.decision == "block") {
+        return None;
+    }
+    let rules: Vec<String> = a
+        .rules
+        .iter()
+        .filter_map(|r| r.get("id").and_then(|v| v.as_str()).map(str::to_string))
+        .collect();
+    let name: String = format!("tillgate.{}.{}", a.decision, a.txn_id).chars().take(128).collect();
+    let mut value = format!("terminal={} rules={}", a.terminal_id, rules.join(","));
+    while value.len() > 256 {
+        value.pop();
+    }
+    Some((a.terminal_id, (name, value)))
+}
+
+#[async_trait]
+impl Sink for TagSink {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn channels(&self) -> &[Channel] {
+        &[Channel::Alerts]
+    }
+
+    async fn ship(&mut self, records: &[Record]) -> Result<(), SinkError> {
+        let now = crate::camera::now_ms();
+        for r in records {
+            if now - r.received_ms > STALE.as_millis() as i64 {
+                continue;
+            }
+            let Some((terminal, tag)) = tag_for(&r.body) else { continue };
+            for t in &self.targets {
+                if t.terminals.is_empty() || t.terminals.contains(&terminal) {
+                    // A full queue means the camera task is stuck; the tag is not worth
+                    // holding the journal back for.
+                    // (The camera task counts `tagged` and `refused`.)
+                    if t.sender.try_send(tag.clone()).is_err() {
+                        tracing::warn!(camera = %t.camera, tag = %tag.0, "camera busy; tag dropped");
+                        self.tagged.with_label_values(&[t.camera.as_str(), "dropped"]).inc();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn review_and_block_alerts_become_tags_within_kvs_limits() {
+        let alert = br#"{"kind":"rule_hit","txn_id":"t-1","store_id":"s","terminal_id":"pos-3","seq":4,"decision":"block","rules":[{"id":"velocity","action":"block"},{"id":"amount","action":"review"}]}"#;
+        let (terminal, (name, value)) = tag_for(alert).unwrap();
+        assert_eq!(terminal, "pos-3");
+        assert_eq!(name, "tillgate.block.t-1");
+        assert_eq!(value, "terminal=pos-3 rules=velocity,amount");
+        let allow = br#"{"kind":"rule_hit","txn_id":"t","terminal_id":"p","decision":"allow","rules":[]}"#;
+        assert!(tag_for(allow).is_none());
+        let long = format!(r#"{{"kind":"rule_hit","txn_id":"{}","terminal_id":"{}","decision":"review","rules":[]}}"#, "x".repeat(300), "y".repeat(300));
+        let (_, (name, value)) = tag_for(long.as_bytes()).unwrap();
+        assert!(name.len() <= 128 && value.len() <= 256);
+    }
+}
