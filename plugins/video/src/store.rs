@@ -193,7 +193,7 @@ impl FragmentStore {
         Backlog {
             fragments: entries.len() as u64,
             bytes: entries.values().map(|s| s.bytes).sum(),
-            seconds: entries.values().map(|s| (s.end_ms - s.start_ms) as f64 / 1000.0).sum(),
+            seconds: entries.values().map(|s| (s.end_ms - s.start_ms) as f64 / 1000.0).sum::<f64>().max(0.0),
             oldest_ms: entries.keys().next().copied(),
         }
     }

@@ -9,11 +9,15 @@ pub mod kinesis_bench;
 pub mod kinesis_check;
 pub mod kinesis_fake;
 pub mod kinesis_local;
+pub mod kvs_fake;
+pub mod mkv_stream;
 pub mod mqtt_bench;
 pub mod process;
+pub mod rtsp_camera;
 pub mod terminal;
 pub mod tes_fake;
 pub mod txns;
+pub mod video_check;
 
 pub use archive::{archive_lines, archive_txn_ids, missing_from_archive};
 pub use broker::{make_tls_files, Broker, BrokerOptions, TlsFiles};

@@ -1,0 +1,508 @@
+//! A local Kinesis Video Streams endpoint, because no public emulator implements
+//! PutMedia. Control plane (REST-JSON): CreateStream, DescribeStream, GetDataEndpoint
+//! (returning its own address). PutMedia: checks the SigV4 signature (body hashed as
+//! empty, like the C SDK, or UNSIGNED-PAYLOAD, like the Java SDK) and the PutMedia
+//! headers, reads the MKV stream as it arrives ([`crate::mkv_stream`]) with the
+//! service's rules, answers BUFFERING / RECEIVED / PERSISTED (or ERROR with the real
+//! ErrorIds, then closes), allows one connection per stream, and keeps every fragment
+//! for inspection. Faults: outage (connections dropped and refused), a connection
+//! dropped after N fragments, delayed PERSISTED, an error ACK for the next fragment.
+
+use crate::mkv_stream::{Event as MkvEvent, MkvStream, ParsedFragment};
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+/// The secret the fake accepts (with any access key id from [`ACCESS_KEY`]).
+pub const ACCESS_KEY: &str = "AKIDTEST";
+pub const SECRET_KEY: &str = "secret";
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// Faults to inject.
+#[derive(Debug, Clone, Default)]
+pub struct KvsFaults {
+    /// Drop every PutMedia connection and refuse new ones.
+    pub outage: bool,
+    /// Close each connection after this many fragments (without acknowledging the last).
+    pub drop_after_fragments: Option<usize>,
+    /// Wait this long before PERSISTED.
+    pub persist_delay: Duration,
+    /// Answer the next fragment with ERROR and this ErrorId, then close.
+    pub error_next: Option<u32>,
+}
+
+/// A fragment as the endpoint stored it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub fragment: ParsedFragment,
+    pub connection: u64,
+    pub received_ms: i64,
+}
+
+/// An ACK the endpoint sent.
+#[derive(Debug, Clone)]
+pub struct SentAck {
+    pub connection: u64,
+    pub event: String,
+    pub timecode: Option<u64>,
+    pub error_id: Option<u32>,
+}
+
+#[derive(Debug, Default)]
+struct Stream {
+    retention_hours: u32,
+    fragments: Vec<Received>,
+    header: Vec<u8>,
+    connected: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    streams: BTreeMap<String, Stream>,
+    faults: KvsFaults,
+    next_connection: u64,
+    next_fragment_number: u128,
+    acks: Vec<SentAck>,
+    /// Requests refused, by reason.
+    refusals: HashMap<String, u64>,
+    signatures: HashMap<String, u64>,
+    outage_epoch: u64,
+}
+
+/// The running endpoint.
+#[derive(Debug, Clone)]
+pub struct FakeKvs {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        [("x-amzn-errortype", kind), ("content-type", "application/json")],
+        json!({ "message": message, "__type": kind }).to_string(),
+    )
+        .into_response()
+}
+
+struct OutageListener {
+    inner: tokio::net::TcpListener,
+    state: Arc<Mutex<State>>,
+}
+
+impl axum::serve::Listener for OutageListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((io, addr)) = self.inner.accept().await else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            };
+            let mut state = self.state.lock().unwrap();
+            if state.faults.outage {
+                *state.refusals.entry("outage".into()).or_default() += 1;
+                drop(io);
+                continue;
+            }
+            let _ = io.set_nodelay(true);
+            return (io, addr);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl FakeKvs {
+    pub async fn start() -> FakeKvs {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(State::default()));
+        let s1 = state.clone();
+        let s2 = state.clone();
+        let s3 = state.clone();
+        let s4 = state.clone();
+        let app = Router::new()
+            .route("/createStream", post(move |Json(body): Json<Value>| async move { create(&s1, body) }))
+            .route("/describeStream", post(move |Json(body): Json<Value>| async move { describe(&s2, body) }))
+            .route(
+                "/getDataEndpoint",
+                post(move |Json(body): Json<Value>| async move { data_endpoint(&s3, addr, body) }),
+            )
+            .route("/putMedia", post(move |request: Request| put_media(s4.clone(), addr, request)));
+        let listener = OutageListener {
+            inner: listener,
+            state: state.clone(),
+        };
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeKvs { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_faults(&self, faults: KvsFaults) {
+        let mut s = self.state.lock().unwrap();
+        if faults.outage && !s.faults.outage {
+            s.outage_epoch += 1;
+        }
+        s.faults = faults;
+    }
+
+    pub fn faults(&self) -> KvsFaults {
+        self.state.lock().unwrap().faults.clone()
+    }
+
+    /// Creates a stream as CreateStream would.
+    pub fn create_stream(&self, name: &str, retention_hours: u32) {
+        self.state.lock().unwrap().streams.entry(name.into()).or_default().retention_hours = retention_hours;
+    }
+
+    pub fn stream_exists(&self, name: &str) -> bool {
+        self.state.lock().unwrap().streams.contains_key(name)
+    }
+
+    /// Every fragment stored for `stream`, in arrival order (resends included).
+    pub fn fragments(&self, stream: &str) -> Vec<Received> {
+        self.state.lock().unwrap().streams.get(stream).map(|s| s.fragments.clone()).unwrap_or_default()
+    }
+
+    /// Distinct fragments by timecode, in timecode order.
+    pub fn distinct_fragments(&self, stream: &str) -> Vec<Received> {
+        let mut by_tc: BTreeMap<u64, Received> = BTreeMap::new();
+        for f in self.fragments(stream) {
+            by_tc.entry(f.fragment.timecode_ms).or_insert(f);
+        }
+        by_tc.into_values().collect()
+    }
+
+    pub fn acks(&self) -> Vec<SentAck> {
+        self.state.lock().unwrap().acks.clone()
+    }
+
+    /// Refused requests by reason (`signature`, `second connection`, `outage`, ...).
+    pub fn refusals(&self) -> HashMap<String, u64> {
+        self.state.lock().unwrap().refusals.clone()
+    }
+
+    /// Accepted signatures by payload style (`empty-sha256`, `unsigned-payload`).
+    pub fn signatures(&self) -> HashMap<String, u64> {
+        self.state.lock().unwrap().signatures.clone()
+    }
+
+    /// Writes the stream as one playable MKV file: the last header, then each distinct
+    /// fragment's cluster in timecode order.
+    pub fn write_mkv(&self, stream: &str, path: &std::path::Path) -> std::io::Result<usize> {
+        let header = self.state.lock().unwrap().streams.get(stream).map(|s| s.header.clone()).unwrap_or_default();
+        let fragments = self.distinct_fragments(stream);
+        let mut out = header;
+        for f in &fragments {
+            out.extend_from_slice(&f.fragment.cluster_bytes);
+        }
+        std::fs::write(path, out)?;
+        Ok(fragments.len())
+    }
+}
+
+fn stream_name(body: &Value) -> String {
+    body.get("StreamName").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn create(state: &Mutex<State>, body: Value) -> Response {
+    let name = stream_name(&body);
+    let hours = body.get("DataRetentionInHours").and_then(Value::as_u64).unwrap_or(0) as u32;
+    let mut s = state.lock().unwrap();
+    if s.streams.contains_key(&name) {
+        return error(StatusCode::BAD_REQUEST, "ResourceInUseException", "stream exists");
+    }
+    s.streams.insert(
+        name.clone(),
+        Stream {
+            retention_hours: hours,
+            ..Stream::default()
+        },
+    );
+    Json(json!({ "StreamARN": format!("arn:aws:kinesisvideo:us-east-1:000000000000:stream/{name}/1") })).into_response()
+}
+
+fn describe(state: &Mutex<State>, body: Value) -> Response {
+    let name = stream_name(&body);
+    let s = state.lock().unwrap();
+    let Some(stream) = s.streams.get(&name) else {
+        return error(StatusCode::NOT_FOUND, "ResourceNotFoundException", &format!("stream {name} not found"));
+    };
+    Json(json!({ "StreamInfo": {
+        "StreamName": name,
+        "StreamARN": format!("arn:aws:kinesisvideo:us-east-1:000000000000:stream/{name}/1"),
+        "MediaType": "video/h264",
+        "DataRetentionInHours": stream.retention_hours,
+        "Status": "ACTIVE",
+        "Version": "1",
+        "CreationTime": 1.7e9,
+    }}))
+    .into_response()
+}
+
+fn data_endpoint(state: &Mutex<State>, addr: SocketAddr, body: Value) -> Response {
+    let name = stream_name(&body);
+    if !state.lock().unwrap().streams.contains_key(&name) {
+        return error(StatusCode::NOT_FOUND, "ResourceNotFoundException", &format!("stream {name} not found"));
+    }
+    if body.get("APIName").and_then(Value::as_str) != Some("PUT_MEDIA") {
+        return error(StatusCode::BAD_REQUEST, "InvalidArgumentException", "APIName");
+    }
+    Json(json!({ "DataEndpoint": format!("http://{addr}") })).into_response()
+}
+
+/// Checks the SigV4 Authorization header by signing the same request again with the
+/// known secret; returns the payload style that matched.
+fn verify_signature(headers: &HeaderMap, host: &str) -> Result<&'static str, String> {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or("no Authorization")?;
+    let rest = auth.strip_prefix("AWS4-HMAC-SHA256 ").ok_or("not AWS4-HMAC-SHA256")?;
+    let mut parts = HashMap::new();
+    for p in rest.split(',') {
+        if let Some((k, v)) = p.trim().split_once('=') {
+            parts.insert(k, v);
+        }
+    }
+    let credential = parts.get("Credential").ok_or("no Credential")?;
+    let scope: Vec<&str> = credential.split('/').collect();
+    if scope.len() != 5 || scope[0] != ACCESS_KEY || scope[3] != "kinesisvideo" || scope[4] != "aws4_request" {
+        return Err(format!("credential scope {credential}"));
+    }
+    let region = scope[2];
+    let signed: Vec<&str> = parts.get("SignedHeaders").ok_or("no SignedHeaders")?.split(';').collect();
+    let expected = parts.get("Signature").ok_or("no Signature")?;
+    let date = headers.get("x-amz-date").and_then(|v| v.to_str().ok()).ok_or("no x-amz-date")?;
+    let time = chrono::NaiveDateTime::parse_from_str(date, "%Y%m%dT%H%M%SZ").map_err(|e| format!("x-amz-date: {e}"))?;
+    let time: SystemTime = time.and_utc().into();
+    if SystemTime::now().duration_since(time).unwrap_or_default() > Duration::from_secs(300) {
+        return Err("signature older than 5 minutes".into());
+    }
+    let token = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for name in &signed {
+        if matches!(*name, "x-amz-date" | "x-amz-security-token") {
+            continue;
+        }
+        let value = if *name == "host" {
+            host.to_string()
+        } else {
+            headers.get(*name).and_then(|v| v.to_str().ok()).ok_or(format!("signed header {name} missing"))?.to_string()
+        };
+        pairs.push((name.to_string(), value));
+    }
+    let declared = headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok());
+    let styles: Vec<(&'static str, SignableBody)> = match declared {
+        Some("UNSIGNED-PAYLOAD") => vec![("unsigned-payload", SignableBody::UnsignedPayload)],
+        Some(EMPTY_SHA256) => vec![("empty-sha256", SignableBody::Precomputed(EMPTY_SHA256.into()))],
+        Some(other) => return Err(format!("x-amz-content-sha256 {other}: a streaming body cannot be hashed up front")),
+        None => vec![
+            ("empty-sha256", SignableBody::Precomputed(EMPTY_SHA256.into())),
+            ("unsigned-payload", SignableBody::UnsignedPayload),
+        ],
+    };
+    let identity = Credentials::new(ACCESS_KEY, SECRET_KEY, token, None, "kvs-fake").into();
+    for (style, body) in styles {
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(region)
+            .name("kinesisvideo")
+            .time(time)
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| e.to_string())?
+            .into();
+        let request = SignableRequest::new(
+            "POST",
+            format!("http://{host}/putMedia"),
+            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            body,
+        )
+        .map_err(|e| e.to_string())?;
+        let (_, signature) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
+        if &signature == expected {
+            return Ok(style);
+        }
+    }
+    Err("signature does not match".into())
+}
+
+async fn put_media(state: Arc<Mutex<State>>, addr: SocketAddr, request: Request) -> Response {
+    let headers = request.headers().clone();
+    let host = headers.get("host").and_then(|v| v.to_str().ok()).map_or_else(|| addr.to_string(), str::to_string);
+    let refuse = |why: &str, status: StatusCode, kind: &str| {
+        *state.lock().unwrap().refusals.entry(why.to_string()).or_default() += 1;
+        error(status, kind, why)
+    };
+    let style = match verify_signature(&headers, &host) {
+        Ok(style) => style,
+        Err(e) => return refuse(&format!("signature: {e}"), StatusCode::FORBIDDEN, "InvalidSignatureException"),
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let Some(stream) = header("x-amzn-stream-name") else {
+        return refuse("no x-amzn-stream-name", StatusCode::BAD_REQUEST, "InvalidArgumentException");
+    };
+    if header("x-amzn-fragment-timecode-type").as_deref() != Some("ABSOLUTE") && header("x-amzn-fragment-timecode-type").as_deref() != Some("RELATIVE") {
+        return refuse("x-amzn-fragment-timecode-type", StatusCode::BAD_REQUEST, "InvalidArgumentException");
+    }
+    let producer_start = header("x-amzn-producer-start-timestamp").and_then(|v| v.parse::<f64>().ok());
+    let Some(producer_start) = producer_start else {
+        return refuse("x-amzn-producer-start-timestamp", StatusCode::BAD_REQUEST, "InvalidArgumentException");
+    };
+    let connection = {
+        let mut s = state.lock().unwrap();
+        *s.signatures.entry(style.to_string()).or_default() += 1;
+        let Some(st) = s.streams.get_mut(&stream) else {
+            drop(s);
+            return refuse("stream not found", StatusCode::NOT_FOUND, "ResourceNotFoundException");
+        };
+        if st.connected {
+            drop(s);
+            return refuse("second connection", StatusCode::BAD_REQUEST, "ConnectionLimitExceededException");
+        }
+        st.connected = true;
+        s.next_connection += 1;
+        s.next_connection
+    };
+    let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(256);
+    let body = request.into_body();
+    tokio::spawn(read_stream(state, stream, connection, producer_start, body, tx));
+    Response::builder()
+        .status(StatusCode::OK)
+        .body(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Reads one PutMedia body, answering ACKs on `tx` until the stream ends or fails.
+async fn read_stream(
+    state: Arc<Mutex<State>>,
+    stream: String,
+    connection: u64,
+    producer_start: f64,
+    body: Body,
+    tx: mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut mkv = MkvStream::new();
+    let mut count = 0usize;
+    let epoch = state.lock().unwrap().outage_epoch;
+    let send = |event: &str, timecode: Option<u64>, error_id: Option<u32>| {
+        let mut s = state.lock().unwrap();
+        s.acks.push(SentAck {
+            connection,
+            event: event.into(),
+            timecode,
+            error_id,
+        });
+        let mut ack = json!({ "EventType": event });
+        if let Some(tc) = timecode {
+            ack["FragmentTimecode"] = json!(tc);
+        }
+        if let Some(id) = error_id {
+            ack["ErrorId"] = json!(id);
+        } else if timecode.is_some() {
+            s.next_fragment_number += 1;
+            ack["FragmentNumber"] = json!(format!("{}", 91_343_852_333_181_432_392_682_062_u128 + s.next_fragment_number));
+        }
+        bytes::Bytes::from(format!("{ack}\n"))
+    };
+    'read: loop {
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                let s = state.lock().unwrap();
+                if s.outage_epoch != epoch || s.faults.outage {
+                    break 'read;
+                }
+                continue;
+            }
+        };
+        let Some(Ok(frame)) = frame else { break };
+        let Ok(data) = frame.into_data() else { continue };
+        let mut events = mkv.feed(&data);
+        if producer_start <= 0.0 {
+            events = vec![MkvEvent::Error {
+                error_id: 4007,
+                timecode: None,
+                why: "producer start timestamp".into(),
+            }];
+        }
+        for event in events {
+            match event {
+                MkvEvent::ClusterStarted(tc) => {
+                    let ack = send("BUFFERING", Some(tc), None);
+                    let _ = tx.send(Ok(ack)).await;
+                }
+                MkvEvent::Fragment(fragment) => {
+                    let tc = fragment.timecode_ms;
+                    let faults = state.lock().unwrap().faults.clone();
+                    if let Some(id) = faults.error_next {
+                        state.lock().unwrap().faults.error_next = None;
+                        let ack = send("ERROR", Some(tc), Some(id));
+                        let _ = tx.send(Ok(ack)).await;
+                        break 'read;
+                    }
+                    if faults.drop_after_fragments.is_some_and(|n| count >= n) {
+                        break 'read;
+                    }
+                    count += 1;
+                    let retention = {
+                        let mut s = state.lock().unwrap();
+                        let header = mkv.header_bytes.clone();
+                        let st = s.streams.entry(stream.clone()).or_default();
+                        st.header = header;
+                        st.fragments.push(Received {
+                            fragment,
+                            connection,
+                            received_ms: now_ms(),
+                        });
+                        st.retention_hours
+                    };
+                    let ack = send("RECEIVED", Some(tc), None);
+                    let _ = tx.send(Ok(ack)).await;
+                    if retention > 0 {
+                        if !faults.persist_delay.is_zero() {
+                            tokio::time::sleep(faults.persist_delay).await;
+                        }
+                        let ack = send("PERSISTED", Some(tc), None);
+                        let _ = tx.send(Ok(ack)).await;
+                    }
+                }
+                MkvEvent::Error { error_id, timecode, why } => {
+                    eprintln!("fake KVS: stream {stream}: ERROR {error_id}: {why}");
+                    let ack = send("ERROR", timecode, Some(error_id));
+                    let _ = tx.send(Ok(ack)).await;
+                    break 'read;
+                }
+            }
+        }
+    }
+    if let Some(st) = state.lock().unwrap().streams.get_mut(&stream) {
+        st.connected = false;
+    }
+    // Dropping `tx` ends the response.
+}

@@ -1,0 +1,89 @@
+//! Helpers for the camera tests: the `[video]` config, the agent's view of a camera,
+//! and checks of received video with tools nobody here wrote (ffmpeg, ffprobe).
+
+use crate::kvs_fake::{self, Received};
+use crate::Agent;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// `[video]` for one camera named `cam` writing to stream `stream` at the fake `kvs`;
+/// `source` is the camera's lines (`source = "rtsp"`, `url = ...`), `extra` more
+/// `[video]` lines.
+pub fn video_toml(kvs: &str, stream: &str, source: &str, extra: &str) -> String {
+    format!(
+        "[video]\nregion = \"us-east-1\"\nendpoint = \"{kvs}\"\nretry_initial_backoff = \"200ms\"\nretry_max_backoff = \"2s\"\n{extra}\n\n\
+         [[video.cameras]]\nname = \"cam\"\nstream = \"{stream}\"\n{source}\n"
+    )
+}
+
+/// The agent's credentials for the fake (its access key and secret).
+pub fn kvs_credentials_env() -> Vec<(String, String)> {
+    let mut env = crate::kinesis_check::static_credentials_env();
+    for (k, v) in &mut env {
+        if k == "AWS_ACCESS_KEY_ID" {
+            *v = kvs_fake::ACCESS_KEY.into();
+        }
+        if k == "AWS_SECRET_ACCESS_KEY" {
+            *v = kvs_fake::SECRET_KEY.into();
+        }
+    }
+    env
+}
+
+/// The camera's entry in `/v1/status`.
+pub async fn camera_status(agent: &Agent) -> serde_json::Value {
+    let status = agent.status_json().await;
+    status["cameras"][0].clone()
+}
+
+/// Waits until `check` holds for the camera's status, or panics with it and the log.
+pub async fn wait_camera(agent: &Agent, within: Duration, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = camera_status(agent).await;
+        if check(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what} not within {within:?}: {s}\n{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Gaps in the timeline: (end of one fragment, start of the next) where the next
+/// starts more than `tolerance_ms` after the previous one's last frame.
+pub fn gaps(fragments: &[Received], tolerance_ms: u64) -> Vec<(u64, u64)> {
+    fragments
+        .windows(2)
+        .filter_map(|w| {
+            let last = w[0].fragment.blocks.iter().map(|b| b.timecode_ms).max()?;
+            let next = w[1].fragment.timecode_ms;
+            (next > last + tolerance_ms).then_some((last, next))
+        })
+        .collect()
+}
+
+/// `ffmpeg -v error -i file -f null -`: the decoder's complaints (empty when clean).
+pub fn ffmpeg_errors(file: &Path) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs (Debian package ffmpeg)");
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        text.push_str(&format!("\nffmpeg exited with {}", out.status));
+    }
+    text
+}
+
+/// Frames ffprobe decodes in the file's video stream.
+pub fn ffprobe_frames(file: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
