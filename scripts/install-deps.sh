@@ -19,6 +19,15 @@ have node || need_apt+=(nodejs)
 have npm || need_apt+=(npm)
 have python3 || need_apt+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# Cameras (the agent's `video` feature): GStreamer to build and run; the test camera
+# (GStreamer's RTSP server from Debian's python3-gi) and ffmpeg to check the video.
+pkg-config --exists gstreamer-1.0 gstreamer-app-1.0 2>/dev/null ||
+  need_apt+=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)
+for pkg in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+  gstreamer1.0-plugins-ugly gstreamer1.0-rtsp gstreamer1.0-tools gir1.2-gst-rtsp-server-1.0 \
+  python3-gi ffmpeg; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
 # The workspace needs Rust >= 1.94 (aws-sdk-kinesis' minimum). Debian 12's own `cargo` is older; its `rustc-web`
 # and `cargo-web` packages are current (see ../shared/TOOLCHAIN.md).
 if ! have cargo; then

@@ -150,7 +150,10 @@ pub fn status_line(state: &AppState) -> Option<String> {
         line.push_str(&format!("; mqtt {}", m.state));
     }
     for c in &report.cameras {
-        line.push_str(&format!("; camera {} {} backlog {:.0} s", c.name, c.state, c.backlog_seconds));
+        line.push_str(&format!(
+            "; camera {} {} backlog {:.0} s",
+            c.name, c.state, c.backlog_seconds
+        ));
     }
     Some(line)
 }

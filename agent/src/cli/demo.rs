@@ -10,6 +10,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
+/// Appended to the demo config when the binary has cameras.
+#[cfg(feature = "video")]
+const DEMO_VIDEO: &str = include_str!("../../../config/demo-video.toml");
+
+fn demo_config() -> String {
+    #[cfg(feature = "video")]
+    return format!("{DEMO_CONFIG}\n{DEMO_VIDEO}");
+    #[cfg(not(feature = "video"))]
+    DEMO_CONFIG.to_string()
+}
 /// The rule pack, as shipped in `config/rules/`.
 const RULE_PACK: [(&str, &str); 9] = [
     (
@@ -53,7 +63,14 @@ pub async fn run(duration: Duration, data_dir: Option<PathBuf>) -> i32 {
         eprintln!("tillgate demo: cannot write the rule pack into {}: {e}", dir.display());
         return 1;
     }
-    let mut cfg = config::load_str(DEMO_CONFIG).expect("the embedded demo config is valid");
+    let mut cfg = match config::load_str(&demo_config()) {
+        Ok(c) => c,
+        Err(e) => {
+            // The camera needs GStreamer's plugins; say which is missing.
+            eprintln!("tillgate demo: {e}");
+            return 1;
+        }
+    };
     cfg.data_dir = dir.clone();
     cfg.rules.paths = vec![dir.join("rules")];
     super::init_logging(&cfg);
@@ -61,17 +78,17 @@ pub async fn run(duration: Duration, data_dir: Option<PathBuf>) -> i32 {
     println!("tillgate demo — the agent on embedded defaults, no cloud account, no broker");
     println!("  data dir  {}", dir.display());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<(SocketAddr, std::sync::Arc<crate::http::AppState>)>();
     let agent = tokio::spawn(agent::run(
         cfg.clone(),
         async move {
             let _ = stop_rx.await;
         },
-        move |addr, _| {
-            let _ = addr_tx.send(addr);
+        move |addr, state| {
+            let _ = addr_tx.send((addr, state));
         },
     ));
-    let addr = match addr_rx.await {
+    let (addr, state) = match addr_rx.await {
         Ok(a) => a,
         Err(_) => {
             let e = agent.await.map(|r| r.err().map(|e| e.to_string()));
@@ -105,6 +122,7 @@ pub async fn run(duration: Duration, data_dir: Option<PathBuf>) -> i32 {
         let _ = std::io::stdout().flush();
     })
     .await;
+    let cameras = state.cameras.as_ref().map(|c| (c.0)()).unwrap_or_default();
     println!("\n\n  draining: intake stopped, archive flushing...");
     let _ = stop_tx.send(());
     match agent.await {
@@ -118,11 +136,50 @@ pub async fn run(duration: Duration, data_dir: Option<PathBuf>) -> i32 {
             return 1;
         }
     }
-    summary(&report, &cfg, &dir);
+    summary(&report, &cfg, &dir, &cameras);
     if report.decided == 0 {
         return 1;
     }
     0
+}
+
+/// The demo camera: what it recorded and where the fragments are.
+fn cameras_summary(cameras: &[tillgate_sdk::CameraStatus], cfg: &config::Config) {
+    #[cfg(feature = "video")]
+    for c in cameras {
+        let ring = cfg
+            .video
+            .as_ref()
+            .map(|v| cfg.data_path(&v.dir).join(&c.name))
+            .unwrap_or_default();
+        let mut files: Vec<_> = std::fs::read_dir(&ring)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "mkv"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        println!(
+            "  camera        {}: {:.1} fps, {:.0} kbit/s, {} fragments of 2 s kept in {} (upload {}: no cloud configured)",
+            c.name,
+            c.fps,
+            c.bitrate_bps / 1000.0,
+            files.len(),
+            ring.display(),
+            c.upload
+        );
+        if let Some(last) = files.last() {
+            println!("    play one:  ffplay {}", last.display());
+        }
+        println!(
+            "    blocked and review sales tag the fragment recorded at that moment (MKV Tags = KVS fragment metadata):"
+        );
+        println!("      gst-launch-1.0 -t filesrc location=<fragment> ! matroskademux ! fakesink | grep tillgate");
+    }
+    #[cfg(not(feature = "video"))]
+    let _ = (cameras, cfg);
 }
 
 fn write_rule_pack(dir: &Path) -> std::io::Result<()> {
@@ -134,7 +191,7 @@ fn write_rule_pack(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn summary(r: &simulate::SimReport, cfg: &config::Config, dir: &Path) {
+fn summary(r: &simulate::SimReport, cfg: &config::Config, dir: &Path, cameras: &[tillgate_sdk::CameraStatus]) {
     println!("\nsummary");
     println!(
         "  transactions  {} sent, {} decided ({:.0}/s)",
@@ -192,6 +249,7 @@ fn summary(r: &simulate::SimReport, cfg: &config::Config, dir: &Path) {
     for (p, len) in files.iter().take(8) {
         println!("    {:>9} B  {}", len, p.strip_prefix(&archive).unwrap_or(p).display());
     }
+    cameras_summary(cameras, cfg);
     println!("\nlook around:");
     println!("  head -n 2 {}/alerts/*.ndjson", archive.display());
     println!(

@@ -17,7 +17,11 @@ use std::time::{Duration, SystemTime};
 /// set, otherwise the SDK's default chain (environment, profile, container credentials =
 /// Greengrass's token exchange service, IMDS); cached and refreshed `refresh_before`
 /// expiry, invalidated when a service refuses them.
-pub async fn provider(region: Option<&str>, iot: Option<&IotConfig>, timeout: Duration) -> Result<CachedCredentials, String> {
+pub async fn provider(
+    region: Option<&str>,
+    iot: Option<&IotConfig>,
+    timeout: Duration,
+) -> Result<CachedCredentials, String> {
     let refresh_before = iot.map(|i| i.refresh_before.get()).unwrap_or(Duration::from_secs(300));
     Ok(match iot {
         Some(iot) => CachedCredentials::new(IotCredentials::new(iot, timeout)?, refresh_before),

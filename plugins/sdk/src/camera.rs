@@ -26,4 +26,3 @@ pub struct CameraStatus {
     pub last_error: Option<String>,
     pub upload_error: Option<String>,
 }
-

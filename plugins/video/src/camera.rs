@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, watch, Notify};
 const STALL: Duration = Duration::from_secs(10);
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Everything a camera's tasks share.
@@ -42,7 +44,10 @@ impl CameraShared {
         let b = self.store.backlog();
         let name = self.label();
         self.metrics.backlog_seconds.with_label_values(&name).set(b.seconds);
-        self.metrics.backlog_fragments.with_label_values(&name).set(b.fragments as f64);
+        self.metrics
+            .backlog_fragments
+            .with_label_values(&name)
+            .set(b.fragments as f64);
         self.metrics.backlog_bytes.with_label_values(&name).set(b.bytes as f64);
         self.status.update(|s| {
             s.backlog_fragments = b.fragments;
@@ -57,7 +62,10 @@ impl CameraShared {
                 Eviction::Expired => "expired",
             };
             tracing::warn!(camera = %self.camera.name, start_ms = s.start_ms, reason, "fragment deleted before it was acknowledged");
-            self.metrics.fragments_evicted.with_label_values(&[self.camera.name.as_str(), reason]).inc();
+            self.metrics
+                .fragments_evicted
+                .with_label_values(&[self.camera.name.as_str(), reason])
+                .inc();
             self.status.update(|st| st.fragments_evicted += 1);
         }
     }
@@ -147,7 +155,11 @@ pub async fn run(shared: CameraShared, mut tags: mpsc::Receiver<crate::tags::Tag
         if let Some(f) = fragmenter.restart() {
             keep(&shared, segment_uid, f).await;
         }
-        shared.metrics.pipeline_restarts.with_label_values(&shared.label()).inc();
+        shared
+            .metrics
+            .pipeline_restarts
+            .with_label_values(&shared.label())
+            .inc();
         shared.status.update(|s| {
             s.state = "reconnecting".into();
             s.fps = 0.0;
@@ -185,7 +197,11 @@ async fn keep(shared: &CameraShared, segment_uid: [u8; 16], f: Fragment) {
         Ok(Err(e)) => {
             let why = format!("cannot store a fragment in {}: {e}", shared.store.dir().display());
             tracing::error!(camera = %shared.camera.name, error = %why);
-            shared.metrics.frames_dropped.with_label_values(&shared.label()).inc_by(f.frames.len() as u64);
+            shared
+                .metrics
+                .frames_dropped
+                .with_label_values(&shared.label())
+                .inc_by(f.frames.len() as u64);
             shared.status.update(|s| s.last_error = Some(why));
         }
         Err(e) => tracing::error!(camera = %shared.camera.name, error = %e, "fragment writer panicked"),

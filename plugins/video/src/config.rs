@@ -145,20 +145,34 @@ impl VideoConfig {
         if fragment < Duration::from_secs(1) || fragment > Duration::from_secs(10) {
             return Err(err(
                 "fragment_duration",
-                format!("{} is out of range; allowed: 1s–10s (KVS refuses fragments over 10 s)", self.fragment_duration),
+                format!(
+                    "{} is out of range; allowed: 1s–10s (KVS refuses fragments over 10 s)",
+                    self.fragment_duration
+                ),
             ));
         }
-        if self.connection_max_age.get() > Duration::from_secs(44 * 60) || self.connection_max_age.get() < Duration::from_secs(60) {
+        if self.connection_max_age.get() > Duration::from_secs(44 * 60)
+            || self.connection_max_age.get() < Duration::from_secs(60)
+        {
             return Err(err(
                 "connection_max_age",
-                format!("{} is out of range; allowed: 1m–44m (KVS ends connections at 45 min)", self.connection_max_age),
+                format!(
+                    "{} is out of range; allowed: 1m–44m (KVS ends connections at 45 min)",
+                    self.connection_max_age
+                ),
             ));
         }
         if !(self.max_fragments_per_second > 0.0 && self.max_fragments_per_second <= 5.0) {
-            return Err(err("max_fragments_per_second", "allowed: more than 0, at most 5 (KVS's limit)"));
+            return Err(err(
+                "max_fragments_per_second",
+                "allowed: more than 0, at most 5 (KVS's limit)",
+            ));
         }
         if self.max_bytes_per_second.get() == 0 || self.max_bytes_per_second.get() > 12_500_000 {
-            return Err(err("max_bytes_per_second", "allowed: 1B–12.5MB (KVS's limit per stream)"));
+            return Err(err(
+                "max_bytes_per_second",
+                "allowed: 1B–12.5MB (KVS's limit per stream)",
+            ));
         }
         if let Some(iot) = &self.iot {
             iot.validate().map_err(|e| ConfigError {
@@ -170,32 +184,63 @@ impl VideoConfig {
         let mut streams = std::collections::HashSet::new();
         for (i, c) in self.cameras.iter().enumerate() {
             let key = |k: &str| format!("cameras[{i}].{k}");
-            let name_ok = !c.name.is_empty() && c.name.len() <= 64 && c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+            let name_ok = !c.name.is_empty()
+                && c.name.len() <= 64
+                && c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
             if !name_ok {
-                return Err(err(key("name"), format!("{:?}: allowed: 1–64 letters, digits, `_` or `-` (it names a folder)", c.name)));
+                return Err(err(
+                    key("name"),
+                    format!(
+                        "{:?}: allowed: 1–64 letters, digits, `_` or `-` (it names a folder)",
+                        c.name
+                    ),
+                ));
             }
             if !names.insert(c.name.clone()) {
                 return Err(err(key("name"), format!("{:?} is used by two cameras", c.name)));
             }
             if !valid_stream_name(c.stream_name()) {
-                return Err(err(key("stream"), format!("{:?}: allowed: 1–256 of a-z A-Z 0-9 _ . -", c.stream_name())));
+                return Err(err(
+                    key("stream"),
+                    format!("{:?}: allowed: 1–256 of a-z A-Z 0-9 _ . -", c.stream_name()),
+                ));
             }
             if !streams.insert(c.stream_name().to_string()) {
-                return Err(err(key("stream"), format!("{:?} is used by two cameras; KVS allows one producer connection per stream", c.stream_name())));
+                return Err(err(
+                    key("stream"),
+                    format!(
+                        "{:?} is used by two cameras; KVS allows one producer connection per stream",
+                        c.stream_name()
+                    ),
+                ));
             }
             match c.source {
                 SourceKind::Rtsp => {
-                    let url = c.url.as_deref().ok_or_else(|| err(key("url"), "is required for source = \"rtsp\""))?;
+                    let url = c
+                        .url
+                        .as_deref()
+                        .ok_or_else(|| err(key("url"), "is required for source = \"rtsp\""))?;
                     let Some(rest) = url.strip_prefix("rtsp://").or_else(|| url.strip_prefix("rtsps://")) else {
-                        return Err(err(key("url"), format!("{url:?}: allowed: rtsp://host[:port]/path or rtsps://...")));
+                        return Err(err(
+                            key("url"),
+                            format!("{url:?}: allowed: rtsp://host[:port]/path or rtsps://..."),
+                        ));
                     };
                     if rest.split('/').next().is_some_and(|host| host.contains('@')) {
-                        return Err(err(key("url"), "holds credentials; put `user:password` in credentials_file instead"));
+                        return Err(err(
+                            key("url"),
+                            "holds credentials; put `user:password` in credentials_file instead",
+                        ));
                     }
                     if let Some(file) = &c.credentials_file {
-                        let text = std::fs::read_to_string(file).map_err(|e| err(key("credentials_file"), format!("cannot read {}: {e}", file.display())))?;
+                        let text = std::fs::read_to_string(file).map_err(|e| {
+                            err(key("credentials_file"), format!("cannot read {}: {e}", file.display()))
+                        })?;
                         if !text.trim().contains(':') {
-                            return Err(err(key("credentials_file"), format!("{} must hold `user:password`", file.display())));
+                            return Err(err(
+                                key("credentials_file"),
+                                format!("{} must hold `user:password`", file.display()),
+                            ));
                         }
                     }
                 }
@@ -210,7 +255,10 @@ impl VideoConfig {
                 return Err(err(key("url"), "only for source = \"rtsp\""));
             }
             if !(16..=7680).contains(&c.width) || !(16..=4320).contains(&c.height) {
-                return Err(err(key("width"), format!("{}x{}: allowed: 16x16–7680x4320", c.width, c.height)));
+                return Err(err(
+                    key("width"),
+                    format!("{}x{}: allowed: 16x16–7680x4320", c.width, c.height),
+                ));
             }
             if !(1..=60).contains(&c.fps) {
                 return Err(err(key("fps"), format!("{}: allowed: 1–60", c.fps)));

@@ -76,10 +76,8 @@ impl Fragmenter {
     /// Adds a tag to the fragment being recorded now (the moment something happened);
     /// `false` when the fragment already has [`MAX_TAGS`] or the tag breaks KVS's limits.
     pub fn tag(&mut self, name: &str, value: &str) -> bool {
-        let valid = !name.is_empty()
-            && name.len() <= MAX_TAG_NAME
-            && value.len() <= MAX_TAG_VALUE
-            && !name.starts_with("AWS");
+        let valid =
+            !name.is_empty() && name.len() <= MAX_TAG_NAME && value.len() <= MAX_TAG_VALUE && !name.starts_with("AWS");
         if !valid || self.tags.len() >= MAX_TAGS {
             return false;
         }
@@ -248,7 +246,13 @@ mod tests {
         let mut dropped = 0;
         for i in 0..(15 * 13) {
             let pts = i * 1_000_000_000 / 15;
-            let (c, n) = f.push(Some(pts), 1_000_000 + (pts / 1_000_000) as i64, i % 180 == 0, Bytes::new(), &track());
+            let (c, n) = f.push(
+                Some(pts),
+                1_000_000 + (pts / 1_000_000) as i64,
+                i % 180 == 0,
+                Bytes::new(),
+                &track(),
+            );
             closed.extend(c);
             dropped += n.dropped;
         }

@@ -87,7 +87,10 @@ impl Kvs {
             Ok(out) => Ok(StreamInfo {
                 retention_hours: out.stream_info().and_then(|i| i.data_retention_in_hours()).unwrap_or(0),
             }),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
                 if !create {
                     return Err(format!(
                         "stream `{stream}` not found in {}: create it, or set video.create_streams = true",
@@ -128,11 +131,22 @@ impl Kvs {
 
     /// The PutMedia request head for `stream`, signed now (body signed as empty, like the
     /// C producer SDK).
-    pub async fn put_media_request(&self, endpoint: &str, stream: &str, producer_start: SystemTime) -> Result<http::request::Builder, String> {
+    pub async fn put_media_request(
+        &self,
+        endpoint: &str,
+        stream: &str,
+        producer_start: SystemTime,
+    ) -> Result<http::request::Builder, String> {
         let url = format!("{endpoint}/putMedia");
         let uri: http::Uri = url.parse().map_err(|e| format!("data endpoint {endpoint}: {e}"))?;
-        let host = uri.authority().map(|a| a.to_string()).ok_or("data endpoint has no host")?;
-        let start = producer_start.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let host = uri
+            .authority()
+            .map(|a| a.to_string())
+            .ok_or("data endpoint has no host")?;
+        let start = producer_start
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
         let mut headers: Vec<(&str, String)> = vec![
             ("host", host),
             ("x-amzn-stream-name", stream.to_string()),
@@ -163,7 +177,9 @@ impl Kvs {
             SignableBody::Precomputed(EMPTY_SHA256.to_string()),
         )
         .map_err(|e| format!("signing: {e}"))?;
-        let (instructions, _) = sign(signable, &params).map_err(|e| format!("signing: {e}"))?.into_parts();
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| format!("signing: {e}"))?
+            .into_parts();
         for (name, value) in instructions.headers() {
             headers.push((name, value.to_string()));
         }

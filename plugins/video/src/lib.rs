@@ -93,10 +93,13 @@ impl Cameras {
         let mut targets = Vec::new();
         for camera in &config.cameras {
             let ring = dir.join(&camera.name);
-            let store = FragmentStore::open(&ring, camera.max_bytes.get(), camera.retention.get()).map_err(|source| StartError::Store {
-                path: ring.display().to_string(),
-                source,
-            })?;
+            let store =
+                FragmentStore::open(&ring, camera.max_bytes.get(), camera.retention.get()).map_err(|source| {
+                    StartError::Store {
+                        path: ring.display().to_string(),
+                        source,
+                    }
+                })?;
             let status = StatusHandle::new(&camera.name, camera.stream_name(), config.upload);
             let shared = CameraShared {
                 camera: camera.clone(),

@@ -127,7 +127,11 @@ pub fn header(camera: &str, segment_uid: [u8; 16], track: &TrackInfo) -> Vec<u8>
         uint(b, id::TIMECODE_SCALE, 1_000_000);
         element(b, id::TITLE, camera.as_bytes());
         element(b, id::MUXING_APP, b"tillgate");
-        element(b, id::WRITING_APP, concat!("tillgate ", env!("CARGO_PKG_VERSION")).as_bytes());
+        element(
+            b,
+            id::WRITING_APP,
+            concat!("tillgate ", env!("CARGO_PKG_VERSION")).as_bytes(),
+        );
     });
     master(&mut out, id::TRACKS, |b| {
         master(b, id::TRACK_ENTRY, |t| {
@@ -297,7 +301,11 @@ mod tests {
             height: 720,
         };
         let head = header("door", [7; 16], &track);
-        let body = fragment(&[frame(1_700_000_000_000, true), frame(1_700_000_000_066, false)], &[("a".into(), "b".into())]).unwrap();
+        let body = fragment(
+            &[frame(1_700_000_000_000, true), frame(1_700_000_000_066, false)],
+            &[("a".into(), "b".into())],
+        )
+        .unwrap();
         let mut file = head.clone();
         file.extend_from_slice(&body);
         assert_eq!(header_len(&file), Some(head.len()));
@@ -312,7 +320,13 @@ mod tests {
     fn fragments_refuse_what_kvs_would_refuse() {
         assert_eq!(fragment(&[], &[]), Err(FragmentError::Empty));
         assert_eq!(fragment(&[frame(5, false)], &[]), Err(FragmentError::NoKeyFrame));
-        assert_eq!(fragment(&[frame(0, true), frame(40_000, false)], &[]), Err(FragmentError::TooLong(40_000)));
-        assert_eq!(fragment(&[frame(10, true), frame(5, false)], &[]), Err(FragmentError::Backwards(5, 10)));
+        assert_eq!(
+            fragment(&[frame(0, true), frame(40_000, false)], &[]),
+            Err(FragmentError::TooLong(40_000))
+        );
+        assert_eq!(
+            fragment(&[frame(10, true), frame(5, false)], &[]),
+            Err(FragmentError::Backwards(5, 10))
+        );
     }
 }

@@ -77,7 +77,11 @@ impl Drop for Source {
 
 impl Source {
     /// Builds and starts the pipeline; samples and failures arrive on `events`.
-    pub fn start(camera: &CameraConfig, fragment_secs: u32, events: mpsc::Sender<SourceEvent>) -> Result<Source, String> {
+    pub fn start(
+        camera: &CameraConfig,
+        fragment_secs: u32,
+        events: mpsc::Sender<SourceEvent>,
+    ) -> Result<Source, String> {
         gst::init().map_err(|e| format!("GStreamer: {e}"))?;
         let description = describe(camera, fragment_secs);
         let pipeline = gst::parse::launch(&description)
@@ -90,13 +94,20 @@ impl Source {
                 src.set_property("location", camera.url.as_deref().unwrap_or_default());
                 if let Some(file) = &camera.credentials_file {
                     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-                    let (user, password) = text.trim().split_once(':').ok_or("credentials_file must hold user:password")?;
+                    let (user, password) = text
+                        .trim()
+                        .split_once(':')
+                        .ok_or("credentials_file must hold user:password")?;
                     src.set_property("user-id", user);
                     src.set_property("user-pw", password);
                 }
             }
             SourceKind::V4l2 => {
-                let device = camera.device.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
+                let device = camera
+                    .device
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default();
                 src.set_property("device", device);
             }
             SourceKind::Test => {}

@@ -1,8 +1,8 @@
 //! What `tillgate status` shows per camera (the type lives in the SDK so that the agent
 //! can report cameras whether or not it was built with video).
 
-pub use tillgate_sdk::CameraStatus;
 use std::sync::{Arc, Mutex};
+pub use tillgate_sdk::CameraStatus;
 
 /// Shared between the camera's pipeline task, its uploader and the status endpoint.
 #[derive(Debug, Clone, Default)]

@@ -103,7 +103,13 @@ impl FragmentStore {
 
     /// Stores a fragment durably (`header` then `body`), then evicts the oldest
     /// fragments while the ring is over `max_bytes`. Returns what was evicted.
-    pub fn put(&self, start_ms: u64, end_ms: u64, header: &[u8], body: &[u8]) -> std::io::Result<Vec<(Stored, Eviction)>> {
+    pub fn put(
+        &self,
+        start_ms: u64,
+        end_ms: u64,
+        header: &[u8],
+        body: &[u8],
+    ) -> std::io::Result<Vec<(Stored, Eviction)>> {
         let name = format!("{start_ms:013}-{end_ms:013}.mkv");
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
@@ -141,7 +147,11 @@ impl FragmentStore {
     pub fn expire(&self, now_ms: u64) -> Vec<(Stored, Eviction)> {
         let horizon = now_ms.saturating_sub(self.retention.as_millis() as u64);
         let mut entries = self.lock();
-        let old: Vec<u64> = entries.values().filter(|s| s.end_ms < horizon).map(|s| s.start_ms).collect();
+        let old: Vec<u64> = entries
+            .values()
+            .filter(|s| s.end_ms < horizon)
+            .map(|s| s.start_ms)
+            .collect();
         old.into_iter()
             .filter_map(|k| entries.remove(&k))
             .map(|s| {
@@ -193,7 +203,11 @@ impl FragmentStore {
         Backlog {
             fragments: entries.len() as u64,
             bytes: entries.values().map(|s| s.bytes).sum(),
-            seconds: entries.values().map(|s| (s.end_ms - s.start_ms) as f64 / 1000.0).sum::<f64>().max(0.0),
+            seconds: entries
+                .values()
+                .map(|s| (s.end_ms - s.start_ms) as f64 / 1000.0)
+                .sum::<f64>()
+                .max(0.0),
             oldest_ms: entries.keys().next().copied(),
         }
     }
@@ -245,7 +259,9 @@ mod tests {
         store.put(1000, 2000, b"", b"x").unwrap();
         let path = store.dead_letter(1000, "4006 invalid MKV").unwrap().unwrap();
         assert!(path.exists());
-        assert!(fs::read_to_string(path.with_extension("reason.txt")).unwrap().contains("4006"));
+        assert!(fs::read_to_string(path.with_extension("reason.txt"))
+            .unwrap()
+            .contains("4006"));
         assert_eq!(store.backlog().fragments, 0);
         // Reopening does not pick up dead fragments.
         let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(60)).unwrap();

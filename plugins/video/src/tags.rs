@@ -62,7 +62,10 @@ pub fn tag_for(alert: &[u8]) -> Option<(String, Tag)> {
         .iter()
         .filter_map(|r| r.get("id").and_then(|v| v.as_str()).map(str::to_string))
         .collect();
-    let name: String = format!("tillgate.{}.{}", a.decision, a.txn_id).chars().take(128).collect();
+    let name: String = format!("tillgate.{}.{}", a.decision, a.txn_id)
+        .chars()
+        .take(128)
+        .collect();
     let mut value = format!("terminal={} rules={}", a.terminal_id, rules.join(","));
     while value.len() > 256 {
         value.pop();
@@ -86,7 +89,9 @@ impl Sink for TagSink {
             if now - r.received_ms > STALE.as_millis() as i64 {
                 continue;
             }
-            let Some((terminal, tag)) = tag_for(&r.body) else { continue };
+            let Some((terminal, tag)) = tag_for(&r.body) else {
+                continue;
+            };
             for t in &self.targets {
                 if t.terminals.is_empty() || t.terminals.contains(&terminal) {
                     // A full queue means the camera task is stuck; the tag is not worth
@@ -116,7 +121,11 @@ mod tests {
         assert_eq!(value, "terminal=pos-3 rules=velocity,amount");
         let allow = br#"{"kind":"rule_hit","txn_id":"t","terminal_id":"p","decision":"allow","rules":[]}"#;
         assert!(tag_for(allow).is_none());
-        let long = format!(r#"{{"kind":"rule_hit","txn_id":"{}","terminal_id":"{}","decision":"review","rules":[]}}"#, "x".repeat(300), "y".repeat(300));
+        let long = format!(
+            r#"{{"kind":"rule_hit","txn_id":"{}","terminal_id":"{}","decision":"review","rules":[]}}"#,
+            "x".repeat(300),
+            "y".repeat(300)
+        );
         let (_, (name, value)) = tag_for(long.as_bytes()).unwrap();
         assert!(name.len() <= 128 && value.len() <= 256);
     }

@@ -50,7 +50,9 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
     {
         Ok(c) => c,
         Err(e) => {
-            shared.status.update(|s| s.upload_error = Some(format!("HTTP client: {e}")));
+            shared
+                .status
+                .update(|s| s.upload_error = Some(format!("HTTP client: {e}")));
             return;
         }
     };
@@ -59,7 +61,10 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
         stream: None,
         endpoint: None,
         http,
-        budget: ShardBudget::new(shared.video.max_fragments_per_second, shared.video.max_bytes_per_second.get() as f64),
+        budget: ShardBudget::new(
+            shared.video.max_fragments_per_second,
+            shared.video.max_bytes_per_second.get() as f64,
+        ),
     };
     let initial = shared.video.retry_initial_backoff.get();
     let mut backoff = initial;
@@ -74,7 +79,11 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
         match session(&shared, &mut uplink, &mut stop).await {
             Ok(End::Stopped) => return,
             Ok(End::Rotated) => {
-                shared.metrics.connections.with_label_values(&[shared.camera.name.as_str(), "rotated"]).inc();
+                shared
+                    .metrics
+                    .connections
+                    .with_label_values(&[shared.camera.name.as_str(), "rotated"])
+                    .inc();
                 backoff = initial;
             }
             Err((e, delivered)) => {
@@ -83,7 +92,11 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
                     s.upload = "retrying".into();
                     s.upload_error = Some(e);
                 });
-                shared.metrics.connections.with_label_values(&[shared.camera.name.as_str(), "failed"]).inc();
+                shared
+                    .metrics
+                    .connections
+                    .with_label_values(&[shared.camera.name.as_str(), "failed"])
+                    .inc();
                 // Ask for the data endpoint again: the failure may be a moved endpoint.
                 uplink.endpoint = None;
                 if delivered {
@@ -125,7 +138,11 @@ async fn prepare(shared: &CameraShared, uplink: &mut Uplink) -> Result<(Kvs, Str
 }
 
 /// One PutMedia connection. `Err((why, anything acknowledged))`.
-async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::Receiver<bool>) -> Result<End, (String, bool)> {
+async fn session(
+    shared: &CameraShared,
+    uplink: &mut Uplink,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<End, (String, bool)> {
     shared.status.update(|s| s.upload = "connecting".into());
     let (kvs, endpoint, info) = prepare(shared, uplink).await.map_err(|e| (e, false))?;
     let stream = shared.camera.stream_name().to_string();
@@ -143,7 +160,10 @@ async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::R
     let client = uplink.http.clone();
     let connection = tokio::spawn(async move {
         let outcome = async {
-            let response = client.execute(request).await.map_err(|e| format!("PutMedia: {}", chain(&e)))?;
+            let response = client
+                .execute(request)
+                .await
+                .map_err(|e| format!("PutMedia: {}", chain(&e)))?;
             let status = response.status();
             if !status.is_success() {
                 let text = response.text().await.unwrap_or_default();
@@ -162,7 +182,11 @@ async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::R
         let _ = wire_tx.send(Wire::Closed(outcome)).await;
     });
     let _abort = AbortOnDrop(connection);
-    shared.metrics.connections.with_label_values(&[shared.camera.name.as_str(), "opened"]).inc();
+    shared
+        .metrics
+        .connections
+        .with_label_values(&[shared.camera.name.as_str(), "opened"])
+        .inc();
     shared.status.update(|s| {
         s.upload = "streaming".into();
         s.upload_error = None;
@@ -170,7 +194,11 @@ async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::R
 
     let opened = Instant::now();
     let ack_timeout = shared.video.ack_timeout.get();
-    let final_event = if info.retention_hours == 0 { Event::Received } else { Event::Persisted };
+    let final_event = if info.retention_hours == 0 {
+        Event::Received
+    } else {
+        Event::Persisted
+    };
     let mut body_tx = Some(body_tx);
     let mut header_sent: Option<Vec<u8>> = None;
     let mut last_sent: Option<u64> = None;
@@ -196,7 +224,11 @@ async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::R
             .await;
             return Ok(End::Rotated);
         }
-        let next = if rotating { None } else { shared.store.next_after(last_sent) };
+        let next = if rotating {
+            None
+        } else {
+            shared.store.next_after(last_sent)
+        };
         let delay = next
             .as_ref()
             .map(|n| uplink.budget.delay(1, n.bytes as usize, Instant::now()));
@@ -268,12 +300,21 @@ async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::R
 }
 
 /// Applies one ACK; `Some(why)` when the connection must be replaced.
-fn handle_ack(shared: &CameraShared, a: &Ack, final_event: Event, in_flight: &mut VecDeque<(u64, Instant)>) -> Option<String> {
+fn handle_ack(
+    shared: &CameraShared,
+    a: &Ack,
+    final_event: Event,
+    in_flight: &mut VecDeque<(u64, Instant)>,
+) -> Option<String> {
     let camera = shared.camera.name.as_str();
     match a.event {
         Event::Buffering | Event::Idle => None,
         Event::Received | Event::Persisted => {
-            let label = if a.event == Event::Received { "received" } else { "persisted" };
+            let label = if a.event == Event::Received {
+                "received"
+            } else {
+                "persisted"
+            };
             shared.metrics.fragments_acked.with_label_values(&[camera, label]).inc();
             if a.event == final_event {
                 let tc = a.timecode?;
@@ -292,10 +333,17 @@ fn handle_ack(shared: &CameraShared, a: &Ack, final_event: Event, in_flight: &mu
         Event::Error => {
             let id = a.error_id.unwrap_or(0);
             let (what, action) = ack::describe(id);
-            shared.metrics.ack_errors.with_label_values(&[camera, &id.to_string()]).inc();
+            shared
+                .metrics
+                .ack_errors
+                .with_label_values(&[camera, &id.to_string()])
+                .inc();
             shared.status.update(|s| *s.errors.entry(id).or_default() += 1);
             let tc = a.timecode;
-            let why = format!("KVS error {id} ({what}) for fragment {}", tc.map_or("?".into(), |t| t.to_string()));
+            let why = format!(
+                "KVS error {id} ({what}) for fragment {}",
+                tc.map_or("?".into(), |t| t.to_string())
+            );
             tracing::warn!(camera, error_id = id, fragment = ?tc, "{why}");
             match (action, tc) {
                 (ErrorAction::DeadLetter, Some(tc)) => {

@@ -89,7 +89,10 @@ pub struct FakeKvs {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -142,13 +145,22 @@ impl FakeKvs {
         let s3 = state.clone();
         let s4 = state.clone();
         let app = Router::new()
-            .route("/createStream", post(move |Json(body): Json<Value>| async move { create(&s1, body) }))
-            .route("/describeStream", post(move |Json(body): Json<Value>| async move { describe(&s2, body) }))
+            .route(
+                "/createStream",
+                post(move |Json(body): Json<Value>| async move { create(&s1, body) }),
+            )
+            .route(
+                "/describeStream",
+                post(move |Json(body): Json<Value>| async move { describe(&s2, body) }),
+            )
             .route(
                 "/getDataEndpoint",
                 post(move |Json(body): Json<Value>| async move { data_endpoint(&s3, addr, body) }),
             )
-            .route("/putMedia", post(move |request: Request| put_media(s4.clone(), addr, request)));
+            .route(
+                "/putMedia",
+                post(move |request: Request| put_media(s4.clone(), addr, request)),
+            );
         let listener = OutageListener {
             inner: listener,
             state: state.clone(),
@@ -177,7 +189,13 @@ impl FakeKvs {
 
     /// Creates a stream as CreateStream would.
     pub fn create_stream(&self, name: &str, retention_hours: u32) {
-        self.state.lock().unwrap().streams.entry(name.into()).or_default().retention_hours = retention_hours;
+        self.state
+            .lock()
+            .unwrap()
+            .streams
+            .entry(name.into())
+            .or_default()
+            .retention_hours = retention_hours;
     }
 
     pub fn stream_exists(&self, name: &str) -> bool {
@@ -186,7 +204,13 @@ impl FakeKvs {
 
     /// Every fragment stored for `stream`, in arrival order (resends included).
     pub fn fragments(&self, stream: &str) -> Vec<Received> {
-        self.state.lock().unwrap().streams.get(stream).map(|s| s.fragments.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .unwrap()
+            .streams
+            .get(stream)
+            .map(|s| s.fragments.clone())
+            .unwrap_or_default()
     }
 
     /// Distinct fragments by timecode, in timecode order.
@@ -215,7 +239,14 @@ impl FakeKvs {
     /// Writes the stream as one playable MKV file: the last header, then each distinct
     /// fragment's cluster in timecode order.
     pub fn write_mkv(&self, stream: &str, path: &std::path::Path) -> std::io::Result<usize> {
-        let header = self.state.lock().unwrap().streams.get(stream).map(|s| s.header.clone()).unwrap_or_default();
+        let header = self
+            .state
+            .lock()
+            .unwrap()
+            .streams
+            .get(stream)
+            .map(|s| s.header.clone())
+            .unwrap_or_default();
         let fragments = self.distinct_fragments(stream);
         let mut out = header;
         for f in &fragments {
@@ -227,7 +258,10 @@ impl FakeKvs {
 }
 
 fn stream_name(body: &Value) -> String {
-    body.get("StreamName").and_then(Value::as_str).unwrap_or_default().to_string()
+    body.get("StreamName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn create(state: &Mutex<State>, body: Value) -> Response {
@@ -251,7 +285,11 @@ fn describe(state: &Mutex<State>, body: Value) -> Response {
     let name = stream_name(&body);
     let s = state.lock().unwrap();
     let Some(stream) = s.streams.get(&name) else {
-        return error(StatusCode::NOT_FOUND, "ResourceNotFoundException", &format!("stream {name} not found"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            &format!("stream {name} not found"),
+        );
     };
     Json(json!({ "StreamInfo": {
         "StreamName": name,
@@ -268,7 +306,11 @@ fn describe(state: &Mutex<State>, body: Value) -> Response {
 fn data_endpoint(state: &Mutex<State>, addr: SocketAddr, body: Value) -> Response {
     let name = stream_name(&body);
     if !state.lock().unwrap().streams.contains_key(&name) {
-        return error(StatusCode::NOT_FOUND, "ResourceNotFoundException", &format!("stream {name} not found"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            &format!("stream {name} not found"),
+        );
     }
     if body.get("APIName").and_then(Value::as_str) != Some("PUT_MEDIA") {
         return error(StatusCode::BAD_REQUEST, "InvalidArgumentException", "APIName");
@@ -279,7 +321,10 @@ fn data_endpoint(state: &Mutex<State>, addr: SocketAddr, body: Value) -> Respons
 /// Checks the SigV4 Authorization header by signing the same request again with the
 /// known secret; returns the payload style that matched.
 fn verify_signature(headers: &HeaderMap, host: &str) -> Result<&'static str, String> {
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or("no Authorization")?;
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no Authorization")?;
     let rest = auth.strip_prefix("AWS4-HMAC-SHA256 ").ok_or("not AWS4-HMAC-SHA256")?;
     let mut parts = HashMap::new();
     for p in rest.split(',') {
@@ -293,15 +338,25 @@ fn verify_signature(headers: &HeaderMap, host: &str) -> Result<&'static str, Str
         return Err(format!("credential scope {credential}"));
     }
     let region = scope[2];
-    let signed: Vec<&str> = parts.get("SignedHeaders").ok_or("no SignedHeaders")?.split(';').collect();
+    let signed: Vec<&str> = parts
+        .get("SignedHeaders")
+        .ok_or("no SignedHeaders")?
+        .split(';')
+        .collect();
     let expected = parts.get("Signature").ok_or("no Signature")?;
-    let date = headers.get("x-amz-date").and_then(|v| v.to_str().ok()).ok_or("no x-amz-date")?;
+    let date = headers
+        .get("x-amz-date")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no x-amz-date")?;
     let time = chrono::NaiveDateTime::parse_from_str(date, "%Y%m%dT%H%M%SZ").map_err(|e| format!("x-amz-date: {e}"))?;
     let time: SystemTime = time.and_utc().into();
     if SystemTime::now().duration_since(time).unwrap_or_default() > Duration::from_secs(300) {
         return Err("signature older than 5 minutes".into());
     }
-    let token = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let token = headers
+        .get("x-amz-security-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut pairs: Vec<(String, String)> = Vec::new();
     for name in &signed {
         if matches!(*name, "x-amz-date" | "x-amz-security-token") {
@@ -310,7 +365,11 @@ fn verify_signature(headers: &HeaderMap, host: &str) -> Result<&'static str, Str
         let value = if *name == "host" {
             host.to_string()
         } else {
-            headers.get(*name).and_then(|v| v.to_str().ok()).ok_or(format!("signed header {name} missing"))?.to_string()
+            headers
+                .get(*name)
+                .and_then(|v| v.to_str().ok())
+                .ok_or(format!("signed header {name} missing"))?
+                .to_string()
         };
         pairs.push((name.to_string(), value));
     }
@@ -318,7 +377,11 @@ fn verify_signature(headers: &HeaderMap, host: &str) -> Result<&'static str, Str
     let styles: Vec<(&'static str, SignableBody)> = match declared {
         Some("UNSIGNED-PAYLOAD") => vec![("unsigned-payload", SignableBody::UnsignedPayload)],
         Some(EMPTY_SHA256) => vec![("empty-sha256", SignableBody::Precomputed(EMPTY_SHA256.into()))],
-        Some(other) => return Err(format!("x-amz-content-sha256 {other}: a streaming body cannot be hashed up front")),
+        Some(other) => {
+            return Err(format!(
+                "x-amz-content-sha256 {other}: a streaming body cannot be hashed up front"
+            ))
+        }
         None => vec![
             ("empty-sha256", SignableBody::Precomputed(EMPTY_SHA256.into())),
             ("unsigned-payload", SignableBody::UnsignedPayload),
@@ -352,25 +415,48 @@ fn verify_signature(headers: &HeaderMap, host: &str) -> Result<&'static str, Str
 
 async fn put_media(state: Arc<Mutex<State>>, addr: SocketAddr, request: Request) -> Response {
     let headers = request.headers().clone();
-    let host = headers.get("host").and_then(|v| v.to_str().ok()).map_or_else(|| addr.to_string(), str::to_string);
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| addr.to_string(), str::to_string);
     let refuse = |why: &str, status: StatusCode, kind: &str| {
         *state.lock().unwrap().refusals.entry(why.to_string()).or_default() += 1;
         error(status, kind, why)
     };
     let style = match verify_signature(&headers, &host) {
         Ok(style) => style,
-        Err(e) => return refuse(&format!("signature: {e}"), StatusCode::FORBIDDEN, "InvalidSignatureException"),
+        Err(e) => {
+            return refuse(
+                &format!("signature: {e}"),
+                StatusCode::FORBIDDEN,
+                "InvalidSignatureException",
+            )
+        }
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let Some(stream) = header("x-amzn-stream-name") else {
-        return refuse("no x-amzn-stream-name", StatusCode::BAD_REQUEST, "InvalidArgumentException");
+        return refuse(
+            "no x-amzn-stream-name",
+            StatusCode::BAD_REQUEST,
+            "InvalidArgumentException",
+        );
     };
-    if header("x-amzn-fragment-timecode-type").as_deref() != Some("ABSOLUTE") && header("x-amzn-fragment-timecode-type").as_deref() != Some("RELATIVE") {
-        return refuse("x-amzn-fragment-timecode-type", StatusCode::BAD_REQUEST, "InvalidArgumentException");
+    if header("x-amzn-fragment-timecode-type").as_deref() != Some("ABSOLUTE")
+        && header("x-amzn-fragment-timecode-type").as_deref() != Some("RELATIVE")
+    {
+        return refuse(
+            "x-amzn-fragment-timecode-type",
+            StatusCode::BAD_REQUEST,
+            "InvalidArgumentException",
+        );
     }
     let producer_start = header("x-amzn-producer-start-timestamp").and_then(|v| v.parse::<f64>().ok());
     let Some(producer_start) = producer_start else {
-        return refuse("x-amzn-producer-start-timestamp", StatusCode::BAD_REQUEST, "InvalidArgumentException");
+        return refuse(
+            "x-amzn-producer-start-timestamp",
+            StatusCode::BAD_REQUEST,
+            "InvalidArgumentException",
+        );
     };
     let connection = {
         let mut s = state.lock().unwrap();
@@ -381,7 +467,11 @@ async fn put_media(state: Arc<Mutex<State>>, addr: SocketAddr, request: Request)
         };
         if st.connected {
             drop(s);
-            return refuse("second connection", StatusCode::BAD_REQUEST, "ConnectionLimitExceededException");
+            return refuse(
+                "second connection",
+                StatusCode::BAD_REQUEST,
+                "ConnectionLimitExceededException",
+            );
         }
         st.connected = true;
         s.next_connection += 1;
@@ -426,7 +516,10 @@ async fn read_stream(
             ack["ErrorId"] = json!(id);
         } else if timecode.is_some() {
             s.next_fragment_number += 1;
-            ack["FragmentNumber"] = json!(format!("{}", 91_343_852_333_181_432_392_682_062_u128 + s.next_fragment_number));
+            ack["FragmentNumber"] = json!(format!(
+                "{}",
+                91_343_852_333_181_432_392_682_062_u128 + s.next_fragment_number
+            ));
         }
         bytes::Bytes::from(format!("{ack}\n"))
     };
@@ -492,7 +585,11 @@ async fn read_stream(
                         let _ = tx.send(Ok(ack)).await;
                     }
                 }
-                MkvEvent::Error { error_id, timecode, why } => {
+                MkvEvent::Error {
+                    error_id,
+                    timecode,
+                    why,
+                } => {
                     eprintln!("fake KVS: stream {stream}: ERROR {error_id}: {why}");
                     let ack = send("ERROR", timecode, Some(error_id));
                     let _ = tx.send(Ok(ack)).await;

@@ -58,7 +58,11 @@ pub enum Event {
     ClusterStarted(u64),
     Fragment(ParsedFragment),
     /// KVS would answer ERROR with this ErrorId and the timecode (if known).
-    Error { error_id: u32, timecode: Option<u64>, why: String },
+    Error {
+        error_id: u32,
+        timecode: Option<u64>,
+        why: String,
+    },
 }
 
 #[derive(Debug)]
@@ -97,7 +101,11 @@ fn vint(bytes: &[u8], keep_marker: bool) -> Option<(u64, usize, bool)> {
     if len > 8 || bytes.len() < len {
         return None;
     }
-    let mut value = if keep_marker { u64::from(first) } else { u64::from(first) & (0xFF >> len) };
+    let mut value = if keep_marker {
+        u64::from(first)
+    } else {
+        u64::from(first) & (0xFF >> len)
+    };
     let mut ones = u64::from(first) & (0xFF >> len) == (0xFF >> len);
     for b in &bytes[1..len] {
         value = (value << 8) | u64::from(*b);
@@ -168,7 +176,9 @@ impl MkvStream {
                 }
             }
             let rel = self.at - self.base;
-            let Some((id, size, len)) = element_header(&self.buffer[rel..]) else { break };
+            let Some((id, size, len)) = element_header(&self.buffer[rel..]) else {
+                break;
+            };
             // An unknown-size cluster ends where a top-level element starts.
             if self.cluster.as_ref().is_some_and(|c| c.end.is_none()) && TOP_LEVEL.contains(&id) {
                 let at = self.at;
@@ -179,7 +189,11 @@ impl MkvStream {
                 continue;
             }
             if !self.seen_ebml && id != EBML {
-                events.push(self.error(4006, None, format!("stream does not start with an EBML header (id {id:#x})")));
+                events.push(self.error(
+                    4006,
+                    None,
+                    format!("stream does not start with an EBML header (id {id:#x})"),
+                ));
                 return events;
             }
             // Masters we descend into instead of reading whole.
@@ -246,7 +260,10 @@ impl MkvStream {
         }
         match id {
             EBML => {
-                let doc = children(body).into_iter().find(|(c, _)| *c == DOC_TYPE).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+                let doc = children(body)
+                    .into_iter()
+                    .find(|(c, _)| *c == DOC_TYPE)
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
                 if doc.as_deref() != Some("matroska") && doc.as_deref() != Some("webm") {
                     return Some(self.error(4006, None, format!("DocType {doc:?}")));
                 }
@@ -272,8 +289,15 @@ impl MkvStream {
                     }
                     let fields = children(entry);
                     let number = fields.iter().find(|(i, _)| *i == TRACK_NUMBER).map(|(_, v)| uint(v));
-                    let codec = fields.iter().find(|(i, _)| *i == CODEC_ID).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
-                    let private = fields.iter().find(|(i, _)| *i == CODEC_PRIVATE).map(|(_, v)| v.len()).unwrap_or(0);
+                    let codec = fields
+                        .iter()
+                        .find(|(i, _)| *i == CODEC_ID)
+                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+                    let private = fields
+                        .iter()
+                        .find(|(i, _)| *i == CODEC_PRIVATE)
+                        .map(|(_, v)| v.len())
+                        .unwrap_or(0);
                     let Some(number) = number else {
                         return Some(self.error(4006, None, "TrackEntry without TrackNumber"));
                     };
@@ -321,11 +345,14 @@ impl MkvStream {
             }
             SIMPLE_BLOCK | BLOCK_GROUP => {
                 let block = if id == BLOCK_GROUP {
-                    children(body).into_iter().find(|(c, _)| *c == 0xA1).map(|(_, v)| v.to_vec())
+                    children(body)
+                        .into_iter()
+                        .find(|(c, _)| *c == 0xA1)
+                        .map(|(_, v)| v.to_vec())
                 } else {
                     Some(body.to_vec())
                 };
-                let Some(block) = block else { return None };
+                let block = block?;
                 let Some((track, len, _)) = vint(&block, false) else {
                     let tc = cluster.timecode;
                     return Some(self.error(4006, tc, "block without a track number"));
@@ -355,7 +382,9 @@ impl MkvStream {
     }
 
     fn finish_cluster(&mut self, end: usize) -> Vec<Event> {
-        let Some(c) = self.cluster.take() else { return Vec::new() };
+        let Some(c) = self.cluster.take() else {
+            return Vec::new();
+        };
         self.at = self.at.max(end);
         let tc = c.timecode;
         let Some(timecode) = tc else {
@@ -372,7 +401,11 @@ impl MkvStream {
             return vec![self.error(4002, Some(timecode), format!("fragment of {} ms", last - timecode))];
         }
         if self.last_timecode.is_some_and(|prev| timecode <= prev) {
-            return vec![self.error(4004, Some(timecode), format!("timecode {timecode} after {:?}", self.last_timecode))];
+            return vec![self.error(
+                4004,
+                Some(timecode),
+                format!("timecode {timecode} after {:?}", self.last_timecode),
+            )];
         }
         self.last_timecode = Some(timecode);
         let from = c.start - self.base;
@@ -402,7 +435,12 @@ fn collect_simple_tags(body: &[u8], out: &mut Vec<(String, String)>) {
     for (id, child) in children(body) {
         if id == SIMPLE_TAG {
             let fields = children(child);
-            let get = |want| fields.iter().find(|(i, _)| *i == want).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+            let get = |want| {
+                fields
+                    .iter()
+                    .find(|(i, _)| *i == want)
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            };
             out.push((get(TAG_NAME).unwrap_or_default(), get(TAG_STRING).unwrap_or_default()));
         } else if matches!(id, 0x7373) {
             collect_simple_tags(child, out);

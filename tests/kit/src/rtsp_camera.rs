@@ -61,7 +61,14 @@ impl RtspCamera {
         let m = self.mode;
         let child = Command::new("/usr/bin/python3")
             .arg(script())
-            .args([self.port.to_string(), "/cam".into(), m.width.to_string(), m.height.to_string(), m.fps.to_string(), m.key_int.to_string()])
+            .args([
+                self.port.to_string(),
+                "/cam".into(),
+                m.width.to_string(),
+                m.height.to_string(),
+                m.fps.to_string(),
+                m.key_int.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -69,7 +76,11 @@ impl RtspCamera {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "RTSP test camera did not listen on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "RTSP test camera did not listen on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -38,14 +38,23 @@ pub async fn camera_status(agent: &Agent) -> serde_json::Value {
 }
 
 /// Waits until `check` holds for the camera's status, or panics with it and the log.
-pub async fn wait_camera(agent: &Agent, within: Duration, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+pub async fn wait_camera(
+    agent: &Agent,
+    within: Duration,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + within;
     loop {
         let s = camera_status(agent).await;
         if check(&s) {
             return s;
         }
-        assert!(Instant::now() < deadline, "{what} not within {within:?}: {s}\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "{what} not within {within:?}: {s}\n{}",
+            agent.log()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -81,7 +90,17 @@ pub fn ffmpeg_errors(file: &Path) -> String {
 /// Frames ffprobe decodes in the file's video stream.
 pub fn ffprobe_frames(file: &Path) -> u64 {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(file)
         .output()
         .expect("ffprobe runs");
