@@ -149,3 +149,66 @@ fn the_documented_kinesis_section_is_valid_once_uncommented() {
     assert_eq!(k.streams.pairs().len(), 3);
     assert_eq!(k.aggregate_max_bytes.get(), 50 * 1024);
 }
+
+#[cfg(feature = "video")]
+#[test]
+fn the_documented_video_section_is_valid_once_uncommented() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/tillgate.toml")).unwrap();
+    let start = text.find("# [video]").expect("documented section");
+    let end = text[start..].find("[shutdown]").expect("end") + start;
+    let mut section = String::new();
+    for line in text[start..end].lines() {
+        let body = line.trim_start_matches("# ");
+        if body.starts_with('[') || body.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) {
+            section.push_str(body);
+        } else {
+            section.push('#');
+            section.push_str(line);
+        }
+        section.push('\n');
+    }
+    let c = load_str(&section).unwrap_or_else(|e| panic!("{e}\n{section}"));
+    let v = c.video().expect("enabled with a camera");
+    assert_eq!(v.cameras[0].stream_name(), "store-042-door");
+    assert_eq!(v.fragment_duration.get(), std::time::Duration::from_secs(2));
+}
+
+#[cfg(feature = "video")]
+#[test]
+fn video_errors_name_the_camera_key_and_line() {
+    let base = "[video]\n[[video.cameras]]\nname = \"a\"\nsource = \"test\"\n";
+    let e = load_str(&format!("{base}[[video.cameras]]\nname = \"b\"\nsource = \"rtsp\"\n")).unwrap_err();
+    assert_eq!((e.key.as_deref(), e.line), (Some("video.cameras[1].url"), None), "{e}");
+    assert!(e.message.contains("required for source = \"rtsp\""), "{e}");
+    let e = load_str(&format!(
+        "{base}[[video.cameras]]\nname = \"b\"\nsource = \"rtsp\"\nurl = \"rtsp://u:p@cam/1\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("video.cameras[1].url"), Some(8)),
+        "{e}"
+    );
+    assert!(e.message.contains("credentials_file"), "{e}");
+    let e = load_str(&format!("{base}[[video.cameras]]\nname = \"a\"\nsource = \"test\"\n")).unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("video.cameras[1].name"), Some(6)),
+        "{e}"
+    );
+    let e = load_str("[video]\nfragment_duration = \"12s\"\n").unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("video.fragment_duration"), Some(2)),
+        "{e}"
+    );
+    assert!(e.message.contains("1s–10s"), "{e}");
+    let e = load_str(&format!("{base}fps = 0\n")).unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("video.cameras[0].fps"), Some(5)),
+        "{e}"
+    );
+    let e = load_str(&format!("{base}colour = \"red\"\n")).unwrap_err();
+    assert!(e.message.contains("unknown field `colour`"), "{e}");
+}

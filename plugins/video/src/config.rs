@@ -171,7 +171,7 @@ impl VideoConfig {
         if self.max_bytes_per_second.get() == 0 || self.max_bytes_per_second.get() > 12_500_000 {
             return Err(err(
                 "max_bytes_per_second",
-                "allowed: 1B–12.5MB (KVS's limit per stream)",
+                "allowed: 1B–12500KB (KVS's limit per stream, 12.5 MB/s)",
             ));
         }
         if let Some(iot) = &self.iot {

@@ -50,7 +50,11 @@ async fn an_rtsp_camera_streams_to_kvs_for_60_s_in_decodable_key_frame_aligned_f
     let dir = tillgate_testkit::scratch_dir();
     let camera = RtspCamera::start(CameraMode::default());
     let kvs = FakeKvs::start().await;
-    let agent = Agent::start(&dir, &options(&kvs, "store-1-door", &rtsp(&camera), ""));
+    // Connections rotated every 20 s (45 min at most in KVS) without losing or repeating.
+    let agent = Agent::start(
+        &dir,
+        &options(&kvs, "store-1-door", &rtsp(&camera), "connection_max_age = \"20s\""),
+    );
     wait_fragments(&kvs, "store-1-door", 1, Duration::from_secs(30), &agent).await;
     assert!(kvs.stream_exists("store-1-door"), "created by the agent");
 
