@@ -20,6 +20,9 @@ grep -qx /etc/tillgate/tillgate.toml "$scratch/DEBIAN/conffiles" || fail "tillga
 grep -qx /etc/tillgate/rules/20-amounts.toml "$scratch/DEBIAN/conffiles" || fail "the rule pack is not conffiles"
 depends=$(dpkg-deb -f "$deb" Depends)
 grep -q libc6 <<<"$depends" || fail "Depends ($depends) does not name libc6"
+for dep in libgstreamer1.0-0 libgstreamer-plugins-base1.0-0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad; do
+  grep -q "$dep" <<<"$depends" || fail "Depends ($depends) does not name $dep (cameras)"
+done
 grep -q systemd-sysusers "$scratch/DEBIAN/postinst" || fail "postinst does not create the user"
 grep -q "systemctl" "$scratch/DEBIAN/postinst" || fail "postinst does not enable the unit"
 

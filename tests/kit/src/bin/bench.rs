@@ -20,6 +20,8 @@ use tillgate_testkit::process::{free_port, run_cli};
 
 #[path = "bench/packaging.rs"]
 mod packaging;
+#[path = "bench/video.rs"]
+mod video;
 #[path = "bench/rules.rs"]
 mod rules;
 
@@ -40,7 +42,8 @@ struct Args {
     /// `foundation` (journal, HTTP), `rules` (memory per key, state rebuild), `mqtt`
     /// (QoS 1 rate and latency through the agent vs mosquitto alone) or `kinesis`
     /// (backlog drain into 16 shards, PUT payload units, CPU per 1,000 records) or
-    /// `packaging` (stripped sizes, idle RSS, time to systemd READY with a backlog).
+    /// `packaging` (stripped sizes, idle RSS, time to systemd READY with a backlog) or
+    /// `video` (CPU per RTSP camera against gst-launch, RSS per camera).
     #[arg(long, default_value = "foundation")]
     suite: String,
     /// Messages for the MQTT rate runs (mosquitto alone, and through the agent).
@@ -55,6 +58,9 @@ struct Args {
     /// Journal rows for the rules suite's rebuild figure.
     #[arg(long, default_value_t = 1_000_000)]
     rebuild_rows: usize,
+    /// Seconds measured per run in the video suite.
+    #[arg(long, default_value_t = 60)]
+    video_seconds: u64,
 }
 
 fn main() -> Result<()> {
@@ -72,6 +78,9 @@ fn main() -> Result<()> {
     }
     if args.suite == "packaging" {
         return packaging::suite(&rt, &args);
+    }
+    if args.suite == "video" {
+        return video::suite(&rt, &args);
     }
     let mut results = json!({
         "machine": machine(),
@@ -287,7 +296,7 @@ fn process_cpu_s() -> f64 {
 }
 
 /// utime + stime from a /proc stat line, in seconds (USER_HZ = 100 on Linux).
-fn stat_cpu_s(stat: &str) -> f64 {
+pub(crate) fn stat_cpu_s(stat: &str) -> f64 {
     let after_comm = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
