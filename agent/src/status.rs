@@ -49,6 +49,9 @@ pub struct JournalStatus {
     pub replayed_at_start: u64,
     #[serde(default)]
     pub replay_seconds: f64,
+    /// The rules' state is being rebuilt now; transactions wait for it.
+    #[serde(default)]
+    pub rebuilding_rules: bool,
 }
 
 /// One sink.
@@ -149,6 +152,7 @@ pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
             evicted_records: js.evicted.load(Ordering::Acquire),
             replayed_at_start: js.replayed.load(Ordering::Acquire),
             replay_seconds: js.replay_ms.load(Ordering::Acquire) as f64 / 1000.0,
+            rebuilding_rules: js.replaying.load(Ordering::Acquire),
         },
         sinks,
         dead_letters: dead_letters(&reader)?,
@@ -198,6 +202,7 @@ pub fn offline(path: &Path) -> rusqlite::Result<StatusReport> {
             evicted_records: reader.evicted()?,
             replayed_at_start: 0,
             replay_seconds: 0.0,
+            rebuilding_rules: false,
         },
         sinks,
         dead_letters: dead_letters(&reader)?,
@@ -250,7 +255,12 @@ pub fn render_text(r: &StatusReport) -> String {
         j.last_seq,
         j.evicted_records
     );
-    if j.replayed_at_start > 0 {
+    if j.rebuilding_rules {
+        let _ = writeln!(
+            s,
+            "rules    rebuilding state from the journal; transactions wait for it"
+        );
+    } else if j.replayed_at_start > 0 {
         let _ = writeln!(
             s,
             "rules    state rebuilt at start from {} journaled transactions in {:.2}s",

@@ -91,7 +91,13 @@ pub struct Liveness {
 impl Liveness {
     /// Why the agent is not making progress, if it is not.
     async fn problem(&self, within: Duration) -> Option<String> {
-        if tokio::time::timeout(within, self.journal.ping()).await.is_err() {
+        // Rebuilding rule state after a start is progress: the writer answers after it.
+        let rebuilding = self
+            .journal
+            .state()
+            .replaying
+            .load(std::sync::atomic::Ordering::Acquire);
+        if !rebuilding && tokio::time::timeout(within, self.journal.ping()).await.is_err() {
             return Some(format!("the journal writer did not answer within {within:?}"));
         }
         self.sinks
@@ -139,6 +145,9 @@ pub fn status_line(state: &AppState) -> Option<String> {
         report.journal.used_bytes / 1_000_000,
         if report.journal.full { " (FULL)" } else { "" }
     );
+    if report.journal.rebuilding_rules {
+        line.push_str("; rebuilding rule state");
+    }
     for s in &report.sinks {
         line.push_str(&format!("; {} backlog {}", s.name, s.backlog_records));
         if let Some(e) = &s.last_error {

@@ -107,6 +107,8 @@ pub struct JournalState {
     /// Transactions replayed into the rules at open, and how long it took (ms).
     pub replayed: AtomicU64,
     pub replay_ms: AtomicU64,
+    /// The writer is rebuilding rule state (after READY: transactions wait for it).
+    pub replaying: AtomicBool,
 }
 
 /// The checkpoint thread and the way to stop it.

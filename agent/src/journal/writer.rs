@@ -110,13 +110,12 @@ impl Writer {
         *state.cursors.lock().unwrap_or_else(|p| p.into_inner()) = cursors.clone();
         metrics.journal_max_bytes.set(config.max_bytes.get() as i64);
         metrics.journal_last_seq.set((next_seq - 1) as i64);
-        let mut decider = decider;
-        let (replayed, took) = replay(&conn, decider.as_mut())?;
-        state.replayed.store(replayed, Ordering::Release);
-        state.replay_ms.store(took.as_millis() as u64, Ordering::Release);
-        if replayed > 0 {
-            tracing::info!(transactions = replayed, took = ?took, "rule state rebuilt from the journal");
-        }
+        // The rules' state is rebuilt by the writer thread before its first command
+        // (`run`), not here: the journal is open and the agent READY at once, however long
+        // the backlog; the first transactions wait for the rebuild instead.
+        state
+            .replaying
+            .store(replay_horizon(decider.as_ref()).is_some(), Ordering::Release);
         let (committed, _) = watch::channel(next_seq - 1);
         Ok(Writer {
             conn,
@@ -150,7 +149,24 @@ impl Writer {
         }
     }
 
+    /// Replays the rule horizon into the decider (windows, sessions, lists of what was
+    /// seen). A read failure leaves the rules with the state they have, loudly.
+    fn rebuild_rules(&mut self) {
+        match replay(&self.conn, self.decider.as_mut()) {
+            Ok((replayed, took)) => {
+                self.state.replayed.store(replayed, Ordering::Release);
+                self.state.replay_ms.store(took.as_millis() as u64, Ordering::Release);
+                if replayed > 0 {
+                    tracing::info!(transactions = replayed, took = ?took, "rule state rebuilt from the journal");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "rule state NOT rebuilt from the journal: windows start empty"),
+        }
+        self.state.replaying.store(false, Ordering::Release);
+    }
+
     pub fn run(mut self) {
+        self.rebuild_rules();
         let max_rows = self.config.max_batch_rows;
         let delay = self.config.max_batch_delay.get();
         loop {

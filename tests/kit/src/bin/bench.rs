@@ -20,10 +20,10 @@ use tillgate_testkit::process::{free_port, run_cli};
 
 #[path = "bench/packaging.rs"]
 mod packaging;
-#[path = "bench/video.rs"]
-mod video;
 #[path = "bench/rules.rs"]
 mod rules;
+#[path = "bench/video.rs"]
+mod video;
 
 #[derive(Parser)]
 struct Args {

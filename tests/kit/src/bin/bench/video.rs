@@ -71,8 +71,23 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
 
     eprintln!("[video 1/4] gst-launch-1.0 rtspsrc ! rtph264depay ! h264parse ! matroskamux ! fakesink, {seconds} s");
     let mut gst = Command::new("gst-launch-1.0")
-        .args(["-q", "rtspsrc", &format!("location={}", camera.url()), "protocols=tcp", "latency=200"])
-        .args(["!", "rtph264depay", "!", "h264parse", "!", "matroskamux", "!", "fakesink"])
+        .args([
+            "-q",
+            "rtspsrc",
+            &format!("location={}", camera.url()),
+            "protocols=tcp",
+            "latency=200",
+        ])
+        .args([
+            "!",
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+            "matroskamux",
+            "!",
+            "fakesink",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .context("gst-launch-1.0 (Debian gstreamer1.0-tools)")?;
@@ -90,11 +105,19 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     let mut runs = Vec::new();
     for (step, cameras) in [(3, 1usize), (4, 4)] {
         eprintln!("[video {step}/4] agent with {cameras} camera(s) → PutMedia, {seconds} s");
-        let (agent, _) = start_agent(&args.bin, &dir.path().join(format!("cams{cameras}")), &kvs.url(), &camera.url(), cameras)?;
+        let (agent, _) = start_agent(
+            &args.bin,
+            &dir.path().join(format!("cams{cameras}")),
+            &kvs.url(),
+            &camera.url(),
+            cameras,
+        )?;
         let cpu = cpu_rate(agent.id(), warmup, seconds);
         let rss = rss_kib(agent.id())?;
         stop_agent(agent)?;
-        let fragments: usize = (0..cameras).map(|i| kvs.distinct_fragments(&format!("bench-{i}")).len()).sum();
+        let fragments: usize = (0..cameras)
+            .map(|i| kvs.distinct_fragments(&format!("bench-{i}")).len())
+            .sum();
         runs.push(json!({
             "cameras": cameras,
             "cpu_s_per_s": cpu,
@@ -105,7 +128,8 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
             "fragments_acknowledged": fragments,
         }));
     }
-    let marginal_rss = (runs[1]["rss_kib"].as_u64().unwrap_or(0)).saturating_sub(runs[0]["rss_kib"].as_u64().unwrap_or(0)) / 3;
+    let marginal_rss =
+        (runs[1]["rss_kib"].as_u64().unwrap_or(0)).saturating_sub(runs[0]["rss_kib"].as_u64().unwrap_or(0)) / 3;
     let results = json!({
         "machine": machine(),
         "command": "make bench (tillgate-bench --suite video)",
