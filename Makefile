@@ -2,7 +2,7 @@
 CARGO ?= cargo
 TARGET := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: deps build demo test lint bench deb arm64 deb-arm64 test-arm64 clean
+.PHONY: deps build demo test lint bench deb arm64 deb-arm64 test-arm64 vm-test clean
 
 deps:
 	@scripts/install-deps.sh
@@ -73,6 +73,13 @@ deb-arm64: arm64
 test-arm64: arm64
 	TILLGATE_BIN=$(TARGET)/$(ARM64)/release/tillgate TILLGATE_RUNNER=qemu-aarch64-static \
 		$(CARGO) test -p tillgate-e2e
+
+## The amd64 .deb installed on a Debian 12 VM (debootstrap root cached in
+## /var/cache/tillgate-vm, booted by qemu-system-x86_64 under TCG): service active,
+## decisions over a forwarded port, systemd-analyze security, reload, watchdog restart
+## after SIGSTOP, hard power-off under load then integrity and no answered loss.
+vm-test: deb
+	scripts/vm-test.sh $$(ls -t $(TARGET)/debian/tillgate_*_amd64.deb | head -n 1)
 
 clean:
 	$(CARGO) clean
