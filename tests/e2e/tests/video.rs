@@ -443,3 +443,29 @@ async fn error_acks_and_dropped_connections_are_handled_as_kvs_specifies() {
     );
     agent.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_without_retention_releases_fragments_at_received() {
+    if cameras_unavailable() {
+        return;
+    }
+    let dir = tillgate_testkit::scratch_dir();
+    let kvs = FakeKvs::start().await;
+    // A stream that keeps no data never sends PERSISTED.
+    kvs.create_stream("live-only", 0);
+    let source = "source = \"test\"\nwidth = 320\nheight = 240\nbitrate_kbps = 300";
+    let agent = Agent::start(&dir, &options(&kvs, "live-only", source, "fragment_duration = \"1s\""));
+    wait_fragments(&kvs, "live-only", 4, Duration::from_secs(30), &agent).await;
+    assert!(kvs.acks().iter().all(|a| a.event != "PERSISTED"));
+    let s = wait_camera(&agent, Duration::from_secs(10), "ring drained", |s| {
+        s["fragments_acknowledged"].as_u64().unwrap_or(0) >= 3
+    })
+    .await;
+    assert!(s["backlog_fragments"].as_u64().unwrap() <= 2, "{s}");
+    let metrics = agent.metrics_text().await;
+    assert!(
+        metrics.contains("tillgate_video_fragments_acked_total{camera=\"cam\",event=\"received\"}"),
+        "{metrics}"
+    );
+    agent.terminate();
+}
