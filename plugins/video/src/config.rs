@@ -152,12 +152,12 @@ impl VideoConfig {
             ));
         }
         if self.connection_max_age.get() > Duration::from_secs(44 * 60)
-            || self.connection_max_age.get() < Duration::from_secs(60)
+            || self.connection_max_age.get() < Duration::from_secs(10)
         {
             return Err(err(
                 "connection_max_age",
                 format!(
-                    "{} is out of range; allowed: 1m–44m (KVS ends connections at 45 min)",
+                    "{} is out of range; allowed: 10s–44m (KVS ends connections at 45 min)",
                     self.connection_max_age
                 ),
             ));

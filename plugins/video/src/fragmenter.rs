@@ -111,7 +111,10 @@ impl Fragmenter {
         self.need_key = false;
         let length = self.open.first().map_or(0, |f| ms - f.timecode_ms);
         let limit = MAX_FRAGMENT.as_millis() as u64 - 1;
-        if key && (length >= self.target_ms || length >= limit) {
+        // A key frame within 10 % of the target closes the fragment: frame times are
+        // whole milliseconds, so 30 frames at 15 fps may span 1,999 ms.
+        let close_at = self.target_ms - self.target_ms / 10;
+        if key && (length >= close_at || length >= limit) {
             closed = self.close(ms).or(closed);
         } else if !key && length >= limit {
             // No key frame for 10 s: KVS cannot take a longer fragment. Close it and drop
@@ -214,6 +217,21 @@ mod tests {
             }
         }
         assert_eq!(fragments[0].start_ms, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_key_frame_a_millisecond_short_of_the_target_still_closes() {
+        let mut f = Fragmenter::new(Duration::from_secs(2));
+        f.push(Some(0), 1_000_000, true, Bytes::new(), &track());
+        f.push(Some(1_000_000_000), 1_001_000, false, Bytes::new(), &track());
+        let (closed, _) = f.push(Some(1_999_000_000), 1_001_999, true, Bytes::new(), &track());
+        let closed = closed.expect("closed at 1,999 ms");
+        assert_eq!(closed.frames.len(), 2);
+        assert_eq!(closed.end_ms - closed.start_ms, 1_999);
+        // Well short of it (a camera with a 1 s GOP), the fragment goes on.
+        let mut g = Fragmenter::new(Duration::from_secs(2));
+        g.push(Some(0), 1_000_000, true, Bytes::new(), &track());
+        assert!(g.push(Some(1_000_000_000), 1_001_000, true, Bytes::new(), &track()).0.is_none());
     }
 
     #[test]

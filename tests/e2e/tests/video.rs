@@ -113,13 +113,33 @@ async fn an_rtsp_camera_streams_to_kvs_for_60_s_in_decodable_key_frame_aligned_f
         let last = blocks.iter().map(|b| b.timecode_ms).max().unwrap();
         lateness.push(f.received_ms - last as i64);
     }
-    let (min, max) = (*lateness.iter().min().unwrap(), *lateness.iter().max().unwrap());
-    assert!(min >= 0, "a frame's timecode is in the future: {lateness:?}");
+    // Within 100 ms of the wall clock: the typical fragment's last frame is stamped at
+    // most 100 ms before it arrives (arrival includes closing and sending), and that
+    // does not drift over the minute (first third against last third). A single late
+    // arrival (a busy test machine) only has to stay under a second.
+    let median = |v: &[i64]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let third = lateness.len() / 3;
+    let (early, late) = (median(&lateness[..third]), median(&lateness[lateness.len() - third..]));
     assert!(
-        max - min <= 100,
-        "timecodes drift from the wall clock by more than 100 ms: {lateness:?}"
+        lateness.iter().all(|l| *l >= 0),
+        "a frame's timecode is in the future: {lateness:?}"
     );
-    assert!(max <= 1_000, "fragments arrive late: {lateness:?}");
+    assert!(
+        median(&lateness) <= 100,
+        "timecodes trail the wall clock by more than 100 ms: {lateness:?}"
+    );
+    assert!(
+        (late - early).abs() <= 100,
+        "timecodes drift from the wall clock: {lateness:?}"
+    );
+    assert!(
+        lateness.iter().all(|l| *l <= 1_000),
+        "fragments arrive late: {lateness:?}"
+    );
 
     // The tag sits on the fragment recorded when the sale was blocked.
     let tagged: Vec<_> = fragments
