@@ -1,7 +1,8 @@
 //! The video suite: CPU per 720p15 RTSP camera through the agent (RTSP → fragments on
 //! disk → PutMedia to the kit's endpoint) against `gst-launch-1.0 rtspsrc !
 //! rtph264depay ! h264parse ! matroskamux ! fakesink` on the same camera in the same
-//! run, and the agent's memory per camera.
+//! run, and the agent's memory per camera. The agent's own idle CPU (HTTP, journal, sink
+//! loops, with no camera) is measured too and reported beside, not hidden.
 
 use super::{free_port, machine, save, stat_cpu_s, stop_agent, wait_listening, write_config, Args};
 use anyhow::{Context, Result};
@@ -96,9 +97,9 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     let _ = gst.kill();
     let _ = gst.wait();
 
-    eprintln!("[video 2/4] agent without cameras (idle RSS)");
+    eprintln!("[video 2/4] agent without cameras (idle CPU and RSS), {seconds} s");
     let (idle, _) = start_agent(&args.bin, &dir.path().join("idle"), &kvs.url(), &camera.url(), 0)?;
-    std::thread::sleep(Duration::from_secs(3));
+    let idle_cpu = cpu_rate(idle.id(), warmup, seconds);
     let idle_rss = rss_kib(idle.id())?;
     stop_agent(idle)?;
 
@@ -123,6 +124,8 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
             "cpu_s_per_s": cpu,
             "cpu_s_per_s_per_camera": cpu / cameras as f64,
             "ratio_to_gst_launch_per_camera": cpu / cameras as f64 / gst_cpu,
+            "cameras_cpu_s_per_s_per_camera": (cpu - idle_cpu).max(0.0) / cameras as f64,
+            "cameras_ratio_to_gst_launch_per_camera": (cpu - idle_cpu).max(0.0) / cameras as f64 / gst_cpu,
             "rss_kib": rss,
             "rss_kib_above_idle_per_camera": rss.saturating_sub(idle_rss) / cameras as u64,
             "fragments_acknowledged": fragments,
@@ -139,6 +142,7 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         "gst_launch_cpu_s_per_s": gst_cpu,
         "gst_launch_rss_kib": gst_rss,
         "agent_idle_rss_kib": idle_rss,
+        "agent_idle_cpu_s_per_s": idle_cpu,
         "runs": runs,
         "rss_kib_per_additional_camera": marginal_rss,
     });
