@@ -231,7 +231,10 @@ mod tests {
         // Well short of it (a camera with a 1 s GOP), the fragment goes on.
         let mut g = Fragmenter::new(Duration::from_secs(2));
         g.push(Some(0), 1_000_000, true, Bytes::new(), &track());
-        assert!(g.push(Some(1_000_000_000), 1_001_000, true, Bytes::new(), &track()).0.is_none());
+        assert!(g
+            .push(Some(1_000_000_000), 1_001_000, true, Bytes::new(), &track())
+            .0
+            .is_none());
     }
 
     #[test]

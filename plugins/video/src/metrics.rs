@@ -18,7 +18,7 @@ pub struct VideoMetrics {
     pub fragments_dead: IntCounterVec,
     /// By `error_id`.
     pub ack_errors: IntCounterVec,
-    /// By `outcome`: opened, failed, rotated, dropped.
+    /// By `outcome`: opened, failed, rotated, closed (by the service, idle).
     pub connections: IntCounterVec,
     /// Fragment tags from rule hits, by `outcome`: tagged, dropped, refused.
     pub tags: IntCounterVec,

@@ -7,7 +7,7 @@
 
 use crate::ack::{self, Ack, AckReader, ErrorAction, Event};
 use crate::camera::CameraShared;
-use crate::kvs::{Kvs, StreamInfo};
+use crate::kvs::{error_chain, Kvs, StreamInfo};
 use crate::mkv;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, watch};
 /// How a connection ended without error.
 enum End {
     Rotated,
+    /// The service ended the connection with nothing unacknowledged (idle).
+    Closed,
     Stopped,
 }
 
@@ -78,11 +80,16 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
         }
         match session(&shared, &mut uplink, &mut stop).await {
             Ok(End::Stopped) => return,
-            Ok(End::Rotated) => {
+            Ok(end @ (End::Rotated | End::Closed)) => {
+                let outcome = if matches!(end, End::Rotated) {
+                    "rotated"
+                } else {
+                    "closed"
+                };
                 shared
                     .metrics
                     .connections
-                    .with_label_values(&[shared.camera.name.as_str(), "rotated"])
+                    .with_label_values(&[shared.camera.name.as_str(), outcome])
                     .inc();
                 backoff = initial;
             }
@@ -163,7 +170,7 @@ async fn session(
             let response = client
                 .execute(request)
                 .await
-                .map_err(|e| format!("PutMedia: {}", chain(&e)))?;
+                .map_err(|e| format!("PutMedia: {}", error_chain(&e)))?;
             let status = response.status();
             if !status.is_success() {
                 let text = response.text().await.unwrap_or_default();
@@ -171,7 +178,7 @@ async fn session(
             }
             let mut chunks = response.bytes_stream();
             while let Some(chunk) = chunks.next().await {
-                let chunk = chunk.map_err(|e| format!("PutMedia response: {}", chain(&e)))?;
+                let chunk = chunk.map_err(|e| format!("PutMedia response: {}", error_chain(&e)))?;
                 if wire_tx.send(Wire::Chunk(chunk)).await.is_err() {
                     return Ok(());
                 }
@@ -283,8 +290,10 @@ async fn session(
                     }
                 }
                 Some(Wire::Closed(Ok(()))) | None => {
-                    if rotating && in_flight.is_empty() {
-                        return Ok(End::Rotated);
+                    // KVS ends a connection that carried no data for 30 s (IDLE ACKs
+                    // first): with nothing unacknowledged that is not a failure.
+                    if in_flight.is_empty() {
+                        return Ok(if rotating { End::Rotated } else { End::Closed });
                     }
                     return Err(("PutMedia connection closed by the service".into(), delivered));
                 }
@@ -363,17 +372,6 @@ fn handle_ack(
             }
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
