@@ -127,15 +127,15 @@ fn kinesis_errors_name_key_line_and_what_is_allowed() {
     );
 }
 
-#[test]
-fn the_documented_kinesis_section_is_valid_once_uncommented() {
+/// The commented-out section of config/tillgate.toml from the line `from` up to the text
+/// `to`, with settings and tables uncommented (prose stays a comment).
+fn documented_section(from: &str, to: &str) -> String {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/tillgate.toml")).unwrap();
-    let start = text.find("# [kinesis]").expect("documented section");
-    let end = text[start..].find("# [kinesis.iot]").expect("iot part") + start;
+    let start = text.find(from).expect("documented section");
+    let end = text[start..].find(to).expect("end of the section") + start;
     let mut section = String::new();
     for line in text[start..end].lines() {
         let body = line.trim_start_matches("# ");
-        // Settings and tables are uncommented; prose stays a comment.
         if body.starts_with('[') || body.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) {
             section.push_str(body);
         } else {
@@ -144,6 +144,12 @@ fn the_documented_kinesis_section_is_valid_once_uncommented() {
         }
         section.push('\n');
     }
+    section
+}
+
+#[test]
+fn the_documented_kinesis_section_is_valid_once_uncommented() {
+    let section = documented_section("# [kinesis]", "# [kinesis.iot]");
     let c = load_str(&section).unwrap_or_else(|e| panic!("{e}\n{section}"));
     let k = c.kinesis().expect("enabled");
     assert_eq!(k.streams.pairs().len(), 3);
@@ -153,20 +159,7 @@ fn the_documented_kinesis_section_is_valid_once_uncommented() {
 #[cfg(feature = "video")]
 #[test]
 fn the_documented_video_section_is_valid_once_uncommented() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/tillgate.toml")).unwrap();
-    let start = text.find("# [video]").expect("documented section");
-    let end = text[start..].find("[shutdown]").expect("end") + start;
-    let mut section = String::new();
-    for line in text[start..end].lines() {
-        let body = line.trim_start_matches("# ");
-        if body.starts_with('[') || body.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) {
-            section.push_str(body);
-        } else {
-            section.push('#');
-            section.push_str(line);
-        }
-        section.push('\n');
-    }
+    let section = documented_section("# [video]", "[shutdown]");
     let c = load_str(&section).unwrap_or_else(|e| panic!("{e}\n{section}"));
     let v = c.video().expect("enabled with a camera");
     assert_eq!(v.cameras[0].stream_name(), "store-042-door");

@@ -12,6 +12,7 @@
 //! What landed can be read back per shard, de-aggregated as the KCL does it (dropping
 //! sub-records outside the shard's range, which are counted).
 
+use crate::outage::OutageListener;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -132,37 +133,6 @@ pub struct FakeKinesis {
     state: Arc<Mutex<State>>,
 }
 
-struct OutageListener {
-    inner: tokio::net::TcpListener,
-    state: Arc<Mutex<State>>,
-}
-
-impl axum::serve::Listener for OutageListener {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((io, addr)) = self.inner.accept().await else {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            };
-            let mut state = self.state.lock().unwrap();
-            if state.faults.outage {
-                state.stats.refused_connections += 1;
-                drop(io);
-                continue;
-            }
-            let _ = io.set_nodelay(true);
-            return (io, addr);
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
 impl FakeKinesis {
     /// Starts on a loopback port with `streams` as (name, shard count).
     pub async fn start(streams: &[(&str, u32)]) -> FakeKinesis {
@@ -180,10 +150,17 @@ impl FakeKinesis {
                 async move { handle(state, headers, body).await }
             })
             .layer(axum::extract::DefaultBodyLimit::max(16 << 20));
-        let listener = OutageListener {
-            inner: listener,
-            state: state.clone(),
-        };
+        let refuse_state = state.clone();
+        let listener = OutageListener::new(
+            listener,
+            Arc::new(move || {
+                let mut state = refuse_state.lock().unwrap();
+                if state.faults.outage {
+                    state.stats.refused_connections += 1;
+                }
+                state.faults.outage
+            }),
+        );
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -9,6 +9,7 @@
 //! dropped after N fragments, delayed PERSISTED, an error ACK for the next fragment.
 
 use crate::mkv_stream::{Event as MkvEvent, MkvStream, ParsedFragment};
+use crate::outage::OutageListener;
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
@@ -104,37 +105,6 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
-struct OutageListener {
-    inner: tokio::net::TcpListener,
-    state: Arc<Mutex<State>>,
-}
-
-impl axum::serve::Listener for OutageListener {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((io, addr)) = self.inner.accept().await else {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            };
-            let mut state = self.state.lock().unwrap();
-            if state.faults.outage {
-                *state.refusals.entry("outage".into()).or_default() += 1;
-                drop(io);
-                continue;
-            }
-            let _ = io.set_nodelay(true);
-            return (io, addr);
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
 impl FakeKvs {
     pub async fn start() -> FakeKvs {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -161,10 +131,17 @@ impl FakeKvs {
                 "/putMedia",
                 post(move |request: Request| put_media(s4.clone(), addr, request)),
             );
-        let listener = OutageListener {
-            inner: listener,
-            state: state.clone(),
-        };
+        let refuse_state = state.clone();
+        let listener = OutageListener::new(
+            listener,
+            Arc::new(move || {
+                let mut state = refuse_state.lock().unwrap();
+                if state.faults.outage {
+                    *state.refusals.entry("outage".into()).or_default() += 1;
+                }
+                state.faults.outage
+            }),
+        );
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

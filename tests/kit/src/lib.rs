@@ -12,6 +12,7 @@ pub mod kinesis_local;
 pub mod kvs_fake;
 pub mod mkv_stream;
 pub mod mqtt_bench;
+pub mod outage;
 pub mod process;
 pub mod rtsp_camera;
 pub mod terminal;
