@@ -188,6 +188,7 @@ mod tests {
             codec_private: vec![1, 2, 3],
             width: 640,
             height: 480,
+            frame_ns: None,
         }
     }
 

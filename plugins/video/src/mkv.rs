@@ -32,6 +32,7 @@ pub mod id {
     pub const TRACK_NUMBER: u32 = 0xD7;
     pub const TRACK_UID: u32 = 0x73C5;
     pub const TRACK_TYPE: u32 = 0x83;
+    pub const DEFAULT_DURATION: u32 = 0x23_E383;
     pub const NAME: u32 = 0x536E;
     pub const CODEC_ID: u32 = 0x86;
     pub const CODEC_PRIVATE: u32 = 0x63A2;
@@ -63,6 +64,10 @@ pub struct TrackInfo {
     pub codec_private: Vec<u8>,
     pub width: u32,
     pub height: u32,
+    /// Nanoseconds per frame when the stream declares its rate (DefaultDuration): without
+    /// it readers guess the rate (ffmpeg guesses 15000/1001 for 15 fps and its timestamps
+    /// then collide after a minute).
+    pub frame_ns: Option<u64>,
 }
 
 /// One video frame of a fragment.
@@ -141,6 +146,9 @@ pub fn header(camera: &str, segment_uid: [u8; 16], track: &TrackInfo) -> Vec<u8>
             element(t, id::NAME, camera.as_bytes());
             element(t, id::CODEC_ID, CODEC_H264.as_bytes());
             element(t, id::CODEC_PRIVATE, &track.codec_private);
+            if let Some(ns) = track.frame_ns {
+                uint(t, id::DEFAULT_DURATION, ns);
+            }
             master(t, id::VIDEO, |v| {
                 uint(v, id::PIXEL_WIDTH, u64::from(track.width));
                 uint(v, id::PIXEL_HEIGHT, u64::from(track.height));
@@ -299,6 +307,7 @@ mod tests {
             codec_private: vec![1, 0x64, 0, 0x1f, 0xff],
             width: 1280,
             height: 720,
+            frame_ns: Some(66_666_667),
         };
         let head = header("door", [7; 16], &track);
         let body = fragment(

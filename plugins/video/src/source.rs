@@ -60,6 +60,11 @@ fn track_of(caps: &gst::CapsRef) -> Option<TrackInfo> {
         codec_private: map.as_slice().to_vec(),
         width: s.get::<i32>("width").ok()?.max(0) as u32,
         height: s.get::<i32>("height").ok()?.max(0) as u32,
+        frame_ns: s
+            .get::<gst::Fraction>("framerate")
+            .ok()
+            .filter(|f| f.numer() > 0 && f.denom() > 0)
+            .map(|f| 1_000_000_000 * f.denom() as u64 / f.numer() as u64),
     })
 }
 
