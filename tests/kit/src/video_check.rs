@@ -72,12 +72,17 @@ pub fn gaps(fragments: &[Received], tolerance_ms: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// `ffmpeg -v error -i file -f null -`: the decoder's complaints (empty when clean).
+/// `ffmpeg -v error -i file -enc_time_base -1 -f null -`: the decoder's complaints
+/// (empty when clean). `-enc_time_base -1` keeps the file's own (1 ms) timestamps: by
+/// default the null muxer rescales them onto the nominal rate (15/1), and a camera whose
+/// clock runs 0.05 % slow (the test camera under load: 66.70 ms per frame) then yields
+/// "non monotonically increasing dts to muxer" after a minute — the muxer's complaint
+/// about its own rounding, not a decoding error.
 pub fn ffmpeg_errors(file: &Path) -> String {
     let out = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-i"])
         .arg(file)
-        .args(["-f", "null", "-"])
+        .args(["-enc_time_base", "-1", "-f", "null", "-"])
         .output()
         .expect("ffmpeg runs (Debian package ffmpeg)");
     let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
