@@ -8,14 +8,12 @@
 //! for inspection. Faults: outage (connections dropped and refused), a connection
 //! dropped after N fragments, delayed PERSISTED, an error ACK for the next fragment.
 
+use crate::kvs_sigv4::verify_signature;
 use crate::mkv_stream::{Event as MkvEvent, MkvStream, ParsedFragment};
 use crate::outage::OutageListener;
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -29,7 +27,6 @@ use tokio::sync::mpsc;
 /// The secret the fake accepts (with any access key id from [`ACCESS_KEY`]).
 pub const ACCESS_KEY: &str = "AKIDTEST";
 pub const SECRET_KEY: &str = "secret";
-const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Faults to inject.
 #[derive(Debug, Clone, Default)]
@@ -293,101 +290,6 @@ fn data_endpoint(state: &Mutex<State>, addr: SocketAddr, body: Value) -> Respons
         return error(StatusCode::BAD_REQUEST, "InvalidArgumentException", "APIName");
     }
     Json(json!({ "DataEndpoint": format!("http://{addr}") })).into_response()
-}
-
-/// Checks the SigV4 Authorization header by signing the same request again with the
-/// known secret; returns the payload style that matched.
-fn verify_signature(headers: &HeaderMap, host: &str) -> Result<&'static str, String> {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .ok_or("no Authorization")?;
-    let rest = auth.strip_prefix("AWS4-HMAC-SHA256 ").ok_or("not AWS4-HMAC-SHA256")?;
-    let mut parts = HashMap::new();
-    for p in rest.split(',') {
-        if let Some((k, v)) = p.trim().split_once('=') {
-            parts.insert(k, v);
-        }
-    }
-    let credential = parts.get("Credential").ok_or("no Credential")?;
-    let scope: Vec<&str> = credential.split('/').collect();
-    if scope.len() != 5 || scope[0] != ACCESS_KEY || scope[3] != "kinesisvideo" || scope[4] != "aws4_request" {
-        return Err(format!("credential scope {credential}"));
-    }
-    let region = scope[2];
-    let signed: Vec<&str> = parts
-        .get("SignedHeaders")
-        .ok_or("no SignedHeaders")?
-        .split(';')
-        .collect();
-    let expected = parts.get("Signature").ok_or("no Signature")?;
-    let date = headers
-        .get("x-amz-date")
-        .and_then(|v| v.to_str().ok())
-        .ok_or("no x-amz-date")?;
-    let time = chrono::NaiveDateTime::parse_from_str(date, "%Y%m%dT%H%M%SZ").map_err(|e| format!("x-amz-date: {e}"))?;
-    let time: SystemTime = time.and_utc().into();
-    if SystemTime::now().duration_since(time).unwrap_or_default() > Duration::from_secs(300) {
-        return Err("signature older than 5 minutes".into());
-    }
-    let token = headers
-        .get("x-amz-security-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    for name in &signed {
-        if matches!(*name, "x-amz-date" | "x-amz-security-token") {
-            continue;
-        }
-        let value = if *name == "host" {
-            host.to_string()
-        } else {
-            headers
-                .get(*name)
-                .and_then(|v| v.to_str().ok())
-                .ok_or(format!("signed header {name} missing"))?
-                .to_string()
-        };
-        pairs.push((name.to_string(), value));
-    }
-    let declared = headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok());
-    let styles: Vec<(&'static str, SignableBody)> = match declared {
-        Some("UNSIGNED-PAYLOAD") => vec![("unsigned-payload", SignableBody::UnsignedPayload)],
-        Some(EMPTY_SHA256) => vec![("empty-sha256", SignableBody::Precomputed(EMPTY_SHA256.into()))],
-        Some(other) => {
-            return Err(format!(
-                "x-amz-content-sha256 {other}: a streaming body cannot be hashed up front"
-            ))
-        }
-        None => vec![
-            ("empty-sha256", SignableBody::Precomputed(EMPTY_SHA256.into())),
-            ("unsigned-payload", SignableBody::UnsignedPayload),
-        ],
-    };
-    let identity = Credentials::new(ACCESS_KEY, SECRET_KEY, token, None, "kvs-fake").into();
-    for (style, body) in styles {
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(region)
-            .name("kinesisvideo")
-            .time(time)
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| e.to_string())?
-            .into();
-        let request = SignableRequest::new(
-            "POST",
-            format!("http://{host}/putMedia"),
-            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            body,
-        )
-        .map_err(|e| e.to_string())?;
-        let (_, signature) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
-        if &signature == expected {
-            return Ok(style);
-        }
-    }
-    Err("signature does not match".into())
 }
 
 async fn put_media(state: Arc<Mutex<State>>, addr: SocketAddr, request: Request) -> Response {

@@ -10,6 +10,7 @@ pub mod kinesis_check;
 pub mod kinesis_fake;
 pub mod kinesis_local;
 pub mod kvs_fake;
+pub mod kvs_sigv4;
 pub mod mkv_stream;
 pub mod mqtt_bench;
 pub mod outage;
