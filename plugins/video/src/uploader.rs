@@ -207,7 +207,7 @@ async fn session(
         Event::Persisted
     };
     let mut body_tx = Some(body_tx);
-    let mut header_sent: Option<Vec<u8>> = None;
+    let mut header_sent: Option<Bytes> = None;
     let mut last_sent: Option<u64> = None;
     let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::new();
     let mut reader = AckReader::default();
@@ -257,19 +257,21 @@ async fn session(
                     shared.metrics.fragments_dead.with_label_values(&[shared.camera.name.as_str()]).inc();
                     continue;
                 };
-                let (header, body) = bytes.split_at(split);
-                if header_sent.as_deref().is_some_and(|h| h != header) {
+                // One buffer, sliced: the fragment's bytes are not copied again.
+                let bytes = Bytes::from(bytes);
+                let (header, body) = (bytes.slice(..split), bytes.slice(split..));
+                if header_sent.as_ref().is_some_and(|h| *h != header) {
                     // New codec data: a new connection starts with the new header.
                     rotating = true;
                     continue;
                 }
                 let tx = body_tx.as_ref().ok_or(("body closed".to_string(), delivered))?;
                 if header_sent.is_none() {
-                    tx.send(Ok(Bytes::copy_from_slice(header))).await.map_err(|_| ("PutMedia connection closed".to_string(), delivered))?;
-                    header_sent = Some(header.to_vec());
+                    header_sent = Some(header.clone());
+                    tx.send(Ok(header)).await.map_err(|_| ("PutMedia connection closed".to_string(), delivered))?;
                 }
                 uplink.budget.take(1, bytes.len(), Instant::now());
-                tx.send(Ok(Bytes::copy_from_slice(body))).await.map_err(|_| ("PutMedia connection closed".to_string(), delivered))?;
+                tx.send(Ok(body)).await.map_err(|_| ("PutMedia connection closed".to_string(), delivered))?;
                 last_sent = Some(fragment.start_ms);
                 in_flight.push_back((fragment.start_ms, Instant::now()));
                 shared.metrics.fragments_sent.with_label_values(&[shared.camera.name.as_str()]).inc();

@@ -356,6 +356,22 @@ fn wait_listening(port: u16) -> Result<()> {
     Ok(())
 }
 
+/// VmRSS of process `pid`, KiB.
+pub(crate) fn pid_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS in /proc/<pid>/status")
+}
+
+/// CPU seconds (user + system) of process `pid` so far.
+pub(crate) fn pid_cpu_s(pid: u32) -> f64 {
+    stat_cpu_s(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
 fn peak_rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -491,7 +507,7 @@ fn mqtt_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     let config = mqtt_bench::agent_config(&agent_dir, port, &broker)?;
     let child = start_agent(&args.bin, &config, port)?;
     std::thread::sleep(Duration::from_millis(300)); // the MQTT session comes up
-    let cpu = |pid: u32| stat_cpu_s(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default());
+    let cpu = pid_cpu_s;
     let broker_pid = broker.pid().context("broker running")?;
 
     eprintln!("[mqtt 2/3] through the agent: 8 terminals flat out, {n} transactions (fsync, rule pack)");

@@ -1,8 +1,8 @@
 //! The packaging suite: stripped binary sizes (amd64, aarch64), idle RSS, and the time
 //! from spawning the agent to systemd's READY=1, on an empty journal and with a backlog.
 
-use super::{fill_journal, free_port, machine, open_with_pack, save, stop_agent, write_config, Args};
-use anyhow::{Context, Result};
+use super::{fill_journal, free_port, machine, open_with_pack, pid_rss_kib, save, stop_agent, write_config, Args};
+use anyhow::Result;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -47,13 +47,7 @@ fn time_to_ready(bin: &Path, data_dir: &Path, idle: Duration) -> Result<(f64, u6
         anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "no READY in 600 s");
     };
     std::thread::sleep(idle);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS")?;
+    let rss = pid_rss_kib(child.id())?;
     stop_agent(child)?;
     Ok((ready, rss))
 }

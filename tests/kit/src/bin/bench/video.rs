@@ -4,7 +4,7 @@
 //! run, and the agent's memory per camera. The agent's own idle CPU (HTTP, journal, sink
 //! loops, with no camera) is measured too and reported beside, not hidden.
 
-use super::{free_port, machine, save, stat_cpu_s, stop_agent, wait_listening, write_config, Args};
+use super::{free_port, machine, pid_cpu_s, pid_rss_kib, save, stop_agent, wait_listening, write_config, Args};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::Path;
@@ -13,26 +13,12 @@ use std::time::Duration;
 use tillgate_testkit::kvs_fake::{self, FakeKvs};
 use tillgate_testkit::rtsp_camera::{CameraMode, RtspCamera};
 
-fn cpu_of(pid: u32) -> f64 {
-    stat_cpu_s(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
-}
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS")
-}
-
 /// CPU seconds per second of `pid` over `seconds`, after `warmup`.
 fn cpu_rate(pid: u32, warmup: Duration, seconds: u64) -> f64 {
     std::thread::sleep(warmup);
-    let start = cpu_of(pid);
+    let start = pid_cpu_s(pid);
     std::thread::sleep(Duration::from_secs(seconds));
-    (cpu_of(pid) - start) / seconds as f64
+    (pid_cpu_s(pid) - start) / seconds as f64
 }
 
 /// The agent with `cameras` cameras reading `url`, each to its own stream at `kvs`.
@@ -93,14 +79,14 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         .spawn()
         .context("gst-launch-1.0 (Debian gstreamer1.0-tools)")?;
     let gst_cpu = cpu_rate(gst.id(), warmup, seconds);
-    let gst_rss = rss_kib(gst.id())?;
+    let gst_rss = pid_rss_kib(gst.id())?;
     let _ = gst.kill();
     let _ = gst.wait();
 
     eprintln!("[video 2/4] agent without cameras (idle CPU and RSS), {seconds} s");
     let (idle, _) = start_agent(&args.bin, &dir.path().join("idle"), &kvs.url(), &camera.url(), 0)?;
     let idle_cpu = cpu_rate(idle.id(), warmup, seconds);
-    let idle_rss = rss_kib(idle.id())?;
+    let idle_rss = pid_rss_kib(idle.id())?;
     stop_agent(idle)?;
 
     let mut runs = Vec::new();
@@ -114,7 +100,7 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
             cameras,
         )?;
         let cpu = cpu_rate(agent.id(), warmup, seconds);
-        let rss = rss_kib(agent.id())?;
+        let rss = pid_rss_kib(agent.id())?;
         stop_agent(agent)?;
         let fragments: usize = (0..cameras)
             .map(|i| kvs.distinct_fragments(&format!("bench-{i}")).len())
