@@ -28,16 +28,21 @@ pub enum AgentError {
     /// The HTTP listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// The journal writer died while running: nothing can be journaled until a restart.
+    #[error("the journal writer died ({0}); stopping so that the service manager restarts the agent")]
+    WriterDied(String),
 }
 
 impl AgentError {
     /// The process exit code: 78 (EX_CONFIG) for bad config so systemd does not
-    /// restart-loop, 74 (EX_IOERR) for storage, 69 (EX_UNAVAILABLE) for the listener.
+    /// restart-loop, 74 (EX_IOERR) for storage, 69 (EX_UNAVAILABLE) for the listener,
+    /// 70 (EX_SOFTWARE) for a writer that died.
     pub fn exit_code(&self) -> i32 {
         match self {
             AgentError::Config(_) => 78,
             AgentError::Journal(_) => 74,
             AgentError::Bind { .. } => 69,
+            AgentError::WriterDied(_) => 70,
         }
     }
 }
@@ -88,7 +93,12 @@ pub async fn run(
     };
     let mqtt = match config.mqtt() {
         Some(m) => {
-            let intake = Intake::new(journal.clone(), metrics.clone(), draining.clone());
+            let intake = Intake::new(
+                journal.clone(),
+                metrics.clone(),
+                draining.clone(),
+                config.intake.max_txn_bytes.get() as usize,
+            );
             let (mqtt, alerts) = Mqtt::start(m, Arc::new(intake), metrics.registry())
                 .map_err(|e| AgentError::Config(format!("mqtt: {e}")))?;
             if let Some(alerts) = alerts {
@@ -135,6 +145,9 @@ pub async fn run(
         draining: draining.clone(),
         token,
         max_body_bytes: config.http.max_body_bytes.get() as usize,
+        max_txn_bytes: config.intake.max_txn_bytes.get() as usize,
+        body_timeout: config.http.body_timeout.get(),
+        batch_permits: Arc::new(tokio::sync::Semaphore::new(config.http.max_concurrent_batches)),
         started: Instant::now(),
         active_rules: std::sync::Mutex::new(active),
         mqtt: mqtt.as_ref().map(Mqtt::status_handle),
@@ -176,8 +189,20 @@ pub async fn run(
     let app = http::router(state.clone());
     let draining = state.clone();
     let mqtt_drainer = mqtt.as_ref().map(Mqtt::drainer);
+    let stop_started = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let stop_at = stop_started.clone();
+    let writer = journal.clone();
+    let writer_died = Arc::new(std::sync::Mutex::new(None::<String>));
+    let died = writer_died.clone();
     let graceful = async move {
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => {}
+            why = writer.failed() => {
+                tracing::error!(error = %why, "the journal writer died: stopping");
+                *died.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+            }
+        }
+        *stop_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         notifier.stopping();
         draining.draining.store(true, Ordering::Release);
         if let Some(d) = mqtt_drainer {
@@ -185,11 +210,20 @@ pub async fn run(
         }
         tracing::info!("shutting down: intake stopped, finishing in-flight requests");
     };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+    let limits = http::server::Limits {
+        max_connections: config.http.max_connections,
+        header_timeout: config.http.header_timeout.get(),
+        idle_timeout: config.http.idle_timeout.get(),
+        shutdown_grace: config.http.shutdown_grace.get(),
+    };
+    http::server::serve(listener, app, limits, state.metrics.clone(), graceful).await;
 
-    let deadline = Instant::now() + config.shutdown.drain_timeout.get();
+    // The whole stop (HTTP's graceful phase included) is bounded by drain_timeout.
+    let stopped_at = stop_started
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_else(Instant::now);
+    let deadline = stopped_at + config.shutdown.drain_timeout.get();
     drain_tx.send_replace(Some(deadline));
     for r in runners {
         let _ = r.await;
@@ -215,6 +249,9 @@ pub async fn run(
     reloader.abort();
     supervisor.abort();
     journal.close().await;
+    if let Some(why) = writer_died.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(AgentError::WriterDied(why));
+    }
     tracing::info!(last_seq = journal.last_seq(), "tillgate stopped");
     Ok(())
 }

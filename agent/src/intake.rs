@@ -2,9 +2,10 @@
 //! journaled, decided; the answer, the dead letter and the refusal are the same for
 //! HTTP and for source plugins (MQTT).
 
+use crate::journal::DEAD_LETTER_HEAD;
 use crate::journal::{Accepted, DeadLetter, Journal, SubmitError};
 use crate::metrics::Metrics;
-use crate::txn::{self, redact_pans, FieldError, Rejection, Transaction};
+use crate::txn::{self, redact_pans, redact_text, FieldError, Rejection, RejectionClass, Transaction};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,33 +20,50 @@ pub struct Intake {
     metrics: Metrics,
     /// The agent's drain flag (shared with HTTP): set, every input is refused.
     draining: Arc<AtomicBool>,
+    /// `intake.max_txn_bytes`.
+    max_txn_bytes: usize,
 }
 
 impl Intake {
-    pub fn new(journal: Journal, metrics: Metrics, draining: Arc<AtomicBool>) -> Self {
+    pub fn new(journal: Journal, metrics: Metrics, draining: Arc<AtomicBool>, max_txn_bytes: usize) -> Self {
         Intake {
             journal,
             metrics,
             draining,
+            max_txn_bytes,
         }
     }
 }
 
+/// Parses one input of `size` bytes (of which `raw` may be only the head) under the
+/// shared limit.
+pub fn parse_input(raw: &[u8], size: usize, limit: usize) -> Result<Transaction, Rejection> {
+    if size > limit {
+        return Err(Rejection::TooLarge { size, limit });
+    }
+    txn::parse_limited(raw, chrono::Utc::now(), limit)
+}
+
 #[async_trait]
 impl Ingest for Intake {
+    fn max_txn_bytes(&self) -> usize {
+        self.max_txn_bytes
+    }
+
     async fn submit(&self, s: Submission<'_>) -> PendingVerdict {
         let started = Instant::now();
         let state = self.clone();
         if state.draining.load(Ordering::Acquire) {
             return ready(refused(&SubmitError::Closed));
         }
-        let txn = match txn::parse(s.raw, chrono::Utc::now()).and_then(|t| check_origin(t, &s)) {
+        let parsed = parse_input(s.raw, s.size, self.max_txn_bytes).and_then(|t| check_origin(t, &s));
+        let txn = match parsed {
             Ok(t) => t,
             Err(rejection) => {
                 let (store_id, terminal_id) = routing_hint(&s);
-                let (source, raw) = (s.source, s.raw.to_vec());
+                let (source, raw, size) = (s.source, head(s.raw).to_vec(), s.size);
                 return Box::pin(async move {
-                    if let Err(e) = dead_letter(&state.journal, source, rejection.to_string(), &raw).await {
+                    if let Err(e) = dead_letter(&state.journal, source, &rejection, &raw, size).await {
                         // Not stored: the sender keeps the message and redelivers it later.
                         return refused(&e);
                     }
@@ -93,8 +111,8 @@ fn check_origin(txn: Transaction, s: &Submission<'_>) -> Result<Transaction, Rej
             if expected != actual {
                 problems.push(FieldError {
                     field: field.into(),
-                    problem: format!("is `{actual}` but the {} topic names `{expected}`", s.source),
-                    allowed: format!("`{expected}`, the value in the topic it was published to"),
+                    problem: redact_text(&format!("is `{actual}` but the {} topic names `{expected}`", s.source)),
+                    allowed: redact_text(&format!("`{expected}`, the value in the topic it was published to")),
                 });
             }
         }
@@ -109,7 +127,9 @@ fn check_origin(txn: Transaction, s: &Submission<'_>) -> Result<Transaction, Rej
 /// Where to send a rejection: the transport's store and terminal, else whatever of the
 /// payload is a JSON object with string ids.
 fn routing_hint(s: &Submission<'_>) -> (Option<String>, Option<String>) {
-    let parsed: Option<Value> = serde_json::from_slice(s.raw).ok();
+    let parsed: Option<Value> = (s.raw.len() == s.size)
+        .then(|| serde_json::from_slice(s.raw).ok())
+        .flatten();
     let from_payload = |key: &str| {
         parsed
             .as_ref()
@@ -160,12 +180,54 @@ pub fn count(metrics: &Metrics, source: &str, outcome: &str) {
     metrics.transactions.with_label_values(&[source, outcome]).inc();
 }
 
-/// Stores the input with card numbers masked; returns once it is durable.
-pub async fn dead_letter(journal: &Journal, source: &str, reason: String, raw: &[u8]) -> Result<(), SubmitError> {
+/// The part of an input a dead letter keeps.
+pub fn head(raw: &[u8]) -> &[u8] {
+    &raw[..raw.len().min(DEAD_LETTER_HEAD)]
+}
+
+/// What a dead letter stores of `raw`: its head with card numbers masked. Digits cut
+/// off at the end of the head are masked too: a card number split by the cut would
+/// not be recognised, and its first 12 digits are still too many to keep.
+pub fn dead_letter_bytes(raw: &[u8]) -> Vec<u8> {
+    let mut out = redact_pans(head(raw));
+    if raw.len() > out.len() {
+        for b in out.iter_mut().rev() {
+            match *b {
+                b'0'..=b'9' => *b = b'*',
+                b' ' | b'-' | b'*' => {}
+                _ => break,
+            }
+        }
+    }
+    out
+}
+
+/// Stores the input's head with card numbers masked; returns once it is durable.
+pub async fn dead_letter(
+    journal: &Journal,
+    source: &str,
+    rejection: &Rejection,
+    raw: &[u8],
+    size: usize,
+) -> Result<(), SubmitError> {
+    store_dead_letter(journal, source, rejection.class(), rejection.to_string(), raw, size).await
+}
+
+/// [`dead_letter`] for a reason that is not a [`Rejection`] (an over-size HTTP body).
+pub async fn store_dead_letter(
+    journal: &Journal,
+    source: &str,
+    class: RejectionClass,
+    reason: String,
+    raw: &[u8],
+    size: usize,
+) -> Result<(), SubmitError> {
     let letter = DeadLetter {
         source: source.into(),
-        reason,
-        raw: redact_pans(raw),
+        class,
+        reason: redact_text(&reason),
+        raw: dead_letter_bytes(raw),
+        size,
     };
     let stored = journal.dead_letter(letter).await;
     if let Err(e) = &stored {
@@ -178,6 +240,7 @@ pub async fn dead_letter(journal: &Journal, source: &str, reason: String, raw: &
 pub fn refusal_code(e: &SubmitError) -> &'static str {
     match e {
         SubmitError::Full(_) => "journal_full",
+        SubmitError::DiskFull(_) => "disk_full",
         SubmitError::Closed => "draining",
         SubmitError::Storage(_) => "storage",
     }

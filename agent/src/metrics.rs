@@ -21,8 +21,25 @@ pub struct Metrics {
     pub commit_batch_rows: Histogram,
     /// Time spent in COMMIT (the fsync).
     pub commit_seconds: Histogram,
-    /// Journal file bytes in use.
+    /// Bytes counted against `journal.max_bytes` (pages in use and the WAL).
     pub journal_bytes: IntGauge,
+    /// The WAL file's size.
+    pub journal_wal_bytes: IntGauge,
+    /// Shipped rows pruned before `retention` because the journal was full.
+    pub journal_pressure_pruned: IntCounter,
+    /// Bytes of stored dead letters (their own budget).
+    pub dead_letter_bytes: IntGauge,
+    /// Dead letters deleted because their budget was used up.
+    pub dead_letters_evicted: IntCounter,
+    /// HTTP connections by how they ended or were refused (`closed`, `idle_timeout`,
+    /// `header_timeout`, `body_timeout`, `shutdown`).
+    pub http_connections: IntCounterVec,
+    /// Open HTTP connections.
+    pub http_open_connections: IntGauge,
+    /// Events a rule's window let go early because a key reached `max_events_per_key`.
+    pub rule_events_capped: IntCounterVec,
+    /// Report windows closed early because the report reached `max_keys`.
+    pub report_windows_evicted: IntCounterVec,
     /// Configured size budget.
     pub journal_max_bytes: IntGauge,
     /// Highest sequence number committed.
@@ -127,7 +144,36 @@ impl Metrics {
                 exponential_buckets(1.0, 2.0, 14).expect("valid buckets"),
             ),
             commit_seconds: histogram("journal_commit_seconds", "Time spent in COMMIT", latency_buckets),
-            journal_bytes: gauge("journal_bytes", "Journal bytes in use"),
+            journal_bytes: gauge(
+                "journal_bytes",
+                "Journal bytes counted against journal.max_bytes (pages in use and the WAL)",
+            ),
+            journal_wal_bytes: gauge("journal_wal_bytes", "Journal WAL file size"),
+            journal_pressure_pruned: counter(
+                "journal_pressure_pruned_records_total",
+                "Shipped rows pruned before retention because the journal was full",
+            ),
+            dead_letter_bytes: gauge("dead_letter_bytes", "Bytes of stored dead letters"),
+            dead_letters_evicted: counter(
+                "dead_letters_evicted_total",
+                "Dead letters deleted because journal.dead_letter_max_bytes was used up",
+            ),
+            http_connections: counter_vec(
+                "http_connections_total",
+                "HTTP connections by how they ended",
+                &["outcome"],
+            ),
+            http_open_connections: gauge("http_open_connections", "Open HTTP connections"),
+            rule_events_capped: counter_vec(
+                "rule_events_capped_total",
+                "Window events dropped early because a key reached max_events_per_key",
+                &["rule"],
+            ),
+            report_windows_evicted: counter_vec(
+                "report_windows_evicted_total",
+                "Report windows closed early because the report reached max_keys",
+                &["report"],
+            ),
             journal_max_bytes: gauge("journal_max_bytes", "Journal size budget"),
             journal_last_seq: gauge("journal_last_seq", "Highest committed sequence number"),
             journal_evicted: counter(

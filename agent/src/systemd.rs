@@ -91,14 +91,20 @@ pub struct Liveness {
 impl Liveness {
     /// Why the agent is not making progress, if it is not.
     async fn problem(&self, within: Duration) -> Option<String> {
-        // Rebuilding rule state after a start is progress: the writer answers after it.
-        let rebuilding = self
-            .journal
-            .state()
-            .replaying
-            .load(std::sync::atomic::Ordering::Acquire);
-        if !rebuilding && tokio::time::timeout(within, self.journal.ping()).await.is_err() {
-            return Some(format!("the journal writer did not answer within {within:?}"));
+        let state = self.journal.state();
+        let before = state.progress.load(std::sync::atomic::Ordering::Acquire);
+        match tokio::time::timeout(within, self.journal.ping()).await {
+            Ok(true) => {}
+            Ok(false) => return Some("the journal writer has stopped".into()),
+            Err(_) => {
+                // A ping waits behind a long replay (start-up, reload): that is progress
+                // as long as the replay moves.
+                let replaying = state.replaying.load(std::sync::atomic::Ordering::Acquire);
+                let moved = state.progress.load(std::sync::atomic::Ordering::Acquire) != before;
+                if !(replaying && moved) {
+                    return Some(format!("the journal writer did not answer within {within:?}"));
+                }
+            }
         }
         self.sinks
             .iter()

@@ -147,6 +147,44 @@ fn find_key(text: &str, dotted: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// `[http]` limits: every timeout above zero, the graceful phase inside the drain.
+fn validate_http(h: &super::HttpConfig, drain: std::time::Duration) -> Result<(), (String, String)> {
+    for (key, d) in [
+        ("http.header_timeout", h.header_timeout),
+        ("http.body_timeout", h.body_timeout),
+        ("http.idle_timeout", h.idle_timeout),
+    ] {
+        if d.get().is_zero() {
+            return Err((key.into(), "must be more than 0s".into()));
+        }
+    }
+    if h.max_connections == 0 || h.max_connections > 65_536 {
+        return Err((
+            "http.max_connections".into(),
+            format!("{} is out of range; allowed: 1–65536", h.max_connections),
+        ));
+    }
+    if h.max_concurrent_batches == 0 || h.max_concurrent_batches > h.max_connections {
+        return Err((
+            "http.max_concurrent_batches".into(),
+            format!(
+                "{} is out of range; allowed: 1–http.max_connections",
+                h.max_concurrent_batches
+            ),
+        ));
+    }
+    if h.shutdown_grace.get() > drain {
+        return Err((
+            "http.shutdown_grace".into(),
+            format!(
+                "{} is longer than shutdown.drain_timeout, which bounds the whole stop",
+                h.shutdown_grace
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that need more than one field or the meaning of a value.
 fn validate(c: &Config) -> Result<(), (String, String)> {
     let j = &c.journal;
@@ -171,6 +209,32 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             format!("{} is too small; allowed: at least 64KiB", j.max_bytes),
         ));
     }
+    if j.dead_letter_max_bytes.get() < 1024 * 1024 {
+        return Err((
+            "journal.dead_letter_max_bytes".into(),
+            format!(
+                "{} is too small; allowed: at least 1MiB (a dead letter keeps up to 64 KiB)",
+                j.dead_letter_max_bytes
+            ),
+        ));
+    }
+    let max_txn = c.intake.max_txn_bytes.get();
+    if !(1024..=8 * 1024 * 1024).contains(&max_txn) {
+        return Err((
+            "intake.max_txn_bytes".into(),
+            format!("{} is out of range; allowed: 1KiB–8MiB", c.intake.max_txn_bytes),
+        ));
+    }
+    if c.http.max_body_bytes.get() < max_txn {
+        return Err((
+            "http.max_body_bytes".into(),
+            format!(
+                "{} is smaller than intake.max_txn_bytes ({}); a batch must hold one transaction at least",
+                c.http.max_body_bytes, c.intake.max_txn_bytes
+            ),
+        ));
+    }
+    validate_http(&c.http, c.shutdown.drain_timeout.get())?;
     if j.prune_interval.get().is_zero() {
         return Err(("journal.prune_interval".into(), "must be more than 0s".into()));
     }
@@ -202,6 +266,20 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
         // Templates, and the password and TLS files read now: a missing file is a config
         // error at start, not a reconnect loop.
         tillgate_mqtt::check(m).map_err(|e| (e.key, e.message))?;
+        // A payload up to the limit, its topic and properties must fit in a packet the
+        // broker may send us; larger ones arrive and are refused visibly.
+        let least = max_txn + 64 * 1024;
+        if m.max_packet_bytes.get() < least {
+            return Err((
+                "mqtt.max_packet_bytes".into(),
+                format!(
+                    "{} cannot carry a transaction of intake.max_txn_bytes ({}) with its topic; allowed: at least {}",
+                    m.max_packet_bytes,
+                    c.intake.max_txn_bytes,
+                    tillgate_sdk::ByteSize(least)
+                ),
+            ));
+        }
     }
     if let Some(k) = c.kinesis() {
         tillgate_kinesis::check(k).map_err(|e| (e.key, e.message))?;

@@ -29,6 +29,8 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub intake: IntakeConfig,
+    #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
     pub journal: JournalConfig,
@@ -129,6 +131,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[intake]`: limits every source (HTTP, MQTT) shares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// Largest transaction document: one HTTP body, one NDJSON line, one MQTT payload.
+    /// A larger one is refused (413 / the error topic) and dead-lettered (head only).
+    #[serde(default = "default_max_txn")]
+    pub max_txn_bytes: ByteSize,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig {
+            max_txn_bytes: default_max_txn(),
+        }
+    }
+}
+
+fn default_max_txn() -> ByteSize {
+    ByteSize::kib(64)
+}
+
 /// `[http]`: the decision endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,9 +163,31 @@ pub struct HttpConfig {
     /// Bearer token terminals must send (`Authorization: Bearer …`).
     #[serde(default)]
     pub token: Option<Secret>,
-    /// Largest request body (an NDJSON batch); a single transaction is capped at 64 KiB.
+    /// Largest request body (an NDJSON batch); a single transaction is capped by
+    /// `intake.max_txn_bytes`.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: ByteSize,
+    /// A request's headers must arrive within this, from its first byte.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: HumanDuration,
+    /// A request's body must arrive within this, from the end of its headers.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: HumanDuration,
+    /// A connection with no request in progress and nothing sent for this long is
+    /// closed (kept-alive terminals reconnect).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Open connections at most; more wait in the listen backlog until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// NDJSON batches read and decided at the same time at most (each may hold up to
+    /// `max_body_bytes`); more wait their turn.
+    #[serde(default = "default_max_concurrent_batches")]
+    pub max_concurrent_batches: usize,
+    /// On shutdown, requests in progress get this long to be answered; then their
+    /// connections are closed. Part of `shutdown.drain_timeout`.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
 }
 
 impl Default for HttpConfig {
@@ -150,8 +196,33 @@ impl Default for HttpConfig {
             listen: default_listen(),
             token: None,
             max_body_bytes: default_max_body(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_concurrent_batches: default_max_concurrent_batches(),
+            shutdown_grace: default_shutdown_grace(),
         }
     }
+}
+
+fn default_header_timeout() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+fn default_body_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+fn default_max_connections() -> usize {
+    512
+}
+fn default_max_concurrent_batches() -> usize {
+    4
+}
+fn default_shutdown_grace() -> HumanDuration {
+    HumanDuration::secs(5)
 }
 
 fn default_listen() -> SocketAddr {
@@ -213,6 +284,9 @@ pub struct JournalConfig {
     /// Dead letters are kept this long.
     #[serde(default = "default_dead_letter_retention")]
     pub dead_letter_retention: HumanDuration,
+    /// Dead letters' own budget (not part of `max_bytes`): over it the oldest go.
+    #[serde(default = "default_dead_letter_max_bytes")]
+    pub dead_letter_max_bytes: ByteSize,
     /// How often shipped rows past retention are deleted.
     #[serde(default = "default_prune_interval")]
     pub prune_interval: HumanDuration,
@@ -230,6 +304,7 @@ impl Default for JournalConfig {
             retention: default_retention(),
             idempotency_window: default_retention(),
             dead_letter_retention: default_dead_letter_retention(),
+            dead_letter_max_bytes: default_dead_letter_max_bytes(),
             prune_interval: default_prune_interval(),
         }
     }
@@ -249,6 +324,9 @@ fn default_retention() -> HumanDuration {
 }
 fn default_dead_letter_retention() -> HumanDuration {
     HumanDuration::secs(30 * 24 * 3600)
+}
+fn default_dead_letter_max_bytes() -> ByteSize {
+    ByteSize::mib(64)
 }
 fn default_prune_interval() -> HumanDuration {
     HumanDuration::secs(10)

@@ -13,17 +13,29 @@ pub enum ReadBody {
         seen: usize,
         limit: usize,
     },
+    /// The whole body did not arrive within the body timeout.
+    TimedOut {
+        received: usize,
+    },
     /// The client went away or sent a broken body.
     Failed(String),
 }
 
 /// How much of an over-size body is kept for its dead letter.
-const HEAD: usize = 64 * 1024;
+const HEAD: usize = crate::journal::DEAD_LETTER_HEAD;
 
-/// Reads `body`, stopping as soon as it is known to exceed `limit`.
-pub async fn read_limited(mut body: Body, limit: usize) -> ReadBody {
+/// Reads `body`, stopping as soon as it is known to exceed `limit`, or when it has not
+/// all arrived `timeout` after the headers (a client trickling bytes holds a
+/// connection, not the agent).
+pub async fn read_limited(mut body: Body, limit: usize, timeout: std::time::Duration) -> ReadBody {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => return ReadBody::TimedOut { received: buf.len() },
+        };
         let frame = match frame {
             Ok(f) => f,
             Err(e) => return ReadBody::Failed(e.to_string()),

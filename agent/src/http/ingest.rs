@@ -3,9 +3,9 @@
 
 use super::body::{read_limited, ReadBody};
 use super::AppState;
-use crate::intake;
+use crate::intake::{self, parse_input};
 use crate::journal::{Accepted, SubmitError};
-use crate::txn::{self, Rejection, MAX_TXN_BYTES};
+use crate::txn::{Rejection, RejectionClass, Transaction};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -27,20 +27,61 @@ pub async fn post_transactions(State(state): State<Arc<AppState>>, headers: Head
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl"));
-    let limit = if ndjson { state.max_body_bytes } else { MAX_TXN_BYTES };
-    let raw = match read_limited(body, limit).await {
+    // A batch may hold `max_body_bytes`: only so many are read and decided at once.
+    let _turn = if ndjson {
+        match state.batch_permits.clone().acquire_owned().await {
+            Ok(permit) => Some(permit),
+            Err(_) => return refusal(&SubmitError::Closed),
+        }
+    } else {
+        None
+    };
+    let limit = if ndjson {
+        state.max_body_bytes
+    } else {
+        state.max_txn_bytes
+    };
+    let raw = match read_limited(body, limit, state.body_timeout).await {
         ReadBody::Complete(b) => b,
         ReadBody::TooLarge { head, seen, limit } => {
             let what = if ndjson {
                 "batch body (http.max_body_bytes)"
             } else {
-                "transaction (64 KiB; send larger volumes as an NDJSON batch)"
+                "transaction (intake.max_txn_bytes; send larger volumes as an NDJSON batch)"
             };
             let reason = format!("body exceeds the {limit}-byte limit for a {what}: {seen}+ bytes received");
-            dead_letter(&state, reason.clone(), &head).await;
+            let _ = intake::store_dead_letter(
+                &state.journal,
+                SOURCE,
+                RejectionClass::TooLarge,
+                reason.clone(),
+                &head,
+                seen,
+            )
+            .await;
+            count(&state, "rejected");
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Json(json!({"error": "too_large", "message": reason})),
+            )
+                .into_response();
+        }
+        ReadBody::TimedOut { received } => {
+            state
+                .metrics
+                .http_connections
+                .with_label_values(&["body_timeout"])
+                .inc();
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, "close")],
+                Json(json!({
+                    "error": "body_timeout",
+                    "message": format!(
+                        "the request body did not arrive within {:?} (http.body_timeout); {received} bytes came",
+                        state.body_timeout
+                    ),
+                })),
             )
                 .into_response();
         }
@@ -53,14 +94,14 @@ pub async fn post_transactions(State(state): State<Arc<AppState>>, headers: Head
         }
     };
     if ndjson {
-        batch(&state, &raw, started).await
+        batch(&state, raw, started).await
     } else {
         single(&state, &raw, started).await
     }
 }
 
 async fn single(state: &AppState, raw: &[u8], started: Instant) -> Response {
-    let txn = match txn::parse(raw, chrono::Utc::now()) {
+    let txn = match parse_input(raw, raw.len(), state.max_txn_bytes) {
         Ok(t) => t,
         Err(rejection) => return reject(state, raw, rejection).await,
     };
@@ -73,26 +114,41 @@ async fn single(state: &AppState, raw: &[u8], started: Instant) -> Response {
     }
 }
 
-async fn batch(state: &AppState, raw: &[u8], started: Instant) -> Response {
-    let now = chrono::Utc::now();
-    let lines: Vec<&[u8]> = raw
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .collect();
+/// One parsed line of a batch.
+type Line = Result<Transaction, (Rejection, Vec<u8>)>;
+
+async fn batch(state: &AppState, raw: bytes::Bytes, started: Instant) -> Response {
+    // Parsing and the card-number scan of up to `max_body_bytes` is CPU work: off the
+    // async workers, so other requests and the MQTT connection keep moving.
+    let limit = state.max_txn_bytes;
+    let parsed = tokio::task::spawn_blocking(move || -> Vec<Line> {
+        raw.split(|b| *b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .map(|line| parse_input(line, line.len(), limit).map_err(|r| (r, intake::head(line).to_vec())))
+            .collect()
+    })
+    .await;
+    let Ok(lines) = parsed else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": "internal", "message": "the batch could not be parsed (internal error); nothing was journaled"})),
+        )
+            .into_response();
+    };
     let mut results: Vec<Option<Value>> = vec![None; lines.len()];
     let mut valid = Vec::new();
     let mut positions = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        match txn::parse(line, now) {
+    for (i, line) in lines.into_iter().enumerate() {
+        match line {
             Ok(t) => {
                 valid.push(t);
                 positions.push(i);
             }
-            Err(rejection) => {
+            Err((rejection, head)) => {
                 let mut v = rejection.to_json();
                 v["status"] = json!(status_of(&rejection).as_u16());
                 v["line"] = json!(i + 1);
-                dead_letter(state, rejection.to_string(), line).await;
+                let _ = intake::dead_letter(&state.journal, SOURCE, &rejection, &head, head.len()).await;
                 count(state, "rejected");
                 results[i] = Some(v);
             }
@@ -137,16 +193,13 @@ fn status_of(r: &Rejection) -> StatusCode {
     }
 }
 
+/// Answers a 4xx and stores the dead letter (card numbers masked). A dead letter that
+/// cannot be stored is counted by the journal (`dead_letters_lost_total`) and logged;
+/// the client still gets its 4xx.
 async fn reject(state: &AppState, raw: &[u8], rejection: Rejection) -> Response {
-    dead_letter(state, rejection.to_string(), raw).await;
+    let _ = intake::dead_letter(&state.journal, SOURCE, &rejection, raw, raw.len()).await;
     count(state, "rejected");
     (status_of(&rejection), Json(rejection.to_json())).into_response()
-}
-
-/// Stores the input with card numbers masked. A failure is counted by the journal
-/// (`dead_letters_lost_total`) and logged; the client still gets its 4xx.
-async fn dead_letter(state: &AppState, reason: String, raw: &[u8]) {
-    let _ = intake::dead_letter(&state.journal, SOURCE, reason, raw).await;
 }
 
 fn refusal_body(e: &SubmitError) -> (StatusCode, Value) {

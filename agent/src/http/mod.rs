@@ -5,6 +5,7 @@
 
 mod body;
 mod ingest;
+pub mod server;
 
 use crate::journal::Journal;
 use crate::metrics::Metrics;
@@ -19,6 +20,7 @@ use axum::{Json, Router};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use subtle::ConstantTimeEq;
 
 /// Reads every camera's status now (a closure, so the agent needs no video types
 /// when built without cameras).
@@ -40,6 +42,12 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     pub token: Option<String>,
     pub max_body_bytes: usize,
+    /// `intake.max_txn_bytes`: one JSON body or one NDJSON line.
+    pub max_txn_bytes: usize,
+    /// `http.body_timeout`.
+    pub body_timeout: std::time::Duration,
+    /// NDJSON batches being read and decided (`http.max_concurrent_batches`).
+    pub batch_permits: Arc<tokio::sync::Semaphore>,
     pub started: Instant,
     /// Ids of the rules and reports deciding now (replaced on a successful reload).
     pub active_rules: std::sync::Mutex<(Vec<String>, Vec<String>)>,
@@ -69,7 +77,9 @@ async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: N
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        // Constant time: how far a guess matches must not show in how long it takes.
+        let matches = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
+        if !matches {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],

@@ -4,6 +4,7 @@
 use crate::rules::{DecideContext, Decider, OriginalLookup};
 use crate::txn::{from_journal, Transaction, CLOCK_SKEW_LIMIT_SECS};
 use rusqlite::{Connection, OptionalExtension};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Original sales, looked up by txn_id in the journal (committed or in this group).
@@ -32,7 +33,7 @@ pub fn replay_horizon(decider: &dyn Decider) -> Option<Duration> {
 
 /// Feeds the journal's recent transactions, in journal order, through `decider` so its
 /// state is what it was before the restart. Returns (transactions, time taken).
-pub fn replay(conn: &Connection, decider: &mut dyn Decider) -> rusqlite::Result<(u64, Duration)> {
+pub fn replay(conn: &Connection, decider: &mut dyn Decider, progress: &AtomicU64) -> rusqlite::Result<(u64, Duration)> {
     let started = Instant::now();
     let Some(horizon) = replay_horizon(decider) else {
         return Ok((0, started.elapsed()));
@@ -67,6 +68,9 @@ pub fn replay(conn: &Connection, decider: &mut dyn Decider) -> rusqlite::Result<
                     },
                 );
                 n += 1;
+                if n % 1024 == 0 {
+                    progress.fetch_add(1, Ordering::Relaxed);
+                }
             }
             None => tracing::warn!(seq, "journaled transaction could not be read back; skipped in replay"),
         }

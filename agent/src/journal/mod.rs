@@ -8,6 +8,7 @@
 //!
 //! **API boundary**: nothing outside this module sees a `rusqlite::Connection`.
 
+mod budget;
 mod checkpoint;
 mod group;
 mod lookup;
@@ -22,7 +23,7 @@ pub use records::{AlertRecord, DecisionRecord};
 use crate::config::JournalConfig;
 use crate::metrics::Metrics;
 use crate::rules::Decider;
-use crate::txn::Transaction;
+use crate::txn::{RejectionClass, Transaction};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,15 +31,21 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 use writer::{Command, Writer};
 
-/// Where a rejected input came from.
+pub use budget::DEAD_LETTER_HEAD;
+
+/// A rejected input, kept for diagnosis.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     /// `http`, `mqtt`, ...
     pub source: String,
-    /// The specific reason, as answered to the client.
+    /// What kind of rejection (a bounded metrics label).
+    pub class: RejectionClass,
+    /// The specific reason, as answered to the client (never a card number).
     pub reason: String,
-    /// The input as received (card numbers masked by the caller).
+    /// The input's first [`DEAD_LETTER_HEAD`] bytes, card numbers masked by the caller.
     pub raw: Vec<u8>,
+    /// How large the input was.
+    pub size: usize,
 }
 
 /// A journaled transaction's answer.
@@ -75,6 +82,9 @@ pub enum SubmitError {
     /// The agent is shutting down.
     #[error("the agent is shutting down; retry against it after restart")]
     Closed,
+    /// The filesystem holding the journal has no room left (SQLITE_FULL).
+    #[error("{0}")]
+    DiskFull(String),
     /// SQLite failed (disk error); the transaction was not journaled.
     #[error("journal write failed: {0}")]
     Storage(String),
@@ -96,8 +106,13 @@ pub enum JournalError {
 pub struct JournalState {
     /// Highest committed sequence number.
     pub last_seq: AtomicU64,
-    /// Bytes in use after the last commit.
+    /// Bytes counted against `journal.max_bytes` after the last commit (database pages
+    /// in use and the WAL, dead letters excluded).
     pub used_bytes: AtomicU64,
+    /// The WAL file's size.
+    pub wal_bytes: AtomicU64,
+    /// Bytes of dead letters (their own budget, `journal.dead_letter_max_bytes`).
+    pub dead_letter_bytes: AtomicU64,
     /// Rows evicted unsent, ever (persisted).
     pub evicted: AtomicU64,
     /// The budget is used up right now.
@@ -107,8 +122,12 @@ pub struct JournalState {
     /// Transactions replayed into the rules at open, and how long it took (ms).
     pub replayed: AtomicU64,
     pub replay_ms: AtomicU64,
-    /// The writer is rebuilding rule state (after READY: transactions wait for it).
+    /// The writer is rebuilding rule state (after READY, or for a rule reload:
+    /// transactions wait for it).
     pub replaying: AtomicBool,
+    /// Grows with every group and every few replayed transactions: the watchdog's sign
+    /// that the writer is working even when a ping waits behind a long replay.
+    pub progress: AtomicU64,
 }
 
 /// The checkpoint thread and the way to stop it.
@@ -123,6 +142,8 @@ pub struct Journal {
     path: PathBuf,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     checkpointer: Arc<Mutex<Option<Checkpointer>>>,
+    /// Set (with the reason) when the writer thread ended without being asked to.
+    failed: watch::Receiver<Option<String>>,
 }
 
 impl Journal {
@@ -145,14 +166,34 @@ impl Journal {
             path: path.to_path_buf(),
             source,
         };
-        let conn = schema::open_writer(path, config.durability).map_err(opened)?;
+        let conn = schema::open_writer(path, config.durability, config.max_bytes.get()).map_err(opened)?;
         let state = Arc::new(JournalState::default());
         let (tx, rx) = mpsc::channel(config.max_batch_rows * 4);
-        let writer = Writer::new(conn, rx, config.clone(), sinks, decider, metrics, state.clone()).map_err(opened)?;
+        let writer = Writer::new(
+            conn,
+            path.to_path_buf(),
+            rx,
+            config.clone(),
+            sinks,
+            decider,
+            metrics,
+            state.clone(),
+        )
+        .map_err(opened)?;
         let committed = writer.committed();
+        let (failed_tx, failed) = watch::channel(None);
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                // A writer that dies takes every future answer with it: the agent must
+                // end (and systemd restart it), not answer 503 forever.
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || writer.run()));
+                if let Err(panic) = run {
+                    let why = panic_message(panic.as_ref());
+                    tracing::error!(panic = %why, "the journal writer died");
+                    failed_tx.send_replace(Some(why));
+                }
+            })
             .map_err(|source| JournalError::Dir {
                 path: path.to_path_buf(),
                 source,
@@ -174,7 +215,20 @@ impl Journal {
             path: path.to_path_buf(),
             writer: Arc::new(Mutex::new(Some(handle))),
             checkpointer: Arc::new(Mutex::new(Some((stop, checkpointer)))),
+            failed,
         })
+    }
+
+    /// Resolves with the reason if the writer thread dies (a panic): nothing can be
+    /// journaled any more.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failed.clone();
+        let seen = rx.wait_for(Option::is_some).await.map(|why| why.clone());
+        match seen {
+            Ok(why) => why.unwrap_or_default(),
+            // The sender is gone: the writer ended as asked (a panic sets a reason first).
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Journals `txn`, decides it, and answers once the decision is durable.
@@ -213,8 +267,10 @@ impl Journal {
         out
     }
 
-    /// Stores a dead letter; returns once it is durable.
-    pub async fn dead_letter(&self, letter: DeadLetter) -> Result<(), SubmitError> {
+    /// Stores a dead letter (its first [`DEAD_LETTER_HEAD`] bytes); returns once it is
+    /// durable.
+    pub async fn dead_letter(&self, mut letter: DeadLetter) -> Result<(), SubmitError> {
+        letter.raw.truncate(DEAD_LETTER_HEAD);
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::DeadLetter { letter, reply })
@@ -234,12 +290,14 @@ impl Journal {
         rx.await.unwrap_or_else(|_| Err("the journal writer stopped".into()))
     }
 
-    /// Resolves once the writer thread has read a command: it is alive and looping.
-    pub async fn ping(&self) {
+    /// Resolves once the writer thread has read a command: true when it is alive and
+    /// looping, false at once when it is gone.
+    pub async fn ping(&self) -> bool {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Command::Ping { reply }).await.is_ok() {
-            let _ = rx.await;
+        if self.tx.send(Command::Ping { reply }).await.is_err() {
+            return false;
         }
+        rx.await.is_ok()
     }
 
     /// Records that `sink` has acknowledged everything up to `seq`. Committed with the
@@ -310,3 +368,12 @@ impl Journal {
 
 #[cfg(test)]
 mod tests;
+
+/// The text of a panic payload.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}

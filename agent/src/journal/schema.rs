@@ -5,7 +5,12 @@
 use crate::config::Durability;
 use rusqlite::Connection;
 
-pub const SCHEMA_VERSION: i64 = 1;
+/// 2: dead letters carry their class and the input's full size.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// After a checkpoint the WAL is cut back to at most this size (it grows between
+/// checkpoints); an eighth of the budget for small journals.
+pub const WAL_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
 
 const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -33,7 +38,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     received_ms INTEGER NOT NULL,
     source      TEXT    NOT NULL,
     reason      TEXT    NOT NULL,
-    raw         BLOB    NOT NULL
+    raw         BLOB    NOT NULL,
+    class       TEXT    NOT NULL DEFAULT 'invalid',
+    raw_bytes   INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -42,7 +49,7 @@ CREATE TABLE IF NOT EXISTS meta (
 ";
 
 /// Opens (creating if needed) the journal for writing.
-pub fn open_writer(path: &std::path::Path, durability: Durability) -> rusqlite::Result<Connection> {
+pub fn open_writer(path: &std::path::Path, durability: Durability, max_bytes: u64) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
@@ -56,12 +63,29 @@ pub fn open_writer(path: &std::path::Path, durability: Durability) -> rusqlite::
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // Checkpoints run on their own thread (see checkpoint.rs), not inside a COMMIT.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT.min(max_bytes / 8) as i64)?;
     conn.execute_batch(TABLES)?;
+    migrate(&conn)?;
     conn.execute(
-        "INSERT INTO meta(key, value) VALUES ('schema_version', ?1) ON CONFLICT(key) DO NOTHING",
+        "INSERT INTO meta(key, value) VALUES ('schema_version', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         [SCHEMA_VERSION],
     )?;
     Ok(conn)
+}
+
+/// Brings a journal of an earlier version up to this one (columns only ever added).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('dead_letters')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if !columns.iter().any(|c| c == "class") {
+        conn.execute_batch(
+            "ALTER TABLE dead_letters ADD COLUMN class TEXT NOT NULL DEFAULT 'invalid';
+             ALTER TABLE dead_letters ADD COLUMN raw_bytes INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
+    Ok(())
 }
 
 /// Opens the journal read-only (sinks, status). Requires the writer to have created it.

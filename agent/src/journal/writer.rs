@@ -1,19 +1,20 @@
 //! The single writer: group commit, decisions in journal order, pruning, the size budget.
 
+use super::budget::{DeadLetterStore, FullReason};
 use super::group::Group;
 use super::lookup::{replay, replay_horizon, JournalLookup};
-use super::schema::{meta, used_bytes};
+use super::schema::meta;
 use super::{Accepted, DeadLetter, JournalState, SubmitError};
-use crate::config::{JournalConfig, OnFull};
+use crate::config::JournalConfig;
 use crate::metrics::Metrics;
 use crate::rules::{Action, DecideContext, Decider, Decision};
-use crate::txn::Transaction;
+use crate::txn::{RejectionClass, Transaction};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tillgate_sdk::ByteSize;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -49,15 +50,16 @@ pub enum Command {
 /// An answer held back until its group has committed.
 enum Pending {
     Submit(oneshot::Sender<Result<Accepted, SubmitError>>, Accepted),
-    DeadLetter(oneshot::Sender<Result<(), SubmitError>>),
+    DeadLetter(oneshot::Sender<Result<(), SubmitError>>, String),
     Shutdown(oneshot::Sender<()>),
 }
 
-/// Counted only once the group has committed.
+/// What one group wrote: the answers it owes and what to count once it has committed.
 #[derive(Default)]
-struct BatchStats {
+struct GroupOutcome {
+    pending: Vec<Pending>,
     decisions: Vec<Decision>,
-    dead_letters: Vec<(String, String)>,
+    dead_letters: Vec<(String, RejectionClass)>,
 }
 
 enum Recv {
@@ -66,19 +68,25 @@ enum Recv {
     Closed,
 }
 
+/// The writer thread's state. Fields are visible to `budget.rs`, which holds the
+/// space-making half of the writer.
 pub struct Writer {
-    conn: Connection,
+    pub(super) conn: Connection,
+    pub(super) path: PathBuf,
     rx: mpsc::Receiver<Command>,
     committed: watch::Sender<u64>,
-    config: JournalConfig,
-    sinks: Vec<String>,
-    decider: Box<dyn Decider>,
-    metrics: Metrics,
-    state: Arc<JournalState>,
-    next_seq: u64,
-    cursors: HashMap<String, u64>,
+    pub(super) config: JournalConfig,
+    pub(super) sinks: Vec<String>,
+    pub(super) decider: Box<dyn Decider>,
+    pub(super) metrics: Metrics,
+    pub(super) state: Arc<JournalState>,
+    pub(super) next_seq: u64,
+    pub(super) cursors: HashMap<String, u64>,
+    pub(super) dead_letters: DeadLetterStore,
+    pub(super) full_reason: FullReason,
     runtime: tokio::runtime::Handle,
     last_maintenance: Instant,
+    faults: Faults,
 }
 
 fn now_ms() -> i64 {
@@ -86,8 +94,10 @@ fn now_ms() -> i64 {
 }
 
 impl Writer {
+    #[allow(clippy::too_many_arguments)] // each is a part the writer owns from here on
     pub fn new(
         conn: Connection,
+        path: PathBuf,
         rx: mpsc::Receiver<Command>,
         config: JournalConfig,
         sinks: Vec<String>,
@@ -106,7 +116,6 @@ impl Writer {
         state
             .evicted
             .store(meta(&conn, "evicted_records")? as u64, Ordering::Release);
-        state.used_bytes.store(used_bytes(&conn)?, Ordering::Release);
         *state.cursors.lock().unwrap_or_else(|p| p.into_inner()) = cursors.clone();
         metrics.journal_max_bytes.set(config.max_bytes.get() as i64);
         metrics.journal_last_seq.set((next_seq - 1) as i64);
@@ -117,8 +126,10 @@ impl Writer {
             .replaying
             .store(replay_horizon(decider.as_ref()).is_some(), Ordering::Release);
         let (committed, _) = watch::channel(next_seq - 1);
-        Ok(Writer {
+        let dead_letters = DeadLetterStore::open(&conn, config.dead_letter_max_bytes.get())?;
+        let mut writer = Writer {
             conn,
+            path,
             rx,
             committed,
             config,
@@ -128,9 +139,14 @@ impl Writer {
             state,
             next_seq,
             cursors,
+            dead_letters,
+            full_reason: FullReason::default(),
             runtime: tokio::runtime::Handle::current(),
             last_maintenance: Instant::now(),
-        })
+            faults: Faults::from_env(),
+        };
+        writer.measure()?;
+        Ok(writer)
     }
 
     pub fn committed(&self) -> watch::Receiver<u64> {
@@ -152,7 +168,7 @@ impl Writer {
     /// Replays the rule horizon into the decider (windows, sessions, lists of what was
     /// seen). A read failure leaves the rules with the state they have, loudly.
     fn rebuild_rules(&mut self) {
-        match replay(&self.conn, self.decider.as_mut()) {
+        match replay(&self.conn, self.decider.as_mut(), &self.state.progress) {
             Ok((replayed, took)) => {
                 self.state.replayed.store(replayed, Ordering::Release);
                 self.state.replay_ms.store(took.as_millis() as u64, Ordering::Release);
@@ -197,6 +213,8 @@ impl Writer {
                 }
             }
             let shutdown = batch.iter().any(|c| matches!(c, Command::Shutdown { .. }));
+            self.state.progress.fetch_add(1, Ordering::Relaxed);
+            self.faults.before_commit();
             self.commit(batch);
             if shutdown {
                 break;
@@ -215,33 +233,50 @@ impl Writer {
             Ok(r) => r,
             Err(e) => Some(format!("cannot measure the journal: {e}")),
         };
-        let mut pending = Vec::with_capacity(batch.len());
-        let mut stats = BatchStats::default();
         self.metrics.commit_batch_rows.observe(batch.len() as f64);
-        let result = (|| -> rusqlite::Result<()> {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
-            let mut group = Group::new(&self.conn)?;
-            for cmd in batch {
-                match cmd {
-                    Command::Submit { txn, reply } => {
-                        if let Some(first) = group.previous(&txn.txn_id)? {
-                            pending.push(Pending::Submit(
-                                reply,
-                                Accepted {
-                                    seq: first.seq,
-                                    duplicate: true,
-                                    decision: first,
-                                },
-                            ));
-                            continue;
-                        }
-                        if let Some(reason) = &refusal {
-                            self.metrics.journal_full_refusals.inc();
-                            let _ = reply.send(Err(SubmitError::Full(reason.clone())));
-                            continue;
-                        }
+        let mut out = GroupOutcome::default();
+        match self.write_group(batch, refusal.as_deref(), &mut out) {
+            Ok(()) => {
+                self.publish(&out);
+                for p in out.pending {
+                    match p {
+                        Pending::Submit(reply, accepted) => drop(reply.send(Ok(accepted))),
+                        Pending::DeadLetter(reply, _) => drop(reply.send(Ok(()))),
+                        Pending::Shutdown(reply) => drop(reply.send(())),
+                    }
+                }
+            }
+            Err(e) => self.roll_back(e, first_seq, out.pending),
+        }
+    }
+
+    /// Writes every command of a group inside one SQLite transaction and commits it.
+    fn write_group(
+        &mut self,
+        batch: Vec<Command>,
+        refusal: Option<&str>,
+        out: &mut GroupOutcome,
+    ) -> rusqlite::Result<()> {
+        let first_seq = self.next_seq;
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let conn = &self.conn;
+        let mut group = Group::new(conn)?;
+        for cmd in batch {
+            match cmd {
+                Command::Submit { txn, reply } => {
+                    if let Some(first) = group.previous(&txn.txn_id)? {
+                        let accepted = Accepted {
+                            seq: first.seq,
+                            duplicate: true,
+                            decision: first,
+                        };
+                        out.pending.push(Pending::Submit(reply, accepted));
+                    } else if let Some(reason) = refusal {
+                        self.metrics.journal_full_refusals.inc();
+                        drop(reply.send(Err(SubmitError::Full(reason.to_string()))));
+                    } else {
                         let seq = self.next_seq;
-                        let lookup = JournalLookup(&self.conn);
+                        let lookup = JournalLookup(conn);
                         let cx = DecideContext {
                             seq,
                             lookup: &lookup,
@@ -250,104 +285,90 @@ impl Writer {
                         let decision = self.decider.decide(&txn, &cx);
                         let (record, used) = group.journal(&txn, seq, &decision)?;
                         self.next_seq += used;
-                        stats.decisions.push(decision);
+                        out.decisions.push(decision);
                         let accepted = Accepted {
                             seq,
                             duplicate: false,
                             decision: record,
                         };
-                        pending.push(Pending::Submit(reply, accepted));
-                    }
-                    Command::DeadLetter { letter, reply } => {
-                        if let Some(reason) = &refusal {
-                            self.metrics
-                                .dead_letters_lost
-                                .with_label_values(&[&letter.source])
-                                .inc();
-                            let _ = reply.send(Err(SubmitError::Full(reason.clone())));
-                            continue;
-                        }
-                        self.conn
-                            .prepare_cached(
-                                "INSERT INTO dead_letters(received_ms, source, reason, raw) VALUES (?1, ?2, ?3, ?4)",
-                            )?
-                            .execute(params![now_ms(), letter.source, letter.reason, letter.raw])?;
-                        stats.dead_letters.push((letter.source, letter.reason));
-                        pending.push(Pending::DeadLetter(reply));
-                    }
-                    Command::Advance { sink, seq } => {
-                        self.conn
-                            .prepare_cached(
-                                "INSERT INTO cursors(sink, seq, updated_ms) VALUES (?1, ?2, ?3)
-                                 ON CONFLICT(sink) DO UPDATE SET seq = MAX(seq, excluded.seq), updated_ms = excluded.updated_ms",
-                            )?
-                            .execute(params![sink, seq as i64, now_ms()])?;
-                        let c = self.cursors.entry(sink).or_insert(0);
-                        *c = (*c).max(seq);
-                    }
-                    Command::Shutdown { reply } => pending.push(Pending::Shutdown(reply)),
-                    Command::Ping { reply } => drop(reply.send(())),
-                    Command::Reload { mut decider, reply } => {
-                        // Replay sees this group's rows so far: the new rules start exactly
-                        // where the old ones stand.
-                        match replay(&self.conn, decider.as_mut()) {
-                            Ok((n, took)) => {
-                                tracing::info!(transactions = n, took = ?took, "rules reloaded; state rebuilt from the journal");
-                                self.decider = decider;
-                                let _ = reply.send(Ok(n));
-                            }
-                            Err(e) => drop(reply.send(Err(format!("replay failed: {e}")))),
-                        }
+                        out.pending.push(Pending::Submit(reply, accepted));
                     }
                 }
-            }
-            if self.next_seq != first_seq {
-                self.conn
-                    .prepare_cached(
-                        "INSERT INTO meta(key, value) VALUES ('next_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                Command::DeadLetter { letter, reply } => {
+                    // Dead letters have their own budget: a full journal still keeps them.
+                    self.dead_letters.store(conn, &letter, now_ms())?;
+                    out.dead_letters.push((letter.source.clone(), letter.class));
+                    out.pending.push(Pending::DeadLetter(reply, letter.source));
+                }
+                Command::Advance { sink, seq } => {
+                    conn.prepare_cached(
+                        "INSERT INTO cursors(sink, seq, updated_ms) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(sink) DO UPDATE SET seq = MAX(seq, excluded.seq), updated_ms = excluded.updated_ms",
                     )?
-                    .execute([self.next_seq as i64])?;
-            }
-            drop(group);
-            let t = Instant::now();
-            self.conn.execute_batch("COMMIT")?;
-            self.metrics.commit_seconds.observe(t.elapsed().as_secs_f64());
-            Ok(())
-        })();
-
-        if let Err(e) = result {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            self.next_seq = first_seq;
-            tracing::error!(error = %e, "journal commit failed; the group was answered with 503");
-            // The rules saw this group's transactions, the journal does not have them:
-            // rebuild their state from what is journaled, as a restart would.
-            self.decider.reset();
-            if let Err(e) = replay(&self.conn, self.decider.as_mut()) {
-                tracing::error!(error = %e, "rule state could not be rebuilt after a failed commit");
-            }
-            let msg = e.to_string();
-            for p in pending {
-                match p {
-                    Pending::Submit(reply, _) => drop(reply.send(Err(SubmitError::Storage(msg.clone())))),
-                    Pending::DeadLetter(reply) => drop(reply.send(Err(SubmitError::Storage(msg.clone())))),
-                    Pending::Shutdown(reply) => drop(reply.send(())),
+                    .execute(params![sink, seq as i64, now_ms()])?;
+                    let c = self.cursors.entry(sink).or_insert(0);
+                    *c = (*c).max(seq);
+                }
+                Command::Shutdown { reply } => out.pending.push(Pending::Shutdown(reply)),
+                Command::Ping { reply } => drop(reply.send(())),
+                Command::Reload { mut decider, reply } => {
+                    // Replay sees this group's rows so far: the new rules start exactly
+                    // where the old ones stand. The watchdog counts its progress.
+                    self.state.replaying.store(true, Ordering::Release);
+                    let replayed = replay(conn, decider.as_mut(), &self.state.progress);
+                    self.state.replaying.store(false, Ordering::Release);
+                    match replayed {
+                        Ok((n, took)) => {
+                            tracing::info!(transactions = n, took = ?took, "rules reloaded; state rebuilt from the journal");
+                            self.decider = decider;
+                            drop(reply.send(Ok(n)));
+                        }
+                        Err(e) => drop(reply.send(Err(format!("replay failed: {e}")))),
+                    }
                 }
             }
-            return;
         }
+        if self.next_seq != first_seq {
+            conn.prepare_cached(
+                "INSERT INTO meta(key, value) VALUES ('next_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([self.next_seq as i64])?;
+        }
+        drop(group);
+        let t = Instant::now();
+        self.conn.execute_batch("COMMIT")?;
+        self.metrics.commit_seconds.observe(t.elapsed().as_secs_f64());
+        Ok(())
+    }
 
-        self.publish(stats);
+    /// A failed group: nothing of it is durable, so nothing of it is acknowledged, and the
+    /// rules forget what they saw of it (rebuilt from the journal, as a restart would).
+    fn roll_back(&mut self, e: rusqlite::Error, first_seq: u64, pending: Vec<Pending>) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+        self.next_seq = first_seq;
+        let refusal = storage_error(&e, &self.path);
+        tracing::error!(error = %e, "journal commit failed; the group was answered with 503");
+        self.decider.reset();
+        if let Err(e) = replay(&self.conn, self.decider.as_mut(), &self.state.progress) {
+            tracing::error!(error = %e, "rule state could not be rebuilt after a failed commit");
+        }
+        if let Err(e) = self.dead_letters.reload(&self.conn) {
+            tracing::warn!(error = %e, "dead letters could not be measured after a failed commit");
+        }
         for p in pending {
             match p {
-                Pending::Submit(reply, accepted) => drop(reply.send(Ok(accepted))),
-                Pending::DeadLetter(reply) => drop(reply.send(Ok(()))),
+                Pending::Submit(reply, _) => drop(reply.send(Err(refusal.clone()))),
+                Pending::DeadLetter(reply, source) => {
+                    self.metrics.dead_letters_lost.with_label_values(&[&source]).inc();
+                    drop(reply.send(Err(refusal.clone())));
+                }
                 Pending::Shutdown(reply) => drop(reply.send(())),
             }
         }
     }
 
     /// After a commit: counters, cursors and the committed watermark.
-    fn publish(&mut self, stats: BatchStats) {
+    fn publish(&mut self, stats: &GroupOutcome) {
         // Counted per group, not per transaction: a label lookup per transaction shows up.
         let mut by_action = [0u64; 3];
         for d in &stats.decisions {
@@ -369,80 +390,27 @@ impl Writer {
                 self.metrics.decisions.with_label_values(&[action.name()]).inc_by(n);
             }
         }
-        for (source, reason) in &stats.dead_letters {
+        for (source, class) in &stats.dead_letters {
             self.metrics
                 .dead_letters
-                .with_label_values(&[source, reason_class(reason)])
+                .with_label_values(&[source, class.as_str()])
                 .inc();
+        }
+        if self.dead_letters.evicted_in_group > 0 {
+            self.metrics
+                .dead_letters_evicted
+                .inc_by(self.dead_letters.evicted_in_group);
+            tracing::warn!(
+                evicted = self.dead_letters.evicted_in_group,
+                "dead letters over journal.dead_letter_max_bytes: the oldest were deleted"
+            );
+            self.dead_letters.evicted_in_group = 0;
         }
         *self.state.cursors.lock().unwrap_or_else(|p| p.into_inner()) = self.cursors.clone();
         let last = self.next_seq - 1;
         self.state.last_seq.store(last, Ordering::Release);
         self.metrics.journal_last_seq.set(last as i64);
         self.committed.send_replace(last);
-    }
-
-    /// `None` when there is room; otherwise why input is refused. Evicts when configured.
-    fn check_space(&mut self) -> rusqlite::Result<Option<String>> {
-        let max = self.config.max_bytes.get();
-        let mut used = used_bytes(&self.conn)?;
-        self.state.used_bytes.store(used, Ordering::Release);
-        self.metrics.journal_bytes.set(used as i64);
-        if used < max {
-            self.state.full.store(false, Ordering::Release);
-            return Ok(None);
-        }
-        if self.config.on_full == OnFull::EvictOldest {
-            // Make room for a while, not one batch: 10 % under the budget.
-            while used >= max - max / 10 {
-                let evicted = self.conn.execute(
-                    "DELETE FROM records WHERE seq IN (SELECT seq FROM records ORDER BY seq LIMIT 1000)",
-                    [],
-                )? as u64;
-                self.conn.execute(
-                    "DELETE FROM txn_ids WHERE seq IN (SELECT seq FROM txn_ids ORDER BY seq LIMIT 1000)",
-                    [],
-                )?;
-                if evicted == 0 {
-                    break;
-                }
-                let total = self.state.evicted.fetch_add(evicted, Ordering::AcqRel) + evicted;
-                self.conn.execute(
-                    "INSERT INTO meta(key, value) VALUES ('evicted_records', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    [total as i64],
-                )?;
-                self.metrics.journal_evicted.inc_by(evicted);
-                tracing::warn!(
-                    evicted,
-                    total,
-                    "journal full: evicted the oldest rows, unsent ones included (on_full = \"evict_oldest\")"
-                );
-                used = used_bytes(&self.conn)?;
-            }
-            self.state.used_bytes.store(used, Ordering::Release);
-            if used < max {
-                return Ok(None);
-            }
-        }
-        self.state.full.store(true, Ordering::Release);
-        let slowest = self
-            .sinks
-            .iter()
-            .map(|s| (s.as_str(), self.cursors.get(s).copied().unwrap_or(0)))
-            .min_by_key(|(_, c)| *c);
-        let behind = match slowest {
-            Some((sink, cursor)) => format!(
-                "; sink `{sink}` has not acknowledged {} records yet",
-                (self.next_seq - 1).saturating_sub(cursor)
-            ),
-            None => String::new(),
-        };
-        Ok(Some(format!(
-            "journal full: {} of {} (journal.max_bytes) in use{behind}; new transactions are refused until \
-             the sinks catch up (check the uplink) or journal.max_bytes is raised",
-            ByteSize(used),
-            ByteSize(max),
-        )))
     }
 
     /// Prunes rows every sink has passed and retention allows; expires idempotency keys
@@ -452,44 +420,19 @@ impl Writer {
         if let Err(e) = self.prune() {
             tracing::warn!(error = %e, "journal pruning failed; will retry");
         }
-        if let Ok(used) = used_bytes(&self.conn) {
-            self.state.used_bytes.store(used, Ordering::Release);
-            self.metrics.journal_bytes.set(used as i64);
+        if let Err(e) = self.measure() {
+            tracing::warn!(error = %e, "journal size could not be measured");
         }
     }
 
     fn prune(&mut self) -> rusqlite::Result<()> {
+        const CHUNK: i64 = 50_000;
         let now = now_ms();
-        let passed = self
-            .sinks
-            .iter()
-            .map(|s| self.cursors.get(s).copied().unwrap_or(0))
-            .min()
-            .unwrap_or(u64::MAX);
-        let passed = passed.min(self.next_seq - 1) as i64;
         // Rows the rules would replay after a restart are kept even when shipped.
         let keep = replay_horizon(self.decider.as_ref())
             .unwrap_or_default()
             .max(self.config.retention.get());
-        let cutoff = now - keep.as_millis() as i64;
-        // Received order and seq order agree closely; the first young row bounds the delete.
-        let young: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT seq FROM records WHERE seq <= ?1 AND received_ms >= ?2 ORDER BY seq LIMIT 1",
-                params![passed, cutoff],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let upto = young.map_or(passed, |y| y - 1);
-        const CHUNK: i64 = 50_000;
-        let first: i64 = self
-            .conn
-            .query_row("SELECT COALESCE(MIN(seq), 0) FROM records", [], |r| r.get(0))?;
-        let pruned = self
-            .conn
-            .execute("DELETE FROM records WHERE seq <= ?1", [upto.min(first + CHUNK)])?;
-        self.metrics.journal_pruned.inc_by(pruned as u64);
+        self.prune_shipped(keep, CHUNK)?;
 
         let idem_cutoff = now - self.config.idempotency_window.get().as_millis() as i64;
         let young: Option<i64> = self
@@ -508,21 +451,56 @@ impl Writer {
             .execute("DELETE FROM txn_ids WHERE seq <= ?1", [upto.min(first + CHUNK)])?;
 
         let dl_cutoff = now - self.config.dead_letter_retention.get().as_millis() as i64;
-        self.conn
-            .execute("DELETE FROM dead_letters WHERE received_ms < ?1", [dl_cutoff])?;
-        Ok(())
+        self.dead_letters.expire(&self.conn, dl_cutoff)
     }
 }
 
-/// What a dead-letter reason is, for a bounded metrics label.
-fn reason_class(reason: &str) -> &'static str {
-    if reason.contains("full card number") {
-        "pan"
-    } else if reason.contains("malformed JSON") || reason.contains("expected a JSON object") {
-        "malformed"
-    } else if reason.contains("bytes; the limit") || reason.contains("body exceeds") {
-        "too_large"
-    } else {
-        "invalid"
+/// What a failed commit is answered with: a full disk says so and where.
+fn storage_error(e: &rusqlite::Error, path: &std::path::Path) -> SubmitError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => SubmitError::DiskFull(format!(
+            "the disk holding the journal ({}) is full: nothing was acknowledged; free space on it \
+             (the journal's own budget, journal.max_bytes, was not reached)",
+            path.parent().unwrap_or(path).display()
+        )),
+        _ => SubmitError::Storage(e.to_string()),
+    }
+}
+
+/// Faults a test build can inject (`--features fault-injection`); nothing otherwise.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Panic before the Nth group commit (`TILLGATE_FAULT_WRITER_PANIC_AT_GROUP`).
+    #[cfg(feature = "fault-injection")]
+    panic_at_group: Option<u64>,
+    #[cfg(feature = "fault-injection")]
+    groups: u64,
+}
+
+impl Faults {
+    fn from_env() -> Self {
+        #[cfg(feature = "fault-injection")]
+        {
+            let panic_at_group = std::env::var("TILLGATE_FAULT_WRITER_PANIC_AT_GROUP")
+                .ok()
+                .and_then(|v| v.parse().ok());
+            Faults {
+                panic_at_group,
+                groups: 0,
+            }
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        Faults::default()
+    }
+
+    #[cfg_attr(not(feature = "fault-injection"), allow(clippy::unused_self))]
+    fn before_commit(&mut self) {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.groups += 1;
+            if self.panic_at_group == Some(self.groups) {
+                panic!("fault injected: the journal writer dies before group {}", self.groups);
+            }
+        }
     }
 }

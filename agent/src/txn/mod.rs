@@ -1,10 +1,12 @@
 //! The POS transaction, schema `pos.txn.v1`: parsing, validation, the card-number guard.
 
-mod pan;
 mod validate;
 
-pub use pan::{luhn_valid, redact_pans};
-pub use validate::{from_journal, from_recording, parse, FieldError, Rejection, MAX_TXN_BYTES};
+pub use tillgate_sdk::pan::{find_pans, is_pan, luhn_valid, mask, redact_pans, redact_text, PanHit};
+pub use validate::{
+    from_journal, from_recording, parse, parse_limited, FieldError, Rejection, RejectionClass, MAX_AMOUNT_MINOR,
+    MAX_TXN_BYTES, SCHEMAS,
+};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

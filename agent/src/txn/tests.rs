@@ -15,7 +15,7 @@ fn base() -> serde_json::Value {
 
 fn problems(v: &serde_json::Value) -> Vec<FieldError> {
     match parse(v.to_string().as_bytes(), Utc::now()) {
-        Err(Rejection::Invalid(p)) => p,
+        Err(r @ (Rejection::Invalid(_) | Rejection::CardNumber(_))) => r.problems(),
         other => panic!("expected field errors, got {other:?}"),
     }
 }
@@ -120,6 +120,7 @@ fn a_pan_in_any_card_field_is_refused_once() {
         let p = problems(&v);
         assert_eq!(fields(&p), [format!("card.{field}").as_str()], "{p:?}");
         assert!(p[0].problem.contains("full card number"));
+        assert!(p[0].problem.contains("555555******4444"), "{p:?}");
     }
     let mut v = base();
     v["card"]["token"] = json!(4111111111111111u64);
@@ -158,19 +159,138 @@ proptest::proptest! {
         proptest::prop_assert_eq!(redact_pans(&raw).len(), raw.len());
     }
 
-    /// Near-valid documents (one field replaced by an arbitrary JSON scalar) never panic.
+    /// Near-valid documents (one field replaced by an arbitrary JSON scalar): accepted
+    /// exactly when the value is one the field allows (an oracle written apart from the
+    /// validator), and otherwise refused with an error naming that field.
     #[test]
     fn mutated_fields_get_field_errors(field in "txn_id|store_id|terminal_id|occurred_at|type|total_minor|currency|card|line_items",
                                       value in proptest::prop_oneof![
                                           proptest::num::i64::ANY.prop_map(serde_json::Value::from),
+                                          (-20_000_000_000_000i64..20_000_000_000_000).prop_map(serde_json::Value::from),
                                           proptest::num::f64::NORMAL.prop_map(|f| serde_json::json!(f)),
                                           ".{0,40}".prop_map(serde_json::Value::from),
+                                          "[A-Za-z0-9._-]{1,70}".prop_map(serde_json::Value::from),
+                                          proptest::sample::select(vec!["sale", "void", "EUR", "usd", "2026-11-27T14:03:07Z", "2026-13-01T00:00:00Z"]).prop_map(serde_json::Value::from),
                                           proptest::bool::ANY.prop_map(serde_json::Value::from),
                                       ]) {
         let mut v = base();
-        v[&field] = value;
-        if let Err(Rejection::Invalid(problems)) = parse(v.to_string().as_bytes(), Utc::now()) {
-            proptest::prop_assert!(problems.iter().all(|p| !p.field.is_empty() && !p.allowed.is_empty()));
+        v[&field] = value.clone();
+        let outcome = parse(v.to_string().as_bytes(), Utc::now());
+        let allowed = field_allows(&field, &value);
+        match outcome {
+            Ok(_) => proptest::prop_assert!(allowed, "{field} = {value} was accepted"),
+            Err(r @ (Rejection::Invalid(_) | Rejection::CardNumber(_))) => {
+                proptest::prop_assert!(!allowed, "{field} = {value} was refused: {r}");
+                let problems = r.problems();
+                proptest::prop_assert!(problems.iter().any(|p| p.field == field), "{r}");
+                proptest::prop_assert!(problems.iter().all(|p| !p.allowed.is_empty()), "{r}");
+            }
+            Err(other) => proptest::prop_assert!(false, "{field} = {value}: {other}"),
         }
     }
+}
+
+/// What each field allows, written from the schema in README.md, not from the validator.
+fn field_allows(field: &str, v: &serde_json::Value) -> bool {
+    let s = v.as_str();
+    let pan_free = s.is_none_or(|s| tillgate_sdk::pan::pans_in_text(s).is_empty())
+        && v.as_i64()
+            .is_none_or(|n| tillgate_sdk::pan::pans_in_text(&n.to_string()).is_empty());
+    pan_free
+        && match field {
+            "txn_id" => s.is_some_and(|s| (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())),
+            "store_id" | "terminal_id" => s.is_some_and(|s| {
+                (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            }),
+            "occurred_at" => s.is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok()),
+            "type" => s.is_some_and(|s| ["sale", "return", "void", "post_void", "no_sale", "paid_out"].contains(&s)),
+            "total_minor" => v.as_i64().is_some_and(|n| n.abs() <= 10_000_000_000_000),
+            "currency" => s.is_some_and(|s| iso_currency::Currency::from_code(s).is_some()),
+            // An object or an array is required; a scalar never is one.
+            "card" | "line_items" => false,
+            _ => unreachable!("{field}"),
+        }
+}
+
+#[test]
+fn a_pan_anywhere_is_refused_with_its_path_and_never_quoted() {
+    for (path, doc) in [
+        (
+            "line_items[0].note",
+            json!({"line_items": [{"note": "4111 1111 1111 1111"}]}),
+        ),
+        (
+            "tenders[1].ref",
+            json!({"tenders": [{}, {"ref": "5555-5555-5555-4444"}]}),
+        ),
+        ("customer_id", json!({"customer_id": "378282246310005"})),
+        ("operator_id", json!({"operator_id": 4012888888881881u64})),
+        (
+            "card.extra.nested.deep",
+            json!({"card": {"extra": {"nested": {"deep": "4111111111111111"}}}}),
+        ),
+        ("loyalty.memo", json!({"loyalty": {"memo": "card 4111111111111111 ok"}})),
+    ] {
+        let mut v = base();
+        for (k, val) in doc.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        let r = parse(v.to_string().as_bytes(), Utc::now()).unwrap_err();
+        assert_eq!(r.class(), RejectionClass::CardNumber, "{r}");
+        let p = r.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field, path);
+        let answered = format!("{r} {}", r.to_json());
+        for digits in [
+            "4111111111111111",
+            "5555555555554444",
+            "378282246310005",
+            "4012888888881881",
+        ] {
+            let squeezed: String = answered.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+            assert!(!squeezed.contains(digits), "{answered}");
+        }
+        assert!(answered.contains("*****"), "the masked number is shown: {answered}");
+    }
+}
+
+#[test]
+fn an_unknown_schema_version_is_refused_naming_the_supported_ones() {
+    let mut v = base();
+    v["schema"] = json!("pos.txn.v9");
+    let p = problems(&v);
+    assert_eq!(fields(&p), ["schema"]);
+    assert!(p[0].allowed.contains("\"pos.txn.v1\""), "{p:?}");
+    v["schema"] = json!("pos.txn.v1");
+    assert!(parse(v.to_string().as_bytes(), Utc::now()).is_ok());
+    v["schema"] = json!(1);
+    assert_eq!(fields(&problems(&v)), ["schema"]);
+}
+
+#[test]
+fn amounts_beyond_the_documented_bound_are_refused() {
+    let mut v = base();
+    for ok in [MAX_AMOUNT_MINOR, -MAX_AMOUNT_MINOR, 0] {
+        v["total_minor"] = json!(ok);
+        assert!(parse(v.to_string().as_bytes(), Utc::now()).is_ok(), "{ok}");
+    }
+    for bad in [MAX_AMOUNT_MINOR + 1, i64::MAX, i64::MIN] {
+        v["total_minor"] = json!(bad);
+        assert_eq!(fields(&problems(&v)), ["total_minor"], "{bad}");
+    }
+}
+
+#[test]
+fn deep_or_long_input_is_refused_without_quoting_it_whole() {
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let r = parse(deep.as_bytes(), Utc::now()).unwrap_err();
+    assert_eq!(r.class(), RejectionClass::Malformed, "{r}");
+    let mut v = base();
+    v["txn_id"] = json!("x ".repeat(5_000));
+    let r = parse(v.to_string().as_bytes(), Utc::now()).unwrap_err();
+    assert!(
+        r.to_string().len() < 500,
+        "an echoed value is cut short: {} bytes",
+        r.to_string().len()
+    );
 }

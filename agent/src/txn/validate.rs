@@ -1,15 +1,29 @@
 //! Validation of `pos.txn.v1`: every problem is reported with the field, what was wrong
 //! and what is allowed, so a POS integrator can fix the terminal without reading code.
+//!
+//! No message built here quotes a card number: the whole document is scanned for them
+//! first (a hit is refused with the path and a masked number, nothing else), and every
+//! value quoted in a problem is cut short and passed through [`redact_text`].
 
-use super::pan::looks_like_pan;
 use super::{Card, EntryMode, Transaction, TxnType, CLOCK_SKEW_LIMIT_SECS};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fmt;
+use tillgate_sdk::pan::{find_pans, redact_text, PanHit};
 
-/// Largest accepted transaction document.
+/// Largest accepted transaction document by default (`intake.max_txn_bytes`).
 pub const MAX_TXN_BYTES: usize = 64 * 1024;
+
+/// Largest `total_minor`, either sign: 10^13 minor units (100 billion in a currency with
+/// cents). With it, no sum a rule keeps can overflow (see `rules::window::aggregate`).
+pub const MAX_AMOUNT_MINOR: i64 = 10_000_000_000_000;
+
+/// The `schema` values this agent understands; absent means the first.
+pub const SCHEMAS: [&str; 1] = ["pos.txn.v1"];
+
+/// Longest piece of input quoted back in a problem.
+const QUOTE_CHARS: usize = 64;
 
 /// One problem with one field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,60 +45,110 @@ impl fmt::Display for FieldError {
 /// Why an input was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
-    /// Larger than [`MAX_TXN_BYTES`].
+    /// Larger than the transaction size limit.
     TooLarge { size: usize, limit: usize },
     /// Not JSON, or JSON but not an object.
     Malformed(String),
+    /// Full card numbers somewhere in the document: where, and masked.
+    CardNumber(Vec<PanHit>),
     /// A JSON object with field problems.
     Invalid(Vec<FieldError>),
 }
 
-impl Rejection {
-    /// A short class for metrics labels.
-    pub fn class(&self) -> &'static str {
+/// What kind of rejection, for metrics labels and dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectionClass {
+    TooLarge,
+    Malformed,
+    CardNumber,
+    Invalid,
+}
+
+impl RejectionClass {
+    /// The label: `too_large`, `malformed`, `pan`, `invalid`.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Rejection::TooLarge { .. } => "too_large",
-            Rejection::Malformed(_) => "malformed",
-            Rejection::Invalid(errs) if errs.iter().any(|e| e.problem.contains("full card number")) => "pan",
-            Rejection::Invalid(_) => "invalid",
+            RejectionClass::TooLarge => "too_large",
+            RejectionClass::Malformed => "malformed",
+            RejectionClass::CardNumber => "pan",
+            RejectionClass::Invalid => "invalid",
+        }
+    }
+}
+
+impl fmt::Display for RejectionClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+const PAN_PROBLEM: &str = "holds a full card number (a Luhn-valid 13–19 digit PAN), which is never stored";
+const PAN_ALLOWED: &str = "a processor token, the 6–8 digit BIN and the last 4 digits";
+
+impl Rejection {
+    /// What kind of rejection this is.
+    pub fn class(&self) -> RejectionClass {
+        match self {
+            Rejection::TooLarge { .. } => RejectionClass::TooLarge,
+            Rejection::Malformed(_) => RejectionClass::Malformed,
+            Rejection::CardNumber(_) => RejectionClass::CardNumber,
+            Rejection::Invalid(_) => RejectionClass::Invalid,
+        }
+    }
+
+    /// Each problem as a field error (one per card number for [`Rejection::CardNumber`]).
+    pub fn problems(&self) -> Vec<FieldError> {
+        match self {
+            Rejection::TooLarge { .. } | Rejection::Malformed(_) => Vec::new(),
+            Rejection::CardNumber(hits) => hits
+                .iter()
+                .map(|h| FieldError {
+                    field: h.path.clone(),
+                    problem: format!("{PAN_PROBLEM} ({})", h.masked),
+                    allowed: PAN_ALLOWED.into(),
+                })
+                .collect(),
+            Rejection::Invalid(errors) => errors.clone(),
         }
     }
 
     /// The JSON answered to the client.
     pub fn to_json(&self) -> Value {
-        match self {
-            Rejection::TooLarge { .. } | Rejection::Malformed(_) => serde_json::json!({
-                "error": self.class(),
-                "message": self.to_string(),
-            }),
-            Rejection::Invalid(errors) => serde_json::json!({
-                "error": "invalid",
-                "message": self.to_string(),
-                "problems": errors,
-            }),
+        let mut v = serde_json::json!({
+            "error": self.class().as_str(),
+            "message": self.to_string(),
+        });
+        if matches!(self, Rejection::CardNumber(_) | Rejection::Invalid(_)) {
+            v["problems"] = serde_json::json!(self.problems());
         }
+        v
     }
 }
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        let text = match self {
             Rejection::TooLarge { size, limit } => {
-                write!(f, "transaction is {size} bytes; the limit is {limit} bytes (64 KiB)")
+                format!("transaction is {size} bytes; the limit is {limit} bytes (intake.max_txn_bytes)")
             }
-            Rejection::Malformed(m) => write!(f, "{m}"),
-            Rejection::Invalid(errs) => {
-                write!(f, "invalid pos.txn.v1 transaction: ")?;
-                for (i, e) in errs.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    write!(f, "{e}")?;
-                }
-                Ok(())
+            Rejection::Malformed(m) => m.clone(),
+            Rejection::CardNumber(_) | Rejection::Invalid(_) => {
+                let problems: Vec<String> = self.problems().iter().map(ToString::to_string).collect();
+                format!("invalid pos.txn.v1 transaction: {}", problems.join("; "))
             }
-        }
+        };
+        // Belt and braces: whatever a message quotes, it carries no card number.
+        f.write_str(&redact_text(&text))
     }
+}
+
+/// A piece of input quoted in a problem: cut to [`QUOTE_CHARS`], card numbers masked.
+pub(crate) fn quoted(s: &str) -> String {
+    let mut q: String = s.chars().take(QUOTE_CHARS).collect();
+    if q.len() < s.len() {
+        q.push_str(&format!("… ({} bytes)", s.len()));
+    }
+    redact_text(&format!("{q:?}"))
 }
 
 const ID_CHARS: &str = "1–64 characters from A-Z a-z 0-9 . _ -";
@@ -92,14 +156,23 @@ const TEXT_ID: &str = "a string of 1–128 printable ASCII characters without sp
 /// Fields the agent sets; a terminal sending them is confused about who stamps what.
 const RESERVED: [&str; 3] = ["received_at", "clock_skew", "seq"];
 
-/// Parses and validates one transaction received at `received_at`.
+/// Parses and validates one transaction received at `received_at`, under the default
+/// size limit.
 pub fn parse(raw: &[u8], received_at: DateTime<Utc>) -> Result<Transaction, Rejection> {
-    if raw.len() > MAX_TXN_BYTES {
+    parse_limited(raw, received_at, MAX_TXN_BYTES)
+}
+
+/// Parses and validates one transaction of at most `max_bytes`. The whole document is
+/// scanned for card numbers before any field is looked at.
+pub fn parse_limited(raw: &[u8], received_at: DateTime<Utc>, max_bytes: usize) -> Result<Transaction, Rejection> {
+    if raw.len() > max_bytes {
         return Err(Rejection::TooLarge {
             size: raw.len(),
-            limit: MAX_TXN_BYTES,
+            limit: max_bytes,
         });
     }
+    // serde_json refuses nesting deeper than 128 levels: deep input is malformed, not a
+    // stack overflow.
     let value: Value = serde_json::from_slice(raw).map_err(|e| {
         Rejection::Malformed(format!(
             "malformed JSON at line {} column {}: {}",
@@ -108,6 +181,10 @@ pub fn parse(raw: &[u8], received_at: DateTime<Utc>) -> Result<Transaction, Reje
             strip_position(&e.to_string())
         ))
     })?;
+    let hits = find_pans(&value);
+    if !hits.is_empty() {
+        return Err(Rejection::CardNumber(hits));
+    }
     let Value::Object(doc) = value else {
         return Err(Rejection::Malformed(format!(
             "expected a JSON object (one pos.txn.v1 transaction), got {}",
@@ -125,6 +202,7 @@ fn validate(doc: Map<String, Value>, raw: Option<&[u8]>, received_at: DateTime<U
         doc: &doc,
         errors: Vec::new(),
     };
+    v.schema();
     let txn_id = v.text_id("txn_id", true);
     let store_id = v.short_id("store_id");
     let terminal_id = v.short_id("terminal_id");
@@ -262,6 +340,24 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// `schema`: absent means `pos.txn.v1`; anything else this agent does not know is
+    /// refused rather than read as v1.
+    fn schema(&mut self) {
+        let allowed = format!(
+            "{} (or leave `schema` out)",
+            SCHEMAS.map(|s| format!("\"{s}\"")).join(", ")
+        );
+        if let Some(s) = self.string("schema", false, &allowed) {
+            if !SCHEMAS.contains(&s.as_str()) {
+                self.err(
+                    "schema",
+                    format!("{} is not a schema version this agent supports", quoted(&s)),
+                    &allowed,
+                );
+            }
+        }
+    }
+
     fn string(&mut self, field: &str, required: bool, allowed: &str) -> Option<String> {
         let v = self.get(field, required, allowed)?;
         match v {
@@ -277,7 +373,7 @@ impl<'a> Validator<'a> {
     fn text_id(&mut self, field: &str, required: bool) -> Option<String> {
         let s = self.string(field, required, TEXT_ID)?;
         if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-            self.err(field, format!("{s:?} is not a valid identifier"), TEXT_ID);
+            self.err(field, format!("{} is not a valid identifier", quoted(&s)), TEXT_ID);
             return None;
         }
         Some(s)
@@ -290,7 +386,7 @@ impl<'a> Validator<'a> {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
         if !ok {
-            self.err(field, format!("{s:?} is not a valid identifier"), ID_CHARS);
+            self.err(field, format!("{} is not a valid identifier", quoted(&s)), ID_CHARS);
             return None;
         }
         Some(s)
@@ -302,7 +398,11 @@ impl<'a> Validator<'a> {
         match DateTime::parse_from_rfc3339(&s) {
             Ok(t) => Some(t.with_timezone(&Utc)),
             Err(e) => {
-                self.err(field, format!("{s:?} is not an RFC 3339 timestamp ({e})"), ALLOWED);
+                self.err(
+                    field,
+                    format!("{} is not an RFC 3339 timestamp ({e})", quoted(&s)),
+                    ALLOWED,
+                );
                 None
             }
         }
@@ -313,16 +413,25 @@ impl<'a> Validator<'a> {
         let s = self.string("type", true, &allowed)?;
         let t = TxnType::from_name(&s);
         if t.is_none() {
-            self.err("type", format!("unknown transaction type {s:?}"), &allowed);
+            self.err("type", format!("unknown transaction type {}", quoted(&s)), &allowed);
         }
         t
     }
 
     fn minor_units(&mut self, field: &str) -> Option<i64> {
-        const ALLOWED: &str = "an integer amount in minor units (1999 for 19.99), never a decimal";
+        const ALLOWED: &str =
+            "an integer amount in minor units (1999 for 19.99), never a decimal, between -10^13 and 10^13";
         let v = self.get(field, true, ALLOWED)?;
         match v.as_i64() {
-            Some(n) => Some(n),
+            Some(n) if n.unsigned_abs() <= MAX_AMOUNT_MINOR.unsigned_abs() => Some(n),
+            Some(n) => {
+                self.err(
+                    field,
+                    format!("{n} is beyond the largest amount a till can take"),
+                    ALLOWED,
+                );
+                None
+            }
             None => {
                 let problem = match v {
                     Value::Number(n) if n.is_f64() => {
@@ -341,7 +450,11 @@ impl<'a> Validator<'a> {
         const ALLOWED: &str = "an ISO 4217 alphabetic code in upper case, e.g. \"USD\", \"EUR\"";
         let s = self.string("currency", true, ALLOWED)?;
         if iso_currency::Currency::from_code(&s).is_none() {
-            self.err("currency", format!("{s:?} is not an ISO 4217 currency code"), ALLOWED);
+            self.err(
+                "currency",
+                format!("{} is not an ISO 4217 currency code", quoted(&s)),
+                ALLOWED,
+            );
             return None;
         }
         Some(s)
@@ -364,22 +477,6 @@ impl<'a> Validator<'a> {
             self.err("card", format!("must be an object, got {k}"), ALLOWED);
             return None;
         };
-        // The PAN guard looks at every card field, known or not.
-        for (key, value) in card {
-            let text = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => continue,
-            };
-            if looks_like_pan(&text) {
-                self.err(
-                    &format!("card.{key}"),
-                    "holds a full card number (a Luhn-valid 13–19 digit PAN), which is never stored",
-                    "a processor token, the 6–8 digit BIN and the last 4 digits",
-                );
-            }
-        }
-        let before = self.errors.len();
         let mut out = Card::default();
         let mut sub = Validator {
             doc: card,
@@ -390,30 +487,29 @@ impl<'a> Validator<'a> {
             if (6..=8).contains(&bin.len()) && bin.bytes().all(|b| b.is_ascii_digit()) {
                 out.bin = Some(bin);
             } else {
-                sub.err("bin", format!("{bin:?} is not a BIN"), "6–8 digits");
+                sub.err("bin", format!("{} is not a BIN", quoted(&bin)), "6–8 digits");
             }
         }
         if let Some(last4) = sub.string("last4", false, "exactly 4 digits") {
             if last4.len() == 4 && last4.bytes().all(|b| b.is_ascii_digit()) {
                 out.last4 = Some(last4);
             } else {
-                sub.err("last4", format!("{last4:?} is not 4 digits"), "exactly 4 digits");
+                sub.err(
+                    "last4",
+                    format!("{} is not 4 digits", quoted(&last4)),
+                    "exactly 4 digits",
+                );
             }
         }
         let modes = EntryMode::NAMES.join(", ");
         if let Some(mode) = sub.string("entry_mode", false, &modes) {
             out.entry_mode = EntryMode::from_name(&mode);
             if out.entry_mode.is_none() {
-                sub.err("entry_mode", format!("unknown entry mode {mode:?}"), &modes);
+                sub.err("entry_mode", format!("unknown entry mode {}", quoted(&mode)), &modes);
             }
         }
         for mut e in sub.errors {
-            let field = format!("card.{}", e.field);
-            // The PAN error already covers this field; one message per problem is enough.
-            if self.errors[..before].iter().any(|p| p.field == field) {
-                continue;
-            }
-            e.field = field;
+            e.field = format!("card.{}", e.field);
             self.errors.push(e);
         }
         Some(out)

@@ -44,11 +44,15 @@ impl AckWindow {
         }
     }
 
-    /// Takes a received publish's place in line.
+    /// Takes a received publish's place in line. Only what the acknowledgement needs
+    /// is kept (packet id, QoS, topic), not the payload.
     pub fn push(&self, publish: &Publish) -> Ticket {
+        let mut ack = publish.clone();
+        ack.payload = bytes::Bytes::new();
+        ack.properties = None;
         let mut inner = self.lock();
         let ticket = Ticket(inner.base + inner.slots.len() as u64);
-        inner.slots.push_back(Slot::Waiting(publish.clone()));
+        inner.slots.push_back(Slot::Waiting(ack));
         ticket
     }
 

@@ -3,7 +3,7 @@
 use crate::topic::{Template, TemplateError};
 use serde::Deserialize;
 use std::path::PathBuf;
-use tillgate_sdk::{HumanDuration, Secret};
+use tillgate_sdk::{ByteSize, HumanDuration, Secret};
 
 /// `[mqtt]`: the store broker terminals publish to.
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +49,20 @@ pub struct MqttConfig {
     /// Where the reason for a refused payload goes.
     #[serde(default = "default_error_topic")]
     pub error_topic: String,
+    /// Where an MQTT 5 request may ask for its answer (its response topic): templates
+    /// with `{store_id}`, `{terminal_id}`, `+` and `#`; the placeholders must be the
+    /// requesting terminal's own. Any other response topic is ignored (counted, logged)
+    /// and the answer goes to `decision_topic` / `error_topic`.
+    #[serde(default = "default_response_topics")]
+    pub response_topics: Vec<String>,
+    /// The largest MQTT packet the agent accepts, announced to the broker (MQTT 5
+    /// Maximum Packet Size): a payload above `intake.max_txn_bytes` but within this is
+    /// received, refused on the error topic, dead-lettered (head only) and
+    /// acknowledged; the broker discards larger ones without sending them (MQTT 5
+    /// §3.1.2.11.4), so set the broker's own limit (mosquitto `max_packet_size`) to
+    /// the same value to refuse them to the terminal.
+    #[serde(default = "default_max_packet_bytes")]
+    pub max_packet_bytes: ByteSize,
     /// Where alerts (rule hits, reporting windows) go; `{store_id}` only.
     #[serde(default = "default_alert_topic")]
     pub alert_topic: String,
@@ -116,6 +130,12 @@ fn default_decision_topic() -> String {
 fn default_error_topic() -> String {
     "tillgate/v1/{store_id}/{terminal_id}/error".into()
 }
+fn default_response_topics() -> Vec<String> {
+    vec!["tillgate/v1/{store_id}/{terminal_id}/#".into()]
+}
+fn default_max_packet_bytes() -> ByteSize {
+    ByteSize::mib(2)
+}
 fn default_alert_topic() -> String {
     "tillgate/v1/{store_id}/alerts".into()
 }
@@ -134,6 +154,9 @@ fn default_reconnect_max() -> HumanDuration {
 fn default_connect_timeout() -> HumanDuration {
     HumanDuration::secs(10)
 }
+
+/// MQTT's largest packet: 268,435,455 bytes (a 4-byte remaining length).
+const MAX_MQTT_PACKET: u64 = 268_435_455;
 
 /// A semantic config error: the key (below `mqtt`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +181,8 @@ pub struct Topics {
     pub decision: Template,
     pub error: Template,
     pub alert: Template,
+    /// Where response topics may point.
+    pub response: Vec<Template>,
 }
 
 impl MqttConfig {
@@ -209,6 +234,16 @@ impl MqttConfig {
                 ));
             }
         }
+        let packet = self.max_packet_bytes.get();
+        if !(16 * 1024..=MAX_MQTT_PACKET).contains(&packet) {
+            return Err(err(
+                "max_packet_bytes",
+                format!(
+                    "{} is out of range; allowed: 16KiB to 256MiB (MQTT's own limit)",
+                    self.max_packet_bytes
+                ),
+            ));
+        }
         if self.subscribe.is_empty() {
             return Err(err("subscribe", "is empty; give at least one topic template"));
         }
@@ -230,6 +265,11 @@ impl MqttConfig {
             )?,
             error: template("error_topic", &self.error_topic, false, &["store_id", "terminal_id"])?,
             alert: template("alert_topic", &self.alert_topic, false, &["store_id"])?,
+            response: self
+                .response_topics
+                .iter()
+                .map(|t| template("response_topics", t, true, &["store_id", "terminal_id"]))
+                .collect::<Result<Vec<_>, _>>()?,
         })
     }
 }

@@ -59,6 +59,12 @@ impl Connection {
             let window = Arc::new(AckWindow::new(client.clone()));
             self.status.update(|s| s.state = "connecting".into());
             let outcome = loop {
+                // At `max_in_flight` nothing more is read until a message is finished:
+                // its acknowledgement is queued by then, and the next poll sends it.
+                let full = self.intake.in_flight.full();
+                if full {
+                    self.metrics.reads_paused.inc();
+                }
                 let event = tokio::select! {
                     biased;
                     changed = phase.changed() => {
@@ -67,7 +73,8 @@ impl Connection {
                         }
                         continue;
                     }
-                    event = eventloop.poll() => event,
+                    _ = self.intake.in_flight.room(), if full => continue,
+                    event = eventloop.poll(), if !full => event,
                 };
                 match event {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {

@@ -13,10 +13,71 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tillgate_sdk::pan::redact_text;
 use tillgate_sdk::{Ingest, Submission, Verdict};
 
 /// Source name in metrics and dead letters.
 pub const SOURCE: &str = "mqtt";
+
+/// How much of a payload over the agent's limit is kept (for its dead letter).
+const OVERSIZE_HEAD: usize = 64 * 1024;
+
+/// Messages received and not yet acknowledged, bounded by `max_in_flight`: at the
+/// bound the connection stops reading from the broker (whatever Receive Maximum the
+/// broker honours), so a flood waits in the broker and the socket, not in the agent.
+#[derive(Debug)]
+pub struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    max: usize,
+    freed: tokio::sync::Notify,
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        InFlight {
+            count: std::sync::atomic::AtomicUsize::new(0),
+            max,
+            freed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// At the bound: read nothing more until a message is finished.
+    pub fn full(&self) -> bool {
+        self.count.load(Ordering::Acquire) >= self.max
+    }
+
+    /// Messages in flight now.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Nothing in flight.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn enter(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn leave(&self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_waiters();
+    }
+
+    /// Resolves once there is room for one more message.
+    pub async fn room(&self) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if !self.full() {
+                return;
+            }
+            freed.await;
+        }
+    }
+}
 
 /// What every message's handling shares.
 pub struct Intake {
@@ -29,6 +90,8 @@ pub struct Intake {
     pub stopping: Arc<AtomicBool>,
     /// Refused transactions take turns retrying (see [`Intake::retry_in_line`]).
     pub retry_line: tokio::sync::Mutex<()>,
+    /// Messages being handled (`max_in_flight`).
+    pub in_flight: Arc<InFlight>,
 }
 
 impl std::fmt::Debug for Intake {
@@ -53,12 +116,13 @@ impl Intake {
     pub async fn receive(self: &Arc<Self>, window: &Arc<AckWindow>, publish: Publish) {
         let ticket = (publish.qos != QoS::AtMostOnce).then(|| window.push(&publish));
         self.metrics.in_flight.inc();
+        self.in_flight.enter();
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
         let captures = self.topics.subscribe.iter().find_map(|t| t.capture(&topic));
         if captures.is_none() {
             self.metrics.unmatched_topic.inc();
             tracing::warn!(
-                topic,
+                topic = %redact_text(&topic),
                 "MQTT message on a topic no `mqtt.subscribe` template matches; journaled without the topic check"
             );
         }
@@ -68,15 +132,40 @@ impl Intake {
             captures.terminal_id.map(str::to_string),
         );
         let props = publish.properties.as_ref();
+        let response_topic = props.and_then(|p| p.response_topic.clone()).filter(|t| {
+            let allowed = valid_publish_topic(t)
+                && self
+                    .topics
+                    .response
+                    .iter()
+                    .any(|r| r.allows(t, store_id.as_deref(), terminal_id.as_deref()));
+            if !allowed {
+                self.metrics.response_topic_refused.inc();
+                tracing::warn!(
+                    response_topic = %redact_text(t),
+                    "an MQTT request named a response topic outside mqtt.response_topics; answered on the default topic"
+                );
+            }
+            allowed
+        });
         let reply = ReplyTo {
             topic,
-            response_topic: props
-                .and_then(|p| p.response_topic.clone())
-                .filter(|t| valid_publish_topic(t)),
+            response_topic,
             correlation_data: props.and_then(|p| p.correlation_data.clone()),
         };
-        let payload = publish.payload.clone();
-        let pending = self.ingest.submit(submission(&payload, &store_id, &terminal_id)).await;
+        // A payload over the limit is refused whole; only its head is kept, copied, so
+        // the packet's buffer goes now and in-flight memory stays within the limit.
+        let size = publish.payload.len();
+        let payload = if size > self.ingest.max_txn_bytes() {
+            Bytes::copy_from_slice(&publish.payload[..size.min(OVERSIZE_HEAD)])
+        } else {
+            publish.payload.clone()
+        };
+        drop(publish);
+        let pending = self
+            .ingest
+            .submit(submission(&payload, size, &store_id, &terminal_id))
+            .await;
         let this = self.clone();
         let window = window.clone();
         tokio::spawn(async move {
@@ -86,13 +175,14 @@ impl Intake {
                 let (s, t) = (store_id.as_deref(), terminal_id.as_deref());
                 let body = json!({"error": code, "message": message, "retrying": true});
                 this.answer_error(&reply, s, t, body, &payload).await;
-                verdict = this.retry_in_line(&payload, &store_id, &terminal_id).await;
+                verdict = this.retry_in_line(&payload, size, &store_id, &terminal_id).await;
             }
             match verdict {
                 Verdict::Refused { .. } => {
                     // Stopping: left unacknowledged, the broker redelivers it to the next
                     // session.
                     this.metrics.in_flight.dec();
+                    this.in_flight.leave();
                     return;
                 }
                 Verdict::Decided {
@@ -120,6 +210,7 @@ impl Intake {
                 window.done(ticket);
             }
             this.metrics.in_flight.dec();
+            this.in_flight.leave();
         });
     }
 
@@ -128,13 +219,19 @@ impl Intake {
     /// in the order they were refused: while the journal is full only the first one
     /// polls it (backoff 100 ms doubling to 5 s), the others wait their turn without
     /// timers, and once there is room each goes through at once.
-    async fn retry_in_line(&self, payload: &[u8], store_id: &Option<String>, terminal_id: &Option<String>) -> Verdict {
+    async fn retry_in_line(
+        &self,
+        payload: &[u8],
+        size: usize,
+        store_id: &Option<String>,
+        terminal_id: &Option<String>,
+    ) -> Verdict {
         let _turn = self.retry_line.lock().await;
         let mut backoff = Duration::from_millis(100);
         loop {
             let verdict = self
                 .ingest
-                .submit(submission(payload, store_id, terminal_id))
+                .submit(submission(payload, size, store_id, terminal_id))
                 .await
                 .await;
             if !matches!(verdict, Verdict::Refused { .. }) || self.stopping.load(Ordering::Acquire) {
@@ -153,12 +250,12 @@ impl Intake {
         mut body: Value,
         payload: &[u8],
     ) {
-        body["topic"] = json!(reply.topic);
+        body["topic"] = json!(redact_text(&reply.topic));
         if let Some(txn_id) = serde_json::from_slice::<Value>(payload)
             .ok()
             .and_then(|v| v.get("txn_id").and_then(Value::as_str).map(str::to_string))
         {
-            body["txn_id"] = json!(txn_id);
+            body["txn_id"] = json!(redact_text(&txn_id));
         }
         let topic = self
             .topics
@@ -193,10 +290,16 @@ impl Intake {
     }
 }
 
-fn submission<'a>(payload: &'a [u8], store_id: &'a Option<String>, terminal_id: &'a Option<String>) -> Submission<'a> {
+fn submission<'a>(
+    payload: &'a [u8],
+    size: usize,
+    store_id: &'a Option<String>,
+    terminal_id: &'a Option<String>,
+) -> Submission<'a> {
     Submission {
         source: SOURCE,
         raw: payload,
+        size,
         store_id: store_id.as_deref(),
         terminal_id: terminal_id.as_deref(),
     }

@@ -121,6 +121,7 @@ impl Mqtt {
             metrics: metrics.clone(),
             stopping: stopping.clone(),
             retry_line: tokio::sync::Mutex::new(()),
+            in_flight: Arc::new(intake::InFlight::new(usize::from(config.max_in_flight))),
         });
         let (phase, phase_rx) = watch::channel(Phase::Running);
         let connection = Connection {

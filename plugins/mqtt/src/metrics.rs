@@ -26,6 +26,11 @@ pub struct MqttMetrics {
     pub unacked_publishes: IntGauge,
     /// Subscriptions the broker refused.
     pub subscribe_failures: IntCounter,
+    /// Requests whose response topic was outside `mqtt.response_topics`.
+    pub response_topic_refused: IntCounter,
+    /// Times the connection stopped reading because `max_in_flight` messages were
+    /// being handled.
+    pub reads_paused: IntCounter,
 }
 
 impl MqttMetrics {
@@ -66,6 +71,14 @@ impl MqttMetrics {
                 "Publishes waiting for the broker's acknowledgement",
             )?,
             subscribe_failures: IntCounter::new("mqtt_subscribe_failures_total", "Subscriptions the broker refused")?,
+            response_topic_refused: IntCounter::new(
+                "mqtt_response_topic_refused_total",
+                "Requests whose response topic was outside mqtt.response_topics",
+            )?,
+            reads_paused: IntCounter::new(
+                "mqtt_reads_paused_total",
+                "Times reading from the broker paused at max_in_flight",
+            )?,
         };
         registry.register(Box::new(m.connected.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;
@@ -76,6 +89,8 @@ impl MqttMetrics {
         registry.register(Box::new(m.publish_refused.clone()))?;
         registry.register(Box::new(m.unacked_publishes.clone()))?;
         registry.register(Box::new(m.subscribe_failures.clone()))?;
+        registry.register(Box::new(m.response_topic_refused.clone()))?;
+        registry.register(Box::new(m.reads_paused.clone()))?;
         Ok(m)
     }
 }

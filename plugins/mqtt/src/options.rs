@@ -31,6 +31,10 @@ pub fn build(config: &MqttConfig) -> Result<ConnectOptions, ConfigError> {
     // transactions, and we acknowledge only after the journal commit.
     o.set_receive_maximum(Some(config.max_in_flight));
     o.set_manual_acks(true);
+    // rumqttc reads at most 10 KiB per packet unless told, and a larger one breaks the
+    // connection (and comes back from the persistent session, forever). Announced to
+    // the broker too (MQTT 5 Maximum Packet Size), so it never sends one we cannot read.
+    o.set_max_packet_size(Some(config.max_packet_bytes.get() as u32));
     o.set_connection_timeout(config.connect_timeout.get().as_secs().max(1));
     // Decisions are small and wanted now: Nagle's algorithm would hold one back until
     // the previous segment is acknowledged (delayed ACK: up to 40 ms).

@@ -156,6 +156,17 @@ impl Template {
         parts.next().is_none().then_some(captures)
     }
 
+    /// True when `topic` matches and the levels the template names are this store's
+    /// and this terminal's (a response topic in the requester's own namespace).
+    pub fn allows(&self, topic: &str, store_id: Option<&str>, terminal_id: Option<&str>) -> bool {
+        let Some(c) = self.capture(topic) else {
+            return false;
+        };
+        let names = |v: Var| self.levels.contains(&Level::Var(v));
+        (!names(Var::StoreId) || (c.store_id.is_some() && c.store_id == store_id))
+            && (!names(Var::TerminalId) || (c.terminal_id.is_some() && c.terminal_id == terminal_id))
+    }
+
     /// The topic for a store and terminal.
     pub fn render(&self, store_id: &str, terminal_id: &str) -> String {
         self.levels
@@ -218,6 +229,28 @@ mod tests {
         assert_eq!(t.filter(), "pos/+/+/#");
         let c = t.capture("pos/any/T1/a/b").unwrap();
         assert_eq!((c.store_id, c.terminal_id), (None, Some("T1")));
+    }
+
+    #[test]
+    fn a_response_topic_must_be_in_the_requesters_own_namespace() {
+        let t = Template::parse("tillgate/v1/{store_id}/{terminal_id}/#", true, BOTH).unwrap();
+        assert!(t.allows("tillgate/v1/S1/T9/reply/42", Some("S1"), Some("T9")));
+        assert!(
+            !t.allows("tillgate/v1/S1/T8/reply/42", Some("S1"), Some("T9")),
+            "another terminal's topic"
+        );
+        assert!(
+            !t.allows("tillgate/v1/S2/T9/reply", Some("S1"), Some("T9")),
+            "another store's topic"
+        );
+        assert!(
+            !t.allows("payments/refund", Some("S1"), Some("T9")),
+            "outside the pattern"
+        );
+        assert!(
+            !t.allows("tillgate/v1/S1/T9/x", None, Some("T9")),
+            "no store to compare with"
+        );
     }
 
     #[test]

@@ -23,8 +23,11 @@ pub type PendingVerdict = Pin<Box<dyn Future<Output = Verdict> + Send + 'static>
 pub struct Submission<'a> {
     /// The source's name, for metrics and dead letters: `mqtt`.
     pub source: &'static str,
-    /// The payload as received.
+    /// The payload as received, or only its first bytes when it is larger than
+    /// [`Ingest::max_txn_bytes`] (a source need not keep a payload it knows is refused).
     pub raw: &'a [u8],
+    /// How large the payload was.
+    pub size: usize,
     /// The store the transport says this came from (an MQTT topic level), checked
     /// against the payload's `store_id`.
     pub store_id: Option<&'a str>,
@@ -54,7 +57,7 @@ pub enum Verdict {
     /// Not journaled, nothing stored: the journal is full or the agent is stopping.
     /// The source must not acknowledge; the input stays the sender's to redeliver.
     Refused {
-        /// `journal_full`, `draining`, `storage`.
+        /// `journal_full`, `disk_full`, `draining`, `storage`.
         code: &'static str,
         message: String,
     },
@@ -66,4 +69,8 @@ pub trait Ingest: Send + Sync {
     /// Validates and queues the input behind every earlier submission; the returned
     /// future resolves once the verdict is durable.
     async fn submit(&self, submission: Submission<'_>) -> PendingVerdict;
+
+    /// The largest transaction the agent takes (`intake.max_txn_bytes`); a larger
+    /// payload is refused as too large and only its head is kept.
+    fn max_txn_bytes(&self) -> usize;
 }

@@ -7,11 +7,13 @@
 //! architecture invariant "plugins do not touch SQLite" holds by construction.
 //!
 //! Layout: [`record`] (what travels), [`sink`] (the delivery contract for sinks),
-//! [`ingest`] (the intake contract for sources), [`units`] and [`secret`] (config
-//! types shared by the agent and plugins).
+//! [`ingest`] (the intake contract for sources), [`pan`] (the card-number guard every
+//! component that quotes input uses), [`units`] and [`secret`] (config types shared by
+//! the agent and plugins).
 
 pub mod camera;
 pub mod ingest;
+pub mod pan;
 pub mod record;
 pub mod secret;
 pub mod sink;
