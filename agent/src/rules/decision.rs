@@ -68,6 +68,10 @@ pub struct ReportHit {
     pub window_start_ms: i64,
     pub window_end_ms: i64,
     pub aggregates: BTreeMap<String, serde_json::Value>,
+    /// Closed before its end because the report reached `max_keys` (its aggregates
+    /// cover only the events seen so far).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub closed_early: bool,
 }
 
 /// The outcome for one transaction.

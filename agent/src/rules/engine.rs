@@ -119,7 +119,7 @@ impl Engine {
             .reports
             .into_iter()
             .map(|report| ReportRun {
-                state: ReportState::new(report.window, report.lateness_ms),
+                state: ReportState::new(report.window, report.lateness_ms, report.max_keys),
                 report,
             })
             .collect();
@@ -237,18 +237,26 @@ impl Decider for Engine {
                         };
                         let ev = event(txn, cx.seq, &state.rule.distinct);
                         let aggs = &state.rule.aggregates;
-                        if let Some(w) = state.keys.get_mut(&key) {
-                            Some(w.observe(window, aggs, ev))
+                        let (values, capped) = if let Some(w) = state.keys.get_mut(&key) {
+                            w.observe(window, aggs, ev)
                         } else {
                             let mut w = KeyWindow::new(aggs);
-                            let values = w.observe(window, aggs, ev);
+                            let observed = w.observe(window, aggs, ev);
                             if state.keys.push(key, w).is_some() {
                                 if let Some(m) = &self.metrics {
                                     m.rule_keys_evicted.with_label_values(&[&state.rule.id]).inc();
                                 }
                             }
-                            Some(values)
+                            observed
+                        };
+                        if capped > 0 {
+                            if let Some(m) = &self.metrics {
+                                m.rule_events_capped
+                                    .with_label_values(&[&state.rule.id])
+                                    .inc_by(capped as u64);
+                            }
                         }
+                        Some(values)
                     }
                 }
             };
@@ -292,7 +300,7 @@ impl Decider for Engine {
             r.keys.clear();
         }
         for r in &mut self.reports {
-            r.state = ReportState::new(r.report.window, r.report.lateness_ms);
+            r.state = ReportState::new(r.report.window, r.report.lateness_ms, r.report.max_keys);
         }
     }
 
@@ -341,11 +349,16 @@ impl Engine {
                 continue;
             };
             let ev = event(txn, cx.seq, &run.report.distinct);
-            let late_before = run.state.late;
+            let (late_before, early_before) = (run.state.late, run.state.closed_early);
             let closed = run.state.observe(&key, &run.report.aggregates, &ev);
-            if run.state.late > late_before {
-                if let Some(m) = &self.metrics {
+            if let Some(m) = &self.metrics {
+                if run.state.late > late_before {
                     m.report_late_events.with_label_values(&[&run.report.id]).inc();
+                }
+                if run.state.closed_early > early_before {
+                    m.report_windows_evicted
+                        .with_label_values(&[&run.report.id])
+                        .inc_by(run.state.closed_early - early_before);
                 }
             }
             if cx.replaying {
@@ -375,6 +388,7 @@ impl Engine {
                         window_start_ms: w.start_ms,
                         window_end_ms: w.end_ms,
                         aggregates: json(&report.aggregates, &w.values),
+                        closed_early: w.early,
                     });
                 }
             }

@@ -7,7 +7,7 @@
 //! of reporting windows (the windows it belonged to may already be emitted).
 
 use super::window::{AggSpec, AggValues, Event, Running};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// How a report cuts time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,8 @@ pub struct ClosedWindow {
     pub start_ms: i64,
     pub end_ms: i64,
     pub values: AggValues,
+    /// Closed before the watermark reached its end, to make room (`max_keys`).
+    pub early: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -82,11 +84,16 @@ pub struct ReportState {
     by_end: BTreeMap<(i64, String, i64), ()>,
     /// Late events so far.
     pub late: u64,
+    /// Open windows per key: at most `max_keys` keys.
+    key_windows: HashMap<String, usize>,
+    max_keys: usize,
+    /// Windows closed early to keep under `max_keys`, so far.
+    pub closed_early: u64,
 }
 
 impl ReportState {
-    /// No open window yet.
-    pub fn new(window: ReportWindow, lateness_ms: i64) -> Self {
+    /// No open window yet; at most `max_keys` keys with open windows.
+    pub fn new(window: ReportWindow, lateness_ms: i64, max_keys: usize) -> Self {
         ReportState {
             window,
             lateness_ms,
@@ -94,7 +101,58 @@ impl ReportState {
             open: BTreeMap::new(),
             by_end: BTreeMap::new(),
             late: 0,
+            key_windows: HashMap::new(),
+            max_keys: max_keys.max(1),
+            closed_early: 0,
         }
+    }
+
+    /// Keys with open windows.
+    pub fn open_keys(&self) -> usize {
+        self.key_windows.len()
+    }
+
+    fn opened(&mut self, key: &str) {
+        *self.key_windows.entry(key.to_string()).or_insert(0) += 1;
+    }
+
+    fn removed(&mut self, key: &str) {
+        if let Some(n) = self.key_windows.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.key_windows.remove(key);
+            }
+        }
+    }
+
+    /// Room for a new key: the key whose window closes first has all its windows
+    /// closed now, flagged as early (a flood of new keys must not grow memory).
+    fn make_room(&mut self, specs: &[AggSpec]) -> Vec<ClosedWindow> {
+        let Some(((_, key, _), _)) = self.by_end.first_key_value() else {
+            return Vec::new();
+        };
+        let key = key.clone();
+        let starts: Vec<i64> = self
+            .open
+            .range((key.clone(), i64::MIN)..=(key.clone(), i64::MAX))
+            .map(|((_, start), _)| *start)
+            .collect();
+        let mut closed = Vec::new();
+        for start in starts {
+            if let Some(o) = self.open.remove(&(key.clone(), start)) {
+                self.by_end.remove(&(o.end, key.clone(), start));
+                self.removed(&key);
+                self.closed_early += 1;
+                closed.push(ClosedWindow {
+                    key: key.clone(),
+                    start_ms: start,
+                    end_ms: o.end,
+                    values: o.running.values(specs),
+                    early: true,
+                });
+            }
+        }
+        closed
     }
 
     /// The watermark: largest event time seen minus the allowed lateness.
@@ -114,6 +172,10 @@ impl ReportState {
             self.late += 1;
             return Vec::new();
         }
+        let mut closed = Vec::new();
+        if !self.key_windows.contains_key(key) && self.key_windows.len() >= self.max_keys {
+            closed = self.make_room(specs);
+        }
         match self.window {
             ReportWindow::Session { gap_ms } => self.add_to_session(key, specs, ev, gap_ms),
             fixed => {
@@ -127,18 +189,23 @@ impl ReportState {
             }
         }
         self.max_ts = self.max_ts.max(ev.ts);
-        self.close(specs)
+        closed.extend(self.close(specs));
+        closed
     }
 
     fn window_at(&mut self, key: &str, start: i64, end: i64, specs: &[AggSpec]) -> &mut Open {
-        let by_end = &mut self.by_end;
-        self.open.entry((key.to_string(), start)).or_insert_with(|| {
-            by_end.insert((end, key.to_string(), start), ());
-            Open {
-                end,
-                running: Running::new(specs),
-            }
-        })
+        if !self.open.contains_key(&(key.to_string(), start)) {
+            self.opened(key);
+            self.by_end.insert((end, key.to_string(), start), ());
+            self.open.insert(
+                (key.to_string(), start),
+                Open {
+                    end,
+                    running: Running::new(specs),
+                },
+            );
+        }
+        self.open.get_mut(&(key.to_string(), start)).expect("inserted above")
     }
 
     /// Sessions: the event joins (and merges) every open session of the key it is within
@@ -159,6 +226,7 @@ impl ReportState {
         for (s, e) in touching {
             let o = self.open.remove(&(key.to_string(), s)).expect("listed above");
             self.by_end.remove(&(e, key.to_string(), s));
+            self.removed(key);
             start = start.min(s);
             end = end.max(e);
             parts.push(o.running);
@@ -167,6 +235,7 @@ impl ReportState {
             merged.merge(&p);
         }
         merged.add(specs, ev);
+        self.opened(key);
         self.by_end.insert((end, key.to_string(), start), ());
         self.open
             .insert((key.to_string(), start), Open { end, running: merged });
@@ -182,11 +251,13 @@ impl ReportState {
             let key = key.clone();
             self.by_end.pop_first();
             if let Some(o) = self.open.remove(&(key.clone(), start)) {
+                self.removed(&key);
                 closed.push(ClosedWindow {
                     key,
                     start_ms: start,
                     end_ms: end,
                     values: o.running.values(specs),
+                    early: false,
                 });
             }
         }
@@ -228,6 +299,7 @@ mod tests {
                 offset_ms: 0,
             },
             10,
+            100,
         );
         assert!(r.observe("k", &specs(), &ev(0)).is_empty());
         assert!(r.observe("k", &specs(), &ev(99)).is_empty());
@@ -252,6 +324,7 @@ mod tests {
                 offset_ms: 0,
             },
             0,
+            100,
         );
         r.observe("k", &specs(), &ev(60));
         let closed = r.observe("k", &specs(), &ev(1000));
@@ -261,12 +334,37 @@ mod tests {
 
     #[test]
     fn sessions_merge_when_a_gap_is_bridged() {
-        let mut r = ReportState::new(ReportWindow::Session { gap_ms: 30 }, 100);
+        let mut r = ReportState::new(ReportWindow::Session { gap_ms: 30 }, 100, 100);
         r.observe("k", &specs(), &ev(0));
         r.observe("k", &specs(), &ev(50));
         r.observe("k", &specs(), &ev(25));
         let closed = r.observe("k", &specs(), &ev(1000));
         let spans: Vec<(i64, i64, i64)> = closed.iter().map(|c| (c.start_ms, c.end_ms, count(c))).collect();
         assert_eq!(spans, vec![(0, 80, 3)]);
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_closes_the_earliest_windows_early_and_counts_them() {
+        let mut r = ReportState::new(
+            ReportWindow::Tumbling {
+                size_ms: 100,
+                offset_ms: 0,
+            },
+            1_000,
+            3,
+        );
+        let mut early = Vec::new();
+        for (i, key) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            early.extend(r.observe(key, &specs(), &ev(10 + i as i64 * 100)));
+        }
+        assert_eq!(r.open_keys(), 3, "never more keys than max_keys");
+        let keys: Vec<(&str, bool)> = early.iter().map(|c| (c.key.as_str(), c.early)).collect();
+        assert_eq!(
+            keys,
+            vec![("a", true), ("b", true)],
+            "the windows closing first went first"
+        );
+        assert_eq!(r.closed_early, 2);
+        assert_eq!(r.open_windows(), 3);
     }
 }

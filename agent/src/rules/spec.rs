@@ -19,8 +19,10 @@ pub type RuleError = ConfigError;
 
 /// Names an expression may use besides its rule's aggregates.
 const TXN_VARS: [&str; 3] = ["txn", "lists", "original"];
-/// Default bound on keys held per rule.
+/// Default bound on keys held per rule (and per report).
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
+/// Default bound on the events one key of a time window holds.
+pub const DEFAULT_MAX_EVENTS_PER_KEY: usize = 10_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +72,7 @@ struct RuleSpec {
     #[serde(default = "yes")]
     enabled: bool,
     max_keys: Option<usize>,
+    max_events_per_key: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +104,7 @@ struct ReportSpec {
     severity: Severity,
     #[serde(default = "yes")]
     enabled: bool,
+    max_keys: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -139,6 +143,8 @@ pub struct CompiledReport {
     pub aggregates: Vec<AggSpec>,
     pub distinct: Vec<TxnField>,
     pub when: Option<Expr>,
+    /// Keys with open windows at most; past it the windows closing first close early.
+    pub max_keys: usize,
 }
 
 /// Everything the rule files define.
@@ -428,14 +434,23 @@ fn compile_rule(
             if d.get().is_zero() {
                 return Err(at.err("window", "must be longer than 0s".into()));
             }
+            let max_events = spec.max_events_per_key.unwrap_or(DEFAULT_MAX_EVENTS_PER_KEY);
+            if max_events == 0 {
+                return Err(at.err("max_events_per_key", "must be at least 1".into()));
+            }
             Some(WindowSpec::Time {
                 width_ms: d.get().as_millis() as i64,
                 lateness_ms: spec.lateness.get().as_millis() as i64,
+                max_events,
             })
         }
         (Some(WindowToml::Count { last }), false) => {
-            if *last == 0 {
-                return Err(at.err("window", "`last` must be at least 1".into()));
+            let max_events = spec.max_events_per_key.unwrap_or(DEFAULT_MAX_EVENTS_PER_KEY);
+            if *last == 0 || *last > max_events {
+                return Err(at.err(
+                    "window",
+                    format!("`last` must be 1–{max_events} (max_events_per_key: the events a key may hold)"),
+                ));
             }
             Some(WindowSpec::Count { n: *last })
         }
@@ -531,5 +546,6 @@ fn compile_report(
         aggregates: aggs,
         distinct,
         when,
+        max_keys: spec.max_keys.unwrap_or(DEFAULT_MAX_KEYS).max(1),
     })
 }

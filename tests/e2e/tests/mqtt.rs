@@ -424,7 +424,11 @@ async fn mqtt5_requests_are_answered_on_their_response_topic_with_their_correlat
     let agent = Agent::start(&dir.join("agent"), &options(&broker, "tillgate-e2e-v5"));
     await_connected(&agent, 1).await;
     let (client, mut el) = AsyncClient::new(MqttOptions::new("till-v5", "127.0.0.1", broker.port), 10);
-    client.subscribe("pos/till-v5/replies", QoS::AtLeastOnce).await.unwrap();
+    // A response topic in the requesting terminal's own namespace (mqtt.response_topics).
+    client
+        .subscribe("tillgate/v1/store-1/till-1/replies", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok(ev) = el.poll().await {
@@ -444,7 +448,7 @@ async fn mqtt5_requests_are_answered_on_their_response_topic_with_their_correlat
     .enumerate()
     {
         let props = PublishProperties {
-            response_topic: Some("pos/till-v5/replies".into()),
+            response_topic: Some("tillgate/v1/store-1/till-1/replies".into()),
             correlation_data: Some(format!("req-{i}").into_bytes().into()),
             ..Default::default()
         };

@@ -28,7 +28,7 @@ pub use kinesis_fake::{FakeKinesis, Faults};
 pub use process::{run_cli, Agent, AgentOptions};
 pub use terminal::Terminal;
 pub use tes_fake::FakeTes;
-pub use txns::{post, post_ndjson, txn};
+pub use txns::{basket, post, post_ndjson, txn};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -86,6 +86,18 @@ pub fn dead_letters(journal: &Path) -> Vec<(String, String, Vec<u8>)> {
         .prepare("SELECT source, reason, raw FROM dead_letters ORDER BY id")
         .expect("query prepares");
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query runs")
+        .map(|r| r.expect("row reads"))
+        .collect()
+}
+
+/// Every dead letter as (class, reason, raw, size of the input).
+pub fn dead_letter_rows(journal: &Path) -> Vec<(String, String, Vec<u8>, i64)> {
+    let conn = open_journal(journal);
+    let mut stmt = conn
+        .prepare("SELECT class, reason, raw, raw_bytes FROM dead_letters ORDER BY id")
+        .expect("query prepares");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .expect("query runs")
         .map(|r| r.expect("row reads"))
         .collect()

@@ -41,6 +41,9 @@ impl Terminal {
         o.set_clean_session(false);
         o.set_keep_alive(Duration::from_secs(10));
         o.set_inflight(200);
+        // Large baskets and over-size payloads are what some tests send (rumqttc's
+        // default is 10 KiB each way).
+        o.set_max_packet_size(8 * 1024 * 1024, 8 * 1024 * 1024);
         let (client, eventloop) = new_client(&o);
         let client = Arc::new(Mutex::new(client));
         let seen = Arc::new(Mutex::new(Seen::default()));

@@ -17,6 +17,16 @@ pub fn txn(txn_id: &str, terminal: &str, total_minor: i64) -> Value {
     })
 }
 
+/// A sale whose `line_items` make the document about `bytes` long (a large basket).
+pub fn basket(txn_id: &str, terminal: &str, bytes: usize) -> Value {
+    let mut t = txn(txn_id, terminal, 100);
+    let item = |i: usize| json!({"sku": format!("SKU-{i:08}"), "name": "Organic whole milk 1L carton", "qty": 1, "unit_minor": 129});
+    let one = item(0).to_string().len() + 1;
+    let n = bytes.saturating_sub(t.to_string().len()) / one;
+    t["line_items"] = Value::Array((0..n).map(item).collect());
+    t
+}
+
 fn chrono_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

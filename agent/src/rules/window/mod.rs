@@ -19,8 +19,13 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowSpec {
     /// Events within `width_ms` before this one (inclusive); older events are kept
-    /// `lateness_ms` longer for out-of-order arrivals.
-    Time { width_ms: i64, lateness_ms: i64 },
+    /// `lateness_ms` longer for out-of-order arrivals; a key holds at most `max_events`
+    /// (past that the oldest leave early, counted: memory per key is bounded).
+    Time {
+        width_ms: i64,
+        lateness_ms: i64,
+        max_events: usize,
+    },
     /// The last `n` events in arrival order, this one included.
     Count { n: usize },
 }
@@ -29,7 +34,9 @@ impl WindowSpec {
     /// How far back in event time a restart must replay to rebuild this window.
     pub fn replay_span_ms(&self) -> Option<i64> {
         match self {
-            WindowSpec::Time { width_ms, lateness_ms } => Some(width_ms + lateness_ms),
+            WindowSpec::Time {
+                width_ms, lateness_ms, ..
+            } => Some(width_ms + lateness_ms),
             WindowSpec::Count { .. } => None,
         }
     }
@@ -79,12 +86,33 @@ impl KeyWindow {
         self.events.is_empty()
     }
 
-    /// Adds `ev` and returns the aggregates of its window.
-    pub fn observe(&mut self, spec: WindowSpec, specs: &[AggSpec], ev: Event) -> AggValues {
+    /// Adds `ev` and returns the aggregates of its window, and how many events left
+    /// early because the key reached its event cap.
+    pub fn observe(&mut self, spec: WindowSpec, specs: &[AggSpec], ev: Event) -> (AggValues, usize) {
         match spec {
-            WindowSpec::Count { n } => self.observe_count(n, specs, ev),
-            WindowSpec::Time { width_ms, lateness_ms } => self.observe_time(width_ms, lateness_ms, specs, ev),
+            WindowSpec::Count { n } => (self.observe_count(n, specs, ev), 0),
+            WindowSpec::Time {
+                width_ms,
+                lateness_ms,
+                max_events,
+            } => self.observe_time(width_ms, lateness_ms, max_events, specs, ev),
         }
+    }
+
+    /// Lets the oldest events go until at most `max` are held; returns how many went.
+    fn cap(&mut self, max: usize, specs: &[AggSpec]) -> usize {
+        let mut dropped = 0;
+        while self.events.len() > max.max(1) {
+            let old = self.events.pop_front().expect("over the cap, so not empty");
+            if self.active_from == 0 {
+                // It was in the active range: its aggregates leave with it.
+                self.running.remove(specs, &old);
+            } else {
+                self.active_from -= 1;
+            }
+            dropped += 1;
+        }
+        dropped
     }
 
     fn observe_count(&mut self, n: usize, specs: &[AggSpec], ev: Event) -> AggValues {
@@ -97,13 +125,22 @@ impl KeyWindow {
         self.running.values(specs)
     }
 
-    fn observe_time(&mut self, width: i64, lateness: i64, specs: &[AggSpec], ev: Event) -> AggValues {
+    fn observe_time(
+        &mut self,
+        width: i64,
+        lateness: i64,
+        max: usize,
+        specs: &[AggSpec],
+        ev: Event,
+    ) -> (AggValues, usize) {
         let ts = ev.ts;
+        let capped;
         let values = if ts >= self.max_ts {
             // In order: the active range after advancing is exactly [ts − W, ts].
             self.events.push_back(ev.clone());
             self.max_ts = ts;
             self.running.add(specs, &ev);
+            capped = self.cap(max, specs);
             let start = ts.saturating_sub(width);
             while self.active_from < self.events.len() && self.events[self.active_from].ts < start {
                 let leaving = self.events[self.active_from].clone();
@@ -121,6 +158,7 @@ impl KeyWindow {
             } else if pos <= self.active_from {
                 self.active_from += 1;
             }
+            capped = self.cap(max, specs);
             let lo = self.events.partition_point(|e| e.ts < ts.saturating_sub(width));
             let hi = self.events.partition_point(|e| e.ts <= ts);
             let mut scratch = Running::new(specs);
@@ -134,7 +172,7 @@ impl KeyWindow {
             self.events.pop_front();
             self.active_from = self.active_from.saturating_sub(1);
         }
-        values
+        (values, capped)
     }
 }
 

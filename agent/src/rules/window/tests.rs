@@ -100,7 +100,7 @@ proptest! {
         let mut kw = KeyWindow::new(&specs);
         let got: Vec<Vec<i64>> = events
             .iter()
-            .map(|e| ints(&kw.observe(WindowSpec::Time { width_ms: w, lateness_ms: l }, &specs, e.clone())))
+            .map(|e| ints(&kw.observe(WindowSpec::Time { width_ms: w, lateness_ms: l, max_events: usize::MAX }, &specs, e.clone()).0))
             .collect();
         prop_assert_eq!(got, model_time(&events, w, l));
     }
@@ -111,7 +111,7 @@ proptest! {
         let specs = specs();
         let mut kw = KeyWindow::new(&specs);
         for (k, e) in events.iter().enumerate() {
-            let got = ints(&kw.observe(WindowSpec::Count { n }, &specs, e.clone()));
+            let got = ints(&kw.observe(WindowSpec::Count { n }, &specs, e.clone()).0);
             let from = (k + 1).saturating_sub(n);
             let want = summarize(&events[from..=k].iter().collect::<Vec<_>>());
             prop_assert_eq!(got, want);
@@ -127,15 +127,16 @@ fn boundary_is_inclusive_and_state_is_bounded() {
     let spec = WindowSpec::Time {
         width_ms: 100,
         lateness_ms: 0,
+        max_events: usize::MAX,
     };
-    assert_eq!(ints(&kw.observe(spec, &specs, ev(1, 1000, 5, None)))[0], 1);
+    assert_eq!(ints(&kw.observe(spec, &specs, ev(1, 1000, 5, None)).0)[0], 1);
     assert_eq!(
-        ints(&kw.observe(spec, &specs, ev(2, 1100, 5, None)))[0],
+        ints(&kw.observe(spec, &specs, ev(2, 1100, 5, None)).0)[0],
         2,
         "t − W is inside"
     );
     assert_eq!(
-        ints(&kw.observe(spec, &specs, ev(3, 1101, 5, None)))[0],
+        ints(&kw.observe(spec, &specs, ev(3, 1101, 5, None)).0)[0],
         2,
         "1000 left at 1101"
     );
@@ -143,4 +144,44 @@ fn boundary_is_inclusive_and_state_is_bounded() {
         kw.observe(spec, &specs, ev(4 + i, 2000 + i as i64 * 50, 1, None));
     }
     assert!(kw.len() <= 3, "only the window is kept, got {}", kw.len());
+}
+
+#[test]
+fn a_key_holds_at_most_its_event_cap_and_reports_what_left_early() {
+    let specs = specs();
+    let mut kw = KeyWindow::new(&specs);
+    let spec = WindowSpec::Time {
+        width_ms: 600_000,
+        lateness_ms: 0,
+        max_events: 100,
+    };
+    let mut dropped = 0;
+    for i in 0..1_000u64 {
+        let (values, gone) = kw.observe(spec, &specs, ev(i, 1_000 + i as i64, 7, None));
+        dropped += gone;
+        assert_eq!(
+            ints(&values)[0],
+            (i as i64 + 1).min(100),
+            "the count saturates at the cap"
+        );
+        assert_eq!(
+            ints(&values)[1],
+            7 * (i as i64 + 1).min(100),
+            "the sum follows the events held"
+        );
+    }
+    assert_eq!(kw.len(), 100);
+    assert_eq!(dropped, 900, "every early departure is counted");
+}
+
+#[test]
+fn sums_stay_exact_at_the_extremes() {
+    let specs = specs();
+    let mut kw = KeyWindow::new(&specs);
+    let spec = WindowSpec::Count { n: 2 };
+    for (i, amount) in [i64::MAX, i64::MAX, -5, 3].into_iter().enumerate() {
+        kw.observe(spec, &specs, ev(i as u64, i as i64, amount, None));
+    }
+    let (values, _) = kw.observe(spec, &specs, ev(9, 9, 4, None));
+    assert_eq!(ints(&values)[1], 7, "the huge amounts left without corrupting the sum");
 }
