@@ -157,7 +157,13 @@ async fn connection(
     let ending = loop {
         let deadline = activity.deadline(limits);
         tokio::select! {
-            done = conn.as_mut() => break if done.is_ok() { Ending::Closed } else { Ending::Error },
+            done = conn.as_mut() => match done {
+                Ok(()) => break Ending::Closed,
+                Err(e) => {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                    break Ending::Error;
+                }
+            },
             changed = stop.changed(), if !stopping => {
                 if changed.is_err() || *stop.borrow() {
                     // Idle connections close now; one with a request in progress after

@@ -106,7 +106,7 @@ impl Writer {
         let pruned = self.prune_shipped_until(target)?;
         if pruned > 0 {
             self.metrics.journal_pressure_pruned.inc_by(pruned);
-            tracing::info!(
+            tracing::debug!(
                 pruned,
                 "journal full: pruned shipped rows down to the rules' replay horizon (before `retention`)"
             );

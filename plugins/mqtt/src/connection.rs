@@ -50,6 +50,8 @@ impl Connection {
     pub async fn run(self, mut phase: watch::Receiver<Phase>) {
         let mut backoff = self.reconnect_initial;
         let mut subscribed_once = false;
+        // Overflows are counted always, logged at most once a minute.
+        let mut overflow_logged: Option<Instant> = None;
         loop {
             if *phase.borrow() == Phase::Closed {
                 break;
@@ -58,12 +60,14 @@ impl Connection {
             let (client, mut eventloop) = AsyncClient::new(self.options.options.clone(), cap);
             let window = Arc::new(AckWindow::new(client.clone()));
             self.status.update(|s| s.state = "connecting".into());
+            // Set once a message beyond `max_in_flight` arrived (see `Overflow`).
+            let mut overflow: Option<Overflow> = None;
             let outcome = loop {
-                // At `max_in_flight` nothing more is read until a message is finished:
-                // its acknowledgement is queued by then, and the next poll sends it.
-                let full = self.intake.in_flight.full();
-                if full {
-                    self.metrics.reads_paused.inc();
+                if overflow.is_some() && window.is_empty() && !self.intake.in_flight.full() {
+                    // Everything taken on this connection is acknowledged: start a
+                    // connection with the same session to have the rest redelivered.
+                    let _ = client.try_disconnect();
+                    break Outcome::Resync;
                 }
                 let event = tokio::select! {
                     biased;
@@ -73,8 +77,7 @@ impl Connection {
                         }
                         continue;
                     }
-                    _ = self.intake.in_flight.room(), if full => continue,
-                    event = eventloop.poll(), if !full => event,
+                    event = eventloop.poll() => event,
                 };
                 match event {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -109,7 +112,27 @@ impl Connection {
                         });
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        if *phase.borrow() == Phase::Running {
+                        let full = self.intake.in_flight.full() || window.len() >= self.intake.in_flight.max();
+                        if overflow.is_none() && full {
+                            overflow = Some(Overflow::default());
+                            self.metrics.overflows.inc();
+                            if overflow_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
+                                overflow_logged = Some(Instant::now());
+                                tracing::warn!(
+                                    max_in_flight = self.intake.in_flight.max(),
+                                    "the MQTT broker sent more than max_in_flight unacknowledged transactions \
+                                 (it ignores Receive Maximum): the rest of this connection's deliveries are \
+                                 left unacknowledged and come again on a fresh connection"
+                                );
+                            }
+                        }
+                        if let Some(o) = overflow.as_mut() {
+                            // Not taken, not acknowledged: the broker keeps it for the session.
+                            // Nothing after it may be acknowledged either (PUBACKs go in
+                            // arrival order), so nothing more is taken on this connection.
+                            o.left += 1;
+                            self.metrics.left_for_redelivery.inc();
+                        } else if *phase.borrow() == Phase::Running {
                             self.intake.receive(&window, publish).await;
                         }
                         // Draining: left unacknowledged for the next session.
@@ -132,20 +155,21 @@ impl Connection {
                 });
                 self.metrics.unacked_publishes.set(self.outbox.unacked() as i64);
             };
+            if matches!(outcome, Outcome::Resync) {
+                self.wait_for_disconnect(&mut eventloop).await;
+            }
             self.outbox.detach();
             self.metrics.connected.set(0);
             match outcome {
+                Outcome::Resync => {
+                    self.metrics.connections.with_label_values(&["resync"]).inc();
+                    self.status.update(|s| s.state = "reconnecting".into());
+                }
                 Outcome::Closed => {
                     // A clean DISCONNECT keeps the session (its expiry is in CONNECT):
                     // unacknowledged transactions are redelivered to the next run.
                     let _ = client.try_disconnect();
-                    let deadline = Instant::now() + Duration::from_secs(1);
-                    while Instant::now() < deadline {
-                        match tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await {
-                            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
-                            Ok(Ok(_)) => {}
-                        }
-                    }
+                    self.wait_for_disconnect(&mut eventloop).await;
                     break;
                 }
                 Outcome::Failed(e) => {
@@ -172,6 +196,28 @@ impl Connection {
         self.status.update(|s| s.state = "stopped".into());
     }
 
+    /// Polls until the queued DISCONNECT is out, and with it every PUBACK queued before
+    /// it (rumqttc writes requests in order, and holds them all while the broker has not
+    /// acknowledged enough of the agent's own publishes: those acknowledgements are read
+    /// here too). A PUBACK that never left makes the broker deliver its transaction again,
+    /// which the journal answers as a duplicate.
+    async fn wait_for_disconnect(&self, eventloop: &mut rumqttc::v5::EventLoop) {
+        let left = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => self.outbox.on_puback(ack.pkid, ack.reason),
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => self.outbox.on_sent(pkid),
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        if left.is_err() {
+            tracing::warn!("MQTT DISCONNECT not sent within 5 s; unsent acknowledgements will be redelivered");
+        }
+    }
+
     fn check_suback(&self, codes: &[SubscribeReasonCode]) {
         let all =
             codes.len() == self.filters.len() && codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_)));
@@ -194,6 +240,22 @@ impl Connection {
 enum Outcome {
     Closed,
     Failed(ConnectionError),
+    /// Deliveries were left unacknowledged (over `max_in_flight`): a new connection,
+    /// same session, gets them again.
+    Resync,
+}
+
+/// A broker that sends more than `max_in_flight` unacknowledged transactions (MQTT 5
+/// Receive Maximum; mosquitto 2.0 does not honour it) cannot be slowed by not reading:
+/// the PUBACKs for the agent's own publishes come on the same socket, and answers wait
+/// for them. So the connection keeps reading, takes nothing beyond the window, leaves
+/// those deliveries unacknowledged, and once what it took is acknowledged, reconnects
+/// with the same session to have the rest redelivered. Memory stays within
+/// `max_in_flight` transactions; nothing is lost.
+#[derive(Debug, Default)]
+struct Overflow {
+    /// Deliveries left for redelivery on this connection.
+    left: u64,
 }
 
 /// Backoff with ±25 % jitter, so terminals' gateways do not reconnect in lockstep.

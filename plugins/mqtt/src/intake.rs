@@ -22,14 +22,14 @@ pub const SOURCE: &str = "mqtt";
 /// How much of a payload over the agent's limit is kept (for its dead letter).
 const OVERSIZE_HEAD: usize = 64 * 1024;
 
-/// Messages received and not yet acknowledged, bounded by `max_in_flight`: at the
-/// bound the connection stops reading from the broker (whatever Receive Maximum the
-/// broker honours), so a flood waits in the broker and the socket, not in the agent.
+/// Messages taken and not yet finished (journaled or refused, answered, acknowledged),
+/// bounded by `max_in_flight` whatever Receive Maximum the broker honours: beyond it
+/// the connection takes nothing (see `connection::Overflow`), so a flood waits in the
+/// broker, not in the agent's memory.
 #[derive(Debug)]
 pub struct InFlight {
     count: std::sync::atomic::AtomicUsize,
     max: usize,
-    freed: tokio::sync::Notify,
 }
 
 impl InFlight {
@@ -37,13 +37,17 @@ impl InFlight {
         InFlight {
             count: std::sync::atomic::AtomicUsize::new(0),
             max,
-            freed: tokio::sync::Notify::new(),
         }
     }
 
-    /// At the bound: read nothing more until a message is finished.
+    /// At the bound: take nothing more until a message is finished.
     pub fn full(&self) -> bool {
         self.count.load(Ordering::Acquire) >= self.max
+    }
+
+    /// The bound, `max_in_flight`.
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     /// Messages in flight now.
@@ -62,20 +66,6 @@ impl InFlight {
 
     fn leave(&self) {
         self.count.fetch_sub(1, Ordering::AcqRel);
-        self.freed.notify_waiters();
-    }
-
-    /// Resolves once there is room for one more message.
-    pub async fn room(&self) {
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if !self.full() {
-                return;
-            }
-            freed.await;
-        }
     }
 }
 

@@ -28,9 +28,11 @@ pub struct MqttMetrics {
     pub subscribe_failures: IntCounter,
     /// Requests whose response topic was outside `mqtt.response_topics`.
     pub response_topic_refused: IntCounter,
-    /// Times the connection stopped reading because `max_in_flight` messages were
-    /// being handled.
-    pub reads_paused: IntCounter,
+    /// Connections on which the broker sent more than `max_in_flight` unacknowledged
+    /// transactions (it ignores MQTT 5 Receive Maximum).
+    pub overflows: IntCounter,
+    /// Deliveries left unacknowledged for redelivery because of such an overflow.
+    pub left_for_redelivery: IntCounter,
 }
 
 impl MqttMetrics {
@@ -75,9 +77,13 @@ impl MqttMetrics {
                 "mqtt_response_topic_refused_total",
                 "Requests whose response topic was outside mqtt.response_topics",
             )?,
-            reads_paused: IntCounter::new(
-                "mqtt_reads_paused_total",
-                "Times reading from the broker paused at max_in_flight",
+            overflows: IntCounter::new(
+                "mqtt_receive_maximum_overflows_total",
+                "Connections on which the broker sent more than max_in_flight unacknowledged transactions",
+            )?,
+            left_for_redelivery: IntCounter::new(
+                "mqtt_left_for_redelivery_total",
+                "Deliveries left unacknowledged over max_in_flight, to come again on a fresh connection",
             )?,
         };
         registry.register(Box::new(m.connected.clone()))?;
@@ -90,7 +96,8 @@ impl MqttMetrics {
         registry.register(Box::new(m.unacked_publishes.clone()))?;
         registry.register(Box::new(m.subscribe_failures.clone()))?;
         registry.register(Box::new(m.response_topic_refused.clone()))?;
-        registry.register(Box::new(m.reads_paused.clone()))?;
+        registry.register(Box::new(m.overflows.clone()))?;
+        registry.register(Box::new(m.left_for_redelivery.clone()))?;
         Ok(m)
     }
 }

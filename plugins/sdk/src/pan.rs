@@ -61,10 +61,12 @@ pub fn mask(digits: &[u8]) -> String {
 }
 
 /// Card numbers in a text: maximal runs of digits joined by single spaces or dashes
-/// (`4111 1111 1111 1111`, `5555-5555-5555-4444`), bounded by anything else. A run
-/// of more than 19 digits is a card number only where it has separators and some
-/// consecutive groups of it form one (`4111 1111 1111 1111 2029`); an unseparated
-/// run longer than 19 digits is an id, not a PAN.
+/// (`4111 1111 1111 1111`, `5555-5555-5555-4444`) that stand apart — bounded by
+/// anything but a letter or a digit (a space, punctuation, `_`, the text's ends), so
+/// `tok_4111111111111111` holds one and the hex id `8a4876802024123456f` does not. A
+/// run of more than 19 digits is a card number only where it has separators and some
+/// consecutive groups of it form one (`4111 1111 1111 1111 2029`); an unseparated run
+/// longer than 19 digits is an id, not a PAN.
 pub fn pans_in_text(s: &str) -> Vec<Vec<u8>> {
     let b = s.as_bytes();
     let mut found = Vec::new();
@@ -74,6 +76,7 @@ pub fn pans_in_text(s: &str) -> Vec<Vec<u8>> {
             i += 1;
             continue;
         }
+        let glued_before = i > 0 && b[i - 1].is_ascii_alphabetic();
         // One run: groups of digits separated by one space or dash.
         let mut groups: Vec<Vec<u8>> = vec![Vec::new()];
         let mut j = i;
@@ -87,6 +90,12 @@ pub fn pans_in_text(s: &str) -> Vec<Vec<u8>> {
             } else {
                 break;
             }
+        }
+        let glued_after = b.get(j).is_some_and(u8::is_ascii_alphabetic);
+        if glued_before || glued_after {
+            // Part of an identifier, not a number of its own.
+            i = j;
+            continue;
         }
         let whole: Vec<u8> = groups.concat();
         if is_pan(&whole) {

@@ -488,6 +488,10 @@ async fn a_full_journal_holds_transactions_at_the_broker_until_there_is_room() {
             "max_bytes = \"256KiB\"\nretention = \"0s\"\nidempotency_window = \"0s\"\nprune_interval = \"100ms\"\n"
                 .into(),
         archive_toml: format!("dir = \"{}\"", blocker.display()),
+        // The broker (mosquitto ignores Receive Maximum) sends more than max_in_flight
+        // while refused transactions wait: the agent leaves the rest for redelivery and
+        // reconnects; a transaction whose PUBACK was still queued then comes twice (with
+        // no idempotency window here, it is journaled twice: at least once, as promised).
         // Rules without windows: the journal keeps no replay horizon, so shipped rows
         // are pruned at once and room comes back as soon as the archive drains.
         rules: Some(tillgate_testkit::rule_pack().join("20-amounts.toml")),
@@ -526,10 +530,13 @@ async fn a_full_journal_holds_transactions_at_the_broker_until_there_is_room() {
     agent.terminate();
     let archived = tillgate_testkit::archive_txn_ids(&archive_dir);
     let sent = t.sent_ids();
+    let missing: Vec<&String> = sent.iter().filter(|id| !archived.contains_key(*id)).take(5).collect();
     assert!(
-        sent.iter().all(|id| archived.get(id) == Some(&1)),
-        "each transaction archived exactly once"
+        missing.is_empty(),
+        "acknowledged by the broker, never archived: {missing:?}"
     );
+    let twice = sent.iter().filter(|id| archived.get(*id) > Some(&1)).count();
+    eprintln!("archived more than once after a redelivery: {twice}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

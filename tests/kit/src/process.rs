@@ -65,6 +65,8 @@ pub struct AgentOptions {
     pub rules: Option<PathBuf>,
     /// Environment variables for the agent process (AWS credentials, region).
     pub env: Vec<(String, String)>,
+    /// `shutdown.drain_timeout`.
+    pub drain_timeout: String,
 }
 
 impl Default for AgentOptions {
@@ -77,6 +79,7 @@ impl Default for AgentOptions {
             http_toml: String::new(),
             rules: None,
             env: Vec::new(),
+            drain_timeout: "20s".into(),
         }
     }
 }
@@ -104,7 +107,7 @@ impl Agent {
             let config = format!(
                 "data_dir = \"{dir}\"\n{extra}\n[log]\nlevel = \"info\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n\n\
                  [journal]\n{journal}\n\n[rules]\npaths = [\"{rules}\"]\n\n[sinks]\n{sinks}\n\n[sinks.archive]\n{archive}\n\n\
-                 [shutdown]\ndrain_timeout = \"20s\"\n",
+                 [shutdown]\ndrain_timeout = \"{drain}\"\n",
                 dir = dir.display(),
                 extra = opts.extra_toml,
                 http = opts.http_toml,
@@ -112,6 +115,7 @@ impl Agent {
                 rules = opts.rules.clone().unwrap_or_else(crate::rule_pack).display(),
                 sinks = opts.sinks_toml,
                 archive = opts.archive_toml,
+                drain = opts.drain_timeout,
             );
             let config_path = dir.join("tillgate.toml");
             std::fs::write(&config_path, config).expect("write config");
@@ -238,6 +242,42 @@ impl Agent {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// Resident memory now and at its peak (KiB), from /proc (of qemu-user when the
+    /// agent runs under `$TILLGATE_RUNNER`).
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc/<pid>/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc/<pid>/status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Sends SIGTERM and returns at once (see [`Agent::wait_exit`]).
+    pub fn sigterm(&self) {
+        let c = self.child.as_ref().expect("running");
+        kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM).expect("signal delivered");
+    }
+
+    /// Waits up to `within` for the process to exit; its status, or `None` if it is
+    /// still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.as_mut().expect("running").try_wait().expect("wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGHUP (reload the rules).
