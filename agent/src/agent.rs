@@ -214,7 +214,12 @@ pub async fn run(
         max_connections: config.http.max_connections,
         header_timeout: config.http.header_timeout.get(),
         idle_timeout: config.http.idle_timeout.get(),
-        shutdown_grace: config.http.shutdown_grace.get(),
+        // Never longer than the whole stop.
+        shutdown_grace: config
+            .http
+            .shutdown_grace
+            .get()
+            .min(config.shutdown.drain_timeout.get()),
     };
     http::server::serve(listener, app, limits, state.metrics.clone(), graceful).await;
 

@@ -147,8 +147,8 @@ fn find_key(text: &str, dotted: &str) -> Option<(usize, usize)> {
     None
 }
 
-/// `[http]` limits: every timeout above zero, the graceful phase inside the drain.
-fn validate_http(h: &super::HttpConfig, drain: std::time::Duration) -> Result<(), (String, String)> {
+/// `[http]` limits: every timeout above zero, caps in range.
+fn validate_http(h: &super::HttpConfig) -> Result<(), (String, String)> {
     for (key, d) in [
         ("http.header_timeout", h.header_timeout),
         ("http.body_timeout", h.body_timeout),
@@ -170,15 +170,6 @@ fn validate_http(h: &super::HttpConfig, drain: std::time::Duration) -> Result<()
             format!(
                 "{} is out of range; allowed: 1–http.max_connections",
                 h.max_concurrent_batches
-            ),
-        ));
-    }
-    if h.shutdown_grace.get() > drain {
-        return Err((
-            "http.shutdown_grace".into(),
-            format!(
-                "{} is longer than shutdown.drain_timeout, which bounds the whole stop",
-                h.shutdown_grace
             ),
         ));
     }
@@ -234,7 +225,7 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             ),
         ));
     }
-    validate_http(&c.http, c.shutdown.drain_timeout.get())?;
+    validate_http(&c.http)?;
     if j.prune_interval.get().is_zero() {
         return Err(("journal.prune_interval".into(), "must be more than 0s".into()));
     }

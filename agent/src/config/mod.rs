@@ -185,7 +185,7 @@ pub struct HttpConfig {
     #[serde(default = "default_max_concurrent_batches")]
     pub max_concurrent_batches: usize,
     /// On shutdown, requests in progress get this long to be answered; then their
-    /// connections are closed. Part of `shutdown.drain_timeout`.
+    /// connections are closed. Part of `shutdown.drain_timeout` (and never longer).
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: HumanDuration,
 }

@@ -81,6 +81,8 @@ pub async fn ship_shard(
     queue: Vec<Routed>,
     budget: ShardBudget,
 ) -> ShardReport {
+    #[cfg(feature = "fault-injection")]
+    fault::panic_once();
     let mut report = ShardReport {
         shard_id,
         budget,
@@ -262,4 +264,19 @@ fn settle(
             .set(user_total as f64 / kinesis_total as f64);
     }
     (failed, last, misrouted)
+}
+
+/// Faults a test build injects (`fault-injection`), by environment variable.
+#[cfg(feature = "fault-injection")]
+mod fault {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static FIRED: AtomicBool = AtomicBool::new(false);
+
+    /// With `TILLGATE_FAULT_KINESIS_SHARD_PANIC` set, the first shard task panics.
+    pub fn panic_once() {
+        if std::env::var_os("TILLGATE_FAULT_KINESIS_SHARD_PANIC").is_some() && !FIRED.swap(true, Ordering::AcqRel) {
+            panic!("fault injected: a Kinesis shard task panics");
+        }
+    }
 }

@@ -207,12 +207,16 @@ impl Sink for KinesisSink {
             }
             let mut failure: Option<ShardFailure> = None;
             let mut misrouted = Vec::new();
+            let mut crashed = None;
             while let Some(joined) = tasks.join_next().await {
                 let report = match joined {
                     Ok(r) => r,
                     Err(e) => {
-                        // A panic is a bug; the records it held are simply not delivered.
-                        tracing::error!(stream = %self.stream, error = %e, "a shard task failed");
+                        // A panic is a bug. Its records were not (all) stored: the shipment
+                        // fails and is retried; what the other shards stored is remembered.
+                        // Its budget is lost with it; the next shipment starts a fresh one.
+                        tracing::error!(stream = %self.stream, error = %e, "a shard task failed; the shipment is retried");
+                        crashed = Some(e.to_string());
                         continue;
                     }
                 };
@@ -245,6 +249,12 @@ impl Sink for KinesisSink {
                 tracing::warn!(stream = %self.stream, shards = map.open_count(), records_sent_again = again,
                     "the stream was resharded; shard map refreshed");
                 continue;
+            }
+            if let Some(e) = crashed {
+                return Err(SinkError::Transient(format!(
+                    "stream `{}`: a shard task failed ({e}); its records are sent again",
+                    self.stream
+                )));
             }
             if let Some(f) = failure {
                 let message = format!("stream `{}`: {f}", self.stream);

@@ -321,3 +321,24 @@ async fn greengrass_container_credentials_are_used_and_refreshed() {
     assert_eq!(tes.refused.load(std::sync::atomic::Ordering::SeqCst), 0);
     assert!(agent.terminate().success());
 }
+
+/// A shard task that panics (a bug, injected in test builds) used to count as
+/// delivered: the cursor moved past records Kinesis never got. It is a failed
+/// shipment now, retried until every record has landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_shard_task_is_a_failure_and_its_records_are_sent_again() {
+    let fake = FakeKinesis::start(&[("txns", 2)]).await;
+    let dir = tillgate_testkit::scratch_dir();
+    let mut opts = options(kinesis_toml(&fake.url(), "txns", None, ""));
+    opts.env.push(("TILLGATE_FAULT_KINESIS_SHARD_PANIC".into(), "1".into()));
+    let agent = Agent::start(&dir, &opts);
+    let ids = post_all(&agent, "p", 4, 50).await;
+    let landed = wait_landed(&fake, "txns", &ids, Duration::from_secs(30)).await;
+    assert!(landed.order_violations().is_empty());
+    let log = agent.log();
+    assert!(
+        log.contains("a shard task failed; the shipment is retried"),
+        "the fault did not fire (a fault-injection build?):\n{log}"
+    );
+    assert!(agent.terminate().success());
+}

@@ -115,3 +115,61 @@ fn without_notify_socket_nothing_is_sent_and_the_agent_runs_as_usual() {
     assert!(!agent.log().contains("cannot notify systemd"));
     assert!(agent.terminate().success());
 }
+
+/// A journal writer that dies (a panic injected in test builds) leaves nothing that can
+/// make an answer durable: the agent stops pinging the watchdog, says why, and exits
+/// with a failure status so that systemd restarts it, instead of answering 503 for
+/// ever. Needs the `fault-injection` build (`make test`); skipped by name elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_journal_writer_ends_the_process_with_a_failure_status() {
+    let dir = tillgate_testkit::scratch_dir();
+    let manager = Manager::bind(&dir.join("notify.sock"));
+    let opts = AgentOptions {
+        env: vec![
+            ("NOTIFY_SOCKET".into(), dir.join("notify.sock").display().to_string()),
+            ("WATCHDOG_USEC".into(), "2000000".into()),
+            ("TILLGATE_FAULT_WRITER_PANIC_AT_GROUP".into(), "40".into()),
+        ],
+        drain_timeout: "3s".into(),
+        ..AgentOptions::default()
+    };
+    let mut agent = Agent::start(&dir, &opts);
+    manager.wait_for("READY=1", Duration::from_secs(10));
+    let client = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    for i in 0..200 {
+        let id = format!("w-{i}");
+        match tillgate_testkit::post(
+            &client,
+            &agent.url(),
+            tillgate_testkit::txn(&id, "till-1", 100).to_string(),
+        )
+        .await
+        {
+            Ok((200, _)) => acknowledged.push(id),
+            Ok((503, _)) | Err(_) => break,
+            Ok((status, answer)) => panic!("unexpected {status}: {answer}"),
+        }
+    }
+    assert!(
+        acknowledged.len() < 200,
+        "the injected fault never fired: is this a fault-injection build?"
+    );
+    let status = agent
+        .wait_exit(Duration::from_secs(20))
+        .expect("the agent exits once its journal writer is dead");
+    assert_eq!(
+        status.code(),
+        Some(70),
+        "EX_SOFTWARE, so that systemd restarts it: {status}"
+    );
+    let log = agent.log();
+    assert!(log.contains("the journal writer died"), "{log}");
+    let after = manager.drain(Duration::from_millis(300));
+    assert!(after.iter().any(|m| m.contains("STOPPING=1")), "{after:?}");
+    let journal = dir.join("journal.db");
+    assert_eq!(tillgate_testkit::integrity_check(&journal), "ok");
+    let journaled = tillgate_testkit::journal_txn_ids(&journal);
+    let lost: Vec<&String> = acknowledged.iter().filter(|id| !journaled.contains(*id)).collect();
+    assert!(lost.is_empty(), "answered 200 but not in the journal: {lost:?}");
+}
