@@ -238,6 +238,20 @@ async fn alerts_are_published_to_the_store_alert_topic() {
 /// Waits until the agent's MQTT session is up (again) and its subscriptions acknowledged:
 /// before that the broker drops what terminals publish (a new session has no
 /// subscriptions yet), and under qemu start-up is slow enough for a test to hit that.
+/// Waits until the agent holds received transactions not yet acknowledged to the
+/// broker (so a fault now strikes mid-stream); returns how many.
+async fn await_in_flight(agent: &Agent) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = agent.status_json().await["mqtt"]["in_flight"].as_u64().unwrap_or(0);
+        if n > 0 {
+            return n;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing in flight within 20 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 async fn await_connected(agent: &Agent, connects: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -270,8 +284,11 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
         let terms = terms.clone();
         tokio::spawn(async move { publish_all(&terms, 5_000, "b").await })
     };
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The fault strikes with transactions in the agent's hands, and more still to come.
+    let in_flight = await_in_flight(&agent).await;
     broker.restart();
+    assert!(!publishing.is_finished(), "the restart came after the terminals had finished");
+    eprintln!("broker restarted with {in_flight} transactions in flight at the agent");
     publishing.await.unwrap();
     await_connected(&agent, 2).await;
     assert_all_decided(&terms, Duration::from_secs(60), Some(Duration::from_secs(2)), &agent).await;
@@ -306,8 +323,14 @@ async fn an_agent_kill_9_mid_stream_is_made_good_by_redelivery() {
         let terms = terms.clone();
         tokio::spawn(async move { publish_all(&terms, 5_000, "k").await })
     };
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The crash strikes with transactions in the agent's hands, and more still to come.
+    let in_flight = await_in_flight(&agent).await;
+    let journal_path = agent.journal();
     agent.kill9();
+    assert!(!publishing.is_finished(), "the crash came after the terminals had finished");
+    let journaled_at_crash = journal_txn_ids(&journal_path).len();
+    eprintln!("killed with {in_flight} in flight and {journaled_at_crash} journaled");
+    assert!(journaled_at_crash < 20_000, "everything was journaled before the crash");
     // Terminals keep publishing into the agent's persistent session while it is down.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let agent = Agent::start(&dir.join("agent"), &opts);
