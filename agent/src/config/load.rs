@@ -252,6 +252,21 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
         if a.max_file_bytes.get() < 1024 {
             return Err(("sinks.archive.max_file_bytes".into(), "allowed: at least 1KiB".into()));
         }
+        // The files being written (one per channel) are never deleted: the budget must
+        // hold them and one complete file besides.
+        let least = a.max_file_bytes.get() * (a.channels.len() as u64 + 1);
+        if a.max_total_bytes.get() < least {
+            return Err((
+                "sinks.archive.max_total_bytes".into(),
+                format!(
+                    "{} cannot hold the {} files being written and one complete file; allowed: at least {} \
+                     ((channels + 1) × max_file_bytes)",
+                    a.max_total_bytes,
+                    a.channels.len(),
+                    tillgate_sdk::ByteSize(least)
+                ),
+            ));
+        }
     }
     if let Some(m) = c.mqtt() {
         // Templates, and the password and TLS files read now: a missing file is a config

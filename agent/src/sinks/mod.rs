@@ -12,7 +12,10 @@ use tillgate_sdk::Sink;
 pub fn build(config: &Config, registry: &prometheus::Registry) -> Result<Vec<Box<dyn Sink>>, String> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(archive) = config.archive() {
-        sinks.push(Box::new(ArchiveSink::new("archive", archive)));
+        let sink = ArchiveSink::new("archive", archive)
+            .with_metrics(registry)
+            .map_err(|e| format!("archive metrics: {e}"))?;
+        sinks.push(Box::new(sink));
     }
     if let Some(kinesis) = config.kinesis() {
         for sink in tillgate_kinesis::sinks(kinesis, registry).map_err(|e| format!("kinesis: {e}"))? {

@@ -37,6 +37,14 @@ pub struct ArchiveConfig {
     /// `none` or `gzip`.
     #[serde(default)]
     pub compression: Compression,
+    /// The whole archive on disk at most (complete files and the ones being written);
+    /// over it the oldest complete files are deleted, counted and logged.
+    #[serde(default = "default_max_total_bytes")]
+    pub max_total_bytes: ByteSize,
+    /// Complete files older than this are deleted, counted; `0s` keeps them until
+    /// `max_total_bytes` needs the room.
+    #[serde(default = "default_retention")]
+    pub retention: HumanDuration,
 }
 
 impl Default for ArchiveConfig {
@@ -48,6 +56,8 @@ impl Default for ArchiveConfig {
             max_file_bytes: default_max_file_bytes(),
             max_file_age: default_max_file_age(),
             compression: Compression::None,
+            max_total_bytes: default_max_total_bytes(),
+            retention: default_retention(),
         }
     }
 }
@@ -63,6 +73,12 @@ fn default_channels() -> Vec<Channel> {
 }
 fn default_max_file_bytes() -> ByteSize {
     ByteSize::mib(64)
+}
+fn default_max_total_bytes() -> ByteSize {
+    ByteSize::gib(4)
+}
+fn default_retention() -> HumanDuration {
+    HumanDuration::secs(30 * 24 * 3600)
 }
 fn default_max_file_age() -> HumanDuration {
     HumanDuration::secs(3600)

@@ -3,7 +3,7 @@
 use crate::config::Compression;
 use flate2::write::GzEncoder;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tillgate_sdk::{Channel, Record};
@@ -16,6 +16,9 @@ pub struct SeriesFile {
     path: PathBuf,
     file: File,
     bytes: u64,
+    /// Bytes known to be on disk (after the last fsync): what a failed shipment is
+    /// cut back to.
+    durable: u64,
     opened: Instant,
     compression: Compression,
     dirty: bool,
@@ -35,6 +38,7 @@ impl SeriesFile {
             path,
             file,
             bytes: 0,
+            durable: 0,
             opened: Instant::now(),
             compression,
             dirty: false,
@@ -63,9 +67,9 @@ impl SeriesFile {
                 enc.finish()?
             }
         };
+        self.dirty = true;
         self.file.write_all(&out)?;
         self.bytes += out.len() as u64;
-        self.dirty = true;
         Ok(taken)
     }
 
@@ -81,8 +85,29 @@ impl SeriesFile {
         if self.dirty {
             self.file.sync_data()?;
             self.dirty = false;
+            self.durable = self.bytes;
         }
         Ok(())
+    }
+
+    /// After a failed shipment (a full disk mid-write, a failed fsync): cuts the file
+    /// back to what the last successful shipment left, so the retry appends after
+    /// complete records, not after torn bytes or records it will write again.
+    pub fn roll_back(&mut self) -> std::io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        self.file.set_len(self.durable)?;
+        self.file.seek(SeekFrom::Start(self.durable))?;
+        self.file.sync_data()?;
+        self.bytes = self.durable;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// fsync, drop the `.partial` suffix, fsync the directory. An empty file is removed.

@@ -7,9 +7,15 @@
 //! `.partial` is complete. A shipment is acknowledged only after `fsync`.
 //!
 //! Compression writes one gzip member per shipment: concatenated members are a valid gzip
-//! file (`zcat` reads them all), and a crash can only tear the last member, which start-up
+//! file (`zcat` reads them all). A shipment that fails midway (a full disk, a failed
+//! fsync) is cut back to the end of the last acknowledged one before it is retried, and
+//! a crash can leave only bytes after the last acknowledged shipment, which start-up
 //! repair cuts off (those records are re-shipped, since their cursor never advanced).
+//!
+//! The archive stays within `max_total_bytes` and `retention` (`budget.rs`): whole
+//! complete files go, oldest first, counted.
 
+mod budget;
 mod config;
 mod file;
 mod repair;
@@ -29,6 +35,7 @@ use tillgate_sdk::{Channel, Record, Sink, SinkError};
 pub struct ArchiveSink {
     name: String,
     channels: Vec<Channel>,
+    metrics: Option<ArchiveMetrics>,
     // Shared with the blocking task that does the I/O; only one shipment runs at a time.
     files: Arc<Mutex<ArchiveFiles>>,
 }
@@ -49,6 +56,7 @@ impl ArchiveSink {
         ArchiveSink {
             name: name.into(),
             channels: config.channels.clone(),
+            metrics: None,
             files: Arc::new(Mutex::new(ArchiveFiles {
                 config,
                 open: BTreeMap::new(),
@@ -57,18 +65,51 @@ impl ArchiveSink {
         }
     }
 
+    /// Counts deletions by budget and the archive's size in `registry`.
+    pub fn with_metrics(mut self, registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        self.metrics = Some(ArchiveMetrics::register(registry)?);
+        Ok(self)
+    }
+
     async fn blocking(
         &self,
         f: impl FnOnce(&mut ArchiveFiles) -> std::io::Result<()> + Send + 'static,
     ) -> Result<(), SinkError> {
         // File writes and fsync must not stall the async runtime's workers.
         let files = self.files.clone();
+        let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
             let mut files = files.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut files).map_err(|e| SinkError::Transient(format!("archive {}: {e}", files.config.dir.display())))
+            let done = f(&mut files).and_then(|()| files.enforce_budget(metrics.as_ref()));
+            done.map_err(|e| SinkError::Transient(format!("archive {}: {e}", files.config.dir.display())))
         })
         .await
         .map_err(|e| SinkError::Transient(format!("archive task failed: {e}")))?
+    }
+}
+
+/// `tillgate_archive_*`.
+#[derive(Debug, Clone)]
+struct ArchiveMetrics {
+    deleted: prometheus::IntCounterVec,
+    bytes: prometheus::IntGauge,
+}
+
+impl ArchiveMetrics {
+    fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let m = ArchiveMetrics {
+            deleted: prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "archive_files_deleted_total",
+                    "Complete archive files deleted by max_total_bytes or retention",
+                ),
+                &["reason"],
+            )?,
+            bytes: prometheus::IntGauge::new("archive_bytes", "Bytes the archive holds on disk")?,
+        };
+        registry.register(Box::new(m.deleted.clone()))?;
+        registry.register(Box::new(m.bytes.clone()))?;
+        Ok(m)
     }
 }
 
@@ -77,7 +118,39 @@ impl ArchiveFiles {
         self.config.dir.join(channel.name())
     }
 
+    /// Writes `records`; on any failure every open file is cut back to its last
+    /// acknowledged shipment.
     fn ship(&mut self, records: &[Record]) -> std::io::Result<()> {
+        let written = self.write(records);
+        if written.is_err() {
+            for file in self.open.values_mut() {
+                if let Err(e) = file.roll_back() {
+                    tracing::error!(file = %file.path().display(), error = %e,
+                        "archive: a failed shipment could not be cut back; closing the file");
+                }
+            }
+        }
+        written
+    }
+
+    /// Deletes what `max_total_bytes` and `retention` no longer allow.
+    fn enforce_budget(&mut self, metrics: Option<&ArchiveMetrics>) -> std::io::Result<()> {
+        let dirs: Vec<PathBuf> = self.config.channels.iter().map(|c| self.channel_dir(*c)).collect();
+        let done = budget::enforce(&dirs, self.config.max_total_bytes.get(), self.config.retention.get())?;
+        for (reason, path, bytes) in &done.deleted {
+            tracing::warn!(file = %path.display(), bytes, reason = reason.label(),
+                "archive: deleted the oldest complete file to stay within its budget");
+            if let Some(m) = metrics {
+                m.deleted.with_label_values(&[reason.label()]).inc();
+            }
+        }
+        if let Some(m) = metrics {
+            m.bytes.set(done.total as i64);
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, records: &[Record]) -> std::io::Result<()> {
         if !self.repaired {
             for channel in self.config.channels.clone() {
                 let dir = self.channel_dir(channel);

@@ -175,3 +175,144 @@ fn finishing_never_replaces_a_complete_file() {
     let name = file::final_name(&tmp.path().join("transactions-1-T.ndjson.partial"));
     assert_eq!(name, tmp.path().join("transactions-1-T-1.ndjson"));
 }
+
+#[tokio::test]
+async fn over_max_total_bytes_the_oldest_complete_files_go_first_and_are_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), Compression::None, 2_000);
+    cfg.channels = vec![Channel::Transactions];
+    cfg.max_total_bytes = tillgate_sdk::ByteSize(6_000);
+    let registry = prometheus::Registry::new();
+    let mut sink = ArchiveSink::new("archive", cfg).with_metrics(&registry).unwrap();
+    for seq in 1..=200 {
+        sink.ship(&[rec(seq, Channel::Transactions)]).await.unwrap();
+    }
+    let dir = tmp.path().join("transactions");
+    let total: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(total <= 6_000, "the archive holds {total} bytes");
+    let lines = read_lines(&dir);
+    let last: Vec<String> = (180..=200).map(|s| format!("\"t{s}\"")).collect();
+    for want in &last {
+        assert!(
+            lines.iter().any(|l| l.contains(want.as_str())),
+            "the newest records stay: {want}"
+        );
+    }
+    assert!(!lines.iter().any(|l| l.contains("\"t1\"")), "the oldest went");
+    let deleted = registry
+        .gather()
+        .into_iter()
+        .find(|m| m.name() == "archive_files_deleted_total")
+        .map(|m| m.get_metric()[0].get_counter().get_value())
+        .unwrap_or(0.0);
+    assert!(deleted >= 1.0, "deletions are counted");
+}
+
+#[tokio::test]
+async fn complete_files_past_retention_are_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), Compression::None, 1 << 20);
+    cfg.max_file_age = tillgate_sdk::HumanDuration::millis(0);
+    cfg.retention = tillgate_sdk::HumanDuration::millis(200);
+    let mut sink = ArchiveSink::new("archive", cfg);
+    sink.ship(&[rec(1, Channel::Transactions)]).await.unwrap();
+    sink.idle().await.unwrap();
+    let dir = tmp.path().join("transactions");
+    assert_eq!(read_lines(&dir).len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    sink.idle().await.unwrap();
+    assert!(read_lines(&dir).is_empty(), "past retention, the file went");
+}
+
+/// A real filesystem that fills up (tmpfs; mounting needs root, which CI has).
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "this test needs to mount a tmpfs (root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallFs(dir.to_path_buf())
+    }
+}
+
+impl SmallFs {
+    fn grow(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .expect("mount runs")
+            .success();
+        assert!(ok, "remount");
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_mid_shipment_leaves_no_torn_bytes_and_the_retry_writes_each_record_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = SmallFs::mount(&tmp.path().join("small"), "64k");
+    let mut sink = ArchiveSink::new("archive", config(&fs.0, Compression::None, 1 << 20));
+    let mut acked = 0u64;
+    let mut failed = None;
+    for batch in 0..200u64 {
+        let records: Vec<Record> = (0..10)
+            .map(|i| rec(batch * 10 + i + 1, Channel::Transactions))
+            .collect();
+        match sink.ship(&records).await {
+            Ok(()) => acked = batch * 10 + 10,
+            Err(e) => {
+                failed = Some((batch, e));
+                break;
+            }
+        }
+    }
+    let (batch, err) = failed.expect("a 64 KiB filesystem fills up");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    // What is on disk ends with the last acknowledged record, whole.
+    let partial = std::fs::read_dir(fs.0.join("transactions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".partial"))
+        .expect("the file being written");
+    let data = std::fs::read(&partial).unwrap();
+    assert_eq!(data.last(), Some(&b'\n'), "no torn bytes after the last record");
+    assert_eq!(data.iter().filter(|b| **b == b'\n').count() as u64, acked);
+    // Room again (the filesystem grows): the retry writes the failed batch once.
+    fs.grow("1m");
+    let records: Vec<Record> = (0..10)
+        .map(|i| rec(batch * 10 + i + 1, Channel::Transactions))
+        .collect();
+    sink.ship(&records).await.expect("room again");
+    sink.close().await.unwrap();
+    let lines = read_lines(&fs.0.join("transactions"));
+    let want: Vec<String> = (1..=acked + 10).map(|s| format!("t{s}")).collect();
+    let got: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("every line is whole JSON")["txn_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(got, want, "every record once, in order, none torn");
+    drop(fs);
+}

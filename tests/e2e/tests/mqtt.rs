@@ -287,7 +287,10 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     // The fault strikes with transactions in the agent's hands, and more still to come.
     let in_flight = await_in_flight(&agent).await;
     broker.restart();
-    assert!(!publishing.is_finished(), "the restart came after the terminals had finished");
+    assert!(
+        !publishing.is_finished(),
+        "the restart came after the terminals had finished"
+    );
     eprintln!("broker restarted with {in_flight} transactions in flight at the agent");
     publishing.await.unwrap();
     await_connected(&agent, 2).await;
@@ -327,7 +330,10 @@ async fn an_agent_kill_9_mid_stream_is_made_good_by_redelivery() {
     let in_flight = await_in_flight(&agent).await;
     let journal_path = agent.journal();
     agent.kill9();
-    assert!(!publishing.is_finished(), "the crash came after the terminals had finished");
+    assert!(
+        !publishing.is_finished(),
+        "the crash came after the terminals had finished"
+    );
     let journaled_at_crash = journal_txn_ids(&journal_path).len();
     eprintln!("killed with {in_flight} in flight and {journaled_at_crash} journaled");
     assert!(journaled_at_crash < 20_000, "everything was journaled before the crash");
