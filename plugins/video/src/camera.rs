@@ -57,10 +57,7 @@ impl CameraShared {
 
     fn count_evictions(&self, evicted: &[(crate::store::Stored, Eviction)]) {
         for (s, why) in evicted {
-            let reason = match why {
-                Eviction::Full => "full",
-                Eviction::Expired => "expired",
-            };
+            let reason = why.label();
             tracing::warn!(camera = %self.camera.name, start_ms = s.start_ms, reason, "fragment deleted before it was acknowledged");
             self.metrics
                 .fragments_evicted

@@ -4,6 +4,12 @@
 //! a fragment is either whole or absent. A fragment leaves when KVS acknowledged it, when
 //! the ring is over `max_bytes` or when it is older than `retention` (both counted and
 //! logged: a loss by policy), or when KVS refused it (moved to `dead/` with the reason).
+//!
+//! The budget, `max_bytes`, holds everything the ring keeps: fragments waiting to be
+//! sent and refused ones in `dead/` (with their reasons). Over it, refused fragments go
+//! first (oldest first), then the oldest unsent ones; each is counted. The only bytes
+//! outside it are the one fragment being written (`.tmp`, removed if its write fails,
+//! and at start).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -38,6 +44,22 @@ pub enum Eviction {
     Full,
     /// Older than `retention`.
     Expired,
+    /// A refused fragment in `dead/` made room (the ring reached `max_bytes`).
+    DeadFull,
+    /// A refused fragment in `dead/` older than `retention`.
+    DeadExpired,
+}
+
+impl Eviction {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Eviction::Full => "full",
+            Eviction::Expired => "expired",
+            Eviction::DeadFull => "dead_full",
+            Eviction::DeadExpired => "dead_expired",
+        }
+    }
 }
 
 /// One camera's ring.
@@ -47,6 +69,8 @@ pub struct FragmentStore {
     max_bytes: u64,
     retention: Duration,
     entries: Mutex<BTreeMap<u64, Stored>>,
+    /// Refused fragments in `dead/` (bytes include their reason files).
+    dead: Mutex<BTreeMap<u64, Stored>>,
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -90,6 +114,7 @@ impl FragmentStore {
             max_bytes,
             retention,
             entries: Mutex::new(entries),
+            dead: Mutex::new(list_dead(&dir.join("dead"))?),
         })
     }
 
@@ -99,6 +124,16 @@ impl FragmentStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Stored>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_dead(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Stored>> {
+        self.dead.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes the ring holds: fragments waiting and refused ones.
+    pub fn total_bytes(&self) -> u64 {
+        let live: u64 = self.lock().values().map(|s| s.bytes).sum();
+        live + self.lock_dead().values().map(|s| s.bytes).sum::<u64>()
     }
 
     /// Stores a fragment durably (`header` then `body`), then evicts the oldest
@@ -113,14 +148,19 @@ impl FragmentStore {
         let name = format!("{start_ms:013}-{end_ms:013}.mkv");
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        {
+        let written = (|| {
             let mut file = fs::File::create(&tmp)?;
             file.write_all(header)?;
             file.write_all(body)?;
             file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            sync_dir(&self.dir)
+        })();
+        if let Err(e) = written {
+            // A full disk: what was written of it goes, so it holds no room.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
-        fs::rename(&tmp, &path)?;
-        sync_dir(&self.dir)?;
         let bytes = (header.len() + body.len()) as u64;
         let mut entries = self.lock();
         entries.insert(
@@ -132,33 +172,49 @@ impl FragmentStore {
                 path,
             },
         );
+        let mut dead = self.lock_dead();
         let mut evicted = Vec::new();
-        let mut total: u64 = entries.values().map(|s| s.bytes).sum();
-        while total > self.max_bytes && entries.len() > 1 {
-            let Some((_, oldest)) = entries.pop_first() else { break };
+        let mut total: u64 =
+            entries.values().map(|s| s.bytes).sum::<u64>() + dead.values().map(|s| s.bytes).sum::<u64>();
+        while total > self.max_bytes {
+            let (oldest, why) = if let Some((_, d)) = dead.pop_first() {
+                (d, Eviction::DeadFull)
+            } else if entries.len() > 1 {
+                let (_, oldest) = entries.pop_first().expect("more than one");
+                (oldest, Eviction::Full)
+            } else {
+                break;
+            };
             total -= oldest.bytes;
-            let _ = fs::remove_file(&oldest.path);
-            evicted.push((oldest, Eviction::Full));
+            remove_fragment(&oldest.path);
+            evicted.push((oldest, why));
         }
         Ok(evicted)
     }
 
-    /// Removes fragments older than `retention` (by their end timecode).
+    /// Removes fragments older than `retention` (by their end timecode), refused ones
+    /// in `dead/` included.
     pub fn expire(&self, now_ms: u64) -> Vec<(Stored, Eviction)> {
         let horizon = now_ms.saturating_sub(self.retention.as_millis() as u64);
-        let mut entries = self.lock();
-        let old: Vec<u64> = entries
-            .values()
-            .filter(|s| s.end_ms < horizon)
-            .map(|s| s.start_ms)
-            .collect();
-        old.into_iter()
-            .filter_map(|k| entries.remove(&k))
-            .map(|s| {
-                let _ = fs::remove_file(&s.path);
-                (s, Eviction::Expired)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (map, why) in [
+            (self.lock(), Eviction::Expired),
+            (self.lock_dead(), Eviction::DeadExpired),
+        ] {
+            let mut map = map;
+            let old: Vec<u64> = map
+                .values()
+                .filter(|s| s.end_ms < horizon)
+                .map(|s| s.start_ms)
+                .collect();
+            for k in old {
+                if let Some(s) = map.remove(&k) {
+                    remove_fragment(&s.path);
+                    out.push((s, why));
+                }
+            }
+        }
+        out
     }
 
     /// The first fragment starting after `after_ms` (or the oldest).
@@ -194,7 +250,16 @@ impl FragmentStore {
         let name = s.path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
         let target = dead.join(&name);
         fs::rename(&s.path, &target)?;
-        fs::write(target.with_extension("reason.txt"), format!("{reason}\n"))?;
+        let reason = format!("{reason}\n");
+        fs::write(target.with_extension("reason.txt"), &reason)?;
+        self.lock_dead().insert(
+            s.start_ms,
+            Stored {
+                bytes: s.bytes + reason.len() as u64,
+                path: target.clone(),
+                ..s
+            },
+        );
         Ok(Some(target))
     }
 
@@ -211,6 +276,39 @@ impl FragmentStore {
             oldest_ms: entries.keys().next().copied(),
         }
     }
+}
+
+/// Deletes a fragment file and, for a refused one, its reason.
+fn remove_fragment(path: &Path) {
+    let _ = fs::remove_file(path);
+    let _ = fs::remove_file(path.with_extension("reason.txt"));
+}
+
+/// The refused fragments a previous run left in `dead/`.
+fn list_dead(dead: &Path) -> std::io::Result<BTreeMap<u64, Stored>> {
+    let mut out = BTreeMap::new();
+    let entries = match fs::read_dir(dead) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some((start_ms, end_ms)) = parse_name(&name) {
+            let reason = fs::metadata(entry.path().with_extension("reason.txt")).map_or(0, |m| m.len());
+            out.insert(
+                start_ms,
+                Stored {
+                    start_ms,
+                    end_ms,
+                    bytes: entry.metadata()?.len() + reason,
+                    path: entry.path(),
+                },
+            );
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -266,5 +364,47 @@ mod tests {
         // Reopening does not pick up dead fragments.
         let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(60)).unwrap();
         assert_eq!(store.backlog().fragments, 0);
+    }
+
+    #[test]
+    fn refused_fragments_are_inside_the_budget_and_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FragmentStore::open(dir.path(), 40, Duration::from_secs(3600)).unwrap();
+        store.put(1000, 2000, b"", b"0123456789").unwrap();
+        store.dead_letter(1000, "4006").unwrap().unwrap();
+        store.put(2000, 3000, b"", b"0123456789").unwrap();
+        store.put(3000, 4000, b"", b"0123456789").unwrap();
+        assert_eq!(
+            store.total_bytes(),
+            35,
+            "two fragments and a refused one with its reason"
+        );
+        let evicted = store.put(4000, 5000, b"", b"0123456789").unwrap();
+        assert_eq!(
+            evicted.iter().map(|(s, why)| (s.start_ms, *why)).collect::<Vec<_>>(),
+            vec![(1000, Eviction::DeadFull)],
+            "the refused fragment made room before any unsent one"
+        );
+        assert!(!dir
+            .path()
+            .join("dead")
+            .join("0000000001000-0000000002000.reason.txt")
+            .exists());
+        assert!(
+            store.put(5000, 6000, b"", b"0123456789").unwrap().is_empty(),
+            "exactly full"
+        );
+        let evicted = store.put(6000, 7000, b"", b"0123456789").unwrap();
+        assert_eq!(
+            evicted.iter().map(|(s, why)| (s.start_ms, *why)).collect::<Vec<_>>(),
+            vec![(2000, Eviction::Full)]
+        );
+        assert!(store.total_bytes() <= 40);
+        // A reopened ring counts what dead/ holds.
+        store.dead_letter(6000, "4006").unwrap();
+        let before = store.total_bytes();
+        drop(store);
+        let store = FragmentStore::open(dir.path(), 40, Duration::from_secs(3600)).unwrap();
+        assert_eq!(store.total_bytes(), before);
     }
 }
