@@ -67,6 +67,9 @@ pub struct AgentOptions {
     pub env: Vec<(String, String)>,
     /// `shutdown.drain_timeout`.
     pub drain_timeout: String,
+    /// Where the journal and archive go, when not the agent's directory (which keeps
+    /// the config and the log).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for AgentOptions {
@@ -80,6 +83,7 @@ impl Default for AgentOptions {
             rules: None,
             env: Vec::new(),
             drain_timeout: "20s".into(),
+            data_dir: None,
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct Agent {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub dir: PathBuf,
+    /// Journal and archive.
+    pub data_dir: PathBuf,
     pub config_path: PathBuf,
     stderr_path: PathBuf,
 }
@@ -108,7 +114,7 @@ impl Agent {
                 "data_dir = \"{dir}\"\n{extra}\n[log]\nlevel = \"info\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n\n\
                  [journal]\n{journal}\n\n[rules]\npaths = [\"{rules}\"]\n\n[sinks]\n{sinks}\n\n[sinks.archive]\n{archive}\n\n\
                  [shutdown]\ndrain_timeout = \"{drain}\"\n",
-                dir = dir.display(),
+                dir = opts.data_dir.as_deref().unwrap_or(dir).display(),
                 extra = opts.extra_toml,
                 http = opts.http_toml,
                 journal = opts.journal_toml,
@@ -119,7 +125,8 @@ impl Agent {
             );
             let config_path = dir.join("tillgate.toml");
             std::fs::write(&config_path, config).expect("write config");
-            if let Some(agent) = Self::start_with_config(dir, &config_path, port, &opts.env) {
+            if let Some(mut agent) = Self::start_with_config(dir, &config_path, port, &opts.env) {
+                agent.data_dir = opts.data_dir.clone().unwrap_or_else(|| dir.to_path_buf());
                 return agent;
             }
         }
@@ -142,6 +149,7 @@ impl Agent {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir: dir.to_path_buf(),
+            data_dir: dir.to_path_buf(),
             config_path: config_path.to_path_buf(),
             stderr_path,
         };
@@ -175,12 +183,12 @@ impl Agent {
 
     /// The journal file.
     pub fn journal(&self) -> PathBuf {
-        self.dir.join("journal.db")
+        self.data_dir.join("journal.db")
     }
 
     /// The archive directory.
     pub fn archive(&self) -> PathBuf {
-        self.dir.join("archive")
+        self.data_dir.join("archive")
     }
 
     /// Base URL.
