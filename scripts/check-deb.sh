@@ -9,7 +9,8 @@ fail() { echo "check-deb: $*" >&2; exit 1; }
 contents=$(dpkg-deb -c "$deb" | awk '{print $6}')
 for f in ./usr/bin/tillgate ./etc/tillgate/tillgate.toml ./etc/tillgate/rules/30-velocity.toml \
          ./etc/tillgate/rules/lists/denied_bins.txt ./usr/lib/sysusers.d/tillgate.conf \
-         ./usr/lib/systemd/system/tillgate.service ./usr/share/doc/tillgate/README.md; do
+         ./usr/lib/systemd/system/tillgate.service ./usr/share/doc/tillgate/README.md \
+         ./usr/share/tillgate/systemd/v4l2-cameras.conf; do
   grep -qx "$f" <<<"$contents" || fail "$f is not in the package"
 done
 
@@ -43,5 +44,14 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   [ -n "$exposure" ] || fail "systemd-analyze security printed no exposure level"
   awk -v e="$exposure" 'BEGIN { exit !(e <= 2.5) }' || fail "exposure $exposure is above 2.5"
   echo "check-deb: systemd-analyze security exposure $exposure"
+  # The drop-in for V4L2 cameras, as systemd reads it beside the unit.
+  mkdir -p "$scratch/tillgate.service.d"
+  cp "$scratch/root/usr/share/tillgate/systemd/v4l2-cameras.conf" "$scratch/tillgate.service.d/"
+  systemd-analyze verify "$scratch/tillgate.service"
+  with_cameras=$(systemd-analyze security --offline=true "$scratch/tillgate.service" 2>/dev/null |
+    sed -n 's/.*Overall exposure level for tillgate.service: \([0-9.]*\).*/\1/p')
+  [ -n "$with_cameras" ] && [ "$with_cameras" != "$exposure" ] || fail "systemd did not read the v4l2-cameras drop-in"
+  awk -v e="$with_cameras" 'BEGIN { exit !(e <= 2.5) }' || fail "exposure with the drop-in $with_cameras is above 2.5"
+  echo "check-deb: with the v4l2-cameras drop-in (PrivateDevices=no, /dev/video* only), exposure $with_cameras"
 fi
 echo "check-deb: $(basename "$deb") ok ($(du -h "$deb" | cut -f1), Depends: $depends)"

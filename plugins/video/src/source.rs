@@ -108,12 +108,18 @@ impl Source {
                 }
             }
             SourceKind::V4l2 => {
-                let device = camera
-                    .device
-                    .as_ref()
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_default();
-                src.set_property("device", device);
+                let device = camera.device.clone().unwrap_or_default();
+                if !device.exists() {
+                    // The packaged unit hides devices (PrivateDevices=yes) unless its
+                    // drop-in for V4L2 cameras is installed.
+                    return Err(format!(
+                        "{} does not exist (under systemd, install the drop-in \
+                         /usr/share/tillgate/systemd/v4l2-cameras.conf into \
+                         /etc/systemd/system/tillgate.service.d/: the unit hides devices otherwise)",
+                        device.display()
+                    ));
+                }
+                src.set_property("device", device.display().to_string());
             }
             SourceKind::Test => {}
         }
