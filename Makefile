@@ -2,7 +2,7 @@
 CARGO ?= cargo
 TARGET := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: deps build demo test lint bench deb arm64 deb-arm64 test-arm64 vm-test clean
+.PHONY: deps build demo test lint bench deb arm64 deb-arm64 test-arm64 vm-test fuzz clean
 
 deps:
 	@scripts/install-deps.sh
@@ -20,6 +20,13 @@ demo: build
 test: deps
 	$(CARGO) build -p tillgate --bins --features fault-injection
 	$(CARGO) test --workspace --features tillgate/fault-injection
+
+## Coverage-guided fuzzing (cargo-fuzz, libFuzzer, nightly): each target for
+## FUZZ_SECONDS from fuzz/corpus/; a crash fails and leaves its input in fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := txn_parse txn_ndjson config_load kvs_ack mqtt_topic kpl_roundtrip
+fuzz: deps
+	scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 lint: deps
 	$(CARGO) fmt --all -- --check

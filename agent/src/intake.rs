@@ -185,12 +185,13 @@ pub fn head(raw: &[u8]) -> &[u8] {
     &raw[..raw.len().min(DEAD_LETTER_HEAD)]
 }
 
-/// What a dead letter stores of `raw`: its head with card numbers masked. Digits cut
-/// off at the end of the head are masked too: a card number split by the cut would
-/// not be recognised, and its first 12 digits are still too many to keep.
-pub fn dead_letter_bytes(raw: &[u8]) -> Vec<u8> {
+/// What a dead letter stores of `raw`, an input of `size` bytes (of which `raw` may be
+/// only the head): its head with card numbers masked. When the input was cut, digits
+/// at the end of the head are masked too: a card number split by the cut would not be
+/// recognised, and its first 15 digits are still too many to keep.
+pub fn dead_letter_bytes(raw: &[u8], size: usize) -> Vec<u8> {
     let mut out = redact_pans(head(raw));
-    if raw.len() > out.len() {
+    if size.max(raw.len()) > out.len() {
         for b in out.iter_mut().rev() {
             match *b {
                 b'0'..=b'9' => *b = b'*',
@@ -226,7 +227,7 @@ pub async fn store_dead_letter(
         source: source.into(),
         class,
         reason: redact_text(&reason),
-        raw: dead_letter_bytes(raw),
+        raw: dead_letter_bytes(raw, size),
         size,
     };
     let stored = journal.dead_letter(letter).await;
@@ -243,5 +244,28 @@ pub fn refusal_code(e: &SubmitError) -> &'static str {
         SubmitError::DiskFull(_) => "disk_full",
         SubmitError::Closed => "draining",
         SubmitError::Storage(_) => "storage",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A card number cut in two by the 64 KiB head keeps none of its digits, whoever
+    /// cut the input first (the HTTP body reader and the MQTT plugin keep heads too).
+    #[test]
+    fn digits_cut_off_at_the_end_of_a_head_are_masked() {
+        let mut input = vec![b' '; DEAD_LETTER_HEAD - 10];
+        input.extend_from_slice(b"\"4111111111111111\"}");
+        let already_cut = &input[..DEAD_LETTER_HEAD];
+        for (raw, size) in [(&input[..], input.len()), (already_cut, input.len())] {
+            let kept = dead_letter_bytes(raw, size);
+            assert_eq!(kept.len(), DEAD_LETTER_HEAD);
+            assert!(
+                !kept.iter().any(u8::is_ascii_digit),
+                "{}",
+                String::from_utf8_lossy(&kept[kept.len() - 20..])
+            );
+        }
     }
 }

@@ -52,6 +52,12 @@ pub struct JournalStatus {
     /// The rules' state is being rebuilt now; transactions wait for it.
     #[serde(default)]
     pub rebuilding_rules: bool,
+    /// The WAL's size (part of `used_bytes`).
+    #[serde(default)]
+    pub wal_bytes: u64,
+    /// Stored dead letters (their own budget, not part of `used_bytes`).
+    #[serde(default)]
+    pub dead_letter_bytes: u64,
 }
 
 /// One sink.
@@ -153,6 +159,8 @@ pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
             replayed_at_start: js.replayed.load(Ordering::Acquire),
             replay_seconds: js.replay_ms.load(Ordering::Acquire) as f64 / 1000.0,
             rebuilding_rules: js.replaying.load(Ordering::Acquire),
+            wal_bytes: js.wal_bytes.load(Ordering::Acquire),
+            dead_letter_bytes: js.dead_letter_bytes.load(Ordering::Acquire),
         },
         sinks,
         dead_letters: dead_letters(&reader)?,
@@ -203,6 +211,8 @@ pub fn offline(path: &Path) -> rusqlite::Result<StatusReport> {
             replayed_at_start: 0,
             replay_seconds: 0.0,
             rebuilding_rules: false,
+            wal_bytes: 0,
+            dead_letter_bytes: 0,
         },
         sinks,
         dead_letters: dead_letters(&reader)?,
@@ -247,10 +257,12 @@ pub fn render_text(r: &StatusReport) -> String {
         .unwrap_or_default();
     let _ = writeln!(
         s,
-        "journal  {}  {}{}{}  last seq {}  evicted unsent {}",
+        "journal  {}  {}{} (WAL {}; dead letters {} apart){}  last seq {}  evicted unsent {}",
         j.path,
         tillgate_sdk::ByteSize(j.used_bytes),
         max,
+        tillgate_sdk::ByteSize(j.wal_bytes),
+        tillgate_sdk::ByteSize(j.dead_letter_bytes),
         if j.full { "  FULL: refusing input" } else { "" },
         j.last_seq,
         j.evicted_records

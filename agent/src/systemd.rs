@@ -172,3 +172,83 @@ pub fn status_line(state: &AppState) -> Option<String> {
     }
     Some(line)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::JournalConfig;
+    use crate::metrics::Metrics;
+    use crate::rules::{DecideContext, Decider, Decision};
+    use crate::txn::Transaction;
+
+    /// Rules whose replay is slow: 2 ms per transaction.
+    #[derive(Debug)]
+    struct SlowReplay;
+
+    impl Decider for SlowReplay {
+        fn decide(&mut self, _txn: &Transaction, cx: &DecideContext<'_>) -> Decision {
+            if cx.replaying {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Decision::from_hits(Vec::new())
+        }
+
+        fn replay_span(&self) -> Option<Duration> {
+            Some(Duration::from_secs(3600))
+        }
+    }
+
+    fn txn(i: usize) -> Transaction {
+        let raw = format!(
+            r#"{{"txn_id":"r{i}","store_id":"s1","terminal_id":"p1","occurred_at":"{}","type":"sale","total_minor":100,"currency":"USD"}}"#,
+            chrono::Utc::now().to_rfc3339()
+        );
+        crate::txn::parse(raw.as_bytes(), chrono::Utc::now()).unwrap()
+    }
+
+    /// A rule reload replays the journal on the writer thread; a watchdog ping waits
+    /// behind it. That wait is progress, not a hang, as long as the replay moves.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_long_reload_replay_counts_as_progress_for_the_watchdog() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(
+            &dir.path().join("j.db"),
+            &JournalConfig::default(),
+            vec![],
+            Box::new(SlowReplay),
+            Metrics::new(),
+        )
+        .unwrap();
+        journal.submit_many((0..1_500).map(txn).collect()).await;
+        let liveness = Liveness {
+            journal: journal.clone(),
+            sinks: Vec::new(),
+        };
+        assert_eq!(liveness.problem(Duration::from_millis(300)).await, None);
+        let reloading = {
+            let journal = journal.clone();
+            tokio::spawn(async move { journal.reload(Box::new(SlowReplay)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut checks = 0;
+        while !reloading.is_finished() {
+            assert_eq!(
+                liveness.problem(Duration::from_millis(300)).await,
+                None,
+                "a replay in progress is reported as a hang"
+            );
+            checks += 1;
+        }
+        assert!(
+            checks >= 3,
+            "the replay was too short to test anything ({checks} checks)"
+        );
+        assert_eq!(reloading.await.unwrap(), Ok(1_500));
+        journal.close().await;
+        assert_eq!(
+            liveness.problem(Duration::from_millis(300)).await,
+            Some("the journal writer has stopped".into()),
+            "a writer that is gone is never taken for alive"
+        );
+    }
+}

@@ -179,8 +179,12 @@ impl Writer {
         Ok(pruned)
     }
 
-    /// Step 2: shipped rows beyond the replay horizon, until the pages are under `target`.
+    /// Step 2: expired idempotency keys, then shipped rows beyond the replay horizon,
+    /// until the pages are under `target`.
     fn prune_shipped_until(&mut self, target: u64) -> rusqlite::Result<u64> {
+        let cutoff = chrono::Utc::now().timestamp_millis() - self.config.idempotency_window.get().as_millis() as i64;
+        self.conn
+            .execute("DELETE FROM txn_ids WHERE received_ms < ?1", [cutoff])?;
         let keep = self.replay_keep();
         let mut total = 0;
         while self.pages_counted()? >= target {
@@ -272,6 +276,13 @@ impl Writer {
                 humantime::format_duration(Duration::from_secs(self.replay_keep().as_secs()))
             ));
         }
+        let keys: i64 = self.conn.query_row("SELECT COUNT(*) FROM txn_ids", [], |r| r.get(0))?;
+        if keys > 0 {
+            holders.push(format!(
+                "{keys} idempotency keys are kept for journal.idempotency_window ({})",
+                self.config.idempotency_window
+            ));
+        }
         let wal = wal_size(&self.path);
         if wal > max / 4 {
             holders.push(format!(
@@ -280,7 +291,7 @@ impl Writer {
             ));
         }
         if holders.is_empty() {
-            holders.push("idempotency keys and rule state".into());
+            holders.push("the database's own pages".into());
         }
         Ok(format!(
             "journal full: {} of {} (journal.max_bytes) in use: {}; new transactions are refused {hint}",

@@ -68,9 +68,7 @@ pub fn replay(conn: &Connection, decider: &mut dyn Decider, progress: &AtomicU64
                     },
                 );
                 n += 1;
-                if n % 1024 == 0 {
-                    progress.fetch_add(1, Ordering::Relaxed);
-                }
+                progress.fetch_add(1, Ordering::Relaxed);
             }
             None => tracing::warn!(seq, "journaled transaction could not be read back; skipped in replay"),
         }

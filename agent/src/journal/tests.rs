@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::{JournalConfig, OnFull};
 use crate::rules::{Engine, RulePack};
+use crate::txn::RejectionClass;
 use tillgate_sdk::{ByteSize, Channel, HumanDuration};
 
 fn txn(id: &str) -> Transaction {
@@ -194,5 +195,131 @@ async fn a_batch_delay_gathers_concurrent_transactions_into_one_commit() {
         "20 transactions in {groups} commits: the delay should gather them"
     );
     assert_eq!(record_count(&j), 40);
+    j.close().await;
+}
+
+/// A journal full of rows every sink has shipped does not refuse: they are pruned down
+/// to the rules' replay horizon first, whatever `retention` says (the rules here replay
+/// nothing), and expired idempotency keys with them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_journal_prunes_shipped_rows_before_refusing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        max_bytes: ByteSize::kib(256),
+        retention: HumanDuration::secs(24 * 3600),
+        idempotency_window: HumanDuration::secs(0),
+        prune_interval: HumanDuration::secs(3600),
+        ..JournalConfig::default()
+    };
+    let metrics = Metrics::new();
+    let j = Journal::open(
+        &dir.path().join("j.db"),
+        &config,
+        vec!["a".into()],
+        Box::new(Engine::new(RulePack::default(), None, std::time::Duration::ZERO)),
+        metrics.clone(),
+    )
+    .unwrap();
+    for i in 0..3_000 {
+        let accepted = j
+            .submit(txn(&format!("t{i}")))
+            .await
+            .unwrap_or_else(|e| panic!("refused at {i} although everything is shipped: {e}"));
+        j.advance("a", accepted.seq + 1).await;
+    }
+    assert!(
+        metrics.journal_pressure_pruned.get() > 0,
+        "rows were pruned under pressure"
+    );
+    assert_eq!(metrics.journal_evicted.get(), 0, "nothing unsent was evicted");
+    assert!(j.state().used_bytes.load(std::sync::atomic::Ordering::Acquire) < 256 * 1024);
+    j.close().await;
+}
+
+/// The refusal names what holds the room: here, a sink that has shipped nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_names_the_sink_that_holds_the_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        max_bytes: ByteSize::kib(128),
+        ..JournalConfig::default()
+    };
+    let j = open(dir.path(), &config, &["kinesis-transactions"]);
+    let mut i = 0;
+    let refusal = loop {
+        if let Err(e) = j.submit(txn(&format!("u{i}"))).await {
+            break e;
+        }
+        i += 1;
+        assert!(i < 10_000, "never filled");
+    };
+    let text = refusal.to_string();
+    assert!(
+        text.contains("sink `kinesis-transactions` has not acknowledged"),
+        "{text}"
+    );
+    assert!(text.contains("until the sinks catch up"), "{text}");
+    j.close().await;
+}
+
+/// The WAL is counted in the budget, and a checkpoint cuts it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wal_is_counted_and_cut_back_by_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), &fast_prune(), &["a"]);
+    for i in 0..500 {
+        j.submit(txn(&format!("t{i}"))).await.unwrap();
+    }
+    let wal_path = dir.path().join("j.db-wal");
+    let wal_now = std::fs::metadata(&wal_path).map_or(0, |m| m.len());
+    assert!(wal_now > 0, "there is a WAL to count");
+    let counted = j.state().used_bytes.load(std::sync::atomic::Ordering::Acquire);
+    let pages = j.reader().unwrap().used_bytes().unwrap();
+    assert!(
+        counted > pages,
+        "the WAL is part of what counts ({counted} vs pages {pages})"
+    );
+    j.close().await;
+    // Closing checkpoints; the WAL never stays above its limit.
+    let after = std::fs::metadata(&wal_path).map_or(0, |m| m.len());
+    assert!(after <= super::schema::WAL_SIZE_LIMIT, "{after}");
+}
+
+/// Dead letters keep 64 KiB heads under their own budget, oldest evicted and counted,
+/// and a full journal still takes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_have_their_own_budget_and_keep_only_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        dead_letter_max_bytes: ByteSize::mib(1),
+        ..JournalConfig::default()
+    };
+    let metrics = Metrics::new();
+    let j = Journal::open(
+        &dir.path().join("j.db"),
+        &config,
+        vec!["a".into()],
+        Box::new(Engine::new(RulePack::default(), None, std::time::Duration::ZERO)),
+        metrics.clone(),
+    )
+    .unwrap();
+    let huge = vec![b'x'; 8 * 1024 * 1024];
+    for i in 0..40 {
+        j.dead_letter(DeadLetter {
+            source: "http".into(),
+            class: RejectionClass::TooLarge,
+            reason: format!("too large #{i}"),
+            raw: huge.clone(),
+            size: huge.len(),
+        })
+        .await
+        .unwrap();
+    }
+    let rows = j.reader().unwrap().recent_dead_letters(100).unwrap();
+    assert!(rows.len() < 40, "the oldest were evicted");
+    assert!(rows.iter().all(|r| r.raw.len() <= DEAD_LETTER_HEAD));
+    assert_eq!(rows[0].reason, "too large #39", "the newest stay");
+    assert_eq!(metrics.dead_letters_evicted.get() as usize, 40 - rows.len());
+    assert!(j.state().dead_letter_bytes.load(std::sync::atomic::Ordering::Acquire) <= 1024 * 1024);
     j.close().await;
 }

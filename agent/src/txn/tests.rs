@@ -294,3 +294,23 @@ fn deep_or_long_input_is_refused_without_quoting_it_whole() {
         r.to_string().len()
     );
 }
+
+/// What the parser reads differently from the text must not carry a card number past
+/// the scan into the journal: a key given twice (only the last counts) and a long
+/// number written as a float.
+#[test]
+fn the_journal_gets_what_was_scanned_not_the_raw_text() {
+    let base = base().to_string();
+    let head = &base[..base.len() - 1];
+    for raw in [
+        format!(r#"{head},"note":"4111111111111111","note":"fine"}}"#),
+        format!(r#"{head},"amount_pan":4111111111111111111.0}}"#),
+    ] {
+        let outcome = parse(raw.as_bytes(), Utc::now());
+        if let Ok(t) = outcome {
+            let body = String::from_utf8(t.journal_body(1)).unwrap();
+            assert!(tillgate_sdk::pan::pans_in_text(&body).is_empty(), "journaled: {body}");
+            assert!(!body.contains("4111111111111111"), "journaled: {body}");
+        }
+    }
+}

@@ -191,13 +191,13 @@ pub fn parse_limited(raw: &[u8], received_at: DateTime<Utc>, max_bytes: usize) -
             kind(&value)
         )));
     };
-    validate(doc, Some(raw), received_at)
+    validate(doc, true, received_at)
 }
 
-/// Validates a parsed document. `raw` is the input the journaled body is built from;
-/// `None` for transactions read back from the journal, which are never journaled again
-/// (their `body_head` stays empty).
-fn validate(doc: Map<String, Value>, raw: Option<&[u8]>, received_at: DateTime<Utc>) -> Result<Transaction, Rejection> {
+/// Validates a parsed document. `journaled`: build the body to journal; false for
+/// transactions read back from the journal, which are never journaled again (their
+/// `body_head` stays empty).
+fn validate(doc: Map<String, Value>, journaled: bool, received_at: DateTime<Utc>) -> Result<Transaction, Rejection> {
     let mut v = Validator {
         doc: &doc,
         errors: Vec::new(),
@@ -240,26 +240,25 @@ fn validate(doc: Map<String, Value>, raw: Option<&[u8]>, received_at: DateTime<U
         original_txn_id,
         received_at,
         clock_skew,
-        body_head: raw
-            .map(|r| body_head(r, &doc, received_at, clock_skew))
-            .unwrap_or_default(),
+        body_head: if journaled {
+            body_head(&doc, received_at, clock_skew)
+        } else {
+            Vec::new()
+        },
     })
 }
 
-/// The journaled document without its closing brace: the input as received (unknown
-/// fields kept, byte for byte when it is already one line) plus the agent's stamps. The
-/// writer appends `,"seq":N}`; building the rest here keeps it off the writer thread.
-fn body_head(raw: &[u8], doc: &Map<String, Value>, received_at: DateTime<Utc>, clock_skew: bool) -> Vec<u8> {
-    let trimmed = raw.trim_ascii();
-    let one_line = !trimmed.iter().any(|b| *b == b'\n' || *b == b'\r');
-    let mut head = if one_line && trimmed.ends_with(b"}") {
-        trimmed[..trimmed.len() - 1].to_vec()
-    } else {
-        // NDJSON archives and line-based consumers need one line per record.
-        let mut v = serde_json::to_vec(doc).expect("a JSON map always serializes");
-        v.pop();
-        v
-    };
+/// The journaled document without its closing brace: the document as parsed (unknown
+/// fields kept) plus the agent's stamps. The writer appends `,"seq":N}`; building the
+/// rest here keeps it off the writer thread.
+///
+/// Serialized from what was scanned, never the raw bytes: input the parser reads
+/// differently from its text (a key given twice, of which only the last counts; a
+/// 19-digit number written as a float) must not carry what the card-number scan never
+/// saw into the journal. It is one line, as NDJSON consumers need.
+fn body_head(doc: &Map<String, Value>, received_at: DateTime<Utc>, clock_skew: bool) -> Vec<u8> {
+    let mut head = serde_json::to_vec(doc).expect("a JSON map always serializes");
+    head.pop();
     head.extend_from_slice(
         format!(
             ",\"received_at\":\"{}\",\"clock_skew\":{clock_skew}",
@@ -279,7 +278,7 @@ pub fn from_journal(body: &[u8]) -> Option<Transaction> {
         .with_timezone(&Utc);
     doc.remove("clock_skew");
     doc.remove("seq");
-    validate(doc, None, received).ok()
+    validate(doc, false, received).ok()
 }
 
 /// A transaction from a file of recorded traffic (the rule tester): journaled records

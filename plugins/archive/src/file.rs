@@ -16,9 +16,8 @@ pub struct SeriesFile {
     path: PathBuf,
     file: File,
     bytes: u64,
-    /// Bytes known to be on disk (after the last fsync): what a failed shipment is
-    /// cut back to.
-    durable: u64,
+    /// Where the shipment being written began: what a failed one is cut back to.
+    mark: u64,
     opened: Instant,
     compression: Compression,
     dirty: bool,
@@ -38,7 +37,7 @@ impl SeriesFile {
             path,
             file,
             bytes: 0,
-            durable: 0,
+            mark: 0,
             opened: Instant::now(),
             compression,
             dirty: false,
@@ -85,22 +84,26 @@ impl SeriesFile {
         if self.dirty {
             self.file.sync_data()?;
             self.dirty = false;
-            self.durable = self.bytes;
         }
         Ok(())
     }
 
+    /// A shipment begins: what it writes can be cut back to here.
+    pub fn begin(&mut self) {
+        self.mark = self.bytes;
+    }
+
     /// After a failed shipment (a full disk mid-write, a failed fsync): cuts the file
-    /// back to what the last successful shipment left, so the retry appends after
-    /// complete records, not after torn bytes or records it will write again.
+    /// back to where the shipment began, so the retry appends after complete records,
+    /// not after torn bytes or records it will write again.
     pub fn roll_back(&mut self) -> std::io::Result<()> {
-        if !self.dirty {
+        if self.bytes == self.mark && !self.dirty {
             return Ok(());
         }
-        self.file.set_len(self.durable)?;
-        self.file.seek(SeekFrom::Start(self.durable))?;
+        self.file.set_len(self.mark)?;
+        self.file.seek(SeekFrom::Start(self.mark))?;
         self.file.sync_data()?;
-        self.bytes = self.durable;
+        self.bytes = self.mark;
         self.dirty = false;
         Ok(())
     }

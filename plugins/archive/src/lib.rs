@@ -45,6 +45,9 @@ pub struct ArchiveSink {
 struct ArchiveFiles {
     config: ArchiveConfig,
     open: BTreeMap<Channel, SeriesFile>,
+    /// Files rotated during the shipment being written: finished (renamed) only once
+    /// the whole shipment is durable, so a failed one can be cut back in every file.
+    rotated: Vec<SeriesFile>,
     repaired: bool,
 }
 
@@ -60,6 +63,7 @@ impl ArchiveSink {
             files: Arc::new(Mutex::new(ArchiveFiles {
                 config,
                 open: BTreeMap::new(),
+                rotated: Vec::new(),
                 repaired: false,
             })),
         }
@@ -118,16 +122,28 @@ impl ArchiveFiles {
         self.config.dir.join(channel.name())
     }
 
-    /// Writes `records`; on any failure every open file is cut back to its last
-    /// acknowledged shipment.
+    /// Writes `records` as one shipment. On any failure every file it touched (rotated
+    /// ones included) is cut back to where the shipment began, so the retry writes each
+    /// record once; files rotated during a shipment are finished only once it is durable.
     fn ship(&mut self, records: &[Record]) -> std::io::Result<()> {
+        for file in self.open.values_mut() {
+            file.begin();
+        }
         let written = self.write(records);
         if written.is_err() {
-            for file in self.open.values_mut() {
+            for file in self.open.values_mut().chain(self.rotated.iter_mut()) {
                 if let Err(e) = file.roll_back() {
                     tracing::error!(file = %file.path().display(), error = %e,
-                        "archive: a failed shipment could not be cut back; closing the file");
+                        "archive: a failed shipment could not be cut back in this file");
                 }
+            }
+        }
+        // Rotated files now hold only acknowledged records (or nothing: removed).
+        for file in std::mem::take(&mut self.rotated) {
+            let path = file.path().to_path_buf();
+            if let Err(e) = file.finish() {
+                // Its records are on disk; the next start's repair renames it.
+                tracing::warn!(file = %path.display(), error = %e, "archive: a full file could not be renamed yet");
             }
         }
         written
@@ -170,11 +186,11 @@ impl ArchiveFiles {
                 let file = self.file_for(channel, recs[start].seq)?;
                 start += file.append(&recs[start..], max)?;
                 if file.is_full(max) || start < recs.len() {
-                    self.rotate(channel)?;
+                    self.rotate_later(channel);
                 }
             }
         }
-        for file in self.open.values_mut() {
+        for file in self.open.values_mut().chain(self.rotated.iter_mut()) {
             file.sync()?;
         }
         Ok(())
@@ -188,13 +204,20 @@ impl ArchiveFiles {
             .get(&channel)
             .is_some_and(|f| f.age() >= self.config.max_file_age.get())
         {
-            self.rotate(channel)?;
+            self.rotate_later(channel);
         }
         if !self.open.contains_key(&channel) {
             let f = SeriesFile::create(&self.channel_dir(channel), channel, first_seq, self.config.compression)?;
             self.open.insert(channel, f);
         }
         Ok(self.open.get_mut(&channel).expect("inserted above"))
+    }
+
+    /// Rotates within a shipment: the file is finished when the shipment is durable.
+    fn rotate_later(&mut self, channel: Channel) {
+        if let Some(f) = self.open.remove(&channel) {
+            self.rotated.push(f);
+        }
     }
 
     fn rotate(&mut self, channel: Channel) -> std::io::Result<()> {

@@ -59,6 +59,10 @@ pub fn describe(error_id: u32) -> (&'static str, ErrorAction) {
     }
 }
 
+/// The longest ACK line kept while waiting for its end (real ones are ~200 bytes): a
+/// body that never sends a newline must not grow the agent's memory.
+pub const MAX_ACK_LINE: usize = 64 * 1024;
+
 /// Splits a response body into ACK lines as bytes arrive.
 #[derive(Debug, Default)]
 pub struct AckReader {
@@ -79,6 +83,12 @@ impl AckReader {
                 continue;
             }
             out.push(serde_json::from_str::<Ack>(text).map_err(|e| format!("{e}: {text}")));
+        }
+        if self.buffer.len() > MAX_ACK_LINE {
+            out.push(Err(format!(
+                "an acknowledgement line longer than {MAX_ACK_LINE} bytes was dropped"
+            )));
+            self.buffer.clear();
         }
         out
     }
@@ -106,6 +116,20 @@ mod tests {
         assert_eq!(acks[2].error_id, Some(4004));
         assert_eq!(acks[3].event, Event::Idle);
         assert!(r.feed(b"not json\n")[0].is_err());
+    }
+
+    #[test]
+    fn a_body_without_newlines_cannot_grow_the_buffer() {
+        let mut r = AckReader::default();
+        let chunk = vec![b'x'; 4096];
+        let mut errors = 0;
+        for _ in 0..100 {
+            errors += r.feed(&chunk).iter().filter(|a| a.is_err()).count();
+            assert!(r.buffer.len() <= MAX_ACK_LINE + chunk.len());
+        }
+        assert!(errors >= 1, "the dropped line is reported");
+        let ok = r.feed(b"\n{\"EventType\":\"IDLE\"}\n");
+        assert!(ok.iter().any(|a| a.as_ref().is_ok_and(|a| a.event == Event::Idle)));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! "A full card number is never stored, answered or logged", as a property: random
 //! documents, a random Luhn-valid PAN put at a random place in a random form (a string,
 //! a number, inside free text, spaced or dashed, JSON-escaped, as a key), sent over
-//! HTTP (single and NDJSON) and MQTT. Afterwards the digits of no PAN appear in the
-//! journal file, its WAL, the archive, any answer, any MQTT message or the agent's log.
+//! HTTP (single and NDJSON) and MQTT; also forms the parser reads differently from the
+//! text (a key given twice, a long number written as a float). Afterwards the digits of
+//! no PAN appear in the journal file, its WAL, the archive, any answer, any MQTT message
+//! or the agent's log.
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -53,6 +55,10 @@ enum Form {
     /// Digits as `\u003N` escapes in the raw JSON.
     Escaped,
     Key,
+    /// The same key twice: the parser keeps the last (harmless) value.
+    DuplicateKey,
+    /// A number with a fraction: 17–19 digits lose precision as a float.
+    Float,
 }
 
 /// Where it goes.
@@ -76,7 +82,10 @@ fn pan() -> impl Strategy<Value = String> {
     (2u8..=6, 12usize..=18)
         .prop_flat_map(|(first, len)| proptest::collection::vec(0u8..10, len - 1).prop_map(move |d| (first, d)))
         .prop_map(|(first, digits)| {
-            let body: String = std::iter::once(first).chain(digits).map(|d| char::from(b'0' + d)).collect();
+            let body: String = std::iter::once(first)
+                .chain(digits)
+                .map(|d| char::from(b'0' + d))
+                .collect();
             with_check_digit(&body)
         })
 }
@@ -92,6 +101,8 @@ fn case() -> impl Strategy<Value = Case> {
             Just(Form::InText),
             Just(Form::Escaped),
             Just(Form::Key),
+            Just(Form::DuplicateKey),
+            Just(Form::Float),
         ],
         proptest::collection::vec(
             prop_oneof![
@@ -139,6 +150,7 @@ fn document(id: &str, case: &Case) -> String {
         Form::InText => (json!(format!("paid with {} ok", grouped(" "))), None),
         Form::Escaped => (json!(MARK), None),
         Form::Key => (json!(true), Some(case.pan.clone())),
+        Form::DuplicateKey | Form::Float => (json!("fine"), None),
     };
     // Walk (and build) the path: arrays for line_items/tenders, objects elsewhere.
     let mut at = &mut doc;
@@ -155,12 +167,21 @@ fn document(id: &str, case: &Case) -> String {
         }
     }
     let text = doc.to_string();
-    if matches!(case.form, Form::Escaped) {
-        let escaped: String = case.pan.chars().map(|c| format!("\\u003{c}")).collect();
-        text.replace(MARK, &escaped)
-    } else {
-        text
+    match case.form {
+        Form::Escaped => {
+            let escaped: String = case.pan.chars().map(|c| format!("\\u003{c}")).collect();
+            text.replace(MARK, &escaped)
+        }
+        Form::DuplicateKey => text.replacen('{', &format!("{{\"dup\":\"{}\",\"dup\":\"fine\",", case.pan), 1),
+        Form::Float => text.replacen('{', &format!("{{\"float\":{}.0,", case.pan), 1),
+        _ => text,
     }
+}
+
+/// Forms the parser may read as something harmless: accepted or refused, their digits
+/// must not be stored either way.
+fn may_be_accepted(form: &Form) -> bool {
+    matches!(form, Form::DuplicateKey | Form::Float)
 }
 
 /// Every file below `dir`, read whole.
@@ -214,42 +235,67 @@ async fn no_card_number_is_stored_answered_or_logged_wherever_it_is_put() {
     let client = reqwest::Client::new();
 
     let mut runner = TestRunner::deterministic();
-    let cases: Vec<Case> = (0..60)
+    let cases: Vec<Case> = (0..80)
         .map(|_| case().new_tree(&mut runner).expect("a case").current())
         .collect();
     let mut answers = Vec::new();
     let mut mqtt_sent = 0;
+    let mut refused = 0;
     for (i, case) in cases.iter().enumerate() {
         let id = format!("pan-{i}");
         let raw = document(&id, case);
         match case.transport {
             Transport::Http => {
                 let (status, answer) = post(&client, &agent.url(), raw).await.unwrap();
-                assert_eq!(status, 400, "{case:?}: {answer}");
+                if status == 400 {
+                    assert_eq!(answer["error"], "pan", "{case:?}: {answer}");
+                    refused += 1;
+                } else {
+                    assert!(status == 200 && may_be_accepted(&case.form), "{case:?}: {answer}");
+                }
                 answers.push(answer.to_string());
             }
             Transport::Ndjson => {
                 let good = txn(&format!("{id}-good"), "till-1", 100).to_string();
-                let (_, lines) = post_ndjson(&client, &agent.url(), format!("{good}\n{raw}\n")).await.unwrap();
+                let (_, lines) = post_ndjson(&client, &agent.url(), format!("{good}\n{raw}\n"))
+                    .await
+                    .unwrap();
                 assert_eq!(lines[0]["status"], 200);
-                assert_eq!(lines[1]["status"], 400, "{case:?}: {}", lines[1]);
+                if lines[1]["status"] == 400 {
+                    assert_eq!(lines[1]["error"], "pan", "{case:?}: {}", lines[1]);
+                    refused += 1;
+                } else {
+                    assert!(may_be_accepted(&case.form), "{case:?}: {}", lines[1]);
+                }
                 answers.extend(lines.iter().map(Value::to_string));
             }
             Transport::Mqtt => {
                 terminal.publish_raw(&terminal.txn_topic(), raw.into_bytes()).await;
-                mqtt_sent += 1;
+                if !may_be_accepted(&case.form) {
+                    mqtt_sent += 1;
+                }
             }
         }
-        let refused = answers.last().map(|a| a.contains("\"pan\""));
-        assert!(refused != Some(false) || matches!(case.transport, Transport::Mqtt), "{case:?}");
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while terminal.errors().len() < mqtt_sent {
-        assert!(std::time::Instant::now() < deadline, "MQTT refusals: {}", terminal.errors().len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "MQTT refusals: {}",
+            terminal.errors().len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(terminal.errors().iter().all(|e| e["error"] == "pan"), "{:?}", terminal.errors());
+    // Let the forms that may be accepted be answered too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        terminal.errors().iter().all(|e| e["error"] == "pan"),
+        "{:?}",
+        terminal.errors()
+    );
+    refused += terminal.errors().len();
     answers.extend(terminal.errors().iter().map(Value::to_string));
+    answers.extend(terminal.decisions().values().flatten().map(Value::to_string));
     let metrics = agent.metrics_text().await;
     let status = agent.status_json().await.to_string();
 
@@ -267,7 +313,8 @@ async fn no_card_number_is_stored_answered_or_logged_wherever_it_is_put() {
         "the WAL was read while the agent ran"
     );
     let dead_letters = tillgate_testkit::dead_letters(&agent_dir.join("journal.db"));
-    assert_eq!(dead_letters.len(), cases.len(), "every refusal left a (masked) dead letter");
+    assert_eq!(dead_letters.len(), refused, "every refusal left a (masked) dead letter");
+    assert!(refused >= cases.iter().filter(|c| !may_be_accepted(&c.form)).count());
     for (name, bytes) in &seen {
         let haystack = digits(bytes);
         for case in &cases {

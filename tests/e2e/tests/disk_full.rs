@@ -28,7 +28,9 @@ async fn fill(agent: &Agent, client: &reqwest::Client, prefix: &str) -> (Vec<Str
     let mut acked = Vec::new();
     for b in 0..10_000 {
         let (body, ids) = batch(&format!("{prefix}-{b}"), 50);
-        let (status, answers) = post_ndjson(client, &agent.url(), body).await.expect("the agent answers");
+        let (status, answers) = post_ndjson(client, &agent.url(), body)
+            .await
+            .expect("the agent answers");
         assert_eq!(status, 200);
         for (id, a) in ids.into_iter().zip(&answers) {
             if a["status"] == 200 {
@@ -56,16 +58,36 @@ async fn a_full_disk_is_refused_clearly_loses_nothing_acknowledged_and_recovers_
     let client = reqwest::Client::new();
 
     let (mut acked, refusal) = fill(&agent, &client, "a").await;
-    assert!(acked.len() > 100, "only {} accepted before the disk filled", acked.len());
+    assert!(
+        acked.len() > 100,
+        "only {} accepted before the disk filled",
+        acked.len()
+    );
     assert_eq!(refusal["status"], 503, "{refusal}");
     assert_eq!(refusal["error"], "disk_full", "{refusal}");
     let message = refusal["message"].as_str().unwrap();
-    assert!(message.contains("is full") && message.contains(&disk.dir.display().to_string()), "{message}");
+    assert!(
+        message.contains("is full") && message.contains(&disk.dir.display().to_string()),
+        "{message}"
+    );
     // Still serving: status answers, bad input still gets its 4xx, nothing crashed.
     let status = agent.status_json().await;
     assert!(status["journal"].is_object(), "{status}");
-    let (code, _) = tillgate_testkit::post(&client, &agent.url(), "{not json".to_string()).await.unwrap();
+    let (code, _) = tillgate_testkit::post(&client, &agent.url(), "{not json".to_string())
+        .await
+        .unwrap();
     assert_eq!(code, 400);
+    // ...and its dead letter, which the full disk cannot hold, is counted as lost.
+    let metrics = agent.metrics_text().await;
+    assert!(
+        metrics.contains("tillgate_dead_letters_lost_total{source=\"http\"} 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("dead_letters"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // Room again: the agent takes transactions by itself, no restart.
     disk.resize("64m");
@@ -84,7 +106,11 @@ async fn a_full_disk_is_refused_clearly_loses_nothing_acknowledged_and_recovers_
         if resumed {
             break;
         }
-        assert!(Instant::now() < deadline, "no recovery within 30 s of space returning:\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "no recovery within 30 s of space returning:\n{}",
+            agent.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let journal = agent.journal();

@@ -140,3 +140,40 @@ async fn an_idle_kept_alive_connection_is_closed_and_a_busy_one_is_not() {
     );
     agent.terminate();
 }
+
+/// An NDJSON batch over `http.max_body_bytes` is refused as a whole (413) as soon as it
+/// is known to be too large, and its dead letter keeps only the first 64 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_max_body_bytes_is_refused_and_only_its_head_kept() {
+    let dir = scratch_dir();
+    let opts = AgentOptions {
+        http_toml: "max_body_bytes = \"256KiB\"\n".into(),
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(&dir, &opts);
+    let line = txn("big", "till-1", 100).to_string() + "\n";
+    let body = line.repeat(1 + 1024 * 1024 / line.len());
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/transactions", agent.url()))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        answer["message"].as_str().unwrap().contains("http.max_body_bytes"),
+        "{answer}"
+    );
+    let journal = agent.journal();
+    agent.terminate();
+    let letters = tillgate_testkit::dead_letter_rows(&journal);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].2.len(), 64 * 1024, "the head only");
+    assert!(letters[0].3 > 256 * 1024, "the size seen is recorded");
+    assert!(
+        tillgate_testkit::journal_txn_ids(&journal).is_empty(),
+        "nothing of it journaled"
+    );
+}

@@ -44,6 +44,15 @@ fn ids_times_bins_and_bad_checksums_are_not_pans() {
     );
 }
 
+/// docs/limits.md: a barcode that passes Luhn by chance is taken for a card number
+/// unless it is glued to a letter.
+#[test]
+fn a_luhn_valid_barcode_is_refused_unless_marked_as_an_identifier() {
+    assert!(pan_text("5901234123457"));
+    assert!(pan_text("ean: 5901234123457"));
+    assert!(!pan_text("EAN5901234123457"));
+}
+
 #[test]
 fn masks_keep_the_bin_and_the_last_four() {
     assert_eq!(mask(b"4111111111111111"), "411111******1111");
