@@ -148,6 +148,7 @@ pub async fn run(
         max_txn_bytes: config.intake.max_txn_bytes.get() as usize,
         body_timeout: config.http.body_timeout.get(),
         batch_permits: Arc::new(tokio::sync::Semaphore::new(config.http.max_concurrent_batches)),
+        max_batch_lines: config.http.max_batch_lines,
         started: Instant::now(),
         active_rules: std::sync::Mutex::new(active),
         mqtt: mqtt.as_ref().map(Mqtt::status_handle),

@@ -111,8 +111,13 @@ fn check_origin(txn: Transaction, s: &Submission<'_>) -> Result<Transaction, Rej
             if expected != actual {
                 problems.push(FieldError {
                     field: field.into(),
-                    problem: redact_text(&format!("is `{actual}` but the {} topic names `{expected}`", s.source)),
-                    allowed: redact_text(&format!("`{expected}`, the value in the topic it was published to")),
+                    problem: format!(
+                        "is {} but the {} topic names {}",
+                        txn::quoted(actual),
+                        s.source,
+                        txn::quoted(expected)
+                    ),
+                    allowed: format!("{}, the value in the topic it was published to", txn::quoted(expected)),
                 });
             }
         }
@@ -226,7 +231,7 @@ pub async fn store_dead_letter(
     let letter = DeadLetter {
         source: source.into(),
         class,
-        reason: redact_text(&reason),
+        reason: txn::cut(&redact_text(&reason), txn::MAX_REASON_BYTES),
         raw: dead_letter_bytes(raw, size),
         size,
     };

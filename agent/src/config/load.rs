@@ -164,6 +164,12 @@ fn validate_http(h: &super::HttpConfig) -> Result<(), (String, String)> {
             format!("{} is out of range; allowed: 1–65536", h.max_connections),
         ));
     }
+    if h.max_batch_lines == 0 || h.max_batch_lines > 100_000 {
+        return Err((
+            "http.max_batch_lines".into(),
+            format!("{} is out of range; allowed: 1–100000", h.max_batch_lines),
+        ));
+    }
     if h.max_concurrent_batches == 0 || h.max_concurrent_batches > h.max_connections {
         return Err((
             "http.max_concurrent_batches".into(),

@@ -180,6 +180,10 @@ pub struct HttpConfig {
     /// Open connections at most; more wait in the listen backlog until one closes.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Lines of one NDJSON batch at most: a batch of many tiny lines costs memory per
+    /// line (its answer), not per byte.
+    #[serde(default = "default_max_batch_lines")]
+    pub max_batch_lines: usize,
     /// NDJSON batches read and decided at the same time at most (each may hold up to
     /// `max_body_bytes`); more wait their turn.
     #[serde(default = "default_max_concurrent_batches")]
@@ -201,6 +205,7 @@ impl Default for HttpConfig {
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
             max_concurrent_batches: default_max_concurrent_batches(),
+            max_batch_lines: default_max_batch_lines(),
             shutdown_grace: default_shutdown_grace(),
         }
     }
@@ -217,6 +222,9 @@ fn default_idle_timeout() -> HumanDuration {
 }
 fn default_max_connections() -> usize {
     512
+}
+fn default_max_batch_lines() -> usize {
+    20_000
 }
 fn default_max_concurrent_batches() -> usize {
     4

@@ -117,7 +117,36 @@ async fn single(state: &AppState, raw: &[u8], started: Instant) -> Response {
 /// One parsed line of a batch.
 type Line = Result<Transaction, (Rejection, Vec<u8>)>;
 
+/// Rejected lines of one batch that get a dead letter each; the rest of a batch's
+/// rejected lines share one, with their count (each line still gets its own answer).
+const DEAD_LETTERS_PER_BATCH: usize = 100;
+
 async fn batch(state: &AppState, raw: bytes::Bytes, started: Instant) -> Response {
+    let lines = raw
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .count();
+    if lines > state.max_batch_lines {
+        let reason = format!(
+            "the batch has {lines} lines; the limit is {} (http.max_batch_lines): send it in parts",
+            state.max_batch_lines
+        );
+        let _ = intake::store_dead_letter(
+            &state.journal,
+            SOURCE,
+            RejectionClass::TooLarge,
+            reason.clone(),
+            &raw,
+            raw.len(),
+        )
+        .await;
+        count(state, "rejected");
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({"error": "too_large", "message": reason})),
+        )
+            .into_response();
+    }
     // Parsing and the card-number scan of up to `max_body_bytes` is CPU work: off the
     // async workers, so other requests and the MQTT connection keep moving.
     let limit = state.max_txn_bytes;
@@ -138,6 +167,8 @@ async fn batch(state: &AppState, raw: bytes::Bytes, started: Instant) -> Respons
     let mut results: Vec<Option<Value>> = vec![None; lines.len()];
     let mut valid = Vec::new();
     let mut positions = Vec::new();
+    let mut lettered = 0;
+    let mut unlettered: Option<(usize, Vec<u8>)> = None;
     for (i, line) in lines.into_iter().enumerate() {
         match line {
             Ok(t) => {
@@ -148,11 +179,31 @@ async fn batch(state: &AppState, raw: bytes::Bytes, started: Instant) -> Respons
                 let mut v = rejection.to_json();
                 v["status"] = json!(status_of(&rejection).as_u16());
                 v["line"] = json!(i + 1);
-                let _ = intake::dead_letter(&state.journal, SOURCE, &rejection, &head, head.len()).await;
+                if lettered < DEAD_LETTERS_PER_BATCH {
+                    lettered += 1;
+                    let _ = intake::dead_letter(&state.journal, SOURCE, &rejection, &head, head.len()).await;
+                } else {
+                    let (n, _) = unlettered.get_or_insert_with(|| (0, head));
+                    *n += 1;
+                }
                 count(state, "rejected");
                 results[i] = Some(v);
             }
         }
+    }
+    if let Some((n, first)) = unlettered {
+        let reason = format!(
+            "{n} more rejected lines in one batch (beyond the first {DEAD_LETTERS_PER_BATCH}, which have their own dead letters); the first of them is kept"
+        );
+        let _ = intake::store_dead_letter(
+            &state.journal,
+            SOURCE,
+            RejectionClass::Invalid,
+            reason,
+            &first,
+            first.len(),
+        )
+        .await;
     }
     for (pos, outcome) in positions.into_iter().zip(state.journal.submit_many(valid).await) {
         results[pos] = Some(match outcome {

@@ -46,6 +46,8 @@ pub struct AppState {
     pub max_txn_bytes: usize,
     /// `http.body_timeout`.
     pub body_timeout: std::time::Duration,
+    /// Lines of one NDJSON batch at most (`http.max_batch_lines`).
+    pub max_batch_lines: usize,
     /// NDJSON batches being read and decided (`http.max_concurrent_batches`).
     pub batch_permits: Arc<tokio::sync::Semaphore>,
     pub started: Instant,

@@ -149,8 +149,11 @@ async fn connection(
             response
         }
     });
+    // hyper's read buffer grows to ~400 KiB by default; headers of a few KiB and bodies
+    // read in chunks need far less, and every connection may hold one.
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .max_buf_size(64 * 1024)
         .serve_connection(io, service);
     tokio::pin!(conn);
     let mut stopping = false;

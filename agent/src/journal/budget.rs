@@ -49,7 +49,7 @@ pub fn dead_letter_size(reason: &str, raw: &[u8]) -> u64 {
 /// The bytes every stored dead letter is counted as.
 pub fn stored_dead_letter_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     let n: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(length(reason) + length(raw)), 0) + COUNT(*) * ?1 FROM dead_letters",
+        "SELECT COALESCE(SUM(octet_length(reason) + length(raw)), 0) + COUNT(*) * ?1 FROM dead_letters",
         [DEAD_LETTER_ROW as i64],
         |r| r.get(0),
     )?;
@@ -100,6 +100,13 @@ impl Writer {
             self.state.full.store(false, Ordering::Release);
             self.full_reason = FullReason::default();
             return Ok(None);
+        }
+        // Still full a moment after the last attempt: making room again (pruning scans,
+        // a checkpoint) on every group would only slow the refusals down.
+        if let Some((at, text)) = &self.full_reason.text {
+            if at.elapsed() < REASON_TTL {
+                return Ok(Some(text.clone()));
+            }
         }
         // Make room for a while, not for one group: 10 % under the budget.
         let target = max - max / 10;
@@ -356,7 +363,7 @@ impl DeadLetterStore {
         while self.bytes + size > self.cap {
             let oldest: Option<(i64, i64)> = conn
                 .query_row(
-                    "SELECT id, length(reason) + length(raw) FROM dead_letters ORDER BY id LIMIT 1",
+                    "SELECT id, octet_length(reason) + length(raw) FROM dead_letters ORDER BY id LIMIT 1",
                     [],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )

@@ -271,6 +271,7 @@ impl Journal {
     /// durable.
     pub async fn dead_letter(&self, mut letter: DeadLetter) -> Result<(), SubmitError> {
         letter.raw.truncate(DEAD_LETTER_HEAD);
+        letter.reason = crate::txn::cut(&letter.reason, crate::txn::MAX_REASON_BYTES);
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::DeadLetter { letter, reply })

@@ -65,6 +65,17 @@ pub fn open_writer(path: &std::path::Path, durability: Durability, max_bytes: u6
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT.min(max_bytes / 8) as i64)?;
     conn.execute_batch(TABLES)?;
+    let found = meta(&conn, "schema_version")?;
+    if found > SCHEMA_VERSION {
+        // A newer agent wrote this journal: an older one must not relabel it.
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "the journal has schema version {found}, newer than this agent's {SCHEMA_VERSION}: \
+                 run the newer tillgate, or move the journal aside"
+            )),
+        ));
+    }
     migrate(&conn)?;
     conn.execute(
         "INSERT INTO meta(key, value) VALUES ('schema_version', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",

@@ -4,8 +4,8 @@ mod validate;
 
 pub use tillgate_sdk::pan::{find_pans, is_pan, luhn_valid, mask, redact_pans, redact_text, PanHit};
 pub use validate::{
-    from_journal, from_recording, parse, parse_limited, FieldError, Rejection, RejectionClass, MAX_AMOUNT_MINOR,
-    MAX_TXN_BYTES, SCHEMAS,
+    cut, from_journal, from_recording, parse, parse_limited, quoted, FieldError, Rejection, RejectionClass,
+    MAX_AMOUNT_MINOR, MAX_REASON_BYTES, MAX_TXN_BYTES, SCHEMAS,
 };
 
 use chrono::{DateTime, Utc};

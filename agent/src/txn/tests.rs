@@ -314,3 +314,31 @@ fn the_journal_gets_what_was_scanned_not_the_raw_text() {
         }
     }
 }
+
+/// A 64 KiB document made of card numbers under a huge key: the refusal stays a few
+/// KiB, however many numbers and however long the path.
+#[test]
+fn a_refusal_stays_small_whatever_the_input() {
+    let key = "a".repeat(32_000);
+    let pans = vec!["4222222222222"; 2_300].join(",");
+    let raw = format!("{{\"{key}\": [{pans}]}}");
+    assert!(raw.len() <= MAX_TXN_BYTES);
+    let r = parse(raw.as_bytes(), Utc::now()).unwrap_err();
+    assert_eq!(r.class(), RejectionClass::CardNumber);
+    assert!(r.to_string().len() <= MAX_REASON_BYTES, "{} bytes", r.to_string().len());
+    assert!(
+        r.to_json().to_string().len() < 4 * MAX_REASON_BYTES,
+        "{} bytes",
+        r.to_json().to_string().len()
+    );
+    assert!(r.to_string().contains("more full card numbers"), "{r}");
+}
+
+/// A number cut by the quote's length limit shows none of its digits at the cut.
+#[test]
+fn a_quote_never_keeps_most_of_a_card_number() {
+    let s = format!("{}4111111111111111", "x".repeat(56));
+    let q = quoted(&s);
+    let digits: String = q.chars().filter(char::is_ascii_digit).collect();
+    assert!(!digits.contains("41111111"), "{q}");
+}

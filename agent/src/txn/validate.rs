@@ -24,6 +24,11 @@ pub const SCHEMAS: [&str; 1] = ["pos.txn.v1"];
 
 /// Longest piece of input quoted back in a problem.
 const QUOTE_CHARS: usize = 64;
+/// Card numbers reported one by one; past it, a count.
+const MAX_PAN_PROBLEMS: usize = 10;
+/// The longest reason answered, dead-lettered or logged: whatever the input, a
+/// refusal stays small.
+pub const MAX_REASON_BYTES: usize = 4096;
 
 /// One problem with one field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -100,14 +105,25 @@ impl Rejection {
     pub fn problems(&self) -> Vec<FieldError> {
         match self {
             Rejection::TooLarge { .. } | Rejection::Malformed(_) => Vec::new(),
-            Rejection::CardNumber(hits) => hits
-                .iter()
-                .map(|h| FieldError {
-                    field: h.path.clone(),
-                    problem: format!("{PAN_PROBLEM} ({})", h.masked),
-                    allowed: PAN_ALLOWED.into(),
-                })
-                .collect(),
+            Rejection::CardNumber(hits) => {
+                let mut out: Vec<FieldError> = hits
+                    .iter()
+                    .take(MAX_PAN_PROBLEMS)
+                    .map(|h| FieldError {
+                        field: h.path.clone(),
+                        problem: format!("{PAN_PROBLEM} ({})", h.masked),
+                        allowed: PAN_ALLOWED.into(),
+                    })
+                    .collect();
+                if hits.len() > MAX_PAN_PROBLEMS {
+                    out.push(FieldError {
+                        field: "(document)".into(),
+                        problem: format!("{} more full card numbers", hits.len() - MAX_PAN_PROBLEMS),
+                        allowed: PAN_ALLOWED.into(),
+                    });
+                }
+                out
+            }
             Rejection::Invalid(errors) => errors.clone(),
         }
     }
@@ -137,18 +153,49 @@ impl fmt::Display for Rejection {
                 format!("invalid pos.txn.v1 transaction: {}", problems.join("; "))
             }
         };
-        // Belt and braces: whatever a message quotes, it carries no card number.
-        f.write_str(&redact_text(&text))
+        // Belt and braces: whatever a message quotes, it carries no card number; and it
+        // stays small whatever the input.
+        f.write_str(&cut(&redact_text(&text), MAX_REASON_BYTES))
     }
 }
 
-/// A piece of input quoted in a problem: cut to [`QUOTE_CHARS`], card numbers masked.
-pub(crate) fn quoted(s: &str) -> String {
-    let mut q: String = s.chars().take(QUOTE_CHARS).collect();
-    if q.len() < s.len() {
-        q.push_str(&format!("… ({} bytes)", s.len()));
+/// A piece of input quoted in a problem: card numbers masked first, then cut to
+/// [`QUOTE_CHARS`] (digits at the cut masked too, so a card number split by it shows no
+/// more than a whole one would).
+pub fn quoted(s: &str) -> String {
+    let red = redact_text(s);
+    let mut q: String = red.chars().take(QUOTE_CHARS).collect();
+    if q.len() < red.len() {
+        let kept: String = q
+            .chars()
+            .rev()
+            .scan(true, |tail, c| {
+                if *tail && (c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '*')) {
+                    Some(if c.is_ascii_digit() { '*' } else { c })
+                } else {
+                    *tail = false;
+                    Some(c)
+                }
+            })
+            .collect::<Vec<char>>()
+            .into_iter()
+            .rev()
+            .collect();
+        q = format!("{kept}… ({} bytes)", s.len());
     }
-    redact_text(&format!("{q:?}"))
+    format!("{q:?}")
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked when cut.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 const ID_CHARS: &str = "1–64 characters from A-Z a-z 0-9 . _ -";

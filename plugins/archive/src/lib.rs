@@ -84,8 +84,12 @@ impl ArchiveSink {
         let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
             let mut files = files.lock().unwrap_or_else(|p| p.into_inner());
-            let done = f(&mut files).and_then(|()| files.enforce_budget(metrics.as_ref()));
-            done.map_err(|e| SinkError::Transient(format!("archive {}: {e}", files.config.dir.display())))
+            // The budget is kept even when the write failed: on a full disk, deleting what
+            // retention no longer allows is how room comes back.
+            let done = f(&mut files);
+            let kept = files.enforce_budget(metrics.as_ref());
+            done.and(kept)
+                .map_err(|e| SinkError::Transient(format!("archive {}: {e}", files.config.dir.display())))
         })
         .await
         .map_err(|e| SinkError::Transient(format!("archive task failed: {e}")))?

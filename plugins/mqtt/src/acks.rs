@@ -47,7 +47,10 @@ impl AckWindow {
     /// Takes a received publish's place in line. Only what the acknowledgement needs
     /// is kept (packet id, QoS, topic), not the payload.
     pub fn push(&self, publish: &Publish) -> Ticket {
+        // Copied, not sliced: a slice of the topic would keep the packet's whole read
+        // buffer (up to max_packet_bytes) alive until the acknowledgement.
         let mut ack = publish.clone();
+        ack.topic = bytes::Bytes::copy_from_slice(&publish.topic);
         ack.payload = bytes::Bytes::new();
         ack.properties = None;
         let mut inner = self.lock();

@@ -131,7 +131,12 @@ impl Connection {
                             // Nothing after it may be acknowledged either (PUBACKs go in
                             // arrival order), so nothing more is taken on this connection.
                             o.left += 1;
-                            self.metrics.left_for_redelivery.inc();
+                            if self.qos == QoS::AtMostOnce || self.options.options.clean_start() {
+                                // No session to redeliver from: this one is gone. Said loudly.
+                                self.metrics.overflow_lost.inc();
+                            } else {
+                                self.metrics.left_for_redelivery.inc();
+                            }
                         } else if *phase.borrow() == Phase::Running {
                             self.intake.receive(&window, publish).await;
                         }

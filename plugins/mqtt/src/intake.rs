@@ -123,7 +123,9 @@ impl Intake {
         );
         let props = publish.properties.as_ref();
         let response_topic = props.and_then(|p| p.response_topic.clone()).filter(|t| {
+            // Never a topic the agent takes transactions from: it would answer itself.
             let allowed = valid_publish_topic(t)
+                && !self.topics.subscribe.iter().any(|s| s.capture(t).is_some())
                 && self
                     .topics
                     .response
@@ -138,19 +140,23 @@ impl Intake {
             }
             allowed
         });
+        // Copied, not sliced: a slice would keep the packet's whole read buffer alive.
         let reply = ReplyTo {
             topic,
             response_topic,
-            correlation_data: props.and_then(|p| p.correlation_data.clone()),
+            correlation_data: props
+                .and_then(|p| p.correlation_data.as_ref())
+                .map(|c| Bytes::copy_from_slice(&c[..c.len().min(1024)])),
         };
         // A payload over the limit is refused whole; only its head is kept, copied, so
         // the packet's buffer goes now and in-flight memory stays within the limit.
         let size = publish.payload.len();
-        let payload = if size > self.ingest.max_txn_bytes() {
-            Bytes::copy_from_slice(&publish.payload[..size.min(OVERSIZE_HEAD)])
+        let keep = if size > self.ingest.max_txn_bytes() {
+            size.min(OVERSIZE_HEAD)
         } else {
-            publish.payload.clone()
+            size
         };
+        let payload = Bytes::copy_from_slice(&publish.payload[..keep]);
         drop(publish);
         let pending = self
             .ingest

@@ -33,6 +33,9 @@ pub struct MqttMetrics {
     pub overflows: IntCounter,
     /// Deliveries left unacknowledged for redelivery because of such an overflow.
     pub left_for_redelivery: IntCounter,
+    /// Deliveries beyond `max_in_flight` that no session can redeliver (QoS 0, or a
+    /// clean session): lost.
+    pub overflow_lost: IntCounter,
 }
 
 impl MqttMetrics {
@@ -81,6 +84,10 @@ impl MqttMetrics {
                 "mqtt_receive_maximum_overflows_total",
                 "Connections on which the broker sent more than max_in_flight unacknowledged transactions",
             )?,
+            overflow_lost: IntCounter::new(
+                "mqtt_overflow_lost_total",
+                "Deliveries beyond max_in_flight lost because QoS 0 or a clean session cannot redeliver them",
+            )?,
             left_for_redelivery: IntCounter::new(
                 "mqtt_left_for_redelivery_total",
                 "Deliveries left unacknowledged over max_in_flight, to come again on a fresh connection",
@@ -98,6 +105,7 @@ impl MqttMetrics {
         registry.register(Box::new(m.response_topic_refused.clone()))?;
         registry.register(Box::new(m.overflows.clone()))?;
         registry.register(Box::new(m.left_for_redelivery.clone()))?;
+        registry.register(Box::new(m.overflow_lost.clone()))?;
         Ok(m)
     }
 }

@@ -195,15 +195,26 @@ impl fmt::Display for Template {
     }
 }
 
-/// A value as one topic level: never empty, no level separator or wildcard.
+/// The longest value put into a topic level: a rendered topic stays far below MQTT's
+/// 65,535 bytes whatever a client put in the topic it published to.
+const MAX_LEVEL_BYTES: usize = 128;
+
+/// A value as one topic level: never empty, no level separator or wildcard, no card
+/// number (a refused payload's store or terminal may be one), at most
+/// [`MAX_LEVEL_BYTES`].
 fn level_safe(value: &str) -> String {
     if value.is_empty() {
         return "_".into();
     }
-    value
-        .chars()
-        .map(|c| if matches!(c, '/' | '+' | '#' | '\0') { '_' } else { c })
-        .collect()
+    let mut out = String::new();
+    for c in tillgate_sdk::pan::redact_text(value).chars() {
+        let c = if matches!(c, '/' | '+' | '#' | '\0') { '_' } else { c };
+        if out.len() + c.len_utf8() > MAX_LEVEL_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -260,6 +271,14 @@ mod tests {
         assert_eq!(t.render("a/b", "+#"), "tillgate/v1/a_b/__/decision");
         assert_eq!(t.render("", "T"), "tillgate/v1/_/T/decision");
         assert_eq!(t.to_string(), "tillgate/v1/{store_id}/{terminal_id}/decision");
+    }
+
+    #[test]
+    fn a_rendered_topic_is_short_and_carries_no_card_number() {
+        let t = Template::parse("tillgate/v1/{store_id}/{terminal_id}/error", false, BOTH).unwrap();
+        let topic = t.render(&"s".repeat(65_000), "4111111111111111");
+        assert!(topic.len() < 300, "{}", topic.len());
+        assert!(topic.ends_with("/************1111/error"), "{topic}");
     }
 
     #[test]

@@ -60,11 +60,18 @@ pub fn mask(digits: &[u8]) -> String {
     out
 }
 
-/// Card numbers in a text: maximal runs of digits joined by single spaces or dashes
-/// (`4111 1111 1111 1111`, `5555-5555-5555-4444`) that stand apart — bounded by
+/// A separator between groups of one printed card number.
+fn is_separator(b: u8) -> bool {
+    matches!(b, b' ' | b'-' | b'.')
+}
+
+/// Card numbers in a text: maximal runs of digits joined by up to three spaces, dashes
+/// or dots (`4111 1111 1111 1111`, `5555-5555-5555-4444`) that stand apart — bounded by
 /// anything but a letter or a digit (a space, punctuation, `_`, the text's ends), so
-/// `tok_4111111111111111` holds one and the hex id `8a4876802024123456f` does not. A
-/// run of more than 19 digits is a card number only where it has separators and some
+/// `tok_4111111111111111` holds one and the hex id `8a4876802024123456f` does not.
+/// Magnetic-stripe track data is recognised despite its letters (`%B4111…^`, `;4111…=`,
+/// `4111…D2512`), and leading zeros are looked through (`0004111111111111111`). A run
+/// of more than 19 digits is a card number only where it has separators and some
 /// consecutive groups of it form one (`4111 1111 1111 1111 2029`); an unseparated run
 /// longer than 19 digits is an id, not a PAN.
 pub fn pans_in_text(s: &str) -> Vec<Vec<u8>> {
@@ -76,30 +83,40 @@ pub fn pans_in_text(s: &str) -> Vec<Vec<u8>> {
             i += 1;
             continue;
         }
-        let glued_before = i > 0 && b[i - 1].is_ascii_alphabetic();
-        // One run: groups of digits separated by one space or dash.
+        // Track 1 starts `%B<PAN>^`: a lone `B` after a boundary is not an identifier.
+        let track_one = i >= 1 && b[i - 1] == b'B' && (i == 1 || !b[i - 2].is_ascii_alphanumeric());
+        let glued_before = i > 0 && b[i - 1].is_ascii_alphabetic() && !track_one;
+        // One run: groups of digits separated by up to two separator characters.
         let mut groups: Vec<Vec<u8>> = vec![Vec::new()];
         let mut j = i;
         while j < b.len() {
             if b[j].is_ascii_digit() {
                 groups.last_mut().expect("one group at least").push(b[j]);
                 j += 1;
-            } else if (b[j] == b' ' || b[j] == b'-') && b.get(j + 1).is_some_and(u8::is_ascii_digit) {
+                continue;
+            }
+            let seps = b[j..].iter().take(3).take_while(|c| is_separator(**c)).count();
+            if seps > 0 && b.get(j + seps).is_some_and(u8::is_ascii_digit) {
                 groups.push(Vec::new());
-                j += 1;
+                j += seps;
             } else {
                 break;
             }
         }
-        let glued_after = b.get(j).is_some_and(u8::is_ascii_alphabetic);
+        // Track 2 written with `D` as its field separator: `<PAN>D<expiry>…`.
+        let track_two = b.get(j) == Some(&b'D') && b.get(j + 1).is_some_and(u8::is_ascii_digit);
+        let glued_after = b.get(j).is_some_and(u8::is_ascii_alphabetic) && !track_two;
         if glued_before || glued_after {
             // Part of an identifier, not a number of its own.
             i = j;
             continue;
         }
         let whole: Vec<u8> = groups.concat();
+        let unpadded = &whole[whole.iter().take_while(|d| **d == b'0').count()..];
         if is_pan(&whole) {
             found.push(whole);
+        } else if groups.len() == 1 && unpadded.len() < whole.len() && is_pan(unpadded) {
+            found.push(unpadded.to_vec());
         } else if groups.len() > 1 {
             // Consecutive groups inside a longer separated run.
             'start: for a in 0..groups.len() {
@@ -121,6 +138,17 @@ pub fn pans_in_text(s: &str) -> Vec<Vec<u8>> {
     found
 }
 
+/// Digits of a number written with a fraction or an exponent, as a double keeps them
+/// (`4111111111111111e3` → `4111111111111111`): a card number sent that way is still
+/// one, and once rounded (more than 15–17 significant digits) it can no longer be told
+/// apart, so 13 or more significant digits with a card-industry first digit count.
+fn float_pan(f: f64) -> Option<Vec<u8>> {
+    let sci = format!("{:e}", f.abs());
+    let mantissa = sci.split('e').next().unwrap_or_default();
+    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+    (digits.len() >= *PAN_DIGITS.start() && matches!(digits[0], b'2'..=b'6')).then_some(digits)
+}
+
 /// Every card number in `doc`: keys, strings and numbers at any depth. The caller
 /// refuses the document when this is not empty.
 pub fn find_pans(doc: &Value) -> Vec<PanHit> {
@@ -128,6 +156,10 @@ pub fn find_pans(doc: &Value) -> Vec<PanHit> {
     walk(doc, &mut String::new(), &mut hits);
     hits
 }
+
+/// The longest key quoted in a path: a path is answered and logged, so its size must
+/// not follow the input's.
+const MAX_PATH_KEY: usize = 64;
 
 fn walk(v: &Value, path: &mut String, hits: &mut Vec<PanHit>) {
     let report = |text: &str, path: &str, hits: &mut Vec<PanHit>| {
@@ -144,7 +176,17 @@ fn walk(v: &Value, path: &mut String, hits: &mut Vec<PanHit>) {
     };
     match v {
         Value::String(s) => report(s, path, hits),
-        Value::Number(n) => report(&n.to_string(), path, hits),
+        Value::Number(n) => match (n.is_f64(), n.as_f64().and_then(float_pan)) {
+            (true, Some(digits)) => hits.push(PanHit {
+                path: if path.is_empty() {
+                    "(document)".into()
+                } else {
+                    path.clone()
+                },
+                masked: mask(&digits),
+            }),
+            _ => report(&n.to_string(), path, hits),
+        },
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
@@ -170,7 +212,15 @@ fn walk(v: &Value, path: &mut String, hits: &mut Vec<PanHit>) {
 /// Appends `.key` (or `["key"]` when the key is not a plain name); card numbers in a
 /// key are masked in the path, which is answered and logged.
 fn push_key(path: &mut String, key: &str) {
-    let key = String::from_utf8(redact_pans(key.as_bytes())).unwrap_or_else(|_| "?".into());
+    let mut key = redact_text(key);
+    if key.len() > MAX_PATH_KEY {
+        let mut cut = MAX_PATH_KEY;
+        while !key.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        key.truncate(cut);
+        key.push('…');
+    }
     let plain = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if plain {
         if !path.is_empty() {
@@ -214,11 +264,11 @@ fn digit_at(raw: &[u8], i: usize) -> Option<RawDigit> {
     }
 }
 
-/// A separator between digits of one printed card number at `i`: a space or a dash,
-/// plain or escaped. Returns its length.
+/// A separator between digits of one printed card number at `i`: a space, a dash or a
+/// dot, plain or escaped. Returns its length.
 fn separator_at(raw: &[u8], i: usize) -> Option<usize> {
     match raw[i] {
-        b' ' | b'-' => Some(1),
+        b' ' | b'-' | b'.' => Some(1),
         b'\\'
             if raw.len() >= i + 6
                 && raw[i + 1] == b'u'
@@ -229,6 +279,21 @@ fn separator_at(raw: &[u8], i: usize) -> Option<usize> {
         }
         _ => None,
     }
+}
+
+/// One to three separators at `j` followed by a digit: their length.
+fn separators_at(raw: &[u8], j: usize) -> Option<usize> {
+    let mut at = j;
+    for _ in 0..3 {
+        at += separator_at(raw, at)?;
+        if at >= raw.len() {
+            return None;
+        }
+        if digit_at(raw, at).is_some() {
+            return Some(at - j);
+        }
+    }
+    None
 }
 
 /// Masks every Luhn-valid run of 13–19 digits in raw input, keeping the last four:
@@ -250,9 +315,7 @@ pub fn redact_pans(raw: &[u8]) -> Vec<u8> {
             if let Some(d) = digit_at(raw, j) {
                 run.push(d);
                 j = d.at + d.len;
-            } else if let Some(sep) =
-                separator_at(raw, j).filter(|s| j + s < raw.len() && digit_at(raw, j + s).is_some())
-            {
+            } else if let Some(sep) = separators_at(raw, j) {
                 j += sep;
             } else {
                 break;

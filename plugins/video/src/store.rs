@@ -148,18 +148,33 @@ impl FragmentStore {
         let name = format!("{start_ms:013}-{end_ms:013}.mkv");
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let written = (|| {
-            let mut file = fs::File::create(&tmp)?;
-            file.write_all(header)?;
-            file.write_all(body)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            sync_dir(&self.dir)
-        })();
-        if let Err(e) = written {
-            // A full disk: what was written of it goes, so it holds no room.
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
+        let write = || {
+            let written = (|| {
+                let mut file = fs::File::create(&tmp)?;
+                file.write_all(header)?;
+                file.write_all(body)?;
+                file.sync_all()?;
+                fs::rename(&tmp, &path)?;
+                sync_dir(&self.dir)
+            })();
+            if written.is_err() {
+                // What was written of it goes, so it holds no room.
+                let _ = fs::remove_file(&tmp);
+            }
+            written
+        };
+        let mut evicted = Vec::new();
+        if let Err(e) = write() {
+            // The disk filled before the ring's budget did: the oldest refused or unsent
+            // fragment makes room (counted), and the new one is tried once more.
+            if e.raw_os_error() != Some(28) {
+                return Err(e);
+            }
+            match self.evict_one() {
+                Some(gone) => evicted.push(gone),
+                None => return Err(e),
+            }
+            write()?;
         }
         let bytes = (header.len() + body.len()) as u64;
         let mut entries = self.lock();
@@ -173,7 +188,6 @@ impl FragmentStore {
             },
         );
         let mut dead = self.lock_dead();
-        let mut evicted = Vec::new();
         let mut total: u64 =
             entries.values().map(|s| s.bytes).sum::<u64>() + dead.values().map(|s| s.bytes).sum::<u64>();
         while total > self.max_bytes {
@@ -190,6 +204,17 @@ impl FragmentStore {
             evicted.push((oldest, why));
         }
         Ok(evicted)
+    }
+
+    /// Deletes the oldest refused fragment, else the oldest unsent one.
+    fn evict_one(&self) -> Option<(Stored, Eviction)> {
+        if let Some((_, d)) = self.lock_dead().pop_first() {
+            remove_fragment(&d.path);
+            return Some((d, Eviction::DeadFull));
+        }
+        let (_, oldest) = self.lock().pop_first()?;
+        remove_fragment(&oldest.path);
+        Some((oldest, Eviction::Full))
     }
 
     /// Removes fragments older than `retention` (by their end timecode), refused ones

@@ -15,6 +15,13 @@ fn known_test_cards_are_pans() {
         "card 4111 1111 1111 1111 declined",
         "tok_4111111111111111",
         "4111 1111 1111 1111 2029",
+        // Track data, dots and double separators, zero padding.
+        "%B4111111111111111^DOE/JOHN^2512",
+        ";4111111111111111=2512101",
+        "4111111111111111D2512101",
+        "4111.1111.1111.1111",
+        "4111 - 1111 - 1111 - 1111",
+        "0004111111111111111",
     ] {
         assert!(pan_text(pan), "{pan}");
     }
@@ -158,4 +165,28 @@ proptest::proptest! {
         let found = pans_in_text(&text);
         proptest::prop_assert_eq!(found, vec![pan.into_bytes()]);
     }
+}
+
+/// A card number sent as a number with a fraction or an exponent is one too.
+#[test]
+fn card_numbers_written_as_floats_are_found() {
+    for text in [
+        "4111111111111111e3",
+        "4111111111111111.0",
+        "4111111111111111118.5",
+        "4.111111111111111e18",
+    ] {
+        let doc: Value = serde_json::from_str(&format!("{{\"n\": {text}}}")).unwrap();
+        assert_eq!(find_pans(&doc).len(), 1, "{text}");
+    }
+    let doc: Value = serde_json::from_str(r#"{"price": 12.99, "rate": 0.175, "epoch": 1764253387.252}"#).unwrap();
+    assert!(find_pans(&doc).is_empty());
+}
+
+#[test]
+fn a_path_stays_short_whatever_the_keys() {
+    let key = "k".repeat(50_000);
+    let doc: Value = serde_json::from_str(&format!("{{\"{key}\": [\"4111111111111111\"]}}")).unwrap();
+    let hits = find_pans(&doc);
+    assert!(hits[0].path.len() < 100, "{}", hits[0].path.len());
 }
