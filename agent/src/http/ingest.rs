@@ -183,7 +183,7 @@ async fn batch(state: &AppState, raw: bytes::Bytes, started: Instant) -> Respons
                     lettered += 1;
                     let _ = intake::dead_letter(&state.journal, SOURCE, &rejection, &head, head.len()).await;
                 } else {
-                    let (n, _) = unlettered.get_or_insert_with(|| (0, head));
+                    let (n, _) = unlettered.get_or_insert((0, head));
                     *n += 1;
                 }
                 count(state, "rejected");
