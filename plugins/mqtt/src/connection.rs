@@ -63,9 +63,16 @@ impl Connection {
             // Set once a message beyond `max_in_flight` arrived (see `Overflow`).
             let mut overflow: Option<Overflow> = None;
             let outcome = loop {
-                if overflow.is_some() && window.is_empty() && !self.intake.in_flight.full() {
-                    // Everything taken on this connection is acknowledged: start a
-                    // connection with the same session to have the rest redelivered.
+                if overflow.is_some()
+                    && window.is_empty()
+                    && self.outbox.unacked() == 0
+                    && !self.intake.in_flight.full()
+                {
+                    // Everything taken on this connection is acknowledged, and every
+                    // answer too: rumqttc holds all requests (PUBACKs included) while its
+                    // own publishes wait for the broker, and a new connection would send
+                    // the unacknowledged answers again. Now a connection with the same
+                    // session has the rest redelivered.
                     let _ = client.try_disconnect();
                     break Outcome::Resync;
                 }
