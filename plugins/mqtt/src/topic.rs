@@ -281,6 +281,19 @@ mod tests {
         assert!(topic.ends_with("/************1111/error"), "{topic}");
     }
 
+    /// Found by fuzzing (`mqtt_topic`): a level of digits is masked when rendered, and a
+    /// subscription captures the masked value, not the original.
+    #[test]
+    fn a_digit_level_is_captured_as_rendered() {
+        let t = Template::parse("x/{terminal_id}/txn", true, BOTH).unwrap();
+        let p = Template::parse("x/{terminal_id}/txn", false, BOTH).unwrap();
+        let terminal = "222222222222222222222222222";
+        let topic = p.render("s", terminal);
+        let captured = t.capture(&topic).unwrap().terminal_id.unwrap();
+        assert_ne!(captured, terminal, "a Luhn-valid window of it is masked");
+        assert!(!captured.contains("2222222222222"), "{captured}");
+    }
+
     #[test]
     fn errors_name_the_level_and_what_is_allowed() {
         let e = Template::parse("a/{shop}/b", false, BOTH).unwrap_err();
