@@ -14,12 +14,17 @@ fn txn(id: &str) -> Transaction {
 }
 
 fn open(dir: &std::path::Path, config: &JournalConfig, sinks: &[&str]) -> Journal {
+    open_counted(dir, config, sinks, Metrics::new())
+}
+
+/// [`open`], counting in `metrics`.
+fn open_counted(dir: &std::path::Path, config: &JournalConfig, sinks: &[&str], metrics: Metrics) -> Journal {
     Journal::open(
         &dir.join("j.db"),
         config,
         sinks.iter().map(|s| s.to_string()).collect(),
         Box::new(Engine::new(RulePack::default(), None, std::time::Duration::ZERO)),
-        Metrics::new(),
+        metrics,
     )
     .unwrap()
 }
@@ -172,14 +177,7 @@ async fn a_batch_delay_gathers_concurrent_transactions_into_one_commit() {
         ..JournalConfig::default()
     };
     let metrics = Metrics::new();
-    let j = Journal::open(
-        &dir.path().join("j.db"),
-        &config,
-        vec!["a".into()],
-        Box::new(Engine::new(RulePack::default(), None, std::time::Duration::ZERO)),
-        metrics.clone(),
-    )
-    .unwrap();
+    let j = open_counted(dir.path(), &config, &["a"], metrics.clone());
     let before = metrics.commit_batch_rows.get_sample_count();
     let mut tasks = Vec::new();
     for i in 0..20 {
@@ -212,14 +210,7 @@ async fn a_full_journal_prunes_shipped_rows_before_refusing_anything() {
         ..JournalConfig::default()
     };
     let metrics = Metrics::new();
-    let j = Journal::open(
-        &dir.path().join("j.db"),
-        &config,
-        vec!["a".into()],
-        Box::new(Engine::new(RulePack::default(), None, std::time::Duration::ZERO)),
-        metrics.clone(),
-    )
-    .unwrap();
+    let j = open_counted(dir.path(), &config, &["a"], metrics.clone());
     for i in 0..3_000 {
         let accepted = j
             .submit(txn(&format!("t{i}")))
@@ -295,14 +286,7 @@ async fn dead_letters_have_their_own_budget_and_keep_only_heads() {
         ..JournalConfig::default()
     };
     let metrics = Metrics::new();
-    let j = Journal::open(
-        &dir.path().join("j.db"),
-        &config,
-        vec!["a".into()],
-        Box::new(Engine::new(RulePack::default(), None, std::time::Duration::ZERO)),
-        metrics.clone(),
-    )
-    .unwrap();
+    let j = open_counted(dir.path(), &config, &["a"], metrics.clone());
     let huge = vec![b'x'; 8 * 1024 * 1024];
     for i in 0..40 {
         j.dead_letter(DeadLetter {
