@@ -342,3 +342,18 @@ fn a_quote_never_keeps_most_of_a_card_number() {
     let digits: String = q.chars().filter(char::is_ascii_digit).collect();
     assert!(!digits.contains("41111111"), "{q}");
 }
+
+/// Found by fuzzing (`txn_parse`): a 40-digit integer parsed to a double that printed
+/// back differently, and the journaled text then looked like a card number the scan
+/// never saw. Parsing round-trips now, so what is journaled is what was scanned.
+#[test]
+fn a_huge_number_journals_as_the_number_that_was_scanned() {
+    let raw = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/corpus/txn_parse/regression-float-roundtrip.json"
+    ))
+    .unwrap();
+    let t = parse(&raw, Utc::now()).expect("accepted: no card number in it");
+    let body: serde_json::Value = serde_json::from_slice(&t.journal_body(1)).unwrap();
+    assert!(tillgate_sdk::pan::find_pans(&body).is_empty(), "{body}");
+}

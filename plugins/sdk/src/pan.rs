@@ -138,12 +138,21 @@ pub fn pans_in_text(s: &str) -> Vec<Vec<u8>> {
     found
 }
 
-/// Digits of a number written with a fraction or an exponent, as a double keeps them
-/// (`4111111111111111e3` → `4111111111111111`): a card number sent that way is still
-/// one, and once rounded (more than 15–17 significant digits) it can no longer be told
-/// apart, so 13 or more significant digits with a card-industry first digit count.
+/// A card number sent as a number with a fraction or an exponent
+/// (`4111111111111111e3`, `4111111111111111.0`). Exact integers (below 2^53) are
+/// judged like any number; a larger one of 13 or more significant digits with a
+/// card-industry first digit counts whatever its checksum, because once rounded a card
+/// number cannot be told apart. Small fractions (`0.30000000000000004`) never count.
 fn float_pan(f: f64) -> Option<Vec<u8>> {
-    let sci = format!("{:e}", f.abs());
+    let f = f.abs();
+    if f < 1e12 {
+        return None;
+    }
+    if f.fract() == 0.0 && f < 9_007_199_254_740_992.0 {
+        let digits = format!("{f:.0}").into_bytes();
+        return is_pan(&digits).then_some(digits);
+    }
+    let sci = format!("{f:e}");
     let mantissa = sci.split('e').next().unwrap_or_default();
     let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
     (digits.len() >= *PAN_DIGITS.start() && matches!(digits[0], b'2'..=b'6')).then_some(digits)
