@@ -29,7 +29,8 @@ for t in "$@"; do
   if ! cargo +nightly fuzz run --release --debug-assertions -s none --target-dir "$target_dir" "$t" \
       "$found/$t" "corpus/$t" -- -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
       -print_final_stats=1 >"$log" 2>&1; then
-    tail -n 60 "$log"
+    tail -n 40 "$log"
+    grep -m 3 -A 2 "panicked at" "$log" || true
     echo "fuzz: $t FAILED; the input is in fuzz/artifacts/$t/" >&2
     exit 1
   fi

@@ -260,7 +260,7 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
         }
         // The files being written (one per channel) are never deleted: the budget must
         // hold them and one complete file besides.
-        let least = a.max_file_bytes.get() * (a.channels.len() as u64 + 1);
+        let least = a.max_file_bytes.get().saturating_mul(a.channels.len() as u64 + 1);
         if a.max_total_bytes.get() < least {
             return Err((
                 "sinks.archive.max_total_bytes".into(),

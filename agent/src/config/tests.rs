@@ -205,3 +205,10 @@ fn video_errors_name_the_camera_key_and_line() {
     let e = load_str(&format!("{base}colour = \"red\"\n")).unwrap_err();
     assert!(e.message.contains("unknown field `colour`"), "{e}");
 }
+
+/// Found by fuzzing: a file size near u64::MAX overflowed the budget check.
+#[test]
+fn huge_archive_file_size_is_refused_not_overflowed() {
+    let e = load_str("[sinks.archive]\ndir = \"archive\"\nmax_file_bytes = \"11111111111110MiB\"\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("sinks.archive.max_total_bytes"), "{e}");
+}
