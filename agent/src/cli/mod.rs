@@ -171,12 +171,16 @@ pub fn init_logging(config: &Config) {
 }
 
 async fn run(path: &Path) -> i32 {
+    // Handlers first: a SIGTERM while the config loads or the journal replays is a clean
+    // stop once the agent is up, not the default action that kills it mid-start.
+    let shutdown = shutdown_signal();
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
     init_logging(&config);
-    match agent::run(config, shutdown_signal(), |_, _| {}).await {
+    tracing::info!(config = %path.display(), "tillgate starting");
+    match agent::run(config, shutdown, |_, _| {}).await {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "tillgate cannot start");
@@ -186,14 +190,17 @@ async fn run(path: &Path) -> i32 {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on either, even
+/// one that arrived before it was first polled.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }
 

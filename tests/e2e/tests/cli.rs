@@ -90,7 +90,7 @@ async fn status_shows_backlog_dead_letters_and_rule_hits_live_and_stopped() {
     );
     assert!(out.contains("high-amount-sale") && out.contains("1 hits"), "{out}");
     assert!(out.contains("rules    15 active, 3 reports"), "{out}");
-    assert!(agent.terminate().success());
+    agent.stop();
     let (code, out, err) = run_cli(&["status", "--config", &config, "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -136,4 +136,39 @@ async fn simulate_reports_throughput_latency_and_writes_json() {
         v["refused"]["400"].as_u64().unwrap_or(0) > 0,
         "injected bad input must be refused: {v}"
     );
+}
+
+/// systemd may stop the service while it starts (replaying the journal can take
+/// seconds): SIGTERM from the first log line on is a clean stop, not the default
+/// action that kills the process mid-start.
+#[test]
+fn sigterm_during_start_up_is_a_clean_stop() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::time::{Duration, Instant};
+    let dir = scratch_dir();
+    Agent::start(&dir, &AgentOptions::default()).stop();
+    let log_path = dir.join("start-stop.log");
+    let mut child = tillgate_testkit::process::command()
+        .args(["run", "--config"])
+        .arg(dir.join("tillgate.toml"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log().contains("tillgate starting") {
+        assert!(Instant::now() < deadline, "no start-up line:\n{}", log());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "exit {status} after SIGTERM during start-up:\n{}",
+        log()
+    );
+    assert!(log().contains("tillgate stopped"), "{}", log());
 }

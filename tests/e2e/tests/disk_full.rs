@@ -118,7 +118,7 @@ async fn a_full_disk_is_refused_clearly_loses_nothing_acknowledged_and_recovers_
     }
     let journal = agent.journal();
     let archive = agent.archive();
-    assert!(agent.terminate().success());
+    agent.stop();
     assert_eq!(integrity_check(&journal), "ok");
     let journaled = journal_txn_ids(&journal);
     let lost: Vec<&String> = acked.iter().filter(|id| !journaled.contains(*id)).take(5).collect();

@@ -91,7 +91,7 @@ async fn full_journal_refuses_with_503_and_resumes_once_the_archive_drains() {
         "ingest did not resume after the archive drained:\n{}",
         agent.log()
     );
-    assert!(agent.terminate().success());
+    agent.stop();
     let missing = missing_from_archive(&blocker, &acked);
     assert!(
         missing.is_empty(),

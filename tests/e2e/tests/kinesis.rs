@@ -173,7 +173,7 @@ async fn an_outage_of_sixty_seconds_waits_in_the_journal_then_backfills_in_order
         landed.duplicates()
     );
     assert!(fake.stats().refused_connections > 0);
-    assert!(agent.terminate().success());
+    agent.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +201,7 @@ async fn a_missing_stream_is_a_clear_error_and_the_backlog_ships_once_it_exists(
     assert!(resp.status().is_success());
     let landed = wait_landed(&fake, "late-stream", &ids, Duration::from_secs(60)).await;
     assert_eq!(landed.duplicates(), 0);
-    assert!(agent.terminate().success());
+    agent.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +228,7 @@ async fn aggregation_fills_put_payload_units() {
         stored.iter().all(|r| r.data.len() <= 50_000),
         "aggregates within the unit-aligned cap"
     );
-    assert!(agent.terminate().success());
+    agent.stop();
 }
 
 /// The kit's IoT endpoint (keys living `lifetime`, only `alias` exists), a Kinesis
@@ -271,7 +271,7 @@ async fn iot_credentials_expiring_mid_run_are_refreshed_and_nothing_is_lost() {
         issued >= 3,
         "credentials fetched {issued} times in 24 s of 8 s lifetimes"
     );
-    assert!(agent.terminate().success());
+    agent.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,7 +319,7 @@ async fn greengrass_container_credentials_are_used_and_refreshed() {
     let issued = tes.issued.load(std::sync::atomic::Ordering::SeqCst);
     assert!(issued >= 2, "credentials fetched {issued} times over 8 s lifetimes");
     assert_eq!(tes.refused.load(std::sync::atomic::Ordering::SeqCst), 0);
-    assert!(agent.terminate().success());
+    agent.stop();
 }
 
 /// A shard task that panics (a bug, injected in test builds) used to count as
@@ -340,5 +340,5 @@ async fn a_panicking_shard_task_is_a_failure_and_its_records_are_sent_again() {
         log.contains("a shard task failed; the shipment is retried"),
         "the fault did not fire (a fault-injection build?):\n{log}"
     );
-    assert!(agent.terminate().success());
+    agent.stop();
 }

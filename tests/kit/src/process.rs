@@ -312,13 +312,24 @@ impl Agent {
     }
 
     /// SIGTERM, then wait for the drain to finish; returns the exit status.
-    pub fn terminate(mut self) -> ExitStatus {
+    pub fn terminate(self) -> ExitStatus {
+        self.terminate_with_log().0
+    }
+
+    /// SIGTERM, and the exit must be clean (status 0); otherwise the panic shows the
+    /// status and the agent's log.
+    pub fn stop(self) {
+        let (status, log) = self.terminate_with_log();
+        assert!(status.success(), "tillgate exited with {status} after SIGTERM:\n{log}");
+    }
+
+    fn terminate_with_log(mut self) -> (ExitStatus, String) {
         let mut c = self.child.take().expect("running");
         kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM).expect("signal delivered");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = c.try_wait().expect("wait") {
-                return status;
+                return (status, self.log());
             }
             assert!(
                 Instant::now() < deadline,
