@@ -27,15 +27,24 @@ impl HumanDuration {
     }
 }
 
+impl HumanDuration {
+    /// The longest duration a config may state: added to a clock, it never overflows it.
+    pub const MAX: HumanDuration = HumanDuration::secs(3650 * 86_400);
+}
+
 impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s.trim()).map(HumanDuration).map_err(|e| {
+        let d = humantime::parse_duration(s.trim()).map(HumanDuration).map_err(|e| {
             format!(
                 "invalid duration {s:?} ({e}); write a number and a unit: ms, s, m, h, d \
                  (e.g. \"250ms\", \"5m\", \"24h\")"
             )
-        })
+        })?;
+        if d > Self::MAX {
+            return Err(format!("duration {s:?} is too long; allowed: at most 3650d"));
+        }
+        Ok(d)
     }
 }
 
@@ -157,6 +166,15 @@ mod tests {
         for bad in ["512", "1.5GiB", "MiB", "12 parsecs", ""] {
             let e = bad.parse::<ByteSize>().unwrap_err();
             assert!(e.contains("KiB, MiB"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_beyond_ten_years_are_refused() {
+        assert_eq!("3650d".parse::<HumanDuration>().unwrap(), HumanDuration::MAX);
+        for long in ["3651d", "584942417355y", "18446744073709551615s"] {
+            let e = long.parse::<HumanDuration>().unwrap_err();
+            assert!(e.contains("3650d") || e.contains("invalid"), "{long}: {e}");
         }
     }
 
