@@ -194,7 +194,7 @@ impl Kinesis {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let text = chain(&e);
+        let text = tillgate_sdk::error_chain(&e);
         match &e {
             SdkError::TimeoutError(_) => CallError::Ambiguous(text),
             SdkError::DispatchFailure(d) => {
@@ -240,21 +240,6 @@ impl Kinesis {
             _ => CallError::Refused(text),
         }
     }
-}
-
-/// The error and its sources on one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = s.source();
-    }
-    out
 }
 
 /// True when the connection was refused or could not be made at all: nothing was sent.

@@ -123,8 +123,7 @@ impl IotCredentials {
         pem.extend(read("key_file", &config.key_file)?);
         let identity = reqwest::Identity::from_pem(&pem)
             .map_err(|e| format!("kinesis.iot.cert_file/key_file: not a certificate and key: {e}"))?;
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
+        let mut builder = crate::https::client_builder()
             .identity(identity)
             .timeout(timeout)
             .connect_timeout(timeout);
@@ -155,12 +154,21 @@ impl IotCredentials {
             .header("x-amzn-iot-thingname", &self.thing_name)
             .send()
             .await
-            .map_err(|e| CredentialsError::provider_error(format!("IoT credentials endpoint {}: {e}", self.url)))?;
+            .map_err(|e| {
+                CredentialsError::provider_error(format!(
+                    "IoT credentials endpoint {}: {}",
+                    self.url,
+                    tillgate_sdk::error_chain(&e)
+                ))
+            })?;
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| CredentialsError::provider_error(format!("IoT credentials endpoint {}: {e}", self.url)))?;
+        let body = response.bytes().await.map_err(|e| {
+            CredentialsError::provider_error(format!(
+                "IoT credentials endpoint {}: {}",
+                self.url,
+                tillgate_sdk::error_chain(&e)
+            ))
+        })?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body);
             return Err(CredentialsError::provider_error(format!(

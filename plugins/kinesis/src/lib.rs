@@ -13,6 +13,7 @@ pub mod aggregate;
 pub mod client;
 pub mod config;
 pub mod credentials;
+pub mod https;
 pub mod limiter;
 pub mod metrics;
 pub mod partition;

@@ -12,6 +12,7 @@
 //! the agent and plugins).
 
 pub mod camera;
+mod error_chain;
 pub mod ingest;
 pub mod pan;
 pub mod record;
@@ -20,6 +21,7 @@ pub mod sink;
 pub mod units;
 
 pub use camera::CameraStatus;
+pub use error_chain::error_chain;
 pub use ingest::{Ingest, PendingVerdict, Submission, Verdict};
 pub use record::{Channel, Record};
 pub use secret::Secret;

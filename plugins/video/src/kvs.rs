@@ -37,21 +37,8 @@ fn message<E: std::error::Error + 'static>(e: &SdkError<E>) -> String {
             let meta = aws_smithy_runtime_api::http::Response::status(s.raw()).as_u16();
             format!("{meta}: {err}")
         }
-        other => error_chain(other),
+        other => tillgate_sdk::error_chain(other),
     }
-}
-
-/// An error and its sources, `a: b: c` (the SDK's and reqwest's top-level messages alone
-/// say "dispatch failure" or "error sending request").
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 impl Kvs {

@@ -7,13 +7,14 @@
 
 use crate::ack::{self, Ack, AckReader, ErrorAction, Event};
 use crate::camera::CameraShared;
-use crate::kvs::{error_chain, Kvs, StreamInfo};
+use crate::kvs::{Kvs, StreamInfo};
 use crate::mkv;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 use tillgate_kinesis::limiter::ShardBudget;
+use tillgate_sdk::error_chain;
 use tokio::sync::{mpsc, watch};
 
 /// How a connection ended without error.
@@ -44,7 +45,7 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
     if !shared.video.upload {
         return;
     }
-    let http = match reqwest::Client::builder()
+    let http = match tillgate_kinesis::https::client_builder()
         .http1_only()
         .connect_timeout(Duration::from_secs(5))
         .tcp_keepalive(Duration::from_secs(30))

@@ -232,7 +232,7 @@ async fn no_card_number_is_stored_answered_or_logged_wherever_it_is_put() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let terminal = Terminal::connect(broker.port, "store-1", "till-1").await;
-    let client = reqwest::Client::new();
+    let client = tillgate_testkit::http_client();
 
     let mut runner = TestRunner::deterministic();
     let cases: Vec<Case> = (0..80)

@@ -70,7 +70,7 @@ fn run_with_bad_rules_refuses_to_start_with_78() {
 async fn status_shows_backlog_dead_letters_and_rule_hits_live_and_stopped() {
     let dir = scratch_dir();
     let agent = Agent::start(&dir, &AgentOptions::default());
-    let c = reqwest::Client::new();
+    let c = tillgate_testkit::http_client();
     post(&c, &agent.url(), txn("s-1", "till-1", 300_000).to_string())
         .await
         .unwrap();

@@ -22,7 +22,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_transaction() {
         for c in 0..4 {
             let (url, stop, acked) = (agent.url(), stop.clone(), acked.clone());
             clients.push(tokio::spawn(async move {
-                let client = reqwest::Client::new();
+                let client = tillgate_testkit::http_client();
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let id = format!("k{cycle}-c{c}-{i}");

@@ -55,7 +55,7 @@ async fn a_full_disk_is_refused_clearly_loses_nothing_acknowledged_and_recovers_
         ..AgentOptions::default()
     };
     let agent = Agent::start(&dir.join("agent"), &opts);
-    let client = reqwest::Client::new();
+    let client = tillgate_testkit::http_client();
 
     let (mut acked, refusal) = fill(&agent, &client, "a").await;
     assert!(

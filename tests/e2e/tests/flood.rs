@@ -110,7 +110,7 @@ async fn a_flood_of_new_keys_stays_within_the_memory_bound_and_every_cap_is_coun
     let watching = {
         let (most, url) = (most_in_flight.clone(), agent.url());
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = tillgate_testkit::http_client();
             loop {
                 if let Ok(r) = client.get(format!("{url}/v1/status")).send().await {
                     if let Ok(v) = r.json::<Value>().await {
@@ -138,7 +138,7 @@ async fn a_flood_of_new_keys_stays_within_the_memory_bound_and_every_cap_is_coun
         })
     };
     // HTTP: 10 × the keys of every rule and report, in NDJSON batches.
-    let client = reqwest::Client::new();
+    let client = tillgate_testkit::http_client();
     let http_sent = 10 * KEYS;
     let mut accepted = 0;
     for batch in 0..http_sent / 1_000 {

@@ -59,7 +59,7 @@ fn counter(metrics: &str, line_start: &str) -> u64 {
 async fn trickling_clients_neither_starve_terminals_nor_hold_up_a_stop() {
     let dir = scratch_dir();
     let mut agent = Agent::start(&dir, &options());
-    let client = reqwest::Client::new();
+    let client = tillgate_testkit::http_client();
     // Twice the connection cap, half trickling headers, half a body.
     let tricklers: Vec<_> = (0..2 * CAP).map(|i| trickler(agent.addr, i % 2 == 1)).collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -153,7 +153,7 @@ async fn a_batch_over_max_body_bytes_is_refused_and_only_its_head_kept() {
     let agent = Agent::start(&dir, &opts);
     let line = txn("big", "till-1", 100).to_string() + "\n";
     let body = line.repeat(1 + 1024 * 1024 / line.len());
-    let resp = reqwest::Client::new()
+    let resp = tillgate_testkit::http_client()
         .post(format!("{}/v1/transactions", agent.url()))
         .header("content-type", "application/x-ndjson")
         .body(body)

@@ -7,7 +7,10 @@ use tillgate_testkit::{
 };
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(16).build().unwrap()
+    tillgate_testkit::http_client_builder()
+        .pool_max_idle_per_host(16)
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ async fn full_journal_refuses_with_503_and_resumes_once_the_archive_drains() {
         ..Default::default()
     };
     let agent = Agent::start(&dir, &opts);
-    let client = reqwest::Client::new();
+    let client = tillgate_testkit::http_client();
     let mut acked = Vec::new();
     let mut refusal = None;
     for i in 0..5_000 {

@@ -24,7 +24,7 @@ async fn post_all(agent: &Agent, prefix: &str, terminals: usize, per_terminal: u
         let url = agent.url();
         let prefix = prefix.to_string();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = tillgate_testkit::http_client();
             let mut ids = Vec::new();
             for chunk in (0..per_terminal).collect::<Vec<_>>().chunks(50) {
                 let mut body = String::new();
@@ -190,7 +190,7 @@ async fn a_missing_stream_is_a_clear_error_and_the_backlog_ships_once_it_exists(
         "{error}"
     );
     // Create it (the fake answers CreateStream like Kinesis): the backlog ships.
-    let client = reqwest::Client::new();
+    let client = tillgate_testkit::http_client();
     let resp = client
         .post(fake.url())
         .header("x-amz-target", "Kinesis_20131202.CreateStream")
@@ -252,6 +252,48 @@ async fn iot_setup(alias: &str, configured_alias: &str, lifetime: Duration) -> (
         ..AgentOptions::default()
     };
     (Agent::start(&dir, &opts), iot, fake)
+}
+
+/// Without `ca_file` the IoT credentials endpoint is checked against the gateway's
+/// trust store (here `SSL_CERT_FILE`, as OpenSSL and rustls-native-certs read it), not a
+/// list of roots compiled into the binary; an endpoint it does not trust is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_iot_endpoint_is_trusted_through_the_gateways_trust_store() {
+    let dir = tillgate_testkit::scratch_dir();
+    let tls = make_tls_files(&dir.join("tls"));
+    let iot = FakeIot::start(&tls, "tillgate-kinesis", Duration::from_secs(600)).await;
+    let fake = FakeKinesis::start(&[("txns", 2)]).await;
+    fake.require_keys(iot.keys.clone());
+    let without_ca: String = iot_toml(&iot.endpoint(), &tls, "tillgate-kinesis", "3s")
+        .lines()
+        .filter(|l| !l.starts_with("ca_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let options = |trust_store: Option<&std::path::Path>| {
+        let mut env = vec![("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string())];
+        // An empty store: nothing is trusted unless the test's CA is put there.
+        let store = trust_store.map_or_else(|| "/dev/null".to_string(), |p| p.display().to_string());
+        env.push(("SSL_CERT_FILE".into(), store));
+        AgentOptions {
+            extra_toml: kinesis_toml(&fake.url(), "txns", None, &without_ca),
+            env,
+            ..AgentOptions::default()
+        }
+    };
+
+    let untrusting = Agent::start(&dir.join("untrusting"), &options(None));
+    post_all(&untrusting, "u", 1, 5).await;
+    let error = untrusting
+        .wait_sink_error("kinesis-transactions", Duration::from_secs(20))
+        .await;
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    untrusting.stop();
+
+    let trusting = Agent::start(&dir.join("trusting"), &options(Some(&tls.ca)));
+    let ids = post_all(&trusting, "t", 1, 10).await;
+    let landed = wait_landed(&fake, "txns", &ids, Duration::from_secs(30)).await;
+    assert_eq!(landed.duplicates(), 0);
+    trusting.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

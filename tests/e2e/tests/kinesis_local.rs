@@ -22,7 +22,7 @@ async fn transactions_reach_kinesis_local_aggregated_and_byte_for_byte() {
         ..AgentOptions::default()
     };
     let agent = Agent::start(&dir, &opts);
-    let client = reqwest::Client::new();
+    let client = tillgate_testkit::http_client();
     let mut ids = HashSet::new();
     for batch in 0..20 {
         let mut body = String::new();

@@ -42,7 +42,7 @@ async fn sighup_keeps_old_rules_on_error_and_carries_state_into_new_rules() {
     std::fs::create_dir_all(&rules).unwrap();
     std::fs::write(rules.join("velocity.toml"), VELOCITY).unwrap();
     let agent = Agent::start_with_rules(&dir, &AgentOptions::default(), &rules);
-    let client = reqwest::Client::new();
+    let client = tillgate_testkit::http_client();
     let send = |id: &str, amount: i64| {
         let mut t = txn(id, "till-1", amount);
         t["card"]["token"] = json!("tok-hot");

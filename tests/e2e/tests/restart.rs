@@ -84,7 +84,7 @@ async fn decisions_after_kill_9_equal_the_uninterrupted_run() {
 
     let opts = AgentOptions::default();
     let mut agent = Agent::start(&dir, &opts);
-    let client = reqwest::Client::new();
+    let client = tillgate_testkit::http_client();
     let mut got: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     let kill_at = 700 + rand::rng().random_range(0..600);
     let mut killed = false;

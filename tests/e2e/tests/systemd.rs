@@ -135,7 +135,7 @@ async fn a_dead_journal_writer_ends_the_process_with_a_failure_status() {
     };
     let mut agent = Agent::start(&dir, &opts);
     manager.wait_for("READY=1", Duration::from_secs(10));
-    let client = reqwest::Client::new();
+    let client = tillgate_testkit::http_client();
     let mut acknowledged = Vec::new();
     for i in 0..200 {
         let id = format!("w-{i}");

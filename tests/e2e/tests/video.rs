@@ -71,7 +71,7 @@ mod camera {
         tokio::time::sleep(Duration::from_secs(30)).await;
         let mut denied = txn("v-block-1", "till-1", 100);
         denied["card"]["token"] = json!("tok_stolen_0001");
-        let (status, answer) = post(&reqwest::Client::new(), &agent.url(), denied.to_string())
+        let (status, answer) = post(&tillgate_testkit::http_client(), &agent.url(), denied.to_string())
             .await
             .unwrap();
         assert_eq!((status, answer["decision"].clone()), (200, json!("block")), "{answer}");

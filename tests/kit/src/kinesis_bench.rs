@@ -47,7 +47,7 @@ async fn load(url: &str, prefix: &str, n: usize) -> Result<()> {
         let url = url.to_string();
         let prefix = prefix.to_string();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = crate::http_client();
             for chunk in (0..per).collect::<Vec<_>>().chunks(500) {
                 let mut body = String::with_capacity(chunk.len() * 400);
                 for i in chunk {
