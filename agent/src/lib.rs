@@ -2,7 +2,8 @@
 //!
 //! Terminals post every POS transaction; tillgate journals it durably in SQLite, runs
 //! first-pass fraud rules and answers allow / review / block within milliseconds, then
-//! ships everything to its sinks (a local archive today; Kinesis and others as plugins).
+//! ships everything to its sinks: the local archive, Kinesis Data Streams, MQTT alerts
+//! and the camera tags (plugins under `plugins/`).
 //!
 //! # Layout
 //!
@@ -12,7 +13,13 @@
 //!   dead letters, the size budget. The only module that touches SQLite.
 //! - [`rules`]: rule files, conditions and the decision.
 //! - [`sinks`]: the runner that feeds each sink from its cursor.
-//! - [`http`]: the decision endpoint, health, metrics, status.
+//! - [`intake`]: what HTTP and source plugins (MQTT) share: parsing, the answer, the
+//!   refusal code, the dead letter.
+//! - [`http`]: the decision endpoint, health, metrics, status, and its own accept loop
+//!   with the connection limits.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`status`]: what `/v1/status` and `tillgate status` report.
+//! - [`systemd`]: READY, STATUS, RELOADING, STOPPING and the watchdog.
 //! - [`agent`]: wiring and the shutdown drain.
 //! - [`simulate`]: the POS load generator used by `tillgate simulate` and `tillgate demo`.
 //! - [`cli`]: the command line.

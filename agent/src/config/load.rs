@@ -67,7 +67,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 pub fn load_str(text: &str) -> Result<Config, ConfigError> {
     let config: Config = parse_toml(text)?;
     validate(&config).map_err(|(key, message)| {
-        let (line, column) = find_key(text, &key).unzip();
+        let (line, column) = key_position(text, &key).unzip();
         ConfigError {
             file: None,
             line,
@@ -89,11 +89,6 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
     })
 }
 
-/// Line and column of `a.b.c` in `text`, for errors found after parsing.
-pub fn locate_key(text: &str, dotted: &str) -> (Option<usize>, Option<usize>) {
-    find_key(text, dotted).unzip()
-}
-
 fn located(text: &str, key: Option<String>, e: &toml::de::Error) -> ConfigError {
     let (line, column) = e.span().map(|s| line_col(text, s.start)).unzip();
     ConfigError {
@@ -112,39 +107,53 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Where `a.b.c` is set: the line of `c = ` inside table `[a.b]` (or dotted forms).
-fn find_key(text: &str, dotted: &str) -> Option<(usize, usize)> {
-    let (table, leaf) = dotted.rsplit_once('.').unwrap_or(("", dotted));
-    let mut current = String::new();
-    // `[[a.b]]` tables are addressed as `a.b[0]`, `a.b[1]`, ... in keys.
-    let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
-            let name = name.trim().to_string();
-            let n = arrays.entry(name.clone()).or_insert(0);
-            current = format!("{name}[{n}]");
-            *n += 1;
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            current = name.trim_matches(['[', ' ']).to_string();
-            continue;
-        }
-        let Some((k, _)) = line.split_once('=') else {
-            continue;
+/// Where `a.b[0].c` is set, from the parser's spans: the start of its key, however it
+/// is written (inline table, quoted or dotted key). A key the file does not set (an
+/// error about a default) is located at the deepest table on its path that it does.
+pub fn key_position(text: &str, dotted: &str) -> Option<(usize, usize)> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut here: &DeValue<'_> = &DeValue::Table(root.into_inner());
+    let mut found = None;
+    for segment in key_path(dotted) {
+        let next = match (here, segment) {
+            (DeValue::Table(t), Segment::Key(name)) => t.iter().find(|(k, _)| k.get_ref() == name).map(|(k, v)| {
+                // An explicit `[a.b]` header has the table's span; a key its own.
+                (k.span().start, v.get_ref())
+            }),
+            (DeValue::Array(a), Segment::Index(i)) => a.get(i).map(|v| (v.span().start, v.get_ref())),
+            _ => None,
         };
-        let k = k.trim();
-        let full = if current.is_empty() {
-            k.to_string()
-        } else {
-            format!("{current}.{k}")
-        };
-        if full == dotted || (current == table && k == leaf) {
-            return Some((i + 1, raw.len() - raw.trim_start().len() + 1));
+        let Some((start, value)) = next else { break };
+        found = Some(start);
+        here = value;
+    }
+    found.map(|offset| line_col(text, offset))
+}
+
+/// One step of a key path: `name` or `[index]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// `a.b[0].c` → `a`, `b`, `[0]`, `c` (as `serde_path_to_error` and `validate` write them).
+fn key_path(dotted: &str) -> Vec<Segment<'_>> {
+    let mut out = Vec::new();
+    for part in dotted.split('.') {
+        let (name, mut rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
+        if !name.is_empty() {
+            out.push(Segment::Key(name));
+        }
+        while let Some((index, after)) = rest.split_once(']') {
+            if let Ok(i) = index.parse() {
+                out.push(Segment::Index(i));
+            }
+            rest = after.strip_prefix('[').unwrap_or(after);
         }
     }
-    None
+    out
 }
 
 /// `[http]` limits: every timeout above zero, caps in range.

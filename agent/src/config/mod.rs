@@ -8,7 +8,7 @@ mod load;
 #[cfg(test)]
 mod tests;
 
-pub use load::{load_file, load_str, locate_key, parse_toml, ConfigError};
+pub use load::{key_position, load_file, load_str, parse_toml, ConfigError};
 pub use tillgate_sdk::Secret;
 
 use serde::Deserialize;

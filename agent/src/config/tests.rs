@@ -171,7 +171,12 @@ fn the_documented_video_section_is_valid_once_uncommented() {
 fn video_errors_name_the_camera_key_and_line() {
     let base = "[video]\n[[video.cameras]]\nname = \"a\"\nsource = \"test\"\n";
     let e = load_str(&format!("{base}[[video.cameras]]\nname = \"b\"\nsource = \"rtsp\"\n")).unwrap_err();
-    assert_eq!((e.key.as_deref(), e.line), (Some("video.cameras[1].url"), None), "{e}");
+    // Not set, so the camera's own table is the place to add it.
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("video.cameras[1].url"), Some(5)),
+        "{e}"
+    );
     assert!(e.message.contains("required for source = \"rtsp\""), "{e}");
     let e = load_str(&format!(
         "{base}[[video.cameras]]\nname = \"b\"\nsource = \"rtsp\"\nurl = \"rtsp://u:p@cam/1\"\n"
@@ -211,4 +216,42 @@ fn video_errors_name_the_camera_key_and_line() {
 fn huge_archive_file_size_is_refused_not_overflowed() {
     let e = load_str("[sinks.archive]\ndir = \"archive\"\nmax_file_bytes = \"11111111111110MiB\"\n").unwrap_err();
     assert_eq!(e.key.as_deref(), Some("sinks.archive.max_total_bytes"), "{e}");
+}
+
+/// Semantic errors are located from the parser's spans, however the key is written.
+#[test]
+fn semantic_errors_are_located_in_inline_tables_quoted_keys_and_after_multi_line_values() {
+    // An inline table: the key is on the table's line, not a line of its own.
+    let e = load_str("journal = { max_batch_rows = 0 }\n").unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line, e.column),
+        (Some("journal.max_batch_rows"), Some(1), Some(13)),
+        "{e}"
+    );
+    // A quoted key and a dotted key under a table.
+    let e = load_str("[journal]\n\"max_batch_rows\" = 0\n").unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("journal.max_batch_rows"), Some(2)),
+        "{e}"
+    );
+    let e = load_str(
+        "[sinks]\narchive.dir = \"a\"\narchive.max_file_bytes = \"10KiB\"\narchive.max_total_bytes = \"11KiB\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("sinks.archive.max_total_bytes"), Some(4)),
+        "{e}"
+    );
+    // A multi-line string whose text looks like the key must not be taken for it.
+    let e = load_str("[log]\nlevel = \"\"\"\ninfo\"\"\"\n[mqtt]\nhost = '''\nqos = 2\n'''\nqos = 2\n").unwrap_err();
+    assert_eq!((e.key.as_deref(), e.line), (Some("mqtt.qos"), Some(8)), "{e}");
+    // A key left at its default: the table that should hold it.
+    let e = load_str("\n[sinks.archive]\ndir = \"a\"\nmax_file_bytes = \"2GiB\"\n").unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("sinks.archive.max_total_bytes"), Some(2)),
+        "{e}"
+    );
 }

@@ -253,35 +253,16 @@ fn error(file: &Path, line: Option<usize>, key: Option<String>, message: String)
     }
 }
 
-/// The line of `key = ...` inside the `n`th `table` block (`[[rule]]`, `[[report]]`, or a
-/// plain `[lists]` table), falling back to the block's first line.
+/// The line of `key` in the `n`th `table` block (`[[rule]]`, `[[report]]`, or a plain
+/// `[lists]` table), from the parser's spans; the block's first line if it is not set.
 fn find_line(text: &str, table: &str, n: usize, key: &str) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
     let name = table.trim_matches(['[', ']']);
-    let is_header = |t: &str| {
-        if table.starts_with("[[") {
-            t == table
-        } else {
-            t == format!("[{name}]")
-        }
+    let path = if table.starts_with("[[") {
+        format!("{name}[{n}].{key}")
+    } else {
+        format!("{name}.{key}")
     };
-    let start = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| is_header(l.trim()))
-        .nth(n)
-        .map(|(i, _)| i)?;
-    let sub_table = format!("[{name}.");
-    for (i, l) in lines.iter().enumerate().skip(start + 1) {
-        let t = l.trim_start();
-        if t.starts_with('[') && !t.starts_with(&sub_table) {
-            break;
-        }
-        if t.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
-            return Some(i + 1);
-        }
-    }
-    Some(start + 1)
+    crate::config::key_position(text, &path).map(|(line, _)| line)
 }
 
 fn keys(spec: &KeySpec) -> Result<Vec<TxnField>, String> {
