@@ -2,7 +2,7 @@
 CARGO ?= cargo
 TARGET := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: deps build demo test lint bench deb arm64 deb-arm64 test-arm64 vm-test fuzz clean
+.PHONY: deps build demo test lint deny bench deb arm64 deb-arm64 test-arm64 vm-test fuzz clean
 
 deps:
 	@scripts/install-deps.sh
@@ -31,6 +31,14 @@ fuzz: deps
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The dependency tree against deny.toml: licenses, duplicate versions, sources.
+## cargo-deny is installed once outside the clone. Advisories are not checked here: the
+## RustSec database is fetched from GitHub, which this machine cannot reach (deny.toml).
+TOOLS ?= /var/cache/tillgate-tools
+deny: deps
+	@test -x $(TOOLS)/cargo/bin/cargo-deny || $(CARGO) install --root $(TOOLS)/cargo cargo-deny --version 0.20.2 --locked
+	$(TOOLS)/cargo/bin/cargo-deny --all-features check licenses bans sources
 
 ## Figures for BENCHMARKS.md: prints and saves bench-results/{foundation,rules,mqtt,kinesis,packaging,video}.json,
 ## and the criterion per-transaction rule costs (target/criterion/).

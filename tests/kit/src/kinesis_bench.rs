@@ -72,7 +72,12 @@ async fn load(url: &str, prefix: &str, n: usize) -> Result<()> {
 }
 
 async fn metrics(url: &str) -> Result<String> {
-    Ok(reqwest::get(format!("{url}/metrics")).await?.text().await?)
+    Ok(crate::http_client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?)
 }
 
 fn cpu_s(pid: u32) -> f64 {

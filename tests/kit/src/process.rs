@@ -198,7 +198,9 @@ impl Agent {
 
     /// The Prometheus text at `/metrics`.
     pub async fn metrics_text(&self) -> String {
-        let resp = reqwest::get(format!("{}/metrics", self.url()))
+        let resp = crate::http_client()
+            .get(format!("{}/metrics", self.url()))
+            .send()
             .await
             .expect("agent answers /metrics");
         resp.text().await.expect("metrics text")
@@ -206,7 +208,9 @@ impl Agent {
 
     /// `GET /v1/status` as JSON.
     pub async fn status_json(&self) -> serde_json::Value {
-        let resp = reqwest::get(format!("{}/v1/status", self.url()))
+        let resp = crate::http_client()
+            .get(format!("{}/v1/status", self.url()))
+            .send()
             .await
             .expect("agent answers /v1/status");
         serde_json::from_str(&resp.text().await.expect("status text")).expect("status is JSON")
