@@ -13,8 +13,7 @@ use std::sync::atomic::Ordering;
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StatusReport {
     pub version: String,
-    /// `running`, `draining`, or `stopped` (read from the journal file alone).
-    pub state: String,
+    pub state: AgentState,
     pub uptime_s: u64,
     pub journal: JournalStatus,
     pub sinks: Vec<SinkReport>,
@@ -32,6 +31,35 @@ pub struct StatusReport {
     /// Cameras (`[video]`), when the agent runs with some.
     #[serde(default)]
     pub cameras: Vec<tillgate_sdk::CameraStatus>,
+}
+
+/// Where the agent is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    /// Taking transactions.
+    Running,
+    /// Stopping: intake closed, sinks shipping the backlog until the drain deadline.
+    Draining,
+    /// Not running: the report was read from the journal file alone.
+    Stopped,
+}
+
+impl AgentState {
+    /// As shown by `tillgate status` and the systemd STATUS line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Running => "running",
+            AgentState::Draining => "draining",
+            AgentState::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for AgentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The journal's size and position.
@@ -143,11 +171,10 @@ pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
     Ok(StatusReport {
         version: env!("CARGO_PKG_VERSION").into(),
         state: if state.draining.load(Ordering::Acquire) {
-            "draining"
+            AgentState::Draining
         } else {
-            "running"
-        }
-        .into(),
+            AgentState::Running
+        },
         uptime_s: state.started.elapsed().as_secs(),
         journal: JournalStatus {
             path: state.journal.path().display().to_string(),
@@ -199,7 +226,7 @@ pub fn offline(path: &Path) -> rusqlite::Result<StatusReport> {
     }
     Ok(StatusReport {
         version: env!("CARGO_PKG_VERSION").into(),
-        state: "stopped".into(),
+        state: AgentState::Stopped,
         uptime_s: 0,
         journal: JournalStatus {
             path: path.display().to_string(),

@@ -3,11 +3,11 @@
 
 use crate::journal::{Journal, JournalReader, ReadBatch};
 use crate::metrics::Metrics;
-use rand::Rng;
 use serde::Serialize;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tillgate_sdk::Backoff;
 use tillgate_sdk::{Channel, Sink};
 use tokio::sync::watch;
 
@@ -185,7 +185,7 @@ impl SinkRunner {
     /// acknowledged. Returns false when the drain deadline passed first.
     async fn ship(&mut self, batch: &ReadBatch, drain: &mut DrainSignal) -> bool {
         let name = self.status.name.clone();
-        let mut backoff = self.initial_backoff;
+        let mut backoff = Backoff::new(self.initial_backoff, self.max_backoff);
         loop {
             let started = Instant::now();
             match self.sink.ship(&batch.records).await {
@@ -210,10 +210,9 @@ impl SinkRunner {
                 Err(e) => {
                     self.metrics.sink_errors.with_label_values(&[&name]).inc();
                     let n = self.status.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(sink = %name, error = %e, failures_in_a_row = n, retry_in = ?backoff, "shipment failed; the records wait in the journal");
+                    tracing::warn!(sink = %name, error = %e, failures_in_a_row = n, retry_within = ?backoff.upcoming(), "shipment failed; the records wait in the journal");
                     *self.status.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                    let jittered = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
-                    let wake = Instant::now() + jittered;
+                    let wake = Instant::now() + backoff.next_wait();
                     loop {
                         if let Some(deadline) = *drain.borrow() {
                             if Instant::now() >= deadline {
@@ -225,7 +224,6 @@ impl SinkRunner {
                             _ = drain.changed() => {}
                         }
                     }
-                    backoff = (backoff * 2).min(self.max_backoff);
                 }
             }
         }

@@ -12,9 +12,9 @@ use crate::config::Order;
 use crate::limiter::ShardBudget;
 use crate::metrics::KinesisMetrics;
 use crate::plan::{put_units, Entry, Oversize, Packing, Routed};
-use rand::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tillgate_sdk::Backoff;
 
 /// What every shard task of one sink shares.
 #[derive(Debug)]
@@ -99,7 +99,7 @@ pub async fn ship_shard(
     let mut pending: Vec<Entry> = Vec::new();
     let mut carry: Option<Entry> = None;
     let mut attempts = 0u32;
-    let mut backoff = ctx.retry_initial;
+    let mut backoff = Backoff::new(ctx.retry_initial, ctx.retry_max);
     loop {
         let mut bytes: usize = pending.iter().map(Entry::size).sum();
         while pending.len() < per_request {
@@ -151,7 +151,7 @@ pub async fn ship_shard(
                 }
                 if failed.is_empty() {
                     attempts = 0;
-                    backoff = ctx.retry_initial;
+                    backoff.reset();
                     continue;
                 }
                 pending = failed;
@@ -199,9 +199,7 @@ pub async fn ship_shard(
             return report;
         }
         tracing::debug!(stream = %ctx.stream, shard = %report.shard_id, attempts, error = %last, "retrying");
-        let jittered = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
-        tokio::time::sleep(jittered).await;
-        backoff = (backoff * 2).min(ctx.retry_max);
+        tokio::time::sleep(backoff.next_wait()).await;
     }
 }
 

@@ -55,7 +55,7 @@ pub struct KinesisSink {
     ctx: Option<Arc<Ctx>>,
     map: Option<Arc<ShardMap>>,
     /// Why the map must be listed again before the next routing.
-    refresh: Option<&'static str>,
+    refresh: Option<MapRefresh>,
     budgets: HashMap<String, ShardBudget>,
     /// Seqs stored by Kinesis in a shipment that has not completed yet.
     delivered: HashSet<u64>,
@@ -126,9 +126,11 @@ impl KinesisSink {
     /// Lists the shards when there is no map, when asked to, or when the map is old.
     async fn ensure_map(&mut self, ctx: &Ctx) -> Result<Arc<ShardMap>, SinkError> {
         let reason = match (&self.map, self.refresh) {
-            (None, _) => "start",
+            (None, _) => MapRefresh::Start,
             (Some(_), Some(reason)) => reason,
-            (Some(map), None) if map.fetched.elapsed() >= self.shared.config.shard_map_refresh.get() => "timer",
+            (Some(map), None) if map.fetched.elapsed() >= self.shared.config.shard_map_refresh.get() => {
+                MapRefresh::Timer
+            }
             (Some(map), None) => return Ok(map.clone()),
         };
         let map = match ctx.kinesis.list_shards(&self.stream).await {
@@ -138,9 +140,11 @@ impl KinesisSink {
         };
         let m = &self.shared.metrics;
         m.shards.with_label_values(&[&self.stream]).set(map.open_count() as i64);
-        m.shard_map_refreshes.with_label_values(&[&self.stream, reason]).inc();
-        if reason != "timer" {
-            tracing::info!(stream = %self.stream, shards = map.open_count(), reason, "shard map listed");
+        m.shard_map_refreshes
+            .with_label_values(&[&self.stream, reason.label()])
+            .inc();
+        if reason != MapRefresh::Timer {
+            tracing::info!(stream = %self.stream, shards = map.open_count(), reason = reason.label(), "shard map listed");
         }
         self.budgets.retain(|id, _| map.get(id).is_some_and(|s| s.open));
         self.refresh = None;
@@ -228,7 +232,7 @@ impl Sink for KinesisSink {
                 }
             }
             if !misrouted.is_empty() {
-                self.refresh = Some("resharded");
+                self.refresh = Some(MapRefresh::Resharded);
                 let map = self.ensure_map(&ctx).await?;
                 // The KCL drops sub-records outside the hash range of the shard their
                 // aggregate landed on: those go again, routed by the new map.
@@ -279,5 +283,27 @@ impl Sink for KinesisSink {
 
     fn batch_records(&self) -> Option<usize> {
         Some(self.shared.config.batch_records)
+    }
+}
+
+/// Why the shard map is listed again (the `reason` label of
+/// `kinesis_shard_map_refreshes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MapRefresh {
+    /// No map yet.
+    Start,
+    /// `shard_map_refresh` passed.
+    Timer,
+    /// A record landed on another shard than the map said, or a shard closed.
+    Resharded,
+}
+
+impl MapRefresh {
+    fn label(self) -> &'static str {
+        match self {
+            MapRefresh::Start => "start",
+            MapRefresh::Timer => "timer",
+            MapRefresh::Resharded => "resharded",
+        }
     }
 }

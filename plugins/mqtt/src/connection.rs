@@ -9,16 +9,16 @@
 
 use crate::acks::AckWindow;
 use crate::intake::Intake;
-use crate::metrics::{MqttMetrics, StatusCell};
+use crate::metrics::{MqttMetrics, MqttState, StatusCell};
 use crate::options::ConnectOptions;
 use crate::outbox::Outbox;
-use rand::Rng;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event};
 use rumqttc::Outgoing;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tillgate_sdk::Backoff;
 use tokio::sync::watch;
 
 /// Everything the connection task needs.
@@ -48,7 +48,7 @@ pub enum Phase {
 impl Connection {
     /// Runs until `phase` is [`Phase::Closed`].
     pub async fn run(self, mut phase: watch::Receiver<Phase>) {
-        let mut backoff = self.reconnect_initial;
+        let mut backoff = Backoff::new(self.reconnect_initial, self.reconnect_max);
         let mut subscribed_once = false;
         // Overflows are counted always, logged at most once a minute.
         let mut overflow_logged: Option<Instant> = None;
@@ -59,7 +59,7 @@ impl Connection {
             let cap = self.options.options.request_channel_capacity();
             let (client, mut eventloop) = AsyncClient::new(self.options.options.clone(), cap);
             let window = Arc::new(AckWindow::new(client.clone()));
-            self.status.update(|s| s.state = "connecting".into());
+            self.status.update(|s| s.state = MqttState::Connecting);
             // Set once a message beyond `max_in_flight` arrived (see `Overflow`).
             let mut overflow: Option<Overflow> = None;
             let outcome = loop {
@@ -88,7 +88,7 @@ impl Connection {
                 };
                 match event {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        backoff = self.reconnect_initial;
+                        backoff.reset();
                         self.metrics.connections.with_label_values(&["connected"]).inc();
                         self.metrics.connected.set(1);
                         let resumed = ack.session_present;
@@ -110,7 +110,7 @@ impl Connection {
                             "MQTT connected"
                         );
                         self.status.update(|s| {
-                            s.state = "connected".into();
+                            s.state = MqttState::Connected;
                             // A resumed session keeps its subscriptions; new ones wait for SUBACK.
                             s.subscribed = !subscribe;
                             s.session_resumed = resumed;
@@ -175,7 +175,7 @@ impl Connection {
             match outcome {
                 Outcome::Resync => {
                     self.metrics.connections.with_label_values(&["resync"]).inc();
-                    self.status.update(|s| s.state = "reconnecting".into());
+                    self.status.update(|s| s.state = MqttState::Reconnecting);
                 }
                 Outcome::Closed => {
                     // A clean DISCONNECT keeps the session (its expiry is in CONNECT):
@@ -186,7 +186,7 @@ impl Connection {
                 }
                 Outcome::Failed(e) => {
                     self.metrics.connections.with_label_values(&["failed"]).inc();
-                    let wait = jittered(backoff);
+                    let wait = backoff.next_wait();
                     tracing::warn!(
                         broker = %self.options.broker,
                         error = %describe(&e),
@@ -194,10 +194,9 @@ impl Connection {
                         "MQTT connection lost or refused"
                     );
                     self.status.update(|s| {
-                        s.state = "disconnected".into();
+                        s.state = MqttState::Disconnected;
                         s.last_error = Some(describe(&e));
                     });
-                    backoff = (backoff * 2).min(self.reconnect_max);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = phase.wait_for(|p| *p == Phase::Closed) => {}
@@ -205,7 +204,7 @@ impl Connection {
                 }
             }
         }
-        self.status.update(|s| s.state = "stopped".into());
+        self.status.update(|s| s.state = MqttState::Stopped);
     }
 
     /// Polls until the queued DISCONNECT is out, and with it every PUBACK queued before
@@ -268,12 +267,6 @@ enum Outcome {
 struct Overflow {
     /// Deliveries left for redelivery on this connection.
     left: u64,
-}
-
-/// Backoff with ±25 % jitter, so terminals' gateways do not reconnect in lockstep.
-fn jittered(d: Duration) -> Duration {
-    let factor = rand::rng().random_range(0.75..1.25);
-    d.mul_f64(factor)
 }
 
 /// A connection error in words a store engineer can act on.

@@ -24,7 +24,7 @@ pub mod topic;
 
 pub use alerts::AlertSink;
 pub use config::{ConfigError, MqttConfig, TlsConfig};
-pub use metrics::MqttStatus;
+pub use metrics::{MqttState, MqttStatus};
 
 use connection::{Connection, Phase};
 use metrics::{MqttMetrics, StatusCell};
@@ -105,7 +105,7 @@ impl Mqtt {
         let status = Arc::new(StatusCell::default());
         let filters: Vec<String> = topics.subscribe.iter().map(|t| t.filter()).collect();
         status.update(|s| {
-            s.state = "connecting".into();
+            s.state = MqttState::Connecting;
             s.broker = connect.broker.clone();
             s.client_id = config.client_id.clone();
             s.subscriptions = filters.clone();
@@ -150,7 +150,7 @@ impl Mqtt {
                         .unwrap_or_else(|_| "unknown panic".into());
                     tracing::error!(panic = %message, "the MQTT connection task panicked; MQTT is down");
                     watched.update(|s| {
-                        s.state = "failed".into();
+                        s.state = MqttState::Failed;
                         s.last_error = Some(format!("internal error (the connection task panicked): {message}"));
                     });
                 }

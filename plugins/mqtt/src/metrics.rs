@@ -110,11 +110,49 @@ impl MqttMetrics {
     }
 }
 
+/// Where the MQTT connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MqttState {
+    /// The first connection is being made.
+    #[default]
+    Connecting,
+    /// Connected (and subscribed once `subscribed` is true).
+    Connected,
+    /// Renewing the connection on purpose (after an overflow of the in-flight window).
+    Reconnecting,
+    /// The connection was lost or refused; retrying after a backoff.
+    Disconnected,
+    /// Closed at shutdown.
+    Stopped,
+    /// The connection task died (a bug): MQTT is down until a restart.
+    Failed,
+}
+
+impl MqttState {
+    /// As shown in status and the systemd STATUS line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MqttState::Connecting => "connecting",
+            MqttState::Connected => "connected",
+            MqttState::Reconnecting => "reconnecting",
+            MqttState::Disconnected => "disconnected",
+            MqttState::Stopped => "stopped",
+            MqttState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for MqttState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What `tillgate status` shows about MQTT.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MqttStatus {
-    /// `connecting`, `connected`, `disconnected`, `stopped`, or `failed` (internal error).
-    pub state: String,
+    pub state: MqttState,
     pub broker: String,
     pub client_id: String,
     /// Whether the broker resumed the previous session at the last connect.

@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 pub struct CameraStatus {
     pub name: String,
     pub stream: String,
-    /// `starting`, `streaming`, `reconnecting` (camera lost, retrying).
-    pub state: String,
+    pub state: CameraState,
     pub fps: f64,
     pub bitrate_bps: f64,
     pub fragments_stored: u64,
@@ -19,10 +18,96 @@ pub struct CameraStatus {
     pub fragments_dead: u64,
     pub backlog_fragments: u64,
     pub backlog_seconds: f64,
-    /// `off` (upload = false), `idle`, `connecting`, `streaming`, `retrying`.
-    pub upload: String,
+    pub upload: UploadState,
     /// ERROR acknowledgements by ErrorId.
     pub errors: BTreeMap<u32, u64>,
     pub last_error: Option<String>,
     pub upload_error: Option<String>,
+}
+
+/// What a camera's pipeline is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraState {
+    /// The pipeline is being built (at start and after every loss).
+    #[default]
+    Starting,
+    /// Frames arrive.
+    Streaming,
+    /// The camera was lost; the pipeline is rebuilt after a backoff.
+    Reconnecting,
+}
+
+impl CameraState {
+    /// As shown in status and the systemd STATUS line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraState::Starting => "starting",
+            CameraState::Streaming => "streaming",
+            CameraState::Reconnecting => "reconnecting",
+        }
+    }
+}
+
+impl std::fmt::Display for CameraState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a camera's uplink to Kinesis Video Streams is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadState {
+    /// `upload = false`: fragments stay in the ring.
+    Off,
+    /// Nothing to send.
+    #[default]
+    Idle,
+    /// Opening a PutMedia connection.
+    Connecting,
+    /// Sending fragments.
+    Streaming,
+    /// The connection ended with an error; resending after a backoff.
+    Retrying,
+}
+
+impl UploadState {
+    /// As shown in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadState::Off => "off",
+            UploadState::Idle => "idle",
+            UploadState::Connecting => "connecting",
+            UploadState::Streaming => "streaming",
+            UploadState::Retrying => "retrying",
+        }
+    }
+}
+
+impl std::fmt::Display for UploadState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_serialize_as_the_words_status_has_always_shown() {
+        for s in [CameraState::Starting, CameraState::Streaming, CameraState::Reconnecting] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for s in [
+            UploadState::Off,
+            UploadState::Idle,
+            UploadState::Connecting,
+            UploadState::Streaming,
+            UploadState::Retrying,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //! component that quotes input uses), [`units`] and [`secret`] (config types shared by
 //! the agent and plugins).
 
+pub mod backoff;
 pub mod camera;
 mod error_chain;
 pub mod ingest;
@@ -20,7 +21,8 @@ pub mod secret;
 pub mod sink;
 pub mod units;
 
-pub use camera::CameraStatus;
+pub use backoff::Backoff;
+pub use camera::{CameraState, CameraStatus, UploadState};
 pub use error_chain::error_chain;
 pub use ingest::{Ingest, PendingVerdict, Submission, Verdict};
 pub use record::{Channel, Record};

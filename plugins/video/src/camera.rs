@@ -11,6 +11,7 @@ use crate::status::StatusHandle;
 use crate::store::{Eviction, FragmentStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tillgate_sdk::{Backoff, CameraState};
 use tokio::sync::{mpsc, watch, Notify};
 
 /// No frame for this long means the camera is gone even if the pipeline says nothing.
@@ -73,12 +74,15 @@ pub async fn run(shared: CameraShared, mut tags: mpsc::Receiver<crate::tags::Tag
     let fragment = shared.video.fragment_duration.get();
     let mut fragmenter = Fragmenter::new(fragment);
     let segment_uid: [u8; 16] = rand::random();
-    let mut backoff = shared.video.retry_initial_backoff.get();
+    let mut backoff = Backoff::new(
+        shared.video.retry_initial_backoff.get(),
+        shared.video.retry_max_backoff.get(),
+    );
     let mut rate = Rate::new();
     let mut expiry = tokio::time::interval(Duration::from_secs(60));
     let name = shared.camera.name.clone();
     loop {
-        shared.status.update(|s| s.state = "starting".into());
+        shared.status.update(|s| s.state = CameraState::Starting);
         let (tx, mut rx) = mpsc::channel(256);
         let source = match Source::start(&shared.camera, fragment.as_secs() as u32, tx) {
             Ok(s) => Some(s),
@@ -92,7 +96,7 @@ pub async fn run(shared: CameraShared, mut tags: mpsc::Receiver<crate::tags::Tag
             tokio::select! {
                 event = tokio::time::timeout(STALL, rx.recv()) => match event {
                     Ok(Some(SourceEvent::Frame { pts_ns, key, data, track })) => {
-                        backoff = shared.video.retry_initial_backoff.get();
+                        backoff.reset();
                         let label = shared.label();
                         shared.metrics.frames.with_label_values(&label).inc();
                         shared.metrics.bytes.with_label_values(&label).inc_by(data.len() as u64);
@@ -102,7 +106,7 @@ pub async fn run(shared: CameraShared, mut tags: mpsc::Receiver<crate::tags::Tag
                             shared.status.update(|s| {
                                 s.fps = fps;
                                 s.bitrate_bps = bps;
-                                s.state = "streaming".into();
+                                s.state = CameraState::Streaming;
                             });
                         }
                         let (closed, notes) = fragmenter.push(pts_ns, now_ms(), key, data, &track);
@@ -158,15 +162,14 @@ pub async fn run(shared: CameraShared, mut tags: mpsc::Receiver<crate::tags::Tag
             .with_label_values(&shared.label())
             .inc();
         shared.status.update(|s| {
-            s.state = "reconnecting".into();
+            s.state = CameraState::Reconnecting;
             s.fps = 0.0;
             s.bitrate_bps = 0.0;
         });
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(shared.video.retry_max_backoff.get());
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 pub use tillgate_sdk::CameraStatus;
+use tillgate_sdk::{CameraState, UploadState};
 
 /// Shared between the camera's pipeline task, its uploader and the status endpoint.
 #[derive(Debug, Clone, Default)]
@@ -13,8 +14,8 @@ impl StatusHandle {
         StatusHandle(Arc::new(Mutex::new(CameraStatus {
             name: name.to_string(),
             stream: stream.to_string(),
-            state: "starting".into(),
-            upload: if upload { "idle" } else { "off" }.into(),
+            state: CameraState::Starting,
+            upload: if upload { UploadState::Idle } else { UploadState::Off },
             ..CameraStatus::default()
         })))
     }

@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 use tillgate_kinesis::limiter::ShardBudget;
 use tillgate_sdk::error_chain;
+use tillgate_sdk::{Backoff, UploadState};
 use tokio::sync::{mpsc, watch};
 
 /// How a connection ended without error.
@@ -69,11 +70,13 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
             shared.video.max_bytes_per_second.get() as f64,
         ),
     };
-    let initial = shared.video.retry_initial_backoff.get();
-    let mut backoff = initial;
+    let mut backoff = Backoff::new(
+        shared.video.retry_initial_backoff.get(),
+        shared.video.retry_max_backoff.get(),
+    );
     loop {
         while shared.store.next_after(None).is_none() {
-            shared.status.update(|s| s.upload = "idle".into());
+            shared.status.update(|s| s.upload = UploadState::Idle);
             tokio::select! {
                 _ = shared.stored.notified() => {}
                 _ = stop.changed() => return,
@@ -92,12 +95,12 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
                     .connections
                     .with_label_values(&[shared.camera.name.as_str(), outcome])
                     .inc();
-                backoff = initial;
+                backoff.reset();
             }
             Err((e, delivered)) => {
                 tracing::warn!(camera = %shared.camera.name, error = %e, "PutMedia connection ended; resending from the first unacknowledged fragment");
                 shared.status.update(|s| {
-                    s.upload = "retrying".into();
+                    s.upload = UploadState::Retrying;
                     s.upload_error = Some(e);
                 });
                 shared
@@ -108,20 +111,15 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
                 // Ask for the data endpoint again: the failure may be a moved endpoint.
                 uplink.endpoint = None;
                 if delivered {
-                    backoff = initial;
+                    backoff.reset();
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(jitter(backoff)) => {}
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
                     _ = stop.changed() => return,
                 }
-                backoff = (backoff * 2).min(shared.video.retry_max_backoff.get());
             }
         }
     }
-}
-
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.5 + rand::random::<f64>() * 0.5)
 }
 
 /// Control plane: client, stream, data endpoint (each kept once obtained).
@@ -151,7 +149,7 @@ async fn session(
     uplink: &mut Uplink,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<End, (String, bool)> {
-    shared.status.update(|s| s.upload = "connecting".into());
+    shared.status.update(|s| s.upload = UploadState::Connecting);
     let (kvs, endpoint, info) = prepare(shared, uplink).await.map_err(|e| (e, false))?;
     let stream = shared.camera.stream_name().to_string();
     let head = kvs
@@ -196,7 +194,7 @@ async fn session(
         .with_label_values(&[shared.camera.name.as_str(), "opened"])
         .inc();
     shared.status.update(|s| {
-        s.upload = "streaming".into();
+        s.upload = UploadState::Streaming;
         s.upload_error = None;
     });
 
