@@ -68,14 +68,7 @@ pub async fn run(
         None => None,
     };
     let mut sinks = sinks::build(&config, metrics.registry()).map_err(AgentError::Config)?;
-    let mut names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
-    if config.mqtt().is_some_and(|m| m.alerts) {
-        names.push(tillgate_mqtt::AlertSink::NAME.to_string());
-    }
-    #[cfg(feature = "video")]
-    if config.video().is_some() {
-        names.push(tillgate_video::tags::TagSink::NAME.to_string());
-    }
+    let names = crate::components::sink_names(&config, &sinks);
     let journal_path = config.data_path(&config.journal.path);
     let journal = Journal::open(&journal_path, &config.journal, names, Box::new(engine), metrics.clone())?;
     let draining = Arc::new(AtomicBool::new(false));

@@ -13,6 +13,7 @@
 //!   dead letters, the size budget. The only module that touches SQLite.
 //! - [`rules`]: rule files, conditions and the decision.
 //! - [`sinks`]: the runner that feeds each sink from its cursor.
+//! - [`components`]: the sources and sinks a config turns on, by name.
 //! - [`intake`]: what HTTP and source plugins (MQTT) share: parsing, the answer, the
 //!   refusal code, the dead letter.
 //! - [`http`]: the decision endpoint, health, metrics, status, and its own accept loop
@@ -26,6 +27,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod components;
 pub mod config;
 pub mod http;
 pub mod intake;

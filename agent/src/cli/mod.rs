@@ -222,19 +222,21 @@ fn check_config(path: &Path) -> i32 {
             return EXIT_CONFIG;
         }
     }
+    let sinks = match crate::sinks::build(&config, &prometheus::Registry::new()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tillgate: invalid configuration: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     println!(
-        "{}: ok ({} rules, {} reports; listen {}; journal {}; sinks: {})",
+        "{}: ok ({} rules, {} reports; journal {}; sources: {}; sinks: {})",
         path.display(),
         rules.rules.len(),
         rules.reports.len(),
-        config.http.listen,
         config.data_path(&config.journal.path).display(),
-        crate::sinks::build(&config, &prometheus::Registry::new())
-            .unwrap_or_default()
-            .iter()
-            .map(|s| s.name().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        crate::components::sources(&config).join(", "),
+        crate::components::sink_names(&config, &sinks).join(", ")
     );
     0
 }

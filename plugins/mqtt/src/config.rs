@@ -191,6 +191,12 @@ impl MqttConfig {
         self.port.unwrap_or(if self.tls.is_some() { 8883 } else { 1883 })
     }
 
+    /// `mqtt://host:port` or `mqtts://host:port`, for logs, status and check-config.
+    pub fn broker_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://{}:{}", self.host, self.port())
+    }
+
     /// Checks everything serde cannot and parses the topics.
     pub fn validate(&self) -> Result<Topics, ConfigError> {
         if self.host.trim().is_empty() {

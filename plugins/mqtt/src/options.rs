@@ -52,7 +52,7 @@ pub fn build(config: &MqttConfig) -> Result<ConnectOptions, ConfigError> {
         };
         o.set_credentials(user.clone(), password);
     }
-    let scheme = if let Some(tls) = &config.tls {
+    if let Some(tls) = &config.tls {
         let ca = read_pem(&tls.ca_file, "tls.ca_file", "CERTIFICATE")?;
         let client_auth = match (&tls.client_cert_file, &tls.client_key_file) {
             (Some(cert), Some(key)) => Some((
@@ -66,13 +66,10 @@ pub fn build(config: &MqttConfig) -> Result<ConnectOptions, ConfigError> {
             alpn: None,
             client_auth,
         }));
-        "mqtts"
-    } else {
-        "mqtt"
-    };
+    }
     Ok(ConnectOptions {
         options: o,
-        broker: format!("{scheme}://{}:{port}", config.host),
+        broker: config.broker_url(),
     })
 }
 
