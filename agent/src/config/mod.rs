@@ -4,6 +4,7 @@
 //! never a silent default. `config/tillgate.toml` documents every option.
 
 mod load;
+mod validate;
 
 #[cfg(test)]
 mod tests;
