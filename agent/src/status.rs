@@ -34,8 +34,9 @@ pub struct StatusReport {
 }
 
 /// Where the agent is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AgentState {
     /// Taking transactions.
     Running,
@@ -43,23 +44,6 @@ pub enum AgentState {
     Draining,
     /// Not running: the report was read from the journal file alone.
     Stopped,
-}
-
-impl AgentState {
-    /// As shown by `tillgate status` and the systemd STATUS line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AgentState::Running => "running",
-            AgentState::Draining => "draining",
-            AgentState::Stopped => "stopped",
-        }
-    }
-}
-
-impl std::fmt::Display for AgentState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// The journal's size and position.

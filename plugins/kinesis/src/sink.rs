@@ -140,11 +140,12 @@ impl KinesisSink {
         };
         let m = &self.shared.metrics;
         m.shards.with_label_values(&[&self.stream]).set(map.open_count() as i64);
+        let label: &'static str = reason.into();
         m.shard_map_refreshes
-            .with_label_values(&[&self.stream, reason.label()])
+            .with_label_values(&[self.stream.as_str(), label])
             .inc();
         if reason != MapRefresh::Timer {
-            tracing::info!(stream = %self.stream, shards = map.open_count(), reason = reason.label(), "shard map listed");
+            tracing::info!(stream = %self.stream, shards = map.open_count(), reason = label, "shard map listed");
         }
         self.budgets.retain(|id, _| map.get(id).is_some_and(|s| s.open));
         self.refresh = None;
@@ -288,7 +289,8 @@ impl Sink for KinesisSink {
 
 /// Why the shard map is listed again (the `reason` label of
 /// `kinesis_shard_map_refreshes_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 enum MapRefresh {
     /// No map yet.
     Start,
@@ -296,14 +298,4 @@ enum MapRefresh {
     Timer,
     /// A record landed on another shard than the map said, or a shard closed.
     Resharded,
-}
-
-impl MapRefresh {
-    fn label(self) -> &'static str {
-        match self {
-            MapRefresh::Start => "start",
-            MapRefresh::Timer => "timer",
-            MapRefresh::Resharded => "resharded",
-        }
-    }
 }

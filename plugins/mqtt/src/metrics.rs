@@ -111,8 +111,9 @@ impl MqttMetrics {
 }
 
 /// Where the MQTT connection is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, strum::Display, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum MqttState {
     /// The first connection is being made.
     #[default]
@@ -127,26 +128,6 @@ pub enum MqttState {
     Stopped,
     /// The connection task died (a bug): MQTT is down until a restart.
     Failed,
-}
-
-impl MqttState {
-    /// As shown in status and the systemd STATUS line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MqttState::Connecting => "connecting",
-            MqttState::Connected => "connected",
-            MqttState::Reconnecting => "reconnecting",
-            MqttState::Disconnected => "disconnected",
-            MqttState::Stopped => "stopped",
-            MqttState::Failed => "failed",
-        }
-    }
-}
-
-impl std::fmt::Display for MqttState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// What `tillgate status` shows about MQTT.

@@ -26,8 +26,9 @@ pub struct CameraStatus {
 }
 
 /// What a camera's pipeline is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, strum::Display, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CameraState {
     /// The pipeline is being built (at start and after every loss).
     #[default]
@@ -38,26 +39,10 @@ pub enum CameraState {
     Reconnecting,
 }
 
-impl CameraState {
-    /// As shown in status and the systemd STATUS line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CameraState::Starting => "starting",
-            CameraState::Streaming => "streaming",
-            CameraState::Reconnecting => "reconnecting",
-        }
-    }
-}
-
-impl std::fmt::Display for CameraState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// What a camera's uplink to Kinesis Video Streams is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, strum::Display, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum UploadState {
     /// `upload = false`: fragments stay in the ring.
     Off,
@@ -72,25 +57,6 @@ pub enum UploadState {
     Retrying,
 }
 
-impl UploadState {
-    /// As shown in status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UploadState::Off => "off",
-            UploadState::Idle => "idle",
-            UploadState::Connecting => "connecting",
-            UploadState::Streaming => "streaming",
-            UploadState::Retrying => "retrying",
-        }
-    }
-}
-
-impl std::fmt::Display for UploadState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,7 +64,7 @@ mod tests {
     #[test]
     fn states_serialize_as_the_words_status_has_always_shown() {
         for s in [CameraState::Starting, CameraState::Streaming, CameraState::Reconnecting] {
-            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(serde_json::to_value(s).unwrap(), s.to_string());
         }
         for s in [
             UploadState::Off,
@@ -107,7 +73,7 @@ mod tests {
             UploadState::Streaming,
             UploadState::Retrying,
         ] {
-            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(serde_json::to_value(s).unwrap(), s.to_string());
         }
     }
 }
