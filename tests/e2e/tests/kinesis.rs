@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tillgate_testkit::kinesis_check::{iot_toml, kinesis_toml, metric, static_credentials_env, Landed};
+use tillgate_testkit::checkers::kinesis::{iot_toml, kinesis_toml, metric, static_credentials_env, Landed};
 use tillgate_testkit::{make_tls_files, post_ndjson, txn, Agent, AgentOptions, FakeIot, FakeKinesis, FakeTes, Faults};
 
 fn options(extra_toml: String) -> AgentOptions {

@@ -3,8 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-use tillgate_testkit::kinesis_check::{kinesis_toml, static_credentials_env, Landed};
-use tillgate_testkit::kinesis_local::{read_stream_with_boto3, KinesisLocal};
+use tillgate_testkit::checkers::kinesis::{kinesis_toml, static_credentials_env, Landed};
+use tillgate_testkit::emulators::kinesis_local::{read_stream_with_boto3, KinesisLocal};
 use tillgate_testkit::{journal_bodies, post_ndjson, txn, Agent, AgentOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,11 +4,11 @@
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use tillgate_testkit::kvs_fake::{FakeKvs, KvsFaults};
-use tillgate_testkit::rtsp_camera::{CameraMode, RtspCamera};
-use tillgate_testkit::video_check::{
+use tillgate_testkit::checkers::video::{
     camera_status, ffmpeg_errors, ffprobe_frames, gaps, kvs_credentials_env, video_toml, wait_camera,
 };
+use tillgate_testkit::emulators::rtsp_camera::{CameraMode, RtspCamera};
+use tillgate_testkit::fakes::kvs::{FakeKvs, KvsFaults};
 use tillgate_testkit::{post, txn, Agent, AgentOptions};
 
 // `make test-arm64` runs the agent under qemu-aarch64-static with only

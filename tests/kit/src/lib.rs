@@ -2,34 +2,23 @@
 //! with a config of the test's making, and readers for what it leaves behind (the
 //! journal file, the archive). Tests assert on what a user would see.
 
-pub mod archive;
-pub mod broker;
-pub mod iot_fake;
-pub mod kinesis_bench;
-pub mod kinesis_check;
-pub mod kinesis_fake;
-pub mod kinesis_local;
-pub mod kvs_fake;
-pub mod kvs_sigv4;
-pub mod mkv_stream;
-pub mod mqtt_bench;
-pub mod outage;
+pub mod benches;
+pub mod checkers;
+pub mod emulators;
+pub mod fakes;
 pub mod process;
-pub mod rtsp_camera;
 pub mod small_fs;
 pub mod terminal;
-pub mod tes_fake;
 pub mod txns;
-pub mod video_check;
 
-pub use archive::{archive_lines, archive_txn_ids, missing_from_archive};
-pub use broker::{make_tls_files, Broker, BrokerOptions, TlsFiles};
-pub use iot_fake::FakeIot;
-pub use kinesis_fake::{FakeKinesis, Faults};
+pub use checkers::archive::{archive_lines, archive_txn_ids, missing_from_archive};
+pub use emulators::broker::{make_tls_files, Broker, BrokerOptions, TlsFiles};
+pub use fakes::iot::FakeIot;
+pub use fakes::kinesis::{FakeKinesis, Faults};
+pub use fakes::tes::FakeTes;
 pub use process::{run_cli, Agent, AgentOptions};
 pub use small_fs::SmallFs;
 pub use terminal::Terminal;
-pub use tes_fake::FakeTes;
 pub use txns::{basket, post, post_ndjson, txn};
 
 use std::collections::HashSet;

@@ -494,7 +494,7 @@ fn open_with_pack(path: &Path, config: &JournalConfig) -> Result<Journal> {
 }
 
 fn mqtt_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
-    use tillgate_testkit::mqtt_bench;
+    use tillgate_testkit::benches::mqtt as mqtt_bench;
     let dir = tempfile::tempdir()?;
     let broker = mqtt_bench::start_broker(&dir.path().join("broker"));
     let n = args.mqtt_messages;
@@ -542,7 +542,7 @@ fn mqtt_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
 }
 
 fn kinesis_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
-    use tillgate_testkit::kinesis_bench;
+    use tillgate_testkit::benches::kinesis as kinesis_bench;
     let dir = tempfile::tempdir()?;
     let figures = rt.block_on(kinesis_bench::run(&args.bin, dir.path(), args.kinesis_records))?;
     let results = json!({

@@ -10,8 +10,8 @@ use serde_json::json;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tillgate_testkit::kvs_fake::{self, FakeKvs};
-use tillgate_testkit::rtsp_camera::{CameraMode, RtspCamera};
+use tillgate_testkit::emulators::rtsp_camera::{CameraMode, RtspCamera};
+use tillgate_testkit::fakes::kvs::{self, FakeKvs};
 
 /// CPU seconds per second of `pid` over `seconds`, after `warmup`.
 fn cpu_rate(pid: u32, warmup: Duration, seconds: u64) -> f64 {
@@ -39,8 +39,8 @@ fn start_agent(bin: &Path, dir: &Path, kvs: &str, url: &str, cameras: usize) -> 
     let child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&config)
-        .env("AWS_ACCESS_KEY_ID", kvs_fake::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", kvs_fake::SECRET_KEY)
+        .env("AWS_ACCESS_KEY_ID", kvs::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", kvs::SECRET_KEY)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("agent.log"))?)

@@ -1,7 +1,7 @@
 //! Helpers for the camera tests: the `[video]` config, the agent's view of a camera,
 //! and checks of received video with tools nobody here wrote (ffmpeg, ffprobe).
 
-use crate::kvs_fake::{self, Received};
+use crate::fakes::kvs::{self, Received};
 use crate::Agent;
 use std::path::Path;
 use std::process::Command;
@@ -19,13 +19,13 @@ pub fn video_toml(kvs: &str, stream: &str, source: &str, extra: &str) -> String 
 
 /// The agent's credentials for the fake (its access key and secret).
 pub fn kvs_credentials_env() -> Vec<(String, String)> {
-    let mut env = crate::kinesis_check::static_credentials_env();
+    let mut env = crate::checkers::kinesis::static_credentials_env();
     for (k, v) in &mut env {
         if k == "AWS_ACCESS_KEY_ID" {
-            *v = kvs_fake::ACCESS_KEY.into();
+            *v = kvs::ACCESS_KEY.into();
         }
         if k == "AWS_SECRET_ACCESS_KEY" {
-            *v = kvs_fake::SECRET_KEY.into();
+            *v = kvs::SECRET_KEY.into();
         }
     }
     env

@@ -2,7 +2,7 @@
 //! secret (aws-sigv4, the library the AWS SDKs use) and the signatures compared, for
 //! both ways producers hash PutMedia's streaming body.
 
-use crate::kvs_fake::{ACCESS_KEY, SECRET_KEY};
+use crate::fakes::kvs::{ACCESS_KEY, SECRET_KEY};
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;

@@ -12,7 +12,7 @@
 //! What landed can be read back per shard, de-aggregated as the KCL does it (dropping
 //! sub-records outside the shard's range, which are counted).
 
-use crate::outage::OutageListener;
+use crate::fakes::outage::OutageListener;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

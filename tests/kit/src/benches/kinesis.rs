@@ -7,8 +7,8 @@
 //! own counters. Twice: without shard limits (the agent's own ceiling) and with the real
 //! per-shard limits (1 MiB/s and 1,000 records/s per shard), whose ceiling is computed.
 
-use crate::kinesis_check::{metric, static_credentials_env};
-use crate::kinesis_fake::{FakeKinesis, Faults};
+use crate::checkers::kinesis::{metric, static_credentials_env};
+use crate::fakes::kinesis::{FakeKinesis, Faults};
 use crate::process::free_port;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@
 //! `{AccessKeyId, SecretAccessKey, Token, Expiration}`. The keys it hands out are shared
 //! with [`crate::FakeKinesis::require_keys`].
 
-use crate::iot_fake::IssuedKeys;
+use crate::fakes::iot::IssuedKeys;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;

@@ -2,15 +2,15 @@
 //! PutMedia. Control plane (REST-JSON): CreateStream, DescribeStream, GetDataEndpoint
 //! (returning its own address). PutMedia: checks the SigV4 signature (body hashed as
 //! empty, like the C SDK, or UNSIGNED-PAYLOAD, like the Java SDK) and the PutMedia
-//! headers, reads the MKV stream as it arrives ([`crate::mkv_stream`]) with the
+//! headers, reads the MKV stream as it arrives ([`crate::checkers::mkv`]) with the
 //! service's rules, answers BUFFERING / RECEIVED / PERSISTED (or ERROR with the real
 //! ErrorIds, then closes), allows one connection per stream, and keeps every fragment
 //! for inspection. Faults: outage (connections dropped and refused), a connection
 //! dropped after N fragments, delayed PERSISTED, an error ACK for the next fragment.
 
-use crate::kvs_sigv4::verify_signature;
-use crate::mkv_stream::{Event as MkvEvent, MkvStream, ParsedFragment};
-use crate::outage::OutageListener;
+use crate::checkers::mkv::{Event as MkvEvent, MkvStream, ParsedFragment};
+use crate::fakes::outage::OutageListener;
+use crate::fakes::sigv4::verify_signature;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;

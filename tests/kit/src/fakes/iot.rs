@@ -3,7 +3,7 @@
 //! `x-amzn-iot-thingname`, answering short-lived keys. The keys it hands out are shared
 //! with [`crate::FakeKinesis::require_keys`], which refuses them once expired.
 
-use crate::broker::TlsFiles;
+use crate::emulators::broker::TlsFiles;
 use axum::extract::Path as UrlPath;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

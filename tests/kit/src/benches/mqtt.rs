@@ -9,7 +9,7 @@
 //! 3. Publish-to-decision latency at 5,000 txn/s offered, from each transaction's
 //!    scheduled send time to its decision's arrival at the terminal.
 
-use crate::broker::{Broker, BrokerOptions};
+use crate::emulators::broker::{Broker, BrokerOptions};
 use crate::terminal::Terminal;
 use anyhow::{Context, Result};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
