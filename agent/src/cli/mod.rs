@@ -174,6 +174,10 @@ async fn run(path: &Path) -> i32 {
     // Handlers first: a SIGTERM while the config loads or the journal replays is a clean
     // stop once the agent is up, not the default action that kills it mid-start.
     let shutdown = shutdown_signal();
+    // Likewise SIGHUP (`systemctl reload`), whose default action would kill the agent
+    // before the reload handler exists: one that comes while starting is ignored (the
+    // rules are being read then anyway). tokio keeps the handler for the process's life.
+    let _hangup_while_starting = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -276,28 +280,28 @@ async fn show_status(path: &Path, json: bool) -> i32 {
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
+    // A running agent whose answer this tillgate cannot read (another version) is not
+    // reported as stopped: the message says which.
     let live = match req.send().await {
-        Ok(r) if r.status().is_success() => r
-            .bytes()
-            .await
-            .ok()
-            .and_then(|b| serde_json::from_slice::<status::StatusReport>(&b).ok()),
-        _ => None,
+        Ok(r) if r.status().is_success() => match r.bytes().await {
+            Ok(b) => serde_json::from_slice::<status::StatusReport>(&b).map_err(|e| {
+                format!("the agent at {url} answered a status this tillgate cannot read ({e}; another version?)")
+            }),
+            Err(e) => Err(format!("the agent at {url} did not finish its answer ({e})")),
+        },
+        _ => Err(format!("the agent is not answering at {url}")),
     };
     let report = match live {
-        Some(r) => r,
-        None => {
+        Ok(r) => r,
+        Err(why) => {
             let journal = config.data_path(&config.journal.path);
             match status::offline(&journal) {
                 Ok(r) => {
-                    eprintln!("tillgate: the agent is not answering at {url}; reading the journal directly");
+                    eprintln!("tillgate: {why}; reading the journal directly");
                     r
                 }
                 Err(e) => {
-                    eprintln!(
-                        "tillgate: the agent is not answering at {url}, and {} cannot be read: {e}",
-                        journal.display()
-                    );
+                    eprintln!("tillgate: {why}, and {} cannot be read: {e}", journal.display());
                     return 69;
                 }
             }

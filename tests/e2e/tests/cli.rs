@@ -143,34 +143,69 @@ async fn simulate_reports_throughput_latency_and_writes_json() {
 /// action that kills the process mid-start.
 #[test]
 fn sigterm_during_start_up_is_a_clean_stop() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    use std::time::{Duration, Instant};
-    let dir = scratch_dir();
-    Agent::start(&dir, &AgentOptions::default()).stop();
-    let log_path = dir.join("start-stop.log");
-    let mut child = tillgate_testkit::process::command()
-        .args(["run", "--config"])
-        .arg(dir.join("tillgate.toml"))
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !log().contains("tillgate starting") {
-        assert!(Instant::now() < deadline, "no start-up line:\n{}", log());
-        std::thread::sleep(Duration::from_millis(1));
+    let mut starting = StartingAgent::spawn();
+    starting.signal(Signal::SIGTERM);
+    starting.expect_clean_exit("SIGTERM during start-up");
+}
+
+/// `systemctl reload` (SIGHUP) while the agent starts must not kill it either.
+#[test]
+fn sighup_during_start_up_does_not_kill_the_agent() {
+    let mut starting = StartingAgent::spawn();
+    starting.signal(Signal::SIGHUP);
+    starting.wait_for_line("tillgate ready");
+    starting.signal(Signal::SIGTERM);
+    starting.expect_clean_exit("SIGHUP during start-up, then SIGTERM");
+}
+
+use nix::sys::signal::Signal;
+
+/// The agent as a process that has logged its first line and is still starting.
+struct StartingAgent {
+    child: std::process::Child,
+    log_path: std::path::PathBuf,
+}
+
+impl StartingAgent {
+    fn spawn() -> Self {
+        let dir = scratch_dir();
+        Agent::start(&dir, &AgentOptions::default()).stop();
+        let log_path = dir.join("start-stop.log");
+        let child = tillgate_testkit::process::command()
+            .args(["run", "--config"])
+            .arg(dir.join("tillgate.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let starting = StartingAgent { child, log_path };
+        starting.wait_for_line("tillgate starting");
+        starting
     }
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let status = child.wait().unwrap();
-    assert!(
-        status.success(),
-        "exit {status} after SIGTERM during start-up:\n{}",
-        log()
-    );
-    assert!(log().contains("tillgate stopped"), "{}", log());
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn wait_for_line(&self, line: &str) {
+        use std::time::{Duration, Instant};
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains(line) {
+            assert!(Instant::now() < deadline, "no `{line}` line:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn expect_clean_exit(&mut self, what: &str) {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit {status} after {what}:\n{}", self.log());
+        assert!(self.log().contains("tillgate stopped"), "{}", self.log());
+    }
 }
 
 /// `check-config` says everything the agent would start: every source and every sink,
