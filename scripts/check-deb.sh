@@ -21,6 +21,7 @@ grep -qx /etc/tillgate/tillgate.toml "$scratch/DEBIAN/conffiles" || fail "tillga
 grep -qx /etc/tillgate/rules/20-amounts.toml "$scratch/DEBIAN/conffiles" || fail "the rule pack is not conffiles"
 depends=$(dpkg-deb -f "$deb" Depends)
 grep -q libc6 <<<"$depends" || fail "Depends ($depends) does not name libc6"
+grep -q ca-certificates <<<"$depends" || fail "Depends ($depends) does not name ca-certificates (the trust store of every HTTPS client)"
 for dep in libgstreamer1.0-0 libgstreamer-plugins-base1.0-0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad; do
   grep -q "$dep" <<<"$depends" || fail "Depends ($depends) does not name $dep (cameras)"
 done

@@ -21,10 +21,10 @@ set -euo pipefail
 deb=$(realpath "${1:?usage: vm-test.sh tillgate_<version>_amd64.deb}")
 cache=${TILLGATE_VM_CACHE:-/var/cache/tillgate-vm}
 # Bump when the guest's package list or setup changes: the cached image is rebuilt.
-image=$cache/bookworm-4.img
+image=$cache/bookworm-5.img
 key=$cache/id_ed25519
 mirror=${TILLGATE_VM_MIRROR:-http://deb.debian.org/debian}
-packages=systemd,systemd-sysv,dbus,udev,kmod,initramfs-tools,linux-image-amd64,openssh-server,sqlite3,procps
+packages=systemd,systemd-sysv,dbus,udev,kmod,initramfs-tools,linux-image-amd64,openssh-server,sqlite3,procps,ca-certificates
 # The package's dependencies beyond the base system, installed with apt in the root
 # (debootstrap's own resolver cannot pick providers of virtual packages they need).
 extra=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)

@@ -255,3 +255,26 @@ fn semantic_errors_are_located_in_inline_tables_quoted_keys_and_after_multi_line
         "{e}"
     );
 }
+
+/// A zero first wait would retry in a busy loop.
+#[test]
+fn zero_backoffs_are_refused() {
+    let e = load_str("[mqtt]\nhost = \"broker\"\nreconnect_initial = \"0s\"\n").unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("mqtt.reconnect_initial"), Some(3)),
+        "{e}"
+    );
+}
+
+#[cfg(feature = "video")]
+#[test]
+fn a_zero_camera_backoff_is_refused() {
+    let e = load_str("[video]\nretry_initial_backoff = \"0s\"\n[[video.cameras]]\nname = \"a\"\nsource = \"test\"\n")
+        .unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("video.retry_initial_backoff"), Some(2)),
+        "{e}"
+    );
+}

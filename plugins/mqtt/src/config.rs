@@ -229,6 +229,10 @@ impl MqttConfig {
         if self.session_expiry.get().as_secs() > u64::from(u32::MAX) {
             return Err(err("session_expiry", "must be at most 4294967295s (MQTT 5 limit)"));
         }
+        // Zero would reconnect in a busy loop against a broker that refuses.
+        if self.reconnect_initial.get().is_zero() {
+            return Err(err("reconnect_initial", "must be more than 0s"));
+        }
         if self.reconnect_initial.get() > self.reconnect_max.get() {
             return Err(err("reconnect_initial", "is longer than `reconnect_max`"));
         }

@@ -30,7 +30,7 @@ impl Backoff {
     /// The wait before the next attempt, jittered, and doubles the one after it.
     pub fn next_wait(&mut self) -> Duration {
         let d = self.next;
-        self.next = (self.next * 2).min(self.max);
+        self.next = self.next.saturating_mul(2).min(self.max);
         d.mul_f64(rand::rng().random_range(0.5..1.0))
     }
 

@@ -61,6 +61,13 @@ pub enum UploadState {
 mod tests {
     use super::*;
 
+    /// `tillgate status` lays states out in columns (`{:<12}`).
+    #[test]
+    fn states_fill_the_width_they_are_given() {
+        assert_eq!(format!("{:<12}|", CameraState::Streaming), "streaming   |");
+        assert_eq!(format!("{:>6}|", UploadState::Off), "   off|");
+    }
+
     #[test]
     fn states_serialize_as_the_words_status_has_always_shown() {
         for s in [CameraState::Starting, CameraState::Streaming, CameraState::Reconnecting] {

@@ -141,6 +141,13 @@ fn valid_stream_name(s: &str) -> bool {
 impl VideoConfig {
     /// Checks values and combinations; every error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // Zero would restart a lost camera and reconnect the uplink in a busy loop.
+        if self.retry_initial_backoff.get().is_zero() || self.retry_initial_backoff > self.retry_max_backoff {
+            return Err(err(
+                "retry_initial_backoff",
+                "must be more than 0s and at most retry_max_backoff",
+            ));
+        }
         let fragment = self.fragment_duration.get();
         if fragment < Duration::from_secs(1) || fragment > Duration::from_secs(10) {
             return Err(err(
