@@ -1,20 +1,23 @@
-//! Wiring: config → rules, journal, sinks, HTTP; then the drain on shutdown.
+//! Wiring: config → rules, journal, the enabled components and their sinks, HTTP;
+//! then the drain on shutdown. No plugin is named here: `components` registers them.
 
+use crate::components;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::intake::Intake;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::rules::{self, Engine};
-use crate::sinks::{self, SinkRunner};
+use crate::sinks::SinkRunners;
 use crate::systemd::{self, Liveness, Notifier};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tillgate_mqtt::Mqtt;
-use tokio::sync::watch;
+use tillgate_sdk::component::IntakeStopper;
+use tillgate_sdk::{Component, ComponentConfig, Ingest, Sink, StartContext};
+use tokio::task::AbortHandle;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,83 +62,39 @@ pub async fn run(
     let engine = build_engine(&config, &metrics).map_err(|e| AgentError::Config(e.to_string()))?;
     let active = active_ids(&engine);
     let (rule_count, report_count) = (active.0.len(), active.1.len());
-    let token = match &config.http.token {
-        Some(secret) => Some(
-            secret
-                .read()
-                .map_err(|e| AgentError::Config(format!("http.token: {e}")))?,
-        ),
-        None => None,
-    };
-    let mut sinks = sinks::build(&config, metrics.registry()).map_err(AgentError::Config)?;
-    let names = crate::components::sink_names(&config, &sinks);
+    let token = read_token(&config)?;
     let journal_path = config.data_path(&config.journal.path);
-    let journal = Journal::open(&journal_path, &config.journal, names, Box::new(engine), metrics.clone())?;
+    let journal = Journal::open(
+        &journal_path,
+        &config.journal,
+        components::sink_names(&config),
+        Box::new(engine),
+        metrics.clone(),
+    )?;
     let draining = Arc::new(AtomicBool::new(false));
-    #[cfg(feature = "video")]
-    let cameras = match config.video() {
-        Some(v) => {
-            let mut cameras = tillgate_video::Cameras::start(v, &config.data_path(&v.dir), metrics.registry())
-                .map_err(|e| AgentError::Config(e.to_string()))?;
-            if let Some(tags) = cameras.take_tag_sink() {
-                sinks.push(Box::new(tags));
-            }
-            Some(cameras)
-        }
-        None => None,
+    let intake: Arc<dyn Ingest> = Arc::new(Intake::new(
+        journal.clone(),
+        metrics.clone(),
+        draining.clone(),
+        config.intake.max_txn_bytes.get() as usize,
+    ));
+    let cx = StartContext {
+        ingest: &intake,
+        registry: metrics.registry(),
+        data_dir: &config.data_dir,
     };
-    let mqtt = match config.mqtt() {
-        Some(m) => {
-            let intake = Intake::new(
-                journal.clone(),
-                metrics.clone(),
-                draining.clone(),
-                config.intake.max_txn_bytes.get() as usize,
-            );
-            let (mqtt, alerts) = Mqtt::start(m, Arc::new(intake), metrics.registry())
-                .map_err(|e| AgentError::Config(format!("mqtt: {e}")))?;
-            if let Some(alerts) = alerts {
-                sinks.push(Box::new(alerts));
-            }
-            Some(mqtt)
-        }
-        None => None,
-    };
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| AgentError::Bind {
-            addr: config.http.listen,
-            source,
-        })?;
+    let Started { running, sinks } = start_components(components::enabled(&config), cx)?;
+    let listener = bind(config.http.listen).await?;
     let addr = listener.local_addr().map_err(|source| AgentError::Bind {
         addr: config.http.listen,
         source,
     })?;
-
-    let (drain_tx, drain_rx) = watch::channel(None);
-    let mut runners = Vec::new();
-    let mut statuses = Vec::new();
-    let mut live_sinks = Vec::new();
-    for sink in sinks {
-        let runner = SinkRunner::new(
-            sink,
-            journal.clone(),
-            metrics.clone(),
-            config.sinks.batch_records,
-            config.sinks.retry_initial_backoff.get(),
-            config.sinks.retry_max_backoff.get(),
-        );
-        let status = runner.status();
-        let handle = tokio::spawn(runner.run(drain_rx.clone()));
-        live_sinks.push((status.name.clone(), handle.abort_handle()));
-        statuses.push(status);
-        runners.push(handle);
-    }
+    let runners = SinkRunners::start(sinks, &journal, &metrics, &config.sinks);
     let state = Arc::new(AppState {
         journal: journal.clone(),
         metrics,
-        sinks: statuses,
-        draining: draining.clone(),
+        sinks: runners.statuses(),
+        draining,
         token,
         max_body_bytes: config.http.max_body_bytes.get() as usize,
         max_txn_bytes: config.intake.max_txn_bytes.get() as usize,
@@ -144,11 +103,7 @@ pub async fn run(
         max_batch_lines: config.http.max_batch_lines,
         started: Instant::now(),
         active_rules: std::sync::Mutex::new(active),
-        mqtt: mqtt.as_ref().map(Mqtt::status_handle),
-        cameras: camera_statuses(
-            #[cfg(feature = "video")]
-            &cameras,
-        ),
+        components: running.iter().filter_map(|c| c.status()).collect(),
     });
     tracing::info!(
         %addr,
@@ -160,113 +115,195 @@ pub async fn run(
         "tillgate ready"
     );
     on_ready(addr, state.clone());
-    if let Some(m) = &mqtt {
-        live_sinks.push(("mqtt".to_string(), m.liveness()));
-    }
     let notifier = Notifier::from_env();
     notifier.ready(&format!("ready on {addr}; journal seq {}", journal.last_seq()));
-    let supervisor = tokio::spawn(systemd::supervise(
-        notifier,
-        state.clone(),
-        Liveness {
-            journal: journal.clone(),
-            sinks: live_sinks,
-        },
-    ));
-    let reloader = tokio::spawn(reload_on_sighup(
-        config.clone(),
-        journal.clone(),
-        state.clone(),
-        notifier,
-    ));
+    let mut tasks = runners.tasks();
+    tasks.extend(running.iter().flat_map(|c| c.tasks()));
+    let background = Background::start(&config, &state, notifier, tasks);
 
-    let app = http::router(state.clone());
-    let draining = state.clone();
-    let mqtt_drainer = mqtt.as_ref().map(Mqtt::drainer);
-    let stop_started = Arc::new(std::sync::Mutex::new(None::<Instant>));
-    let stop_at = stop_started.clone();
-    let writer = journal.clone();
-    let writer_died = Arc::new(std::sync::Mutex::new(None::<String>));
-    let died = writer_died.clone();
-    let graceful = async move {
-        tokio::select! {
-            _ = shutdown => {}
-            why = writer.failed() => {
-                tracing::error!(error = %why, "the journal writer died: stopping");
-                *died.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
-            }
-        }
-        *stop_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        notifier.stopping();
-        draining.draining.store(true, Ordering::Release);
-        if let Some(d) = mqtt_drainer {
-            d.drain();
-        }
-        tracing::info!("shutting down: intake stopped, finishing in-flight requests");
-    };
-    let limits = http::server::Limits {
-        max_connections: config.http.max_connections,
-        header_timeout: config.http.header_timeout.get(),
-        idle_timeout: config.http.idle_timeout.get(),
-        // Never longer than the whole stop.
-        shutdown_grace: config
-            .http
-            .shutdown_grace
-            .get()
-            .min(config.shutdown.drain_timeout.get()),
-    };
-    http::server::serve(listener, app, limits, state.metrics.clone(), graceful).await;
+    let stop = Arc::new(Stop::default());
+    let intake_stoppers: Vec<IntakeStopper> = running.iter().filter_map(|c| c.intake_stopper()).collect();
+    let graceful = stop
+        .clone()
+        .begin(shutdown, journal.clone(), notifier, state.clone(), intake_stoppers);
+    http::server::serve(
+        listener,
+        http::router(state.clone()),
+        http_limits(&config),
+        state.metrics.clone(),
+        graceful,
+    )
+    .await;
 
     // The whole stop (HTTP's graceful phase included) is bounded by drain_timeout.
-    let stopped_at = stop_started
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .unwrap_or_else(Instant::now);
-    let deadline = stopped_at + config.shutdown.drain_timeout.get();
-    drain_tx.send_replace(Some(deadline));
-    for r in runners {
-        let _ = r.await;
+    runners
+        .drain_until(stop.started_at() + config.shutdown.drain_timeout.get())
+        .await;
+    warn_of_backlog(&state);
+    // After the sinks: the MQTT alert sink publishes over the MQTT connection, camera
+    // tags go to the camera tasks.
+    for component in running {
+        component.stop().await;
     }
-    let left: Vec<String> = state
-        .sinks
-        .iter()
-        .filter(|s| journal.cursor(&s.name) < journal.last_seq())
-        .map(|s| s.name.clone())
-        .collect();
-    if !left.is_empty() {
-        tracing::warn!(sinks = ?left, "drain deadline passed with a backlog; it stays in the journal for the next start");
-    }
-    #[cfg(feature = "video")]
-    if let Some(cameras) = cameras {
-        // Each pipeline stores its open fragment; unsent fragments wait on disk.
-        cameras.stop().await;
-    }
-    if let Some(mqtt) = mqtt {
-        // After the sinks: the alert sink publishes over this connection.
-        mqtt.close().await;
-    }
-    reloader.abort();
-    supervisor.abort();
+    background.abort();
     journal.close().await;
-    if let Some(why) = writer_died.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    if let Some(why) = stop.writer_died() {
         return Err(AgentError::WriterDied(why));
     }
     tracing::info!(last_seq = journal.last_seq(), "tillgate stopped");
     Ok(())
 }
 
-/// How status reads the cameras.
-#[cfg(feature = "video")]
-fn camera_statuses(cameras: &Option<tillgate_video::Cameras>) -> Option<crate::http::CameraStatuses> {
-    let handles = cameras.as_ref()?.status_handles();
-    Some(crate::http::CameraStatuses(Box::new(move || {
-        handles.iter().map(|h| h.get()).collect()
-    })))
+/// The systemd supervisor (STATUS, watchdog) and the SIGHUP rule reloader.
+struct Background {
+    supervisor: tokio::task::JoinHandle<()>,
+    reloader: tokio::task::JoinHandle<()>,
 }
 
-#[cfg(not(feature = "video"))]
-fn camera_statuses() -> Option<crate::http::CameraStatuses> {
-    None
+impl Background {
+    fn start(config: &Config, state: &Arc<AppState>, notifier: Notifier, tasks: Vec<(String, AbortHandle)>) -> Self {
+        let liveness = Liveness {
+            journal: state.journal.clone(),
+            tasks,
+        };
+        Background {
+            supervisor: tokio::spawn(systemd::supervise(notifier, state.clone(), liveness)),
+            reloader: tokio::spawn(reload_on_sighup(
+                config.clone(),
+                state.journal.clone(),
+                state.clone(),
+                notifier,
+            )),
+        }
+    }
+
+    fn abort(self) {
+        self.reloader.abort();
+        self.supervisor.abort();
+    }
+}
+
+/// The HTTP server's limits; its graceful phase never outlasts the whole stop.
+fn http_limits(config: &Config) -> http::server::Limits {
+    http::server::Limits {
+        max_connections: config.http.max_connections,
+        header_timeout: config.http.header_timeout.get(),
+        idle_timeout: config.http.idle_timeout.get(),
+        shutdown_grace: config
+            .http
+            .shutdown_grace
+            .get()
+            .min(config.shutdown.drain_timeout.get()),
+    }
+}
+
+/// `http.token`, read from its secret.
+fn read_token(config: &Config) -> Result<Option<String>, AgentError> {
+    config
+        .http
+        .token
+        .as_ref()
+        .map(|secret| {
+            secret
+                .read()
+                .map_err(|e| AgentError::Config(format!("http.token: {e}")))
+        })
+        .transpose()
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, AgentError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Bind { addr, source })
+}
+
+/// The running components and the sinks they brought.
+struct Started {
+    running: Vec<Box<dyn Component>>,
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+/// Starts every enabled component; returns them and the sinks they brought, which must
+/// be the sinks they named before the journal opened (their cursors).
+fn start_components(enabled: Vec<&dyn ComponentConfig>, cx: StartContext<'_>) -> Result<Started, AgentError> {
+    let mut running = Vec::new();
+    let mut sinks = Vec::new();
+    for component in enabled {
+        let mut started = component.start(cx).map_err(AgentError::Config)?;
+        let brought = started.take_sinks();
+        let named = component.sink_names();
+        if brought.iter().map(|s| s.name()).ne(named.iter().map(String::as_str)) {
+            return Err(AgentError::Config(format!(
+                "{}: started sinks {:?} but named {named:?} for the journal's cursors (a bug in the plugin)",
+                component.section(),
+                brought.iter().map(|s| s.name()).collect::<Vec<_>>()
+            )));
+        }
+        sinks.extend(brought);
+        running.push(started);
+    }
+    Ok(Started { running, sinks })
+}
+
+/// A sink still behind at the drain deadline keeps its backlog for the next start.
+fn warn_of_backlog(state: &AppState) {
+    let journal = &state.journal;
+    let left: Vec<&str> = state
+        .sinks
+        .iter()
+        .filter(|s| journal.cursor(&s.name) < journal.last_seq())
+        .map(|s| s.name.as_str())
+        .collect();
+    if !left.is_empty() {
+        tracing::warn!(sinks = ?left, "drain deadline passed with a backlog; it stays in the journal for the next start");
+    }
+}
+
+/// When the stop began, and whether the journal writer's death began it.
+#[derive(Debug, Default)]
+struct Stop {
+    started: std::sync::Mutex<Option<Instant>>,
+    writer_died: std::sync::Mutex<Option<String>>,
+}
+
+impl Stop {
+    /// Resolves when the agent must stop (the shutdown signal or a dead journal writer),
+    /// after closing intake everywhere: HTTP answers 503, components stop taking input.
+    async fn begin(
+        self: Arc<Self>,
+        shutdown: impl Future<Output = ()>,
+        journal: Journal,
+        notifier: Notifier,
+        state: Arc<AppState>,
+        intake_stoppers: Vec<IntakeStopper>,
+    ) {
+        tokio::select! {
+            _ = shutdown => {}
+            why = journal.failed() => {
+                tracing::error!(error = %why, "the journal writer died: stopping");
+                *lock(&self.writer_died) = Some(why);
+            }
+        }
+        *lock(&self.started) = Some(Instant::now());
+        notifier.stopping();
+        state.draining.store(true, Ordering::Release);
+        for stop_intake in &intake_stoppers {
+            stop_intake();
+        }
+        tracing::info!("shutting down: intake stopped, finishing in-flight requests");
+    }
+
+    fn started_at(&self) -> Instant {
+        lock(&self.started).unwrap_or_else(Instant::now)
+    }
+
+    fn writer_died(&self) -> Option<String> {
+        lock(&self.writer_died).take()
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Rule and report ids of an engine, for status.
@@ -320,5 +357,70 @@ async fn reload_on_sighup(config: Config, journal: Journal, state: Arc<AppState>
                 notifier.ready("rule reload failed; the previous rules stay active");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tillgate_sdk::{CheckContext, ConfigError, SinkSet};
+
+    /// A plugin that names one sink for the journal's cursors and brings another.
+    struct Misnamed;
+
+    impl ComponentConfig for Misnamed {
+        fn section(&self) -> &'static str {
+            "misnamed"
+        }
+        fn enabled(&self) -> bool {
+            true
+        }
+        fn check(&self, _cx: &CheckContext) -> Result<(), ConfigError> {
+            Ok(())
+        }
+        fn sink_names(&self) -> Vec<String> {
+            vec!["archive".into()]
+        }
+        fn start(&self, cx: StartContext<'_>) -> Result<Box<dyn Component>, String> {
+            let config = tillgate_archive::ArchiveConfig {
+                dir: cx.data_dir.to_path_buf(),
+                ..Default::default()
+            };
+            let sink = tillgate_archive::ArchiveSink::new("elsewhere", config);
+            Ok(Box::new(SinkSet(vec![Box::new(sink)])))
+        }
+    }
+
+    struct NoIngest;
+
+    #[async_trait::async_trait]
+    impl Ingest for NoIngest {
+        async fn submit(&self, _s: tillgate_sdk::Submission<'_>) -> tillgate_sdk::PendingVerdict {
+            unreachable!("nothing is submitted")
+        }
+        fn max_txn_bytes(&self) -> usize {
+            0
+        }
+    }
+
+    #[test]
+    fn a_component_that_brings_other_sinks_than_it_named_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ingest: Arc<dyn Ingest> = Arc::new(NoIngest);
+        let registry = prometheus::Registry::new();
+        let cx = StartContext {
+            ingest: &ingest,
+            registry: &registry,
+            data_dir: dir.path(),
+        };
+        let Err(e) = start_components(vec![&Misnamed], cx) else {
+            panic!("started");
+        };
+        assert_eq!(e.exit_code(), 78);
+        assert!(
+            e.to_string()
+                .contains("misnamed: started sinks [\"elsewhere\"] but named [\"archive\"]"),
+            "{e}"
+        );
     }
 }

@@ -25,12 +25,10 @@ pub struct StatusReport {
     pub active_rules: Vec<String>,
     #[serde(default)]
     pub active_reports: Vec<String>,
-    /// The MQTT connection, when `[mqtt]` is configured and the agent runs.
-    #[serde(default)]
-    pub mqtt: Option<tillgate_mqtt::MqttStatus>,
-    /// Cameras (`[video]`), when the agent runs with some.
-    #[serde(default)]
-    pub cameras: Vec<tillgate_sdk::CameraStatus>,
+    /// Each running component's section, by key (`mqtt`, `cameras`), as it reports it;
+    /// `components::status_views` says how a person reads each.
+    #[serde(flatten)]
+    pub components: BTreeMap<String, serde_json::Value>,
 }
 
 /// Where the agent is in its life.
@@ -179,8 +177,7 @@ pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
         rule_hits: by_label(&state.metrics.rule_hits, "rule"),
         active_rules: active.0,
         active_reports: active.1,
-        mqtt: state.mqtt.as_ref().map(|m| m.get()),
-        cameras: state.cameras.as_ref().map(|c| (c.0)()).unwrap_or_default(),
+        components: state.components.iter().map(|c| (c.key.to_string(), c.read())).collect(),
     })
 }
 
@@ -231,8 +228,7 @@ pub fn offline(path: &Path) -> rusqlite::Result<StatusReport> {
         rule_hits: BTreeMap::new(),
         active_rules: Vec::new(),
         active_reports: Vec::new(),
-        mqtt: None,
-        cameras: Vec::new(),
+        components: BTreeMap::new(),
     })
 }
 
@@ -322,49 +318,16 @@ pub fn render_text(r: &StatusReport) -> String {
                 .join(", ")
         );
     }
-    if let Some(m) = &r.mqtt {
-        let _ = writeln!(
-            s,
-            "mqtt     {:<12} {} as {}  session {}  in flight {}  unacked publishes {}  subscribed {}{}{}",
-            m.state,
-            m.broker,
-            m.client_id,
-            if m.session_resumed { "resumed" } else { "new" },
-            m.in_flight,
-            m.unacked_publishes,
-            m.subscriptions.join(", "),
-            if m.subscribed { "" } else { " (not acknowledged yet)" },
-            m.last_error
-                .as_ref()
-                .map(|e| format!("  last error: {e}"))
-                .unwrap_or_default()
-        );
-    }
-    for c in &r.cameras {
-        let errors: Vec<String> = c.errors.iter().map(|(id, n)| format!("{id}×{n}")).collect();
-        let _ = writeln!(
-            s,
-            "camera   {:<12} {:<12} {:.1} fps {:.0} kbit/s  fragments stored {} sent {} acknowledged {}  backlog {} ({:.0} s)  upload {} → {}{}{}{}{}",
-            c.name,
-            c.state,
-            c.fps,
-            c.bitrate_bps / 1000.0,
-            c.fragments_stored,
-            c.fragments_sent,
-            c.fragments_acknowledged,
-            c.backlog_fragments,
-            c.backlog_seconds,
-            c.upload,
-            c.stream,
-            if c.fragments_evicted + c.fragments_dead > 0 {
-                format!("  evicted {} refused {}", c.fragments_evicted, c.fragments_dead)
-            } else {
-                String::new()
-            },
-            if errors.is_empty() { String::new() } else { format!("  errors {}", errors.join(" ")) },
-            c.last_error.as_ref().map(|e| format!("  camera error: {e}")).unwrap_or_default(),
-            c.upload_error.as_ref().map(|e| format!("  upload error: {e}")).unwrap_or_default(),
-        );
+    for (key, value) in &r.components {
+        match crate::components::status_view(key) {
+            Some(view) => view.lines(value).iter().for_each(|line| {
+                let _ = writeln!(s, "{line}");
+            }),
+            // A section this build cannot read (another build's component): as it came.
+            None => {
+                let _ = writeln!(s, "{key:<8} {value}");
+            }
+        }
     }
     let _ = writeln!(s, "dead letters {}", r.dead_letters.count);
     for d in &r.dead_letters.recent {

@@ -83,9 +83,9 @@ impl Notifier {
 #[derive(Debug)]
 pub struct Liveness {
     pub journal: Journal,
-    /// The sink runners and the MQTT connection task: one that ended before shutdown is
-    /// stuck work.
-    pub sinks: Vec<(String, AbortHandle)>,
+    /// The sink runners and the components' tasks (the MQTT connection): one that ended
+    /// before shutdown is stuck work.
+    pub tasks: Vec<(String, AbortHandle)>,
 }
 
 impl Liveness {
@@ -106,7 +106,7 @@ impl Liveness {
                 }
             }
         }
-        self.sinks
+        self.tasks
             .iter()
             .find(|(_, h)| h.is_finished())
             .map(|(name, _)| format!("the {name} task has stopped"))
@@ -141,7 +141,8 @@ pub async fn supervise(notifier: Notifier, state: Arc<AppState>, liveness: Liven
     }
 }
 
-/// One line for `systemctl status`: journal position, each sink's backlog and error, MQTT.
+/// One line for `systemctl status`: journal position, each sink's backlog and error, and
+/// each component's summary (MQTT's state, each camera's backlog).
 pub fn status_line(state: &AppState) -> Option<String> {
     let report = crate::status::collect(state).ok()?;
     let mut line = format!(
@@ -161,14 +162,13 @@ pub fn status_line(state: &AppState) -> Option<String> {
             line.push_str(&format!(" (error: {short})"));
         }
     }
-    if let Some(m) = &report.mqtt {
-        line.push_str(&format!("; mqtt {}", m.state));
-    }
-    for c in &report.cameras {
-        line.push_str(&format!(
-            "; camera {} {} backlog {:.0} s",
-            c.name, c.state, c.backlog_seconds
-        ));
+    for (key, value) in &report.components {
+        for part in crate::components::status_view(key)
+            .map(|v| v.summary(value))
+            .unwrap_or_default()
+        {
+            line.push_str(&format!("; {part}"));
+        }
     }
     Some(line)
 }
@@ -222,7 +222,7 @@ mod tests {
         journal.submit_many((0..1_500).map(txn).collect()).await;
         let liveness = Liveness {
             journal: journal.clone(),
-            sinks: Vec::new(),
+            tasks: Vec::new(),
         };
         assert_eq!(liveness.problem(Duration::from_millis(300)).await, None);
         let reloading = {

@@ -122,7 +122,12 @@ pub async fn run(duration: Duration, data_dir: Option<PathBuf>) -> i32 {
         let _ = std::io::stdout().flush();
     })
     .await;
-    let cameras = state.cameras.as_ref().map(|c| (c.0)()).unwrap_or_default();
+    let cameras = state
+        .components
+        .iter()
+        .find(|c| c.key == "cameras")
+        .map(|c| c.read())
+        .unwrap_or_default();
     println!("\n\n  draining: intake stopped, archive flushing...");
     let _ = stop_tx.send(());
     match agent.await {
@@ -144,9 +149,9 @@ pub async fn run(duration: Duration, data_dir: Option<PathBuf>) -> i32 {
 }
 
 /// The demo camera: what it recorded and where the fragments are.
-fn cameras_summary(cameras: &[tillgate_sdk::CameraStatus], cfg: &config::Config) {
+fn cameras_summary(cameras: &serde_json::Value, cfg: &config::Config) {
     #[cfg(feature = "video")]
-    for c in cameras {
+    for c in serde_json::from_value::<Vec<tillgate_video::CameraStatus>>(cameras.clone()).unwrap_or_default() {
         let ring = cfg
             .video
             .as_ref()
@@ -191,7 +196,7 @@ fn write_rule_pack(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn summary(r: &simulate::SimReport, cfg: &config::Config, dir: &Path, cameras: &[tillgate_sdk::CameraStatus]) {
+fn summary(r: &simulate::SimReport, cfg: &config::Config, dir: &Path, cameras: &serde_json::Value) {
     println!("\nsummary");
     println!(
         "  transactions  {} sent, {} decided ({:.0}/s)",

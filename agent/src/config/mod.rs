@@ -71,22 +71,6 @@ impl Config {
         }
     }
 
-    /// The MQTT section, if present and enabled.
-    pub fn mqtt(&self) -> Option<&MqttConfig> {
-        self.mqtt.as_ref().filter(|m| m.enabled)
-    }
-
-    /// The Kinesis section, if present and enabled.
-    pub fn kinesis(&self) -> Option<&KinesisConfig> {
-        self.kinesis.as_ref().filter(|k| k.enabled)
-    }
-
-    /// The video section, if present, enabled and with at least one camera.
-    #[cfg(feature = "video")]
-    pub fn video(&self) -> Option<&tillgate_video::VideoConfig> {
-        self.video.as_ref().filter(|v| v.enabled && !v.cameras.is_empty())
-    }
-
     /// The archive sink's config with its directory resolved, if the archive is enabled.
     pub fn archive(&self) -> Option<ArchiveConfig> {
         let mut a = self.sinks.archive.clone().unwrap_or_default();

@@ -84,9 +84,10 @@ fn mqtt_errors_name_key_line_and_what_is_allowed() {
 #[test]
 fn a_disabled_mqtt_section_is_not_checked_against_the_filesystem() {
     let c = load_str("[mqtt]\nenabled = false\n[mqtt.tls]\nca_file = \"/nonexistent/ca.pem\"\n").unwrap();
-    assert!(c.mqtt().is_none());
+    assert_eq!(crate::components::sources(&c).len(), 1, "only HTTP: MQTT is off");
     let c = load_str("[mqtt]\nhost = \"10.0.0.2\"\n").unwrap();
-    assert_eq!(c.mqtt().map(|m| m.port()), Some(1883));
+    assert_eq!(c.mqtt.as_ref().map(|m| m.port()), Some(1883));
+    assert_eq!(crate::components::sources(&c)[1], "mqtt mqtt://10.0.0.2:1883");
 }
 
 #[test]
@@ -151,7 +152,7 @@ fn documented_section(from: &str, to: &str) -> String {
 fn the_documented_kinesis_section_is_valid_once_uncommented() {
     let section = documented_section("# [kinesis]", "# [kinesis.iot]");
     let c = load_str(&section).unwrap_or_else(|e| panic!("{e}\n{section}"));
-    let k = c.kinesis().expect("enabled");
+    let k = c.kinesis.as_ref().filter(|k| k.enabled).expect("enabled");
     assert_eq!(k.streams.pairs().len(), 3);
     assert_eq!(k.aggregate_max_bytes.get(), 50 * 1024);
 }
@@ -161,7 +162,7 @@ fn the_documented_kinesis_section_is_valid_once_uncommented() {
 fn the_documented_video_section_is_valid_once_uncommented() {
     let section = documented_section("# [video]", "[shutdown]");
     let c = load_str(&section).unwrap_or_else(|e| panic!("{e}\n{section}"));
-    let v = c.video().expect("enabled with a camera");
+    let v = c.video.as_ref().filter(|v| v.enabled).expect("enabled with a camera");
     assert_eq!(v.cameras[0].stream_name(), "store-042-door");
     assert_eq!(v.fragment_duration.get(), std::time::Duration::from_secs(2));
 }

@@ -2,8 +2,6 @@
 //! returns the dotted key and a message that says what is allowed; `load` adds the line.
 
 use super::{Config, HttpConfig, JournalConfig, SinksConfig};
-use tillgate_archive::ArchiveConfig;
-use tillgate_mqtt::MqttConfig;
 
 type Problem = (String, String);
 
@@ -13,17 +11,9 @@ pub(super) fn validate(c: &Config) -> Result<(), Problem> {
     let max_txn = validate_intake(c)?;
     validate_http(&c.http)?;
     validate_sinks(&c.sinks)?;
-    if let Some(m) = c.mqtt() {
-        validate_mqtt(m, max_txn)?;
-    }
-    if let Some(k) = c.kinesis() {
-        tillgate_kinesis::check(k).map_err(|e| (e.key, e.message))?;
-    }
-    #[cfg(feature = "video")]
-    if let Some(v) = &c.video {
-        if v.enabled {
-            tillgate_video::check(v).map_err(|e| (e.key, e.message))?;
-        }
+    let cx = tillgate_sdk::CheckContext { max_txn_bytes: max_txn };
+    for component in crate::components::enabled(c) {
+        component.check(&cx).map_err(|e| (e.key, e.message))?;
     }
     #[cfg(not(feature = "video"))]
     if c.video.is_some() {
@@ -146,7 +136,7 @@ fn validate_http(h: &HttpConfig) -> Result<(), Problem> {
     Ok(())
 }
 
-/// `[sinks]`: batch size and retry timing, then the archive.
+/// `[sinks]`: batch size and retry timing (each sink checks its own section).
 fn validate_sinks(s: &SinksConfig) -> Result<(), Problem> {
     if s.batch_records == 0 || s.batch_records > 100_000 {
         return Err((
@@ -158,60 +148,6 @@ fn validate_sinks(s: &SinksConfig) -> Result<(), Problem> {
         return Err((
             "sinks.retry_initial_backoff".into(),
             "must be more than 0s and at most sinks.retry_max_backoff".into(),
-        ));
-    }
-    if let Some(a) = &s.archive {
-        validate_archive(a)?;
-    }
-    Ok(())
-}
-
-/// `[sinks.archive]`: channels, and a total budget that holds the open files.
-fn validate_archive(a: &ArchiveConfig) -> Result<(), Problem> {
-    if a.channels.is_empty() {
-        return Err((
-            "sinks.archive.channels".into(),
-            "is empty; allowed: transactions, decisions, alerts".into(),
-        ));
-    }
-    if a.max_file_bytes.get() < 1024 {
-        return Err(("sinks.archive.max_file_bytes".into(), "allowed: at least 1KiB".into()));
-    }
-    // The files being written (one per channel) are never deleted: the budget must
-    // hold them and one complete file besides.
-    let least = a.max_file_bytes.get().saturating_mul(a.channels.len() as u64 + 1);
-    if a.max_total_bytes.get() < least {
-        return Err((
-            "sinks.archive.max_total_bytes".into(),
-            format!(
-                "{} cannot hold the {} files being written and one complete file; allowed: at least {} \
-                 ((channels + 1) × max_file_bytes)",
-                a.max_total_bytes,
-                a.channels.len(),
-                tillgate_sdk::ByteSize(least)
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// `[mqtt]`: the plugin's own checks, and packets large enough for a transaction.
-fn validate_mqtt(m: &MqttConfig, max_txn: u64) -> Result<(), Problem> {
-    // Templates, and the password and TLS files read now: a missing file is a config
-    // error at start, not a reconnect loop.
-    tillgate_mqtt::check(m).map_err(|e| (e.key, e.message))?;
-    // A payload up to the limit, its topic and properties must fit in a packet the
-    // broker may send us; larger ones arrive and are refused visibly.
-    let least = max_txn + 64 * 1024;
-    if m.max_packet_bytes.get() < least {
-        return Err((
-            "mqtt.max_packet_bytes".into(),
-            format!(
-                "{} cannot carry a transaction of intake.max_txn_bytes ({}) with its topic; allowed: at least {}",
-                m.max_packet_bytes,
-                tillgate_sdk::ByteSize(max_txn),
-                tillgate_sdk::ByteSize(least)
-            ),
         ));
     }
     Ok(())

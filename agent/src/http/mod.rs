@@ -22,16 +22,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use subtle::ConstantTimeEq;
 
-/// Reads every camera's status now (a closure, so the agent needs no video types
-/// when built without cameras).
-pub struct CameraStatuses(pub Box<dyn Fn() -> Vec<tillgate_sdk::CameraStatus> + Send + Sync>);
-
-impl std::fmt::Debug for CameraStatuses {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CameraStatuses")
-    }
-}
-
 /// Shared by every request.
 #[derive(Debug)]
 pub struct AppState {
@@ -53,10 +43,8 @@ pub struct AppState {
     pub started: Instant,
     /// Ids of the rules and reports deciding now (replaced on a successful reload).
     pub active_rules: std::sync::Mutex<(Vec<String>, Vec<String>)>,
-    /// The MQTT connection's status, when `[mqtt]` is configured.
-    pub mqtt: Option<tillgate_mqtt::StatusHandle>,
-    /// Each camera's status, when `[video]` has cameras.
-    pub cameras: Option<CameraStatuses>,
+    /// The components' sections of the status report (`mqtt`, `cameras`).
+    pub components: Vec<tillgate_sdk::StatusSection>,
 }
 
 /// The router over `state`.

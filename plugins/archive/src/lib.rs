@@ -16,10 +16,12 @@
 //! complete files go, oldest first, counted.
 
 mod budget;
+mod component;
 mod config;
 mod file;
 mod repair;
 
+pub use component::NAME;
 pub use config::{ArchiveConfig, Compression};
 
 use async_trait::async_trait;

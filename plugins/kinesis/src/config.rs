@@ -162,19 +162,11 @@ pub struct IotConfig {
     pub refresh_before: HumanDuration,
 }
 
-/// A config problem with its dotted key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{key}`: {message}")]
-pub struct ConfigError {
-    pub key: String,
-    pub message: String,
-}
+pub use tillgate_sdk::ConfigError;
 
+/// A config problem with its key below `kinesis`.
 pub(crate) fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: format!("kinesis.{key}"),
-        message: message.into(),
-    }
+    ConfigError::at("kinesis", key, message)
 }
 
 impl KinesisConfig {

@@ -11,6 +11,7 @@
 
 pub mod aggregate;
 pub mod client;
+mod component;
 pub mod config;
 pub mod credentials;
 pub mod https;

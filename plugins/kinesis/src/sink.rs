@@ -66,10 +66,15 @@ pub struct KinesisSink {
 const RESHARD_ROUNDS: usize = 4;
 
 impl KinesisSink {
+    /// The sink's name for a channel: its journal cursor, metrics label and status line.
+    pub fn name_for(channel: Channel) -> String {
+        format!("kinesis-{channel}")
+    }
+
     /// The sink for `channel` → `stream`, named `kinesis-{channel}`.
     pub fn new(shared: Arc<Shared>, channel: Channel, stream: &str) -> Self {
         KinesisSink {
-            name: format!("kinesis-{channel}"),
+            name: Self::name_for(channel),
             channels: [channel],
             stream: stream.to_string(),
             shared,

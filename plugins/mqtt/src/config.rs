@@ -158,20 +158,11 @@ fn default_connect_timeout() -> HumanDuration {
 /// MQTT's largest packet: 268,435,455 bytes (a 4-byte remaining length).
 const MAX_MQTT_PACKET: u64 = 268_435_455;
 
-/// A semantic config error: the key (below `mqtt`) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    /// Dotted key, e.g. `mqtt.decision_topic`.
-    pub key: String,
-    pub message: String,
-}
+pub use tillgate_sdk::ConfigError;
 
-fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: format!("mqtt.{key}"),
-        message: message.into(),
-    }
+/// A semantic config error: the key below `mqtt` and what is wrong.
+pub(crate) fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::at("mqtt", key, message)
 }
 
 /// The topic templates, parsed.

@@ -14,6 +14,7 @@
 
 pub mod acks;
 pub mod alerts;
+mod component;
 pub mod config;
 pub mod connection;
 pub mod intake;
@@ -23,6 +24,7 @@ pub mod outbox;
 pub mod topic;
 
 pub use alerts::AlertSink;
+pub use component::{MqttView, STATUS_VIEW};
 pub use config::{ConfigError, MqttConfig, TlsConfig};
 pub use metrics::{MqttState, MqttStatus};
 

@@ -3,8 +3,8 @@
 //! Every file and secret is read once at start, so a missing CA file or an empty
 //! password file is a config error (exit 78) naming the key, not a reconnect loop.
 
-use crate::config::ConfigError;
 use crate::config::MqttConfig;
+use crate::config::{err, ConfigError};
 use rumqttc::v5::MqttOptions;
 use rumqttc::{TlsConfiguration, Transport};
 use std::path::Path;
@@ -71,13 +71,6 @@ pub fn build(config: &MqttConfig) -> Result<ConnectOptions, ConfigError> {
         options: o,
         broker: config.broker_url(),
     })
-}
-
-fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: format!("mqtt.{key}"),
-        message: message.into(),
-    }
 }
 
 /// Reads a PEM file and checks it holds a block of the expected kind

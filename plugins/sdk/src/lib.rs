@@ -6,13 +6,15 @@
 //! input to [`Ingest`] and get a durable [`Verdict`]. That is how the
 //! architecture invariant "plugins do not touch SQLite" holds by construction.
 //!
-//! Layout: [`record`] (what travels), [`sink`] (the delivery contract for sinks),
+//! Layout: [`component`] (how a plugin is configured, started, watched and stopped),
+//! [`record`] (what travels), [`sink`] (the delivery contract for sinks),
 //! [`ingest`] (the intake contract for sources), [`pan`] (the card-number guard every
 //! component that quotes input uses), [`units`] and [`secret`] (config types shared by
 //! the agent and plugins).
 
 pub mod backoff;
-pub mod camera;
+pub mod component;
+mod config_error;
 mod error_chain;
 pub mod ingest;
 pub mod pan;
@@ -22,7 +24,8 @@ pub mod sink;
 pub mod units;
 
 pub use backoff::Backoff;
-pub use camera::{CameraState, CameraStatus, UploadState};
+pub use component::{CheckContext, Component, ComponentConfig, SinkSet, StartContext, StatusSection, StatusView};
+pub use config_error::ConfigError;
 pub use error_chain::error_chain;
 pub use ingest::{Ingest, PendingVerdict, Submission, Verdict};
 pub use record::{Channel, Record};

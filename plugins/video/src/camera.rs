@@ -7,11 +7,12 @@ use crate::fragmenter::{Fragment, Fragmenter};
 use crate::metrics::VideoMetrics;
 use crate::mkv;
 use crate::source::{Source, SourceEvent};
+use crate::status::CameraState;
 use crate::status::StatusHandle;
 use crate::store::{Eviction, FragmentStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tillgate_sdk::{Backoff, CameraState};
+use tillgate_sdk::Backoff;
 use tokio::sync::{mpsc, watch, Notify};
 
 /// No frame for this long means the camera is gone even if the pipeline says nothing.

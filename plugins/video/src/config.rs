@@ -112,19 +112,11 @@ pub enum SourceKind {
     Test,
 }
 
-/// A `[video]` mistake: the dotted key and why.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    pub key: String,
-    pub message: String,
-}
+pub use tillgate_sdk::ConfigError;
 
-fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: format!("video.{}", key.into()),
-        message: message.into(),
-    }
+/// A `[video]` mistake: the dotted key below `video` and why.
+pub(crate) fn err(key: impl AsRef<str>, message: impl Into<String>) -> ConfigError {
+    ConfigError::at("video", key, message)
 }
 
 impl CameraConfig {

@@ -2,7 +2,7 @@
 //! fragments kept in a bounded on-disk ring, and PutMedia to Kinesis Video Streams that
 //! deletes a fragment only once KVS acknowledged it — so an uplink outage costs no video.
 //!
-//! Layout: [`config`] (`[video]`), [`source`] (the pipeline → frames), [`fragmenter`]
+//! Layout: [`config`] (`[video]`), `component` (how the agent starts and stops it), [`source`] (the pipeline → frames), [`fragmenter`]
 //! (frames → fragments, gateway-clock timecodes), [`mkv`] (the bytes), [`store`] (the
 //! ring), [`camera`] (pipeline task, reconnects), [`kvs`] (control plane, signed
 //! PutMedia head), [`uploader`] (the PutMedia connection and its ACKs), [`ack`],
@@ -10,6 +10,7 @@
 
 pub mod ack;
 pub mod camera;
+mod component;
 pub mod config;
 pub mod fragmenter;
 pub mod kvs;
@@ -21,8 +22,9 @@ pub mod store;
 pub mod tags;
 pub mod uploader;
 
+pub use component::STATUS_VIEW;
 pub use config::{ConfigError, VideoConfig};
-pub use status::CameraStatus;
+pub use status::{CameraState, CameraStatus, UploadState};
 
 use camera::CameraShared;
 use status::StatusHandle;
@@ -38,10 +40,7 @@ pub fn check(config: &VideoConfig) -> Result<(), ConfigError> {
     if config.cameras.is_empty() {
         return Ok(());
     }
-    gstreamer::init().map_err(|e| ConfigError {
-        key: "video".into(),
-        message: format!("GStreamer cannot start: {e}"),
-    })?;
+    gstreamer::init().map_err(|e| config::err("", format!("GStreamer cannot start: {e}")))?;
     for (i, camera) in config.cameras.iter().enumerate() {
         let description = source::describe(camera, config.fragment_duration.get().as_secs() as u32);
         for element in description.split('!').filter_map(|part| part.split_whitespace().next()) {
@@ -49,12 +48,12 @@ pub fn check(config: &VideoConfig) -> Result<(), ConfigError> {
                 continue; // caps
             }
             if gstreamer::ElementFactory::find(element).is_none() {
-                return Err(ConfigError {
-                    key: format!("video.cameras[{i}].source"),
-                    message: format!(
+                return Err(config::err(
+                    format!("cameras[{i}].source"),
+                    format!(
                         "GStreamer element `{element}` is not installed (Debian: gstreamer1.0-plugins-base, -good, -bad, -ugly)"
                     ),
-                });
+                ));
             }
         }
     }
@@ -131,6 +130,16 @@ impl Cameras {
             stop,
             tag_sink,
         })
+    }
+
+    /// No cameras: nothing runs, nothing is reported.
+    pub fn none() -> Cameras {
+        Cameras {
+            statuses: Vec::new(),
+            tasks: Vec::new(),
+            stop: watch::channel(false).0,
+            tag_sink: None,
+        }
     }
 
     /// The `video-tags` journal sink (alerts channel → fragment tags); `None` without

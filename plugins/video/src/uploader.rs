@@ -9,13 +9,14 @@ use crate::ack::{self, Ack, AckReader, ErrorAction, Event};
 use crate::camera::CameraShared;
 use crate::kvs::{Kvs, StreamInfo};
 use crate::mkv;
+use crate::status::UploadState;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 use tillgate_kinesis::limiter::ShardBudget;
 use tillgate_sdk::error_chain;
-use tillgate_sdk::{Backoff, UploadState};
+use tillgate_sdk::Backoff;
 use tokio::sync::{mpsc, watch};
 
 /// How a connection ended without error.
