@@ -31,6 +31,9 @@ pub enum AgentError {
     /// The HTTP listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// A plugin broke the component contract (a bug, not a config problem).
+    #[error("{0} (a bug in the plugin)")]
+    Plugin(String),
     /// The journal writer died while running: nothing can be journaled until a restart.
     #[error("the journal writer died ({0}); stopping so that the service manager restarts the agent")]
     WriterDied(String),
@@ -39,13 +42,13 @@ pub enum AgentError {
 impl AgentError {
     /// The process exit code: 78 (EX_CONFIG) for bad config so systemd does not
     /// restart-loop, 74 (EX_IOERR) for storage, 69 (EX_UNAVAILABLE) for the listener,
-    /// 70 (EX_SOFTWARE) for a writer that died.
+    /// 70 (EX_SOFTWARE) for a writer that died or a plugin that broke its contract.
     pub fn exit_code(&self) -> i32 {
         match self {
             AgentError::Config(_) => 78,
             AgentError::Journal(_) => 74,
             AgentError::Bind { .. } => 69,
-            AgentError::WriterDied(_) => 70,
+            AgentError::WriterDied(_) | AgentError::Plugin(_) => 70,
         }
     }
 }
@@ -83,7 +86,7 @@ pub async fn run(
         registry: metrics.registry(),
         data_dir: &config.data_dir,
     };
-    let Started { running, sinks } = start_components(components::enabled(&config), cx)?;
+    let Started { running, sinks } = start_components(components::enabled(&config), cx).await?;
     let listener = bind(config.http.listen).await?;
     let addr = listener.local_addr().map_err(|source| AgentError::Bind {
         addr: config.http.listen,
@@ -142,7 +145,7 @@ pub async fn run(
     warn_of_backlog(&state);
     // After the sinks: the MQTT alert sink publishes over the MQTT connection, camera
     // tags go to the camera tasks.
-    for component in running {
+    for component in running.into_iter().rev() {
         component.stop().await;
     }
     background.abort();
@@ -224,25 +227,63 @@ struct Started {
 }
 
 /// Starts every enabled component; returns them and the sinks they brought, which must
-/// be the sinks they named before the journal opened (their cursors).
-fn start_components(enabled: Vec<&dyn ComponentConfig>, cx: StartContext<'_>) -> Result<Started, AgentError> {
-    let mut running = Vec::new();
-    let mut sinks = Vec::new();
+/// be the sinks they named before the journal opened (their cursors), with status keys
+/// of their own. When one cannot start, those already started are stopped, last first.
+async fn start_components(enabled: Vec<&dyn ComponentConfig>, cx: StartContext<'_>) -> Result<Started, AgentError> {
+    let mut started = Started {
+        running: Vec::new(),
+        sinks: Vec::new(),
+    };
+    let mut keys: Vec<&'static str> = crate::status::FIXED_KEYS.to_vec();
     for component in enabled {
-        let mut started = component.start(cx).map_err(AgentError::Config)?;
-        let brought = started.take_sinks();
-        let named = component.sink_names();
-        if brought.iter().map(|s| s.name()).ne(named.iter().map(String::as_str)) {
-            return Err(AgentError::Config(format!(
-                "{}: started sinks {:?} but named {named:?} for the journal's cursors (a bug in the plugin)",
-                component.section(),
-                brought.iter().map(|s| s.name()).collect::<Vec<_>>()
+        let outcome = match component.start(cx) {
+            Ok(mut running) => {
+                let fit = fits(component, running.as_mut(), &mut keys);
+                started.running.push(running);
+                fit
+            }
+            Err(e) => Err(AgentError::Config(e)),
+        };
+        match outcome {
+            Ok(sinks) => started.sinks.extend(sinks),
+            Err(e) => {
+                for running in started.running.into_iter().rev() {
+                    running.stop().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(started)
+}
+
+/// The sinks of a started component, if they are those it named, and if its status key
+/// is its own.
+fn fits(
+    config: &dyn ComponentConfig,
+    running: &mut dyn Component,
+    keys: &mut Vec<&'static str>,
+) -> Result<Vec<Box<dyn Sink>>, AgentError> {
+    let brought = running.take_sinks();
+    let named = config.sink_names();
+    if brought.iter().map(|s| s.name()).ne(named.iter().map(String::as_str)) {
+        return Err(AgentError::Plugin(format!(
+            "{}: started sinks {:?} but named {named:?} for the journal's cursors",
+            config.section(),
+            brought.iter().map(|s| s.name()).collect::<Vec<_>>()
+        )));
+    }
+    if let Some(section) = running.status() {
+        if keys.contains(&section.key) {
+            return Err(AgentError::Plugin(format!(
+                "{}: its status key `{}` is taken",
+                config.section(),
+                section.key
             )));
         }
-        sinks.extend(brought);
-        running.push(started);
+        keys.push(section.key);
     }
-    Ok(Started { running, sinks })
+    Ok(brought)
 }
 
 /// A sink still behind at the drain deadline keeps its backlog for the next start.
@@ -403,8 +444,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_component_that_brings_other_sinks_than_it_named_is_refused() {
+    #[tokio::test]
+    async fn a_component_that_brings_other_sinks_than_it_named_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let ingest: Arc<dyn Ingest> = Arc::new(NoIngest);
         let registry = prometheus::Registry::new();
@@ -413,10 +454,10 @@ mod tests {
             registry: &registry,
             data_dir: dir.path(),
         };
-        let Err(e) = start_components(vec![&Misnamed], cx) else {
+        let Err(e) = start_components(vec![&Misnamed], cx).await else {
             panic!("started");
         };
-        assert_eq!(e.exit_code(), 78);
+        assert_eq!(e.exit_code(), 70);
         assert!(
             e.to_string()
                 .contains("misnamed: started sinks [\"elsewhere\"] but named [\"archive\"]"),

@@ -9,6 +9,20 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
+/// The report's own keys: no component's status section may take one.
+pub const FIXED_KEYS: [&str; 10] = [
+    "version",
+    "state",
+    "uptime_s",
+    "journal",
+    "sinks",
+    "dead_letters",
+    "decisions",
+    "rule_hits",
+    "active_rules",
+    "active_reports",
+];
+
 /// The whole report.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -319,14 +333,16 @@ pub fn render_text(r: &StatusReport) -> String {
         );
     }
     for (key, value) in &r.components {
-        match crate::components::status_view(key) {
-            Some(view) => view.lines(value).iter().for_each(|line| {
-                let _ = writeln!(s, "{line}");
-            }),
-            // A section this build cannot read (another build's component): as it came.
-            None => {
-                let _ = writeln!(s, "{key:<8} {value}");
-            }
+        let lines = crate::components::status_view(key)
+            .map(|view| view.lines(value))
+            .unwrap_or_default();
+        let empty = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
+        if lines.is_empty() && !empty {
+            // A section this build cannot read (another version's or build's): as it came.
+            let _ = writeln!(s, "{key:<8} {value}");
+        }
+        for line in lines {
+            let _ = writeln!(s, "{line}");
         }
     }
     let _ = writeln!(s, "dead letters {}", r.dead_letters.count);

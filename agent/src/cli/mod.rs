@@ -265,7 +265,7 @@ async fn show_status(path: &Path, json: bool) -> i32 {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let client = tillgate_kinesis::https::client_builder()
+    let client = tillgate_aws::https::client_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("HTTP client builds");

@@ -127,7 +127,7 @@ impl Tally {
 
 /// Runs the simulation; `progress` is called about twice a second.
 pub async fn run(config: SimConfig, mut progress: impl FnMut(Progress)) -> SimReport {
-    let client = tillgate_kinesis::https::client_builder()
+    let client = tillgate_aws::https::client_builder()
         .pool_max_idle_per_host(config.terminals)
         .tcp_nodelay(true)
         .build()

@@ -3,7 +3,6 @@
 //! [`ShardMap`], PutRecords, and every failure sorted by what to do about it.
 
 use crate::config::KinesisConfig;
-use crate::credentials::{self, CachedCredentials};
 use crate::plan::Entry;
 use crate::shards::{ShardMap, ShardMapError, ShardRange};
 use aws_config::identity::IdentityCache;
@@ -15,6 +14,7 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use std::time::Duration;
+use tillgate_aws::credentials::{self, CachedCredentials};
 
 /// A failed call, by what the sink does next.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -3,7 +3,7 @@
 
 use crate::partition::PartitionKeyTemplate;
 use serde::Deserialize;
-use std::path::PathBuf;
+pub use tillgate_aws::IotConfig;
 use tillgate_sdk::{ByteSize, Channel, HumanDuration};
 
 /// Kinesis Data Streams' own limits (DESIGN.md, "Kinesis Data Streams facts").
@@ -140,28 +140,6 @@ pub enum Order {
     Relaxed,
 }
 
-/// `[kinesis.iot]`: temporary credentials from the AWS IoT Core credentials provider.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IotConfig {
-    /// The account's credentials endpoint (`aws iot describe-endpoint --endpoint-type
-    /// iot:CredentialProvider`), host name or `https://host[:port]`.
-    pub endpoint: String,
-    /// The IoT role alias that names the IAM role.
-    pub role_alias: String,
-    /// The thing name sent as `x-amzn-iot-thingname`.
-    pub thing_name: String,
-    /// The thing's certificate and private key (PEM).
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    /// CA bundle for the endpoint; absent means the system roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Fetch new credentials this long before the old ones expire.
-    #[serde(default = "default_refresh_before")]
-    pub refresh_before: HumanDuration,
-}
-
 pub use tillgate_sdk::ConfigError;
 
 /// A config problem with its key below `kinesis`.
@@ -268,43 +246,9 @@ impl KinesisConfig {
             return Err(err("max_attempts_per_shipment", "allowed: 1 or more"));
         }
         if let Some(iot) = &self.iot {
-            iot.validate()?;
+            iot.validate("kinesis")?;
         }
         Ok(template)
-    }
-}
-
-impl IotConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        for (key, value) in [
-            ("endpoint", &self.endpoint),
-            ("role_alias", &self.role_alias),
-            ("thing_name", &self.thing_name),
-        ] {
-            if value.trim().is_empty() {
-                return Err(err(&format!("iot.{key}"), "is empty"));
-            }
-        }
-        if self.endpoint.starts_with("http://") {
-            return Err(err(
-                "iot.endpoint",
-                "must use https: the credentials provider authenticates the thing by its certificate",
-            ));
-        }
-        let files = [("cert_file", Some(&self.cert_file)), ("key_file", Some(&self.key_file))];
-        for (key, path) in files.into_iter().chain([("ca_file", self.ca_file.as_ref())]) {
-            if let Some(path) = path {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| err(&format!("iot.{key}"), format!("cannot read {}: {e}", path.display())))?;
-                if !text.contains("-----BEGIN ") {
-                    return Err(err(
-                        &format!("iot.{key}"),
-                        format!("{} is not a PEM file", path.display()),
-                    ));
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -355,7 +299,4 @@ fn default_attempts() -> u32 {
 }
 fn default_shard_map_refresh() -> HumanDuration {
     HumanDuration::secs(600)
-}
-fn default_refresh_before() -> HumanDuration {
-    HumanDuration::secs(300)
 }

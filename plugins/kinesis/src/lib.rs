@@ -5,17 +5,14 @@
 //! Layout: [`config`] (`[kinesis]`), [`sink`] (one sink per stream: a shipment, routed
 //! and acknowledged), [`shard_task`] (one shard's share: pack, budget, put, retry),
 //! [`plan`] (packing records into Kinesis records), [`aggregate`] (the KPL format),
-//! [`partition`] (keys and hash keys), [`shards`] (the shard map), [`limiter`] (per-shard
-//! budgets), [`client`] (the SDK calls and error classes), [`credentials`] (the IoT
-//! Core X.509 provider and a cache), [`metrics`].
+//! [`partition`] (keys and hash keys), [`shards`] (the shard map), [`client`] (the SDK
+//! calls and error classes), [`metrics`]. Credentials, the per-shard budget and the
+//! HTTPS stack come from `tillgate-aws`, shared with the camera uplink.
 
 pub mod aggregate;
 pub mod client;
 mod component;
 pub mod config;
-pub mod credentials;
-pub mod https;
-pub mod limiter;
 pub mod metrics;
 pub mod partition;
 pub mod plan;

@@ -9,11 +9,11 @@
 
 use crate::client::{CallError, Kinesis, PutResult};
 use crate::config::Order;
-use crate::limiter::ShardBudget;
 use crate::metrics::KinesisMetrics;
 use crate::plan::{put_units, Entry, Oversize, Packing, Routed};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tillgate_aws::limiter::ShardBudget;
 use tillgate_sdk::Backoff;
 
 /// What every shard task of one sink shares.

@@ -9,7 +9,6 @@
 
 use crate::client::{CallError, Kinesis};
 use crate::config::KinesisConfig;
-use crate::limiter::ShardBudget;
 use crate::metrics::KinesisMetrics;
 use crate::partition::{hash_key, PartitionKeyTemplate};
 use crate::plan::{aggregate_cap, Packing, Routed};
@@ -20,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
+use tillgate_aws::limiter::ShardBudget;
 use tillgate_sdk::{Channel, Record, Sink, SinkError};
 use tokio::sync::OnceCell;
 use tokio::task::JoinSet;

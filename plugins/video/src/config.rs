@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
-use tillgate_kinesis::config::IotConfig;
+use tillgate_aws::IotConfig;
 use tillgate_sdk::{ByteSize, HumanDuration};
 
 /// `[video]`.
@@ -174,10 +174,7 @@ impl VideoConfig {
             ));
         }
         if let Some(iot) = &self.iot {
-            iot.validate().map_err(|e| ConfigError {
-                key: e.key.replacen("kinesis.", "video.", 1),
-                message: e.message,
-            })?;
+            iot.validate("video")?;
         }
         let mut names = std::collections::HashSet::new();
         let mut streams = std::collections::HashSet::new();

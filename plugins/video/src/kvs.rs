@@ -10,7 +10,7 @@ use aws_sdk_kinesisvideo::types::ApiName;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use std::time::{Duration, SystemTime};
-use tillgate_kinesis::credentials::{self, CachedCredentials};
+use tillgate_aws::credentials::{self, CachedCredentials};
 
 /// SHA-256 of the empty string: how the AWS C producer SDK signs PutMedia's body.
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
-use tillgate_kinesis::limiter::ShardBudget;
+use tillgate_aws::limiter::ShardBudget;
 use tillgate_sdk::error_chain;
 use tillgate_sdk::Backoff;
 use tokio::sync::{mpsc, watch};
@@ -47,7 +47,7 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
     if !shared.video.upload {
         return;
     }
-    let http = match tillgate_kinesis::https::client_builder()
+    let http = match tillgate_aws::https::client_builder()
         .http1_only()
         .connect_timeout(Duration::from_secs(5))
         .tcp_keepalive(Duration::from_secs(30))

@@ -140,12 +140,12 @@ fn prune_old_scratch_dirs(older_than: std::time::Duration) {
 }
 
 /// An HTTP client on the agent's TLS stack (reqwest has no crypto provider of its own
-/// here: see `tillgate_kinesis::https`).
+/// here: see `tillgate_aws::https`).
 pub fn http_client() -> reqwest::Client {
     http_client_builder().build().expect("HTTP client")
 }
 
 /// The builder behind [`http_client`], for tests that tune the pool.
 pub fn http_client_builder() -> reqwest::ClientBuilder {
-    tillgate_kinesis::https::client_builder()
+    tillgate_aws::https::client_builder()
 }

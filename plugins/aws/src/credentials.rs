@@ -6,7 +6,7 @@
 //! `client.rs`): it cannot be invalidated from outside, and this cache does the same
 //! job (refresh a configurable time before expiry) plus that.
 
-use crate::config::IotConfig;
+use crate::iot::IotConfig;
 use aws_credential_types::provider::{error::CredentialsError, future, ProvideCredentials};
 use aws_credential_types::Credentials;
 use serde::Deserialize;
