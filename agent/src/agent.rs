@@ -56,6 +56,9 @@ impl AgentError {
 /// Runs the agent until `shutdown` resolves, then drains: stop intake, finish in-flight
 /// requests, let sinks ship the backlog until `shutdown.drain_timeout`, commit, return.
 /// `on_ready` gets the bound address once the agent accepts transactions.
+///
+/// Long on purpose: the agent's life in the order it happens (start, serve, stop), each
+/// step one call; split, the order of start and stop would be read across functions.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -75,14 +78,15 @@ pub async fn run(
         metrics.clone(),
     )?;
     let draining = Arc::new(AtomicBool::new(false));
-    let intake: Arc<dyn Ingest> = Arc::new(Intake::new(
+    let intake = Intake::new(
         journal.clone(),
         metrics.clone(),
         draining.clone(),
         config.intake.max_txn_bytes.get() as usize,
-    ));
+    );
+    let ingest: Arc<dyn Ingest> = Arc::new(intake.clone());
     let cx = StartContext {
-        ingest: &intake,
+        ingest: &ingest,
         registry: metrics.registry(),
         data_dir: &config.data_dir,
     };
@@ -95,6 +99,7 @@ pub async fn run(
     let runners = SinkRunners::start(sinks, &journal, &metrics, &config.sinks);
     let state = Arc::new(AppState {
         journal: journal.clone(),
+        intake,
         metrics,
         sinks: runners.statuses(),
         draining,

@@ -1,6 +1,8 @@
-//! The agent's side of the intake contract: raw input from any source → validated,
-//! journaled, decided; the answer, the dead letter and the refusal are the same for
-//! HTTP and for source plugins (MQTT).
+//! The one ingest path: input from any source → validated, journaled, decided. HTTP
+//! calls [`Intake`] directly (it parses NDJSON batches on the blocking pool and answers
+//! 4xx even when a dead letter cannot be stored); source plugins (MQTT) reach it through
+//! the SDK's [`Ingest`]. The answer, the counting, the dead letter and the refusal are
+//! the same for all.
 
 use crate::journal::DEAD_LETTER_HEAD;
 use crate::journal::{Accepted, DeadLetter, Journal, SubmitError};
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tillgate_sdk::{Ingest, PendingVerdict, Submission, Verdict};
 
-/// [`Ingest`] over the agent's journal, for source plugins.
+/// The agent's intake over its journal; [`Ingest`] for source plugins.
 #[derive(Debug, Clone)]
 pub struct Intake {
     journal: Journal,
@@ -24,6 +26,9 @@ pub struct Intake {
     max_txn_bytes: usize,
 }
 
+/// A decision on its way: resolves once it is durable.
+pub type PendingDecision = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, SubmitError>> + Send>>;
+
 impl Intake {
     pub fn new(journal: Journal, metrics: Metrics, draining: Arc<AtomicBool>, max_txn_bytes: usize) -> Self {
         Intake {
@@ -32,6 +37,109 @@ impl Intake {
             draining,
             max_txn_bytes,
         }
+    }
+
+    /// Whether input is taken: not once the agent has begun to stop.
+    pub fn check_open(&self) -> Result<(), SubmitError> {
+        if self.draining.load(Ordering::Acquire) {
+            Err(SubmitError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Queues a valid transaction behind everything submitted before it; the returned
+    /// future resolves to its answer once the commit that holds it is done. Counted by
+    /// source and outcome.
+    pub async fn enqueue(&self, source: &'static str, txn: Transaction, started: Instant) -> PendingDecision {
+        let pending = self.journal.enqueue(txn).await;
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            match pending.answer().await {
+                Ok(accepted) => Ok(answer(&metrics, source, accepted, started)),
+                Err(e) => {
+                    count(&metrics, source, "refused");
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// Many valid transactions, in order, sharing group commits; answers in input order.
+    pub async fn decide_many(
+        &self,
+        source: &'static str,
+        txns: Vec<Transaction>,
+        started: Instant,
+    ) -> Vec<Result<Value, SubmitError>> {
+        let mut waiting = Vec::with_capacity(txns.len());
+        for txn in txns {
+            waiting.push(self.enqueue(source, txn, started).await);
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for pending in waiting {
+            out.push(pending.await);
+        }
+        out
+    }
+
+    /// A rejected input that its sender will not send again (an HTTP client was
+    /// answered 4xx): counted whether or not its dead letter (the head, card numbers
+    /// masked) could be stored. `Err` when it could not (the journal counts it as lost).
+    pub async fn reject(
+        &self,
+        source: &str,
+        rejection: &Rejection,
+        raw: &[u8],
+        size: usize,
+    ) -> Result<(), SubmitError> {
+        self.reject_as(source, rejection.class(), rejection.to_string(), raw, size)
+            .await
+    }
+
+    /// [`Intake::reject`] for a reason that is not a [`Rejection`] (an over-size HTTP
+    /// body, a batch of too many lines).
+    pub async fn reject_as(
+        &self,
+        source: &str,
+        class: RejectionClass,
+        reason: String,
+        raw: &[u8],
+        size: usize,
+    ) -> Result<(), SubmitError> {
+        self.count_rejected(source);
+        self.store_dead_letter(source, class, reason, raw, size).await
+    }
+
+    /// Counts a rejected input whose dead letter is shared with others (the rejected
+    /// lines of a batch beyond the first 100).
+    pub fn count_rejected(&self, source: &str) {
+        count(&self.metrics, source, "rejected");
+    }
+
+    /// Stores a dead letter without counting an input (the caller counts: an MQTT
+    /// rejection once its letter is stored, a batch's further rejected lines each): the
+    /// head, card numbers masked; returns once durable.
+    pub async fn store_dead_letter(
+        &self,
+        source: &str,
+        class: RejectionClass,
+        reason: String,
+        raw: &[u8],
+        size: usize,
+    ) -> Result<(), SubmitError> {
+        let letter = DeadLetter {
+            source: source.into(),
+            class,
+            reason: txn::cut(&redact_text(&reason), txn::MAX_REASON_BYTES),
+            raw: dead_letter_bytes(raw, size),
+            size,
+        };
+        let stored = self.journal.dead_letter(letter).await;
+        if let Err(e) = &stored {
+            tracing::warn!(error = %e, source, "dead letter not stored");
+        }
+        stored
     }
 }
 
@@ -52,22 +160,25 @@ impl Ingest for Intake {
 
     async fn submit(&self, s: Submission<'_>) -> PendingVerdict {
         let started = Instant::now();
-        let state = self.clone();
-        if state.draining.load(Ordering::Acquire) {
-            return ready(refused(&SubmitError::Closed));
+        if let Err(e) = self.check_open() {
+            return ready(refused(&e));
         }
         let parsed = parse_input(s.raw, s.size, self.max_txn_bytes).and_then(|t| check_origin(t, &s));
         let txn = match parsed {
             Ok(t) => t,
             Err(rejection) => {
                 let (store_id, terminal_id) = routing_hint(&s);
-                let (source, raw, size) = (s.source, head(s.raw).to_vec(), s.size);
+                let (this, source, raw, size) = (self.clone(), s.source, head(s.raw).to_vec(), s.size);
                 return Box::pin(async move {
-                    if let Err(e) = dead_letter(&state.journal, source, &rejection, &raw, size).await {
-                        // Not stored: the sender keeps the message and redelivers it later.
+                    let stored = this
+                        .store_dead_letter(source, rejection.class(), rejection.to_string(), &raw, size)
+                        .await;
+                    if let Err(e) = stored {
+                        // Not stored: the sender keeps the message and redelivers it
+                        // later, so it is not counted as rejected yet.
                         return refused(&e);
                     }
-                    count(&state.metrics, source, "rejected");
+                    this.count_rejected(source);
                     Verdict::Rejected {
                         store_id,
                         terminal_id,
@@ -77,19 +188,15 @@ impl Ingest for Intake {
             }
         };
         let (store_id, terminal_id) = (txn.store_id.clone(), txn.terminal_id.clone());
-        let pending = state.journal.enqueue(txn).await;
-        let source = s.source;
+        let pending = self.enqueue(s.source, txn, started).await;
         Box::pin(async move {
-            match pending.answer().await {
-                Ok(accepted) => Verdict::Decided {
+            match pending.await {
+                Ok(answer) => Verdict::Decided {
                     store_id,
                     terminal_id,
-                    answer: answer(&state.metrics, source, accepted, started),
+                    answer,
                 },
-                Err(e) => {
-                    count(&state.metrics, source, "refused");
-                    refused(&e)
-                }
+                Err(e) => refused(&e),
             }
         })
     }
@@ -158,7 +265,7 @@ fn refused(e: &SubmitError) -> Verdict {
 }
 
 /// The decision as answered: `{txn_id, decision, rules, seq, decided_in_us}`.
-pub fn answer(metrics: &Metrics, source: &str, accepted: Accepted, started: Instant) -> Value {
+fn answer(metrics: &Metrics, source: &str, accepted: Accepted, started: Instant) -> Value {
     let elapsed = started.elapsed();
     metrics.decision_latency.observe(elapsed.as_secs_f64());
     count(
@@ -181,7 +288,7 @@ pub fn answer(metrics: &Metrics, source: &str, accepted: Accepted, started: Inst
 }
 
 /// Counts a transaction by source and outcome.
-pub fn count(metrics: &Metrics, source: &str, outcome: &str) {
+fn count(metrics: &Metrics, source: &str, outcome: &str) {
     metrics.transactions.with_label_values(&[source, outcome]).inc();
 }
 
@@ -208,40 +315,6 @@ pub fn dead_letter_bytes(raw: &[u8], size: usize) -> Vec<u8> {
     out
 }
 
-/// Stores the input's head with card numbers masked; returns once it is durable.
-pub async fn dead_letter(
-    journal: &Journal,
-    source: &str,
-    rejection: &Rejection,
-    raw: &[u8],
-    size: usize,
-) -> Result<(), SubmitError> {
-    store_dead_letter(journal, source, rejection.class(), rejection.to_string(), raw, size).await
-}
-
-/// [`dead_letter`] for a reason that is not a [`Rejection`] (an over-size HTTP body).
-pub async fn store_dead_letter(
-    journal: &Journal,
-    source: &str,
-    class: RejectionClass,
-    reason: String,
-    raw: &[u8],
-    size: usize,
-) -> Result<(), SubmitError> {
-    let letter = DeadLetter {
-        source: source.into(),
-        class,
-        reason: txn::cut(&redact_text(&reason), txn::MAX_REASON_BYTES),
-        raw: dead_letter_bytes(raw, size),
-        size,
-    };
-    let stored = journal.dead_letter(letter).await;
-    if let Err(e) = &stored {
-        tracing::warn!(error = %e, source, "dead letter not stored");
-    }
-    stored
-}
-
 /// The machine-readable reason a transaction was not journaled.
 pub fn refusal_code(e: &SubmitError) -> &'static str {
     match e {
@@ -255,6 +328,59 @@ pub fn refusal_code(e: &SubmitError) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::JournalConfig;
+    use crate::rules::{Engine, RulePack};
+
+    fn intake_over(dir: &std::path::Path, metrics: &Metrics) -> Intake {
+        let journal = Journal::open(
+            &dir.join("j.db"),
+            &JournalConfig::default(),
+            Vec::new(),
+            Box::new(Engine::new(RulePack::default(), None, std::time::Duration::ZERO)),
+            metrics.clone(),
+        )
+        .unwrap();
+        Intake::new(journal, metrics.clone(), Arc::new(AtomicBool::new(false)), 65_536)
+    }
+
+    fn rejected(metrics: &Metrics) -> u64 {
+        metrics.transactions.with_label_values(&["mqtt", "rejected"]).get()
+    }
+
+    const NOT_A_TRANSACTION: &[u8] = b"{\"txn_id\": 7}";
+
+    fn submission() -> Submission<'static> {
+        Submission {
+            source: "mqtt",
+            raw: NOT_A_TRANSACTION,
+            size: NOT_A_TRANSACTION.len(),
+            store_id: Some("s1"),
+            terminal_id: Some("p1"),
+        }
+    }
+
+    /// A source's rejected input is counted once its dead letter is stored; when the
+    /// letter cannot be stored the sender is refused (it will send again) and nothing
+    /// is counted, so a redelivered message is not counted twice.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_source_rejection_counts_only_once_its_dead_letter_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let intake = intake_over(dir.path(), &metrics);
+
+        let verdict = intake.submit(submission()).await.await;
+        assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
+        assert_eq!(rejected(&metrics), 1);
+
+        intake.journal.close().await;
+        let verdict = intake.submit(submission()).await.await;
+        assert!(matches!(verdict, Verdict::Refused { .. }), "{verdict:?}");
+        assert_eq!(
+            rejected(&metrics),
+            1,
+            "a rejection whose dead letter was lost was counted"
+        );
+    }
 
     /// A card number cut in two by the 64 KiB head keeps none of its digits, whoever
     /// cut the input first (the HTTP body reader and the MQTT plugin keep heads too).

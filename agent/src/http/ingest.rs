@@ -4,7 +4,7 @@
 use super::body::{read_limited, ReadBody};
 use super::AppState;
 use crate::intake::{self, parse_input};
-use crate::journal::{Accepted, SubmitError};
+use crate::journal::SubmitError;
 use crate::txn::{Rejection, RejectionClass, Transaction};
 use axum::body::Body;
 use axum::extract::State;
@@ -12,7 +12,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,8 +19,8 @@ const SOURCE: &str = "http";
 
 pub async fn post_transactions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    if state.draining.load(Ordering::Acquire) {
-        return refusal(&SubmitError::Closed);
+    if let Err(e) = state.intake.check_open() {
+        return refusal(&e);
     }
     let ndjson = headers
         .get(header::CONTENT_TYPE)
@@ -43,48 +42,8 @@ pub async fn post_transactions(State(state): State<Arc<AppState>>, headers: Head
     };
     let raw = match read_limited(body, limit, state.body_timeout).await {
         ReadBody::Complete(b) => b,
-        ReadBody::TooLarge { head, seen, limit } => {
-            let what = if ndjson {
-                "batch body (http.max_body_bytes)"
-            } else {
-                "transaction (intake.max_txn_bytes; send larger volumes as an NDJSON batch)"
-            };
-            let reason = format!("body exceeds the {limit}-byte limit for a {what}: {seen}+ bytes received");
-            let _ = intake::store_dead_letter(
-                &state.journal,
-                SOURCE,
-                RejectionClass::TooLarge,
-                reason.clone(),
-                &head,
-                seen,
-            )
-            .await;
-            count(&state, "rejected");
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Json(json!({"error": "too_large", "message": reason})),
-            )
-                .into_response();
-        }
-        ReadBody::TimedOut { received } => {
-            state
-                .metrics
-                .http_connections
-                .with_label_values(&["body_timeout"])
-                .inc();
-            return (
-                StatusCode::REQUEST_TIMEOUT,
-                [(header::CONNECTION, "close")],
-                Json(json!({
-                    "error": "body_timeout",
-                    "message": format!(
-                        "the request body did not arrive within {:?} (http.body_timeout); {received} bytes came",
-                        state.body_timeout
-                    ),
-                })),
-            )
-                .into_response();
-        }
+        ReadBody::TooLarge { head, seen, limit } => return too_large(&state, &head, seen, limit, ndjson).await,
+        ReadBody::TimedOut { received } => return timed_out(&state, received),
         ReadBody::Failed(e) => {
             return (
                 StatusCode::BAD_REQUEST,
@@ -100,17 +59,54 @@ pub async fn post_transactions(State(state): State<Arc<AppState>>, headers: Head
     }
 }
 
+/// 413 for a body over its limit; its head is kept as a dead letter.
+async fn too_large(state: &AppState, head: &[u8], seen: usize, limit: usize, ndjson: bool) -> Response {
+    let what = if ndjson {
+        "batch body (http.max_body_bytes)"
+    } else {
+        "transaction (intake.max_txn_bytes; send larger volumes as an NDJSON batch)"
+    };
+    let reason = format!("body exceeds the {limit}-byte limit for a {what}: {seen}+ bytes received");
+    let _ = state
+        .intake
+        .reject_as(SOURCE, RejectionClass::TooLarge, reason.clone(), head, seen)
+        .await;
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Json(json!({"error": "too_large", "message": reason})),
+    )
+        .into_response()
+}
+
+/// 408 for a body that did not arrive within `http.body_timeout`; the connection closes.
+fn timed_out(state: &AppState, received: usize) -> Response {
+    state
+        .metrics
+        .http_connections
+        .with_label_values(&["body_timeout"])
+        .inc();
+    (
+        StatusCode::REQUEST_TIMEOUT,
+        [(header::CONNECTION, "close")],
+        Json(json!({
+            "error": "body_timeout",
+            "message": format!(
+                "the request body did not arrive within {:?} (http.body_timeout); {received} bytes came",
+                state.body_timeout
+            ),
+        })),
+    )
+        .into_response()
+}
+
 async fn single(state: &AppState, raw: &[u8], started: Instant) -> Response {
     let txn = match parse_input(raw, raw.len(), state.max_txn_bytes) {
         Ok(t) => t,
         Err(rejection) => return reject(state, raw, rejection).await,
     };
-    match state.journal.submit(txn).await {
-        Ok(accepted) => (StatusCode::OK, Json(answer(state, accepted, started))).into_response(),
-        Err(e) => {
-            count(state, "refused");
-            refusal(&e)
-        }
+    match state.intake.enqueue(SOURCE, txn, started).await.await {
+        Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
+        Err(e) => refusal(&e),
     }
 }
 
@@ -131,16 +127,10 @@ async fn batch(state: &AppState, raw: bytes::Bytes, started: Instant) -> Respons
             "the batch has {lines} lines; the limit is {} (http.max_batch_lines): send it in parts",
             state.max_batch_lines
         );
-        let _ = intake::store_dead_letter(
-            &state.journal,
-            SOURCE,
-            RejectionClass::TooLarge,
-            reason.clone(),
-            &raw,
-            raw.len(),
-        )
-        .await;
-        count(state, "rejected");
+        let _ = state
+            .intake
+            .reject_as(SOURCE, RejectionClass::TooLarge, reason.clone(), &raw, raw.len())
+            .await;
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
             Json(json!({"error": "too_large", "message": reason})),
@@ -165,6 +155,40 @@ async fn batch(state: &AppState, raw: bytes::Bytes, started: Instant) -> Respons
             .into_response();
     };
     let mut results: Vec<Option<Value>> = vec![None; lines.len()];
+    let (valid, positions) = answer_rejected(state, lines, &mut results).await;
+    for (pos, outcome) in positions
+        .into_iter()
+        .zip(state.intake.decide_many(SOURCE, valid, started).await)
+    {
+        results[pos] = Some(match outcome {
+            Ok(mut v) => {
+                v["status"] = json!(200);
+                v
+            }
+            Err(e) => {
+                let (status, mut v) = refusal_body(&e);
+                v["status"] = json!(status.as_u16());
+                v["line"] = json!(pos + 1);
+                v
+            }
+        });
+    }
+    let mut out = String::new();
+    for v in results.into_iter().flatten() {
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response()
+}
+
+/// Answers each rejected line in `results` and stores its dead letter (the first
+/// [`DEAD_LETTERS_PER_BATCH`] each their own, the rest one with their count); returns
+/// the valid transactions with their line positions.
+async fn answer_rejected(
+    state: &AppState,
+    lines: Vec<Line>,
+    results: &mut [Option<Value>],
+) -> (Vec<Transaction>, Vec<usize>) {
     let mut valid = Vec::new();
     let mut positions = Vec::new();
     let mut lettered = 0;
@@ -181,12 +205,12 @@ async fn batch(state: &AppState, raw: bytes::Bytes, started: Instant) -> Respons
                 v["line"] = json!(i + 1);
                 if lettered < DEAD_LETTERS_PER_BATCH {
                     lettered += 1;
-                    let _ = intake::dead_letter(&state.journal, SOURCE, &rejection, &head, head.len()).await;
+                    let _ = state.intake.reject(SOURCE, &rejection, &head, head.len()).await;
                 } else {
                     let (n, _) = unlettered.get_or_insert((0, head));
                     *n += 1;
+                    state.intake.count_rejected(SOURCE);
                 }
-                count(state, "rejected");
                 results[i] = Some(v);
             }
         }
@@ -195,46 +219,12 @@ async fn batch(state: &AppState, raw: bytes::Bytes, started: Instant) -> Respons
         let reason = format!(
             "{n} more rejected lines in one batch (beyond the first {DEAD_LETTERS_PER_BATCH}, which have their own dead letters); the first of them is kept"
         );
-        let _ = intake::store_dead_letter(
-            &state.journal,
-            SOURCE,
-            RejectionClass::Invalid,
-            reason,
-            &first,
-            first.len(),
-        )
-        .await;
+        let _ = state
+            .intake
+            .store_dead_letter(SOURCE, RejectionClass::Invalid, reason, &first, first.len())
+            .await;
     }
-    for (pos, outcome) in positions.into_iter().zip(state.journal.submit_many(valid).await) {
-        results[pos] = Some(match outcome {
-            Ok(a) => {
-                let mut v = answer(state, a, started);
-                v["status"] = json!(200);
-                v
-            }
-            Err(e) => {
-                count(state, "refused");
-                let (status, mut v) = refusal_body(&e);
-                v["status"] = json!(status.as_u16());
-                v["line"] = json!(pos + 1);
-                v
-            }
-        });
-    }
-    let mut out = String::new();
-    for v in results.into_iter().flatten() {
-        out.push_str(&v.to_string());
-        out.push('\n');
-    }
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response()
-}
-
-fn count(state: &AppState, outcome: &str) {
-    intake::count(&state.metrics, SOURCE, outcome);
-}
-
-fn answer(state: &AppState, accepted: Accepted, started: Instant) -> Value {
-    intake::answer(&state.metrics, SOURCE, accepted, started)
+    (valid, positions)
 }
 
 fn status_of(r: &Rejection) -> StatusCode {
@@ -248,8 +238,7 @@ fn status_of(r: &Rejection) -> StatusCode {
 /// cannot be stored is counted by the journal (`dead_letters_lost_total`) and logged;
 /// the client still gets its 4xx.
 async fn reject(state: &AppState, raw: &[u8], rejection: Rejection) -> Response {
-    let _ = intake::dead_letter(&state.journal, SOURCE, &rejection, raw, raw.len()).await;
-    count(state, "rejected");
+    let _ = state.intake.reject(SOURCE, &rejection, raw, raw.len()).await;
     (status_of(&rejection), Json(rejection.to_json())).into_response()
 }
 

@@ -7,6 +7,7 @@ mod body;
 mod ingest;
 pub mod server;
 
+use crate::intake::Intake;
 use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::sinks::SinkStatus;
@@ -26,6 +27,8 @@ use subtle::ConstantTimeEq;
 #[derive(Debug)]
 pub struct AppState {
     pub journal: Journal,
+    /// The one ingest path (MQTT reaches the same one through the SDK's `Ingest`).
+    pub intake: Intake,
     pub metrics: Metrics,
     pub sinks: Vec<Arc<SinkStatus>>,
     /// Set on SIGTERM: new transactions get 503 while in-flight ones finish.
