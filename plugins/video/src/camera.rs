@@ -70,75 +70,53 @@ impl CameraShared {
     }
 }
 
-/// Runs the camera until `stop` turns true.
+/// Runs the camera until `stop` turns true: builds its pipeline, records what it sends,
+/// and rebuilds it after a backoff whenever it is lost.
 pub async fn run(shared: CameraShared, mut tags: mpsc::Receiver<crate::tags::Tag>, mut stop: watch::Receiver<bool>) {
     let fragment = shared.video.fragment_duration.get();
-    let mut fragmenter = Fragmenter::new(fragment);
-    let segment_uid: [u8; 16] = rand::random();
+    let mut recorder = Recorder {
+        fragmenter: Fragmenter::new(fragment),
+        segment_uid: rand::random(),
+        rate: Rate::new(),
+        shared,
+    };
+    let shared = recorder.shared.clone();
     let mut backoff = Backoff::new(
         shared.video.retry_initial_backoff.get(),
         shared.video.retry_max_backoff.get(),
     );
-    let mut rate = Rate::new();
     let mut expiry = tokio::time::interval(Duration::from_secs(60));
-    let name = shared.camera.name.clone();
     loop {
         shared.status.update(|s| s.state = CameraState::Starting);
         let (tx, mut rx) = mpsc::channel(256);
         let source = match Source::start(&shared.camera, fragment.as_secs() as u32, tx) {
             Ok(s) => Some(s),
             Err(e) => {
-                tracing::warn!(camera = %name, error = %e, "camera pipeline did not start");
+                tracing::warn!(camera = %shared.camera.name, error = %e, "camera pipeline did not start");
                 shared.status.update(|s| s.last_error = Some(e));
                 None
             }
         };
         while source.is_some() {
             tokio::select! {
-                event = tokio::time::timeout(STALL, rx.recv()) => match event {
-                    Ok(Some(SourceEvent::Frame { pts_ns, key, data, track })) => {
-                        backoff.reset();
-                        let label = shared.label();
-                        shared.metrics.frames.with_label_values(&label).inc();
-                        shared.metrics.bytes.with_label_values(&label).inc_by(data.len() as u64);
-                        if let Some((fps, bps)) = rate.add(data.len()) {
-                            shared.metrics.fps.with_label_values(&label).set(fps);
-                            shared.metrics.bitrate.with_label_values(&label).set(bps);
-                            shared.status.update(|s| {
-                                s.fps = fps;
-                                s.bitrate_bps = bps;
-                                s.state = CameraState::Streaming;
-                            });
+                event = tokio::time::timeout(STALL, rx.recv()) => {
+                    let lost = match event {
+                        Ok(Some(SourceEvent::Frame { pts_ns, key, data, track })) => {
+                            backoff.reset();
+                            recorder.frame(pts_ns, key, data, &track).await;
+                            None
                         }
-                        let (closed, notes) = fragmenter.push(pts_ns, now_ms(), key, data, &track);
-                        if notes.resynced {
-                            shared.metrics.clock_resyncs.with_label_values(&label).inc();
-                        }
-                        shared.metrics.frames_dropped.with_label_values(&label).inc_by(notes.dropped);
-                        if let Some(f) = closed {
-                            keep(&shared, segment_uid, f).await;
-                        }
-                    }
-                    Ok(Some(SourceEvent::Stopped(why))) => {
-                        tracing::warn!(camera = %name, reason = %why, "camera pipeline stopped");
+                        Ok(Some(SourceEvent::Stopped(why))) => Some(("camera pipeline stopped", why)),
+                        Ok(None) => break,
+                        Err(_) => Some(("camera stalled", format!("no frames for {} s", STALL.as_secs()))),
+                    };
+                    if let Some((what, why)) = lost {
+                        tracing::warn!(camera = %shared.camera.name, reason = %why, "{what}");
                         shared.status.update(|s| s.last_error = Some(why));
                         break;
                     }
-                    Ok(None) => break,
-                    Err(_) => {
-                        let why = format!("no frames for {} s", STALL.as_secs());
-                        tracing::warn!(camera = %name, reason = %why, "camera stalled");
-                        shared.status.update(|s| s.last_error = Some(why));
-                        break;
-                    }
-                },
-                Some((name, value)) = tags.recv() => {
-                    let outcome = if fragmenter.tag(&name, &value) { "tagged" } else { "refused" };
-                    if outcome == "refused" {
-                        tracing::warn!(camera = %shared.camera.name, tag = %name, "fragment already has 10 tags; tag not added");
-                    }
-                    shared.metrics.tags.with_label_values(&[shared.camera.name.as_str(), outcome]).inc();
                 }
+                Some((name, value)) = tags.recv() => recorder.tag(&name, &value),
                 _ = expiry.tick() => {
                     let expired = shared.store.expire(now_ms() as u64);
                     shared.count_evictions(&expired);
@@ -146,17 +124,76 @@ pub async fn run(shared: CameraShared, mut tags: mpsc::Receiver<crate::tags::Tag
                 }
                 _ = stop.changed() => {
                     drop(source);
-                    if let Some(f) = fragmenter.flush() {
-                        keep(&shared, segment_uid, f).await;
-                    }
+                    recorder.stop().await;
                     return;
                 }
             }
         }
         drop(source);
-        if let Some(f) = fragmenter.restart() {
-            keep(&shared, segment_uid, f).await;
+        recorder.lost().await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
+            _ = stop.changed() => return,
         }
+    }
+}
+
+/// Turns one camera's frames into stored fragments, across pipeline rebuilds.
+struct Recorder {
+    shared: CameraShared,
+    fragmenter: Fragmenter,
+    segment_uid: [u8; 16],
+    rate: Rate,
+}
+
+impl Recorder {
+    /// A frame: counted, measured, and into the fragment (stored when it closes one).
+    async fn frame(&mut self, pts_ns: Option<u64>, key: bool, data: bytes::Bytes, track: &crate::mkv::TrackInfo) {
+        let shared = &self.shared;
+        let label = shared.label();
+        shared.metrics.frames.with_label_values(&label).inc();
+        shared.metrics.bytes.with_label_values(&label).inc_by(data.len() as u64);
+        if let Some((fps, bps)) = self.rate.add(data.len()) {
+            shared.metrics.fps.with_label_values(&label).set(fps);
+            shared.metrics.bitrate.with_label_values(&label).set(bps);
+            shared.status.update(|s| {
+                s.fps = fps;
+                s.bitrate_bps = bps;
+                s.state = CameraState::Streaming;
+            });
+        }
+        let (closed, notes) = self.fragmenter.push(pts_ns, now_ms(), key, data, track);
+        if notes.resynced {
+            shared.metrics.clock_resyncs.with_label_values(&label).inc();
+        }
+        shared
+            .metrics
+            .frames_dropped
+            .with_label_values(&label)
+            .inc_by(notes.dropped);
+        if let Some(f) = closed {
+            keep(shared, self.segment_uid, f).await;
+        }
+    }
+
+    /// A tag for the fragment being recorded (a blocked sale); at most 10 per fragment.
+    fn tag(&mut self, name: &str, value: &str) {
+        let camera = self.shared.camera.name.as_str();
+        let outcome = if self.fragmenter.tag(name, value) {
+            "tagged"
+        } else {
+            tracing::warn!(camera, tag = %name, "fragment already has 10 tags; tag not added");
+            "refused"
+        };
+        self.shared.metrics.tags.with_label_values(&[camera, outcome]).inc();
+    }
+
+    /// The pipeline was lost: its open fragment is stored, the restart counted.
+    async fn lost(&mut self) {
+        if let Some(f) = self.fragmenter.restart() {
+            keep(&self.shared, self.segment_uid, f).await;
+        }
+        let shared = &self.shared;
         shared
             .metrics
             .pipeline_restarts
@@ -167,9 +204,12 @@ pub async fn run(shared: CameraShared, mut tags: mpsc::Receiver<crate::tags::Tag
             s.fps = 0.0;
             s.bitrate_bps = 0.0;
         });
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next_wait()) => {}
-            _ = stop.changed() => return,
+    }
+
+    /// The camera stops: its open fragment is stored.
+    async fn stop(&mut self) {
+        if let Some(f) = self.fragmenter.flush() {
+            keep(&self.shared, self.segment_uid, f).await;
         }
     }
 }

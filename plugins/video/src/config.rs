@@ -133,6 +133,16 @@ fn valid_stream_name(s: &str) -> bool {
 impl VideoConfig {
     /// Checks values and combinations; every error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_uplink()?;
+        let mut taken = Taken::default();
+        for (i, c) in self.cameras.iter().enumerate() {
+            c.validate(i, &mut taken)?;
+        }
+        Ok(())
+    }
+
+    /// Fragments, connections, rates and credentials within what KVS allows.
+    fn validate_uplink(&self) -> Result<(), ConfigError> {
         // Zero would restart a lost camera and reconnect the uplink in a busy loop.
         if self.retry_initial_backoff.get().is_zero() || self.retry_initial_backoff > self.retry_max_backoff {
             return Err(err(
@@ -176,92 +186,113 @@ impl VideoConfig {
         if let Some(iot) = &self.iot {
             iot.validate("video")?;
         }
-        let mut names = std::collections::HashSet::new();
-        let mut streams = std::collections::HashSet::new();
-        for (i, c) in self.cameras.iter().enumerate() {
-            let key = |k: &str| format!("cameras[{i}].{k}");
-            let name_ok = !c.name.is_empty()
-                && c.name.len() <= 64
-                && c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
-            if !name_ok {
-                return Err(err(
-                    key("name"),
-                    format!(
-                        "{:?}: allowed: 1–64 letters, digits, `_` or `-` (it names a folder)",
-                        c.name
-                    ),
-                ));
-            }
-            if !names.insert(c.name.clone()) {
-                return Err(err(key("name"), format!("{:?} is used by two cameras", c.name)));
-            }
-            if !valid_stream_name(c.stream_name()) {
-                return Err(err(
-                    key("stream"),
-                    format!("{:?}: allowed: 1–256 of a-z A-Z 0-9 _ . -", c.stream_name()),
-                ));
-            }
-            if !streams.insert(c.stream_name().to_string()) {
-                return Err(err(
-                    key("stream"),
-                    format!(
-                        "{:?} is used by two cameras; KVS allows one producer connection per stream",
-                        c.stream_name()
-                    ),
-                ));
-            }
-            match c.source {
-                SourceKind::Rtsp => {
-                    let url = c
-                        .url
-                        .as_deref()
-                        .ok_or_else(|| err(key("url"), "is required for source = \"rtsp\""))?;
-                    let Some(rest) = url.strip_prefix("rtsp://").or_else(|| url.strip_prefix("rtsps://")) else {
+        Ok(())
+    }
+}
+
+/// Camera and stream names used by the cameras before this one.
+#[derive(Default)]
+struct Taken {
+    names: std::collections::HashSet<String>,
+    streams: std::collections::HashSet<String>,
+}
+
+impl CameraConfig {
+    /// One camera (`video.cameras[i]`): names (unused by the cameras before it), source,
+    /// picture, ring.
+    fn validate(&self, i: usize, taken: &mut Taken) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("cameras[{i}].{k}");
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+        if !name_ok {
+            return Err(err(
+                key("name"),
+                format!(
+                    "{:?}: allowed: 1–64 letters, digits, `_` or `-` (it names a folder)",
+                    self.name
+                ),
+            ));
+        }
+        if !taken.names.insert(self.name.clone()) {
+            return Err(err(key("name"), format!("{:?} is used by two cameras", self.name)));
+        }
+        if !valid_stream_name(self.stream_name()) {
+            return Err(err(
+                key("stream"),
+                format!("{:?}: allowed: 1–256 of a-z A-Z 0-9 _ . -", self.stream_name()),
+            ));
+        }
+        if !taken.streams.insert(self.stream_name().to_string()) {
+            return Err(err(
+                key("stream"),
+                format!(
+                    "{:?} is used by two cameras; KVS allows one producer connection per stream",
+                    self.stream_name()
+                ),
+            ));
+        }
+        self.validate_source(i)?;
+        if !(16..=7680).contains(&self.width) || !(16..=4320).contains(&self.height) {
+            return Err(err(
+                key("width"),
+                format!("{}x{}: allowed: 16x16–7680x4320", self.width, self.height),
+            ));
+        }
+        if !(1..=60).contains(&self.fps) {
+            return Err(err(key("fps"), format!("{}: allowed: 1–60", self.fps)));
+        }
+        if self.max_bytes.get() < 16 * 1024 * 1024 {
+            return Err(err(key("max_bytes"), "allowed: at least 16MiB (a few fragments)"));
+        }
+        Ok(())
+    }
+
+    /// What each source kind needs: an RTSP URL without credentials (they go in a file
+    /// that is read now), a V4L2 device.
+    fn validate_source(&self, i: usize) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("cameras[{i}].{k}");
+        match self.source {
+            SourceKind::Rtsp => {
+                let url = self
+                    .url
+                    .as_deref()
+                    .ok_or_else(|| err(key("url"), "is required for source = \"rtsp\""))?;
+                let Some(rest) = url.strip_prefix("rtsp://").or_else(|| url.strip_prefix("rtsps://")) else {
+                    return Err(err(
+                        key("url"),
+                        format!("{url:?}: allowed: rtsp://host[:port]/path or rtsps://..."),
+                    ));
+                };
+                if rest.split('/').next().is_some_and(|host| host.contains('@')) {
+                    return Err(err(
+                        key("url"),
+                        "holds credentials; put `user:password` in credentials_file instead",
+                    ));
+                }
+                if let Some(file) = &self.credentials_file {
+                    let text = std::fs::read_to_string(file)
+                        .map_err(|e| err(key("credentials_file"), format!("cannot read {}: {e}", file.display())))?;
+                    if !text.trim().contains(':') {
                         return Err(err(
-                            key("url"),
-                            format!("{url:?}: allowed: rtsp://host[:port]/path or rtsps://..."),
+                            key("credentials_file"),
+                            format!("{} must hold `user:password`", file.display()),
                         ));
-                    };
-                    if rest.split('/').next().is_some_and(|host| host.contains('@')) {
-                        return Err(err(
-                            key("url"),
-                            "holds credentials; put `user:password` in credentials_file instead",
-                        ));
-                    }
-                    if let Some(file) = &c.credentials_file {
-                        let text = std::fs::read_to_string(file).map_err(|e| {
-                            err(key("credentials_file"), format!("cannot read {}: {e}", file.display()))
-                        })?;
-                        if !text.trim().contains(':') {
-                            return Err(err(
-                                key("credentials_file"),
-                                format!("{} must hold `user:password`", file.display()),
-                            ));
-                        }
                     }
                 }
-                SourceKind::V4l2 => {
-                    if c.device.is_none() {
-                        return Err(err(key("device"), "is required for source = \"v4l2\""));
-                    }
+            }
+            SourceKind::V4l2 => {
+                if self.device.is_none() {
+                    return Err(err(key("device"), "is required for source = \"v4l2\""));
                 }
-                SourceKind::Test => {}
             }
-            if c.source != SourceKind::Rtsp && (c.url.is_some() || c.credentials_file.is_some()) {
-                return Err(err(key("url"), "only for source = \"rtsp\""));
-            }
-            if !(16..=7680).contains(&c.width) || !(16..=4320).contains(&c.height) {
-                return Err(err(
-                    key("width"),
-                    format!("{}x{}: allowed: 16x16–7680x4320", c.width, c.height),
-                ));
-            }
-            if !(1..=60).contains(&c.fps) {
-                return Err(err(key("fps"), format!("{}: allowed: 1–60", c.fps)));
-            }
-            if c.max_bytes.get() < 16 * 1024 * 1024 {
-                return Err(err(key("max_bytes"), "allowed: at least 16MiB (a few fragments)"));
-            }
+            SourceKind::Test => {}
+        }
+        if self.source != SourceKind::Rtsp && (self.url.is_some() || self.credentials_file.is_some()) {
+            return Err(err(key("url"), "only for source = \"rtsp\""));
         }
         Ok(())
     }

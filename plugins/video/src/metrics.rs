@@ -42,6 +42,10 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<Gaug
 }
 
 impl VideoMetrics {
+    /// Creates and registers the metrics.
+    ///
+    /// Long by nature: one definition per metric, name and help side by side; split, the
+    /// names would scatter.
     pub fn register(r: &Registry) -> prometheus::Result<Self> {
         let cam = &["camera"];
         Ok(VideoMetrics {

@@ -94,64 +94,16 @@ impl Source {
             .downcast::<gst::Pipeline>()
             .map_err(|_| "not a pipeline".to_string())?;
         let src = pipeline.by_name("src").ok_or("pipeline has no source")?;
-        match camera.source {
-            SourceKind::Rtsp => {
-                src.set_property("location", camera.url.as_deref().unwrap_or_default());
-                if let Some(file) = &camera.credentials_file {
-                    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-                    let (user, password) = text
-                        .trim()
-                        .split_once(':')
-                        .ok_or("credentials_file must hold user:password")?;
-                    src.set_property("user-id", user);
-                    src.set_property("user-pw", password);
-                }
-            }
-            SourceKind::V4l2 => {
-                let device = camera.device.clone().unwrap_or_default();
-                if !device.exists() {
-                    // The packaged unit hides devices (PrivateDevices=yes) unless its
-                    // drop-in for V4L2 cameras is installed.
-                    return Err(format!(
-                        "{} does not exist (under systemd, install the drop-in \
-                         /usr/share/tillgate/systemd/v4l2-cameras.conf into \
-                         /etc/systemd/system/tillgate.service.d/: the unit hides devices otherwise)",
-                        device.display()
-                    ));
-                }
-                src.set_property("device", device.display().to_string());
-            }
-            SourceKind::Test => {}
-        }
+        configure_source(&src, camera)?;
         let sink = pipeline
             .by_name("sink")
             .ok_or("pipeline has no appsink")?
             .downcast::<gst_app::AppSink>()
             .map_err(|_| "sink is not an appsink".to_string())?;
         sink.set_max_buffers(64);
-        let frames = events.clone();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let Some(track) = track_of(caps) else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                    let event = SourceEvent::Frame {
-                        pts_ns: buffer.pts().map(|t| t.nseconds()),
-                        key: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
-                        data: Bytes::copy_from_slice(map.as_slice()),
-                        track,
-                    };
-                    // Back-pressure on the streaming thread if the camera task lags; the
-                    // task only appends to memory, so this does not happen in practice.
-                    frames.blocking_send(event).map_err(|_| gst::FlowError::Flushing)?;
-                    Ok(gst::FlowSuccess::Ok)
-                })
+                .new_sample(frame_sender(events.clone()))
                 .build(),
         );
         let bus = pipeline.bus().ok_or("pipeline has no bus")?;
@@ -176,5 +128,66 @@ impl Source {
             .set_state(gst::State::Playing)
             .map_err(|e| format!("cannot start the pipeline: {e}"))?;
         Ok(Source { pipeline })
+    }
+}
+
+/// Sets what the description leaves out: the RTSP URL and credentials (read from their
+/// file now, never logged), the V4L2 device.
+fn configure_source(src: &gst::Element, camera: &CameraConfig) -> Result<(), String> {
+    match camera.source {
+        SourceKind::Rtsp => {
+            src.set_property("location", camera.url.as_deref().unwrap_or_default());
+            if let Some(file) = &camera.credentials_file {
+                let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+                let (user, password) = text
+                    .trim()
+                    .split_once(':')
+                    .ok_or("credentials_file must hold user:password")?;
+                src.set_property("user-id", user);
+                src.set_property("user-pw", password);
+            }
+        }
+        SourceKind::V4l2 => {
+            let device = camera.device.clone().unwrap_or_default();
+            if !device.exists() {
+                // The packaged unit hides devices (PrivateDevices=yes) unless its
+                // drop-in for V4L2 cameras is installed.
+                return Err(format!(
+                    "{} does not exist (under systemd, install the drop-in \
+                     /usr/share/tillgate/systemd/v4l2-cameras.conf into \
+                     /etc/systemd/system/tillgate.service.d/: the unit hides devices otherwise)",
+                    device.display()
+                ));
+            }
+            src.set_property("device", device.display().to_string());
+        }
+        SourceKind::Test => {}
+    }
+    Ok(())
+}
+
+/// The appsink's callback: each access unit, with its caps' track, to the camera task.
+fn frame_sender(
+    frames: mpsc::Sender<SourceEvent>,
+) -> impl FnMut(&gst_app::AppSink) -> Result<gst::FlowSuccess, gst::FlowError> + Send + 'static {
+    move |sink| {
+        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+        let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let Some(track) = track_of(caps) else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        let event = SourceEvent::Frame {
+            pts_ns: buffer.pts().map(|t| t.nseconds()),
+            key: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+            data: Bytes::copy_from_slice(map.as_slice()),
+            track,
+        };
+        // Back-pressure on the streaming thread if the camera task lags; the task only
+        // appends to memory, so this does not happen in practice.
+        frames.blocking_send(event).map_err(|_| gst::FlowError::Flushing)?;
+        Ok(gst::FlowSuccess::Ok)
     }
 }

@@ -10,6 +10,7 @@ use crate::camera::CameraShared;
 use crate::kvs::{Kvs, StreamInfo};
 use crate::mkv;
 use crate::status::UploadState;
+use crate::store::Stored;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::VecDeque;
@@ -98,11 +99,11 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
                     .inc();
                 backoff.reset();
             }
-            Err((e, delivered)) => {
-                tracing::warn!(camera = %shared.camera.name, error = %e, "PutMedia connection ended; resending from the first unacknowledged fragment");
+            Err(Failure { why, delivered }) => {
+                tracing::warn!(camera = %shared.camera.name, error = %why, "PutMedia connection ended; resending from the first unacknowledged fragment");
                 shared.status.update(|s| {
                     s.upload = UploadState::Retrying;
-                    s.upload_error = Some(e);
+                    s.upload_error = Some(why);
                 });
                 shared
                     .metrics
@@ -144,51 +145,31 @@ async fn prepare(shared: &CameraShared, uplink: &mut Uplink) -> Result<(Kvs, Str
     Ok((kvs, endpoint, info))
 }
 
-/// One PutMedia connection. `Err((why, anything acknowledged))`.
-async fn session(
-    shared: &CameraShared,
-    uplink: &mut Uplink,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<End, (String, bool)> {
-    shared.status.update(|s| s.upload = UploadState::Connecting);
-    let (kvs, endpoint, info) = prepare(shared, uplink).await.map_err(|e| (e, false))?;
-    let stream = shared.camera.stream_name().to_string();
-    let head = kvs
-        .put_media_request(&endpoint, &stream, SystemTime::now())
-        .await
-        .map_err(|e| (e, false))?;
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(body_rx));
-    let request = head
-        .body(body)
-        .map_err(|e| (format!("PutMedia request: {e}"), false))
-        .and_then(|r| reqwest::Request::try_from(r).map_err(|e| (format!("PutMedia request: {e}"), false)))?;
-    let (wire_tx, mut wire) = mpsc::channel::<Wire>(64);
-    let client = uplink.http.clone();
-    let connection = tokio::spawn(async move {
-        let outcome = async {
-            let response = client
-                .execute(request)
-                .await
-                .map_err(|e| format!("PutMedia: {}", error_chain(&e)))?;
-            let status = response.status();
-            if !status.is_success() {
-                let text = response.text().await.unwrap_or_default();
-                return Err(format!("PutMedia answered {status}: {}", text.trim()));
-            }
-            let mut chunks = response.bytes_stream();
-            while let Some(chunk) = chunks.next().await {
-                let chunk = chunk.map_err(|e| format!("PutMedia response: {}", error_chain(&e)))?;
-                if wire_tx.send(Wire::Chunk(chunk)).await.is_err() {
-                    return Ok(());
-                }
-            }
-            Ok(())
+/// Why a connection ended with an error, and whether it delivered a fragment first (then
+/// the next connection waits only the shortest backoff).
+#[derive(Debug)]
+struct Failure {
+    why: String,
+    delivered: bool,
+}
+
+impl Failure {
+    fn before_delivery(why: impl Into<String>) -> Failure {
+        Failure {
+            why: why.into(),
+            delivered: false,
         }
-        .await;
-        let _ = wire_tx.send(Wire::Closed(outcome)).await;
-    });
-    let _abort = AbortOnDrop(connection);
+    }
+}
+
+/// One PutMedia connection, from the first unacknowledged fragment until it rotates,
+/// ends, fails or the camera stops.
+async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::Receiver<bool>) -> Result<End, Failure> {
+    shared.status.update(|s| s.upload = UploadState::Connecting);
+    let (kvs, endpoint, info) = prepare(shared, uplink).await.map_err(Failure::before_delivery)?;
+    let mut put = PutMedia::open(shared, uplink, &kvs, &endpoint)
+        .await
+        .map_err(Failure::before_delivery)?;
     shared
         .metrics
         .connections
@@ -198,114 +179,231 @@ async fn session(
         s.upload = UploadState::Streaming;
         s.upload_error = None;
     });
-
     let opened = Instant::now();
     let ack_timeout = shared.video.ack_timeout.get();
-    let final_event = if info.retention_hours == 0 {
+    let mut progress = Progress::new(if info.retention_hours == 0 {
         Event::Received
     } else {
         Event::Persisted
-    };
-    let mut body_tx = Some(body_tx);
-    let mut header_sent: Option<Bytes> = None;
-    let mut last_sent: Option<u64> = None;
-    let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::new();
-    let mut reader = AckReader::default();
-    let mut rotating = false;
-    let mut delivered = false;
+    });
     loop {
-        if !rotating && opened.elapsed() >= shared.video.connection_max_age.get() {
+        if !progress.rotating && opened.elapsed() >= shared.video.connection_max_age.get() {
             tracing::info!(camera = %shared.camera.name, "rotating the PutMedia connection");
-            rotating = true;
+            progress.rotating = true;
         }
-        if rotating && in_flight.is_empty() {
-            // Ending the chunked body ends the connection cleanly.
-            drop(body_tx.take());
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                while let Some(m) = wire.recv().await {
-                    if matches!(m, Wire::Closed(_)) {
-                        break;
-                    }
-                }
-            })
-            .await;
+        if progress.rotating && progress.in_flight.is_empty() {
+            put.finish().await;
             return Ok(End::Rotated);
         }
-        let next = if rotating {
+        let next = if progress.rotating {
             None
         } else {
-            shared.store.next_after(last_sent)
+            shared.store.next_after(progress.last_sent)
         };
         let delay = next
             .as_ref()
             .map(|n| uplink.budget.delay(1, n.bytes as usize, Instant::now()));
-        let ack_deadline = in_flight.front().map(|(_, at)| *at + ack_timeout);
+        let ack_deadline = progress.in_flight.front().map(|(_, at)| *at + ack_timeout);
         tokio::select! {
             _ = async { tokio::time::sleep(delay.unwrap_or_default()).await }, if next.is_some() => {
                 let Some(fragment) = next else { continue };
-                let path = fragment.path.clone();
-                let bytes = match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
-                    Ok(Ok(b)) => b,
-                    // Evicted or dead-lettered meanwhile: go on with the next.
-                    _ => {
-                        last_sent = Some(fragment.start_ms);
-                        continue;
-                    }
-                };
-                let Some(split) = mkv::header_len(&bytes) else {
-                    let _ = shared.store.dead_letter(fragment.start_ms, "not a tillgate fragment file (no header)");
-                    shared.metrics.fragments_dead.with_label_values(&[shared.camera.name.as_str()]).inc();
-                    continue;
-                };
-                // One buffer, sliced: the fragment's bytes are not copied again.
-                let bytes = Bytes::from(bytes);
-                let (header, body) = (bytes.slice(..split), bytes.slice(split..));
-                if header_sent.as_ref().is_some_and(|h| *h != header) {
-                    // New codec data: a new connection starts with the new header.
-                    rotating = true;
-                    continue;
-                }
-                let tx = body_tx.as_ref().ok_or(("body closed".to_string(), delivered))?;
-                if header_sent.is_none() {
-                    header_sent = Some(header.clone());
-                    tx.send(Ok(header)).await.map_err(|_| ("PutMedia connection closed".to_string(), delivered))?;
-                }
-                uplink.budget.take(1, bytes.len(), Instant::now());
-                tx.send(Ok(body)).await.map_err(|_| ("PutMedia connection closed".to_string(), delivered))?;
-                last_sent = Some(fragment.start_ms);
-                in_flight.push_back((fragment.start_ms, Instant::now()));
-                shared.metrics.fragments_sent.with_label_values(&[shared.camera.name.as_str()]).inc();
-                shared.status.update(|s| s.fragments_sent += 1);
+                progress.send(shared, uplink, &put, fragment).await?;
             }
-            message = wire.recv() => match message {
-                Some(Wire::Chunk(chunk)) => {
-                    for line in reader.feed(&chunk) {
-                        match line {
-                            Ok(a) => {
-                                if let Some(why) = handle_ack(shared, &a, final_event, &mut in_flight) {
-                                    return Err((why, delivered));
-                                }
-                                delivered |= a.event == final_event;
+            message = put.answer.recv() => {
+                if let Some(end) = progress.on_answer(shared, message) {
+                    return end;
+                }
+            }
+            _ = shared.stored.notified(), if next.is_none() && !progress.rotating => {}
+            _ = async { tokio::time::sleep_until(ack_deadline.unwrap_or_else(Instant::now).into()).await }, if ack_deadline.is_some() => {
+                return Err(progress.failure(format!("no acknowledgement within {} s", ack_timeout.as_secs())));
+            }
+            _ = stop.changed() => return Ok(End::Stopped),
+        }
+    }
+}
+
+/// An open PutMedia request: the chunked body being sent and the answer's chunks as the
+/// service streams them (full duplex).
+struct PutMedia {
+    body: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>,
+    answer: mpsc::Receiver<Wire>,
+    _task: AbortOnDrop,
+}
+
+impl PutMedia {
+    /// Signs the request and starts it; the answer is read by a task of its own.
+    async fn open(shared: &CameraShared, uplink: &Uplink, kvs: &Kvs, endpoint: &str) -> Result<PutMedia, String> {
+        let head = kvs
+            .put_media_request(endpoint, shared.camera.stream_name(), SystemTime::now())
+            .await?;
+        let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+        let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(body_rx));
+        let request = head
+            .body(body)
+            .map_err(|e| format!("PutMedia request: {e}"))
+            .and_then(|r| reqwest::Request::try_from(r).map_err(|e| format!("PutMedia request: {e}")))?;
+        let (wire_tx, answer) = mpsc::channel::<Wire>(64);
+        let task = tokio::spawn(read_answer(uplink.http.clone(), request, wire_tx));
+        Ok(PutMedia {
+            body: Some(body_tx),
+            answer,
+            _task: AbortOnDrop(task),
+        })
+    }
+
+    async fn send(&self, bytes: Bytes) -> Result<(), String> {
+        let body = self.body.as_ref().ok_or("body closed")?;
+        body.send(Ok(bytes))
+            .await
+            .map_err(|_| "PutMedia connection closed".to_string())
+    }
+
+    /// Ends the chunked body, which ends the connection cleanly, and waits up to 5 s
+    /// for the service to close its side.
+    async fn finish(&mut self) {
+        drop(self.body.take());
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(m) = self.answer.recv().await {
+                if matches!(m, Wire::Closed(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Sends the request and forwards the answer's chunks, then how it closed.
+async fn read_answer(client: reqwest::Client, request: reqwest::Request, wire: mpsc::Sender<Wire>) {
+    let outcome = async {
+        let response = client
+            .execute(request)
+            .await
+            .map_err(|e| format!("PutMedia: {}", error_chain(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(format!("PutMedia answered {status}: {}", text.trim()));
+        }
+        let mut chunks = response.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| format!("PutMedia response: {}", error_chain(&e)))?;
+            if wire.send(Wire::Chunk(chunk)).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let _ = wire.send(Wire::Closed(outcome)).await;
+}
+
+/// Where one connection is: what was sent, what waits for its acknowledgement.
+struct Progress {
+    /// The acknowledgement that lets a fragment leave the ring.
+    final_event: Event,
+    /// The MKV header this connection started with.
+    header_sent: Option<Bytes>,
+    last_sent: Option<u64>,
+    /// Sent fragments (start timecode, when sent) not yet acknowledged.
+    in_flight: VecDeque<(u64, Instant)>,
+    reader: AckReader,
+    /// No new fragment goes out; the connection ends once `in_flight` is empty.
+    rotating: bool,
+    /// Some fragment reached `final_event` on this connection.
+    delivered: bool,
+}
+
+impl Progress {
+    fn new(final_event: Event) -> Self {
+        Progress {
+            final_event,
+            header_sent: None,
+            last_sent: None,
+            in_flight: VecDeque::new(),
+            reader: AckReader::default(),
+            rotating: false,
+            delivered: false,
+        }
+    }
+
+    fn failure(&self, why: impl Into<String>) -> Failure {
+        Failure {
+            why: why.into(),
+            delivered: self.delivered,
+        }
+    }
+
+    /// Sends one fragment from the ring (its header first on a new connection).
+    async fn send(
+        &mut self,
+        shared: &CameraShared,
+        uplink: &mut Uplink,
+        put: &PutMedia,
+        fragment: Stored,
+    ) -> Result<(), Failure> {
+        let camera = shared.camera.name.as_str();
+        let path = fragment.path.clone();
+        let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || std::fs::read(path)).await else {
+            // Evicted or dead-lettered meanwhile: go on with the next.
+            self.last_sent = Some(fragment.start_ms);
+            return Ok(());
+        };
+        let Some(split) = mkv::header_len(&bytes) else {
+            let _ = shared
+                .store
+                .dead_letter(fragment.start_ms, "not a tillgate fragment file (no header)");
+            shared.metrics.fragments_dead.with_label_values(&[camera]).inc();
+            return Ok(());
+        };
+        // One buffer, sliced: the fragment's bytes are not copied again.
+        let bytes = Bytes::from(bytes);
+        let (header, body) = (bytes.slice(..split), bytes.slice(split..));
+        if self.header_sent.as_ref().is_some_and(|h| *h != header) {
+            // New codec data: a new connection starts with the new header.
+            self.rotating = true;
+            return Ok(());
+        }
+        if self.header_sent.is_none() {
+            self.header_sent = Some(header.clone());
+            put.send(header).await.map_err(|e| self.failure(e))?;
+        }
+        uplink.budget.take(1, bytes.len(), Instant::now());
+        put.send(body).await.map_err(|e| self.failure(e))?;
+        self.last_sent = Some(fragment.start_ms);
+        self.in_flight.push_back((fragment.start_ms, Instant::now()));
+        shared.metrics.fragments_sent.with_label_values(&[camera]).inc();
+        shared.status.update(|s| s.fragments_sent += 1);
+        Ok(())
+    }
+
+    /// Applies what the answer brought; `Some` when the connection is over.
+    fn on_answer(&mut self, shared: &CameraShared, message: Option<Wire>) -> Option<Result<End, Failure>> {
+        match message {
+            Some(Wire::Chunk(chunk)) => {
+                for line in self.reader.feed(&chunk) {
+                    match line {
+                        Ok(a) => {
+                            if let Some(why) = handle_ack(shared, &a, self.final_event, &mut self.in_flight) {
+                                return Some(Err(self.failure(why)));
                             }
-                            Err(text) => tracing::warn!(camera = %shared.camera.name, line = %text, "unreadable PutMedia acknowledgement"),
+                            self.delivered |= a.event == self.final_event;
+                        }
+                        Err(text) => {
+                            tracing::warn!(camera = %shared.camera.name, line = %text, "unreadable PutMedia acknowledgement")
                         }
                     }
                 }
-                Some(Wire::Closed(Ok(()))) | None => {
-                    // KVS ends a connection that carried no data for 30 s (IDLE ACKs
-                    // first): with nothing unacknowledged that is not a failure.
-                    if in_flight.is_empty() {
-                        return Ok(if rotating { End::Rotated } else { End::Closed });
-                    }
-                    return Err(("PutMedia connection closed by the service".into(), delivered));
-                }
-                Some(Wire::Closed(Err(e))) => return Err((e, delivered)),
-            },
-            _ = shared.stored.notified(), if next.is_none() && !rotating => {}
-            _ = async { tokio::time::sleep_until(ack_deadline.unwrap_or_else(Instant::now).into()).await }, if ack_deadline.is_some() => {
-                return Err((format!("no acknowledgement within {} s", ack_timeout.as_secs()), delivered));
+                None
             }
-            _ = stop.changed() => return Ok(End::Stopped),
+            // KVS ends a connection that carried no data for 30 s (IDLE ACKs first):
+            // with nothing unacknowledged that is not a failure.
+            Some(Wire::Closed(Ok(()))) | None if self.in_flight.is_empty() => {
+                Some(Ok(if self.rotating { End::Rotated } else { End::Closed }))
+            }
+            Some(Wire::Closed(Ok(()))) | None => Some(Err(self.failure("PutMedia connection closed by the service"))),
+            Some(Wire::Closed(Err(e))) => Some(Err(self.failure(e))),
         }
     }
 }
