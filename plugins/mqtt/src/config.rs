@@ -190,6 +190,12 @@ impl MqttConfig {
 
     /// Checks everything serde cannot and parses the topics.
     pub fn validate(&self) -> Result<Topics, ConfigError> {
+        self.validate_connection()?;
+        self.topics()
+    }
+
+    /// Broker, identity, session, flow control and packet size.
+    fn validate_connection(&self) -> Result<(), ConfigError> {
         if self.host.trim().is_empty() {
             return Err(err("host", "is empty; give the broker's host name or address"));
         }
@@ -245,6 +251,11 @@ impl MqttConfig {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The topic templates, parsed: each names only the fields its topic may carry.
+    fn topics(&self) -> Result<Topics, ConfigError> {
         if self.subscribe.is_empty() {
             return Err(err("subscribe", "is empty; give at least one topic template"));
         }

@@ -1,5 +1,5 @@
 //! The connection task: connect, subscribe when the session was not resumed, feed
-//! received transactions to the intake in order, pair publishes with their PUBACKs,
+//! received transactions to the agent in order, pair publishes with their PUBACKs,
 //! and reconnect with backoff and jitter.
 //!
 //! Each connection gets a fresh rumqttc event loop. rumqttc would reconnect by itself,
@@ -8,11 +8,11 @@
 //! owed on a dead connection die with it (the broker redelivers those messages).
 
 use crate::acks::AckWindow;
-use crate::intake::Intake;
+use crate::inbound::Inbound;
 use crate::metrics::{MqttMetrics, MqttState, StatusCell};
 use crate::options::ConnectOptions;
 use crate::outbox::Outbox;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event};
 use rumqttc::Outgoing;
@@ -27,7 +27,7 @@ pub struct Connection {
     pub options: ConnectOptions,
     pub filters: Vec<String>,
     pub qos: QoS,
-    pub intake: Arc<Intake>,
+    pub inbound: Arc<Inbound>,
     pub outbox: Arc<Outbox>,
     pub metrics: MqttMetrics,
     pub status: Arc<StatusCell>,
@@ -45,13 +45,25 @@ pub enum Phase {
     Closed,
 }
 
+/// What lasts from one connection to the next.
+#[derive(Debug)]
+struct Across {
+    backoff: Backoff,
+    /// The first connection of this run subscribed (the config may have changed the
+    /// filters since the session was made).
+    subscribed_once: bool,
+    /// Overflows are counted always, logged at most once a minute.
+    overflow_logged: Option<Instant>,
+}
+
 impl Connection {
     /// Runs until `phase` is [`Phase::Closed`].
     pub async fn run(self, mut phase: watch::Receiver<Phase>) {
-        let mut backoff = Backoff::new(self.reconnect_initial, self.reconnect_max);
-        let mut subscribed_once = false;
-        // Overflows are counted always, logged at most once a minute.
-        let mut overflow_logged: Option<Instant> = None;
+        let mut across = Across {
+            backoff: Backoff::new(self.reconnect_initial, self.reconnect_max),
+            subscribed_once: false,
+            overflow_logged: None,
+        };
         loop {
             if *phase.borrow() == Phase::Closed {
                 break;
@@ -60,113 +72,9 @@ impl Connection {
             let (client, mut eventloop) = AsyncClient::new(self.options.options.clone(), cap);
             let window = Arc::new(AckWindow::new(client.clone()));
             self.status.update(|s| s.state = MqttState::Connecting);
-            // Set once a message beyond `max_in_flight` arrived (see `Overflow`).
-            let mut overflow: Option<Overflow> = None;
-            let outcome = loop {
-                if overflow.is_some()
-                    && window.is_empty()
-                    && self.outbox.unacked() == 0
-                    && !self.intake.in_flight.full()
-                {
-                    // Everything taken on this connection is acknowledged, and every
-                    // answer too: rumqttc holds all requests (PUBACKs included) while its
-                    // own publishes wait for the broker, and a new connection would send
-                    // the unacknowledged answers again. Now a connection with the same
-                    // session has the rest redelivered.
-                    let _ = client.try_disconnect();
-                    break Outcome::Resync;
-                }
-                let event = tokio::select! {
-                    biased;
-                    changed = phase.changed() => {
-                        if changed.is_err() || *phase.borrow() == Phase::Closed {
-                            break Outcome::Closed;
-                        }
-                        continue;
-                    }
-                    event = eventloop.poll() => event,
-                };
-                match event {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        backoff.reset();
-                        self.metrics.connections.with_label_values(&["connected"]).inc();
-                        self.metrics.connected.set(1);
-                        let resumed = ack.session_present;
-                        let subscribe = !resumed || !subscribed_once;
-                        if subscribe {
-                            // A new session has no subscriptions; on the first connection
-                            // of this run the config may have changed them.
-                            let filters = self.filters.iter().map(|f| Filter::new(f.clone(), self.qos));
-                            if let Err(e) = client.try_subscribe_many(filters) {
-                                tracing::error!(error = %e, "MQTT subscribe could not be queued");
-                            }
-                            subscribed_once = true;
-                        }
-                        let resent = self.outbox.attach(client.clone());
-                        tracing::info!(
-                            broker = %self.options.broker,
-                            session_resumed = resumed,
-                            resent,
-                            "MQTT connected"
-                        );
-                        self.status.update(|s| {
-                            s.state = MqttState::Connected;
-                            // A resumed session keeps its subscriptions; new ones wait for SUBACK.
-                            s.subscribed = !subscribe;
-                            s.session_resumed = resumed;
-                            s.last_error = None;
-                            s.connects += 1;
-                        });
-                    }
-                    Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        let full = self.intake.in_flight.full() || window.len() >= self.intake.in_flight.max();
-                        if overflow.is_none() && full {
-                            overflow = Some(Overflow::default());
-                            self.metrics.overflows.inc();
-                            if overflow_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
-                                overflow_logged = Some(Instant::now());
-                                tracing::warn!(
-                                    max_in_flight = self.intake.in_flight.max(),
-                                    "the MQTT broker sent more than max_in_flight unacknowledged transactions \
-                                 (it ignores Receive Maximum): the rest of this connection's deliveries are \
-                                 left unacknowledged and come again on a fresh connection"
-                                );
-                            }
-                        }
-                        if let Some(o) = overflow.as_mut() {
-                            // Not taken, not acknowledged: the broker keeps it for the session.
-                            // Nothing after it may be acknowledged either (PUBACKs go in
-                            // arrival order), so nothing more is taken on this connection.
-                            o.left += 1;
-                            if self.qos == QoS::AtMostOnce || self.options.options.clean_start() {
-                                // No session to redeliver from: this one is gone. Said loudly.
-                                self.metrics.overflow_lost.inc();
-                            } else {
-                                self.metrics.left_for_redelivery.inc();
-                            }
-                        } else if *phase.borrow() == Phase::Running {
-                            self.intake.receive(&window, publish).await;
-                        }
-                        // Draining: left unacknowledged for the next session.
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => self.outbox.on_puback(ack.pkid, ack.reason),
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => self.outbox.on_sent(pkid),
-                    Ok(Event::Incoming(Packet::SubAck(ack))) => self.check_suback(&ack.return_codes),
-                    Ok(Event::Incoming(Packet::Disconnect(d))) => {
-                        tracing::warn!(reason = ?d.reason_code, "the MQTT broker sent DISCONNECT");
-                    }
-                    Ok(_) => {}
-                    Err(e) => break Outcome::Failed(e),
-                }
-                // The event loop drained some of its channel: hand it what waited.
-                self.outbox.flush();
-                window.flush();
-                self.status.update(|s| {
-                    s.in_flight = window.len();
-                    s.unacked_publishes = self.outbox.unacked();
-                });
-                self.metrics.unacked_publishes.set(self.outbox.unacked() as i64);
-            };
+            let outcome = self
+                .connection(&client, &mut eventloop, &window, &mut phase, &mut across)
+                .await;
             if matches!(outcome, Outcome::Resync) {
                 self.wait_for_disconnect(&mut eventloop).await;
             }
@@ -184,27 +92,162 @@ impl Connection {
                     self.wait_for_disconnect(&mut eventloop).await;
                     break;
                 }
-                Outcome::Failed(e) => {
-                    self.metrics.connections.with_label_values(&["failed"]).inc();
-                    let wait = backoff.next_wait();
-                    tracing::warn!(
-                        broker = %self.options.broker,
-                        error = %describe(&e),
-                        retry_in_ms = wait.as_millis() as u64,
-                        "MQTT connection lost or refused"
-                    );
-                    self.status.update(|s| {
-                        s.state = MqttState::Disconnected;
-                        s.last_error = Some(describe(&e));
-                    });
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = phase.wait_for(|p| *p == Phase::Closed) => {}
-                    }
-                }
+                Outcome::Failed(e) => self.wait_to_reconnect(&e, &mut across.backoff, &mut phase).await,
             }
         }
         self.status.update(|s| s.state = MqttState::Stopped);
+    }
+
+    /// One connection's events, until it fails, is closed or must be renewed.
+    async fn connection(
+        &self,
+        client: &AsyncClient,
+        eventloop: &mut rumqttc::v5::EventLoop,
+        window: &Arc<AckWindow>,
+        phase: &mut watch::Receiver<Phase>,
+        across: &mut Across,
+    ) -> Outcome {
+        // Set once a message beyond `max_in_flight` arrived (see `Overflow`).
+        let mut overflow: Option<Overflow> = None;
+        loop {
+            if overflow.is_some() && window.is_empty() && self.outbox.unacked() == 0 && !self.inbound.in_flight.full() {
+                // Everything taken on this connection is acknowledged, and every answer
+                // too: rumqttc holds all requests (PUBACKs included) while its own
+                // publishes wait for the broker, and a new connection would send the
+                // unacknowledged answers again. Now a connection with the same session
+                // has the rest redelivered.
+                let _ = client.try_disconnect();
+                return Outcome::Resync;
+            }
+            let event = tokio::select! {
+                biased;
+                changed = phase.changed() => {
+                    if changed.is_err() || *phase.borrow() == Phase::Closed {
+                        return Outcome::Closed;
+                    }
+                    continue;
+                }
+                event = eventloop.poll() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => self.on_connack(client, ack.session_present, across),
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    let running = *phase.borrow() == Phase::Running;
+                    self.on_publish(window, publish, &mut overflow, across, running).await;
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => self.outbox.on_puback(ack.pkid, ack.reason),
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => self.outbox.on_sent(pkid),
+                Ok(Event::Incoming(Packet::SubAck(ack))) => self.check_suback(&ack.return_codes),
+                Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                    tracing::warn!(reason = ?d.reason_code, "the MQTT broker sent DISCONNECT");
+                }
+                Ok(_) => {}
+                Err(e) => return Outcome::Failed(e),
+            }
+            // The event loop drained some of its channel: hand it what waited.
+            self.outbox.flush();
+            window.flush();
+            self.status.update(|s| {
+                s.in_flight = window.len();
+                s.unacked_publishes = self.outbox.unacked();
+            });
+            self.metrics.unacked_publishes.set(self.outbox.unacked() as i64);
+        }
+    }
+
+    /// Connected: subscribe when the session is new (or on this run's first connection),
+    /// re-send what the outbox holds.
+    fn on_connack(&self, client: &AsyncClient, resumed: bool, across: &mut Across) {
+        across.backoff.reset();
+        self.metrics.connections.with_label_values(&["connected"]).inc();
+        self.metrics.connected.set(1);
+        let subscribe = !resumed || !across.subscribed_once;
+        if subscribe {
+            let filters = self.filters.iter().map(|f| Filter::new(f.clone(), self.qos));
+            if let Err(e) = client.try_subscribe_many(filters) {
+                tracing::error!(error = %e, "MQTT subscribe could not be queued");
+            }
+            across.subscribed_once = true;
+        }
+        let resent = self.outbox.attach(client.clone());
+        tracing::info!(
+            broker = %self.options.broker,
+            session_resumed = resumed,
+            resent,
+            "MQTT connected"
+        );
+        self.status.update(|s| {
+            s.state = MqttState::Connected;
+            // A resumed session keeps its subscriptions; new ones wait for SUBACK.
+            s.subscribed = !subscribe;
+            s.session_resumed = resumed;
+            s.last_error = None;
+            s.connects += 1;
+        });
+    }
+
+    /// A delivery: taken while the window has room and intake runs; otherwise left
+    /// unacknowledged for the broker to deliver again (see [`Overflow`]).
+    async fn on_publish(
+        &self,
+        window: &Arc<AckWindow>,
+        publish: Publish,
+        overflow: &mut Option<Overflow>,
+        across: &mut Across,
+        running: bool,
+    ) {
+        let full = self.inbound.in_flight.full() || window.len() >= self.inbound.in_flight.max();
+        if overflow.is_none() && full {
+            *overflow = Some(Overflow::default());
+            self.metrics.overflows.inc();
+            if across
+                .overflow_logged
+                .is_none_or(|at| at.elapsed() > Duration::from_secs(60))
+            {
+                across.overflow_logged = Some(Instant::now());
+                tracing::warn!(
+                    max_in_flight = self.inbound.in_flight.max(),
+                    "the MQTT broker sent more than max_in_flight unacknowledged transactions \
+                     (it ignores Receive Maximum): the rest of this connection's deliveries are \
+                     left unacknowledged and come again on a fresh connection"
+                );
+            }
+        }
+        if let Some(o) = overflow.as_mut() {
+            // Not taken, not acknowledged: the broker keeps it for the session. Nothing
+            // after it may be acknowledged either (PUBACKs go in arrival order), so
+            // nothing more is taken on this connection.
+            o.left += 1;
+            if self.qos == QoS::AtMostOnce || self.options.options.clean_start() {
+                // No session to redeliver from: this one is gone. Said loudly.
+                self.metrics.overflow_lost.inc();
+            } else {
+                self.metrics.left_for_redelivery.inc();
+            }
+        } else if running {
+            self.inbound.receive(window, publish).await;
+        }
+        // Draining: left unacknowledged for the next session.
+    }
+
+    /// A lost or refused connection: say why, wait the backoff (or until closed).
+    async fn wait_to_reconnect(&self, e: &ConnectionError, backoff: &mut Backoff, phase: &mut watch::Receiver<Phase>) {
+        self.metrics.connections.with_label_values(&["failed"]).inc();
+        let wait = backoff.next_wait();
+        tracing::warn!(
+            broker = %self.options.broker,
+            error = %describe(e),
+            retry_in_ms = wait.as_millis() as u64,
+            "MQTT connection lost or refused"
+        );
+        self.status.update(|s| {
+            s.state = MqttState::Disconnected;
+            s.last_error = Some(describe(e));
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = phase.wait_for(|p| *p == Phase::Closed) => {}
+        }
     }
 
     /// Polls until the queued DISCONNECT is out, and with it every PUBACK queued before

@@ -2,7 +2,7 @@
 //! decision topic (or the MQTT 5 response topic), acknowledged to the broker only
 //! once the agent's verdict is durable.
 
-use crate::acks::AckWindow;
+use crate::acks::{AckWindow, Ticket};
 use crate::config::Topics;
 use crate::metrics::MqttMetrics;
 use crate::outbox::{Message, Outbox};
@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tillgate_sdk::pan::redact_text;
-use tillgate_sdk::{Ingest, Submission, Verdict};
+use tillgate_sdk::{Ingest, PendingVerdict, Submission, Verdict};
 
 /// Source name in metrics and dead letters.
 pub const SOURCE: &str = "mqtt";
@@ -70,7 +70,7 @@ impl InFlight {
 }
 
 /// What every message's handling shares.
-pub struct Intake {
+pub struct Inbound {
     pub ingest: Arc<dyn Ingest>,
     pub outbox: Arc<Outbox>,
     pub topics: Topics,
@@ -78,15 +78,15 @@ pub struct Intake {
     pub metrics: MqttMetrics,
     /// Set when the agent stops: refused messages stop retrying and stay unacknowledged.
     pub stopping: Arc<AtomicBool>,
-    /// Refused transactions take turns retrying (see [`Intake::retry_in_line`]).
+    /// Refused transactions take turns retrying (see [`Inbound::retry_in_line`]).
     pub retry_line: tokio::sync::Mutex<()>,
     /// Messages being handled (`max_in_flight`).
     pub in_flight: Arc<InFlight>,
 }
 
-impl std::fmt::Debug for Intake {
+impl std::fmt::Debug for Inbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Intake")
+        f.debug_struct("Inbound")
             .field("topics", &self.topics)
             .finish_non_exhaustive()
     }
@@ -100,7 +100,17 @@ struct ReplyTo {
     correlation_data: Option<Bytes>,
 }
 
-impl Intake {
+/// A taken message, kept until its verdict is answered.
+struct Taken {
+    reply: ReplyTo,
+    /// The payload, or only its head when it is over the limit.
+    payload: Bytes,
+    size: usize,
+    store_id: Option<String>,
+    terminal_id: Option<String>,
+}
+
+impl Inbound {
     /// Submits `publish` (in arrival order: the caller awaits this before taking the
     /// next message) and spawns the wait for its verdict.
     pub async fn receive(self: &Arc<Self>, window: &Arc<AckWindow>, publish: Publish) {
@@ -108,20 +118,59 @@ impl Intake {
         self.metrics.in_flight.inc();
         self.in_flight.enter();
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-        let captures = self.topics.subscribe.iter().find_map(|t| t.capture(&topic));
+        let (store_id, terminal_id) = self.origin(&topic);
+        let reply = self.reply_to(publish.properties.as_ref(), topic, &store_id, &terminal_id);
+        // A payload over the limit is refused whole; only its head is kept, copied, so
+        // the packet's buffer goes now and in-flight memory stays within the limit.
+        let size = publish.payload.len();
+        let keep = if size > self.ingest.max_txn_bytes() {
+            size.min(OVERSIZE_HEAD)
+        } else {
+            size
+        };
+        let payload = Bytes::copy_from_slice(&publish.payload[..keep]);
+        drop(publish);
+        let pending = self
+            .ingest
+            .submit(submission(&payload, size, &store_id, &terminal_id))
+            .await;
+        let taken = Taken {
+            reply,
+            payload,
+            size,
+            store_id,
+            terminal_id,
+        };
+        tokio::spawn(self.clone().conclude(taken, pending, window.clone(), ticket));
+    }
+
+    /// The store and terminal the topic names, by the first `mqtt.subscribe` template
+    /// that matches it.
+    fn origin(&self, topic: &str) -> (Option<String>, Option<String>) {
+        let captures = self.topics.subscribe.iter().find_map(|t| t.capture(topic));
         if captures.is_none() {
             self.metrics.unmatched_topic.inc();
             tracing::warn!(
-                topic = %redact_text(&topic),
+                topic = %redact_text(topic),
                 "MQTT message on a topic no `mqtt.subscribe` template matches; journaled without the topic check"
             );
         }
         let captures = captures.unwrap_or_default();
-        let (store_id, terminal_id) = (
+        (
             captures.store_id.map(str::to_string),
             captures.terminal_id.map(str::to_string),
-        );
-        let props = publish.properties.as_ref();
+        )
+    }
+
+    /// Where the answer goes: the request's response topic when `mqtt.response_topics`
+    /// allows it for this terminal, else the default topics.
+    fn reply_to(
+        &self,
+        props: Option<&PublishProperties>,
+        topic: String,
+        store_id: &Option<String>,
+        terminal_id: &Option<String>,
+    ) -> ReplyTo {
         let response_topic = props.and_then(|p| p.response_topic.clone()).filter(|t| {
             // Never a topic the agent takes transactions from: it would answer itself.
             let allowed = valid_publish_topic(t)
@@ -141,73 +190,73 @@ impl Intake {
             allowed
         });
         // Copied, not sliced: a slice would keep the packet's whole read buffer alive.
-        let reply = ReplyTo {
+        ReplyTo {
             topic,
             response_topic,
             correlation_data: props
                 .and_then(|p| p.correlation_data.as_ref())
                 .map(|c| Bytes::copy_from_slice(&c[..c.len().min(1024)])),
-        };
-        // A payload over the limit is refused whole; only its head is kept, copied, so
-        // the packet's buffer goes now and in-flight memory stays within the limit.
-        let size = publish.payload.len();
-        let keep = if size > self.ingest.max_txn_bytes() {
-            size.min(OVERSIZE_HEAD)
-        } else {
-            size
-        };
-        let payload = Bytes::copy_from_slice(&publish.payload[..keep]);
-        drop(publish);
-        let pending = self
-            .ingest
-            .submit(submission(&payload, size, &store_id, &terminal_id))
-            .await;
-        let this = self.clone();
-        let window = window.clone();
-        tokio::spawn(async move {
-            let mut verdict = pending.await;
-            if let Verdict::Refused { code, message } = &verdict {
-                this.metrics.received.with_label_values(&["refused"]).inc();
-                let (s, t) = (store_id.as_deref(), terminal_id.as_deref());
-                let body = json!({"error": code, "message": message, "retrying": true});
-                this.answer_error(&reply, s, t, body, &payload).await;
-                verdict = this.retry_in_line(&payload, size, &store_id, &terminal_id).await;
+        }
+    }
+
+    /// Waits for the durable verdict (retrying a refusal in line), answers it, then
+    /// lets the PUBACK go.
+    async fn conclude(
+        self: Arc<Self>,
+        taken: Taken,
+        pending: PendingVerdict,
+        window: Arc<AckWindow>,
+        ticket: Option<Ticket>,
+    ) {
+        let Taken {
+            reply,
+            payload,
+            size,
+            store_id,
+            terminal_id,
+        } = taken;
+        let mut verdict = pending.await;
+        if let Verdict::Refused { code, message } = &verdict {
+            self.metrics.received.with_label_values(&["refused"]).inc();
+            let (s, t) = (store_id.as_deref(), terminal_id.as_deref());
+            let body = json!({"error": code, "message": message, "retrying": true});
+            self.answer_error(&reply, s, t, body, &payload).await;
+            verdict = self.retry_in_line(&payload, size, &store_id, &terminal_id).await;
+        }
+        match verdict {
+            Verdict::Refused { .. } => {
+                // Stopping: left unacknowledged, the broker redelivers it to the next
+                // session.
+                self.metrics.in_flight.dec();
+                self.in_flight.leave();
+                return;
             }
-            match verdict {
-                Verdict::Refused { .. } => {
-                    // Stopping: left unacknowledged, the broker redelivers it to the next
-                    // session.
-                    this.metrics.in_flight.dec();
-                    this.in_flight.leave();
-                    return;
-                }
-                Verdict::Decided {
-                    store_id,
-                    terminal_id,
-                    answer,
-                } => {
-                    this.metrics.received.with_label_values(&["decided"]).inc();
-                    let topic = this.topics.decision.render(&store_id, &terminal_id);
-                    this.publish(&reply, topic, "decision", answer).await;
-                }
-                Verdict::Rejected {
-                    store_id,
-                    terminal_id,
-                    error,
-                } => {
-                    this.metrics.received.with_label_values(&["rejected"]).inc();
-                    this.answer_error(&reply, store_id.as_deref(), terminal_id.as_deref(), error, &payload)
-                        .await;
-                }
+            Verdict::Decided {
+                store_id,
+                terminal_id,
+                answer,
+            } => {
+                self.metrics.received.with_label_values(&["decided"]).inc();
+                let topic = self.topics.decision.render(&store_id, &terminal_id);
+                self.publish(&reply, topic, "decision", answer).await;
             }
-            // The answer is queued ahead of the acknowledgement on the same connection,
-            // so a broker that has the PUBACK has the answer too.
-            if let Some(ticket) = ticket {
-                window.done(ticket);
+            Verdict::Rejected {
+                store_id,
+                terminal_id,
+                error,
+            } => {
+                self.metrics.received.with_label_values(&["rejected"]).inc();
+                self.answer_error(&reply, store_id.as_deref(), terminal_id.as_deref(), error, &payload)
+                    .await;
             }
-            this.metrics.in_flight.dec();
-            this.in_flight.leave();
-        });
+        }
+        // The answer is queued ahead of the acknowledgement on the same connection, so
+        // a broker that has the PUBACK has the answer too.
+        if let Some(ticket) = ticket {
+            window.done(ticket);
+        }
+        self.metrics.in_flight.dec();
+        self.in_flight.leave();
     }
 
     /// Submits a refused transaction again until the journal takes it (or the agent

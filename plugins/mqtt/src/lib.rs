@@ -4,7 +4,7 @@
 //! journal with their own cursor.
 //!
 //! Layout: [`config`] (`[mqtt]`), [`options`] (session, credentials, TLS),
-//! [`connection`] (the connection task), [`intake`] (one received transaction),
+//! [`connection`] (the connection task), [`inbound`] (one received transaction),
 //! [`acks`] (in-order PUBACKs after commit), [`outbox`] (publishes kept until the
 //! broker acknowledges them), [`alerts`] (the alert sink), [`topic`] (templates),
 //! [`metrics`].
@@ -17,7 +17,7 @@ pub mod alerts;
 mod component;
 pub mod config;
 pub mod connection;
-pub mod intake;
+pub mod inbound;
 pub mod metrics;
 pub mod options;
 pub mod outbox;
@@ -115,7 +115,7 @@ impl Mqtt {
         let alerts = config
             .alerts
             .then(|| AlertSink::new(outbox.clone(), topics.alert.clone(), qos, metrics.published.clone()));
-        let intake = Arc::new(intake::Intake {
+        let inbound = Arc::new(inbound::Inbound {
             ingest,
             outbox: outbox.clone(),
             topics,
@@ -123,41 +123,21 @@ impl Mqtt {
             metrics: metrics.clone(),
             stopping: stopping.clone(),
             retry_line: tokio::sync::Mutex::new(()),
-            in_flight: Arc::new(intake::InFlight::new(usize::from(config.max_in_flight))),
+            in_flight: Arc::new(inbound::InFlight::new(usize::from(config.max_in_flight))),
         });
         let (phase, phase_rx) = watch::channel(Phase::Running);
         let connection = Connection {
             options: connect,
             filters,
             qos,
-            intake,
+            inbound,
             outbox,
             metrics,
             status: status.clone(),
             reconnect_initial: config.reconnect_initial.get(),
             reconnect_max: config.reconnect_max.get(),
         };
-        let inner = tokio::spawn(connection.run(phase_rx));
-        // A panic in the connection task is a bug; it must not leave the status saying
-        // "connecting" with no error: report it (and the agent's watchdog sees the task end).
-        let watched = status.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = inner.await {
-                if e.is_panic() {
-                    let message = e
-                        .into_panic()
-                        .downcast::<String>()
-                        .map(|s| *s)
-                        .or_else(|p| p.downcast::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|_| "unknown panic".into());
-                    tracing::error!(panic = %message, "the MQTT connection task panicked; MQTT is down");
-                    watched.update(|s| {
-                        s.state = MqttState::Failed;
-                        s.last_error = Some(format!("internal error (the connection task panicked): {message}"));
-                    });
-                }
-            }
-        });
+        let task = tokio::spawn(reporting_panics(tokio::spawn(connection.run(phase_rx)), status.clone()));
         Ok((
             Mqtt {
                 drainer: Drainer {
@@ -197,6 +177,27 @@ impl Mqtt {
     pub fn status_handle(&self) -> StatusHandle {
         StatusHandle(self.status.clone())
     }
+}
+
+/// Waits for the connection task. A panic in it is a bug; it must not leave the status
+/// saying "connecting" with no error: it is reported (and the agent's watchdog sees the
+/// task end).
+async fn reporting_panics(inner: JoinHandle<()>, status: Arc<StatusCell>) {
+    let Err(e) = inner.await else { return };
+    if !e.is_panic() {
+        return;
+    }
+    let message = e
+        .into_panic()
+        .downcast::<String>()
+        .map(|s| *s)
+        .or_else(|p| p.downcast::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|_| "unknown panic".into());
+    tracing::error!(panic = %message, "the MQTT connection task panicked; MQTT is down");
+    status.update(|s| {
+        s.state = MqttState::Failed;
+        s.last_error = Some(format!("internal error (the connection task panicked): {message}"));
+    });
 }
 
 /// Reads the MQTT status; cheap to clone.
