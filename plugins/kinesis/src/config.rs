@@ -150,6 +150,18 @@ pub(crate) fn err(key: &str, message: impl Into<String>) -> ConfigError {
 impl KinesisConfig {
     /// Checks what serde cannot; returns the parsed partition-key template.
     pub fn validate(&self) -> Result<PartitionKeyTemplate, ConfigError> {
+        self.validate_streams()?;
+        let template = PartitionKeyTemplate::parse(&self.partition_key).map_err(|m| err("partition_key", m))?;
+        self.validate_endpoint()?;
+        self.validate_limits()?;
+        if let Some(iot) = &self.iot {
+            iot.validate("kinesis")?;
+        }
+        Ok(template)
+    }
+
+    /// One stream at least, each with a name Kinesis allows.
+    fn validate_streams(&self) -> Result<(), ConfigError> {
         let streams = self.streams.pairs();
         if streams.is_empty() {
             return Err(err(
@@ -170,7 +182,11 @@ impl KinesisConfig {
                 ));
             }
         }
-        let template = PartitionKeyTemplate::parse(&self.partition_key).map_err(|m| err("partition_key", m))?;
+        Ok(())
+    }
+
+    /// The endpoint (a URL) and region (a region name), when given.
+    fn validate_endpoint(&self) -> Result<(), ConfigError> {
         if let Some(endpoint) = &self.endpoint {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
                 return Err(err(
@@ -191,6 +207,11 @@ impl KinesisConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Batches, requests, records, shard budgets and retries within Kinesis's limits.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         if !(1..=100_000).contains(&self.batch_records) {
             return Err(err("batch_records", "allowed: 1 to 100000"));
         }
@@ -245,10 +266,7 @@ impl KinesisConfig {
         if self.max_attempts_per_shipment == 0 {
             return Err(err("max_attempts_per_shipment", "allowed: 1 or more"));
         }
-        if let Some(iot) = &self.iot {
-            iot.validate("kinesis")?;
-        }
-        Ok(template)
+        Ok(())
     }
 }
 

@@ -40,6 +40,9 @@ pub struct KinesisMetrics {
 
 impl KinesisMetrics {
     /// Creates and registers the metrics.
+    ///
+    /// Long by nature: one definition per metric, name and help side by side; split, the
+    /// names would scatter.
     pub fn register(registry: &Registry) -> prometheus::Result<KinesisMetrics> {
         let counter = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
         let m = KinesisMetrics {

@@ -94,55 +94,27 @@ pub async fn ship_shard(
         Order::PerKey => 1,
         Order::Relaxed => ctx.max_request_records,
     };
-    let mut at = 0usize;
+    let mut queue = Queue {
+        routed: queue,
+        at: 0,
+        carry: None,
+    };
     // Built and not yet stored, in order: failed ones first.
     let mut pending: Vec<Entry> = Vec::new();
-    let mut carry: Option<Entry> = None;
     let mut attempts = 0u32;
     let mut backoff = Backoff::new(ctx.retry_initial, ctx.retry_max);
     loop {
-        let mut bytes: usize = pending.iter().map(Entry::size).sum();
-        while pending.len() < per_request {
-            let entry = match carry.take() {
-                Some(e) => e,
-                None if at < queue.len() => match ctx.packing.next_entry(&queue[at..]) {
-                    Ok((entry, n)) => {
-                        at += n;
-                        entry
-                    }
-                    Err(e) if pending.is_empty() => {
-                        report.failure = Some(e.into());
-                        return report;
-                    }
-                    Err(_) => break,
-                },
-                None => break,
-            };
-            if !pending.is_empty() && bytes + entry.size() > ctx.max_request_bytes {
-                carry = Some(entry);
-                break;
+        let bytes = match queue.fill(&ctx, &mut pending, per_request) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                report.failure = Some(e.into());
+                return report;
             }
-            bytes += entry.size();
-            pending.push(entry);
-        }
+        };
         if pending.is_empty() {
             return report;
         }
-        let waited = report.budget.acquire(pending.len(), bytes).await;
-        if !waited.is_zero() {
-            ctx.metrics
-                .budget_wait
-                .with_label_values(&[&ctx.stream])
-                .add(waited.as_secs_f64());
-        }
-        let refs: Vec<&Entry> = pending.iter().collect();
-        let started = std::time::Instant::now();
-        let answer = ctx.kinesis.put_records(&ctx.stream, &refs).await;
-        ctx.metrics
-            .request_seconds
-            .with_label_values(&[&ctx.stream])
-            .observe(started.elapsed().as_secs_f64());
-        let last = match answer {
+        let last = match put(&ctx, &mut report, &pending, bytes).await {
             Ok(results) => {
                 let (failed, last, misrouted) = settle(&ctx, &mut report, std::mem::take(&mut pending), results);
                 if misrouted {
@@ -158,29 +130,9 @@ pub async fn ship_shard(
                 last.expect("a failed record sets the last failure")
             }
             Err(e) => {
-                ctx.metrics.requests.with_label_values(&[&ctx.stream, "error"]).inc();
-                ctx.metrics
-                    .retries
-                    .with_label_values(&[&ctx.stream, e.code()])
-                    .inc_by(pending.len() as u64);
-                match &e {
-                    CallError::Credentials(_) => {
-                        ctx.kinesis.credentials.invalidate().await;
-                        ctx.metrics.credential_invalidations.inc();
-                    }
-                    CallError::Throttled(_) => ctx.metrics.throttles.with_label_values(&[&ctx.stream]).inc(),
-                    CallError::Ambiguous(_) => {
-                        let users: usize = pending.iter().map(|e| e.users.len()).sum();
-                        ctx.metrics
-                            .ambiguous_resends
-                            .with_label_values(&[&ctx.stream])
-                            .inc_by(users as u64);
-                    }
-                    CallError::StreamNotFound(_) | CallError::Refused(_) => {
-                        report.failure = Some(e.into());
-                        return report;
-                    }
-                    CallError::NotSent(_) => {}
+                if book_call_error(&ctx, &e, &pending).await {
+                    report.failure = Some(e.into());
+                    return report;
                 }
                 ShardFailure::Call(e)
             }
@@ -201,6 +153,94 @@ pub async fn ship_shard(
         tracing::debug!(stream = %ctx.stream, shard = %report.shard_id, attempts, error = %last, "retrying");
         tokio::time::sleep(backoff.next_wait()).await;
     }
+}
+
+/// One shard's records still to pack, and an entry that did not fit the last request.
+struct Queue {
+    routed: Vec<Routed>,
+    at: usize,
+    carry: Option<Entry>,
+}
+
+impl Queue {
+    /// Tops `pending` (failed entries first) up to one request: at most `per_request`
+    /// entries within `max_request_bytes`. Returns the request's bytes; an error when
+    /// the next record cannot be packed at all and nothing else is pending.
+    fn fill(&mut self, ctx: &Ctx, pending: &mut Vec<Entry>, per_request: usize) -> Result<usize, Oversize> {
+        let mut bytes: usize = pending.iter().map(Entry::size).sum();
+        while pending.len() < per_request {
+            let entry = match self.carry.take() {
+                Some(e) => e,
+                None if self.at < self.routed.len() => match ctx.packing.next_entry(&self.routed[self.at..]) {
+                    Ok((entry, n)) => {
+                        self.at += n;
+                        entry
+                    }
+                    Err(e) if pending.is_empty() => return Err(e),
+                    Err(_) => break,
+                },
+                None => break,
+            };
+            if !pending.is_empty() && bytes + entry.size() > ctx.max_request_bytes {
+                self.carry = Some(entry);
+                break;
+            }
+            bytes += entry.size();
+            pending.push(entry);
+        }
+        Ok(bytes)
+    }
+}
+
+/// One PutRecords call, after the shard's budget allows it; both waits are measured.
+async fn put(
+    ctx: &Ctx,
+    report: &mut ShardReport,
+    pending: &[Entry],
+    bytes: usize,
+) -> Result<Vec<PutResult>, CallError> {
+    let waited = report.budget.acquire(pending.len(), bytes).await;
+    if !waited.is_zero() {
+        ctx.metrics
+            .budget_wait
+            .with_label_values(&[&ctx.stream])
+            .add(waited.as_secs_f64());
+    }
+    let refs: Vec<&Entry> = pending.iter().collect();
+    let started = std::time::Instant::now();
+    let answer = ctx.kinesis.put_records(&ctx.stream, &refs).await;
+    ctx.metrics
+        .request_seconds
+        .with_label_values(&[&ctx.stream])
+        .observe(started.elapsed().as_secs_f64());
+    answer
+}
+
+/// Counts a failed call and acts on its class (refused credentials are invalidated);
+/// `true` when retrying cannot help and the shard stops now.
+async fn book_call_error(ctx: &Ctx, e: &CallError, pending: &[Entry]) -> bool {
+    ctx.metrics.requests.with_label_values(&[&ctx.stream, "error"]).inc();
+    ctx.metrics
+        .retries
+        .with_label_values(&[&ctx.stream, e.code()])
+        .inc_by(pending.len() as u64);
+    match e {
+        CallError::Credentials(_) => {
+            ctx.kinesis.credentials.invalidate().await;
+            ctx.metrics.credential_invalidations.inc();
+        }
+        CallError::Throttled(_) => ctx.metrics.throttles.with_label_values(&[&ctx.stream]).inc(),
+        CallError::Ambiguous(_) => {
+            let users: usize = pending.iter().map(|e| e.users.len()).sum();
+            ctx.metrics
+                .ambiguous_resends
+                .with_label_values(&[&ctx.stream])
+                .inc_by(users as u64);
+        }
+        CallError::StreamNotFound(_) | CallError::Refused(_) => return true,
+        CallError::NotSent(_) => {}
+    }
+    false
 }
 
 /// Books the answer to one call: returns the failed entries (in order), the last

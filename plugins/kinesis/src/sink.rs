@@ -71,6 +71,36 @@ impl KinesisSink {
         format!("kinesis-{channel}")
     }
 
+    /// Some aggregates landed on another shard than the map said (the stream was
+    /// resharded): the map is listed again, and the sub-records outside the hash range
+    /// of the shard their aggregate landed on — which the KCL drops — are forgotten as
+    /// delivered, so they go again, routed by the new map.
+    async fn forget_misrouted(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        misrouted: Vec<(String, Vec<(u64, u128)>)>,
+    ) -> Result<(), SinkError> {
+        self.refresh = Some(MapRefresh::Resharded);
+        let map = self.ensure_map(ctx).await?;
+        let mut again = 0u64;
+        for (landed, users) in misrouted {
+            let range = map.get(&landed);
+            for (seq, hash) in users {
+                if range.is_none_or(|r| hash < r.start || hash > r.end) {
+                    self.delivered.remove(&seq);
+                    again += 1;
+                }
+            }
+        }
+        ctx.metrics
+            .retries
+            .with_label_values(&[&self.stream, "Resharded"])
+            .inc_by(again);
+        tracing::warn!(stream = %self.stream, shards = map.open_count(), records_sent_again = again,
+            "the stream was resharded; shard map refreshed");
+        Ok(())
+    }
+
     /// The sink for `channel` → `stream`, named `kinesis-{channel}`.
     pub fn new(shared: Arc<Shared>, channel: Channel, stream: &str) -> Self {
         KinesisSink {
@@ -238,26 +268,7 @@ impl Sink for KinesisSink {
                 }
             }
             if !misrouted.is_empty() {
-                self.refresh = Some(MapRefresh::Resharded);
-                let map = self.ensure_map(&ctx).await?;
-                // The KCL drops sub-records outside the hash range of the shard their
-                // aggregate landed on: those go again, routed by the new map.
-                let mut again = 0u64;
-                for (landed, users) in misrouted {
-                    let range = map.get(&landed);
-                    for (seq, hash) in users {
-                        if range.is_none_or(|r| hash < r.start || hash > r.end) {
-                            self.delivered.remove(&seq);
-                            again += 1;
-                        }
-                    }
-                }
-                ctx.metrics
-                    .retries
-                    .with_label_values(&[&self.stream, "Resharded"])
-                    .inc_by(again);
-                tracing::warn!(stream = %self.stream, shards = map.open_count(), records_sent_again = again,
-                    "the stream was resharded; shard map refreshed");
+                self.forget_misrouted(&ctx, misrouted).await?;
                 continue;
             }
             if let Some(e) = crashed {
