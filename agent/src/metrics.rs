@@ -89,6 +89,9 @@ impl Metrics {
     }
 
     /// A fresh registry with every metric registered.
+    ///
+    /// Long by nature: one definition per metric, name and help side by side; split, the
+    /// names would scatter.
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("tillgate".into()), None).expect("valid prefix");
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {

@@ -271,7 +271,26 @@ pub fn render_text(r: &StatusReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "tillgate {} — {} (up {}s)", r.version, r.state, r.uptime_s);
-    let j = &r.journal;
+    write_journal(&mut s, &r.journal);
+    write_sinks(&mut s, &r.sinks);
+    write_rules(&mut s, r);
+    write_components(&mut s, &r.components);
+    let _ = writeln!(s, "dead letters {}", r.dead_letters.count);
+    for d in &r.dead_letters.recent {
+        let _ = writeln!(s, "  #{} {}: {}", d.id, d.source, d.reason);
+    }
+    if !r.decisions.is_empty() {
+        let parts: Vec<String> = r.decisions.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(s, "decisions {}", parts.join(", "));
+    }
+    for (rule, n) in &r.rule_hits {
+        let _ = writeln!(s, "rule     {rule:<28} {n} hits");
+    }
+    s
+}
+
+fn write_journal(s: &mut String, j: &JournalStatus) {
+    use std::fmt::Write;
     let max = j
         .max_bytes
         .map(|m| format!(" of {}", tillgate_sdk::ByteSize(m)))
@@ -300,7 +319,11 @@ pub fn render_text(r: &StatusReport) -> String {
             j.replayed_at_start, j.replay_seconds
         );
     }
-    for k in &r.sinks {
+}
+
+fn write_sinks(s: &mut String, sinks: &[SinkReport]) {
+    use std::fmt::Write;
+    for k in sinks {
         let age = k
             .oldest_unsent_age_s
             .map(|a| format!("{a:.1}s"))
@@ -318,6 +341,10 @@ pub fn render_text(r: &StatusReport) -> String {
                 .unwrap_or_default()
         );
     }
+}
+
+fn write_rules(s: &mut String, r: &StatusReport) {
+    use std::fmt::Write;
     if !r.active_rules.is_empty() || !r.active_reports.is_empty() {
         let _ = writeln!(
             s,
@@ -332,7 +359,12 @@ pub fn render_text(r: &StatusReport) -> String {
                 .join(", ")
         );
     }
-    for (key, value) in &r.components {
+}
+
+/// Each component's section through its view; one this build cannot read, as it came.
+fn write_components(s: &mut String, components: &BTreeMap<String, serde_json::Value>) {
+    use std::fmt::Write;
+    for (key, value) in components {
         let lines = crate::components::status_view(key)
             .map(|view| view.lines(value))
             .unwrap_or_default();
@@ -345,16 +377,4 @@ pub fn render_text(r: &StatusReport) -> String {
             let _ = writeln!(s, "{line}");
         }
     }
-    let _ = writeln!(s, "dead letters {}", r.dead_letters.count);
-    for d in &r.dead_letters.recent {
-        let _ = writeln!(s, "  #{} {}: {}", d.id, d.source, d.reason);
-    }
-    if !r.decisions.is_empty() {
-        let parts: Vec<String> = r.decisions.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        let _ = writeln!(s, "decisions {}", parts.join(", "));
-    }
-    for (rule, n) in &r.rule_hits {
-        let _ = writeln!(s, "rule     {rule:<28} {n} hits");
-    }
-    s
 }

@@ -48,6 +48,10 @@ const RULE_PACK: [(&str, &str); 9] = [
     ),
 ];
 
+/// Runs the demo for `duration`; returns the exit code.
+///
+/// Long on purpose: a script read top to bottom (set up, start, drive, stop, summarize)
+/// whose printed lines follow its order.
 pub async fn run(duration: Duration, data_dir: Option<PathBuf>) -> i32 {
     let dir = match data_dir {
         Some(d) => d,

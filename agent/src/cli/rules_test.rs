@@ -4,7 +4,7 @@
 //! with `received_at`); it is decided exactly as the agent would in that order, with
 //! returns finding their original sales among the earlier lines.
 
-use crate::rules::{self, DecideContext, Decider, Engine, OriginalLookup};
+use crate::rules::{self, DecideContext, Decider, Decision, Engine, OriginalLookup};
 use crate::txn::{self, Transaction};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -85,37 +85,47 @@ pub fn run(rule_paths: &[PathBuf], input: &PathBuf, as_json: bool) -> i32 {
             *hits.entry(h.id.clone()).or_default() += 1;
         }
         reports += d.reports.len() as u64;
-        let text = if as_json {
-            json!({"line": n, "txn_id": t.txn_id, "decision": d.action, "rules": d.hits, "reports": d.reports})
-                .to_string()
-        } else {
-            let rules: Vec<String> = d
-                .hits
-                .iter()
-                .map(|h| {
-                    let aggs: Vec<String> = h.aggregates.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    let mode = if h.mode == rules::Mode::Shadow { " (shadow)" } else { "" };
-                    if aggs.is_empty() {
-                        format!("{}{mode}", h.id)
-                    } else {
-                        format!("{}[{}]{mode}", h.id, aggs.join(" "))
-                    }
-                })
-                .collect();
-            let mut s = format!("{n:>6}  {:<28} {:<6} {}", t.txn_id, d.action.name(), rules.join(", "));
-            for r in &d.reports {
-                s.push_str(&format!(
-                    "\n        report {} key={} [{}, {}) {:?}",
-                    r.report, r.key, r.window_start_ms, r.window_end_ms, r.aggregates
-                ));
-            }
-            s
-        };
-        let _ = writeln!(out, "{text}");
+        let _ = writeln!(out, "{}", decision_line(n, &t, &d, as_json));
         seen.0.insert(t.txn_id.clone(), t);
     }
     let _ = out.flush();
     drop(out);
+    summary(&decisions, &hits, invalid, reports);
+    0
+}
+
+/// One decided line: as JSON, or `line  txn_id  action  rule[aggregates], ...` with the
+/// report windows it closed below.
+fn decision_line(n: usize, t: &Transaction, d: &Decision, as_json: bool) -> String {
+    if as_json {
+        return json!({"line": n, "txn_id": t.txn_id, "decision": d.action, "rules": d.hits, "reports": d.reports})
+            .to_string();
+    }
+    let rules: Vec<String> = d
+        .hits
+        .iter()
+        .map(|h| {
+            let aggs: Vec<String> = h.aggregates.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mode = if h.mode == rules::Mode::Shadow { " (shadow)" } else { "" };
+            if aggs.is_empty() {
+                format!("{}{mode}", h.id)
+            } else {
+                format!("{}[{}]{mode}", h.id, aggs.join(" "))
+            }
+        })
+        .collect();
+    let mut s = format!("{n:>6}  {:<28} {:<6} {}", t.txn_id, d.action.name(), rules.join(", "));
+    for r in &d.reports {
+        s.push_str(&format!(
+            "\n        report {} key={} [{}, {}) {:?}",
+            r.report, r.key, r.window_start_ms, r.window_end_ms, r.aggregates
+        ));
+    }
+    s
+}
+
+/// Totals on stderr: decisions by action, invalid lines, report windows, hits by rule.
+fn summary(decisions: &BTreeMap<&str, u64>, hits: &BTreeMap<String, u64>, invalid: u64, reports: u64) {
     let total: u64 = decisions.values().sum();
     eprintln!(
         "\n{total} decided ({}), {invalid} invalid, {reports} report windows",
@@ -125,8 +135,7 @@ pub fn run(rule_paths: &[PathBuf], input: &PathBuf, as_json: bool) -> i32 {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for (id, n) in &hits {
+    for (id, n) in hits {
         eprintln!("  {id:<32} {n:>8} hits");
     }
-    0
 }

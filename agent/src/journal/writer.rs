@@ -300,31 +300,12 @@ impl Writer {
                     out.dead_letters.push((letter.source.clone(), letter.class));
                     out.pending.push(Pending::DeadLetter(reply, letter.source));
                 }
-                Command::Advance { sink, seq } => {
-                    conn.prepare_cached(
-                        "INSERT INTO cursors(sink, seq, updated_ms) VALUES (?1, ?2, ?3)
-                         ON CONFLICT(sink) DO UPDATE SET seq = MAX(seq, excluded.seq), updated_ms = excluded.updated_ms",
-                    )?
-                    .execute(params![sink, seq as i64, now_ms()])?;
-                    let c = self.cursors.entry(sink).or_insert(0);
-                    *c = (*c).max(seq);
-                }
+                Command::Advance { sink, seq } => advance(conn, &mut self.cursors, sink, seq)?,
                 Command::Shutdown { reply } => out.pending.push(Pending::Shutdown(reply)),
                 Command::Ping { reply } => drop(reply.send(())),
-                Command::Reload { mut decider, reply } => {
-                    // Replay sees this group's rows so far: the new rules start exactly
-                    // where the old ones stand. The watchdog counts its progress.
-                    self.state.replaying.store(true, Ordering::Release);
-                    let replayed = replay(conn, decider.as_mut(), &self.state.progress);
-                    self.state.replaying.store(false, Ordering::Release);
-                    match replayed {
-                        Ok((n, took)) => {
-                            tracing::info!(transactions = n, took = ?took, "rules reloaded; state rebuilt from the journal");
-                            self.decider = decider;
-                            drop(reply.send(Ok(n)));
-                        }
-                        Err(e) => drop(reply.send(Err(format!("replay failed: {e}")))),
-                    }
+                Command::Reload { decider, reply } => {
+                    let outcome = reload(conn, &self.state, decider, &mut self.decider);
+                    drop(reply.send(outcome));
                 }
             }
         }
@@ -503,4 +484,34 @@ impl Faults {
             }
         }
     }
+}
+
+/// Moves a sink's cursor forward (never back) inside the open transaction.
+fn advance(conn: &Connection, cursors: &mut HashMap<String, u64>, sink: String, seq: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO cursors(sink, seq, updated_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT(sink) DO UPDATE SET seq = MAX(seq, excluded.seq), updated_ms = excluded.updated_ms",
+    )?
+    .execute(params![sink, seq as i64, now_ms()])?;
+    let c = cursors.entry(sink).or_insert(0);
+    *c = (*c).max(seq);
+    Ok(())
+}
+
+/// New rules take over once they have replayed the journal's horizon. Replay sees this
+/// group's rows so far: the new rules start exactly where the old ones stand. The
+/// watchdog counts its progress. On failure the running rules stay.
+fn reload(
+    conn: &Connection,
+    state: &JournalState,
+    mut decider: Box<dyn Decider>,
+    running: &mut Box<dyn Decider>,
+) -> Result<u64, String> {
+    state.replaying.store(true, Ordering::Release);
+    let replayed = replay(conn, decider.as_mut(), &state.progress);
+    state.replaying.store(false, Ordering::Release);
+    let (n, took) = replayed.map_err(|e| format!("replay failed: {e}"))?;
+    tracing::info!(transactions = n, took = ?took, "rules reloaded; state rebuilt from the journal");
+    *running = decider;
+    Ok(n)
 }

@@ -196,6 +196,50 @@ impl Engine {
     }
 }
 
+/// A rule's aggregates after a transaction.
+enum Windowed {
+    /// The rule has no window.
+    Unwindowed,
+    /// The transaction lacks a field of the rule's key: the rule does not apply.
+    NoKey,
+    Values(AggValues),
+}
+
+impl RuleState {
+    /// Adds the transaction to its key's window (a new key may push the least recently
+    /// seen one out; a full window drops its oldest events: both counted).
+    fn observe(&mut self, txn: &Transaction, seq: u64, metrics: Option<&Metrics>) -> Windowed {
+        let Some(window) = self.rule.window else {
+            return Windowed::Unwindowed;
+        };
+        let Some(key) = key_of(&self.rule.key, txn) else {
+            return Windowed::NoKey;
+        };
+        let ev = event(txn, seq, &self.rule.distinct);
+        let aggs = &self.rule.aggregates;
+        let (values, capped) = if let Some(w) = self.keys.get_mut(&key) {
+            w.observe(window, aggs, ev)
+        } else {
+            let mut w = KeyWindow::new(aggs);
+            let observed = w.observe(window, aggs, ev);
+            if self.keys.push(key, w).is_some() {
+                if let Some(m) = metrics {
+                    m.rule_keys_evicted.with_label_values(&[&self.rule.id]).inc();
+                }
+            }
+            observed
+        };
+        if capped > 0 {
+            if let Some(m) = metrics {
+                m.rule_events_capped
+                    .with_label_values(&[&self.rule.id])
+                    .inc_by(capped as u64);
+            }
+        }
+        Windowed::Values(values)
+    }
+}
+
 impl Decider for Engine {
     fn decide(&mut self, txn: &Transaction, cx: &DecideContext<'_>) -> Decision {
         // Only when some expression reads them: building them is most of a simple rule's cost.
@@ -227,38 +271,10 @@ impl Decider for Engine {
             if !self.passes(&r.id, &r.filter, &base) {
                 continue;
             }
-            let values = {
-                let state = &mut self.rules[i];
-                match state.rule.window {
-                    None => None,
-                    Some(window) => {
-                        let Some(key) = key_of(&state.rule.key, txn) else {
-                            continue;
-                        };
-                        let ev = event(txn, cx.seq, &state.rule.distinct);
-                        let aggs = &state.rule.aggregates;
-                        let (values, capped) = if let Some(w) = state.keys.get_mut(&key) {
-                            w.observe(window, aggs, ev)
-                        } else {
-                            let mut w = KeyWindow::new(aggs);
-                            let observed = w.observe(window, aggs, ev);
-                            if state.keys.push(key, w).is_some() {
-                                if let Some(m) = &self.metrics {
-                                    m.rule_keys_evicted.with_label_values(&[&state.rule.id]).inc();
-                                }
-                            }
-                            observed
-                        };
-                        if capped > 0 {
-                            if let Some(m) = &self.metrics {
-                                m.rule_events_capped
-                                    .with_label_values(&[&state.rule.id])
-                                    .inc_by(capped as u64);
-                            }
-                        }
-                        Some(values)
-                    }
-                }
+            let values = match self.rules[i].observe(txn, cx.seq, self.metrics.as_ref()) {
+                Windowed::NoKey => continue,
+                Windowed::Unwindowed => None,
+                Windowed::Values(values) => Some(values),
             };
             if cx.replaying {
                 // Rebuilding state: the decision was made (and journaled) before.

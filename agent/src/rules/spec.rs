@@ -408,34 +408,7 @@ fn compile_rule(
         Some(k) => keys(k).map_err(|m| at.err("key", m))?,
         None => Vec::new(),
     };
-    let window = match (&spec.window, key.is_empty()) {
-        (None, _) => None,
-        (Some(_), true) => return Err(at.err("window", "a window needs a `key` (whose events are counted)".into())),
-        (Some(WindowToml::Time(d)), false) => {
-            if d.get().is_zero() {
-                return Err(at.err("window", "must be longer than 0s".into()));
-            }
-            let max_events = spec.max_events_per_key.unwrap_or(DEFAULT_MAX_EVENTS_PER_KEY);
-            if max_events == 0 {
-                return Err(at.err("max_events_per_key", "must be at least 1".into()));
-            }
-            Some(WindowSpec::Time {
-                width_ms: d.get().as_millis() as i64,
-                lateness_ms: spec.lateness.get().as_millis() as i64,
-                max_events,
-            })
-        }
-        (Some(WindowToml::Count { last }), false) => {
-            let max_events = spec.max_events_per_key.unwrap_or(DEFAULT_MAX_EVENTS_PER_KEY);
-            if *last == 0 || *last > max_events {
-                return Err(at.err(
-                    "window",
-                    format!("`last` must be 1–{max_events} (max_events_per_key: the events a key may hold)"),
-                ));
-            }
-            Some(WindowSpec::Count { n: *last })
-        }
-    };
+    let window = window_of(&at, &spec, key.is_empty())?;
     let (aggs, distinct) = aggregates(&spec.aggregates).map_err(|m| at.err("aggregates", m))?;
     if !aggs.is_empty() && window.is_none() {
         return Err(at.err(
@@ -463,6 +436,38 @@ fn compile_rule(
         aggregates: aggs,
         distinct,
         max_keys: spec.max_keys.unwrap_or(DEFAULT_MAX_KEYS).max(1),
+    })
+}
+
+/// The rule's window: a time span or the last n events, per key.
+fn window_of(at: &Where<'_>, spec: &RuleSpec, keyless: bool) -> Result<Option<WindowSpec>, RuleError> {
+    Ok(match (&spec.window, keyless) {
+        (None, _) => None,
+        (Some(_), true) => return Err(at.err("window", "a window needs a `key` (whose events are counted)".into())),
+        (Some(WindowToml::Time(d)), false) => {
+            if d.get().is_zero() {
+                return Err(at.err("window", "must be longer than 0s".into()));
+            }
+            let max_events = spec.max_events_per_key.unwrap_or(DEFAULT_MAX_EVENTS_PER_KEY);
+            if max_events == 0 {
+                return Err(at.err("max_events_per_key", "must be at least 1".into()));
+            }
+            Some(WindowSpec::Time {
+                width_ms: d.get().as_millis() as i64,
+                lateness_ms: spec.lateness.get().as_millis() as i64,
+                max_events,
+            })
+        }
+        (Some(WindowToml::Count { last }), false) => {
+            let max_events = spec.max_events_per_key.unwrap_or(DEFAULT_MAX_EVENTS_PER_KEY);
+            if *last == 0 || *last > max_events {
+                return Err(at.err(
+                    "window",
+                    format!("`last` must be 1–{max_events} (max_events_per_key: the events a key may hold)"),
+                ));
+            }
+            Some(WindowSpec::Count { n: *last })
+        }
     })
 }
 
