@@ -232,51 +232,16 @@ async fn no_card_number_is_stored_answered_or_logged_wherever_it_is_put() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let terminal = Terminal::connect(broker.port, "store-1", "till-1").await;
-    let client = tillgate_testkit::http_client();
 
     let mut runner = TestRunner::deterministic();
     let cases: Vec<Case> = (0..80)
         .map(|_| case().new_tree(&mut runner).expect("a case").current())
         .collect();
-    let mut answers = Vec::new();
-    let mut mqtt_sent = 0;
-    let mut refused = 0;
-    for (i, case) in cases.iter().enumerate() {
-        let id = format!("pan-{i}");
-        let raw = document(&id, case);
-        match case.transport {
-            Transport::Http => {
-                let (status, answer) = post(&client, &agent.url(), raw).await.unwrap();
-                if status == 400 {
-                    assert_eq!(answer["error"], "pan", "{case:?}: {answer}");
-                    refused += 1;
-                } else {
-                    assert!(status == 200 && may_be_accepted(&case.form), "{case:?}: {answer}");
-                }
-                answers.push(answer.to_string());
-            }
-            Transport::Ndjson => {
-                let good = txn(&format!("{id}-good"), "till-1", 100).to_string();
-                let (_, lines) = post_ndjson(&client, &agent.url(), format!("{good}\n{raw}\n"))
-                    .await
-                    .unwrap();
-                assert_eq!(lines[0]["status"], 200);
-                if lines[1]["status"] == 400 {
-                    assert_eq!(lines[1]["error"], "pan", "{case:?}: {}", lines[1]);
-                    refused += 1;
-                } else {
-                    assert!(may_be_accepted(&case.form), "{case:?}: {}", lines[1]);
-                }
-                answers.extend(lines.iter().map(Value::to_string));
-            }
-            Transport::Mqtt => {
-                terminal.publish_raw(&terminal.txn_topic(), raw.into_bytes()).await;
-                if !may_be_accepted(&case.form) {
-                    mqtt_sent += 1;
-                }
-            }
-        }
-    }
+    let Sent {
+        mut answers,
+        mqtt_sent,
+        mut refused,
+    } = send_every_case(&agent, &terminal, &cases).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while terminal.errors().len() < mqtt_sent {
         assert!(
@@ -323,5 +288,62 @@ async fn no_card_number_is_stored_answered_or_logged_wherever_it_is_put() {
                 "{name} holds the card number of {case:?}"
             );
         }
+    }
+}
+
+/// What the cases got back over HTTP and NDJSON, and what is still owed over MQTT.
+struct Sent {
+    answers: Vec<String>,
+    /// MQTT cases that must be refused (their answers arrive on the error topic).
+    mqtt_sent: usize,
+    refused: usize,
+}
+
+/// Sends each case over its transport; a refusal must name the card number (`pan`).
+async fn send_every_case(agent: &Agent, terminal: &Terminal, cases: &[Case]) -> Sent {
+    let client = tillgate_testkit::http_client();
+    let mut answers = Vec::new();
+    let mut mqtt_sent = 0;
+    let mut refused = 0;
+    for (i, case) in cases.iter().enumerate() {
+        let id = format!("pan-{i}");
+        let raw = document(&id, case);
+        match case.transport {
+            Transport::Http => {
+                let (status, answer) = post(&client, &agent.url(), raw).await.unwrap();
+                if status == 400 {
+                    assert_eq!(answer["error"], "pan", "{case:?}: {answer}");
+                    refused += 1;
+                } else {
+                    assert!(status == 200 && may_be_accepted(&case.form), "{case:?}: {answer}");
+                }
+                answers.push(answer.to_string());
+            }
+            Transport::Ndjson => {
+                let good = txn(&format!("{id}-good"), "till-1", 100).to_string();
+                let (_, lines) = post_ndjson(&client, &agent.url(), format!("{good}\n{raw}\n"))
+                    .await
+                    .unwrap();
+                assert_eq!(lines[0]["status"], 200);
+                if lines[1]["status"] == 400 {
+                    assert_eq!(lines[1]["error"], "pan", "{case:?}: {}", lines[1]);
+                    refused += 1;
+                } else {
+                    assert!(may_be_accepted(&case.form), "{case:?}: {}", lines[1]);
+                }
+                answers.extend(lines.iter().map(Value::to_string));
+            }
+            Transport::Mqtt => {
+                terminal.publish_raw(&terminal.txn_topic(), raw.into_bytes()).await;
+                if !may_be_accepted(&case.form) {
+                    mqtt_sent += 1;
+                }
+            }
+        }
+    }
+    Sent {
+        answers,
+        mqtt_sent,
+        refused,
     }
 }

@@ -107,21 +107,7 @@ async fn a_flood_of_new_keys_stays_within_the_memory_bound_and_every_cap_is_coun
 
     // Watch what MQTT holds in flight while the flood lasts.
     let most_in_flight = Arc::new(AtomicU64::new(0));
-    let watching = {
-        let (most, url) = (most_in_flight.clone(), agent.url());
-        tokio::spawn(async move {
-            let client = tillgate_testkit::http_client();
-            loop {
-                if let Ok(r) = client.get(format!("{url}/v1/status")).send().await {
-                    if let Ok(v) = r.json::<Value>().await {
-                        let n = v["mqtt"]["in_flight"].as_u64().unwrap_or(0);
-                        most.fetch_max(n, Ordering::Relaxed);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
+    let watching = tokio::spawn(watch_mqtt_in_flight(agent.url(), most_in_flight.clone()));
 
     // MQTT: 10 × the in-flight window, many times over, published as fast as the
     // broker takes them.
@@ -138,24 +124,12 @@ async fn a_flood_of_new_keys_stays_within_the_memory_bound_and_every_cap_is_coun
         })
     };
     // HTTP: 10 × the keys of every rule and report, in NDJSON batches.
-    let client = tillgate_testkit::http_client();
     let http_sent = 10 * KEYS;
-    let mut accepted = 0;
-    for batch in 0..http_sent / 1_000 {
-        let body: String = {
-            let mut rng = rand::rng();
-            (0..1_000)
-                .map(|i| random_txn(&format!("h-{batch}-{i}"), &mut rng).to_string() + "\n")
-                .collect()
-        };
-        let (status, answers) = post_ndjson(&client, &agent.url(), body).await.unwrap();
-        assert_eq!(status, 200);
-        accepted += answers.iter().filter(|a| a["status"] == 200).count();
-        for a in answers.iter().filter(|a| a["status"] != 200) {
-            eprintln!("refused: {a}");
-        }
-    }
-    assert_eq!(accepted, http_sent, "every line of every batch decided");
+    assert_eq!(
+        post_new_keys(&agent.url(), http_sent).await,
+        http_sent,
+        "every line of every batch decided"
+    );
     publishing.await.unwrap();
     assert!(
         terminal.await_decisions(Duration::from_secs(120), None).await,
@@ -174,34 +148,7 @@ async fn a_flood_of_new_keys_stays_within_the_memory_bound_and_every_cap_is_coun
         most <= MQTT_IN_FLIGHT as u64,
         "MQTT held {most} transactions in flight; max_in_flight is {MQTT_IN_FLIGHT}"
     );
-    for rule in ["card-velocity", "customer-velocity"] {
-        let live = metric(&metrics, &format!("tillgate_rule_live_keys{{rule=\"{rule}\"}}"));
-        let evicted = metric(
-            &metrics,
-            &format!("tillgate_rule_keys_evicted_total{{rule=\"{rule}\"}}"),
-        );
-        assert_eq!(live, KEYS as u64, "{rule} holds max_keys keys");
-        assert_eq!(
-            live + evicted,
-            (http_sent + mqtt_sent) as u64,
-            "{rule}: every key is held or counted as evicted"
-        );
-    }
-    // mosquitto 2.0 ignores Receive Maximum: the window overflowed and the rest was
-    // redelivered (a broker that honours it would leave these at 0, and the in-flight
-    // bound above would still hold: then this assertion has to go).
-    let overflows = metric(&metrics, "tillgate_mqtt_receive_maximum_overflows_total");
-    let left = metric(&metrics, "tillgate_mqtt_left_for_redelivery_total");
-    eprintln!("MQTT overflows {overflows}, deliveries left for redelivery {left}");
-    assert!(
-        overflows > 0 && left > 0,
-        "mosquitto is known to ignore Receive Maximum; did the kit's broker change?"
-    );
-    let early = metric(
-        &metrics,
-        "tillgate_report_windows_evicted_total{report=\"terminal-hourly\"}",
-    );
-    assert!(early > 0, "the report reached max_keys and said so");
+    every_cap_was_reached_and_counted(&metrics, (http_sent + mqtt_sent) as u64);
     assert_eq!(
         journal_rows(&journal, 0),
         (http_sent + mqtt_sent) as u64,
@@ -214,4 +161,70 @@ async fn a_flood_of_new_keys_stays_within_the_memory_bound_and_every_cap_is_coun
         "peak RSS {peak_mib} MiB is over the documented bound of {} MiB",
         rss_bound_mib()
     );
+}
+
+/// Polls `/v1/status` every 10 ms and keeps the most MQTT transactions in flight seen.
+async fn watch_mqtt_in_flight(url: String, most: Arc<AtomicU64>) {
+    let client = tillgate_testkit::http_client();
+    loop {
+        if let Ok(r) = client.get(format!("{url}/v1/status")).send().await {
+            if let Ok(v) = r.json::<Value>().await {
+                let n = v["mqtt"]["in_flight"].as_u64().unwrap_or(0);
+                most.fetch_max(n, Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Posts `n` transactions with new keys in NDJSON batches of 1,000; returns how many
+/// were decided.
+async fn post_new_keys(url: &str, n: usize) -> usize {
+    let client = tillgate_testkit::http_client();
+    let mut accepted = 0;
+    for batch in 0..n / 1_000 {
+        let body: String = {
+            let mut rng = rand::rng();
+            (0..1_000)
+                .map(|i| random_txn(&format!("h-{batch}-{i}"), &mut rng).to_string() + "\n")
+                .collect()
+        };
+        let (status, answers) = post_ndjson(&client, url, body).await.unwrap();
+        assert_eq!(status, 200);
+        accepted += answers.iter().filter(|a| a["status"] == 200).count();
+        for a in answers.iter().filter(|a| a["status"] != 200) {
+            eprintln!("refused: {a}");
+        }
+    }
+    accepted
+}
+
+/// Rules hold `max_keys` keys and count the rest as evicted; the MQTT window overflowed
+/// (mosquitto 2.0 ignores Receive Maximum) and left the rest for redelivery; the report
+/// closed windows early.
+fn every_cap_was_reached_and_counted(metrics: &str, keys_sent: u64) {
+    for rule in ["card-velocity", "customer-velocity"] {
+        let live = metric(metrics, &format!("tillgate_rule_live_keys{{rule=\"{rule}\"}}"));
+        let evicted = metric(metrics, &format!("tillgate_rule_keys_evicted_total{{rule=\"{rule}\"}}"));
+        assert_eq!(live, KEYS as u64, "{rule} holds max_keys keys");
+        assert_eq!(
+            live + evicted,
+            keys_sent,
+            "{rule}: every key is held or counted as evicted"
+        );
+    }
+    // A broker that honours Receive Maximum would leave these at 0, and the in-flight
+    // bound would still hold: then this assertion has to go.
+    let overflows = metric(metrics, "tillgate_mqtt_receive_maximum_overflows_total");
+    let left = metric(metrics, "tillgate_mqtt_left_for_redelivery_total");
+    eprintln!("MQTT overflows {overflows}, deliveries left for redelivery {left}");
+    assert!(
+        overflows > 0 && left > 0,
+        "mosquitto is known to ignore Receive Maximum; did the kit's broker change?"
+    );
+    let early = metric(
+        metrics,
+        "tillgate_report_windows_evicted_total{report=\"terminal-hourly\"}",
+    );
+    assert!(early > 0, "the report reached max_keys and said so");
 }

@@ -8,7 +8,7 @@ use tillgate_testkit::checkers::video::{
     camera_status, ffmpeg_errors, ffprobe_frames, gaps, kvs_credentials_env, video_toml, wait_camera,
 };
 use tillgate_testkit::emulators::rtsp_camera::{CameraMode, RtspCamera};
-use tillgate_testkit::fakes::kvs::{FakeKvs, KvsFaults};
+use tillgate_testkit::fakes::kvs::{FakeKvs, KvsFaults, Received};
 use tillgate_testkit::{post, txn, Agent, AgentOptions};
 
 // `make test-arm64` runs the agent under qemu-aarch64-static with only
@@ -51,6 +51,111 @@ async fn wait_fragments(kvs: &FakeKvs, stream: &str, n: usize, within: Duration,
     }
 }
 
+fn fragments_start_on_key_frames_and_last_about_2_s(fragments: &[Received]) {
+    for (i, f) in fragments.iter().enumerate() {
+        let blocks = &f.fragment.blocks;
+        assert!(blocks[0].key, "fragment {i} starts with a key frame");
+        assert!(
+            blocks.windows(2).all(|w| w[1].timecode_ms > w[0].timecode_ms),
+            "frame timecodes increase"
+        );
+        if i > 0 {
+            let previous = fragments[i - 1].fragment.timecode_ms;
+            let length = f.fragment.timecode_ms - previous;
+            assert!(
+                (1_800..=2_200).contains(&length),
+                "fragment {} lasted {length} ms",
+                i - 1
+            );
+        }
+    }
+}
+
+/// The last frame's timecode against the wall clock when the fragment arrived: closing
+/// waits for the next key frame (one frame, 67 ms) plus store and send. The typical
+/// fragment's last frame is stamped at most 100 ms before it arrives, and that does not
+/// drift over the minute (first third against last third). A single late arrival (a busy
+/// test machine) only has to stay under a second.
+fn timecodes_follow_the_wall_clock(fragments: &[Received]) {
+    let lateness: Vec<i64> = fragments
+        .iter()
+        .map(|f| {
+            let last = f.fragment.blocks.iter().map(|b| b.timecode_ms).max().unwrap();
+            f.received_ms - last as i64
+        })
+        .collect();
+    let median = |v: &[i64]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let third = lateness.len() / 3;
+    let (early, late) = (median(&lateness[..third]), median(&lateness[lateness.len() - third..]));
+    assert!(
+        lateness.iter().all(|l| *l >= 0),
+        "a frame's timecode is in the future: {lateness:?}"
+    );
+    assert!(
+        median(&lateness) <= 100,
+        "timecodes trail the wall clock by more than 100 ms: {lateness:?}"
+    );
+    assert!(
+        (late - early).abs() <= 100,
+        "timecodes drift from the wall clock: {lateness:?}"
+    );
+    assert!(
+        lateness.iter().all(|l| *l <= 1_000),
+        "fragments arrive late: {lateness:?}"
+    );
+}
+
+fn the_block_tag_sits_on_the_fragment_of_that_moment(fragments: &[Received], blocked_at: u64) {
+    let tagged: Vec<_> = fragments
+        .iter()
+        .filter(|f| f.fragment.tags.iter().any(|(n, _)| n == "tillgate.block.v-block-1"))
+        .collect();
+    assert_eq!(tagged.len(), 1, "one fragment carries the block tag");
+    let t = &tagged[0].fragment;
+    let end = t.blocks.iter().map(|b| b.timecode_ms).max().unwrap();
+    assert!(
+        t.timecode_ms <= blocked_at + 200 && blocked_at <= end + 2_500,
+        "tagged fragment {}..{end}, blocked at {blocked_at}",
+        t.timecode_ms
+    );
+    assert!(
+        t.tags.iter().any(|(_, v)| v.contains("terminal=till-1")),
+        "{:?}",
+        t.tags
+    );
+}
+
+/// ffmpeg decodes the stream rebuilt from the received clusters without a message, and
+/// ffprobe counts exactly the frames sent, within 2 % of 15 fps over the span.
+fn the_received_video_decodes_with_every_frame(kvs: &FakeKvs, dir: &std::path::Path, fragments: &[Received]) {
+    let file = dir.join("received.mkv");
+    kvs.write_mkv("store-1-door", &file).unwrap();
+    let errors = ffmpeg_errors(&file);
+    assert!(errors.trim().is_empty(), "ffmpeg: {errors}");
+    let frames = ffprobe_frames(&file);
+    let blocks: usize = fragments.iter().map(|f| f.fragment.blocks.len()).sum();
+    let first = fragments[0].fragment.timecode_ms;
+    let last = fragments
+        .last()
+        .unwrap()
+        .fragment
+        .blocks
+        .iter()
+        .map(|b| b.timecode_ms)
+        .max()
+        .unwrap();
+    let expected = (last - first) as f64 / 1000.0 * 15.0 + 1.0;
+    assert_eq!(frames as usize, blocks, "ffprobe decodes every frame sent");
+    assert!(
+        ((frames as f64 - expected) / expected).abs() <= 0.02,
+        "{frames} frames, expected {expected:.0} at 15 fps"
+    );
+}
+
 mod camera {
     use super::*;
 
@@ -85,98 +190,10 @@ mod camera {
             fragments.len(),
             "no fragment sent twice without a failure"
         );
-        let mut lateness = Vec::new();
-        for (i, f) in fragments.iter().enumerate() {
-            let blocks = &f.fragment.blocks;
-            assert!(blocks[0].key, "fragment {i} starts with a key frame");
-            assert!(
-                blocks.windows(2).all(|w| w[1].timecode_ms > w[0].timecode_ms),
-                "frame timecodes increase"
-            );
-            if i > 0 {
-                let previous = fragments[i - 1].fragment.timecode_ms;
-                let length = f.fragment.timecode_ms - previous;
-                assert!(
-                    (1_800..=2_200).contains(&length),
-                    "fragment {} lasted {length} ms",
-                    i - 1
-                );
-            }
-            // The last frame's timecode against the wall clock when the fragment arrived:
-            // closing waits for the next key frame (one frame, 67 ms) plus store and send.
-            let last = blocks.iter().map(|b| b.timecode_ms).max().unwrap();
-            lateness.push(f.received_ms - last as i64);
-        }
-        // Within 100 ms of the wall clock: the typical fragment's last frame is stamped at
-        // most 100 ms before it arrives (arrival includes closing and sending), and that
-        // does not drift over the minute (first third against last third). A single late
-        // arrival (a busy test machine) only has to stay under a second.
-        let median = |v: &[i64]| {
-            let mut v = v.to_vec();
-            v.sort();
-            v[v.len() / 2]
-        };
-        let third = lateness.len() / 3;
-        let (early, late) = (median(&lateness[..third]), median(&lateness[lateness.len() - third..]));
-        assert!(
-            lateness.iter().all(|l| *l >= 0),
-            "a frame's timecode is in the future: {lateness:?}"
-        );
-        assert!(
-            median(&lateness) <= 100,
-            "timecodes trail the wall clock by more than 100 ms: {lateness:?}"
-        );
-        assert!(
-            (late - early).abs() <= 100,
-            "timecodes drift from the wall clock: {lateness:?}"
-        );
-        assert!(
-            lateness.iter().all(|l| *l <= 1_000),
-            "fragments arrive late: {lateness:?}"
-        );
-
-        // The tag sits on the fragment recorded when the sale was blocked.
-        let tagged: Vec<_> = fragments
-            .iter()
-            .filter(|f| f.fragment.tags.iter().any(|(n, _)| n == "tillgate.block.v-block-1"))
-            .collect();
-        assert_eq!(tagged.len(), 1, "one fragment carries the block tag");
-        let t = &tagged[0].fragment;
-        let end = t.blocks.iter().map(|b| b.timecode_ms).max().unwrap();
-        assert!(
-            t.timecode_ms <= blocked_at + 200 && blocked_at <= end + 2_500,
-            "tagged fragment {}..{end}, blocked at {blocked_at}",
-            t.timecode_ms
-        );
-        assert!(
-            t.tags.iter().any(|(_, v)| v.contains("terminal=till-1")),
-            "{:?}",
-            t.tags
-        );
-
-        // Decodes cleanly, and every frame is there.
-        let file = dir.join("received.mkv");
-        kvs.write_mkv("store-1-door", &file).unwrap();
-        let errors = ffmpeg_errors(&file);
-        assert!(errors.trim().is_empty(), "ffmpeg: {errors}");
-        let frames = ffprobe_frames(&file);
-        let blocks: usize = fragments.iter().map(|f| f.fragment.blocks.len()).sum();
-        let first = fragments[0].fragment.timecode_ms;
-        let last = fragments
-            .last()
-            .unwrap()
-            .fragment
-            .blocks
-            .iter()
-            .map(|b| b.timecode_ms)
-            .max()
-            .unwrap();
-        let expected = (last - first) as f64 / 1000.0 * 15.0 + 1.0;
-        assert_eq!(frames as usize, blocks, "ffprobe decodes every frame sent");
-        assert!(
-            ((frames as f64 - expected) / expected).abs() <= 0.02,
-            "{frames} frames, expected {expected:.0} at 15 fps"
-        );
+        fragments_start_on_key_frames_and_last_about_2_s(&fragments);
+        timecodes_follow_the_wall_clock(&fragments);
+        the_block_tag_sits_on_the_fragment_of_that_moment(&fragments, blocked_at);
+        the_received_video_decodes_with_every_frame(&kvs, &dir, &fragments);
 
         let status = camera_status(&agent).await;
         assert_eq!(status["state"], "streaming", "{status}");
