@@ -13,8 +13,9 @@
 //!   dead letters, the size budget. The only module that touches SQLite.
 //! - [`rules`]: rule files, conditions and the decision.
 //! - [`sinks`]: the runner that feeds each sink from its cursor.
-//! - [`components`]: where every plugin is registered: the enabled components of a
-//!   config and how their status sections read.
+//! - [`components`]: where every plugin is registered (one line each, which also
+//!   gives `Config` its section): the enabled components of a config and how their
+//!   status sections read.
 //! - [`intake`]: what HTTP and source plugins (MQTT) share: parsing, the answer, the
 //!   refusal code, the dead letter.
 //! - [`http`]: the decision endpoint, health, metrics, status, and its own accept loop

@@ -16,46 +16,48 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tillgate_archive::ArchiveConfig;
-use tillgate_kinesis::KinesisConfig;
-use tillgate_mqtt::MqttConfig;
 use tillgate_sdk::{ByteSize, HumanDuration};
 
-/// The root of `tillgate.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Journal, archive and other state live here.
-    #[serde(default = "default_data_dir")]
-    pub data_dir: PathBuf,
-    #[serde(default)]
-    pub log: LogConfig,
-    #[serde(default)]
-    pub intake: IntakeConfig,
-    #[serde(default)]
-    pub http: HttpConfig,
-    #[serde(default)]
-    pub journal: JournalConfig,
-    #[serde(default)]
-    pub rules: RulesConfig,
-    #[serde(default)]
-    pub sinks: SinksConfig,
-    /// The store's MQTT broker; absent means no MQTT.
-    #[serde(default)]
-    pub mqtt: Option<MqttConfig>,
-    /// Kinesis Data Streams; absent means none.
-    #[serde(default)]
-    pub kinesis: Option<KinesisConfig>,
-    /// Cameras to Kinesis Video Streams; absent means none.
-    #[cfg(feature = "video")]
-    #[serde(default)]
-    pub video: Option<tillgate_video::VideoConfig>,
-    /// Without the `video` feature, a `[video]` section is an error naming the build.
-    #[cfg(not(feature = "video"))]
-    #[serde(default)]
-    pub video: Option<toml::Value>,
-    #[serde(default)]
-    pub shutdown: ShutdownConfig,
+/// Declares [`Config`]: the agent's own sections, then one per registered component
+/// (`crate::components::registry!`).
+macro_rules! config_with_components {
+    ($($(#[cfg($on:meta)])? $section:ident: $config:ty,)*) => {
+        /// The root of `tillgate.toml`.
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Config {
+            /// Journal, archive and other state live here.
+            #[serde(default = "default_data_dir")]
+            pub data_dir: PathBuf,
+            #[serde(default)]
+            pub log: LogConfig,
+            #[serde(default)]
+            pub intake: IntakeConfig,
+            #[serde(default)]
+            pub http: HttpConfig,
+            #[serde(default)]
+            pub journal: JournalConfig,
+            #[serde(default)]
+            pub rules: RulesConfig,
+            #[serde(default)]
+            pub sinks: SinksConfig,
+            #[serde(default)]
+            pub shutdown: ShutdownConfig,
+            $(
+                #[doc = concat!("`[", stringify!($section), "]`; absent means none.")]
+                $(#[cfg($on)])?
+                #[serde(default)]
+                pub $section: Option<$config>,
+            )*
+            /// Without the `video` feature, a `[video]` section is an error naming the
+            /// build.
+            #[cfg(not(feature = "video"))]
+            #[serde(default)]
+            pub video: Option<toml::Value>,
+        }
+    };
 }
+crate::components::registry!(config_with_components);
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/tillgate")

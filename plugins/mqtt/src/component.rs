@@ -14,6 +14,10 @@ impl ComponentConfig for MqttConfig {
         "mqtt"
     }
 
+    fn status_view() -> Option<&'static dyn StatusView> {
+        Some(&STATUS_VIEW)
+    }
+
     fn enabled(&self) -> bool {
         self.enabled
     }

@@ -85,6 +85,15 @@ pub trait ComponentConfig: Send + Sync {
 
     /// Starts it. Nothing here may wait for the network: an offline gateway starts.
     fn start(&self, cx: StartContext<'_>) -> Result<Box<dyn Component>, String>;
+
+    /// How `tillgate status` reads the status section its [`Component::status`] reports,
+    /// if it reports one. Static: `tillgate status` reads another process's answer.
+    fn status_view() -> Option<&'static dyn StatusView>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 /// A component's part of `/v1/status`: a JSON value under `key`, read on each request.

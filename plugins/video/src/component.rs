@@ -5,14 +5,20 @@ use crate::status::CamerasView;
 use crate::tags::TagSink;
 use crate::{Cameras, VideoConfig};
 use async_trait::async_trait;
-use tillgate_sdk::{CheckContext, Component, ComponentConfig, ConfigError, Sink, StartContext, StatusSection};
+use tillgate_sdk::{
+    CheckContext, Component, ComponentConfig, ConfigError, Sink, StartContext, StatusSection, StatusView,
+};
 
-/// How `tillgate status` shows cameras; registered by the agent.
+/// How `tillgate status` shows cameras.
 pub static STATUS_VIEW: CamerasView = CamerasView;
 
 impl ComponentConfig for VideoConfig {
     fn section(&self) -> &'static str {
         "video"
+    }
+
+    fn status_view() -> Option<&'static dyn StatusView> {
+        Some(&STATUS_VIEW)
     }
 
     fn enabled(&self) -> bool {
