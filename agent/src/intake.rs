@@ -93,33 +93,20 @@ impl Intake {
         raw: &[u8],
         size: usize,
     ) -> Result<(), SubmitError> {
-        self.reject_as(source, rejection.class(), rejection.to_string(), raw, size)
+        self.count_rejected(source);
+        self.store_dead_letter(source, rejection.class(), rejection.to_string(), raw, size)
             .await
     }
 
-    /// [`Intake::reject`] for a reason that is not a [`Rejection`] (an over-size HTTP
-    /// body, a batch of too many lines).
-    pub async fn reject_as(
-        &self,
-        source: &str,
-        class: RejectionClass,
-        reason: String,
-        raw: &[u8],
-        size: usize,
-    ) -> Result<(), SubmitError> {
-        self.count_rejected(source);
-        self.store_dead_letter(source, class, reason, raw, size).await
-    }
-
-    /// Counts a rejected input whose dead letter is shared with others (the rejected
-    /// lines of a batch beyond the first 100).
+    /// Counts a rejected input (its dead letter is stored apart, or shared with others:
+    /// the rejected lines of a batch beyond the first 100).
     pub fn count_rejected(&self, source: &str) {
         count(&self.metrics, source, "rejected");
     }
 
     /// Stores a dead letter without counting an input (the caller counts: an MQTT
-    /// rejection once its letter is stored, a batch's further rejected lines each): the
-    /// head, card numbers masked; returns once durable.
+    /// rejection once its letter is stored, an HTTP one whether or not): the head, card
+    /// numbers masked; returns once durable.
     pub async fn store_dead_letter(
         &self,
         source: &str,

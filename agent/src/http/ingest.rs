@@ -67,9 +67,10 @@ async fn too_large(state: &AppState, head: &[u8], seen: usize, limit: usize, ndj
         "transaction (intake.max_txn_bytes; send larger volumes as an NDJSON batch)"
     };
     let reason = format!("body exceeds the {limit}-byte limit for a {what}: {seen}+ bytes received");
+    state.intake.count_rejected(SOURCE);
     let _ = state
         .intake
-        .reject_as(SOURCE, RejectionClass::TooLarge, reason.clone(), head, seen)
+        .store_dead_letter(SOURCE, RejectionClass::TooLarge, reason.clone(), head, seen)
         .await;
     (
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -127,9 +128,10 @@ async fn batch(state: &AppState, raw: bytes::Bytes, started: Instant) -> Respons
             "the batch has {lines} lines; the limit is {} (http.max_batch_lines): send it in parts",
             state.max_batch_lines
         );
+        state.intake.count_rejected(SOURCE);
         let _ = state
             .intake
-            .reject_as(SOURCE, RejectionClass::TooLarge, reason.clone(), &raw, raw.len())
+            .store_dead_letter(SOURCE, RejectionClass::TooLarge, reason.clone(), &raw, raw.len())
             .await;
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
