@@ -42,7 +42,7 @@ fn bench(c: &mut Criterion) {
 
     let mut pack = Engine::new(load_paths(&[pack_dir]).expect("pack loads"), None, Duration::ZERO);
     warmed(&mut pack, &txns);
-    bench_engine(c, "rule pack (15 rules, 3 reports), 100k live keys", &mut pack, &txns);
+    bench_engine(c, "rule pack (16 rules, 3 reports), 100k live keys", &mut pack, &txns);
 
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(

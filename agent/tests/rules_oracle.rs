@@ -21,13 +21,21 @@ const HOP_SIZE: i64 = 600_000;
 const HOP: i64 = 300_000;
 const GAP: i64 = 120_000;
 
+/// Every aggregate, and three over only the transactions of 25.00 or more (a
+/// conditional aggregate: its own filter, the same window).
+const AGGREGATES: &str = r#"{ n = "count", total = "sum(total_minor)", lo = "min(total_minor)", hi = "max(total_minor)", cards = "count_distinct(card.token)", big = { of = "count", filter = 'txn.total_minor >= 2500' }, big_total = { of = "sum(total_minor)", filter = 'txn.total_minor >= 2500' }, big_cards = { of = "count_distinct(card.token)", filter = 'txn.total_minor >= 2500' } }"#;
+
+/// The same in SQL, over rows `(amount, card)`.
+const SQL_AGGREGATES: &str = "COUNT(*), SUM(amount), MIN(amount), MAX(amount), COUNT(DISTINCT card), \
+     SUM(amount >= 2500), SUM(CASE WHEN amount >= 2500 THEN amount ELSE 0 END), COUNT(DISTINCT CASE WHEN amount >= 2500 THEN card END)";
+
 const RULES: &str = r#"
 [[rule]]
 id = "sliding"
 key = "customer_id"
 window = "5m"
 lateness = "1m"
-aggregates = { n = "count", total = "sum(total_minor)", lo = "min(total_minor)", hi = "max(total_minor)", cards = "count_distinct(card.token)" }
+aggregates = AGGREGATES
 when = 'true'
 action = "allow"
 max_keys = 1000000
@@ -36,7 +44,7 @@ max_keys = 1000000
 id = "last5"
 key = "customer_id"
 window = { last = 5 }
-aggregates = { n = "count", total = "sum(total_minor)", lo = "min(total_minor)", hi = "max(total_minor)", cards = "count_distinct(card.token)" }
+aggregates = AGGREGATES
 when = 'true'
 action = "allow"
 max_keys = 1000000
@@ -46,21 +54,21 @@ id = "tumbling"
 key = "customer_id"
 window = { tumbling = "5m" }
 allowed_lateness = "1m"
-aggregates = { n = "count", total = "sum(total_minor)", lo = "min(total_minor)", hi = "max(total_minor)", cards = "count_distinct(card.token)" }
+aggregates = AGGREGATES
 
 [[report]]
 id = "hopping"
 key = "customer_id"
 window = { hopping = "10m", every = "5m" }
 allowed_lateness = "1m"
-aggregates = { n = "count", total = "sum(total_minor)", lo = "min(total_minor)", hi = "max(total_minor)", cards = "count_distinct(card.token)" }
+aggregates = AGGREGATES
 
 [[report]]
 id = "session"
 key = "customer_id"
 window = { session_gap = "2m" }
 allowed_lateness = "1m"
-aggregates = { n = "count", total = "sum(total_minor)", lo = "min(total_minor)", hi = "max(total_minor)", cards = "count_distinct(card.token)" }
+aggregates = AGGREGATES
 "#;
 
 struct Ev {
@@ -129,18 +137,36 @@ fn txn(e: &Ev) -> tillgate::txn::Transaction {
     tillgate::txn::parse(raw.as_bytes(), at).unwrap()
 }
 
-type Aggs = [i64; 5];
+type Aggs = [i64; 8];
 
 fn aggs_of(m: &BTreeMap<String, serde_json::Value>) -> Aggs {
     let g = |k: &str| m[k].as_i64().unwrap();
-    [g("n"), g("total"), g("lo"), g("hi"), g("cards")]
+    [
+        g("n"),
+        g("total"),
+        g("lo"),
+        g("hi"),
+        g("cards"),
+        g("big"),
+        g("big_total"),
+        g("big_cards"),
+    ]
+}
+
+/// Eight integer columns from `first` on.
+fn aggs_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Aggs> {
+    let mut out = [0; 8];
+    for (i, v) in out.iter_mut().enumerate() {
+        *v = r.get(first + i)?;
+    }
+    Ok(out)
 }
 
 #[test]
 fn engine_matches_sqlite_on_100k_transactions() {
     let events = generate();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("oracle.toml"), RULES).unwrap();
+    std::fs::write(dir.path().join("oracle.toml"), RULES.replace("AGGREGATES", AGGREGATES)).unwrap();
     let mut engine = Engine::new(
         load_paths(&[dir.path().join("oracle.toml")]).unwrap(),
         None,
@@ -194,7 +220,7 @@ fn engine_matches_sqlite_on_100k_transactions() {
     let rows = |sql: &str| -> Vec<Aggs> {
         db.prepare(sql)
             .unwrap()
-            .query_map([], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?]))
+            .query_map([], |r| aggs_at(r, 0))
             .unwrap()
             .map(Result::unwrap)
             .collect()
@@ -203,7 +229,7 @@ fn engine_matches_sqlite_on_100k_transactions() {
         "WITH p AS (SELECT seq, k, ts, MAX(ts) OVER (PARTITION BY k ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev FROM ev),
               w AS (SELECT p.seq AS at, e.* FROM p JOIN ev e ON e.k = p.k AND e.seq <= p.seq AND e.ts BETWEEN p.ts - {W} AND p.ts
                     WHERE e.seq = p.seq OR p.prev IS NULL OR e.ts >= p.prev - {W} - {L})
-         SELECT COUNT(*), SUM(amount), MIN(amount), MAX(amount), COUNT(DISTINCT card) FROM w GROUP BY at ORDER BY at"
+         SELECT {SQL_AGGREGATES} FROM w GROUP BY at ORDER BY at"
     ));
     let mismatch = (0..N).find(|&i| sliding[i] != want_sliding[i]);
     assert!(
@@ -245,7 +271,9 @@ fn engine_matches_sqlite_on_100k_transactions() {
     // Count window: the key's last 5 in arrival order.
     let want_last5 = rows(&format!(
         "SELECT COUNT(*) OVER w, SUM(amount) OVER w, MIN(amount) OVER w, MAX(amount) OVER w,
-                (SELECT COUNT(DISTINCT card) FROM (SELECT card FROM ev e WHERE e.k = ev.k AND e.seq <= ev.seq ORDER BY e.seq DESC LIMIT {LAST}))
+                (SELECT COUNT(DISTINCT card) FROM (SELECT card FROM ev e WHERE e.k = ev.k AND e.seq <= ev.seq ORDER BY e.seq DESC LIMIT {LAST})),
+                SUM(amount >= 2500) OVER w, SUM(CASE WHEN amount >= 2500 THEN amount ELSE 0 END) OVER w,
+                (SELECT COUNT(DISTINCT CASE WHEN amount >= 2500 THEN card END) FROM (SELECT card, amount FROM ev e WHERE e.k = ev.k AND e.seq <= ev.seq ORDER BY e.seq DESC LIMIT {LAST}))
          FROM ev WINDOW w AS (PARTITION BY k ORDER BY seq ROWS BETWEEN {} PRECEDING AND CURRENT ROW) ORDER BY seq",
         LAST - 1
     ));
@@ -269,19 +297,12 @@ fn engine_matches_sqlite_on_100k_transactions() {
     let set = |sql: String| -> BTreeSet<(String, i64, i64, Aggs)> {
         db.prepare(&sql)
             .unwrap()
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?],
-                ))
-            })
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, aggs_at(r, 3)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect()
     };
-    let aggs = "COUNT(*), SUM(amount), MIN(amount), MAX(amount), COUNT(DISTINCT card)";
+    let aggs = SQL_AGGREGATES;
     let tumbling = set(format!(
         "SELECT k, s, s + {TUMBLE}, {aggs} FROM (SELECT *, (ts / {TUMBLE}) * {TUMBLE} AS s FROM kept)
          GROUP BY k, s HAVING s + {TUMBLE} <= {final_wm}"

@@ -64,12 +64,14 @@ fn key_of(fields: &[TxnField], txn: &Transaction) -> Option<String> {
     Some(key)
 }
 
-fn event(txn: &Transaction, seq: u64, distinct: &[TxnField]) -> Event {
+/// The transaction as a window keeps it; `mask`: the conditions it met.
+fn event(txn: &Transaction, seq: u64, distinct: &[TxnField], mask: u32) -> Event {
     Event {
         ts: txn.event_time().timestamp_millis(),
         seq,
         amount: txn.total_minor,
         tags: distinct.iter().map(|f| f.get(txn).map(stable_hash)).collect(),
+        mask,
     }
 }
 
@@ -140,11 +142,14 @@ impl Engine {
         let rules = self
             .rules
             .iter()
-            .flat_map(|r| r.rule.filter.iter().chain(std::iter::once(&r.rule.when)));
-        let reports = self
-            .reports
-            .iter()
-            .flat_map(|r| r.report.filter.iter().chain(r.report.when.iter()));
+            .flat_map(|r| r.rule.filter.iter().chain([&r.rule.when]).chain(&r.rule.conditions));
+        let reports = self.reports.iter().flat_map(|r| {
+            r.report
+                .filter
+                .iter()
+                .chain(r.report.when.iter())
+                .chain(&r.report.conditions)
+        });
         rules.chain(reports)
     }
 
@@ -182,6 +187,20 @@ impl Engine {
         }
     }
 
+    /// Which of `conditions` (aggregates' filters) hold, one bit each; one that cannot
+    /// be evaluated is counted and does not hold.
+    fn conditions_met(&self, id: &str, conditions: &[Expr], vars: &[(&str, &(dyn Val + '_))]) -> u32 {
+        let mut mask = 0;
+        for (c, condition) in conditions.iter().enumerate() {
+            match condition.eval_bool(vars) {
+                Ok(true) => mask |= 1 << c,
+                Ok(false) => {}
+                Err(e) => self.count_error("aggregate filter", id, &e),
+            }
+        }
+        mask
+    }
+
     fn passes(&self, id: &str, filter: &Option<Expr>, vars: &[(&str, &(dyn Val + '_))]) -> bool {
         match filter {
             None => true,
@@ -208,14 +227,14 @@ enum Windowed {
 impl RuleState {
     /// Adds the transaction to its key's window (a new key may push the least recently
     /// seen one out; a full window drops its oldest events: both counted).
-    fn observe(&mut self, txn: &Transaction, seq: u64, metrics: Option<&Metrics>) -> Windowed {
+    fn observe(&mut self, txn: &Transaction, seq: u64, mask: u32, metrics: Option<&Metrics>) -> Windowed {
         let Some(window) = self.rule.window else {
             return Windowed::Unwindowed;
         };
         let Some(key) = key_of(&self.rule.key, txn) else {
             return Windowed::NoKey;
         };
-        let ev = event(txn, seq, &self.rule.distinct);
+        let ev = event(txn, seq, &self.rule.distinct, mask);
         let aggs = &self.rule.aggregates;
         let (values, capped) = if let Some(w) = self.keys.get_mut(&key) {
             w.observe(window, aggs, ev)
@@ -271,7 +290,8 @@ impl Decider for Engine {
             if !self.passes(&r.id, &r.filter, &base) {
                 continue;
             }
-            let values = match self.rules[i].observe(txn, cx.seq, self.metrics.as_ref()) {
+            let mask = self.conditions_met(&r.id, &r.conditions, &base);
+            let values = match self.rules[i].observe(txn, cx.seq, mask, self.metrics.as_ref()) {
                 Windowed::NoKey => continue,
                 Windowed::Unwindowed => None,
                 Windowed::Values(values) => Some(values),
@@ -353,18 +373,16 @@ impl Engine {
     ) -> Vec<ReportHit> {
         let mut out = Vec::new();
         for i in 0..self.reports.len() {
-            let ok = {
-                let r = &self.reports[i].report;
-                self.passes(&r.id, &r.filter, base)
-            };
-            if !ok {
+            let r = &self.reports[i].report;
+            if !self.passes(&r.id, &r.filter, base) {
                 continue;
             }
+            let mask = self.conditions_met(&r.id, &r.conditions, base);
             let run = &mut self.reports[i];
             let Some(key) = key_of(&run.report.key, txn) else {
                 continue;
             };
-            let ev = event(txn, cx.seq, &run.report.distinct);
+            let ev = event(txn, cx.seq, &run.report.distinct, mask);
             let (late_before, early_before) = (run.state.late, run.state.closed_early);
             let closed = run.state.observe(&key, &run.report.aggregates, &ev);
             if let Some(m) = &self.metrics {

@@ -274,6 +274,7 @@ mod tests {
         vec![AggSpec {
             name: "n".into(),
             kind: AggKind::Count,
+            group: 0,
         }]
     }
     fn ev(ts: i64) -> Event {
@@ -282,6 +283,7 @@ mod tests {
             seq: 0,
             amount: 1,
             tags: Box::new([]),
+            mask: 0,
         }
     }
     fn count(c: &ClosedWindow) -> i64 {

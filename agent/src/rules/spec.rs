@@ -5,7 +5,7 @@
 use super::cel::{compile, Expr};
 use super::field::TxnField;
 use super::report::ReportWindow;
-use super::window::{AggKind, AggSpec, WindowSpec};
+use super::window::{AggKind, AggSpec, WindowSpec, MAX_CONDITIONS};
 use super::{Action, DenyList, Mode, Severity};
 use crate::config::{parse_toml, ConfigError};
 use serde::Deserialize;
@@ -62,7 +62,7 @@ struct RuleSpec {
     #[serde(default)]
     lateness: HumanDuration,
     #[serde(default)]
-    aggregates: BTreeMap<String, String>,
+    aggregates: BTreeMap<String, toml::Value>,
     when: String,
     action: Action,
     #[serde(default)]
@@ -98,7 +98,7 @@ struct ReportSpec {
     #[serde(default)]
     allowed_lateness: HumanDuration,
     #[serde(default)]
-    aggregates: BTreeMap<String, String>,
+    aggregates: BTreeMap<String, toml::Value>,
     when: Option<String>,
     #[serde(default)]
     severity: Severity,
@@ -127,6 +127,8 @@ pub struct CompiledRule {
     pub aggregates: Vec<AggSpec>,
     /// The fields counted by `count_distinct`, by tag index.
     pub distinct: Vec<TxnField>,
+    /// The aggregates' own filters, by condition index (bit of an event's mask).
+    pub conditions: Vec<Expr>,
     pub max_keys: usize,
 }
 
@@ -142,6 +144,8 @@ pub struct CompiledReport {
     pub lateness_ms: i64,
     pub aggregates: Vec<AggSpec>,
     pub distinct: Vec<TxnField>,
+    /// The aggregates' own filters, by condition index (bit of an event's mask).
+    pub conditions: Vec<Expr>,
     pub when: Option<Expr>,
     /// Keys with open windows at most; past it the windows closing first close early.
     pub max_keys: usize,
@@ -279,12 +283,24 @@ fn keys(spec: &KeySpec) -> Result<Vec<TxnField>, String> {
         .collect()
 }
 
-/// Parses `count`, `sum(total_minor)`, `count_distinct(card.token)`, ...
-fn aggregates(raw: &BTreeMap<String, String>) -> Result<(Vec<AggSpec>, Vec<TxnField>), String> {
-    const ALLOWED: &str =
-        "count, sum(total_minor), min(total_minor), max(total_minor), avg(total_minor), count_distinct(<field>)";
-    let mut specs = Vec::new();
-    let mut distinct = Vec::new();
+/// A rule's or report's aggregates, parsed: specs, the `count_distinct` fields by tag
+/// index, and the distinct conditions (`filter`s) by index.
+struct Aggregates {
+    specs: Vec<AggSpec>,
+    distinct: Vec<TxnField>,
+    /// The source of each condition; aggregates with the same filter share one.
+    conditions: Vec<String>,
+}
+
+/// Parses `count`, `sum(total_minor)`, `count_distinct(card.token)`, ..., each either
+/// alone or as `{ of = "count", filter = '<CEL>' }` (over the events the filter holds
+/// for). Errors name the aggregate and what is allowed.
+fn aggregates(raw: &BTreeMap<String, toml::Value>) -> Result<Aggregates, String> {
+    let mut out = Aggregates {
+        specs: Vec::new(),
+        distinct: Vec::new(),
+        conditions: Vec::new(),
+    };
     for (name, def) in raw {
         let ok_name = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
             && name
@@ -295,36 +311,84 @@ fn aggregates(raw: &BTreeMap<String, String>) -> Result<(Vec<AggSpec>, Vec<TxnFi
                 "aggregate name `{name}` must be a lower-case identifier other than txn, lists, original"
             ));
         }
-        let def = def.replace(' ', "");
-        let kind = match def.as_str() {
-            "count" | "count()" => AggKind::Count,
-            "sum(total_minor)" => AggKind::Sum,
-            "min(total_minor)" => AggKind::Min,
-            "max(total_minor)" => AggKind::Max,
-            "avg(total_minor)" => AggKind::Avg,
-            d if d.starts_with("count_distinct(") && d.ends_with(')') => {
-                let field = &d["count_distinct(".len()..d.len() - 1];
-                let f = TxnField::parse(field).ok_or_else(|| {
-                    format!(
-                        "aggregate `{name}`: unknown field `{field}`; allowed: {}",
-                        TxnField::NAMES
-                    )
-                })?;
-                distinct.push(f);
-                AggKind::CountDistinct(distinct.len() - 1)
-            }
-            other => {
-                return Err(format!(
-                    "aggregate `{name}` = \"{other}\" is not understood; allowed: {ALLOWED}"
-                ))
-            }
+        let (of, filter) = aggregate_parts(name, def)?;
+        let kind = aggregate_kind(name, of, &mut out.distinct)?;
+        let group = match filter {
+            None => 0,
+            Some(src) => match out.conditions.iter().position(|c| c == src) {
+                Some(c) => c + 1,
+                None if out.conditions.len() == MAX_CONDITIONS => {
+                    return Err(format!(
+                        "aggregate `{name}`: more than {MAX_CONDITIONS} different filters in one rule"
+                    ))
+                }
+                None => {
+                    out.conditions.push(src.to_string());
+                    out.conditions.len()
+                }
+            },
         };
-        specs.push(AggSpec {
+        out.specs.push(AggSpec {
             name: name.clone(),
             kind,
+            group,
         });
     }
-    Ok((specs, distinct))
+    Ok(out)
+}
+
+/// An aggregate's function and, for `{ of = …, filter = … }`, its filter.
+fn aggregate_parts<'v>(name: &str, def: &'v toml::Value) -> Result<(&'v str, Option<&'v str>), String> {
+    let shape = || {
+        format!(
+            "aggregate `{name}` must be a string such as \"count\" or a table {{ of = \"count\", filter = '<CEL>' }}"
+        )
+    };
+    match def {
+        toml::Value::String(of) => Ok((of, None)),
+        toml::Value::Table(t) => {
+            if let Some(unknown) = t.keys().find(|k| !["of", "filter"].contains(&k.as_str())) {
+                return Err(format!(
+                    "aggregate `{name}`: unknown key `{unknown}`; allowed: of, filter"
+                ));
+            }
+            match (t.get("of"), t.get("filter")) {
+                (Some(toml::Value::String(of)), Some(toml::Value::String(filter))) => Ok((of, Some(filter))),
+                _ => Err(shape()),
+            }
+        }
+        _ => Err(shape()),
+    }
+}
+
+/// `count`, `sum(total_minor)`, ...; a `count_distinct` field gets the next tag index.
+fn aggregate_kind(name: &str, of: &str, distinct: &mut Vec<TxnField>) -> Result<AggKind, String> {
+    const ALLOWED: &str =
+        "count, sum(total_minor), min(total_minor), max(total_minor), avg(total_minor), count_distinct(<field>)";
+    let of = of.replace(' ', "");
+    Ok(match of.as_str() {
+        "count" | "count()" => AggKind::Count,
+        "sum(total_minor)" => AggKind::Sum,
+        "min(total_minor)" => AggKind::Min,
+        "max(total_minor)" => AggKind::Max,
+        "avg(total_minor)" => AggKind::Avg,
+        d if d.starts_with("count_distinct(") && d.ends_with(')') => {
+            let field = &d["count_distinct(".len()..d.len() - 1];
+            let f = TxnField::parse(field).ok_or_else(|| {
+                format!(
+                    "aggregate `{name}`: unknown field `{field}`; allowed: {}",
+                    TxnField::NAMES
+                )
+            })?;
+            distinct.push(f);
+            AggKind::CountDistinct(distinct.len() - 1)
+        }
+        other => {
+            return Err(format!(
+                "aggregate `{name}` = \"{other}\" is not understood; allowed: {ALLOWED}"
+            ))
+        }
+    })
 }
 
 fn check_lists(source: &str, lists: &[(String, Arc<DenyList>)]) -> Result<(), String> {
@@ -380,6 +444,23 @@ impl Where<'_> {
         check_lists(source, lists).map_err(|m| self.err(key, m))?;
         compile(source, allowed).map_err(|e| self.err(key, format!("`{key}` {e}")))
     }
+
+    /// The aggregates' filters compiled, over the transaction like the rule's own
+    /// `filter`; an error names the first aggregate with that filter.
+    fn conditions(&self, aggs: &Aggregates, lists: &[(String, Arc<DenyList>)]) -> Result<Vec<Expr>, RuleError> {
+        aggs.conditions
+            .iter()
+            .enumerate()
+            .map(|(c, src)| {
+                let first = aggs
+                    .specs
+                    .iter()
+                    .find(|a| a.group == c + 1)
+                    .expect("every condition belongs to an aggregate");
+                self.expr(&format!("aggregates.{}.filter", first.name), src, &TXN_VARS, lists)
+            })
+            .collect()
+    }
 }
 
 fn compile_rule(
@@ -409,7 +490,11 @@ fn compile_rule(
         None => Vec::new(),
     };
     let window = window_of(&at, &spec, key.is_empty())?;
-    let (aggs, distinct) = aggregates(&spec.aggregates).map_err(|m| at.err("aggregates", m))?;
+    let parsed = aggregates(&spec.aggregates).map_err(|m| at.err("aggregates", m))?;
+    let conditions = at.conditions(&parsed, lists)?;
+    let Aggregates {
+        specs: aggs, distinct, ..
+    } = parsed;
     if !aggs.is_empty() && window.is_none() {
         return Err(at.err(
             "aggregates",
@@ -435,6 +520,7 @@ fn compile_rule(
         window,
         aggregates: aggs,
         distinct,
+        conditions,
         max_keys: spec.max_keys.unwrap_or(DEFAULT_MAX_KEYS).max(1),
     })
 }
@@ -510,7 +596,11 @@ fn compile_report(
                     .into(),
             )),
         };
-    let (aggs, distinct) = aggregates(&spec.aggregates).map_err(|m| at.err("aggregates", m))?;
+    let parsed = aggregates(&spec.aggregates).map_err(|m| at.err("aggregates", m))?;
+    let conditions = at.conditions(&parsed, lists)?;
+    let Aggregates {
+        specs: aggs, distinct, ..
+    } = parsed;
     let filter = match &spec.filter {
         Some(src) => Some(at.expr("filter", src, &TXN_VARS, lists)?),
         None => None,
@@ -531,6 +621,7 @@ fn compile_report(
         lateness_ms: ms(spec.allowed_lateness),
         aggregates: aggs,
         distinct,
+        conditions,
         when,
         max_keys: spec.max_keys.unwrap_or(DEFAULT_MAX_KEYS).max(1),
     })

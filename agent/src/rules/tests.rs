@@ -294,3 +294,148 @@ fn ids_are_unique_across_files_rules_and_reports() {
         "{e}"
     );
 }
+
+/// Void rate per shift, as loss prevention defines it: voids over all of the operator's
+/// transactions in the same window, one rule, two aggregates over the same events.
+#[test]
+fn a_conditional_aggregate_counts_only_the_events_its_filter_holds_for() {
+    let mut e = engine(
+        r#"
+[[rule]]
+id = "void-rate"
+filter = 'has(txn.operator_id)'
+key = "operator_id"
+window = "8h"
+aggregates = { transactions = "count", voids = { of = "count", filter = 'txn.type in ["void", "post_void"]' }, voided = { of = "sum(total_minor)", filter = 'txn.type in ["void", "post_void"]' }, void_cards = { of = "count_distinct(card.token)", filter = 'txn.type == "void"' } }
+when = 'transactions >= 10 && double(voids) / double(transactions) >= 0.2'
+action = "review"
+"#,
+    );
+    let mut last = None;
+    for i in 0..10u64 {
+        let kind = if i % 4 == 1 { "void" } else { "sale" };
+        let card = format!("tok_{i}");
+        let t = txn(
+            &format!("t{i}"),
+            60 - i as i64,
+            serde_json::json!({"type": kind, "total_minor": 100 * (i as i64 + 1), "card": {"token": card}}),
+        );
+        last = Some(decide(&mut e, &t, i + 1));
+    }
+    // Voids at i = 1, 5, 9: 3 of 10 (30 %), 200 + 600 + 1000 voided, on 3 cards.
+    let d = last.unwrap();
+    assert_eq!(d.action, Action::Review, "{d:?}");
+    let a = &d.hits[0].aggregates;
+    assert_eq!((a["transactions"].as_i64(), a["voids"].as_i64()), (Some(10), Some(3)));
+    assert_eq!((a["voided"].as_i64(), a["void_cards"].as_i64()), (Some(1800), Some(3)));
+    // Another operator with many sales and one void: a count would not tell them apart
+    // from a quiet till, the rate does.
+    for i in 0..20u64 {
+        let kind = if i == 0 { "void" } else { "sale" };
+        let t = txn(
+            &format!("u{i}"),
+            30,
+            serde_json::json!({"type": kind, "operator_id": "op2"}),
+        );
+        let d = decide(&mut e, &t, 100 + i);
+        assert_eq!(d.action, Action::Allow, "op2 at {i}: {d:?}");
+    }
+}
+
+/// Aggregates with the same filter share one condition (evaluated once); a report's
+/// aggregates take filters too.
+#[test]
+fn aggregates_with_the_same_filter_share_it_and_reports_take_them_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pack.toml"),
+        r#"
+[[rule]]
+id = "r"
+key = "operator_id"
+window = "1h"
+aggregates = { a = { of = "count", filter = 'txn.total_minor > 1000' }, b = { of = "sum(total_minor)", filter = 'txn.total_minor > 1000' }, c = { of = "count", filter = 'txn.type == "void"' } }
+when = 'a > 0'
+action = "allow"
+
+[[report]]
+id = "big-sales"
+key = "operator_id"
+window = { tumbling = "5m" }
+aggregates = { big = { of = "count", filter = 'txn.total_minor > 1000' }, all = "count" }
+"#,
+    )
+    .unwrap();
+    let pack = load_paths(&[dir.path().join("pack.toml")]).unwrap();
+    assert_eq!(pack.rules[0].conditions.len(), 2);
+    let groups: Vec<usize> = pack.rules[0].aggregates.iter().map(|a| a.group).collect();
+    assert_eq!(groups, [1, 1, 2]);
+    assert_eq!(pack.reports[0].conditions.len(), 1);
+}
+
+#[test]
+fn a_bad_conditional_aggregate_is_refused_naming_it_and_what_is_allowed() {
+    let rule = |aggs: &str| {
+        format!(
+            "[[rule]]\nid = \"r\"\nkey = \"operator_id\"\nwindow = \"1h\"\naggregates = {aggs}\nwhen = 'true'\naction = \"allow\"\n"
+        )
+    };
+    let e = load_err(&rule("{ v = { of = \"count\" } }"));
+    assert!(
+        e.message
+            .contains("aggregate `v` must be a string such as \"count\" or a table"),
+        "{e}"
+    );
+    let e = load_err(&rule("{ v = { of = \"count\", filter = 'true', where = 'x' } }"));
+    assert!(e.message.contains("unknown key `where`; allowed: of, filter"), "{e}");
+    let e = load_err(&rule("{ v = { of = \"median\", filter = 'true' } }"));
+    assert!(
+        e.message.contains("\"median\" is not understood; allowed: count"),
+        "{e}"
+    );
+    let e = load_err(&rule("{ v = 7 }"));
+    assert!(e.message.contains("aggregate `v` must be a string"), "{e}");
+    // A filter that does not compile names the aggregate's key and its line.
+    let e = load_err(&rule("{ v = { of = \"count\", filter = 'txn.type ==' } }"));
+    assert_eq!(e.key.as_deref(), Some("rule[0].aggregates.v.filter"), "{e}");
+    assert_eq!(e.line, Some(5), "{e}");
+    // Aggregates are not variables of an aggregate's filter.
+    let e = load_err(&rule("{ n = \"count\", v = { of = \"count\", filter = 'n > 1' } }"));
+    assert_eq!(e.key.as_deref(), Some("rule[0].aggregates.v.filter"), "{e}");
+    let filters: Vec<String> = (0..33)
+        .map(|i| format!("f{i} = {{ of = \"count\", filter = 'txn.total_minor > {i}' }}"))
+        .collect();
+    let e = load_err(&rule(&format!("{{ {} }}", filters.join(", "))));
+    assert!(e.message.contains("more than 32 different filters"), "{e}");
+}
+
+/// An aggregate filter that cannot be evaluated (a field the transaction lacks) is
+/// counted as a rule error and leaves the transaction out of that aggregate only.
+#[test]
+fn an_aggregate_filter_that_fails_is_counted_and_leaves_the_transaction_out() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pack.toml"),
+        r#"
+[[rule]]
+id = "r"
+key = "operator_id"
+window = "1h"
+aggregates = { all = "count", vip = { of = "count", filter = 'txn.customer_id == "vip"' } }
+when = 'true'
+action = "allow"
+"#,
+    )
+    .unwrap();
+    let metrics = crate::metrics::Metrics::new();
+    let mut e = Engine::new(
+        load_paths(&[dir.path().join("pack.toml")]).unwrap(),
+        Some(metrics.clone()),
+        Duration::ZERO,
+    );
+    decide(&mut e, &txn("a", 3, serde_json::json!({"customer_id": "vip"})), 1);
+    let d = decide(&mut e, &txn("b", 2, serde_json::json!({})), 2);
+    assert_eq!(d.hits[0].aggregates["all"], 2);
+    assert_eq!(d.hits[0].aggregates["vip"], 1);
+    assert_eq!(metrics.rule_errors.with_label_values(&["r"]).get(), 1);
+}

@@ -11,7 +11,7 @@
 
 pub mod aggregate;
 
-pub use aggregate::{AggKind, AggSpec, AggValue, AggValues, Running};
+pub use aggregate::{AggKind, AggSpec, AggValue, AggValues, Running, MAX_CONDITIONS};
 
 use std::collections::VecDeque;
 
@@ -53,6 +53,9 @@ pub struct Event {
     pub amount: i64,
     /// One hash per `count_distinct` aggregate; `None` when the field is absent.
     pub tags: Box<[Option<u64>]>,
+    /// Bit `c` set: the rule's condition `c` held for this transaction (it counts in
+    /// the aggregates with that condition).
+    pub mask: u32,
 }
 
 /// The window state of one key of one rule.

@@ -8,22 +8,27 @@ fn specs() -> Vec<AggSpec> {
         AggSpec {
             name: "n".into(),
             kind: AggKind::Count,
+            group: 0,
         },
         AggSpec {
             name: "sum".into(),
             kind: AggKind::Sum,
+            group: 0,
         },
         AggSpec {
             name: "min".into(),
             kind: AggKind::Min,
+            group: 0,
         },
         AggSpec {
             name: "max".into(),
             kind: AggKind::Max,
+            group: 0,
         },
         AggSpec {
             name: "cards".into(),
             kind: AggKind::CountDistinct(0),
+            group: 0,
         },
     ]
 }
@@ -34,6 +39,7 @@ fn ev(seq: u64, ts: i64, amount: i64, card: Option<u64>) -> Event {
         seq,
         amount,
         tags: vec![card].into_boxed_slice(),
+        mask: 0,
     }
 }
 
