@@ -3,18 +3,40 @@
 
 use serde::Deserialize;
 
-/// One ACK event.
+/// One ACK event. Read tolerantly: numbers bare or quoted, fields it does not know
+/// ignored (the service may add some).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Ack {
     #[serde(rename = "EventType")]
     pub event: Event,
-    /// The fragment's cluster timecode (absolute ms with ABSOLUTE timecodes).
-    #[serde(rename = "FragmentTimecode", default)]
+    /// The fragment's cluster timecode (absolute ms with ABSOLUTE timecodes). Some
+    /// ERROR acknowledgements leave it out.
+    #[serde(rename = "FragmentTimecode", default, deserialize_with = "number")]
     pub timecode: Option<u64>,
     #[serde(rename = "FragmentNumber", default)]
     pub number: Option<String>,
-    #[serde(rename = "ErrorId", default)]
+    #[serde(rename = "ErrorId", default, deserialize_with = "number")]
     pub error_id: Option<u32>,
+}
+
+/// A number written bare (`4006`) or as a string (`"4006"`).
+fn number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr + TryFrom<u64>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Bare(u64),
+        Quoted(String),
+    }
+    let invalid = |what: &str| serde::de::Error::custom(format!("{what} is not a number in range"));
+    match Option::<Written>::deserialize(d)? {
+        None => Ok(None),
+        Some(Written::Bare(n)) => T::try_from(n).map(Some).map_err(|_| invalid(&n.to_string())),
+        Some(Written::Quoted(s)) => s.trim().parse().map(Some).map_err(|_| invalid(&format!("{s:?}"))),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -116,6 +138,23 @@ mod tests {
         assert_eq!(acks[2].error_id, Some(4004));
         assert_eq!(acks[3].event, Event::Idle);
         assert!(r.feed(b"not json\n")[0].is_err());
+    }
+
+    #[test]
+    fn numbers_may_be_quoted_and_unknown_fields_are_ignored() {
+        let mut r = AckReader::default();
+        let acks = r.feed(
+            b"{\"EventType\":\"ERROR\",\"FragmentTimecode\":\"1700000002000\",\"ErrorId\":\"4006\",\"Reason\":\"x\"}\n\
+              {\"EventType\":\"ERROR\",\"ErrorId\":4006}\n\
+              {\"EventType\":\"ERROR\",\"ErrorId\":\"forty\"}\n\
+              {\"EventType\":\"ERROR\",\"ErrorId\":99999999999}\n",
+        );
+        let first = acks[0].as_ref().unwrap();
+        assert_eq!((first.timecode, first.error_id), (Some(1_700_000_002_000), Some(4006)));
+        let second = acks[1].as_ref().unwrap();
+        assert_eq!((second.timecode, second.error_id), (None, Some(4006)));
+        assert!(acks[2].is_err(), "{:?}", acks[2]);
+        assert!(acks[3].is_err(), "an ErrorId beyond u32 is refused: {:?}", acks[3]);
     }
 
     #[test]

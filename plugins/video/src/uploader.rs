@@ -13,7 +13,7 @@ use crate::status::UploadState;
 use crate::store::Stored;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 use tillgate_aws::limiter::ShardBudget;
 use tillgate_sdk::error_chain;
@@ -41,6 +41,34 @@ struct Uplink {
     endpoint: Option<String>,
     http: reqwest::Client,
     budget: ShardBudget,
+    failures: Failures,
+}
+
+/// ERROR acknowledgements a fragment drew before it is dead-lettered, whatever the
+/// error: a fragment the service keeps refusing cannot hold its camera's upload for
+/// ever (each refusal costs a new connection and a backoff).
+pub const MAX_FRAGMENT_FAILURES: u32 = 5;
+
+/// ERROR acknowledgements per unacknowledged fragment (start timecode), across
+/// connections. Holds only fragments still in the ring.
+#[derive(Debug, Default)]
+struct Failures(HashMap<u64, u32>);
+
+impl Failures {
+    /// Counts one more for `fragment`; returns how many it has drawn. Entries of
+    /// fragments that left the ring (acknowledged, evicted) go first.
+    fn record(&mut self, fragment: u64, oldest_stored: Option<u64>) -> u32 {
+        if let Some(oldest) = oldest_stored {
+            self.0.retain(|tc, _| *tc >= oldest);
+        }
+        let n = self.0.entry(fragment).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    fn forget(&mut self, fragment: u64) {
+        self.0.remove(&fragment);
+    }
 }
 
 /// Runs until `stop` turns true. With `video.upload = false` there is nothing to do.
@@ -71,6 +99,7 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
             shared.video.max_fragments_per_second,
             shared.video.max_bytes_per_second.get() as f64,
         ),
+        failures: Failures::default(),
     };
     let mut backoff = Backoff::new(
         shared.video.retry_initial_backoff.get(),
@@ -210,7 +239,7 @@ async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::R
                 progress.send(shared, uplink, &put, fragment).await?;
             }
             message = put.answer.recv() => {
-                if let Some(end) = progress.on_answer(shared, message) {
+                if let Some(end) = progress.on_answer(shared, message, &mut uplink.failures) {
                     return end;
                 }
             }
@@ -379,13 +408,18 @@ impl Progress {
     }
 
     /// Applies what the answer brought; `Some` when the connection is over.
-    fn on_answer(&mut self, shared: &CameraShared, message: Option<Wire>) -> Option<Result<End, Failure>> {
+    fn on_answer(
+        &mut self,
+        shared: &CameraShared,
+        message: Option<Wire>,
+        failures: &mut Failures,
+    ) -> Option<Result<End, Failure>> {
         match message {
             Some(Wire::Chunk(chunk)) => {
                 for line in self.reader.feed(&chunk) {
                     match line {
                         Ok(a) => {
-                            if let Some(why) = handle_ack(shared, &a, self.final_event, &mut self.in_flight) {
+                            if let Some(why) = handle_ack(shared, &a, self.final_event, &mut self.in_flight, failures) {
                                 return Some(Err(self.failure(why)));
                             }
                             self.delivered |= a.event == self.final_event;
@@ -414,6 +448,7 @@ fn handle_ack(
     a: &Ack,
     final_event: Event,
     in_flight: &mut VecDeque<(u64, Instant)>,
+    failures: &mut Failures,
 ) -> Option<String> {
     let camera = shared.camera.name.as_str();
     match a.event {
@@ -428,6 +463,7 @@ fn handle_ack(
             if a.event == final_event {
                 let tc = a.timecode?;
                 in_flight.retain(|(t, _)| *t != tc);
+                failures.forget(tc);
                 match shared.store.remove(tc) {
                     Ok(true) => {
                         shared.status.update(|s| s.fragments_acknowledged += 1);
@@ -439,39 +475,63 @@ fn handle_ack(
             }
             None
         }
-        Event::Error => {
-            let id = a.error_id.unwrap_or(0);
-            let (what, action) = ack::describe(id);
-            shared
-                .metrics
-                .ack_errors
-                .with_label_values(&[camera, &id.to_string()])
-                .inc();
-            shared.status.update(|s| *s.errors.entry(id).or_default() += 1);
-            let tc = a.timecode;
-            let why = format!(
-                "KVS error {id} ({what}) for fragment {}",
-                tc.map_or("?".into(), |t| t.to_string())
-            );
-            tracing::warn!(camera, error_id = id, fragment = ?tc, "{why}");
-            match (action, tc) {
-                (ErrorAction::DeadLetter, Some(tc)) => {
-                    in_flight.retain(|(t, _)| *t != tc);
-                    if let Ok(Some(path)) = shared.store.dead_letter(tc, &why) {
-                        tracing::error!(camera, path = %path.display(), "KVS refused a fragment; kept in dead/");
-                        shared.metrics.fragments_dead.with_label_values(&[camera]).inc();
-                        shared.status.update(|s| {
-                            s.fragments_dead += 1;
-                            s.upload_error = Some(why.clone());
-                        });
-                        shared.publish_backlog();
-                    }
-                    None
-                }
-                _ => Some(why),
-            }
-        }
+        Event::Error => on_error(shared, a, in_flight, failures),
     }
+}
+
+/// An ERROR acknowledgement: counted; the fragment it names dead-lettered when resending
+/// cannot help or it has failed [`MAX_FRAGMENT_FAILURES`] times; `Some(why)` when the
+/// connection must be replaced. One without a timecode is the oldest unacknowledged
+/// fragment's: acknowledgements come in the order fragments were sent.
+fn on_error(
+    shared: &CameraShared,
+    a: &Ack,
+    in_flight: &mut VecDeque<(u64, Instant)>,
+    failures: &mut Failures,
+) -> Option<String> {
+    let camera = shared.camera.name.as_str();
+    let id = a.error_id.unwrap_or(0);
+    let (what, action) = ack::describe(id);
+    shared
+        .metrics
+        .ack_errors
+        .with_label_values(&[camera, &id.to_string()])
+        .inc();
+    shared.status.update(|s| *s.errors.entry(id).or_default() += 1);
+    let tc = a.timecode.or_else(|| in_flight.front().map(|(t, _)| *t));
+    let why = format!(
+        "KVS error {id} ({what}) for fragment {}",
+        tc.map_or("?".into(), |t| t.to_string())
+    );
+    tracing::warn!(camera, error_id = id, fragment = ?tc, named = a.timecode.is_some(), "{why}");
+    let Some(tc) = tc else {
+        return Some(why);
+    };
+    let failed = failures.record(tc, shared.store.next_after(None).map(|s| s.start_ms));
+    // A guessed fragment is not dead-lettered on the first refusal: it is resent, and
+    // goes once it has drawn the most failures allowed.
+    let refused = action == ErrorAction::DeadLetter && a.timecode.is_some();
+    if !refused && failed < MAX_FRAGMENT_FAILURES {
+        return Some(why);
+    }
+    let reason = if refused {
+        why.clone()
+    } else {
+        format!("{why}; refused {failed} times")
+    };
+    in_flight.retain(|(t, _)| *t != tc);
+    failures.forget(tc);
+    if let Ok(Some(path)) = shared.store.dead_letter(tc, &reason) {
+        tracing::error!(camera, path = %path.display(), "KVS refused a fragment; kept in dead/");
+        shared.metrics.fragments_dead.with_label_values(&[camera]).inc();
+        shared.status.update(|s| {
+            s.fragments_dead += 1;
+            s.upload_error = Some(reason.clone());
+        });
+        shared.publish_backlog();
+    }
+    // A connection-level error still ends this connection.
+    (action == ErrorAction::Reconnect).then_some(why)
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

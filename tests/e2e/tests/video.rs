@@ -463,6 +463,71 @@ mod camera {
         agent.terminate();
     }
 
+    /// An ERROR that names no fragment (KVS leaves the timecode out of some) is the
+    /// oldest unacknowledged fragment's: it is sent again, and once it has drawn
+    /// `MAX_FRAGMENT_FAILURES` (5) refusals it moves to dead/ so the camera goes on;
+    /// nothing else is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fragment_refused_without_its_timecode_goes_to_dead_letters_after_5_refusals() {
+        let dir = tillgate_testkit::scratch_dir();
+        let kvs = FakeKvs::start().await;
+        kvs.create_stream("untimed", 24);
+        let source = "source = \"test\"\nwidth = 320\nheight = 240\nbitrate_kbps = 300";
+        let agent = Agent::start(&dir, &options(&kvs, "untimed", source, "fragment_duration = \"1s\""));
+        wait_fragments(&kvs, "untimed", 2, Duration::from_secs(30), &agent).await;
+
+        kvs.set_faults(KvsFaults {
+            error_untimed: Some((5000, 5)),
+            ..KvsFaults::default()
+        });
+        wait_camera(
+            &agent,
+            Duration::from_secs(60),
+            "the refused fragment dead-lettered",
+            |s| s["fragments_dead"] == 1,
+        )
+        .await;
+        let refused = kvs.untimed_errors_for();
+        assert_eq!(refused.len(), 5, "{refused:?}");
+        assert!(
+            refused.iter().all(|tc| *tc == refused[0]),
+            "each refusal was of the same fragment, sent again: {refused:?}"
+        );
+        let reasons: Vec<String> = std::fs::read_dir(dir.join("video/cam/dead"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".reason.txt"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect();
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].contains(&format!(
+                "KVS error 5000 (internal service error) for fragment {}",
+                refused[0]
+            )) && reasons[0].contains("refused 5 times"),
+            "{reasons:?}"
+        );
+
+        // The camera goes on, and only the refused fragment is missing.
+        let before = kvs.distinct_fragments("untimed").len();
+        wait_fragments(&kvs, "untimed", before + 3, Duration::from_secs(30), &agent).await;
+        let all = kvs.distinct_fragments("untimed");
+        assert!(all.iter().all(|f| f.fragment.timecode_ms != refused[0]));
+        let g = gaps(&all, 200);
+        assert!(
+            g.len() == 1 && g[0].0 < refused[0] && refused[0] < g[0].1,
+            "one gap, where the refused fragment was: {g:?}"
+        );
+        let metrics = agent.metrics_text().await;
+        for line in [
+            "tillgate_video_ack_errors_total{camera=\"cam\",error_id=\"5000\"} 5",
+            "tillgate_video_fragments_dead_total{camera=\"cam\"} 1",
+        ] {
+            assert!(metrics.contains(line), "{line} in\n{metrics}");
+        }
+        agent.terminate();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stream_without_retention_releases_fragments_at_received() {
         let dir = tillgate_testkit::scratch_dir();

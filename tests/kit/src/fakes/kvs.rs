@@ -39,6 +39,9 @@ pub struct KvsFaults {
     pub persist_delay: Duration,
     /// Answer the next fragment with ERROR and this ErrorId, then close.
     pub error_next: Option<u32>,
+    /// Answer each of the next `n` fragments with ERROR and this ErrorId but no
+    /// FragmentTimecode (as KVS does for some errors), closing after each: `(id, n)`.
+    pub error_untimed: Option<(u32, usize)>,
 }
 
 /// A fragment as the endpoint stored it.
@@ -77,6 +80,8 @@ struct State {
     refusals: HashMap<String, u64>,
     signatures: HashMap<String, u64>,
     outage_epoch: u64,
+    /// The fragments answered with an ERROR that named none (`error_untimed`).
+    untimed_errors_for: Vec<u64>,
 }
 
 /// The running endpoint.
@@ -198,6 +203,11 @@ impl FakeKvs {
 
     pub fn acks(&self) -> Vec<SentAck> {
         self.state.lock().unwrap().acks.clone()
+    }
+
+    /// The fragments (timecodes) answered with an ERROR that named none, in order.
+    pub fn untimed_errors_for(&self) -> Vec<u64> {
+        self.state.lock().unwrap().untimed_errors_for.clone()
     }
 
     /// Refused requests by reason (`signature`, `second connection`, `outage`, ...).
@@ -435,6 +445,13 @@ async fn read_stream(
                     if let Some(id) = faults.error_next {
                         state.lock().unwrap().faults.error_next = None;
                         let ack = send("ERROR", Some(tc), Some(id));
+                        let _ = tx.send(Ok(ack)).await;
+                        break 'read;
+                    }
+                    if let Some((id, n)) = faults.error_untimed.filter(|(_, n)| *n > 0) {
+                        state.lock().unwrap().faults.error_untimed = Some((id, n - 1));
+                        state.lock().unwrap().untimed_errors_for.push(tc);
+                        let ack = send("ERROR", None, Some(id));
                         let _ = tx.send(Ok(ack)).await;
                         break 'read;
                     }
