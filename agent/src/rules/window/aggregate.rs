@@ -195,27 +195,31 @@ impl Running {
         }
     }
 
-    /// The tallies `e` belongs to: all, and each whose condition it met.
-    fn tallies<'a>(&'a mut self, e: &Event) -> impl Iterator<Item = &'a mut Tally> + 'a {
+    /// The conditional tallies `e` belongs to: each whose condition it met.
+    fn conditional_of<'a>(&'a mut self, e: &Event) -> impl Iterator<Item = &'a mut Tally> + 'a {
         let mask = e.mask;
-        std::iter::once(&mut self.all).chain(
-            self.conditional
-                .iter_mut()
-                .enumerate()
-                .filter(move |(g, _)| mask & (1 << g) != 0)
-                .map(|(_, t)| t),
-        )
+        self.conditional
+            .iter_mut()
+            .enumerate()
+            .filter(move |(g, _)| mask & (1 << g) != 0)
+            .map(|(_, t)| t)
     }
 
     pub fn add(&mut self, _specs: &[AggSpec], e: &Event) {
-        for t in self.tallies(e) {
-            t.add(e);
+        self.all.add(e);
+        if e.mask != 0 {
+            for t in self.conditional_of(e) {
+                t.add(e);
+            }
         }
     }
 
     pub fn remove(&mut self, _specs: &[AggSpec], e: &Event) {
-        for t in self.tallies(e) {
-            t.remove(e);
+        self.all.remove(e);
+        if e.mask != 0 {
+            for t in self.conditional_of(e) {
+                t.remove(e);
+            }
         }
     }
 
