@@ -84,8 +84,9 @@ impl Intake {
     }
 
     /// A rejected input that its sender will not send again (an HTTP client was
-    /// answered 4xx): counted whether or not its dead letter (the head, card numbers
-    /// masked) could be stored. `Err` when it could not (the journal counts it as lost).
+    /// answered 4xx): its dead letter (the head, card numbers masked) stored, then
+    /// counted whether or not it could be. `Err` when it could not (logged; a commit
+    /// that rolled back counts it in `tillgate_dead_letters_lost_total`).
     pub async fn reject(
         &self,
         source: &str,
@@ -93,9 +94,11 @@ impl Intake {
         raw: &[u8],
         size: usize,
     ) -> Result<(), SubmitError> {
+        let stored = self
+            .store_dead_letter(source, rejection.class(), rejection.to_string(), raw, size)
+            .await;
         self.count_rejected(source);
-        self.store_dead_letter(source, rejection.class(), rejection.to_string(), raw, size)
-            .await
+        stored
     }
 
     /// Counts a rejected input (its dead letter is stored apart, or shared with others:

@@ -41,8 +41,6 @@ macro_rules! config_with_components {
             pub rules: RulesConfig,
             #[serde(default)]
             pub sinks: SinksConfig,
-            #[serde(default)]
-            pub shutdown: ShutdownConfig,
             $(
                 #[doc = concat!("`[", stringify!($section), "]`; absent means none.")]
                 $(#[cfg($on)])?
@@ -54,6 +52,8 @@ macro_rules! config_with_components {
             #[cfg(not(feature = "video"))]
             #[serde(default)]
             pub video: Option<toml::Value>,
+            #[serde(default)]
+            pub shutdown: ShutdownConfig,
         }
     };
 }

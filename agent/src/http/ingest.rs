@@ -67,11 +67,11 @@ async fn too_large(state: &AppState, head: &[u8], seen: usize, limit: usize, ndj
         "transaction (intake.max_txn_bytes; send larger volumes as an NDJSON batch)"
     };
     let reason = format!("body exceeds the {limit}-byte limit for a {what}: {seen}+ bytes received");
-    state.intake.count_rejected(SOURCE);
     let _ = state
         .intake
         .store_dead_letter(SOURCE, RejectionClass::TooLarge, reason.clone(), head, seen)
         .await;
+    state.intake.count_rejected(SOURCE);
     (
         StatusCode::PAYLOAD_TOO_LARGE,
         Json(json!({"error": "too_large", "message": reason})),
@@ -128,11 +128,11 @@ async fn batch(state: &AppState, raw: bytes::Bytes, started: Instant) -> Respons
             "the batch has {lines} lines; the limit is {} (http.max_batch_lines): send it in parts",
             state.max_batch_lines
         );
-        state.intake.count_rejected(SOURCE);
         let _ = state
             .intake
             .store_dead_letter(SOURCE, RejectionClass::TooLarge, reason.clone(), &raw, raw.len())
             .await;
+        state.intake.count_rejected(SOURCE);
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
             Json(json!({"error": "too_large", "message": reason})),
@@ -237,8 +237,8 @@ fn status_of(r: &Rejection) -> StatusCode {
 }
 
 /// Answers a 4xx and stores the dead letter (card numbers masked). A dead letter that
-/// cannot be stored is counted by the journal (`dead_letters_lost_total`) and logged;
-/// the client still gets its 4xx.
+/// cannot be stored is logged (and counted in `dead_letters_lost_total` when its commit
+/// rolled back); the client still gets its 4xx.
 async fn reject(state: &AppState, raw: &[u8], rejection: Rejection) -> Response {
     let _ = state.intake.reject(SOURCE, &rejection, raw, raw.len()).await;
     (status_of(&rejection), Json(rejection.to_json())).into_response()
