@@ -128,11 +128,11 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
                     .inc();
                 backoff.reset();
             }
-            Err(Failure { why, delivered }) => {
-                tracing::warn!(camera = %shared.camera.name, error = %why, "PutMedia connection ended; resending from the first unacknowledged fragment");
+            Err(Failure { cause, delivered }) => {
+                tracing::warn!(camera = %shared.camera.name, error = %cause, "PutMedia connection ended; resending from the first unacknowledged fragment");
                 shared.status.update(|s| {
                     s.upload = UploadState::Retrying;
-                    s.upload_error = Some(why);
+                    s.upload_error = Some(cause.to_string());
                 });
                 shared
                     .metrics
@@ -174,18 +174,39 @@ async fn prepare(shared: &CameraShared, uplink: &mut Uplink) -> Result<(Kvs, Str
     Ok((kvs, endpoint, info))
 }
 
-/// Why a connection ended with an error, and whether it delivered a fragment first (then
-/// the next connection waits only the shortest backoff).
+/// A connection that ended with an error, and whether it delivered a fragment first
+/// (then the next connection waits only the shortest backoff).
 #[derive(Debug)]
 struct Failure {
-    why: String,
+    cause: Cause,
     delivered: bool,
 }
 
+/// Why a connection ended with an error (shown as the camera's `upload_error`).
+#[derive(Debug, thiserror::Error)]
+enum Cause {
+    /// The control plane (client, stream, data endpoint) or the request could not be
+    /// set up.
+    #[error("{0}")]
+    Setup(String),
+    /// Sending failed or the answer ended with an error.
+    #[error("{0}")]
+    Connection(String),
+    /// The service closed the connection with fragments unacknowledged.
+    #[error("PutMedia connection closed by the service")]
+    ClosedByService,
+    /// An ERROR acknowledgement that ends the connection.
+    #[error("{0}")]
+    Refused(String),
+    /// The oldest fragment in flight had no acknowledgement within `ack_timeout`.
+    #[error("no acknowledgement within {} s", .0.as_secs())]
+    NoAcknowledgement(Duration),
+}
+
 impl Failure {
-    fn before_delivery(why: impl Into<String>) -> Failure {
+    fn before_delivery(why: String) -> Failure {
         Failure {
-            why: why.into(),
+            cause: Cause::Setup(why),
             delivered: false,
         }
     }
@@ -236,7 +257,9 @@ async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::R
         tokio::select! {
             _ = async { tokio::time::sleep(delay.unwrap_or_default()).await }, if next.is_some() => {
                 let Some(fragment) = next else { continue };
-                progress.send(shared, uplink, &put, fragment).await?;
+                if let Err(failed) = progress.send(shared, uplink, &put, fragment).await {
+                    return Err(progress.last_word(shared, &mut put, &mut uplink.failures, failed).await);
+                }
             }
             message = put.answer.recv() => {
                 if let Some(end) = progress.on_answer(shared, message, &mut uplink.failures) {
@@ -245,7 +268,7 @@ async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::R
             }
             _ = shared.stored.notified(), if next.is_none() && !progress.rotating => {}
             _ = async { tokio::time::sleep_until(ack_deadline.unwrap_or_else(Instant::now).into()).await }, if ack_deadline.is_some() => {
-                return Err(progress.failure(format!("no acknowledgement within {} s", ack_timeout.as_secs())));
+                return Err(progress.failure(Cause::NoAcknowledgement(ack_timeout)));
             }
             _ = stop.changed() => return Ok(End::Stopped),
         }
@@ -357,9 +380,9 @@ impl Progress {
         }
     }
 
-    fn failure(&self, why: impl Into<String>) -> Failure {
+    fn failure(&self, cause: Cause) -> Failure {
         Failure {
-            why: why.into(),
+            cause,
             delivered: self.delivered,
         }
     }
@@ -396,15 +419,44 @@ impl Progress {
         }
         if self.header_sent.is_none() {
             self.header_sent = Some(header.clone());
-            put.send(header).await.map_err(|e| self.failure(e))?;
+            put.send(header).await.map_err(|e| self.failure(Cause::Connection(e)))?;
         }
         uplink.budget.take(1, bytes.len(), Instant::now());
-        put.send(body).await.map_err(|e| self.failure(e))?;
+        put.send(body).await.map_err(|e| self.failure(Cause::Connection(e)))?;
         self.last_sent = Some(fragment.start_ms);
         self.in_flight.push_back((fragment.start_ms, Instant::now()));
         shared.metrics.fragments_sent.with_label_values(&[camera]).inc();
         shared.status.update(|s| s.fragments_sent += 1);
         Ok(())
+    }
+
+    /// After a send failed: what the service answered before it closed, read for up to
+    /// a second. KVS sends an ERROR and closes; the ERROR (which counts against the
+    /// fragment) says more than the broken pipe, and must not be lost with it.
+    async fn last_word(
+        &mut self,
+        shared: &CameraShared,
+        put: &mut PutMedia,
+        failures: &mut Failures,
+        failed: Failure,
+    ) -> Failure {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(message) = tokio::time::timeout_at(deadline, put.answer.recv()).await {
+            let last = !matches!(message, Some(Wire::Chunk(_)));
+            if let Some(Err(
+                refused @ Failure {
+                    cause: Cause::Refused(_),
+                    ..
+                },
+            )) = self.on_answer(shared, message, failures)
+            {
+                return refused;
+            }
+            if last {
+                break;
+            }
+        }
+        failed
     }
 
     /// Applies what the answer brought; `Some` when the connection is over.
@@ -420,7 +472,7 @@ impl Progress {
                     match line {
                         Ok(a) => {
                             if let Some(why) = handle_ack(shared, &a, self.final_event, &mut self.in_flight, failures) {
-                                return Some(Err(self.failure(why)));
+                                return Some(Err(self.failure(Cause::Refused(why))));
                             }
                             self.delivered |= a.event == self.final_event;
                         }
@@ -436,8 +488,8 @@ impl Progress {
             Some(Wire::Closed(Ok(()))) | None if self.in_flight.is_empty() => {
                 Some(Ok(if self.rotating { End::Rotated } else { End::Closed }))
             }
-            Some(Wire::Closed(Ok(()))) | None => Some(Err(self.failure("PutMedia connection closed by the service"))),
-            Some(Wire::Closed(Err(e))) => Some(Err(self.failure(e))),
+            Some(Wire::Closed(Ok(()))) | None => Some(Err(self.failure(Cause::ClosedByService))),
+            Some(Wire::Closed(Err(e))) => Some(Err(self.failure(Cause::Connection(e)))),
         }
     }
 }
