@@ -215,25 +215,19 @@ impl Engine {
     }
 }
 
-/// A rule's aggregates after a transaction.
-enum Windowed {
-    /// The rule has no window.
-    Unwindowed,
-    /// The transaction lacks a field of the rule's key: the rule does not apply.
-    NoKey,
-    Values(AggValues),
-}
-
 impl RuleState {
     /// Adds the transaction to its key's window (a new key may push the least recently
-    /// seen one out; a full window drops its oldest events: both counted).
-    fn observe(&mut self, txn: &Transaction, seq: u64, mask: u32, metrics: Option<&Metrics>) -> Windowed {
-        let Some(window) = self.rule.window else {
-            return Windowed::Unwindowed;
-        };
-        let Some(key) = key_of(&self.rule.key, txn) else {
-            return Windowed::NoKey;
-        };
+    /// seen one out; a full window drops its oldest events: both counted) and returns
+    /// the aggregates of its window.
+    fn observe(
+        &mut self,
+        window: WindowSpec,
+        key: String,
+        txn: &Transaction,
+        seq: u64,
+        mask: u32,
+        metrics: Option<&Metrics>,
+    ) -> AggValues {
         let ev = event(txn, seq, &self.rule.distinct, mask);
         let aggs = &self.rule.aggregates;
         let (values, capped) = if let Some(w) = self.keys.get_mut(&key) {
@@ -255,7 +249,7 @@ impl RuleState {
                     .inc_by(capped as u64);
             }
         }
-        Windowed::Values(values)
+        values
     }
 }
 
@@ -290,11 +284,21 @@ impl Decider for Engine {
             if !self.passes(&r.id, &r.filter, &base) {
                 continue;
             }
-            let mask = self.conditions_met(&r.id, &r.conditions, &base);
-            let values = match self.rules[i].observe(txn, cx.seq, mask, self.metrics.as_ref()) {
-                Windowed::NoKey => continue,
-                Windowed::Unwindowed => None,
-                Windowed::Values(values) => Some(values),
+            // The key first: a transaction that lacks it does not concern the rule, and
+            // its aggregate filters are not evaluated.
+            let windowed = match r.window {
+                None => None,
+                Some(window) => match key_of(&r.key, txn) {
+                    Some(key) => Some((window, key)),
+                    None => continue,
+                },
+            };
+            let values = match windowed {
+                None => None,
+                Some((window, key)) => {
+                    let mask = self.conditions_met(&r.id, &r.conditions, &base);
+                    Some(self.rules[i].observe(window, key, txn, cx.seq, mask, self.metrics.as_ref()))
+                }
             };
             if cx.replaying {
                 // Rebuilding state: the decision was made (and journaled) before.
@@ -377,11 +381,11 @@ impl Engine {
             if !self.passes(&r.id, &r.filter, base) {
                 continue;
             }
-            let mask = self.conditions_met(&r.id, &r.conditions, base);
-            let run = &mut self.reports[i];
-            let Some(key) = key_of(&run.report.key, txn) else {
+            let Some(key) = key_of(&r.key, txn) else {
                 continue;
             };
+            let mask = self.conditions_met(&r.id, &r.conditions, base);
+            let run = &mut self.reports[i];
             let ev = event(txn, cx.seq, &run.report.distinct, mask);
             let (late_before, early_before) = (run.state.late, run.state.closed_early);
             let closed = run.state.observe(&key, &run.report.aggregates, &ev);

@@ -319,7 +319,7 @@ fn aggregates(raw: &BTreeMap<String, toml::Value>) -> Result<Aggregates, String>
                 Some(c) => c + 1,
                 None if out.conditions.len() == MAX_CONDITIONS => {
                     return Err(format!(
-                        "aggregate `{name}`: more than {MAX_CONDITIONS} different filters in one rule"
+                        "aggregate `{name}`: more than {MAX_CONDITIONS} different filters in one rule or report"
                     ))
                 }
                 None => {
