@@ -81,6 +81,14 @@ pub fn describe(error_id: u32) -> (&'static str, ErrorAction) {
     }
 }
 
+/// Whether an ERROR can be about the fragment itself (its content, size, duration,
+/// timecode, or the stream not reading it), so that repeated ones should end in a dead
+/// letter; the service's own failures (5000 and up), an old connection (4003) and a
+/// refused stream (4005, 4008) are not, and only make a new connection.
+pub fn about_the_fragment(error_id: u32) -> bool {
+    !matches!(error_id, 4003 | 4005 | 4008) && error_id < 5000
+}
+
 /// The longest ACK line kept while waiting for its end (real ones are ~200 bytes): a
 /// body that never sends a newline must not grow the agent's memory.
 pub const MAX_ACK_LINE: usize = 64 * 1024;
@@ -177,5 +185,7 @@ mod tests {
         assert_eq!(describe(4002).1, ErrorAction::DeadLetter);
         assert_eq!(describe(4003).1, ErrorAction::Reconnect);
         assert_eq!(describe(5000).1, ErrorAction::Reconnect);
+        assert!(about_the_fragment(4006) && about_the_fragment(4004) && about_the_fragment(4000));
+        assert!(!about_the_fragment(5000) && !about_the_fragment(5001) && !about_the_fragment(4003));
     }
 }

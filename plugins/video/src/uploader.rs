@@ -253,7 +253,7 @@ async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::R
         let delay = next
             .as_ref()
             .map(|n| uplink.budget.delay(1, n.bytes as usize, Instant::now()));
-        let ack_deadline = progress.in_flight.front().map(|(_, at)| *at + ack_timeout);
+        let ack_deadline = progress.in_flight.front().map(|f| f.sent + ack_timeout);
         tokio::select! {
             _ = async { tokio::time::sleep(delay.unwrap_or_default()).await }, if next.is_some() => {
                 let Some(fragment) = next else { continue };
@@ -351,6 +351,15 @@ async fn read_answer(client: reqwest::Client, request: reqwest::Request, wire: m
     let _ = wire.send(Wire::Closed(outcome)).await;
 }
 
+/// A fragment sent on this connection and not yet finally acknowledged.
+struct InFlight {
+    /// Its start timecode, which names it in acknowledgements.
+    start: u64,
+    sent: Instant,
+    /// RECEIVED came (the service has it whole); PERSISTED may still be due.
+    received: bool,
+}
+
 /// Where one connection is: what was sent, what waits for its acknowledgement.
 struct Progress {
     /// The acknowledgement that lets a fragment leave the ring.
@@ -359,7 +368,7 @@ struct Progress {
     header_sent: Option<Bytes>,
     last_sent: Option<u64>,
     /// Sent fragments (start timecode, when sent) not yet acknowledged.
-    in_flight: VecDeque<(u64, Instant)>,
+    in_flight: VecDeque<InFlight>,
     reader: AckReader,
     /// No new fragment goes out; the connection ends once `in_flight` is empty.
     rotating: bool,
@@ -424,7 +433,11 @@ impl Progress {
         uplink.budget.take(1, bytes.len(), Instant::now());
         put.send(body).await.map_err(|e| self.failure(Cause::Connection(e)))?;
         self.last_sent = Some(fragment.start_ms);
-        self.in_flight.push_back((fragment.start_ms, Instant::now()));
+        self.in_flight.push_back(InFlight {
+            start: fragment.start_ms,
+            sent: Instant::now(),
+            received: false,
+        });
         shared.metrics.fragments_sent.with_label_values(&[camera]).inc();
         shared.status.update(|s| s.fragments_sent += 1);
         Ok(())
@@ -456,7 +469,10 @@ impl Progress {
                 break;
             }
         }
-        failed
+        Failure {
+            delivered: failed.delivered || self.delivered,
+            ..failed
+        }
     }
 
     /// Applies what the answer brought; `Some` when the connection is over.
@@ -499,7 +515,7 @@ fn handle_ack(
     shared: &CameraShared,
     a: &Ack,
     final_event: Event,
-    in_flight: &mut VecDeque<(u64, Instant)>,
+    in_flight: &mut VecDeque<InFlight>,
     failures: &mut Failures,
 ) -> Option<String> {
     let camera = shared.camera.name.as_str();
@@ -512,9 +528,12 @@ fn handle_ack(
                 "persisted"
             };
             shared.metrics.fragments_acked.with_label_values(&[camera, label]).inc();
+            let tc = a.timecode?;
+            if let Some(f) = in_flight.iter_mut().find(|f| f.start == tc) {
+                f.received = true;
+            }
             if a.event == final_event {
-                let tc = a.timecode?;
-                in_flight.retain(|(t, _)| *t != tc);
+                in_flight.retain(|f| f.start != tc);
                 failures.forget(tc);
                 match shared.store.remove(tc) {
                     Ok(true) => {
@@ -532,13 +551,14 @@ fn handle_ack(
 }
 
 /// An ERROR acknowledgement: counted; the fragment it names dead-lettered when resending
-/// cannot help or it has failed [`MAX_FRAGMENT_FAILURES`] times; `Some(why)` when the
-/// connection must be replaced. One without a timecode is the oldest unacknowledged
-/// fragment's: acknowledgements come in the order fragments were sent.
+/// cannot help or it has drawn [`MAX_FRAGMENT_FAILURES`] errors that can be about a
+/// fragment (not the service's or the connection's: those only reconnect); `Some(why)`
+/// when the connection must be replaced. One without a timecode is the oldest sent
+/// fragment not yet RECEIVED: the service works through fragments in sending order.
 fn on_error(
     shared: &CameraShared,
     a: &Ack,
-    in_flight: &mut VecDeque<(u64, Instant)>,
+    in_flight: &mut VecDeque<InFlight>,
     failures: &mut Failures,
 ) -> Option<String> {
     let camera = shared.camera.name.as_str();
@@ -550,7 +570,9 @@ fn on_error(
         .with_label_values(&[camera, &id.to_string()])
         .inc();
     shared.status.update(|s| *s.errors.entry(id).or_default() += 1);
-    let tc = a.timecode.or_else(|| in_flight.front().map(|(t, _)| *t));
+    let tc = a
+        .timecode
+        .or_else(|| in_flight.iter().find(|f| !f.received).map(|f| f.start));
     let why = format!(
         "KVS error {id} ({what}) for fragment {}",
         tc.map_or("?".into(), |t| t.to_string())
@@ -559,6 +581,10 @@ fn on_error(
     let Some(tc) = tc else {
         return Some(why);
     };
+    if !ack::about_the_fragment(id) {
+        // The service or the connection failed, not the fragment: resend it.
+        return Some(why);
+    }
     let failed = failures.record(tc, shared.store.next_after(None).map(|s| s.start_ms));
     // A guessed fragment is not dead-lettered on the first refusal: it is resent, and
     // goes once it has drawn the most failures allowed.
@@ -571,7 +597,7 @@ fn on_error(
     } else {
         format!("{why}; refused {failed} times")
     };
-    in_flight.retain(|(t, _)| *t != tc);
+    in_flight.retain(|f| f.start != tc);
     failures.forget(tc);
     if let Ok(Some(path)) = shared.store.dead_letter(tc, &reason) {
         tracing::error!(camera, path = %path.display(), "KVS refused a fragment; kept in dead/");

@@ -39,9 +39,10 @@ pub struct KvsFaults {
     pub persist_delay: Duration,
     /// Answer the next fragment with ERROR and this ErrorId, then close.
     pub error_next: Option<u32>,
-    /// Answer each of the next `n` fragments with ERROR and this ErrorId but no
-    /// FragmentTimecode (as KVS does for some errors), closing after each: `(id, n)`.
-    pub error_untimed: Option<(u32, usize)>,
+    /// Answer the next fragment, and that fragment whenever it is sent again, with
+    /// ERROR and this ErrorId but no FragmentTimecode (as KVS does for some errors),
+    /// closing after each.
+    pub refuse_untimed: Option<u32>,
 }
 
 /// A fragment as the endpoint stored it.
@@ -80,7 +81,9 @@ struct State {
     refusals: HashMap<String, u64>,
     signatures: HashMap<String, u64>,
     outage_epoch: u64,
-    /// The fragments answered with an ERROR that named none (`error_untimed`).
+    /// The fragment `refuse_untimed` refuses: the first one it saw.
+    untimed_target: Option<u64>,
+    /// Each refusal `refuse_untimed` made, by the fragment's timecode.
     untimed_errors_for: Vec<u64>,
 }
 
@@ -448,12 +451,20 @@ async fn read_stream(
                         let _ = tx.send(Ok(ack)).await;
                         break 'read;
                     }
-                    if let Some((id, n)) = faults.error_untimed.filter(|(_, n)| *n > 0) {
-                        state.lock().unwrap().faults.error_untimed = Some((id, n - 1));
-                        state.lock().unwrap().untimed_errors_for.push(tc);
-                        let ack = send("ERROR", None, Some(id));
-                        let _ = tx.send(Ok(ack)).await;
-                        break 'read;
+                    if let Some(id) = faults.refuse_untimed {
+                        let refused = {
+                            let mut s = state.lock().unwrap();
+                            let refused = *s.untimed_target.get_or_insert(tc) == tc;
+                            if refused {
+                                s.untimed_errors_for.push(tc);
+                            }
+                            refused
+                        };
+                        if refused {
+                            let ack = send("ERROR", None, Some(id));
+                            let _ = tx.send(Ok(ack)).await;
+                            break 'read;
+                        }
                     }
                     if faults.drop_after_fragments.is_some_and(|n| count >= n) {
                         break 'read;
