@@ -19,17 +19,20 @@ fn txn(id: &str, minutes_ago: i64, extra: serde_json::Value) -> Transaction {
     parse(v.to_string().as_bytes(), now - Dur::minutes(minutes_ago)).unwrap()
 }
 
-fn engine(text: &str) -> Engine {
+/// Loads `text` as the only rule file, beside a deny list `denied.txt` holding `tok_bad`.
+fn load(text: &str) -> Result<RulePack, RuleError> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("denied.txt"), "tok_bad\n").unwrap();
     std::fs::write(dir.path().join("pack.toml"), text).unwrap();
-    Engine::new(load_paths(&[dir.path().to_path_buf()]).unwrap(), None, Duration::ZERO)
+    load_paths(&[dir.path().join("pack.toml")])
+}
+
+fn engine(text: &str) -> Engine {
+    Engine::new(load(text).unwrap(), None, Duration::ZERO)
 }
 
 fn load_err(text: &str) -> RuleError {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pack.toml"), text).unwrap();
-    load_paths(&[dir.path().join("pack.toml")]).unwrap_err()
+    load(text).unwrap_err()
 }
 
 struct Originals(HashMap<String, Transaction>);
@@ -351,9 +354,7 @@ action = "review"
 /// aggregates take filters too.
 #[test]
 fn aggregates_with_the_same_filter_share_it_and_reports_take_them_too() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pack.toml"),
+    let pack = load(
         r#"
 [[rule]]
 id = "r"
@@ -371,7 +372,6 @@ aggregates = { big = { of = "count", filter = 'txn.total_minor > 1000' }, all = 
 "#,
     )
     .unwrap();
-    let pack = load_paths(&[dir.path().join("pack.toml")]).unwrap();
     assert_eq!(pack.rules[0].conditions.len(), 2);
     let groups: Vec<usize> = pack.rules[0].aggregates.iter().map(|a| a.group).collect();
     assert_eq!(groups, [1, 1, 2]);
@@ -418,9 +418,7 @@ fn a_bad_conditional_aggregate_is_refused_naming_it_and_what_is_allowed() {
 /// counted as a rule error and leaves the transaction out of that aggregate only.
 #[test]
 fn an_aggregate_filter_that_fails_is_counted_and_leaves_the_transaction_out() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pack.toml"),
+    let pack = load(
         r#"
 [[rule]]
 id = "r"
@@ -433,11 +431,7 @@ action = "allow"
     )
     .unwrap();
     let metrics = crate::metrics::Metrics::new();
-    let mut e = Engine::new(
-        load_paths(&[dir.path().join("pack.toml")]).unwrap(),
-        Some(metrics.clone()),
-        Duration::ZERO,
-    );
+    let mut e = Engine::new(pack, Some(metrics.clone()), Duration::ZERO);
     decide(&mut e, &txn("a", 3, serde_json::json!({"customer_id": "vip"})), 1);
     let d = decide(&mut e, &txn("b", 2, serde_json::json!({})), 2);
     assert_eq!(d.hits[0].aggregates["all"], 2);

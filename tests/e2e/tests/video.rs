@@ -51,6 +51,31 @@ async fn wait_fragments(kvs: &FakeKvs, stream: &str, n: usize, within: Duration,
     }
 }
 
+/// A test-pattern camera (320x240, 1 s fragments) streaming to the kit's endpoint
+/// into `stream` (kept `retention_hours`), once 2 fragments have arrived.
+async fn streaming_test_camera(stream: &str, retention_hours: u32) -> (std::path::PathBuf, FakeKvs, Agent) {
+    let dir = tillgate_testkit::scratch_dir();
+    let kvs = FakeKvs::start().await;
+    kvs.create_stream(stream, retention_hours);
+    let source = "source = \"test\"\nwidth = 320\nheight = 240\nbitrate_kbps = 300";
+    let agent = Agent::start(&dir, &options(&kvs, stream, source, "fragment_duration = \"1s\""));
+    wait_fragments(&kvs, stream, 2, Duration::from_secs(30), &agent).await;
+    (dir, kvs, agent)
+}
+
+/// Waits until the fragment starting at `timecode` has arrived (again).
+async fn wait_received(kvs: &FakeKvs, stream: &str, timecode: u64, within: Duration, agent: &Agent) {
+    let deadline = Instant::now() + within;
+    while !kvs.fragments(stream).iter().any(|f| f.fragment.timecode_ms == timecode) {
+        assert!(
+            Instant::now() < deadline,
+            "fragment {timecode} not received\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn fragments_start_on_key_frames_and_last_about_2_s(fragments: &[Received]) {
     for (i, f) in fragments.iter().enumerate() {
         let blocks = &f.fragment.blocks;
@@ -375,12 +400,7 @@ mod camera {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn error_acks_and_dropped_connections_are_handled_as_kvs_specifies() {
-        let dir = tillgate_testkit::scratch_dir();
-        let kvs = FakeKvs::start().await;
-        kvs.create_stream("errors", 24);
-        let source = "source = \"test\"\nwidth = 320\nheight = 240\nbitrate_kbps = 300";
-        let agent = Agent::start(&dir, &options(&kvs, "errors", source, "fragment_duration = \"1s\""));
-        wait_fragments(&kvs, "errors", 2, Duration::from_secs(30), &agent).await;
+        let (dir, kvs, agent) = streaming_test_camera("errors", 24).await;
 
         // 5000 (internal error): a new connection resends the refused fragment.
         kvs.set_faults(KvsFaults {
@@ -397,19 +417,7 @@ mod camera {
             .find(|a| a.error_id == Some(5000))
             .and_then(|a| a.timecode)
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !kvs
-            .fragments("errors")
-            .iter()
-            .any(|f| f.fragment.timecode_ms == refused)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "fragment {refused} not resent\n{}",
-                agent.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_received(&kvs, "errors", refused, Duration::from_secs(20), &agent).await;
 
         // 4006 (invalid MKV): resending cannot help; the fragment moves to dead/.
         kvs.set_faults(KvsFaults {
@@ -469,12 +477,7 @@ mod camera {
     /// dead/ so the camera goes on; nothing else is lost.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_fragment_refused_without_its_timecode_goes_to_dead_letters_after_5_refusals() {
-        let dir = tillgate_testkit::scratch_dir();
-        let kvs = FakeKvs::start().await;
-        kvs.create_stream("untimed", 24);
-        let source = "source = \"test\"\nwidth = 320\nheight = 240\nbitrate_kbps = 300";
-        let agent = Agent::start(&dir, &options(&kvs, "untimed", source, "fragment_duration = \"1s\""));
-        wait_fragments(&kvs, "untimed", 2, Duration::from_secs(30), &agent).await;
+        let (dir, kvs, agent) = streaming_test_camera("untimed", 24).await;
 
         // The endpoint refuses one fragment, every time it comes, without naming it.
         kvs.set_faults(KvsFaults {
@@ -524,15 +527,7 @@ mod camera {
     /// ERRORs that are the service's (5000) never dead-letter a fragment, however many.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn service_errors_resend_a_fragment_without_ever_dead_lettering_it() {
-        let dir = tillgate_testkit::scratch_dir();
-        let kvs = FakeKvs::start().await;
-        kvs.create_stream("flaky-service", 24);
-        let source = "source = \"test\"\nwidth = 320\nheight = 240\nbitrate_kbps = 300";
-        let agent = Agent::start(
-            &dir,
-            &options(&kvs, "flaky-service", source, "fragment_duration = \"1s\""),
-        );
-        wait_fragments(&kvs, "flaky-service", 2, Duration::from_secs(30), &agent).await;
+        let (_dir, kvs, agent) = streaming_test_camera("flaky-service", 24).await;
         kvs.set_faults(KvsFaults {
             refuse_untimed: Some(5000),
             ..KvsFaults::default()
@@ -552,30 +547,14 @@ mod camera {
         // Once the service recovers, the fragment it refused arrives.
         let refused = kvs.untimed_errors_for()[0];
         kvs.set_faults(KvsFaults::default());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !kvs
-            .fragments("flaky-service")
-            .iter()
-            .any(|f| f.fragment.timecode_ms == refused)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "fragment {refused} not resent\n{}",
-                agent.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_received(&kvs, "flaky-service", refused, Duration::from_secs(30), &agent).await;
         agent.terminate();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stream_without_retention_releases_fragments_at_received() {
-        let dir = tillgate_testkit::scratch_dir();
-        let kvs = FakeKvs::start().await;
         // A stream that keeps no data never sends PERSISTED.
-        kvs.create_stream("live-only", 0);
-        let source = "source = \"test\"\nwidth = 320\nheight = 240\nbitrate_kbps = 300";
-        let agent = Agent::start(&dir, &options(&kvs, "live-only", source, "fragment_duration = \"1s\""));
+        let (_dir, kvs, agent) = streaming_test_camera("live-only", 0).await;
         wait_fragments(&kvs, "live-only", 4, Duration::from_secs(30), &agent).await;
         assert!(kvs.acks().iter().all(|a| a.event != "PERSISTED"));
         let s = wait_camera(&agent, Duration::from_secs(10), "ring drained", |s| {
