@@ -7,6 +7,7 @@
 //! thread, in journal order: that single-threaded, ordered position is what makes the
 //! windowed state deterministic and rebuildable by replaying the journal.
 
+mod aggregate_spec;
 mod cel;
 mod decision;
 mod denylist;
