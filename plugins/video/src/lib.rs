@@ -12,6 +12,7 @@ pub mod ack;
 pub mod camera;
 mod component;
 pub mod config;
+mod failure;
 pub mod fragmenter;
 pub mod kvs;
 pub mod metrics;

@@ -7,13 +7,15 @@
 
 use crate::ack::{self, Ack, AckReader, ErrorAction, Event};
 use crate::camera::CameraShared;
+pub use crate::failure::MAX_FRAGMENT_FAILURES;
+use crate::failure::{Cause, Failure, Failures};
 use crate::kvs::{Kvs, StreamInfo};
 use crate::mkv;
 use crate::status::UploadState;
 use crate::store::Stored;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 use tillgate_aws::limiter::ShardBudget;
 use tillgate_sdk::error_chain;
@@ -42,33 +44,6 @@ struct Uplink {
     http: reqwest::Client,
     budget: ShardBudget,
     failures: Failures,
-}
-
-/// ERROR acknowledgements a fragment drew before it is dead-lettered, whatever the
-/// error: a fragment the service keeps refusing cannot hold its camera's upload for
-/// ever (each refusal costs a new connection and a backoff).
-pub const MAX_FRAGMENT_FAILURES: u32 = 5;
-
-/// ERROR acknowledgements per unacknowledged fragment (start timecode), across
-/// connections. Holds only fragments still in the ring.
-#[derive(Debug, Default)]
-struct Failures(HashMap<u64, u32>);
-
-impl Failures {
-    /// Counts one more for `fragment`; returns how many it has drawn. Entries of
-    /// fragments that left the ring (acknowledged, evicted) go first.
-    fn record(&mut self, fragment: u64, oldest_stored: Option<u64>) -> u32 {
-        if let Some(oldest) = oldest_stored {
-            self.0.retain(|tc, _| *tc >= oldest);
-        }
-        let n = self.0.entry(fragment).or_insert(0);
-        *n += 1;
-        *n
-    }
-
-    fn forget(&mut self, fragment: u64) {
-        self.0.remove(&fragment);
-    }
 }
 
 /// Runs until `stop` turns true. With `video.upload = false` there is nothing to do.
@@ -172,44 +147,6 @@ async fn prepare(shared: &CameraShared, uplink: &mut Uplink) -> Result<(Kvs, Str
     let endpoint = uplink.endpoint.clone().ok_or("no endpoint")?;
     let info = uplink.stream.ok_or("no stream")?;
     Ok((kvs, endpoint, info))
-}
-
-/// A connection that ended with an error, and whether it delivered a fragment first
-/// (then the next connection waits only the shortest backoff).
-#[derive(Debug)]
-struct Failure {
-    cause: Cause,
-    delivered: bool,
-}
-
-/// Why a connection ended with an error (shown as the camera's `upload_error`).
-#[derive(Debug, thiserror::Error)]
-enum Cause {
-    /// The control plane (client, stream, data endpoint) or the request could not be
-    /// set up.
-    #[error("{0}")]
-    Setup(String),
-    /// Sending failed or the answer ended with an error.
-    #[error("{0}")]
-    Connection(String),
-    /// The service closed the connection with fragments unacknowledged.
-    #[error("PutMedia connection closed by the service")]
-    ClosedByService,
-    /// An ERROR acknowledgement that ends the connection.
-    #[error("{0}")]
-    Refused(String),
-    /// The oldest fragment in flight had no acknowledgement within `ack_timeout`.
-    #[error("no acknowledgement within {} s", .0.as_secs())]
-    NoAcknowledgement(Duration),
-}
-
-impl Failure {
-    fn before_delivery(why: String) -> Failure {
-        Failure {
-            cause: Cause::Setup(why),
-            delivered: false,
-        }
-    }
 }
 
 /// One PutMedia connection, from the first unacknowledged fragment until it rotates,

@@ -1,0 +1,71 @@
+//! Why an upload fails: a connection that ended with an error ([`Failure`], its
+//! [`Cause`]), and the refusals each fragment has drawn across connections
+//! ([`Failures`]).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// ERROR acknowledgements that can be about a fragment (`ack::about_the_fragment`) it
+/// draws before it is dead-lettered: a fragment the service keeps refusing cannot hold
+/// its camera's upload for ever (each refusal costs a new connection and a backoff).
+pub const MAX_FRAGMENT_FAILURES: u32 = 5;
+
+/// ERROR acknowledgements per unacknowledged fragment (start timecode), across
+/// connections. Holds only fragments still in the ring.
+#[derive(Debug, Default)]
+pub(crate) struct Failures(HashMap<u64, u32>);
+
+impl Failures {
+    /// Counts one more for `fragment`; returns how many it has drawn. Entries of
+    /// fragments that left the ring (acknowledged, evicted) go first.
+    pub(crate) fn record(&mut self, fragment: u64, oldest_stored: Option<u64>) -> u32 {
+        if let Some(oldest) = oldest_stored {
+            self.0.retain(|tc, _| *tc >= oldest);
+        }
+        let n = self.0.entry(fragment).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    pub(crate) fn forget(&mut self, fragment: u64) {
+        self.0.remove(&fragment);
+    }
+}
+
+/// A connection that ended with an error, and whether it delivered a fragment first
+/// (then the next connection waits only the shortest backoff).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) cause: Cause,
+    pub(crate) delivered: bool,
+}
+
+/// Why a connection ended with an error (shown as the camera's `upload_error`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Cause {
+    /// The control plane (client, stream, data endpoint) or the request could not be
+    /// set up.
+    #[error("{0}")]
+    Setup(String),
+    /// Sending failed or the answer ended with an error.
+    #[error("{0}")]
+    Connection(String),
+    /// The service closed the connection with fragments unacknowledged.
+    #[error("PutMedia connection closed by the service")]
+    ClosedByService,
+    /// An ERROR acknowledgement that ends the connection.
+    #[error("{0}")]
+    Refused(String),
+    /// The oldest fragment in flight had no acknowledgement within `ack_timeout`.
+    #[error("no acknowledgement within {} s", .0.as_secs())]
+    NoAcknowledgement(Duration),
+}
+
+impl Failure {
+    pub(crate) fn before_delivery(why: String) -> Failure {
+        Failure {
+            cause: Cause::Setup(why),
+            delivered: false,
+        }
+    }
+}
