@@ -65,3 +65,12 @@ if ! "$tools/venv/bin/python" -c 'import aws_kinesis_agg, boto3, six' >/dev/null
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
     'boto3>=1.34,<2' 'aws-kinesis-agg==1.2.3' 'six>=1.16'
 fi
+# The cloud stack's tests (cloud/, tests/e2e/tests/cloud.rs): the AWS emulator moto and
+# the template linters cfn-lint and checkov, in their own environment (checkov pins
+# its own boto3 and friends).
+if ! "$tools/cloud-venv/bin/python" -c 'import moto, cfnlint, checkov, boto3' >/dev/null 2>&1; then
+  echo "install-deps: installing moto, cfn-lint and checkov into $tools/cloud-venv"
+  python3 -m venv "$tools/cloud-venv"
+  "$tools/cloud-venv/bin/pip" install --quiet --disable-pip-version-check \
+    'moto[server]==5.2.5' 'cfn-lint==1.58.0' 'checkov==3.3.30'
+fi

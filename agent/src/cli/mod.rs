@@ -1,5 +1,6 @@
 //! The command line: `run`, `check-config`, `status`, `simulate`, `demo`.
 
+mod cloud;
 mod demo;
 mod rules_test;
 
@@ -77,6 +78,11 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Tools for the chain's cloud stack (cloud/template.yaml, docs/cloud.md).
+    Cloud {
+        #[command(subcommand)]
+        command: CloudCommand,
+    },
     /// Run the agent on embedded defaults with simulated terminals and injected fraud.
     Demo {
         #[arg(long, default_value = "20s")]
@@ -100,6 +106,43 @@ enum RulesCommand {
         /// One JSON object per decision.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CloudCommand {
+    /// Print a gateway's [kinesis] and [video] sections from the chain stack's outputs.
+    GatewayConfig {
+        /// `aws cloudformation describe-stacks --stack-name NAME` saved as JSON (the
+        /// whole answer or its Outputs list).
+        #[arg(long)]
+        outputs: PathBuf,
+        /// The gateway's AWS IoT thing; its video streams are named `<thing>-<camera>`.
+        #[arg(long)]
+        thing_name: String,
+        /// The account's credentials endpoint (`aws iot describe-endpoint
+        /// --endpoint-type iot:CredentialProvider`); without it, the AWS SDK's own chain.
+        #[arg(long, requires_all = ["cert_file", "key_file"])]
+        credentials_endpoint: Option<String>,
+        /// The thing's certificate and key (PEM) as paths on the gateway.
+        #[arg(long, requires = "credentials_endpoint")]
+        cert_file: Option<PathBuf>,
+        #[arg(long, requires = "credentials_endpoint")]
+        key_file: Option<PathBuf>,
+        #[arg(long, requires = "credentials_endpoint")]
+        ca_file: Option<PathBuf>,
+        /// A camera as NAME=rtsp://host/path; repeat for each.
+        #[arg(long = "camera", value_parser = cloud::parse_camera)]
+        cameras: Vec<cloud::Camera>,
+    },
+    /// Shards for a provisioned stream at an expected rate (the template's *Shards).
+    Shards {
+        /// Data written into the stream by every gateway together, MiB/s.
+        #[arg(long)]
+        mib_per_second: f64,
+        /// Kinesis records per second (after aggregation: one aggregate is one record).
+        #[arg(long)]
+        records_per_second: f64,
     },
 }
 
@@ -146,7 +189,42 @@ pub fn main() -> i32 {
         Command::Rules {
             command: RulesCommand::Test { rules, input, json },
         } => rules_test::run(&rules, &input, json),
+        Command::Cloud { command } => cloud_cmd(command),
         Command::Demo { duration, data_dir } => runtime.block_on(demo::run(duration.into(), data_dir)),
+    }
+}
+
+fn cloud_cmd(command: CloudCommand) -> i32 {
+    match command {
+        CloudCommand::GatewayConfig {
+            outputs,
+            thing_name,
+            credentials_endpoint,
+            cert_file,
+            key_file,
+            ca_file,
+            cameras,
+        } => {
+            let credentials = match (credentials_endpoint, cert_file, key_file) {
+                (Some(endpoint), Some(cert_file), Some(key_file)) => cloud::Credentials::Iot {
+                    endpoint,
+                    cert_file,
+                    key_file,
+                    ca_file,
+                },
+                _ => cloud::Credentials::SdkChain,
+            };
+            let gateway = cloud::Gateway {
+                thing_name,
+                credentials,
+                cameras,
+            };
+            cloud::gateway_config(&outputs, &gateway)
+        }
+        CloudCommand::Shards {
+            mib_per_second,
+            records_per_second,
+        } => cloud::shards(mib_per_second, records_per_second),
     }
 }
 

@@ -1,0 +1,315 @@
+//! The chain's cloud stack (cloud/template.yaml): checked by the linters nobody here
+//! wrote, deployed into an AWS emulator (moto's server), and a gateway configured from
+//! its outputs by `tillgate cloud gateway-config` shipping into it.
+//!
+//! What moto cannot check (it has no CloudFormation support for them, or ignores the
+//! property): Firehose, the Glue database and table, log streams, on-demand stream mode,
+//! stream and topic encryption, the bucket's lifecycle rules. Those are covered by
+//! cfn-lint (the resource specification) and checkov (security rules) only.
+
+use serde_json::Value;
+use std::collections::{BTreeSet, HashSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tillgate_testkit::emulators::kinesis_local::read_stream_with_boto3;
+use tillgate_testkit::emulators::moto::{cloud_tool, Moto};
+use tillgate_testkit::{make_tls_files, post_ndjson, repo_root, run_cli, txn, Agent, AgentOptions, FakeIot};
+
+fn template() -> std::path::PathBuf {
+    repo_root().join("cloud/template.yaml")
+}
+
+#[test]
+fn the_stack_template_passes_cfn_lint() {
+    let out = Command::new(cloud_tool("cfn-lint"))
+        .arg(template())
+        .output()
+        .expect("cfn-lint runs");
+    assert!(
+        out.status.success(),
+        "cfn-lint:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// checkov's CloudFormation rules: nothing fails, and each rule the template skips says
+/// why in the template (Metadata.checkov.skip[].comment).
+#[test]
+fn checkov_finds_nothing_and_every_skipped_check_says_why() {
+    let out = Command::new(cloud_tool("checkov"))
+        .arg("-f")
+        .arg(template())
+        .args(["--framework", "cloudformation", "--skip-download", "-o", "json"])
+        .output()
+        .expect("checkov runs");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "checkov printed no JSON ({e}):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let summary = &report["summary"];
+    let failed: Vec<_> = report["results"]["failed_checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} {} {}", c["check_id"], c["resource"], c["check_name"]))
+        .collect();
+    assert!(failed.is_empty(), "checkov findings: {failed:#?}");
+    assert_eq!(summary["parsing_errors"], 0, "{summary}");
+    assert!(
+        summary["passed"].as_u64().unwrap() >= 20,
+        "checkov ran its rules: {summary}"
+    );
+    for skipped in report["results"]["skipped_checks"].as_array().unwrap() {
+        let why = skipped["check_result"]["suppress_comment"].as_str().unwrap_or("");
+        assert!(
+            why.len() >= 40,
+            "{} on {} is skipped without a reason: {why:?}",
+            skipped["check_id"],
+            skipped["resource"]
+        );
+    }
+}
+
+#[test]
+fn shards_are_the_larger_of_bytes_and_records_rounded_up() {
+    let (code, out, err) = run_cli(&[
+        "cloud",
+        "shards",
+        "--mib-per-second",
+        "2.5",
+        "--records-per-second",
+        "800",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("3 (") && out.contains("bytes set it"), "{out}");
+    let (code, _, err) = run_cli(&["cloud", "shards", "--mib-per-second=-1", "--records-per-second", "0"]);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("--mib-per-second"), "{err}");
+}
+
+/// Every IAM action a statement allows, as strings.
+fn actions(statement: &Value) -> BTreeSet<String> {
+    match &statement["Action"] {
+        Value::String(a) => [a.clone()].into(),
+        Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+        other => panic!("Action {other}"),
+    }
+}
+
+fn resources(statement: &Value) -> BTreeSet<String> {
+    match &statement["Resource"] {
+        Value::String(r) => [r.clone()].into(),
+        Value::Array(r) => r.iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+        other => panic!("Resource {other}"),
+    }
+}
+
+/// The gateway's credentials: the role the stack's alias names may write to the three
+/// streams and to video streams named after the thing, nothing else; the IoT policy lets
+/// a certificate buy them only through that alias.
+fn assert_least_privilege(found: &Value, alias: &str) -> String {
+    let alias_entry = &found["role_aliases"][alias];
+    let role_arn = alias_entry["role_arn"].as_str().expect("the alias names a role");
+    assert_eq!(alias_entry["credential_seconds"], 3600);
+    let role = &found["roles"][role_arn];
+    let trust = &role["trust"]["Statement"][0];
+    assert_eq!(trust["Principal"]["Service"], "credentials.iot.amazonaws.com", "{role}");
+    let statements: Vec<&Value> = role["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["Statement"].as_array().unwrap())
+        .collect();
+    assert!(statements.iter().all(|s| s["Effect"] == "Allow"));
+    let streams: BTreeSet<String> = found["streams"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s["arn"].as_str().unwrap().to_string())
+        .collect();
+    let mut allowed = BTreeSet::new();
+    for s in &statements {
+        let acts = actions(s);
+        if acts.iter().all(|a| a.starts_with("kinesis:")) {
+            assert_eq!(resources(s), streams, "the chain's three streams only");
+        } else {
+            assert!(acts.iter().all(|a| a.starts_with("kinesisvideo:")), "{s}");
+            let video = resources(s);
+            assert_eq!(video.len(), 1);
+            let arn = video.into_iter().next().unwrap();
+            assert!(
+                arn.starts_with("arn:aws:kinesisvideo:us-east-1:")
+                    && arn.ends_with(":stream/${credentials-iot:ThingName}-*/*"),
+                "video streams named after the thing only: {arn}"
+            );
+        }
+        allowed.extend(acts);
+    }
+    let expected: BTreeSet<String> = [
+        "kinesis:PutRecords",
+        "kinesis:ListShards",
+        "kinesisvideo:DescribeStream",
+        "kinesisvideo:CreateStream",
+        "kinesisvideo:GetDataEndpoint",
+        "kinesisvideo:PutMedia",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(
+        allowed, expected,
+        "exactly what the agent calls (kinesis/client.rs, video/kvs.rs)"
+    );
+    let policies = found["iot_policies"].as_object().unwrap();
+    assert_eq!(policies.len(), 1, "{policies:?}");
+    let statement = &policies.values().next().unwrap()["Statement"];
+    assert_eq!(statement.as_array().unwrap().len(), 1);
+    assert_eq!(
+        actions(&statement[0]),
+        ["iot:AssumeRoleWithCertificate".to_string()].into()
+    );
+    assert_eq!(
+        resources(&statement[0]),
+        [format!("arn:aws:iot:us-east-1:123456789012:rolealias/{alias}")].into()
+    );
+    role_arn.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_configured_from_the_stack_outputs_ships_into_the_stacks_streams() {
+    let dir = tillgate_testkit::scratch_dir();
+    let moto = Moto::start(&dir);
+    let outputs = dir.join("outputs.json");
+    let found = moto.deploy(
+        &template(),
+        "chain",
+        &outputs,
+        &[
+            "StreamMode=PROVISIONED",
+            "TransactionShards=3",
+            "VideoRetentionHours=72",
+        ],
+    );
+    assert_eq!(found["streams"]["chain-transactions"]["open_shards"], 3, "{found}");
+    for stream in ["chain-decisions", "chain-alerts"] {
+        assert_eq!(found["streams"][stream]["open_shards"], 1, "{found}");
+    }
+    let topics: HashSet<&str> = found["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        topics,
+        HashSet::from([
+            "arn:aws:sns:us-east-1:123456789012:chain-fraud-alerts",
+            "arn:aws:sns:us-east-1:123456789012:chain-security-alerts"
+        ])
+    );
+    assert_eq!(found["buckets"].as_array().unwrap().len(), 1, "the lake");
+    assert_least_privilege(&found, "chain-gateway");
+
+    // The cloud team's step: the gateway's sections from the outputs, with the thing's
+    // certificate, against the credentials provider (the kit's, standing in for AWS IoT's,
+    // knowing only the stack's role alias).
+    let tls = make_tls_files(&dir.join("tls"));
+    let iot = FakeIot::start(&tls, "chain-gateway", Duration::from_secs(3600)).await;
+    let (code, sections, err) = run_cli(&[
+        "cloud",
+        "gateway-config",
+        "--outputs",
+        outputs.to_str().unwrap(),
+        "--thing-name",
+        "store-1-gateway",
+        "--credentials-endpoint",
+        &iot.endpoint(),
+        "--cert-file",
+        tls.client_cert.to_str().unwrap(),
+        "--key-file",
+        tls.client_key.to_str().unwrap(),
+        "--ca-file",
+        tls.ca.to_str().unwrap(),
+        "--camera",
+        "till-1=rtsp://127.0.0.1:8554/till-1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(sections.contains("data_retention_hours = 72"), "{sections}");
+    assert!(sections.contains("stream = \"store-1-gateway-till-1\""), "{sections}");
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, &sections).unwrap();
+    let (code, out, err) = run_cli(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(
+        code, 0,
+        "the printed sections are a valid config: {out}{err}\n{sections}"
+    );
+
+    // The agent with those sections (cameras left out: no camera runs here), shipping
+    // into the emulator's streams with the credentials the alias bought.
+    let kinesis_only = sections.split("\n[video]").next().unwrap().to_string();
+    let opts = AgentOptions {
+        extra_toml: kinesis_only,
+        env: vec![
+            ("AWS_ENDPOINT_URL".into(), moto.url()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ],
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(&dir.join("agent"), &opts);
+    let client = tillgate_testkit::http_client();
+    let mut ids = HashSet::new();
+    for batch in 0..5 {
+        let mut body = String::new();
+        for i in 0..40 {
+            let id = format!("cloud-{batch}-{i}");
+            body.push_str(&txn(&id, &format!("till-{}", i % 6), 100 + i).to_string());
+            body.push('\n');
+            ids.insert(id);
+        }
+        let (status, answers) = post_ndjson(&client, &agent.url(), body).await.unwrap();
+        assert_eq!(status, 200, "{answers:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for sink in ["kinesis-transactions", "kinesis-decisions"] {
+        loop {
+            let status = agent.sink_status(sink).await;
+            if status["backlog_records"] == 0 && status["last_success_ms"].as_i64().unwrap_or(0) > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{sink} not shipped in 60 s: {status}\n{}",
+                agent.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    assert!(
+        iot.issued.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "credentials came through the alias"
+    );
+    let url = moto.url();
+    let read = tokio::task::spawn_blocking(move || read_stream_with_boto3(&url, "chain-transactions"))
+        .await
+        .unwrap();
+    let landed: HashSet<String> = read
+        .user_records
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.data).unwrap()["txn_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(read.user_records.len(), ids.len(), "each once");
+    assert_eq!(landed, ids);
+    assert!(
+        read.user_records.iter().all(|r| r.aggregated),
+        "KPL aggregates, de-aggregated by aws-kinesis-agg"
+    );
+    agent.stop();
+}

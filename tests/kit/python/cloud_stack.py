@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Deploys cloud/template.yaml into an AWS emulator (moto's server) with boto3, then
+reads back, through the emulator's own APIs, what the stack created.
+
+usage: cloud_stack.py ENDPOINT TEMPLATE STACK OUTPUTS_FILE [Key=Value ...]
+
+Writes `describe-stacks` for the stack to OUTPUTS_FILE (what `tillgate cloud
+gateway-config --outputs` reads) and prints JSON: the stack status, the Kinesis streams
+(shards), the IAM roles' inline policies, the IoT role aliases (with their roles) and
+policies, the SNS topics and the S3 buckets. Exits 1 if the stack did not reach
+CREATE_COMPLETE.
+"""
+import ast
+import json
+import sys
+import time
+
+import boto3
+
+REGION = "us-east-1"
+
+
+def client(service, endpoint):
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="AKIDTEST",
+        aws_secret_access_key="secret",
+    )
+
+
+def deploy(endpoint, template, stack, parameters):
+    cf = client("cloudformation", endpoint)
+    cf.create_stack(
+        StackName=stack,
+        TemplateBody=open(template).read(),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    deadline = time.time() + 60
+    while True:
+        described = cf.describe_stacks(StackName=stack)
+        status = described["Stacks"][0]["StackStatus"]
+        if not status.endswith("_IN_PROGRESS") or time.time() > deadline:
+            return described
+        time.sleep(0.2)
+
+
+def document(value):
+    """A policy document as a dict. moto keeps the documents a CloudFormation stack gave
+    it as Python's repr of a dict rather than JSON; both are read."""
+    if isinstance(value, dict):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return ast.literal_eval(value)
+
+
+def inspect(endpoint):
+    kinesis = client("kinesis", endpoint)
+    streams = {}
+    for name in kinesis.list_streams()["StreamNames"]:
+        summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+        streams[name] = {"arn": summary["StreamARN"], "open_shards": summary["OpenShardCount"]}
+    iam = client("iam", endpoint)
+    roles = {}
+    for role in iam.list_roles()["Roles"]:
+        name = role["RoleName"]
+        policies = [
+            document(iam.get_role_policy(RoleName=name, PolicyName=p)["PolicyDocument"])
+            for p in iam.list_role_policies(RoleName=name)["PolicyNames"]
+        ]
+        roles[role["Arn"]] = {
+            "trust": document(role["AssumeRolePolicyDocument"]),
+            "policies": policies,
+            "max_session_seconds": role.get("MaxSessionDuration"),
+        }
+    iot = client("iot", endpoint)
+    aliases = {}
+    for alias in iot.list_role_aliases()["roleAliases"]:
+        description = iot.describe_role_alias(roleAlias=alias)["roleAliasDescription"]
+        aliases[alias] = {
+            "role_arn": description["roleArn"],
+            "credential_seconds": description["credentialDurationSeconds"],
+        }
+    iot_policies = {
+        p["policyName"]: document(iot.get_policy(policyName=p["policyName"])["policyDocument"])
+        for p in iot.list_policies()["policies"]
+    }
+    topics = [t["TopicArn"] for t in client("sns", endpoint).list_topics()["Topics"]]
+    buckets = [b["Name"] for b in client("s3", endpoint).list_buckets()["Buckets"]]
+    return {
+        "streams": streams,
+        "roles": roles,
+        "role_aliases": aliases,
+        "iot_policies": iot_policies,
+        "topics": topics,
+        "buckets": buckets,
+    }
+
+
+def main():
+    endpoint, template, stack, outputs_file = sys.argv[1:5]
+    parameters = [arg.split("=", 1) for arg in sys.argv[5:]]
+    described = deploy(endpoint, template, stack, parameters)
+    with open(outputs_file, "w") as f:
+        json.dump({"Stacks": described["Stacks"]}, f, default=str, indent=1)
+    found = inspect(endpoint)
+    found["status"] = described["Stacks"][0]["StackStatus"]
+    found["status_reason"] = described["Stacks"][0].get("StackStatusReason")
+    print(json.dumps(found, default=str))
+    sys.exit(0 if found["status"] == "CREATE_COMPLETE" else 1)
+
+
+if __name__ == "__main__":
+    main()
