@@ -19,6 +19,7 @@ demo: build
 ## e.g. a journal writer that dies); releases (`make build`, `make deb`) are not.
 test: deps
 	$(CARGO) build -p tillgate --bins --features fault-injection
+	$(CARGO) build -p tillgate-alert-handler --bins
 	$(CARGO) test --workspace --features tillgate/fault-injection
 
 ## Coverage-guided fuzzing (cargo-fuzz, libFuzzer, nightly): each target for
@@ -98,7 +99,7 @@ ARM64_SKIPPED_E2E := --skip a_dead_journal_writer_ends_the_process_with_a_failur
 	--skip a_panicking_shard_task_is_a_failure_and_its_records_are_sent_again \
 	--skip camera::
 test-arm64: arm64
-	$(ARM64_ENV) /usr/bin/cargo test --target $(ARM64) --lib -p tillgate -p tillgate-sdk -p tillgate-aws -p tillgate-archive \
+	$(ARM64_ENV) /usr/bin/cargo test --target $(ARM64) --lib -p tillgate -p tillgate-sdk -p tillgate-aws -p tillgate-kpl -p tillgate-archive \
 		-p tillgate-mqtt -p tillgate-kinesis -p tillgate-video -- \
 		--skip the_documented_video_section_is_valid_once_uncommented --skip video_errors_name_the_camera_key_and_line
 	TILLGATE_BIN=$(TARGET)/$(ARM64)/release/tillgate TILLGATE_RUNNER=qemu-aarch64-static \

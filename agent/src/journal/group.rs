@@ -77,8 +77,8 @@ impl<'c> Group<'c> {
             used += 1;
         }
         for hit in &decision.reports {
-            let alert = serde_json::to_vec(&ReportAlert::new(hit, &txn.txn_id, &self.decided_at))
-                .expect("a report alert serializes");
+            let alert =
+                serde_json::to_vec(&ReportAlert::new(hit, txn, &self.decided_at)).expect("a report alert serializes");
             insert(seq + used, Channel::Alerts, &alert)?;
             used += 1;
         }

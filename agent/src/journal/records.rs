@@ -26,6 +26,9 @@ pub struct AlertRecord<'a> {
     pub store_id: &'a str,
     pub terminal_id: &'a str,
     pub seq: u64,
+    /// The sale's amount, so an alert is actionable without looking the sale up.
+    pub total_minor: i64,
+    pub currency: &'a str,
     pub decision: Action,
     pub severity: Option<Severity>,
     pub rules: &'a [RuleHit],
@@ -42,6 +45,8 @@ impl<'a> AlertRecord<'a> {
             store_id: &txn.store_id,
             terminal_id: &txn.terminal_id,
             seq: record.seq,
+            total_minor: txn.total_minor,
+            currency: &txn.currency,
             decision: record.decision,
             severity: record.rules.iter().map(|h| h.severity).max(),
             rules: &record.rules,
@@ -55,6 +60,8 @@ impl<'a> AlertRecord<'a> {
 #[derive(Debug, Serialize)]
 pub struct ReportAlert<'a> {
     pub kind: &'static str,
+    /// The gateway's store (from the transaction that closed the window).
+    pub store_id: &'a str,
     #[serde(flatten)]
     pub hit: &'a ReportHit,
     pub window_start: String,
@@ -66,7 +73,7 @@ pub struct ReportAlert<'a> {
 
 impl<'a> ReportAlert<'a> {
     /// The alert for `hit`.
-    pub fn new(hit: &'a ReportHit, closed_by_txn_id: &'a str, raised_at: &'a str) -> Self {
+    pub fn new(hit: &'a ReportHit, closed_by: &'a Transaction, raised_at: &'a str) -> Self {
         let ts = |ms: i64| {
             chrono::DateTime::from_timestamp_millis(ms)
                 .map(rfc3339)
@@ -74,10 +81,11 @@ impl<'a> ReportAlert<'a> {
         };
         ReportAlert {
             kind: "report_window",
+            store_id: &closed_by.store_id,
             hit,
             window_start: ts(hit.window_start_ms),
             window_end: ts(hit.window_end_ms),
-            closed_by_txn_id,
+            closed_by_txn_id: &closed_by.txn_id,
             raised_at,
         }
     }

@@ -4,12 +4,15 @@
 //!
 //! Layout: [`config`] (`[kinesis]`), [`sink`] (one sink per stream: a shipment, routed
 //! and acknowledged), [`shard_task`] (one shard's share: pack, budget, put, retry),
-//! [`plan`] (packing records into Kinesis records), [`aggregate`] (the KPL format),
+//! [`plan`] (packing records into Kinesis records), [`aggregate`] (the KPL format,
+//! `tillgate-kpl`),
 //! [`partition`] (keys and hash keys), [`shards`] (the shard map), [`client`] (the SDK
 //! calls and error classes), [`metrics`]. Credentials, the per-shard budget and the
 //! HTTPS stack come from `tillgate-aws`, shared with the camera uplink.
 
-pub mod aggregate;
+/// The KPL format, in its own crate (`tillgate-kpl`) so the cloud's alert handler reads
+/// with the code that writes.
+pub use tillgate_kpl as aggregate;
 pub mod client;
 mod component;
 pub mod config;

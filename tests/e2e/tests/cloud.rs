@@ -4,19 +4,50 @@
 //!
 //! What moto cannot check (it has no CloudFormation support for them, or ignores the
 //! property): Firehose, the Glue database and table, log streams, on-demand stream mode,
-//! stream and topic encryption, the bucket's lifecycle rules. Those are covered by
-//! cfn-lint (the resource specification) and checkov (security rules) only.
+//! stream, topic and table encryption, the bucket's lifecycle rules, the table's time to
+//! live, the function's architecture; nor can it run the function (that needs Docker)
+//! or poll the stream for it. Those are covered by cfn-lint (the resource specification)
+//! and checkov (security rules) only; the function's code runs here as
+//! `alerts-from-stream`, the same handler over the same stream.
 
 use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tillgate_testkit::emulators::kinesis_local::read_stream_with_boto3;
-use tillgate_testkit::emulators::moto::{cloud_tool, Moto};
+use tillgate_testkit::emulators::moto::{alert_handler_program, alerts_stream, cloud_tool, run_alert_handler, Moto};
 use tillgate_testkit::{make_tls_files, post_ndjson, repo_root, run_cli, txn, Agent, AgentOptions, FakeIot};
 
 fn template() -> std::path::PathBuf {
     repo_root().join("cloud/template.yaml")
+}
+
+/// Deploys the chain stack as `chain` into `moto`, with the alert handler's package
+/// uploaded first (the host build: moto stores the package, it never runs it).
+fn deploy_chain(moto: &Moto, outputs: &std::path::Path, parameters: &[&str]) -> Value {
+    let upload = format!(
+        "upload:tillgate-functions/tillgate/alert-handler-arm64.zip={}",
+        alert_handler_program("bootstrap").display()
+    );
+    let mut all = vec!["FunctionCodeBucket=tillgate-functions", upload.as_str()];
+    all.extend_from_slice(parameters);
+    moto.deploy(&template(), "chain", outputs, &all)
+}
+
+/// The stack's outputs by key.
+fn outputs_by_key(outputs: &std::path::Path) -> std::collections::HashMap<String, String> {
+    let described: Value = serde_json::from_str(&std::fs::read_to_string(outputs).unwrap()).unwrap();
+    described["Stacks"][0]["Outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["OutputKey"].as_str().unwrap().to_string(),
+                o["OutputValue"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -183,9 +214,8 @@ async fn a_gateway_configured_from_the_stack_outputs_ships_into_the_stacks_strea
     let dir = tillgate_testkit::scratch_dir();
     let moto = Moto::start(&dir);
     let outputs = dir.join("outputs.json");
-    let found = moto.deploy(
-        &template(),
-        "chain",
+    let found = deploy_chain(
+        &moto,
         &outputs,
         &[
             "StreamMode=PROVISIONED",
@@ -210,7 +240,11 @@ async fn a_gateway_configured_from_the_stack_outputs_ships_into_the_stacks_strea
             "arn:aws:sns:us-east-1:123456789012:chain-security-alerts"
         ])
     );
-    assert_eq!(found["buckets"].as_array().unwrap().len(), 1, "the lake");
+    let lake = outputs_by_key(&outputs)["LakeBucketName"].clone();
+    assert!(
+        found["buckets"].as_array().unwrap().iter().any(|b| b == lake.as_str()),
+        "the lake: {found}"
+    );
     assert_least_privilege(&found, "chain-gateway");
 
     // The cloud team's step: the gateway's sections from the outputs, with the thing's
@@ -312,4 +346,229 @@ async fn a_gateway_configured_from_the_stack_outputs_ships_into_the_stacks_strea
         "KPL aggregates, de-aggregated by aws-kinesis-agg"
     );
     agent.stop();
+}
+
+/// The alert handler's wiring: the alerts stream feeds it with partial batch responses,
+/// bisection, bounded retries and a dead-letter queue; it may read that stream, claim in
+/// its table and publish to the fraud topic, and nothing else.
+#[test]
+fn the_alert_handler_is_wired_to_the_alerts_stream_with_bounded_retries() {
+    let dir = tillgate_testkit::scratch_dir();
+    let moto = Moto::start(&dir);
+    let outputs = dir.join("outputs.json");
+    let found = deploy_chain(&moto, &outputs, &[]);
+    let out = outputs_by_key(&outputs);
+    let function = &found["functions"]["chain-alert-handler"];
+    assert_eq!(function["runtime"], "provided.al2023", "{found}");
+    let env = &function["environment"];
+    assert_eq!(env["ALERTS_TOPIC_ARN"], out["FraudAlertsTopicArn"].as_str());
+    assert_eq!(env["CLAIMS_TABLE"], out["AlertClaimsTableName"].as_str());
+    let mappings = found["event_source_mappings"].as_array().unwrap();
+    assert_eq!(mappings.len(), 1, "{mappings:?}");
+    let m = &mappings[0];
+    assert_eq!(m["source"], found["streams"]["chain-alerts"]["arn"]);
+    assert_eq!(m["response_types"], serde_json::json!(["ReportBatchItemFailures"]));
+    assert_eq!((m["bisect"].as_bool(), m["retries"].as_i64()), (Some(true), Some(3)));
+    assert!(
+        m["on_failure"].as_str().unwrap().contains("AlertsDeadLetterQueue"),
+        "{m}"
+    );
+    assert_eq!(
+        found["tables"][out["AlertClaimsTableName"].as_str()]["key"][0]["AttributeName"],
+        "alert_id"
+    );
+    let role = &found["roles"][function["role"].as_str().unwrap()];
+    let mut allowed = BTreeSet::new();
+    for statement in role["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["Statement"].as_array().unwrap())
+    {
+        let acts = actions(statement);
+        let res = resources(statement);
+        if acts.contains("sns:Publish") {
+            assert_eq!(res, [out["FraudAlertsTopicArn"].clone()].into(), "the fraud topic only");
+        }
+        if acts.iter().any(|a| a.starts_with("dynamodb:")) {
+            assert!(
+                res.iter()
+                    .all(|r| r.ends_with(&format!("table/{}", out["AlertClaimsTableName"]))),
+                "{res:?}"
+            );
+        }
+        if acts.contains("kinesis:GetRecords") {
+            assert_eq!(
+                res,
+                [found["streams"]["chain-alerts"]["arn"].as_str().unwrap().to_string()].into()
+            );
+        }
+        allowed.extend(acts);
+    }
+    assert!(
+        !allowed.iter().any(|a| a.ends_with(":*") || a == "*"),
+        "no wildcard actions: {allowed:?}"
+    );
+}
+
+/// One alert: a high sale at terminal `till` as the agent would journal it.
+fn alert_line(n: u32) -> String {
+    serde_json::json!({
+        "kind": "rule_hit", "txn_id": format!("agg-{n}"), "store_id": "store-9", "terminal_id": "till-2",
+        "seq": n, "total_minor": 250_000 + n, "currency": "EUR", "decision": "review", "severity": "medium",
+        "rules": [{"id": "high-amount-sale", "action": "review", "mode": "enforce", "severity": "medium", "reason": "large"}],
+        "event_time": "2026-12-04T10:00:00.000Z", "raised_at": "2026-12-04T10:00:00.010Z"
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_alert_reaches_the_fraud_teams_queue_once_also_when_its_aggregate_comes_twice() {
+    let dir = tillgate_testkit::scratch_dir();
+    let moto = Moto::start(&dir);
+    let outputs = dir.join("outputs.json");
+    deploy_chain(&moto, &outputs, &[]);
+    let out = outputs_by_key(&outputs);
+    let (topic, table) = (out["FraudAlertsTopicArn"].clone(), out["AlertClaimsTableName"].clone());
+    let queue = alerts_stream("subscribe", &moto.url(), &topic, "");
+
+    // A gateway configured from the outputs, whose rules flag every fifth sale.
+    let (code, sections, err) = run_cli(&[
+        "cloud",
+        "gateway-config",
+        "--outputs",
+        outputs.to_str().unwrap(),
+        "--thing-name",
+        "store-1-gateway",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let opts = AgentOptions {
+        extra_toml: sections,
+        env: vec![
+            ("AWS_ENDPOINT_URL".into(), moto.url()),
+            ("AWS_ACCESS_KEY_ID".into(), "AKIDTEST".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "secret".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ],
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(&dir.join("agent"), &opts);
+    let client = tillgate_testkit::http_client();
+    let mut body = String::new();
+    for i in 0..30 {
+        let amount = if i % 5 == 0 { 250_000 } else { 1_000 + i };
+        body.push_str(&txn(&format!("alert-{i}"), "till-1", amount).to_string());
+        body.push('\n');
+    }
+    let (status, answers) = post_ndjson(&client, &agent.url(), body).await.unwrap();
+    assert_eq!(status, 200, "{answers:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sink = agent.sink_status("kinesis-alerts").await;
+        if sink["backlog_records"] == 0 && sink["last_success_ms"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts not shipped in 60 s: {sink}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    agent.stop();
+    // How many alerts the stream holds, by the independent reader.
+    let url = moto.url();
+    let shipped = tokio::task::spawn_blocking(move || read_stream_with_boto3(&url, "chain-alerts"))
+        .await
+        .unwrap();
+    let alerts = shipped.user_records.len() as u64;
+    assert!(
+        alerts >= 6,
+        "six high sales flagged, and whatever else the pack saw: {alerts}"
+    );
+
+    let first = run_alert_handler(&moto.url(), "chain-alerts", &topic, &table);
+    assert_eq!(first["published"], alerts, "{first}");
+    assert_eq!(
+        (first["unreadable"].as_u64(), first["failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{first}"
+    );
+    let messages: Vec<Value> = serde_json::from_str(&alerts_stream("drain", &moto.url(), &queue, "")).unwrap();
+    assert_eq!(messages.len() as u64, alerts, "one message per alert");
+    let high: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["subject"].as_str().unwrap().contains("high-amount-sale"))
+        .collect();
+    assert_eq!(high.len(), 6, "{messages:#?}");
+    for m in &high {
+        let text = m["message"].as_str().unwrap();
+        for needle in [
+            "Store: store-1",
+            "Terminal: till-1",
+            "Amount: 2500.00 USD",
+            "Decision: review",
+        ] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+        assert_eq!(m["attributes"]["decision"], "review");
+        assert_eq!(m["attributes"]["store_id"], "store-1");
+    }
+
+    // The gateway ships the same aggregates again (an ambiguous failure), and Lambda
+    // delivers the stream again (a retry): nothing new reaches the team.
+    assert_eq!(
+        alerts_stream("redeliver", &moto.url(), "chain-alerts", "")
+            .parse::<u64>()
+            .unwrap(),
+        shipped.kinesis_records
+    );
+    let again = run_alert_handler(&moto.url(), "chain-alerts", &topic, &table);
+    assert_eq!(
+        (again["published"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(2 * alerts)),
+        "{again}"
+    );
+    let messages: Vec<Value> = serde_json::from_str(&alerts_stream("drain", &moto.url(), &queue, "")).unwrap();
+    assert!(messages.is_empty(), "{messages:#?}");
+}
+
+/// Aggregates made by aws-kinesis-agg (the KPL format's independent implementation) are
+/// read by the handler; one whose MD5 is broken is reported as a batch item failure with
+/// its sequence number, and nothing of it is published.
+#[test]
+fn aggregates_from_aws_kinesis_agg_are_read_and_a_broken_md5_is_a_batch_item_failure() {
+    let dir = tillgate_testkit::scratch_dir();
+    let moto = Moto::start(&dir);
+    let outputs = dir.join("outputs.json");
+    deploy_chain(&moto, &outputs, &[]);
+    let out = outputs_by_key(&outputs);
+    let (topic, table) = (out["FraudAlertsTopicArn"].clone(), out["AlertClaimsTableName"].clone());
+    let queue = alerts_stream("subscribe", &moto.url(), &topic, "");
+    let lines: String = (1..=40).map(|n| alert_line(n) + "\n").collect();
+    let put: u64 = alerts_stream("put-aggregated", &moto.url(), "chain-alerts", &lines)
+        .parse()
+        .unwrap();
+    assert!(put >= 1);
+    let summary = run_alert_handler(&moto.url(), "chain-alerts", &topic, &table);
+    assert_eq!(summary["published"], 40, "{summary}");
+    let messages: Vec<Value> = serde_json::from_str(&alerts_stream("drain", &moto.url(), &queue, "")).unwrap();
+    assert_eq!(messages.len(), 40);
+    assert!(messages
+        .iter()
+        .any(|m| m["message"].as_str().unwrap().contains("Amount: 2500.01 EUR")));
+
+    let corrupt = alerts_stream("put-corrupt", &moto.url(), "chain-alerts", "");
+    let summary = run_alert_handler(&moto.url(), "chain-alerts", &topic, &table);
+    assert_eq!(summary["unreadable"], 1, "{summary}");
+    assert_eq!(summary["failed_records"], serde_json::json!([corrupt]), "{summary}");
+    assert_eq!(
+        (summary["published"].as_u64(), summary["duplicates"].as_u64()),
+        (Some(0), Some(40))
+    );
+    let messages: Vec<Value> = serde_json::from_str(&alerts_stream("drain", &moto.url(), &queue, "")).unwrap();
+    assert!(
+        messages.is_empty(),
+        "nothing of a broken aggregate is published: {messages:#?}"
+    );
 }

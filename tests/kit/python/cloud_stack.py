@@ -2,7 +2,10 @@
 """Deploys cloud/template.yaml into an AWS emulator (moto's server) with boto3, then
 reads back, through the emulator's own APIs, what the stack created.
 
-usage: cloud_stack.py ENDPOINT TEMPLATE STACK OUTPUTS_FILE [Key=Value ...]
+usage: cloud_stack.py ENDPOINT TEMPLATE STACK OUTPUTS_FILE [Key=Value ...] [upload:BUCKET/KEY=PROGRAM ...]
+
+An `upload:` argument zips PROGRAM as `bootstrap` (a Lambda package for provided.al2023)
+into BUCKET/KEY first, creating the bucket.
 
 Writes `describe-stacks` for the stack to OUTPUTS_FILE (what `tillgate cloud
 gateway-config --outputs` reads) and prints JSON: the stack status, the Kinesis streams
@@ -11,9 +14,11 @@ policies, the SNS topics and the S3 buckets. Exits 1 if the stack did not reach
 CREATE_COMPLETE.
 """
 import ast
+import io
 import json
 import sys
 import time
+import zipfile
 
 import boto3
 
@@ -28,6 +33,17 @@ def client(service, endpoint):
         aws_access_key_id="AKIDTEST",
         aws_secret_access_key="secret",
     )
+
+
+def upload(endpoint, spec):
+    target, program = spec.split("=", 1)
+    bucket, key = target.split("/", 1)
+    s3 = client("s3", endpoint)
+    s3.create_bucket(Bucket=bucket)
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(program, "bootstrap")
+    s3.put_object(Bucket=bucket, Key=key, Body=package.getvalue())
 
 
 def deploy(endpoint, template, stack, parameters):
@@ -90,6 +106,35 @@ def inspect(endpoint):
         for p in iot.list_policies()["policies"]
     }
     topics = [t["TopicArn"] for t in client("sns", endpoint).list_topics()["Topics"]]
+    lam = client("lambda", endpoint)
+    functions = {
+        f["FunctionName"]: {
+            "runtime": f.get("Runtime"),
+            "architectures": f.get("Architectures"),
+            "role": f.get("Role"),
+            "environment": f.get("Environment", {}).get("Variables", {}),
+        }
+        for f in lam.list_functions()["Functions"]
+    }
+    mappings = [
+        {
+            "source": m.get("EventSourceArn"),
+            "function": m.get("FunctionArn"),
+            "starting_position": m.get("StartingPosition"),
+            "response_types": m.get("FunctionResponseTypes"),
+            "bisect": m.get("BisectBatchOnFunctionError"),
+            "retries": m.get("MaximumRetryAttempts"),
+            "on_failure": m.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination"),
+        }
+        for m in lam.list_event_source_mappings()["EventSourceMappings"]
+    ]
+    dynamodb = client("dynamodb", endpoint)
+    tables = {}
+    for name in dynamodb.list_tables()["TableNames"]:
+        table = dynamodb.describe_table(TableName=name)["Table"]
+        ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        tables[name] = {"key": table["KeySchema"], "ttl": ttl.get("AttributeName")}
+    queues = client("sqs", endpoint).list_queues().get("QueueUrls", [])
     buckets = [b["Name"] for b in client("s3", endpoint).list_buckets()["Buckets"]]
     return {
         "streams": streams,
@@ -97,13 +142,20 @@ def inspect(endpoint):
         "role_aliases": aliases,
         "iot_policies": iot_policies,
         "topics": topics,
+        "functions": functions,
+        "event_source_mappings": mappings,
+        "tables": tables,
+        "queues": queues,
         "buckets": buckets,
     }
 
 
 def main():
     endpoint, template, stack, outputs_file = sys.argv[1:5]
-    parameters = [arg.split("=", 1) for arg in sys.argv[5:]]
+    for arg in sys.argv[5:]:
+        if arg.startswith("upload:"):
+            upload(endpoint, arg[len("upload:"):])
+    parameters = [arg.split("=", 1) for arg in sys.argv[5:] if not arg.startswith("upload:")]
     described = deploy(endpoint, template, stack, parameters)
     with open(outputs_file, "w") as f:
         json.dump({"Stacks": described["Stacks"]}, f, default=str, indent=1)

@@ -95,3 +95,75 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// `tests/kit/python/alerts_stream.py COMMAND ENDPOINT ARG` with `stdin` (boto3 and
+/// aws-kinesis-agg, from the tools' main environment); its stdout.
+pub fn alerts_stream(command: &str, endpoint: &str, arg: &str, stdin: &str) -> String {
+    use std::io::Write;
+    let python = tools_dir().join("venv/bin/python");
+    let mut child = Command::new(python)
+        .arg(crate::repo_root().join("tests/kit/python/alerts_stream.py"))
+        .args([command, endpoint, arg])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("stdin written");
+    let out = child.wait_with_output().expect("python ends");
+    assert!(
+        out.status.success(),
+        "alerts_stream.py {command} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8").trim().to_string()
+}
+
+/// A program of the alert handler crate (`cargo build -p tillgate-alert-handler`),
+/// beside the running test executable.
+pub fn alert_handler_program(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p tillgate-alert-handler` first (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The alert handler (`alerts-from-stream`) over `stream` at the emulator, publishing to
+/// `topic_arn` with claims in `table`; its summary.
+pub fn run_alert_handler(endpoint: &str, stream: &str, topic_arn: &str, table: &str) -> Value {
+    let out = Command::new(alert_handler_program("alerts-from-stream"))
+        .args(["--stream", stream])
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("ALERTS_TOPIC_ARN", topic_arn)
+        .env("CLAIMS_TABLE", table)
+        .output()
+        .expect("alerts-from-stream runs");
+    assert!(
+        out.status.success(),
+        "alerts-from-stream failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "alerts-from-stream printed no summary ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}

@@ -1,5 +1,6 @@
-//! KPL aggregation: many user records in one Kinesis record, in the format the KCL,
-//! Lambda and `aws-kinesis-agg` de-aggregate.
+//! KPL aggregation: many user records in one Kinesis record, in the format the KCL and
+//! `aws-kinesis-agg` de-aggregate. Lambda hands a function the aggregate as it is: the
+//! cloud's alert handler (cloud/alert-handler) reads it with [`deaggregate`].
 //!
 //! Record = magic `F3 89 9A C2` ‖ protobuf `AggregatedRecord` ‖ MD5(protobuf). The
 //! protobuf messages are declared with prost's derive (proto2 `required` fields are

@@ -1,0 +1,28 @@
+//! The Lambda function (runtime `provided.al2023`, arm64): the alerts stream's event
+//! source mapping calls it with batches of Kinesis records and `ReportBatchItemFailures`.
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::streams::KinesisEventResponse;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use tillgate_alert_handler::handler::handle;
+use tillgate_alert_handler::settings::{now_ms, Settings};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    // Lambda stamps each log line itself.
+    tracing_subscriber::fmt()
+        .json()
+        .without_time()
+        .with_target(false)
+        .init();
+    let settings = Settings::from_env()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let (claims, topic) = settings.connect(&sdk);
+    let (claims, topic) = (&claims, &topic);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
+        let outcome = handle(&event.payload, claims, topic, now_ms()).await;
+        println!("{}", outcome.metrics_line(now_ms()));
+        Ok::<KinesisEventResponse, Error>(outcome.response())
+    }))
+    .await
+}
