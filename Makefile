@@ -2,7 +2,7 @@
 CARGO ?= cargo
 TARGET := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: deps build demo test lint deny bench deb arm64 deb-arm64 test-arm64 vm-test fuzz clean
+.PHONY: deps build demo test lint deny bench deb arm64 deb-arm64 test-arm64 vm-test fuzz cloud-package clean
 
 deps:
 	@scripts/install-deps.sh
@@ -104,6 +104,14 @@ test-arm64: arm64
 		--skip the_documented_video_section_is_valid_once_uncommented --skip video_errors_name_the_camera_key_and_line
 	TILLGATE_BIN=$(TARGET)/$(ARM64)/release/tillgate TILLGATE_RUNNER=qemu-aarch64-static \
 		$(CARGO) test -p tillgate-e2e -- $(ARM64_SKIPPED_E2E)
+
+## The cloud's functions for AWS Lambda (provided.al2023, arm64), cross-built with
+## Debian's Rust like the agent and checked against the runtime's glibc:
+## target/lambda/alert-handler-arm64.zip (docs/cloud.md, "Deploy").
+cloud-package: deps
+	scripts/install-arm64-deps.sh
+	$(ARM64_ENV) /usr/bin/cargo build --release -p tillgate-alert-handler --bin bootstrap --target $(ARM64)
+	scripts/lambda-package.sh $(TARGET)/$(ARM64)/release/bootstrap $(TARGET)/lambda/alert-handler-arm64.zip
 
 ## The amd64 .deb installed on a Debian 12 VM (debootstrap root cached in
 ## /var/cache/tillgate-vm, booted by qemu-system-x86_64 under TCG): service active,

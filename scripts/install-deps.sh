@@ -28,6 +28,8 @@ for pkg in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plug
   python3-gi ffmpeg; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
+# PyFlink's local mini-cluster (the chain-rule tests) runs on Java 17.
+have java || need_apt+=(openjdk-17-jre-headless)
 # The workspace needs Rust >= 1.94 (aws-sdk-kinesis' minimum). Debian 12's own `cargo` is older; its `rustc-web`
 # and `cargo-web` packages are current (see ../shared/TOOLCHAIN.md).
 if ! have cargo; then
@@ -73,4 +75,11 @@ if ! "$tools/cloud-venv/bin/python" -c 'import moto, cfnlint, checkov, boto3' >/
   python3 -m venv "$tools/cloud-venv"
   "$tools/cloud-venv/bin/pip" install --quiet --disable-pip-version-check \
     'moto[server]==5.2.5' 'cfn-lint==1.58.0' 'checkov==3.3.30'
+fi
+# Chain rules on Flink itself (tests/e2e/tests/cloud.rs): PyFlink 2.3, whose local
+# mini-cluster runs on the machine's Java 17 (about 850 MB installed).
+if ! "$tools/flink-venv/bin/python" -c 'import pyflink' >/dev/null 2>&1; then
+  echo "install-deps: installing apache-flink into $tools/flink-venv"
+  python3 -m venv "$tools/flink-venv"
+  "$tools/flink-venv/bin/pip" install --quiet --disable-pip-version-check 'apache-flink==2.3.0'
 fi

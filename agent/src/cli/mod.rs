@@ -106,7 +106,26 @@ enum RulesCommand {
         /// One JSON object per decision.
         #[arg(long)]
         json: bool,
+        /// Which rules decide: the gateway's (`store`) or the cloud's (`chain`), which
+        /// see every store's transactions in one stream.
+        #[arg(long, value_enum, default_value_t = ScopeArg::Store)]
+        scope: ScopeArg,
     },
+    /// Print the chain-scoped rules as Flink SQL for the cloud's job (docs/cloud.md).
+    Export {
+        /// Rule files or directories.
+        #[arg(long, required = true)]
+        rules: Vec<PathBuf>,
+        /// The statements as a JSON list (for tools) instead of a script.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ScopeArg {
+    Store,
+    Chain,
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,10 +206,52 @@ pub fn main() -> i32 {
             runtime.block_on(simulate_cmd(cfg, json_out))
         }
         Command::Rules {
-            command: RulesCommand::Test { rules, input, json },
-        } => rules_test::run(&rules, &input, json),
+            command:
+                RulesCommand::Test {
+                    rules,
+                    input,
+                    json,
+                    scope,
+                },
+        } => {
+            let scope = match scope {
+                ScopeArg::Store => rules::Scope::Store,
+                ScopeArg::Chain => rules::Scope::Chain,
+            };
+            rules_test::run(&rules, &input, json, scope)
+        }
+        Command::Rules {
+            command: RulesCommand::Export { rules, json },
+        } => rules_export(&rules, json),
         Command::Cloud { command } => cloud_cmd(command),
         Command::Demo { duration, data_dir } => runtime.block_on(demo::run(duration.into(), data_dir)),
+    }
+}
+
+fn rules_export(paths: &[PathBuf], json: bool) -> i32 {
+    let pack = match rules::load_paths(paths) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("tillgate: invalid rules: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    match rules::export::export(&pack) {
+        Ok(export) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&export).expect("statements serialize")
+            );
+            0
+        }
+        Ok(export) => {
+            print!("{}", export.script());
+            0
+        }
+        Err(e) => {
+            eprintln!("tillgate: cannot export to Flink SQL: {e} (docs/cloud.md lists what translates)");
+            EXIT_CONFIG
+        }
     }
 }
 

@@ -21,8 +21,14 @@ impl OriginalLookup for Seen {
 }
 
 /// Runs the tester; returns the exit code.
-pub fn run(rule_paths: &[PathBuf], input: &PathBuf, as_json: bool) -> i32 {
+pub fn run(rule_paths: &[PathBuf], input: &PathBuf, as_json: bool, scope: rules::Scope) -> i32 {
     let pack = match rules::load_paths(rule_paths) {
+        // The cloud's view: only the chain rules, over whatever stores the input holds.
+        Ok(mut p) if scope == rules::Scope::Chain => {
+            p.rules = std::mem::take(&mut p.chain);
+            p.reports.clear();
+            p
+        }
         Ok(p) => p,
         Err(e) => {
             eprintln!("tillgate: invalid rules: {e}");

@@ -34,6 +34,19 @@ pub enum Mode {
     Shadow,
 }
 
+/// Where a rule runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// At the gateway, on its store's transactions.
+    #[default]
+    Store,
+    /// In the cloud, over every store's transactions (`tillgate rules export`: Flink
+    /// SQL). The gateway checks it and never evaluates it: one store's share of a
+    /// chain-wide pattern would fire wrongly or never.
+    Chain,
+}
+
 /// How bad a hit is, for alert routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

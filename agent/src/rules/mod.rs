@@ -12,12 +12,13 @@ mod cel;
 mod decision;
 mod denylist;
 mod engine;
+pub mod export;
 mod field;
 pub mod report;
 mod spec;
 pub mod window;
 
-pub use decision::{Action, Decision, Mode, ReportHit, RuleHit, Severity};
+pub use decision::{Action, Decision, Mode, ReportHit, RuleHit, Scope, Severity};
 pub use denylist::DenyList;
 pub use engine::Engine;
 pub use field::TxnField;

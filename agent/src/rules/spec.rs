@@ -7,7 +7,7 @@ use super::cel::{compile, Expr};
 use super::field::TxnField;
 use super::report::ReportWindow;
 use super::window::{AggSpec, WindowSpec};
-use super::{Action, DenyList, Mode, Severity};
+use super::{Action, DenyList, Mode, Scope, Severity};
 use crate::config::{parse_toml, ConfigError};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -70,6 +70,9 @@ struct RuleSpec {
     severity: Severity,
     #[serde(default)]
     mode: Mode,
+    /// `store` (the gateway) or `chain` (the cloud's Flink job).
+    #[serde(default)]
+    scope: Scope,
     #[serde(default = "yes")]
     enabled: bool,
     max_keys: Option<usize>,
@@ -120,6 +123,7 @@ pub struct CompiledRule {
     pub action: Action,
     pub severity: Severity,
     pub mode: Mode,
+    pub scope: Scope,
     pub filter: Option<Expr>,
     pub when: Expr,
     /// Empty: a single-transaction rule.
@@ -155,8 +159,11 @@ pub struct CompiledReport {
 /// Everything the rule files define.
 #[derive(Debug, Default)]
 pub struct RulePack {
+    /// Store rules: what the gateway evaluates.
     pub rules: Vec<CompiledRule>,
     pub reports: Vec<CompiledReport>,
+    /// Chain rules: checked here, evaluated in the cloud (`tillgate rules export`).
+    pub chain: Vec<CompiledRule>,
     pub lists: Vec<(String, Arc<DenyList>)>,
 }
 
@@ -216,7 +223,11 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<RulePack, RuleError> {
         for (i, spec) in rf.rule.into_iter().enumerate() {
             claim("[[rule]]", i, &spec.id)?;
             if spec.enabled {
-                pack.rules.push(compile_rule(&file, &text, i, spec, &pack.lists)?);
+                let rule = compile_rule(&file, &text, i, spec, &pack.lists)?;
+                match rule.scope {
+                    Scope::Store => pack.rules.push(rule),
+                    Scope::Chain => pack.chain.push(rule),
+                }
             }
         }
         for (i, spec) in rf.report.into_iter().enumerate() {
@@ -407,6 +418,7 @@ fn compile_rule(
         action: spec.action,
         severity: spec.severity,
         mode: spec.mode,
+        scope: spec.scope,
         filter,
         when,
         key,

@@ -89,11 +89,19 @@ async fn status_shows_backlog_dead_letters_and_rule_hits_live_and_stopped() {
         "{out}"
     );
     assert!(out.contains("high-amount-sale") && out.contains("1 hits"), "{out}");
-    // Every rule of the shipped pack is enabled.
+    // Every store rule of the shipped pack is enabled (chain rules run in the cloud).
     let rules: usize = std::fs::read_dir(tillgate_testkit::rule_pack())
         .unwrap()
         .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
-        .map(|text| text.lines().filter(|l| l.trim() == "[[rule]]").count())
+        .map(|text| {
+            let file: toml::Value = toml::from_str(&text).unwrap();
+            file.get("rule").and_then(toml::Value::as_array).map_or(0, |rules| {
+                rules
+                    .iter()
+                    .filter(|r| r.get("scope").and_then(toml::Value::as_str) != Some("chain"))
+                    .count()
+            })
+        })
         .sum();
     assert!(out.contains(&format!("rules    {rules} active, 3 reports")), "{out}");
     agent.stop();

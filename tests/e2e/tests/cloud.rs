@@ -572,3 +572,171 @@ fn aggregates_from_aws_kinesis_agg_are_read_and_a_broken_md5_is_a_batch_item_fai
         "nothing of a broken aggregate is published: {messages:#?}"
     );
 }
+
+/// Chain rules beyond the shipped two: a conditional aggregate, a count window, min/max/
+/// avg, and a rule without a window.
+const MORE_CHAIN_RULES: &str = r#"
+[[rule]]
+id = "refund-share-per-customer"
+scope = "chain"
+filter = 'has(txn.customer_id)'
+key = "customer_id"
+window = "30m"
+aggregates = { all = "count", refunds = { of = "count", filter = 'txn.type == "return"' }, refunded = { of = "sum(total_minor)", filter = 'txn.type == "return"' } }
+when = 'all >= 4 && double(refunds) / double(all) >= 0.5 && refunded > 1000'
+action = "review"
+
+[[rule]]
+id = "terminal-last-8"
+scope = "chain"
+key = ["store_id", "terminal_id"]
+window = { last = 8 }
+aggregates = { low = "min(total_minor)", high = "max(total_minor)", mean = "avg(total_minor)" }
+when = 'high - low > 40000 && mean > 9000.0'
+action = "review"
+
+[[rule]]
+id = "keyed-big-sale"
+scope = "chain"
+filter = 'txn.type == "sale" && has(txn.card.entry_mode) && txn.card.entry_mode in ["keyed", "fallback"]'
+when = 'txn.total_minor >= 50000'
+action = "review"
+"#;
+
+/// Recorded chain traffic: `n` transactions in 8 stores, strictly increasing UTC event
+/// times (ties would be peers in Flink's RANGE window but not at a gateway), a small
+/// pool of cards and customers so that windows fill, a burst of one card in four stores
+/// and one of a customer's seven purchases in a few minutes; journaled form
+/// (received_at, no clock skew). Deterministic for a seed.
+fn chain_traffic(n: usize, seed: u64) -> String {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut next = move |m: u64| rng.random_range(0..m);
+    let start = chrono::DateTime::parse_from_rfc3339("2026-12-04T08:00:00.000Z").unwrap();
+    let mut at_ms = 0i64;
+    let mut out = String::new();
+    for i in 0..n {
+        at_ms += 500 + next(20_000) as i64;
+        let time = (start + chrono::Duration::milliseconds(at_ms))
+            .to_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let burst = (300..304).contains(&i);
+        let store = if burst {
+            format!("s{}", i - 299)
+        } else {
+            format!("s{}", next(8) + 1)
+        };
+        let card = if burst {
+            "tok_burst".to_string()
+        } else {
+            format!("tok_{}", next(40))
+        };
+        let kind = match next(20) {
+            0..=1 => "return",
+            2 => "void",
+            _ => "sale",
+        };
+        let entry = ["chip", "contactless", "keyed", "swipe", "fallback"][next(5) as usize];
+        let mut t = serde_json::json!({
+            "txn_id": format!("c-{i:05}"), "store_id": store, "terminal_id": format!("pos-{}", next(3) + 1),
+            "occurred_at": time, "received_at": time, "clock_skew": false, "seq": i + 1,
+            "type": kind, "total_minor": 100 + next(70_000) as i64, "currency": "EUR",
+            "card": {"token": card, "bin": "411111", "last4": "1111", "entry_mode": entry}
+        });
+        if (600..607).contains(&i) {
+            t["customer_id"] = serde_json::json!("cust_burst");
+        } else if next(3) > 0 {
+            t["customer_id"] = serde_json::json!(format!("cust_{}", next(25)));
+        }
+        if kind == "return" {
+            t["original_txn_id"] = serde_json::json!(format!("c-{:05}", i.saturating_sub(1)));
+        }
+        out.push_str(&t.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// The chain rules, exported to Flink SQL and run by Flink itself over recorded traffic,
+/// flag exactly the (transaction, rule) pairs `tillgate rules test --scope chain` flags
+/// on the same file.
+#[test]
+fn exported_chain_rules_on_flink_flag_what_rules_test_flags() {
+    let dir = tillgate_testkit::scratch_dir();
+    let rules = dir.join("more-chain.toml");
+    std::fs::write(&rules, MORE_CHAIN_RULES).unwrap();
+    let shipped = repo_root().join("config/rules/70-chain.toml");
+    let input = dir.join("traffic.ndjson");
+    std::fs::write(&input, chain_traffic(1_500, 7)).unwrap();
+    let rule_args = ["--rules", shipped.to_str().unwrap(), "--rules", rules.to_str().unwrap()];
+
+    let mut args = vec!["rules", "export", "--json"];
+    args.extend_from_slice(&rule_args);
+    let (code, export, err) = run_cli(&args);
+    assert_eq!(code, 0, "{err}");
+    let export_file = dir.join("export.json");
+    std::fs::write(&export_file, &export).unwrap();
+
+    let mut args = vec![
+        "rules",
+        "test",
+        "--scope",
+        "chain",
+        "--json",
+        "--input",
+        input.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&rule_args);
+    let (code, decided, err) = run_cli(&args);
+    assert_eq!(code, 0, "{err}");
+    let mut gateway_view = BTreeSet::new();
+    for line in decided.lines().filter(|l| l.starts_with('{')) {
+        let d: Value = serde_json::from_str(line).unwrap();
+        for hit in d["rules"].as_array().into_iter().flatten() {
+            gateway_view.insert((
+                d["txn_id"].as_str().unwrap().to_string(),
+                hit["id"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+
+    let out = Command::new(tillgate_testkit::emulators::kinesis_local::tools_dir().join("flink-venv/bin/python"))
+        .arg(repo_root().join("tests/kit/python/flink_rules.py"))
+        .arg(&export_file)
+        .arg(&input)
+        .output()
+        .expect("PyFlink runs (scripts/install-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "flink_rules.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flagged: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON from flink_rules.py");
+    let flink_view: BTreeSet<(String, String)> = flagged
+        .iter()
+        .map(|f| {
+            (
+                f["txn_id"].as_str().unwrap().to_string(),
+                f["rule_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(flagged.len(), flink_view.len(), "each pair once");
+
+    let fired: BTreeSet<&str> = gateway_view.iter().map(|(_, r)| r.as_str()).collect();
+    for rule in [
+        "card-in-many-stores",
+        "customer-velocity-chain",
+        "refund-share-per-customer",
+        "terminal-last-8",
+        "keyed-big-sale",
+    ] {
+        assert!(fired.contains(rule), "the traffic exercises {rule}: fired {fired:?}");
+    }
+    let only_gateway: Vec<_> = gateway_view.difference(&flink_view).collect();
+    let only_flink: Vec<_> = flink_view.difference(&gateway_view).collect();
+    assert!(
+        only_gateway.is_empty() && only_flink.is_empty(),
+        "only rules test: {only_gateway:?}\nonly Flink: {only_flink:?}"
+    );
+}

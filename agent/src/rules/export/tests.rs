@@ -1,0 +1,111 @@
+use super::*;
+use crate::rules::load_paths;
+
+fn pack(text: &str) -> RulePack {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chain.toml"), text).unwrap();
+    load_paths(&[dir.path().join("chain.toml")]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const CARD_IN_STORES: &str = r#"
+[[rule]]
+id = "card-in-many-stores"
+scope = "chain"
+filter = 'txn.type == "sale" && has(txn.card.token)'
+key = "card.token"
+window = "10m"
+aggregates = { stores = "count_distinct(store_id)", sales = "count", big = { of = "sum(total_minor)", filter = 'txn.total_minor >= 10000' } }
+when = 'stores >= 3'
+action = "review"
+severity = "high"
+
+[[rule]]
+id = "store-only"
+when = 'txn.total_minor > 1'
+action = "review"
+"#;
+
+#[test]
+fn chain_rules_go_to_the_export_and_never_to_the_gateways_engine() {
+    let p = pack(CARD_IN_STORES);
+    assert_eq!(
+        p.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["store-only"]
+    );
+    assert_eq!(p.chain.len(), 1);
+    let out = export(&p).unwrap();
+    assert_eq!(out.rules, ["card-in-many-stores"]);
+    let view = &out.statements[0];
+    for needle in [
+        "CREATE TEMPORARY VIEW `chain_rule_card_in_many_stores` AS",
+        "COUNT(DISTINCT `store_id`) OVER w AS `agg_stores`",
+        "COUNT(*) OVER w AS `agg_sales`",
+        "SUM(CASE WHEN (`total_minor` >= 10000) THEN `total_minor` ELSE 0 END) OVER w AS `agg_big`",
+        "WHERE ((`type` = 'sale') AND (`card`.`token` IS NOT NULL)) AND `card`.`token` IS NOT NULL",
+        "WINDOW w AS (PARTITION BY `card`.`token` ORDER BY `event_time` RANGE BETWEEN INTERVAL '10' MINUTE(2) PRECEDING AND CURRENT ROW)",
+        "WHERE (`agg_stores` >= 3)",
+        "'review' AS action, 'high' AS severity, 'enforce' AS mode",
+    ] {
+        assert!(view.contains(needle), "{needle}\nin\n{view}");
+    }
+    assert!(out.statements.last().unwrap().starts_with("INSERT INTO `chain_alerts`"));
+    assert!(out.script().contains(";\n\n"));
+}
+
+#[test]
+fn count_windows_are_rows_and_long_windows_keep_their_digits() {
+    let p = pack(
+        r#"
+[[rule]]
+id = "last-20"
+scope = "chain"
+key = ["store_id", "terminal_id"]
+window = { last = 20 }
+aggregates = { n = "count" }
+when = 'n >= 20'
+action = "review"
+
+[[rule]]
+id = "two-hours"
+scope = "chain"
+key = "customer_id"
+window = "120m"
+aggregates = { n = "avg(total_minor)" }
+when = 'n > 10.0'
+action = "review"
+"#,
+    );
+    let out = export(&p).unwrap();
+    assert!(out.statements[0]
+        .contains("PARTITION BY `store_id`, `terminal_id` ORDER BY `event_time` ROWS BETWEEN 19 PRECEDING"));
+    assert!(
+        out.statements[1].contains("INTERVAL '2' HOUR(2)"),
+        "{}",
+        out.statements[1]
+    );
+    assert!(out.statements[1].contains("COALESCE(AVG(CAST(`total_minor` AS DOUBLE)) OVER w, CAST(0 AS DOUBLE))"));
+}
+
+#[test]
+fn a_rule_outside_the_subset_is_refused_naming_it_and_the_construct() {
+    let p = pack(
+        r#"
+[lists]
+denied = "denied.txt"
+
+[[rule]]
+id = "denied-anywhere"
+scope = "chain"
+when = 'txn.card.token in lists.denied'
+action = "block"
+"#
+        .replace("denied.txt", "/dev/null")
+        .as_str(),
+    );
+    let e = export(&p).unwrap_err();
+    assert!(
+        e.contains("rule `denied-anywhere`") && e.contains("when:") && e.contains("deny lists"),
+        "{e}"
+    );
+    assert!(export(&pack("")).unwrap_err().contains("nothing to export"));
+}
