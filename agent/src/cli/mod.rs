@@ -136,7 +136,7 @@ enum CloudCommand {
         /// whole answer or its Outputs list).
         #[arg(long)]
         outputs: PathBuf,
-        /// The gateway's AWS IoT thing; its video streams are named `<thing>-<camera>`.
+        /// The gateway's AWS IoT thing; its video streams are named `<thing>.<camera>`.
         #[arg(long)]
         thing_name: String,
         /// The account's credentials endpoint (`aws iot describe-endpoint

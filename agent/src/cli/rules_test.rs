@@ -26,7 +26,7 @@ pub fn run(rule_paths: &[PathBuf], input: &PathBuf, as_json: bool, scope: rules:
         // The cloud's view: only the chain rules, over whatever stores the input holds.
         Ok(mut p) if scope == rules::Scope::Chain => {
             p.rules = std::mem::take(&mut p.chain);
-            p.reports.clear();
+            p.reports = std::mem::take(&mut p.chain_reports);
             p
         }
         Ok(p) => p,

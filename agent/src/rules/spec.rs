@@ -106,6 +106,9 @@ struct ReportSpec {
     when: Option<String>,
     #[serde(default)]
     severity: Severity,
+    /// `store` (the gateway) or `chain` (the cloud's Flink job).
+    #[serde(default)]
+    scope: Scope,
     #[serde(default = "yes")]
     enabled: bool,
     max_keys: Option<usize>,
@@ -143,6 +146,7 @@ pub struct CompiledReport {
     pub id: String,
     pub description: String,
     pub severity: Severity,
+    pub scope: Scope,
     pub filter: Option<Expr>,
     pub key: Vec<TxnField>,
     pub window: ReportWindow,
@@ -162,8 +166,10 @@ pub struct RulePack {
     /// Store rules: what the gateway evaluates.
     pub rules: Vec<CompiledRule>,
     pub reports: Vec<CompiledReport>,
-    /// Chain rules: checked here, evaluated in the cloud (`tillgate rules export`).
+    /// Chain rules and reports: checked here, evaluated in the cloud (`tillgate rules
+    /// export`).
     pub chain: Vec<CompiledRule>,
+    pub chain_reports: Vec<CompiledReport>,
     pub lists: Vec<(String, Arc<DenyList>)>,
 }
 
@@ -233,7 +239,11 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<RulePack, RuleError> {
         for (i, spec) in rf.report.into_iter().enumerate() {
             claim("[[report]]", i, &spec.id)?;
             if spec.enabled {
-                pack.reports.push(compile_report(&file, &text, i, spec, &pack.lists)?);
+                let report = compile_report(&file, &text, i, spec, &pack.lists)?;
+                match report.scope {
+                    Scope::Store => pack.reports.push(report),
+                    Scope::Chain => pack.chain_reports.push(report),
+                }
             }
         }
     }
@@ -520,6 +530,7 @@ fn compile_report(
         id: spec.id.clone(),
         description: spec.description,
         severity: spec.severity,
+        scope: spec.scope,
         filter,
         key,
         window,

@@ -137,7 +137,8 @@ impl Transaction {
         format!("{}/{}", self.store_id, self.terminal_id)
     }
 
-    /// The journaled document: the input with `received_at`, `clock_skew` and `seq` added.
+    /// The journaled document: the input with `received_at`, `clock_skew`,
+    /// `event_time_ms` and `seq` added.
     pub fn journal_body(&self, seq: u64) -> Vec<u8> {
         let mut body = Vec::with_capacity(self.body_head.len() + 32);
         body.extend_from_slice(&self.body_head);

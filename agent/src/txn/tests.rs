@@ -34,6 +34,31 @@ fn a_valid_transaction_keeps_unknown_fields_and_gets_stamped() {
     assert_eq!(body["loyalty"], json!({"tier": "gold"}));
     assert_eq!(body["seq"], 42);
     assert!(body["received_at"].is_string());
+    assert_eq!(body["event_time_ms"], t.event_time().timestamp_millis());
+}
+
+/// The journal carries the instant the gateway's windows used, in UTC milliseconds,
+/// whatever offset or precision the terminal wrote (the cloud windows on it), and a
+/// journaled record reads back as the same transaction.
+#[test]
+fn the_journal_carries_the_event_time_the_windows_used() {
+    let received = chrono::DateTime::parse_from_rfc3339("2026-12-04T10:00:00.250Z")
+        .unwrap()
+        .to_utc();
+    let mut v = base();
+    v["occurred_at"] = json!("2026-12-04T11:00:07+01:00");
+    let t = parse(v.to_string().as_bytes(), received).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&t.journal_body(1)).unwrap();
+    assert_eq!(body["event_time_ms"], 1_796_378_407_000i64, "10:00:07 UTC");
+    let skewed = parse(v.to_string().as_bytes(), received + chrono::Duration::minutes(10)).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&skewed.journal_body(2)).unwrap();
+    assert_eq!(
+        body["event_time_ms"],
+        skewed.received_at.timestamp_millis(),
+        "a skewed clock: received_at"
+    );
+    let back = super::validate::from_journal(&skewed.journal_body(2)).expect("reads back");
+    assert_eq!((back.event_time(), back.clock_skew), (skewed.event_time(), true));
 }
 
 #[test]

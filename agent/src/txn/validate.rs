@@ -201,7 +201,7 @@ pub fn cut(text: &str, max: usize) -> String {
 const ID_CHARS: &str = "1–64 characters from A-Z a-z 0-9 . _ -";
 const TEXT_ID: &str = "a string of 1–128 printable ASCII characters without spaces";
 /// Fields the agent sets; a terminal sending them is confused about who stamps what.
-const RESERVED: [&str; 3] = ["received_at", "clock_skew", "seq"];
+const RESERVED: [&str; 4] = ["received_at", "clock_skew", "event_time_ms", "seq"];
 
 /// Parses and validates one transaction received at `received_at`, under the default
 /// size limit.
@@ -288,7 +288,8 @@ fn validate(doc: Map<String, Value>, journaled: bool, received_at: DateTime<Utc>
         received_at,
         clock_skew,
         body_head: if journaled {
-            body_head(&doc, received_at, clock_skew)
+            let event_time = if clock_skew { received_at } else { occurred_at };
+            body_head(&doc, received_at, clock_skew, event_time.timestamp_millis())
         } else {
             Vec::new()
         },
@@ -296,19 +297,22 @@ fn validate(doc: Map<String, Value>, journaled: bool, received_at: DateTime<Utc>
 }
 
 /// The journaled document without its closing brace: the document as parsed (unknown
-/// fields kept) plus the agent's stamps. The writer appends `,"seq":N}`; building the
+/// fields kept) plus the agent's stamps: `received_at`, `clock_skew`, and
+/// `event_time_ms`, the time the gateway's windows used (ms since the epoch, UTC), so a
+/// consumer (the cloud's Flink job) windows the same instant without parsing the
+/// terminal's RFC 3339 text. The writer appends `,"seq":N}`; building the
 /// rest here keeps it off the writer thread.
 ///
 /// Serialized from what was scanned, never the raw bytes: input the parser reads
 /// differently from its text (a key given twice, of which only the last counts; a
 /// 19-digit number written as a float) must not carry what the card-number scan never
 /// saw into the journal. It is one line, as NDJSON consumers need.
-fn body_head(doc: &Map<String, Value>, received_at: DateTime<Utc>, clock_skew: bool) -> Vec<u8> {
+fn body_head(doc: &Map<String, Value>, received_at: DateTime<Utc>, clock_skew: bool, event_time_ms: i64) -> Vec<u8> {
     let mut head = serde_json::to_vec(doc).expect("a JSON map always serializes");
     head.pop();
     head.extend_from_slice(
         format!(
-            ",\"received_at\":\"{}\",\"clock_skew\":{clock_skew}",
+            ",\"received_at\":\"{}\",\"clock_skew\":{clock_skew},\"event_time_ms\":{event_time_ms}",
             super::rfc3339(received_at)
         )
         .as_bytes(),
@@ -324,6 +328,7 @@ pub fn from_journal(body: &[u8]) -> Option<Transaction> {
         .ok()?
         .with_timezone(&Utc);
     doc.remove("clock_skew");
+    doc.remove("event_time_ms");
     doc.remove("seq");
     validate(doc, false, received).ok()
 }

@@ -6,34 +6,35 @@ usage: flink_rules.py EXPORT_JSON INPUT_NDJSON
 
 The source table is the schema the chain job reads (docs/cloud.md, "Chain-wide rules")
 over a file instead of the transactions stream: this machine cannot fetch the Kinesis
-connector. Event time is the gateway's (occurred_at, or received_at when the terminal
-clock was off), from UTC timestamps with milliseconds as the gateways write them; the
-watermark allows 30 s of disorder. Prints a JSON list of {rule_id, txn_id, store_id,
-aggregates}, read from the union view the export's INSERT would write.
+connector. Event time is the instant the gateway's windows used (`event_time_ms`, which
+every gateway journals); the watermark allows 30 s of disorder. Prints JSON: `alerts`, a list of {rule_id, txn_id,
+store_id, aggregates} from the rules' union view, and `reports`, a list of {report_id,
+key, window_start_ms, window_end_ms, aggregates} from the reports' union view (the views
+the export's INSERTs would write; at the end of the file Flink closes every window).
 """
+import datetime
 import json
 import sys
 
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
-EVENT_TIME = """CASE WHEN clock_skew IS TRUE THEN received_at ELSE occurred_at END"""
-
-
 def source_ddl(path):
-    ts = EVENT_TIME
     return f"""
 CREATE TABLE transactions (
   txn_id STRING, store_id STRING, terminal_id STRING, `type` STRING, total_minor BIGINT,
   currency STRING, operator_id STRING, customer_id STRING, original_txn_id STRING,
-  clock_skew BOOLEAN, occurred_at STRING, received_at STRING,
+  clock_skew BOOLEAN, occurred_at STRING, received_at STRING, event_time_ms BIGINT,
   card ROW<token STRING, bin STRING, last4 STRING, entry_mode STRING>,
-  event_time AS TO_TIMESTAMP_LTZ(
-    UNIX_TIMESTAMP(SUBSTRING({ts} FROM 1 FOR 19), 'yyyy-MM-dd''T''HH:mm:ss') * 1000
-      + CAST(SUBSTRING({ts} FROM 21 FOR 3) AS BIGINT), 3),
+  event_time AS TO_TIMESTAMP_LTZ(event_time_ms, 3),
   WATERMARK FOR event_time AS event_time - INTERVAL '30' SECOND
 ) WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'json',
         'json.ignore-parse-errors' = 'false')
 """
+
+
+def epoch_ms(value):
+    """A window bound (TIMESTAMP(3) in the session's zone, UTC) in ms since the epoch."""
+    return int(value.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
 
 
 def main():
@@ -48,10 +49,26 @@ def main():
             continue  # the sink is the deployment's; the union view is read instead
         env.execute_sql(statement)
     flagged = []
-    with env.sql_query("SELECT rule_id, txn_id, store_id, aggregates FROM chain_alert_rows").execute().collect() as rows:
-        for row in rows:
-            flagged.append({"rule_id": row[0], "txn_id": row[1], "store_id": row[2], "aggregates": row[3]})
-    print(json.dumps(flagged))
+    if export["rules"]:
+        query = "SELECT rule_id, txn_id, store_id, aggregates FROM chain_alert_rows"
+        with env.sql_query(query).execute().collect() as rows:
+            for row in rows:
+                flagged.append({"rule_id": row[0], "txn_id": row[1], "store_id": row[2], "aggregates": row[3]})
+    windows = []
+    if export["reports"]:
+        query = "SELECT report_id, report_key, window_start, window_end, aggregates FROM chain_report_rows"
+        with env.sql_query(query).execute().collect() as rows:
+            for row in rows:
+                windows.append(
+                    {
+                        "report_id": row[0],
+                        "key": row[1],
+                        "window_start_ms": epoch_ms(row[2]),
+                        "window_end_ms": epoch_ms(row[3]),
+                        "aggregates": json.loads(row[4]) if row[4] else {},
+                    }
+                )
+    print(json.dumps({"alerts": flagged, "reports": windows}))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 //! the cloud's job, which sees every store's transactions.
 //!
 //! Each rule becomes a view over the `transactions` table (schema and event time in
-//! `cloud/flink/transactions.sql`): its filter, its key, its per-event sliding window as
+//! docs/cloud.md): its filter, its key, its per-event sliding window as
 //! an `OVER (PARTITION BY key ORDER BY event_time RANGE … PRECEDING AND CURRENT ROW)`
 //! (`ROWS` for `{ last = N }`), its aggregates, and its `when`. The views are united
-//! into `chain_alert_rows`, which the job inserts into `chain_alerts`. What does not
-//! translate is refused naming the rule and the construct (docs/cloud.md lists the
-//! subset).
+//! into `chain_alert_rows`, which the job inserts into `chain_alerts`. A chain report
+//! becomes a window table function (`TUMBLE`, `HOP`, `SESSION`) grouped by its key and
+//! window with `HAVING` its `when`, united into `chain_report_rows` for `chain_reports`.
+//! What does not translate is refused naming the rule and the construct (docs/cloud.md
+//! lists the subset).
 
 mod sql_expr;
 mod view;
@@ -22,36 +24,74 @@ pub struct Export {
     pub statements: Vec<String>,
     /// The rules exported, in file order.
     pub rules: Vec<String>,
+    /// The reports exported, in file order.
+    pub reports: Vec<String>,
 }
 
-/// The name of the union view a test can read without the insert.
+/// The union views a test can read without the inserts, and the sink tables.
 pub const UNION_VIEW: &str = "chain_alert_rows";
-/// The sink table the job writes to.
 pub const SINK_TABLE: &str = "chain_alerts";
+pub const REPORT_UNION_VIEW: &str = "chain_report_rows";
+pub const REPORT_SINK_TABLE: &str = "chain_reports";
 
 /// Exports every chain rule of `pack`; the first rule that does not translate is an
 /// error naming it.
 pub fn export(pack: &RulePack) -> Result<Export, String> {
-    if pack.chain.is_empty() {
-        return Err("no rule has `scope = \"chain\"`: nothing to export".into());
+    if pack.chain.is_empty() && pack.chain_reports.is_empty() {
+        return Err("no rule or report has `scope = \"chain\"`: nothing to export".into());
     }
-    let mut statements = Vec::new();
+    // Event-time deduplication (first row per txn_id): append-only, keeps event_time a
+    // time attribute for the windows; its state lives as long as the job's state TTL.
+    let mut statements = vec![format!(
+        "CREATE TEMPORARY VIEW {input} AS\nSELECT * FROM (\n  SELECT *, ROW_NUMBER() OVER \
+         (PARTITION BY `txn_id` ORDER BY `event_time` ASC) AS once FROM `transactions`\n)\nWHERE once = 1",
+        input = view::INPUT
+    )];
     let mut views = Vec::new();
     for rule in &pack.chain {
         let (name, statement) = view::rule_view(rule).map_err(|e| format!("rule `{}`: {e}", rule.id))?;
         statements.push(statement);
         views.push(name);
     }
-    let union = views
+    let mut report_views = Vec::new();
+    for report in &pack.chain_reports {
+        let (name, report_statements) =
+            view::report_view(report).map_err(|e| format!("report `{}`: {e}", report.id))?;
+        statements.extend(report_statements);
+        report_views.push(name);
+    }
+    // Ids that differ only in characters SQL names cannot hold would share a view.
+    let mut seen = std::collections::HashSet::new();
+    for (name, id) in views
         .iter()
-        .map(|v| format!("SELECT * FROM {v}"))
-        .collect::<Vec<_>>()
-        .join("\nUNION ALL\n");
-    statements.push(format!("CREATE TEMPORARY VIEW `{UNION_VIEW}` AS\n{union}"));
-    statements.push(format!("INSERT INTO `{SINK_TABLE}` SELECT * FROM `{UNION_VIEW}`"));
+        .zip(pack.chain.iter().map(|r| &r.id))
+        .chain(report_views.iter().zip(pack.chain_reports.iter().map(|r| &r.id)))
+    {
+        if !seen.insert(name.clone()) {
+            return Err(format!(
+                "`{id}` becomes the SQL name {name}, as another chain rule or report does: rename one"
+            ));
+        }
+    }
+    for (views, union, sink) in [
+        (&views, UNION_VIEW, SINK_TABLE),
+        (&report_views, REPORT_UNION_VIEW, REPORT_SINK_TABLE),
+    ] {
+        if views.is_empty() {
+            continue;
+        }
+        let selects = views
+            .iter()
+            .map(|v| format!("SELECT * FROM {v}"))
+            .collect::<Vec<_>>()
+            .join("\nUNION ALL\n");
+        statements.push(format!("CREATE TEMPORARY VIEW `{union}` AS\n{selects}"));
+        statements.push(format!("INSERT INTO `{sink}` SELECT * FROM `{union}`"));
+    }
     Ok(Export {
         statements,
         rules: pack.chain.iter().map(|r: &CompiledRule| r.id.clone()).collect(),
+        reports: pack.chain_reports.iter().map(|r| r.id.clone()).collect(),
     })
 }
 
@@ -59,8 +99,8 @@ impl Export {
     /// The statements as one script (`;` after each), with a header.
     pub fn script(&self) -> String {
         let mut out = String::from(
-            "-- tillgate rules export: the chain-scoped rules as Flink SQL (docs/cloud.md).\n\
-             -- Reads `transactions` (cloud/flink/transactions.sql), writes `chain_alerts`.\n\n",
+            "-- tillgate rules export: the chain-scoped rules and reports as Flink SQL (docs/cloud.md).\n\
+             -- Reads `transactions`, writes `chain_alerts` and `chain_reports`.\n\n",
         );
         for s in &self.statements {
             out.push_str(s);

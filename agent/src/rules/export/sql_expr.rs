@@ -6,25 +6,37 @@
 
 use cel::common::ast::{operators, Expr, IdedExpr, LiteralValue};
 
+/// The CEL type of a translated expression, as far as the translation needs it: CEL
+/// refuses arithmetic across int and double (the rule never fires at the gateway), and
+/// divides doubles by zero to infinity but fails on ints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    Int,
+    Double,
+    Str,
+    Bool,
+}
+
 /// How the translation names what a CEL identifier refers to.
 pub trait Names {
-    /// The SQL column for aggregate `name`, or `None` if the rule has no such aggregate.
-    fn aggregate(&self, name: &str) -> Option<String>;
+    /// The SQL for aggregate `name` and its type, or `None` if the rule has no such
+    /// aggregate.
+    fn aggregate(&self, name: &str) -> Option<(String, Ty)>;
 }
 
 /// Transaction fields the Flink table has (docs/cloud.md, "Chain-wide rules"), as CEL
-/// spells them below `txn.`.
-const TOP_FIELDS: [&str; 10] = [
-    "txn_id",
-    "store_id",
-    "terminal_id",
-    "type",
-    "total_minor",
-    "currency",
-    "operator_id",
-    "customer_id",
-    "original_txn_id",
-    "clock_skew",
+/// spells them below `txn.`, with their types.
+const TOP_FIELDS: [(&str, Ty); 10] = [
+    ("txn_id", Ty::Str),
+    ("store_id", Ty::Str),
+    ("terminal_id", Ty::Str),
+    ("type", Ty::Str),
+    ("total_minor", Ty::Int),
+    ("currency", Ty::Str),
+    ("operator_id", Ty::Str),
+    ("customer_id", Ty::Str),
+    ("original_txn_id", Ty::Str),
+    ("clock_skew", Ty::Bool),
 ];
 const CARD_FIELDS: [&str; 4] = ["token", "bin", "last4", "entry_mode"];
 
@@ -33,10 +45,12 @@ pub fn translate(source: &str, names: &dyn Names) -> Result<String, String> {
     let parsed = cel::parser::Parser::new()
         .parse(source)
         .map_err(|e| format!("does not parse: {e}"))?;
-    sql(&parsed, names)
+    Ok(sql(&parsed, names)?.0)
 }
 
-fn sql(e: &IdedExpr, names: &dyn Names) -> Result<String, String> {
+type Typed = (String, Ty);
+
+fn sql(e: &IdedExpr, names: &dyn Names) -> Result<Typed, String> {
     match &e.expr {
         Expr::Literal(v) => literal(v),
         Expr::Ident(name) => names.aggregate(name).ok_or_else(|| gateway_only(name)),
@@ -44,74 +58,92 @@ fn sql(e: &IdedExpr, names: &dyn Names) -> Result<String, String> {
             if let Some(root @ ("lists" | "original")) = segments(e).and_then(|s| s.first().copied()) {
                 return Err(gateway_only(root));
             }
-            let column = column(e).ok_or_else(|| {
+            let (column, ty) = column(e).ok_or_else(|| {
                 format!(
                     "`{}` is not a transaction field the Flink table has (txn.{}, txn.card.{})",
                     path_text(e),
-                    TOP_FIELDS.join("|"),
+                    TOP_FIELDS.map(|(f, _)| f).join("|"),
                     CARD_FIELDS.join("|")
                 )
             })?;
             if select.test {
-                Ok(format!("({column} IS NOT NULL)"))
+                Ok((format!("({column} IS NOT NULL)"), Ty::Bool))
             } else {
-                Ok(column)
+                Ok((column, ty))
             }
         }
         Expr::Call(call) => {
             let args = &call.args;
-            let bin = |op: &str| -> Result<String, String> {
-                Ok(format!("({} {op} {})", sql(&args[0], names)?, sql(&args[1], names)?))
+            if call.target.is_some() {
+                return Err(format!(
+                    "the method `.{}()` is outside what translates to Flink SQL",
+                    call.func_name
+                ));
+            }
+            let two = || -> Result<(Typed, Typed), String> { Ok((sql(&args[0], names)?, sql(&args[1], names)?)) };
+            let logic = |op: &str| -> Result<Typed, String> {
+                let ((a, _), (b, _)) = two()?;
+                Ok((format!("({a} {op} {b})"), Ty::Bool))
             };
-            match (call.func_name.as_str(), args.len(), call.target.is_some()) {
-                (operators::LOGICAL_AND, 2, false) => bin("AND"),
-                (operators::LOGICAL_OR, 2, false) => bin("OR"),
-                (operators::LOGICAL_NOT, 1, false) => Ok(format!("(NOT {})", sql(&args[0], names)?)),
-                (operators::EQUALS, 2, false) => bin("="),
-                (operators::NOT_EQUALS, 2, false) => bin("<>"),
-                (operators::LESS, 2, false) => bin("<"),
-                (operators::LESS_EQUALS, 2, false) => bin("<="),
-                (operators::GREATER, 2, false) => bin(">"),
-                (operators::GREATER_EQUALS, 2, false) => bin(">="),
-                (operators::ADD, 2, false) => bin("+"),
-                (operators::SUBSTRACT, 2, false) => bin("-"),
-                (operators::MULTIPLY, 2, false) => bin("*"),
-                // CEL fails on an integer division by zero (the rule does not fire); a
-                // Flink job would fail: NULL keeps the rule from firing instead.
-                (operators::DIVIDE, 2, false) => Ok(format!(
-                    "({} / NULLIF({}, 0))",
-                    sql(&args[0], names)?,
-                    sql(&args[1], names)?
-                )),
-                (operators::MODULO, 2, false) => Ok(format!(
-                    "MOD({}, NULLIF({}, 0))",
-                    sql(&args[0], names)?,
-                    sql(&args[1], names)?
-                )),
-                (operators::NEGATE, 1, false) => Ok(format!("(- {})", sql(&args[0], names)?)),
-                (operators::CONDITIONAL, 3, false) => Ok(format!(
-                    "(CASE WHEN {} THEN {} ELSE {} END)",
-                    sql(&args[0], names)?,
-                    sql(&args[1], names)?,
-                    sql(&args[2], names)?
-                )),
-                (operators::IN, 2, false) => match &args[1].expr {
-                    Expr::List(list) => {
-                        let items: Vec<String> =
-                            list.elements.iter().map(|i| sql(i, names)).collect::<Result<_, _>>()?;
-                        if items.is_empty() {
-                            return Ok("FALSE".into());
-                        }
-                        Ok(format!("({} IN ({}))", sql(&args[0], names)?, items.join(", ")))
+            match (call.func_name.as_str(), args.len()) {
+                (operators::LOGICAL_AND, 2) => logic("AND"),
+                (operators::LOGICAL_OR, 2) => logic("OR"),
+                (operators::LOGICAL_NOT, 1) => Ok((format!("(NOT {})", sql(&args[0], names)?.0), Ty::Bool)),
+                // Comparisons: CEL compares int with double numerically, as SQL does.
+                (operators::EQUALS, 2) => logic("="),
+                (operators::NOT_EQUALS, 2) => logic("<>"),
+                (operators::LESS, 2) => logic("<"),
+                (operators::LESS_EQUALS, 2) => logic("<="),
+                (operators::GREATER, 2) => logic(">"),
+                (operators::GREATER_EQUALS, 2) => logic(">="),
+                (operators::ADD, 2) => {
+                    let ((a, ta), (b, tb)) = two()?;
+                    match (ta, tb) {
+                        (Ty::Str, Ty::Str) => Ok((format!("({a} || {b})"), Ty::Str)),
+                        _ => arithmetic("+", (a, ta), (b, tb)),
                     }
-                    _ => Err(match sql(&args[1], names) {
-                        Err(why) => why,
-                        Ok(_) => "`in` takes a list written in the rule (`x in [\"a\", \"b\"]`)".into(),
-                    }),
-                },
-                ("double", 1, false) => Ok(format!("CAST({} AS DOUBLE)", sql(&args[0], names)?)),
-                ("int", 1, false) => Ok(format!("CAST({} AS BIGINT)", sql(&args[0], names)?)),
-                (other, _, _) => Err(format!(
+                }
+                (operators::SUBSTRACT, 2) => {
+                    let (a, b) = two()?;
+                    arithmetic("-", a, b)
+                }
+                (operators::MULTIPLY, 2) => {
+                    let (a, b) = two()?;
+                    arithmetic("*", a, b)
+                }
+                (operators::DIVIDE, 2) => {
+                    let (a, b) = two()?;
+                    arithmetic("/", a, b)
+                }
+                (operators::MODULO, 2) => {
+                    let (a, b) = two()?;
+                    arithmetic("%", a, b)
+                }
+                (operators::NEGATE, 1) => {
+                    let (a, t) = sql(&args[0], names)?;
+                    numeric(t, "-")?;
+                    Ok((format!("(- {a})"), t))
+                }
+                // A condition that fails in CEL (an absent field) fails the rule; SQL's
+                // CASE would take the ELSE branch on NULL, so NULL is passed on instead.
+                (operators::CONDITIONAL, 3) => {
+                    let (c, _) = sql(&args[0], names)?;
+                    let (a, ta) = sql(&args[1], names)?;
+                    let (b, tb) = sql(&args[2], names)?;
+                    if ta != tb {
+                        return Err(format!("`?:` with a {ta:?} and a {tb:?} branch"));
+                    }
+                    Ok((
+                        format!("(CASE WHEN {c} IS NULL THEN NULL WHEN {c} THEN {a} ELSE {b} END)"),
+                        ta,
+                    ))
+                }
+                (operators::IN, 2) => in_list(&args[0], &args[1], names),
+                // TRY_CAST: text that is no number fails the CEL call (no hit), and must
+                // not fail the job.
+                ("double", 1) => Ok((format!("TRY_CAST({} AS DOUBLE)", sql(&args[0], names)?.0), Ty::Double)),
+                ("int", 1) => Ok((format!("TRY_CAST({} AS BIGINT)", sql(&args[0], names)?.0), Ty::Int)),
+                (other, _) => Err(format!(
                     "`{}` is outside what translates to Flink SQL (comparisons, && || !, arithmetic, \
                      `in` a literal list, has(), double(), int(), ?:)",
                     operator_text(other)
@@ -125,6 +157,59 @@ fn sql(e: &IdedExpr, names: &dyn Names) -> Result<String, String> {
     }
 }
 
+fn numeric(t: Ty, op: &str) -> Result<(), String> {
+    match t {
+        Ty::Int | Ty::Double => Ok(()),
+        _ => Err(format!("`{op}` on a {t:?}: CEL refuses it")),
+    }
+}
+
+/// Arithmetic on two numbers of one type: CEL fails on int with double (the rule never
+/// fires at the gateway), so the export refuses it rather than compute what the gateway
+/// does not. Integer `/` and `%` by zero fail in CEL and would fail the Flink job: NULL
+/// (no hit) instead. Doubles divide by zero to infinity on both sides.
+fn arithmetic(op: &str, (a, ta): Typed, (b, tb): Typed) -> Result<Typed, String> {
+    numeric(ta, op)?;
+    numeric(tb, op)?;
+    if ta != tb {
+        return Err(format!(
+            "`{op}` of an int and a double fails in CEL, so the gateway never fires this rule: \
+             convert with double() or int()"
+        ));
+    }
+    Ok(match (op, ta) {
+        ("/", Ty::Int) => (format!("({a} / NULLIF({b}, 0))"), Ty::Int),
+        ("%", Ty::Int) => (format!("MOD({a}, NULLIF({b}, 0))"), Ty::Int),
+        ("%", _) => return Err("`%` of doubles fails in CEL".into()),
+        _ => (format!("({a} {op} {b})"), ta),
+    })
+}
+
+/// `x in [literals]`. An absent `x` fails in CEL (no hit), so it is NULL here too, also
+/// for an empty list; list elements must be literals (an absent field in the list fails
+/// in CEL while SQL's IN could still hold).
+fn in_list(item: &IdedExpr, list: &IdedExpr, names: &dyn Names) -> Result<Typed, String> {
+    let Expr::List(list) = &list.expr else {
+        return Err(match sql(list, names) {
+            Err(why) => why,
+            Ok(_) => "`in` takes a list written in the rule (`x in [\"a\", \"b\"]`)".into(),
+        });
+    };
+    let (x, _) = sql(item, names)?;
+    let items: Vec<String> = list
+        .elements
+        .iter()
+        .map(|i| match &i.expr {
+            Expr::Literal(v) => literal(v).map(|(s, _)| s),
+            _ => Err("`in` takes a list of literals here".into()),
+        })
+        .collect::<Result<_, _>>()?;
+    if items.is_empty() {
+        return Ok((format!("(CASE WHEN {x} IS NULL THEN NULL ELSE FALSE END)"), Ty::Bool));
+    }
+    Ok((format!("({x} IN ({}))", items.join(", ")), Ty::Bool))
+}
+
 fn gateway_only(name: &str) -> String {
     match name {
         "lists" => "deny lists (`lists.…`) live on the gateways".to_string(),
@@ -134,11 +219,14 @@ fn gateway_only(name: &str) -> String {
 }
 
 /// `txn.a` → `` `a` ``, `txn.card.b` → `` `card`.`b` `` for the table's fields.
-fn column(e: &IdedExpr) -> Option<String> {
+fn column(e: &IdedExpr) -> Option<Typed> {
     let segments = segments(e)?;
     match segments.as_slice() {
-        ["txn", field] if TOP_FIELDS.contains(field) => Some(format!("`{field}`")),
-        ["txn", "card", field] if CARD_FIELDS.contains(field) => Some(format!("`card`.`{field}`")),
+        ["txn", field] => TOP_FIELDS
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(f, ty)| (format!("`{f}`"), *ty)),
+        ["txn", "card", field] if CARD_FIELDS.contains(field) => Some((format!("`card`.`{field}`"), Ty::Str)),
         _ => None,
     }
 }
@@ -174,19 +262,26 @@ fn operator_text(name: &str) -> String {
         .to_string()
 }
 
-fn literal(v: &LiteralValue) -> Result<String, String> {
+fn literal(v: &LiteralValue) -> Result<Typed, String> {
     Ok(match v {
-        LiteralValue::Boolean(b) => if **b { "TRUE" } else { "FALSE" }.to_string(),
-        LiteralValue::Int(i) => i.to_string(),
-        LiteralValue::UInt(u) => u.to_string(),
+        LiteralValue::Boolean(b) => (if **b { "TRUE" } else { "FALSE" }.to_string(), Ty::Bool),
+        LiteralValue::Int(i) => (i.to_string(), Ty::Int),
+        LiteralValue::UInt(u) => (u.to_string(), Ty::Int),
         LiteralValue::Double(d) => {
             let d: f64 = **d;
             if !d.is_finite() {
                 return Err(format!("the number {d} has no SQL literal"));
             }
-            format!("CAST({d:?} AS DOUBLE)")
+            (format!("CAST({d:?} AS DOUBLE)"), Ty::Double)
         }
-        LiteralValue::String(s) => format!("'{}'", s.inner().replace('\'', "''")),
+        LiteralValue::String(s) => {
+            let text = s.inner();
+            // One statement per line-free literal: a script splitter must not cut it.
+            if text.chars().any(char::is_control) {
+                return Err("a string literal with control characters (line breaks) does not translate".into());
+            }
+            (format!("'{}'", text.replace('\'', "''")), Ty::Str)
+        }
         LiteralValue::Null => return Err("`null` does not translate (test presence with has())".into()),
         LiteralValue::Bytes(_) => return Err("bytes literals do not translate".into()),
     })
@@ -198,13 +293,14 @@ mod tests {
 
     struct Aggs(&'static [&'static str]);
     impl Names for Aggs {
-        fn aggregate(&self, name: &str) -> Option<String> {
-            self.0.contains(&name).then(|| format!("`agg_{name}`"))
+        fn aggregate(&self, name: &str) -> Option<(String, Ty)> {
+            let ty = if name == "mean" { Ty::Double } else { Ty::Int };
+            self.0.contains(&name).then(|| (format!("`agg_{name}`"), ty))
         }
     }
 
     fn t(source: &str) -> Result<String, String> {
-        translate(source, &Aggs(&["attempts", "voids", "total"]))
+        translate(source, &Aggs(&["attempts", "voids", "total", "mean"]))
     }
 
     #[test]
@@ -220,12 +316,40 @@ mod tests {
         );
         assert_eq!(
             t("double(voids) / double(total) >= 0.05").unwrap(),
-            "((CAST(`agg_voids` AS DOUBLE) / NULLIF(CAST(`agg_total` AS DOUBLE), 0)) >= CAST(0.05 AS DOUBLE))"
+            "((TRY_CAST(`agg_voids` AS DOUBLE) / TRY_CAST(`agg_total` AS DOUBLE)) >= CAST(0.05 AS DOUBLE))"
         );
         assert_eq!(
             t(r#"txn.operator_id == "o'brien""#).unwrap(),
             "(`operator_id` = 'o''brien')"
         );
+    }
+
+    #[test]
+    fn what_cel_fails_on_never_fires_in_sql_either() {
+        // int with double: CEL fails, so the export refuses rather than compute it.
+        assert!(t("mean * 2 > 10.0").unwrap_err().contains("int and a double"));
+        // Integer division by zero: NULL (no hit), not a failed job.
+        assert_eq!(
+            t("total / attempts > 1").unwrap(),
+            "((`agg_total` / NULLIF(`agg_attempts`, 0)) > 1)"
+        );
+        // A failing condition: NULL, not the ELSE branch.
+        assert_eq!(
+            t(r#"(txn.customer_id == "a" ? 1 : 2) == 2"#).unwrap(),
+            "((CASE WHEN (`customer_id` = 'a') IS NULL THEN NULL WHEN (`customer_id` = 'a') THEN 1 ELSE 2 END) = 2)"
+        );
+        // An absent field in an empty list: NULL, not FALSE.
+        assert_eq!(
+            t("!(txn.customer_id in [])").unwrap(),
+            "(NOT (CASE WHEN `customer_id` IS NULL THEN NULL ELSE FALSE END))"
+        );
+        assert!(t(r#""a" in [txn.customer_id]"#).unwrap_err().contains("literals"));
+        assert_eq!(
+            t(r#"txn.store_id + "/" + txn.terminal_id == "s/p""#).unwrap(),
+            "(((`store_id` || '/') || `terminal_id`) = 's/p')"
+        );
+        assert!(t(r#"txn.store_id + 1 == 2"#).unwrap_err().contains("Str"));
+        assert!(t("txn.operator_id == \"a\\nb\"").unwrap_err().contains("control"));
     }
 
     #[test]

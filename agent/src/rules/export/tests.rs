@@ -35,12 +35,14 @@ fn chain_rules_go_to_the_export_and_never_to_the_gateways_engine() {
     assert_eq!(p.chain.len(), 1);
     let out = export(&p).unwrap();
     assert_eq!(out.rules, ["card-in-many-stores"]);
-    let view = &out.statements[0];
+    assert!(out.statements[0].contains("ROW_NUMBER() OVER (PARTITION BY `txn_id` ORDER BY `event_time` ASC)"));
+    let view = &out.statements[1];
     for needle in [
         "CREATE TEMPORARY VIEW `chain_rule_card_in_many_stores` AS",
         "COUNT(DISTINCT `store_id`) OVER w AS `agg_stores`",
         "COUNT(*) OVER w AS `agg_sales`",
         "SUM(CASE WHEN (`total_minor` >= 10000) THEN `total_minor` ELSE 0 END) OVER w AS `agg_big`",
+        "FROM `transactions_once`",
         "WHERE ((`type` = 'sale') AND (`card`.`token` IS NOT NULL)) AND `card`.`token` IS NOT NULL",
         "WINDOW w AS (PARTITION BY `card`.`token` ORDER BY `event_time` RANGE BETWEEN INTERVAL '10' MINUTE(2) PRECEDING AND CURRENT ROW)",
         "WHERE (`agg_stores` >= 3)",
@@ -76,14 +78,14 @@ action = "review"
 "#,
     );
     let out = export(&p).unwrap();
-    assert!(out.statements[0]
+    assert!(out.statements[1]
         .contains("PARTITION BY `store_id`, `terminal_id` ORDER BY `event_time` ROWS BETWEEN 19 PRECEDING"));
     assert!(
-        out.statements[1].contains("INTERVAL '2' HOUR(2)"),
+        out.statements[2].contains("INTERVAL '2' HOUR(2)"),
         "{}",
-        out.statements[1]
+        out.statements[2]
     );
-    assert!(out.statements[1].contains("COALESCE(AVG(CAST(`total_minor` AS DOUBLE)) OVER w, CAST(0 AS DOUBLE))"));
+    assert!(out.statements[2].contains("COALESCE(AVG(CAST(`total_minor` AS DOUBLE)) OVER w, CAST(0 AS DOUBLE))"));
 }
 
 #[test]
@@ -108,4 +110,92 @@ action = "block"
         "{e}"
     );
     assert!(export(&pack("")).unwrap_err().contains("nothing to export"));
+    let twins = pack(
+        r#"
+[[rule]]
+id = "a-b"
+scope = "chain"
+when = 'txn.total_minor > 1'
+action = "review"
+
+[[rule]]
+id = "a_b"
+scope = "chain"
+when = 'txn.total_minor > 2'
+action = "review"
+"#,
+    );
+    let e = export(&twins).unwrap_err();
+    assert!(e.contains("`a_b`") && e.contains("chain_rule_a_b"), "{e}");
+}
+
+#[test]
+fn a_keyed_rule_without_aggregates_skips_transactions_without_the_key() {
+    let p = pack(
+        r#"
+[[rule]]
+id = "keyed-plain"
+scope = "chain"
+key = "customer_id"
+when = 'txn.total_minor > 1'
+action = "review"
+"#,
+    );
+    let out = export(&p).unwrap();
+    assert!(
+        out.statements[1].contains("WHERE `customer_id` IS NOT NULL AND (`total_minor` > 1)"),
+        "{}",
+        out.statements[1]
+    );
+}
+
+#[test]
+fn reports_become_window_table_functions_grouped_by_key_and_window() {
+    let p = pack(
+        r#"
+[[report]]
+id = "store-hourly"
+scope = "chain"
+key = "store_id"
+window = { tumbling = "1h", offset = "15m" }
+aggregates = { sales = "count" }
+when = 'sales >= 20'
+
+[[report]]
+id = "card-hop"
+scope = "chain"
+key = ["card.token"]
+window = { hopping = "30m", every = "10m" }
+aggregates = { stores = "count_distinct(store_id)" }
+
+[[report]]
+id = "sessions"
+scope = "chain"
+filter = 'has(txn.customer_id)'
+key = ["store_id", "customer_id"]
+window = { session_gap = "15m" }
+aggregates = { visits = "count", refunds = { of = "count", filter = 'txn.type == "return"' } }
+
+[[report]]
+id = "store-local"
+key = "store_id"
+window = { tumbling = "1h" }
+"#,
+    );
+    assert_eq!(p.reports.len(), 1, "the store report stays at the gateway");
+    let out = export(&p).unwrap();
+    assert_eq!(out.reports, ["store-hourly", "card-hop", "sessions"]);
+    let all = out.statements.join("\n");
+    for needle in [
+        "TUMBLE(TABLE `chain_report_input_store_hourly`, DESCRIPTOR(`event_time`), INTERVAL '1' HOUR(2), INTERVAL '15' MINUTE(2))",
+        "GROUP BY report_key, window_start, window_end\nHAVING (COUNT(*) >= 20)",
+        "HOP(TABLE `chain_report_input_card_hop`, DESCRIPTOR(`event_time`), INTERVAL '10' MINUTE(2), INTERVAL '30' MINUTE(2))",
+        "SESSION(TABLE `chain_report_input_sessions` PARTITION BY report_key, DESCRIPTOR(`event_time`), INTERVAL '15' MINUTE(2))",
+        "CONCAT_WS('/', `store_id`, `customer_id`) AS report_key FROM `transactions_once`",
+        "SUM(CASE WHEN (`type` = 'return') THEN 1 ELSE 0 END) AS `agg_refunds`",
+        "INSERT INTO `chain_reports` SELECT * FROM `chain_report_rows`",
+    ] {
+        assert!(all.contains(needle), "{needle}\nin\n{all}");
+    }
+    assert!(!all.contains("chain_alerts"), "no rules, no rule sink");
 }
