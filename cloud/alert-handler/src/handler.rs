@@ -2,6 +2,7 @@
 
 use crate::alert::Alert;
 use crate::claims::{Claim, Claims};
+use crate::dead_letters::{DeadLetter, DeadLetters};
 use crate::message::render;
 use crate::topic::Topic;
 use aws_lambda_events::event::kinesis::KinesisEvent;
@@ -19,10 +20,13 @@ pub struct Outcome {
     /// Alerts another invocation is publishing right now: left for the retry.
     pub held_elsewhere: u64,
     /// Kinesis records or alerts that cannot be read (bad MD5, bad protobuf, not an
-    /// alert): retried by Lambda, then handed to the on-failure destination.
+    /// alert): sent to the dead-letter queue, never retried.
     pub unreadable: u64,
-    /// Alerts whose claim or publish failed (SNS or DynamoDB unavailable): retried.
+    /// Alerts whose claim or publish failed (SNS or DynamoDB unavailable), and
+    /// unreadable records the dead-letter queue did not take: retried.
     pub failed: u64,
+    /// Records left for the retry because the invocation's deadline came near.
+    pub out_of_time: u64,
     /// Sequence numbers of the Kinesis records to report as batch item failures.
     pub failed_records: Vec<String>,
 }
@@ -86,45 +90,88 @@ pub fn alert_id(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Handles every record of `event` in order, publishing each alert once.
-pub async fn handle(event: &KinesisEvent, claims: &dyn Claims, topic: &dyn Topic, now_ms: i64) -> Outcome {
+/// Time kept in hand before the invocation's deadline: one alert's claim (up to three
+/// calls), publish and mark, each bounded by the SDK's operation time-out (settings.rs).
+pub const DEADLINE_MARGIN_MS: i64 = 15_000;
+
+/// Where the handler sends things, and the clock it reads.
+pub struct Sinks<'a> {
+    pub claims: &'a dyn Claims,
+    pub topic: &'a dyn Topic,
+    pub dead_letters: &'a dyn DeadLetters,
+    /// Milliseconds since the epoch, now.
+    pub clock: &'a (dyn Fn() -> i64 + Sync),
+}
+
+impl std::fmt::Debug for Sinks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sinks").finish_non_exhaustive()
+    }
+}
+
+/// Handles the records of `event` in order, publishing each alert once, until
+/// [`DEADLINE_MARGIN_MS`] before `deadline_ms`; the records left are reported as
+/// failures, so Lambda hands them to the next invocation.
+pub async fn handle(event: &KinesisEvent, sinks: &Sinks<'_>, deadline_ms: i64) -> Outcome {
     let mut outcome = Outcome::default();
-    for record in &event.records {
+    let out_of_time = || (sinks.clock)() >= deadline_ms - DEADLINE_MARGIN_MS;
+    for (index, record) in event.records.iter().enumerate() {
         let kinesis = &record.kinesis;
         let seq = kinesis.sequence_number.as_str();
+        if out_of_time() {
+            for left in &event.records[index..] {
+                outcome.out_of_time += 1;
+                outcome.fail(&left.kinesis.sequence_number);
+            }
+            break;
+        }
         let parts = match tillgate_kpl::deaggregate(&kinesis.partition_key, &kinesis.data.0) {
             Ok(parts) => parts,
             Err(e) => {
-                tracing::error!(sequence_number = seq, error = %e, "a record on the alerts stream is not a readable KPL aggregate");
-                outcome.unreadable += 1;
-                outcome.fail(seq);
+                let letter = DeadLetter {
+                    sequence_number: seq.to_string(),
+                    partition_key: kinesis.partition_key.clone(),
+                    reason: format!("not a readable KPL aggregate: {e}"),
+                    data: kinesis.data.0.clone(),
+                };
+                dead_letter(&mut outcome, sinks, letter).await;
                 continue;
             }
         };
-        for (_, data) in parts {
+        for (key, data) in parts {
+            if out_of_time() {
+                // The whole record again next time; what it published is claimed.
+                outcome.out_of_time += 1;
+                outcome.fail(seq);
+                break;
+            }
             let alert = match Alert::parse(&data) {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::error!(sequence_number = seq, error = %e, "unreadable alert");
-                    outcome.unreadable += 1;
-                    outcome.fail(seq);
+                    let letter = DeadLetter {
+                        sequence_number: seq.to_string(),
+                        partition_key: key,
+                        reason: e,
+                        data: data.to_vec(),
+                    };
+                    dead_letter(&mut outcome, sinks, letter).await;
                     continue;
                 }
             };
             let id = alert_id(&data);
-            match claims.claim(&id, now_ms).await {
-                Ok(Claim::Granted) => match topic.publish(&render(&alert)).await {
+            match sinks.claims.claim(&id, (sinks.clock)(), deadline_ms).await {
+                Ok(Claim::Granted) => match sinks.topic.publish(&render(&alert)).await {
                     Ok(()) => {
                         outcome.published += 1;
-                        if let Err(e) = claims.mark_published(&id).await {
-                            // Published; a redelivery after the lease may send it again.
+                        if let Err(e) = sinks.claims.mark_published(&id).await {
+                            // Published; a redelivery after this deadline may send it again.
                             tracing::warn!(alert_id = %id, error = %e, "published, but not marked");
                         }
                     }
                     Err(e) => {
                         tracing::warn!(alert_id = %id, error = %e, "publish failed; Lambda retries the record");
-                        if let Err(e) = claims.release(&id).await {
-                            tracing::warn!(alert_id = %id, error = %e, "claim kept until its lease ends");
+                        if let Err(e) = sinks.claims.release(&id).await {
+                            tracing::warn!(alert_id = %id, error = %e, "claim kept until this deadline");
                         }
                         outcome.failed += 1;
                         outcome.fail(seq);
@@ -144,6 +191,19 @@ pub async fn handle(event: &KinesisEvent, claims: &dyn Claims, topic: &dyn Topic
         }
     }
     outcome
+}
+
+/// Sends `letter`; if the queue does not take it, the record is retried instead.
+async fn dead_letter(outcome: &mut Outcome, sinks: &Sinks<'_>, letter: DeadLetter) {
+    tracing::error!(sequence_number = %letter.sequence_number, reason = %letter.reason, "unpublishable record on the alerts stream");
+    match sinks.dead_letters.send(&letter).await {
+        Ok(()) => outcome.unreadable += 1,
+        Err(e) => {
+            tracing::warn!(error = %e, "dead-letter queue refused it; Lambda retries the record");
+            outcome.failed += 1;
+            outcome.fail(&letter.sequence_number);
+        }
+    }
 }
 
 #[cfg(test)]

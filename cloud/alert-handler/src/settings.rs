@@ -9,10 +9,30 @@ pub struct Settings {
     pub topic_arn: String,
     /// `CLAIMS_TABLE`: the DynamoDB table of claimed alert ids.
     pub claims_table: String,
-    /// `CLAIM_LEASE_SECONDS` (default 120): at least the function's time-out.
-    pub lease: Duration,
+    /// `DEAD_LETTER_QUEUE_URL`: where unpublishable records go.
+    pub dead_letter_queue_url: String,
     /// `CLAIM_MEMORY_HOURS` (default 168): at least the alerts stream's retention.
     pub remember: Duration,
+}
+
+/// Each SDK call's bound: an alert's claim, publish and mark must fit in the handler's
+/// deadline margin (handler::DEADLINE_MARGIN_MS), whatever SNS or DynamoDB do.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The SDK's configuration: behaviour pinned to a dated version (the SDK's `latest`
+/// moves with upgrades) and every call bounded in time.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_timeout(OPERATION_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::v2026_01_12())
+        .timeout_config(timeouts)
+        .load()
+        .await
 }
 
 impl Settings {
@@ -41,24 +61,48 @@ impl Settings {
         Ok(Settings {
             topic_arn: required("ALERTS_TOPIC_ARN")?,
             claims_table: required("CLAIMS_TABLE")?,
-            lease: Duration::from_secs(seconds("CLAIM_LEASE_SECONDS", 120)?),
+            dead_letter_queue_url: required("DEAD_LETTER_QUEUE_URL")?,
             remember: Duration::from_secs(3600 * seconds("CLAIM_MEMORY_HOURS", 168)?),
         })
     }
 
-    /// The DynamoDB claims and the SNS topic, with the SDK's configuration.
-    pub fn connect(&self, sdk: &aws_config::SdkConfig) -> (crate::claims::DynamoClaims, crate::topic::SnsTopic) {
-        let claims = crate::claims::DynamoClaims {
-            client: aws_sdk_dynamodb::Client::new(sdk),
-            table: self.claims_table.clone(),
-            lease_ms: self.lease.as_millis() as i64,
-            remember_s: self.remember.as_secs() as i64,
-        };
-        let topic = crate::topic::SnsTopic {
-            client: aws_sdk_sns::Client::new(sdk),
-            arn: self.topic_arn.clone(),
-        };
-        (claims, topic)
+    /// The DynamoDB claims, the SNS topic and the SQS dead letters.
+    pub fn connect(&self, sdk: &aws_config::SdkConfig) -> Clients {
+        Clients {
+            claims: crate::claims::DynamoClaims {
+                client: aws_sdk_dynamodb::Client::new(sdk),
+                table: self.claims_table.clone(),
+                remember_s: self.remember.as_secs() as i64,
+            },
+            topic: crate::topic::SnsTopic {
+                client: aws_sdk_sns::Client::new(sdk),
+                arn: self.topic_arn.clone(),
+            },
+            dead_letters: crate::dead_letters::SqsDeadLetters {
+                client: aws_sdk_sqs::Client::new(sdk),
+                queue_url: self.dead_letter_queue_url.clone(),
+            },
+        }
+    }
+}
+
+/// The handler's AWS clients.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub claims: crate::claims::DynamoClaims,
+    pub topic: crate::topic::SnsTopic,
+    pub dead_letters: crate::dead_letters::SqsDeadLetters,
+}
+
+impl Clients {
+    /// The handler's sinks over these clients and the system clock.
+    pub fn sinks(&self) -> crate::handler::Sinks<'_> {
+        crate::handler::Sinks {
+            claims: &self.claims,
+            topic: &self.topic,
+            dead_letters: &self.dead_letters,
+            clock: &now_ms,
+        }
     }
 }
 
@@ -86,15 +130,27 @@ mod tests {
         let e = Settings::from_lookup(lookup(&[
             ("CLAIMS_TABLE", "t"),
             ("ALERTS_TOPIC_ARN", "arn"),
-            ("CLAIM_LEASE_SECONDS", "2m"),
+            ("DEAD_LETTER_QUEUE_URL", "https://q"),
+            ("CLAIM_MEMORY_HOURS", "1w"),
         ]))
         .unwrap_err();
-        assert!(e.contains("CLAIM_LEASE_SECONDS=\"2m\""), "{e}");
+        assert!(e.contains("CLAIM_MEMORY_HOURS=\"1w\""), "{e}");
     }
 
     #[test]
-    fn defaults_hold_a_lease_of_two_minutes_and_a_week_of_memory() {
-        let s = Settings::from_lookup(lookup(&[("CLAIMS_TABLE", "t"), ("ALERTS_TOPIC_ARN", "arn")])).unwrap();
-        assert_eq!((s.lease.as_secs(), s.remember.as_secs()), (120, 7 * 24 * 3600));
+    fn ids_are_remembered_for_a_week_by_default() {
+        let s = Settings::from_lookup(lookup(&[
+            ("CLAIMS_TABLE", "t"),
+            ("ALERTS_TOPIC_ARN", "arn"),
+            ("DEAD_LETTER_QUEUE_URL", "https://q"),
+        ]))
+        .unwrap();
+        assert_eq!(s.remember.as_secs(), 7 * 24 * 3600);
+    }
+
+    #[test]
+    fn one_alerts_calls_fit_in_the_deadline_margin() {
+        // claim (up to three calls), publish, mark: five operations at most.
+        assert!(5 * OPERATION_TIMEOUT.as_millis() as i64 <= crate::handler::DEADLINE_MARGIN_MS);
     }
 }

@@ -15,7 +15,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tillgate_testkit::emulators::kinesis_local::read_stream_with_boto3;
-use tillgate_testkit::emulators::moto::{alert_handler_program, alerts_stream, cloud_tool, run_alert_handler, Moto};
+use tillgate_testkit::emulators::moto::{
+    alert_handler_program, alerts_stream, cloud_tool, run_alert_handler, AlertHandlerTargets, Moto,
+};
 use tillgate_testkit::{make_tls_files, post_ndjson, repo_root, run_cli, txn, Agent, AgentOptions, FakeIot};
 
 fn template() -> std::path::PathBuf {
@@ -32,6 +34,15 @@ fn deploy_chain(moto: &Moto, outputs: &std::path::Path, parameters: &[&str]) -> 
     let mut all = vec!["FunctionCodeBucket=tillgate-functions", upload.as_str()];
     all.extend_from_slice(parameters);
     moto.deploy(&template(), "chain", outputs, &all)
+}
+
+/// Where the stack's alert handler publishes, claims and dead-letters.
+fn handler_targets(out: &std::collections::HashMap<String, String>) -> AlertHandlerTargets {
+    AlertHandlerTargets {
+        topic_arn: out["FraudAlertsTopicArn"].clone(),
+        claims_table: out["AlertClaimsTableName"].clone(),
+        dead_letter_queue_url: out["AlertsDeadLetterQueueUrl"].clone(),
+    }
 }
 
 /// The stack's outputs by key.
@@ -174,7 +185,7 @@ fn assert_least_privilege(found: &Value, alias: &str) -> String {
             let arn = video.into_iter().next().unwrap();
             assert!(
                 arn.starts_with("arn:aws:kinesisvideo:us-east-1:")
-                    && arn.ends_with(":stream/${credentials-iot:ThingName}-*/*"),
+                    && arn.ends_with(":stream/${credentials-iot:ThingName}.*/*"),
                 "video streams named after the thing only: {arn}"
             );
         }
@@ -272,7 +283,7 @@ async fn a_gateway_configured_from_the_stack_outputs_ships_into_the_stacks_strea
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(sections.contains("data_retention_hours = 72"), "{sections}");
-    assert!(sections.contains("stream = \"store-1-gateway-till-1\""), "{sections}");
+    assert!(sections.contains("stream = \"store-1-gateway.till-1\""), "{sections}");
     let file = dir.join("gateway.toml");
     std::fs::write(&file, &sections).unwrap();
     let (code, out, err) = run_cli(&["check-config", file.to_str().unwrap()]);
@@ -349,10 +360,11 @@ async fn a_gateway_configured_from_the_stack_outputs_ships_into_the_stacks_strea
 }
 
 /// The alert handler's wiring: the alerts stream feeds it with partial batch responses,
-/// bisection, bounded retries and a dead-letter queue; it may read that stream, claim in
-/// its table and publish to the fraud topic, and nothing else.
+/// retries until a record goes through (what can never be published goes to the
+/// dead-letter queue from the function itself); it may read that stream, claim in its
+/// table, publish to the fraud topic and send to its queue, and nothing else.
 #[test]
-fn the_alert_handler_is_wired_to_the_alerts_stream_with_bounded_retries() {
+fn the_alert_handler_is_wired_to_the_alerts_stream_retrying_until_records_go_through() {
     let dir = tillgate_testkit::scratch_dir();
     let moto = Moto::start(&dir);
     let outputs = dir.join("outputs.json");
@@ -363,12 +375,17 @@ fn the_alert_handler_is_wired_to_the_alerts_stream_with_bounded_retries() {
     let env = &function["environment"];
     assert_eq!(env["ALERTS_TOPIC_ARN"], out["FraudAlertsTopicArn"].as_str());
     assert_eq!(env["CLAIMS_TABLE"], out["AlertClaimsTableName"].as_str());
+    assert_eq!(env["DEAD_LETTER_QUEUE_URL"], out["AlertsDeadLetterQueueUrl"].as_str());
     let mappings = found["event_source_mappings"].as_array().unwrap();
     assert_eq!(mappings.len(), 1, "{mappings:?}");
     let m = &mappings[0];
     assert_eq!(m["source"], found["streams"]["chain-alerts"]["arn"]);
     assert_eq!(m["response_types"], serde_json::json!(["ReportBatchItemFailures"]));
-    assert_eq!((m["bisect"].as_bool(), m["retries"].as_i64()), (Some(true), Some(3)));
+    assert_eq!(
+        m["retries"].as_i64(),
+        Some(-1),
+        "no alert is skipped after some retries: {m}"
+    );
     assert!(
         m["on_failure"].as_str().unwrap().contains("AlertsDeadLetterQueue"),
         "{m}"
@@ -429,7 +446,8 @@ async fn every_alert_reaches_the_fraud_teams_queue_once_also_when_its_aggregate_
     let outputs = dir.join("outputs.json");
     deploy_chain(&moto, &outputs, &[]);
     let out = outputs_by_key(&outputs);
-    let (topic, table) = (out["FraudAlertsTopicArn"].clone(), out["AlertClaimsTableName"].clone());
+    let targets = handler_targets(&out);
+    let topic = targets.topic_arn.clone();
     let queue = alerts_stream("subscribe", &moto.url(), &topic, "");
 
     // A gateway configured from the outputs, whose rules flag every fifth sale.
@@ -487,7 +505,7 @@ async fn every_alert_reaches_the_fraud_teams_queue_once_also_when_its_aggregate_
         "six high sales flagged, and whatever else the pack saw: {alerts}"
     );
 
-    let first = run_alert_handler(&moto.url(), "chain-alerts", &topic, &table);
+    let first = run_alert_handler(&moto.url(), "chain-alerts", &targets);
     assert_eq!(first["published"], alerts, "{first}");
     assert_eq!(
         (first["unreadable"].as_u64(), first["failed"].as_u64()),
@@ -523,7 +541,7 @@ async fn every_alert_reaches_the_fraud_teams_queue_once_also_when_its_aggregate_
             .unwrap(),
         shipped.kinesis_records
     );
-    let again = run_alert_handler(&moto.url(), "chain-alerts", &topic, &table);
+    let again = run_alert_handler(&moto.url(), "chain-alerts", &targets);
     assert_eq!(
         (again["published"].as_u64(), again["duplicates"].as_u64()),
         (Some(0), Some(2 * alerts)),
@@ -534,23 +552,25 @@ async fn every_alert_reaches_the_fraud_teams_queue_once_also_when_its_aggregate_
 }
 
 /// Aggregates made by aws-kinesis-agg (the KPL format's independent implementation) are
-/// read by the handler; one whose MD5 is broken is reported as a batch item failure with
-/// its sequence number, and nothing of it is published.
+/// read by the handler; one whose MD5 is broken goes with
+/// its bytes and sequence number to the stack's dead-letter queue, nothing of it is
+/// published, and it is not retried (the shard moves on).
 #[test]
-fn aggregates_from_aws_kinesis_agg_are_read_and_a_broken_md5_is_a_batch_item_failure() {
+fn aggregates_from_aws_kinesis_agg_are_read_and_a_broken_md5_goes_to_the_dead_letter_queue() {
     let dir = tillgate_testkit::scratch_dir();
     let moto = Moto::start(&dir);
     let outputs = dir.join("outputs.json");
     deploy_chain(&moto, &outputs, &[]);
     let out = outputs_by_key(&outputs);
-    let (topic, table) = (out["FraudAlertsTopicArn"].clone(), out["AlertClaimsTableName"].clone());
+    let targets = handler_targets(&out);
+    let topic = targets.topic_arn.clone();
     let queue = alerts_stream("subscribe", &moto.url(), &topic, "");
     let lines: String = (1..=40).map(|n| alert_line(n) + "\n").collect();
     let put: u64 = alerts_stream("put-aggregated", &moto.url(), "chain-alerts", &lines)
         .parse()
         .unwrap();
     assert!(put >= 1);
-    let summary = run_alert_handler(&moto.url(), "chain-alerts", &topic, &table);
+    let summary = run_alert_handler(&moto.url(), "chain-alerts", &targets);
     assert_eq!(summary["published"], 40, "{summary}");
     let messages: Vec<Value> = serde_json::from_str(&alerts_stream("drain", &moto.url(), &queue, "")).unwrap();
     assert_eq!(messages.len(), 40);
@@ -559,9 +579,27 @@ fn aggregates_from_aws_kinesis_agg_are_read_and_a_broken_md5_is_a_batch_item_fai
         .any(|m| m["message"].as_str().unwrap().contains("Amount: 2500.01 EUR")));
 
     let corrupt = alerts_stream("put-corrupt", &moto.url(), "chain-alerts", "");
-    let summary = run_alert_handler(&moto.url(), "chain-alerts", &topic, &table);
+    let summary = run_alert_handler(&moto.url(), "chain-alerts", &targets);
     assert_eq!(summary["unreadable"], 1, "{summary}");
-    assert_eq!(summary["failed_records"], serde_json::json!([corrupt]), "{summary}");
+    assert_eq!(
+        summary["failed_records"],
+        serde_json::json!([]),
+        "not retried: {summary}"
+    );
+    let dead: Vec<Value> = serde_json::from_str(&alerts_stream(
+        "drain-raw",
+        &moto.url(),
+        &targets.dead_letter_queue_url,
+        "",
+    ))
+    .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0]["sequence_number"], corrupt.as_str());
+    assert!(dead[0]["reason"].as_str().unwrap().contains("MD5"), "{}", dead[0]);
+    assert!(
+        dead[0]["data_bytes"].as_u64().unwrap() > 1000,
+        "the aggregate's bytes are kept"
+    );
     assert_eq!(
         (summary["published"].as_u64(), summary["duplicates"].as_u64()),
         (Some(0), Some(40))
@@ -601,25 +639,79 @@ scope = "chain"
 filter = 'txn.type == "sale" && has(txn.card.entry_mode) && txn.card.entry_mode in ["keyed", "fallback"]'
 when = 'txn.total_minor >= 50000'
 action = "review"
+
+[[report]]
+id = "store-sales-hourly"
+scope = "chain"
+filter = 'txn.type == "sale"'
+key = "store_id"
+window = { tumbling = "1h" }
+aggregates = { sales = "count", takings = "sum(total_minor)" }
+when = 'sales >= 20'
+
+[[report]]
+id = "card-stores-hopping"
+scope = "chain"
+key = "card.token"
+window = { hopping = "30m", every = "10m" }
+aggregates = { stores = "count_distinct(store_id)", uses = "count" }
+when = 'stores >= 3'
+
+[[report]]
+id = "customer-sessions"
+scope = "chain"
+filter = 'has(txn.customer_id)'
+key = ["store_id", "customer_id"]
+window = { session_gap = "15m" }
+aggregates = { visits = "count", refunds = { of = "count", filter = 'txn.type == "return"' } }
 "#;
 
-/// Recorded chain traffic: `n` transactions in 8 stores, strictly increasing UTC event
-/// times (ties would be peers in Flink's RANGE window but not at a gateway), a small
-/// pool of cards and customers so that windows fill, a burst of one card in four stores
-/// and one of a customer's seven purchases in a few minutes; journaled form
-/// (received_at, no clock skew). Deterministic for a seed.
-fn chain_traffic(n: usize, seed: u64) -> String {
+/// Recorded chain traffic, journaled as the gateways journal it (`received_at`,
+/// `event_time_ms`): `n` transactions in 8 stores, strictly increasing event times (ties
+/// would be peers in Flink's RANGE window but not at a gateway), terminal clocks written
+/// with offsets (+01:00) or whole seconds as tills do, a small pool of cards and customers
+/// so that windows fill, a burst of one card in four stores and one of a customer's seven
+/// purchases in a few minutes, and, a day later, one sale that passes every report's
+/// filter (its watermark closes every window above at the gateway, as the end of the
+/// file does in Flink). Returns the gateway's journal and what the stream delivers: the
+/// same with every 40th transaction delivered twice (the gateways ship at least once).
+fn chain_traffic(n: usize, seed: u64) -> (String, String) {
+    use chrono::{FixedOffset, SecondsFormat};
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut next = move |m: u64| rng.random_range(0..m);
-    let start = chrono::DateTime::parse_from_rfc3339("2026-12-04T08:00:00.000Z").unwrap();
+    let start = chrono::DateTime::parse_from_rfc3339("2026-12-04T08:00:00.000Z")
+        .unwrap()
+        .to_utc();
+    let plus_one = FixedOffset::east_opt(3600).unwrap();
     let mut at_ms = 0i64;
-    let mut out = String::new();
-    for i in 0..n {
-        at_ms += 500 + next(20_000) as i64;
-        let time = (start + chrono::Duration::milliseconds(at_ms))
-            .to_utc()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (mut journal, mut stream) = (String::new(), String::new());
+    let mut line = |t: &Value, twice: bool| {
+        for _ in 0..if twice { 2 } else { 1 } {
+            stream.push_str(&t.to_string());
+            stream.push('\n');
+        }
+        journal.push_str(&t.to_string());
+        journal.push('\n');
+    };
+    for i in 0..=n {
+        let flush = i == n;
+        at_ms += if flush { 86_400_000 } else { 500 + next(20_000) as i64 };
+        let whole_seconds = i % 5 == 0;
+        if whole_seconds {
+            at_ms += (1000 - at_ms % 1000) % 1000;
+        }
+        let instant = start + chrono::Duration::milliseconds(at_ms);
+        let precision = if whole_seconds {
+            SecondsFormat::Secs
+        } else {
+            SecondsFormat::Millis
+        };
+        let occurred = if i % 3 == 0 {
+            instant.with_timezone(&plus_one).to_rfc3339_opts(precision, true)
+        } else {
+            instant.to_rfc3339_opts(precision, true)
+        };
         let burst = (300..304).contains(&i);
         let store = if burst {
             format!("s{}", i - 299)
@@ -632,42 +724,72 @@ fn chain_traffic(n: usize, seed: u64) -> String {
             format!("tok_{}", next(40))
         };
         let kind = match next(20) {
-            0..=1 => "return",
-            2 => "void",
+            0..=1 if !flush => "return",
+            2 if !flush => "void",
             _ => "sale",
         };
-        let entry = ["chip", "contactless", "keyed", "swipe", "fallback"][next(5) as usize];
+        let entry = if flush {
+            "chip"
+        } else {
+            ["chip", "contactless", "keyed", "swipe", "fallback"][next(5) as usize]
+        };
         let mut t = serde_json::json!({
             "txn_id": format!("c-{i:05}"), "store_id": store, "terminal_id": format!("pos-{}", next(3) + 1),
-            "occurred_at": time, "received_at": time, "clock_skew": false, "seq": i + 1,
-            "type": kind, "total_minor": 100 + next(70_000) as i64, "currency": "EUR",
-            "card": {"token": card, "bin": "411111", "last4": "1111", "entry_mode": entry}
+            "occurred_at": occurred, "received_at": instant.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "clock_skew": false, "event_time_ms": instant.timestamp_millis(), "seq": i + 1,
+            "type": kind, "total_minor": if flush { 100 } else { 100 + next(70_000) as i64 }, "currency": "EUR",
+            "card": {"token": if flush { "tok_flush".to_string() } else { card }, "bin": "411111", "last4": "1111", "entry_mode": entry}
         });
         if (600..607).contains(&i) {
             t["customer_id"] = serde_json::json!("cust_burst");
-        } else if next(3) > 0 {
+        } else if flush || next(3) > 0 {
             t["customer_id"] = serde_json::json!(format!("cust_{}", next(25)));
         }
         if kind == "return" {
             t["original_txn_id"] = serde_json::json!(format!("c-{:05}", i.saturating_sub(1)));
         }
-        out.push_str(&t.to_string());
-        out.push('\n');
+        line(&t, i % 40 == 7);
     }
-    out
+    (journal, stream)
 }
 
-/// The chain rules, exported to Flink SQL and run by Flink itself over recorded traffic,
-/// flag exactly the (transaction, rule) pairs `tillgate rules test --scope chain` flags
-/// on the same file.
+/// A reported window: (report, key, start, end, its integer figures as JSON text).
+fn window_of(w: &Value, id_field: &str, start: i64) -> (String, String, i64, i64, String) {
+    let figures: std::collections::BTreeMap<String, i64> = w["aggregates"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_i64().unwrap_or_else(|| panic!("{k} = {v} is not an integer")),
+            )
+        })
+        .collect();
+    (
+        w[id_field].as_str().unwrap().to_string(),
+        w["key"].as_str().unwrap().to_string(),
+        start,
+        w["window_end_ms"].as_i64().unwrap(),
+        format!("{figures:?}"),
+    )
+}
+
+/// The chain rules and reports, exported to Flink SQL and run by Flink itself over what
+/// the stream delivers (duplicates included), flag exactly the (transaction, rule) pairs
+/// and report the windows (with their figures) that `tillgate rules test --scope chain`
+/// does on the gateways' journal of the same traffic.
 #[test]
 fn exported_chain_rules_on_flink_flag_what_rules_test_flags() {
     let dir = tillgate_testkit::scratch_dir();
     let rules = dir.join("more-chain.toml");
     std::fs::write(&rules, MORE_CHAIN_RULES).unwrap();
     let shipped = repo_root().join("config/rules/70-chain.toml");
-    let input = dir.join("traffic.ndjson");
-    std::fs::write(&input, chain_traffic(1_500, 7)).unwrap();
+    let (journal, stream) = chain_traffic(1_500, 7);
+    let input = dir.join("journal.ndjson");
+    std::fs::write(&input, journal).unwrap();
+    let delivered = dir.join("stream.ndjson");
+    std::fs::write(&delivered, stream).unwrap();
     let rule_args = ["--rules", shipped.to_str().unwrap(), "--rules", rules.to_str().unwrap()];
 
     let mut args = vec!["rules", "export", "--json"];
@@ -690,6 +812,7 @@ fn exported_chain_rules_on_flink_flag_what_rules_test_flags() {
     let (code, decided, err) = run_cli(&args);
     assert_eq!(code, 0, "{err}");
     let mut gateway_view = BTreeSet::new();
+    let mut gateway_windows = BTreeSet::new();
     for line in decided.lines().filter(|l| l.starts_with('{')) {
         let d: Value = serde_json::from_str(line).unwrap();
         for hit in d["rules"].as_array().into_iter().flatten() {
@@ -698,12 +821,15 @@ fn exported_chain_rules_on_flink_flag_what_rules_test_flags() {
                 hit["id"].as_str().unwrap().to_string(),
             ));
         }
+        for w in d["reports"].as_array().into_iter().flatten() {
+            gateway_windows.insert(window_of(w, "report", w["window_start_ms"].as_i64().unwrap()));
+        }
     }
 
     let out = Command::new(tillgate_testkit::emulators::kinesis_local::tools_dir().join("flink-venv/bin/python"))
         .arg(repo_root().join("tests/kit/python/flink_rules.py"))
         .arg(&export_file)
-        .arg(&input)
+        .arg(&delivered)
         .output()
         .expect("PyFlink runs (scripts/install-deps.sh installs it)");
     assert!(
@@ -711,7 +837,34 @@ fn exported_chain_rules_on_flink_flag_what_rules_test_flags() {
         "flink_rules.py: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let flagged: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON from flink_rules.py");
+    let flink: Value = serde_json::from_slice(&out.stdout).expect("JSON from flink_rules.py");
+    let flagged: Vec<Value> = flink["alerts"].as_array().unwrap().clone();
+    let flush_ms = serde_json::from_str::<Value>(std::fs::read_to_string(&input).unwrap().lines().last().unwrap())
+        .unwrap()["event_time_ms"]
+        .as_i64()
+        .unwrap();
+    // Flink closes every window at the end of the file; the gateway those the flush
+    // transaction's watermark passed: all but the flush's own.
+    let flink_windows: BTreeSet<_> = flink["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["window_start_ms"].as_i64().unwrap() < flush_ms)
+        .map(|w| window_of(w, "report_id", w["window_start_ms"].as_i64().unwrap()))
+        .collect();
+    let reported: BTreeSet<&str> = gateway_windows.iter().map(|w| w.0.as_str()).collect();
+    for report in ["store-sales-hourly", "card-stores-hopping", "customer-sessions"] {
+        assert!(
+            reported.contains(report),
+            "the traffic exercises {report}: reported {reported:?}"
+        );
+    }
+    let only_gateway: Vec<_> = gateway_windows.difference(&flink_windows).collect();
+    let only_flink: Vec<_> = flink_windows.difference(&gateway_windows).collect();
+    assert!(
+        only_gateway.is_empty() && only_flink.is_empty(),
+        "windows only rules test reported: {only_gateway:?}\nonly Flink: {only_flink:?}"
+    );
     let flink_view: BTreeSet<(String, String)> = flagged
         .iter()
         .map(|f| {

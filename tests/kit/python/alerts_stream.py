@@ -4,7 +4,8 @@ with boto3 and aws-kinesis-agg (neither written here), against an AWS emulator.
 
 usage:
   alerts_stream.py subscribe ENDPOINT TOPIC_ARN        a queue subscribed to the topic; prints its URL
-  alerts_stream.py drain ENDPOINT QUEUE_URL            every message on the queue, as JSON
+  alerts_stream.py drain ENDPOINT QUEUE_URL            every SNS message on the queue, as JSON
+  alerts_stream.py drain-raw ENDPOINT QUEUE_URL        every message body on the queue, as JSON
   alerts_stream.py redeliver ENDPOINT STREAM           puts every record of the stream again, byte for byte
   alerts_stream.py put-corrupt ENDPOINT STREAM         puts the stream's first record with its MD5 broken
   alerts_stream.py put-aggregated ENDPOINT STREAM      aggregates stdin's lines with aws-kinesis-agg and puts them
@@ -52,6 +53,19 @@ def drain(endpoint, url):
             )
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     print(json.dumps(messages))
+
+
+def drain_raw(endpoint, url):
+    sqs = client("sqs", endpoint)
+    bodies = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        if not got:
+            break
+        for m in got:
+            bodies.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    print(json.dumps(bodies))
 
 
 def records(kinesis, stream):
@@ -110,6 +124,7 @@ def main():
     {
         "subscribe": subscribe,
         "drain": drain,
+        "drain-raw": drain_raw,
         "redeliver": redeliver,
         "put-corrupt": put_corrupt,
         "put-aggregated": put_aggregated,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 /// What the cloud team knows about one gateway.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    /// The AWS IoT thing; its video streams are `<thing>-<camera>`, the only ones the
+    /// The AWS IoT thing; its video streams are `<thing>.<camera>`, the only ones the
     /// stack's role lets it reach.
     pub thing_name: String,
     pub credentials: Credentials,
@@ -150,7 +150,8 @@ pub fn render(outputs: &StackOutputs, gateway: &Gateway) -> Result<String, Strin
 }
 
 /// AWS IoT thing names: 1–128 of `a-z A-Z 0-9 : _ -`; here without `:`, which a
-/// Kinesis Video stream name (`<thing>-<camera>`) cannot hold.
+/// Kinesis Video stream name (`<thing>.<camera>`) cannot hold. No thing name holds a
+/// `.`, so the role's `<thing>.*` matches no other thing's streams.
 fn check_thing_name(name: &str) -> Result<(), String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     if name.is_empty() || name.len() > 128 || !name.chars().all(allowed) {
@@ -171,15 +172,17 @@ fn role_alias_name(arn: &str) -> Result<String, String> {
     }
 }
 
+/// The video plugin's camera names (`[video]`'s `cameras[].name`: 1–64 of
+/// `a-z A-Z 0-9 _ -`, a folder on the gateway); `<thing>.<camera>` then fits KVS' 256.
 fn camera_section(thing: &str, camera: &Camera) -> Result<CameraSection, String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-    let stream = format!("{thing}-{}", camera.name);
-    if camera.name.is_empty() || stream.len() > 256 || !camera.name.chars().all(allowed) {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
+    if camera.name.is_empty() || camera.name.len() > 64 || !camera.name.chars().all(allowed) {
         return Err(format!(
-            "--camera {:?}: a camera name is a-z A-Z 0-9 _ . - and `<thing>-<camera>` at most 256 characters",
+            "--camera {:?}: a camera name is 1–64 of a-z A-Z 0-9 _ - (the video section's rule)",
             camera.name
         ));
     }
+    let stream = format!("{thing}.{}", camera.name);
     if !camera.url.starts_with("rtsp://") {
         return Err(format!(
             "--camera {}={:?}: the URL must be rtsp://host[:port]/path",

@@ -25,10 +25,12 @@ fn pem_files(dir: &std::path::Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-fn iot_gateway(cameras: Vec<Camera>) -> Gateway {
-    let dir = std::env::temp_dir().join(format!("tillgate-gateway-config-{}", std::process::id()));
-    let (cert_file, key_file) = pem_files(&dir);
-    Gateway {
+/// A gateway with the IoT provider; its certificate files live as long as the `TempDir`
+/// (each test its own: tests run in parallel).
+fn iot_gateway(cameras: Vec<Camera>) -> (Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = pem_files(dir.path());
+    let gateway = Gateway {
         thing_name: "store-0042-gw".into(),
         credentials: Credentials::Iot {
             endpoint: "c2x.credentials.iot.eu-west-1.amazonaws.com".into(),
@@ -37,12 +39,14 @@ fn iot_gateway(cameras: Vec<Camera>) -> Gateway {
             ca_file: None,
         },
         cameras,
-    }
+    };
+    (gateway, dir)
 }
 
 #[test]
 fn the_kinesis_section_reads_back_through_the_agents_loader_with_the_stacks_names() {
-    let text = render(&outputs(), &iot_gateway(vec![])).unwrap();
+    let (gateway, _dir) = iot_gateway(vec![]);
+    let text = render(&outputs(), &gateway).unwrap();
     let config = load_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let kinesis = config.kinesis.expect("[kinesis]");
     assert_eq!(kinesis.region.as_deref(), Some("eu-west-1"));
@@ -69,15 +73,16 @@ fn each_camera_gets_a_stream_named_after_the_thing_that_the_role_allows() {
             url: "rtsp://10.0.0.22:8554/live".into(),
         },
     ];
-    let text = render(&outputs(), &iot_gateway(cameras)).unwrap();
+    let (gateway, _dir) = iot_gateway(cameras);
+    let text = render(&outputs(), &gateway).unwrap();
     let config = load_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let video = config.video.expect("[video]");
     assert!(video.create_streams);
     assert_eq!(video.data_retention_hours, 168);
     assert_eq!(video.iot.expect("[video.iot]").role_alias, "chain-gateway");
     let streams: Vec<_> = video.cameras.iter().map(|c| c.stream_name().to_string()).collect();
-    // cloud/template.yaml's GatewayRole allows stream/${credentials-iot:ThingName}-*.
-    assert_eq!(streams, ["store-0042-gw-till-1", "store-0042-gw-door"]);
+    // cloud/template.yaml's GatewayRole allows stream/${credentials-iot:ThingName}.*.
+    assert_eq!(streams, ["store-0042-gw.till-1", "store-0042-gw.door"]);
 }
 
 #[test]
@@ -94,17 +99,18 @@ fn the_sdk_chain_leaves_out_the_iot_tables() {
 
 #[test]
 fn names_the_stream_cannot_hold_are_refused_before_anything_is_printed() {
-    let mut gateway = iot_gateway(vec![]);
+    let (mut gateway, _dir) = iot_gateway(vec![]);
     gateway.thing_name = "store:42".into();
     assert!(render(&outputs(), &gateway).unwrap_err().contains("--thing-name"));
-    let gateway = iot_gateway(vec![Camera {
-        name: "till 1".into(),
-        url: "rtsp://x/y".into(),
-    }]);
-    assert!(render(&outputs(), &gateway)
-        .unwrap_err()
-        .contains("--camera \"till 1\""));
-    let gateway = iot_gateway(vec![Camera {
+    for name in ["till 1", "front.door", &"c".repeat(65)] {
+        let (gateway, _dir) = iot_gateway(vec![Camera {
+            name: name.into(),
+            url: "rtsp://x/y".into(),
+        }]);
+        let e = render(&outputs(), &gateway).unwrap_err();
+        assert!(e.contains(&format!("--camera {name:?}")), "{e}");
+    }
+    let (gateway, _dir) = iot_gateway(vec![Camera {
         name: "till".into(),
         url: "http://x/y".into(),
     }]);
@@ -118,6 +124,7 @@ fn an_output_from_another_template_is_named() {
             {"OutputKey": "GatewayRoleAliasArn", "OutputValue": "arn:aws:iam::1:role/x"}]"#,
     )
     .unwrap();
-    let e = render(&bad, &iot_gateway(vec![])).unwrap_err();
+    let (gateway, _dir) = iot_gateway(vec![]);
+    let e = render(&bad, &gateway).unwrap_err();
     assert!(e.contains("GatewayRoleAliasArn"), "{e}");
 }

@@ -3,17 +3,23 @@
 //! is built as the service builds it), then a JSON summary on stdout.
 //!
 //! Not emulated: Lambda's retries and checkpoints. A record reported as a batch item
-//! failure is listed in the summary, and a second run reads the stream again.
+//! failure is listed in the summary, and a second run reads the stream again. Each batch
+//! gets the stack's function time-out (60 s) as its deadline.
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use base64::Engine;
 use clap::Parser;
 use serde_json::json;
 use tillgate_alert_handler::handler::{handle, Outcome};
-use tillgate_alert_handler::settings::{now_ms, Settings};
+use tillgate_alert_handler::settings::{now_ms, sdk_config, Clients, Settings};
+
+/// The stack's function time-out.
+const BATCH_DEADLINE_MS: i64 = 60_000;
 
 #[derive(Debug, Parser)]
-#[command(about = "Run the alert handler over a Kinesis stream (ALERTS_TOPIC_ARN, CLAIMS_TABLE from the environment)")]
+#[command(
+    about = "Run the alert handler over a Kinesis stream (ALERTS_TOPIC_ARN, CLAIMS_TABLE, DEAD_LETTER_QUEUE_URL from the environment)"
+)]
 struct Args {
     /// The alerts stream.
     #[arg(long)]
@@ -31,10 +37,10 @@ async fn main() {
         eprintln!("alerts-from-stream: {e}");
         std::process::exit(78)
     });
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let (claims, topic) = settings.connect(&sdk);
+    let sdk = sdk_config().await;
+    let clients = settings.connect(&sdk);
     let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-    match run(&kinesis, &args, &claims, &topic).await {
+    match run(&kinesis, &args, &clients).await {
         Ok(total) => println!(
             "{}",
             json!({
@@ -43,6 +49,7 @@ async fn main() {
                 "held_elsewhere": total.held_elsewhere,
                 "unreadable": total.unreadable,
                 "failed": total.failed,
+                "out_of_time": total.out_of_time,
                 "failed_records": total.failed_records,
             })
         ),
@@ -53,12 +60,7 @@ async fn main() {
     }
 }
 
-async fn run(
-    kinesis: &aws_sdk_kinesis::Client,
-    args: &Args,
-    claims: &tillgate_alert_handler::claims::DynamoClaims,
-    topic: &tillgate_alert_handler::topic::SnsTopic,
-) -> Result<Outcome, String> {
+async fn run(kinesis: &aws_sdk_kinesis::Client, args: &Args, clients: &Clients) -> Result<Outcome, String> {
     let shards = kinesis
         .list_shards()
         .stream_name(&args.stream)
@@ -106,13 +108,14 @@ async fn run(
                 .collect();
             let event = serde_json::from_value(json!({ "Records": records }))
                 .map_err(|e| format!("the event Lambda would send does not read: {e}"))?;
-            let outcome = handle(&event, claims, topic, now_ms()).await;
+            let outcome = handle(&event, &clients.sinks(), now_ms() + BATCH_DEADLINE_MS).await;
             eprintln!("{}", outcome.metrics_line(now_ms()));
             total.published += outcome.published;
             total.duplicates += outcome.duplicates;
             total.held_elsewhere += outcome.held_elsewhere;
             total.unreadable += outcome.unreadable;
             total.failed += outcome.failed;
+            total.out_of_time += outcome.out_of_time;
             total.failed_records.extend(outcome.failed_records);
             iterator = page.next_shard_iterator;
         }

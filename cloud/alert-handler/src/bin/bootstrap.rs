@@ -5,7 +5,7 @@ use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use tillgate_alert_handler::handler::handle;
-use tillgate_alert_handler::settings::{now_ms, Settings};
+use tillgate_alert_handler::settings::{now_ms, sdk_config, Settings};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -16,11 +16,12 @@ async fn main() -> Result<(), Error> {
         .with_target(false)
         .init();
     let settings = Settings::from_env()?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let (claims, topic) = settings.connect(&sdk);
-    let (claims, topic) = (&claims, &topic);
+    let clients = settings.connect(&sdk_config().await);
+    let clients = &clients;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
-        let outcome = handle(&event.payload, claims, topic, now_ms()).await;
+        // The invocation's deadline (ms since the epoch), as the runtime API gives it.
+        let deadline_ms = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
+        let outcome = handle(&event.payload, &clients.sinks(), deadline_ms).await;
         println!("{}", outcome.metrics_line(now_ms()));
         Ok::<KinesisEventResponse, Error>(outcome.response())
     }))

@@ -1,7 +1,35 @@
 use super::*;
 use crate::claims::MemoryClaims;
+use crate::dead_letters::MemoryDeadLetters;
 use crate::topic::MemoryTopic;
+use std::sync::atomic::{AtomicI64, Ordering};
 use tillgate_kpl::AggregateBuilder;
+
+/// Memory sinks and a clock the test sets.
+#[derive(Default)]
+struct Fakes {
+    claims: MemoryClaims,
+    topic: MemoryTopic,
+    dead: MemoryDeadLetters,
+    now: AtomicI64,
+}
+
+impl Fakes {
+    async fn run(&self, event: &KinesisEvent, now: i64, deadline: i64) -> Outcome {
+        self.now.store(now, Ordering::SeqCst);
+        let clock = || self.now.load(Ordering::SeqCst);
+        let sinks = Sinks {
+            claims: &self.claims,
+            topic: &self.topic,
+            dead_letters: &self.dead,
+            clock: &clock,
+        };
+        handle(event, &sinks, deadline).await
+    }
+}
+
+/// A deadline far away.
+const LATER: i64 = i64::MAX / 2;
 
 fn alert(n: u32) -> String {
     format!(
@@ -42,78 +70,80 @@ fn event(records: &[(&str, Vec<u8>)]) -> KinesisEvent {
 async fn each_alert_of_an_aggregate_is_published_once_even_when_delivered_twice() {
     let alerts: Vec<String> = (1..=5).map(alert).collect();
     let agg = aggregate(&alerts);
-    let claims = MemoryClaims::new(60_000);
-    let topic = MemoryTopic::default();
-    let first = handle(&event(&[("100", agg.clone())]), &claims, &topic, 1_000).await;
+    let f = Fakes::default();
+    let first = f.run(&event(&[("100", agg.clone())]), 1_000, LATER).await;
     assert_eq!((first.published, first.duplicates), (5, 0));
     // The same aggregate again (a gateway re-shipped it), and as a Lambda retry.
-    let again = handle(&event(&[("200", agg.clone()), ("100", agg)]), &claims, &topic, 2_000).await;
+    let again = f.run(&event(&[("200", agg.clone()), ("100", agg)]), 2_000, LATER).await;
     assert_eq!((again.published, again.duplicates), (0, 10));
     assert!(again.response().batch_item_failures.is_empty());
-    let subjects: Vec<String> = topic
-        .published
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|m| m.subject.clone())
-        .collect();
-    assert_eq!(subjects.len(), 5, "{subjects:?}");
+    assert_eq!(f.topic.published.lock().unwrap().len(), 5);
 }
 
 #[tokio::test]
-async fn a_corrupted_aggregate_is_a_batch_item_failure_and_the_rest_of_the_batch_goes_on() {
+async fn a_corrupted_aggregate_goes_to_the_dead_letters_with_its_bytes_and_the_shard_moves_on() {
     let mut bad = aggregate(&[alert(1), alert(2)]);
     let last = bad.len() - 1;
     bad[last] ^= 0xFF; // the MD5 no longer matches
     let good = aggregate(&[alert(3)]);
-    let claims = MemoryClaims::new(60_000);
-    let topic = MemoryTopic::default();
-    let out = handle(&event(&[("1", bad), ("2", good)]), &claims, &topic, 0).await;
+    let f = Fakes::default();
+    let out = f.run(&event(&[("1", bad.clone()), ("2", good)]), 0, LATER).await;
     assert_eq!((out.published, out.unreadable), (1, 1));
-    let failures: Vec<_> = out
-        .response()
-        .batch_item_failures
-        .into_iter()
-        .map(|f| f.item_identifier.unwrap())
-        .collect();
-    assert_eq!(failures, ["1"]);
+    assert!(
+        out.response().batch_item_failures.is_empty(),
+        "never retried: it cannot get better"
+    );
+    let dead = f.dead.sent.lock().unwrap().clone();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].sequence_number.as_str(), &dead[0].data), ("1", &bad));
+    assert!(dead[0].reason.contains("MD5"), "{}", dead[0].reason);
     assert!(out.metrics_line(0).contains("\"Unreadable\":1"));
 }
 
 #[tokio::test]
+async fn near_the_deadline_the_rest_of_the_batch_is_left_for_the_next_invocation() {
+    let f = Fakes::default();
+    let batch = event(&[("1", aggregate(&[alert(1)])), ("2", aggregate(&[alert(2)]))]);
+    let out = f.run(&batch, 100_000, 100_000 + DEADLINE_MARGIN_MS).await;
+    assert_eq!((out.published, out.out_of_time), (0, 2));
+    assert_eq!(out.failed_records, ["1", "2"]);
+    let next = f.run(&batch, 200_000, LATER).await;
+    assert_eq!(next.published, 2);
+}
+
+#[tokio::test]
 async fn a_failed_publish_is_retried_and_then_published_once() {
-    let claims = MemoryClaims::new(60_000);
-    let topic = MemoryTopic::default();
-    *topic.fail_next.lock().unwrap() = 1;
+    let f = Fakes::default();
+    *f.topic.fail_next.lock().unwrap() = 1;
     let agg = aggregate(&[alert(7)]);
-    let out = handle(&event(&[("9", agg.clone())]), &claims, &topic, 0).await;
+    let out = f.run(&event(&[("9", agg.clone())]), 0, LATER).await;
     assert_eq!(
         (out.published, out.failed, out.failed_records.clone()),
         (0, 1, vec!["9".to_string()])
     );
     // Lambda's retry: the claim was released, so it goes out now, once.
-    let retry = handle(&event(&[("9", agg)]), &claims, &topic, 10).await;
+    let retry = f.run(&event(&[("9", agg)]), 10, LATER).await;
     assert_eq!(retry.published, 1);
-    assert_eq!(topic.published.lock().unwrap().len(), 1);
+    assert_eq!(f.topic.published.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
-async fn a_claim_held_by_a_live_invocation_waits_and_a_dead_ones_is_taken_over() {
-    let claims = MemoryClaims::new(60_000);
+async fn a_claim_holds_until_its_invocations_deadline_then_is_taken_over() {
+    let f = Fakes::default();
     let id = alert_id(alert(4).as_bytes());
-    assert_eq!(claims.claim(&id, 0).await.unwrap(), Claim::Granted);
-    let topic = MemoryTopic::default();
+    // An invocation claimed it, with its deadline at 60 s, and died.
+    assert_eq!(f.claims.claim(&id, 0, 60_000).await.unwrap(), Claim::Granted);
     let agg = aggregate(&[alert(4)]);
-    let during = handle(&event(&[("5", agg.clone())]), &claims, &topic, 30_000).await;
+    let during = f.run(&event(&[("5", agg.clone())]), 30_000, LATER).await;
     assert_eq!((during.held_elsewhere, during.failed_records.len()), (1, 1));
-    let after = handle(&event(&[("5", agg)]), &claims, &topic, 61_000).await;
+    let after = f.run(&event(&[("5", agg)]), 60_000, LATER).await;
     assert_eq!(after.published, 1, "the first holder died before publishing");
 }
 
 #[tokio::test]
-async fn a_plain_record_that_is_not_an_alert_is_unreadable() {
-    let claims = MemoryClaims::new(1);
-    let topic = MemoryTopic::default();
-    let out = handle(&event(&[("3", b"hello".to_vec())]), &claims, &topic, 0).await;
-    assert_eq!((out.unreadable, out.failed_records.len()), (1, 1));
+async fn a_plain_record_that_is_not_an_alert_is_a_dead_letter() {
+    let f = Fakes::default();
+    let out = f.run(&event(&[("3", b"hello".to_vec())]), 0, LATER).await;
+    assert_eq!((out.unreadable, out.failed_records.len()), (1, 0));
+    assert_eq!(f.dead.sent.lock().unwrap()[0].data, b"hello");
 }

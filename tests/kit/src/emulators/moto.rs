@@ -141,9 +141,16 @@ pub fn alert_handler_program(name: &str) -> PathBuf {
     bin
 }
 
-/// The alert handler (`alerts-from-stream`) over `stream` at the emulator, publishing to
-/// `topic_arn` with claims in `table`; its summary.
-pub fn run_alert_handler(endpoint: &str, stream: &str, topic_arn: &str, table: &str) -> Value {
+/// Where the alert handler publishes, claims and puts dead letters (the stack's outputs).
+#[derive(Debug, Clone)]
+pub struct AlertHandlerTargets {
+    pub topic_arn: String,
+    pub claims_table: String,
+    pub dead_letter_queue_url: String,
+}
+
+/// The alert handler (`alerts-from-stream`) over `stream` at the emulator; its summary.
+pub fn run_alert_handler(endpoint: &str, stream: &str, targets: &AlertHandlerTargets) -> Value {
     let out = Command::new(alert_handler_program("alerts-from-stream"))
         .args(["--stream", stream])
         .env("AWS_ENDPOINT_URL", endpoint)
@@ -151,8 +158,9 @@ pub fn run_alert_handler(endpoint: &str, stream: &str, topic_arn: &str, table: &
         .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
         .env("AWS_SECRET_ACCESS_KEY", "secret")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("ALERTS_TOPIC_ARN", topic_arn)
-        .env("CLAIMS_TABLE", table)
+        .env("ALERTS_TOPIC_ARN", &targets.topic_arn)
+        .env("CLAIMS_TABLE", &targets.claims_table)
+        .env("DEAD_LETTER_QUEUE_URL", &targets.dead_letter_queue_url)
         .output()
         .expect("alerts-from-stream runs");
     assert!(
