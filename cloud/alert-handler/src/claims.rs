@@ -35,6 +35,9 @@ pub trait Claims: Send + Sync {
 }
 
 const PUBLISHING: &str = "publishing";
+/// How far two Lambda hosts' clocks may differ: a claim is taken over only this long
+/// after its holder's deadline.
+pub const CLOCK_ALLOWANCE_MS: i64 = 2_000;
 const PUBLISHED: &str = "published";
 
 /// The table: `alert_id` (S, key), `state`, `held_until` (ms: the claiming invocation's
@@ -91,7 +94,7 @@ impl Claims for DynamoClaims {
             )
             .expression_attribute_names("#s", "state")
             .expression_attribute_values(":until", AttributeValue::N(until_ms.to_string()))
-            .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
+            .expression_attribute_values(":now", AttributeValue::N((now_ms - CLOCK_ALLOWANCE_MS).to_string()))
             .expression_attribute_values(":published", AttributeValue::S(PUBLISHED.into()))
             .send()
             .await;
@@ -130,7 +133,8 @@ impl Claims for DynamoClaims {
             .table_name(&self.table)
             .key("alert_id", AttributeValue::S(alert_id.into()))
             .update_expression("SET #s = :published")
-            // Only our own claim: never an item without `expires_at` that lives forever.
+            // Only an existing claim (made with its `expires_at`): never a new item that
+            // would live forever.
             .condition_expression("attribute_exists(alert_id)")
             .expression_attribute_names("#s", "state")
             .expression_attribute_values(":published", AttributeValue::S(PUBLISHED.into()))
@@ -168,7 +172,7 @@ impl Claims for MemoryClaims {
         let mut entries = self.entries.lock().expect("claims lock");
         match entries.get(alert_id).copied() {
             Some((true, _)) => Ok(Claim::AlreadyPublished),
-            Some((false, held_until)) if now_ms < held_until => Ok(Claim::HeldElsewhere),
+            Some((false, held_until)) if now_ms < held_until + CLOCK_ALLOWANCE_MS => Ok(Claim::HeldElsewhere),
             _ => {
                 entries.insert(alert_id.into(), (false, until_ms));
                 Ok(Claim::Granted)

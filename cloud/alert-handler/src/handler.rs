@@ -59,6 +59,7 @@ impl Outcome {
             "HeldElsewhere",
             "Unreadable",
             "Failed",
+            "OutOfTime",
         ];
         let values = [
             self.published,
@@ -66,6 +67,7 @@ impl Outcome {
             self.held_elsewhere,
             self.unreadable,
             self.failed,
+            self.out_of_time,
         ];
         let mut line = json!({
             "_aws": {
@@ -110,17 +112,22 @@ impl std::fmt::Debug for Sinks<'_> {
 }
 
 /// Handles the records of `event` in order, publishing each alert once, until
-/// [`DEADLINE_MARGIN_MS`] before `deadline_ms`; the records left are reported as
-/// failures, so Lambda hands them to the next invocation.
+/// [`DEADLINE_MARGIN_MS`] before `deadline_ms` or the first record that must be retried;
+/// the records from there on are reported as failures without being touched (Lambda
+/// resumes at the lowest one anyway), so nothing after a failure is published out of
+/// order or dead-lettered twice.
 pub async fn handle(event: &KinesisEvent, sinks: &Sinks<'_>, deadline_ms: i64) -> Outcome {
     let mut outcome = Outcome::default();
     let out_of_time = || (sinks.clock)() >= deadline_ms - DEADLINE_MARGIN_MS;
     for (index, record) in event.records.iter().enumerate() {
         let kinesis = &record.kinesis;
         let seq = kinesis.sequence_number.as_str();
-        if out_of_time() {
+        let must_retry = !outcome.failed_records.is_empty();
+        if must_retry || out_of_time() {
             for left in &event.records[index..] {
-                outcome.out_of_time += 1;
+                if !must_retry {
+                    outcome.out_of_time += 1;
+                }
                 outcome.fail(&left.kinesis.sequence_number);
             }
             break;
@@ -139,6 +146,9 @@ pub async fn handle(event: &KinesisEvent, sinks: &Sinks<'_>, deadline_ms: i64) -
             }
         };
         for (key, data) in parts {
+            if outcome.failed_records.last().map(String::as_str) == Some(seq) {
+                break; // this record is retried whole
+            }
             if out_of_time() {
                 // The whole record again next time; what it published is claimed.
                 outcome.out_of_time += 1;

@@ -248,7 +248,8 @@ async fn a_gateway_configured_from_the_stack_outputs_ships_into_the_stacks_strea
         topics,
         HashSet::from([
             "arn:aws:sns:us-east-1:123456789012:chain-fraud-alerts",
-            "arn:aws:sns:us-east-1:123456789012:chain-security-alerts"
+            "arn:aws:sns:us-east-1:123456789012:chain-security-alerts",
+            "arn:aws:sns:us-east-1:123456789012:chain-operations",
         ])
     );
     let lake = outputs_by_key(&outputs)["LakeBucketName"].clone();
@@ -748,6 +749,12 @@ fn chain_traffic(n: usize, seed: u64) -> (String, String) {
         if kind == "return" {
             t["original_txn_id"] = serde_json::json!(format!("c-{:05}", i.saturating_sub(1)));
         }
+        // A txn_id is unique in its store's journal only: every 50th reuses the id of
+        // the transaction before it, from another store (both count, as at the gateways).
+        if i % 50 == 49 {
+            t["txn_id"] = serde_json::json!(format!("c-{:05}", i - 1));
+            t["store_id"] = serde_json::json!("s-twin");
+        }
         line(&t, i % 40 == 7);
     }
     (journal, stream)
@@ -811,12 +818,25 @@ fn exported_chain_rules_on_flink_flag_what_rules_test_flags() {
     args.extend_from_slice(&rule_args);
     let (code, decided, err) = run_cli(&args);
     assert_eq!(code, 0, "{err}");
+    // Decision lines name the input line; the journal line names the store.
+    let stores: Vec<String> = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["store_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     let mut gateway_view = BTreeSet::new();
     let mut gateway_windows = BTreeSet::new();
     for line in decided.lines().filter(|l| l.starts_with('{')) {
         let d: Value = serde_json::from_str(line).unwrap();
+        let store = &stores[d["line"].as_u64().unwrap() as usize - 1];
         for hit in d["rules"].as_array().into_iter().flatten() {
             gateway_view.insert((
+                store.clone(),
                 d["txn_id"].as_str().unwrap().to_string(),
                 hit["id"].as_str().unwrap().to_string(),
             ));
@@ -865,10 +885,11 @@ fn exported_chain_rules_on_flink_flag_what_rules_test_flags() {
         only_gateway.is_empty() && only_flink.is_empty(),
         "windows only rules test reported: {only_gateway:?}\nonly Flink: {only_flink:?}"
     );
-    let flink_view: BTreeSet<(String, String)> = flagged
+    let flink_view: BTreeSet<(String, String, String)> = flagged
         .iter()
         .map(|f| {
             (
+                f["store_id"].as_str().unwrap().to_string(),
                 f["txn_id"].as_str().unwrap().to_string(),
                 f["rule_id"].as_str().unwrap().to_string(),
             )
@@ -876,7 +897,7 @@ fn exported_chain_rules_on_flink_flag_what_rules_test_flags() {
         .collect();
     assert_eq!(flagged.len(), flink_view.len(), "each pair once");
 
-    let fired: BTreeSet<&str> = gateway_view.iter().map(|(_, r)| r.as_str()).collect();
+    let fired: BTreeSet<&str> = gateway_view.iter().map(|(_, _, r)| r.as_str()).collect();
     for rule in [
         "card-in-many-stores",
         "customer-velocity-chain",

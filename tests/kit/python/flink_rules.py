@@ -25,7 +25,10 @@ CREATE TABLE transactions (
   currency STRING, operator_id STRING, customer_id STRING, original_txn_id STRING,
   clock_skew BOOLEAN, occurred_at STRING, received_at STRING, event_time_ms BIGINT,
   card ROW<token STRING, bin STRING, last4 STRING, entry_mode STRING>,
-  event_time AS TO_TIMESTAMP_LTZ(event_time_ms, 3),
+  -- Rows journaled before gateways wrote event_time_ms: the gateway's receive time.
+  event_time AS TO_TIMESTAMP_LTZ(COALESCE(event_time_ms,
+    UNIX_TIMESTAMP(SUBSTRING(received_at FROM 1 FOR 19), 'yyyy-MM-dd''T''HH:mm:ss') * 1000
+      + CAST(SUBSTRING(received_at FROM 21 FOR 3) AS BIGINT)), 3),
   WATERMARK FOR event_time AS event_time - INTERVAL '30' SECOND
 ) WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'json',
         'json.ignore-parse-errors' = 'false')
@@ -42,7 +45,10 @@ def main():
     env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     config = env.get_config()
     config.set("parallelism.default", "1")
+    # What the deployed job must set too (docs/cloud.md): windows align in UTC, and the
+    # keep-first deduplication stays insert-only only without mini-batches.
     config.set("table.local-time-zone", "UTC")
+    config.set("table.exec.mini-batch.enabled", "false")
     env.execute_sql(source_ddl(sys.argv[2]))
     for statement in export["statements"]:
         if statement.startswith("INSERT INTO"):

@@ -40,11 +40,12 @@ pub fn export(pack: &RulePack) -> Result<Export, String> {
     if pack.chain.is_empty() && pack.chain_reports.is_empty() {
         return Err("no rule or report has `scope = \"chain\"`: nothing to export".into());
     }
-    // Event-time deduplication (first row per txn_id): append-only, keeps event_time a
-    // time attribute for the windows; its state lives as long as the job's state TTL.
+    // Event-time deduplication (first row per store and txn_id: a txn_id is unique in
+    // its store's journal, not across the chain): append-only, keeps event_time a time
+    // attribute for the windows; its state lives as long as the job's state TTL.
     let mut statements = vec![format!(
         "CREATE TEMPORARY VIEW {input} AS\nSELECT * FROM (\n  SELECT *, ROW_NUMBER() OVER \
-         (PARTITION BY `txn_id` ORDER BY `event_time` ASC) AS once FROM `transactions`\n)\nWHERE once = 1",
+         (PARTITION BY `store_id`, `txn_id` ORDER BY `event_time` ASC) AS once FROM `transactions`\n)\nWHERE once = 1",
         input = view::INPUT
     )];
     let mut views = Vec::new();
@@ -60,19 +61,6 @@ pub fn export(pack: &RulePack) -> Result<Export, String> {
         statements.extend(report_statements);
         report_views.push(name);
     }
-    // Ids that differ only in characters SQL names cannot hold would share a view.
-    let mut seen = std::collections::HashSet::new();
-    for (name, id) in views
-        .iter()
-        .zip(pack.chain.iter().map(|r| &r.id))
-        .chain(report_views.iter().zip(pack.chain_reports.iter().map(|r| &r.id)))
-    {
-        if !seen.insert(name.clone()) {
-            return Err(format!(
-                "`{id}` becomes the SQL name {name}, as another chain rule or report does: rename one"
-            ));
-        }
-    }
     for (views, union, sink) in [
         (&views, UNION_VIEW, SINK_TABLE),
         (&report_views, REPORT_UNION_VIEW, REPORT_SINK_TABLE),
@@ -87,6 +75,23 @@ pub fn export(pack: &RulePack) -> Result<Export, String> {
             .join("\nUNION ALL\n");
         statements.push(format!("CREATE TEMPORARY VIEW `{union}` AS\n{selects}"));
         statements.push(format!("INSERT INTO `{sink}` SELECT * FROM `{union}`"));
+    }
+    // Every generated view has its own name: ids that differ only in characters SQL
+    // names cannot hold, or an id that spells another generated name (a report `rows`
+    // is `chain_report_rows`, the union), would make the job fail to deploy.
+    let mut seen = std::collections::HashSet::new();
+    for statement in &statements {
+        if let Some(name) = statement
+            .strip_prefix("CREATE TEMPORARY VIEW ")
+            .and_then(|rest| rest.split(" AS").next())
+        {
+            if !seen.insert(name.to_string()) {
+                return Err(format!(
+                    "two chain rules or reports would both make the SQL view {name} (their ids differ \
+                     only in characters SQL names cannot hold, or one spells a generated name): rename one"
+                ));
+            }
+        }
     }
     Ok(Export {
         statements,

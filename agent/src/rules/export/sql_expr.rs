@@ -82,20 +82,27 @@ fn sql(e: &IdedExpr, names: &dyn Names) -> Result<Typed, String> {
             }
             let two = || -> Result<(Typed, Typed), String> { Ok((sql(&args[0], names)?, sql(&args[1], names)?)) };
             let logic = |op: &str| -> Result<Typed, String> {
-                let ((a, _), (b, _)) = two()?;
+                let ((a, ta), (b, tb)) = two()?;
+                if ta != Ty::Bool || tb != Ty::Bool {
+                    return Err(format!(
+                        "`{op}` of a {ta:?} and a {tb:?}: both sides must be conditions"
+                    ));
+                }
                 Ok((format!("({a} {op} {b})"), Ty::Bool))
             };
             match (call.func_name.as_str(), args.len()) {
                 (operators::LOGICAL_AND, 2) => logic("AND"),
                 (operators::LOGICAL_OR, 2) => logic("OR"),
                 (operators::LOGICAL_NOT, 1) => Ok((format!("(NOT {})", sql(&args[0], names)?.0), Ty::Bool)),
-                // Comparisons: CEL compares int with double numerically, as SQL does.
-                (operators::EQUALS, 2) => logic("="),
-                (operators::NOT_EQUALS, 2) => logic("<>"),
-                (operators::LESS, 2) => logic("<"),
-                (operators::LESS_EQUALS, 2) => logic("<="),
-                (operators::GREATER, 2) => logic(">"),
-                (operators::GREATER_EQUALS, 2) => logic(">="),
+                // Comparisons: CEL compares int with double numerically, as SQL does;
+                // anything else across types CEL answers or fails where Flink refuses
+                // to plan the job.
+                (operators::EQUALS, 2) => compare(two()?, "="),
+                (operators::NOT_EQUALS, 2) => compare(two()?, "<>"),
+                (operators::LESS, 2) => compare(two()?, "<"),
+                (operators::LESS_EQUALS, 2) => compare(two()?, "<="),
+                (operators::GREATER, 2) => compare(two()?, ">"),
+                (operators::GREATER_EQUALS, 2) => compare(two()?, ">="),
                 (operators::ADD, 2) => {
                     let ((a, ta), (b, tb)) = two()?;
                     match (ta, tb) {
@@ -157,6 +164,19 @@ fn sql(e: &IdedExpr, names: &dyn Names) -> Result<Typed, String> {
     }
 }
 
+fn comparable(a: Ty, b: Ty) -> bool {
+    a == b || matches!((a, b), (Ty::Int, Ty::Double) | (Ty::Double, Ty::Int))
+}
+
+fn compare(((a, ta), (b, tb)): (Typed, Typed), op: &str) -> Result<Typed, String> {
+    if !comparable(ta, tb) {
+        return Err(format!(
+            "`{op}` between a {ta:?} and a {tb:?}: CEL and SQL disagree on it (write both sides of one type)"
+        ));
+    }
+    Ok((format!("({a} {op} {b})"), Ty::Bool))
+}
+
 fn numeric(t: Ty, op: &str) -> Result<(), String> {
     match t {
         Ty::Int | Ty::Double => Ok(()),
@@ -195,12 +215,20 @@ fn in_list(item: &IdedExpr, list: &IdedExpr, names: &dyn Names) -> Result<Typed,
             Ok(_) => "`in` takes a list written in the rule (`x in [\"a\", \"b\"]`)".into(),
         });
     };
-    let (x, _) = sql(item, names)?;
+    let (x, tx) = sql(item, names)?;
     let items: Vec<String> = list
         .elements
         .iter()
         .map(|i| match &i.expr {
-            Expr::Literal(v) => literal(v).map(|(s, _)| s),
+            Expr::Literal(v) => literal(v).and_then(|(s, t)| {
+                if comparable(tx, t) {
+                    Ok(s)
+                } else {
+                    Err(format!(
+                        "`in` a list holding a {t:?} for a {tx:?}: CEL and SQL disagree on it"
+                    ))
+                }
+            }),
             _ => Err("`in` takes a list of literals here".into()),
         })
         .collect::<Result<_, _>>()?;
@@ -266,7 +294,9 @@ fn literal(v: &LiteralValue) -> Result<Typed, String> {
     Ok(match v {
         LiteralValue::Boolean(b) => (if **b { "TRUE" } else { "FALSE" }.to_string(), Ty::Bool),
         LiteralValue::Int(i) => (i.to_string(), Ty::Int),
-        LiteralValue::UInt(u) => (u.to_string(), Ty::Int),
+        LiteralValue::UInt(_) => {
+            return Err("unsigned literals (`1u`) do not translate: CEL keeps them apart from ints".into())
+        }
         LiteralValue::Double(d) => {
             let d: f64 = **d;
             if !d.is_finite() {
@@ -350,6 +380,11 @@ mod tests {
         );
         assert!(t(r#"txn.store_id + 1 == 2"#).unwrap_err().contains("Str"));
         assert!(t("txn.operator_id == \"a\\nb\"").unwrap_err().contains("control"));
+        // Comparisons across types: CEL answers (or fails) where Flink would not plan.
+        assert!(t(r#"txn.store_id == 1"#).unwrap_err().contains("Str"));
+        assert!(t(r#"txn.total_minor in ["a"]"#).unwrap_err().contains("Str"));
+        assert!(t("txn.total_minor > 1u").unwrap_err().contains("unsigned"));
+        assert_eq!(t("mean >= 2").unwrap(), "(`agg_mean` >= 2)");
     }
 
     #[test]

@@ -35,7 +35,9 @@ fn chain_rules_go_to_the_export_and_never_to_the_gateways_engine() {
     assert_eq!(p.chain.len(), 1);
     let out = export(&p).unwrap();
     assert_eq!(out.rules, ["card-in-many-stores"]);
-    assert!(out.statements[0].contains("ROW_NUMBER() OVER (PARTITION BY `txn_id` ORDER BY `event_time` ASC)"));
+    assert!(
+        out.statements[0].contains("ROW_NUMBER() OVER (PARTITION BY `store_id`, `txn_id` ORDER BY `event_time` ASC)")
+    );
     let view = &out.statements[1];
     for needle in [
         "CREATE TEMPORARY VIEW `chain_rule_card_in_many_stores` AS",
@@ -126,11 +128,52 @@ action = "review"
 "#,
     );
     let e = export(&twins).unwrap_err();
-    assert!(e.contains("`a_b`") && e.contains("chain_rule_a_b"), "{e}");
+    assert!(e.contains("chain_rule_a_b"), "{e}");
+    // A report named like the reports' union view.
+    let spelled = pack(
+        r#"
+[[report]]
+id = "rows"
+scope = "chain"
+key = "store_id"
+window = { tumbling = "1h" }
+"#,
+    );
+    assert!(export(&spelled).unwrap_err().contains("chain_report_rows"));
+    // Windows Flink refuses: an offset of a whole window wraps, a size not a whole
+    // number of hops is refused.
+    let wrapped = pack(
+        r#"
+[[report]]
+id = "late-shift"
+scope = "chain"
+key = "store_id"
+window = { tumbling = "1h", offset = "75m" }
+
+[[report]]
+id = "odd-hops"
+scope = "chain"
+key = "store_id"
+window = { hopping = "10m", every = "3m" }
+enabled = false
+"#,
+    );
+    let all = export(&wrapped).unwrap().statements.join("\n");
+    assert!(all.contains("INTERVAL '1' HOUR(2), INTERVAL '15' MINUTE(2))"), "{all}");
+    let odd = pack(
+        r#"
+[[report]]
+id = "odd-hops"
+scope = "chain"
+key = "store_id"
+window = { hopping = "10m", every = "3m" }
+"#,
+    );
+    assert!(export(&odd).unwrap_err().contains("whole number of hops"));
 }
 
 #[test]
-fn a_keyed_rule_without_aggregates_skips_transactions_without_the_key() {
+fn a_keyed_rule_without_a_window_judges_transactions_without_the_key_as_the_gateway_does() {
     let p = pack(
         r#"
 [[rule]]
@@ -143,7 +186,7 @@ action = "review"
     );
     let out = export(&p).unwrap();
     assert!(
-        out.statements[1].contains("WHERE `customer_id` IS NOT NULL AND (`total_minor` > 1)"),
+        out.statements[1].ends_with("FROM `transactions_once`\nWHERE (`total_minor` > 1)"),
         "{}",
         out.statements[1]
     );

@@ -73,8 +73,11 @@ pub fn rule_view(rule: &CompiledRule) -> Result<(String, String), String> {
         severity = word(&rule.severity),
         mode = word(&rule.mode),
     );
-    // Transactions without the key are not judged by a keyed rule (as at the gateway).
-    filter.extend(rule.key.iter().map(|k| format!("{} IS NOT NULL", field_column(*k))));
+    // Transactions without the key feed no window (as at the gateway, which looks the
+    // key up only for a rule with a window).
+    if rule.window.is_some() {
+        filter.extend(rule.key.iter().map(|k| format!("{} IS NOT NULL", field_column(*k))));
+    }
     let statement = if rule.aggregates.is_empty() {
         filter.push(when);
         format!(
@@ -149,13 +152,22 @@ pub fn report_view(report: &CompiledReport) -> Result<(String, Vec<String>), Str
         filter.join(" AND ")
     );
     let window = match report.window {
+        // The gateway counts an offset modulo the window (report.rs); Flink refuses one
+        // of a whole window or more.
         ReportWindow::Tumbling { size_ms, offset_ms } => {
             format!(
                 "TUMBLE(TABLE {input}, DESCRIPTOR(`event_time`), {}{})",
                 interval(size_ms)?,
-                offset(offset_ms)?
+                offset(offset_ms.rem_euclid(size_ms))?
             )
         }
+        ReportWindow::Hopping { size_ms, hop_ms, .. } if size_ms % hop_ms != 0 => {
+            return Err(format!(
+                "a hopping window of {size_ms} ms every {hop_ms} ms: Flink's HOP needs the size to be a \
+                 whole number of hops"
+            ))
+        }
+        // The gateway's offset counts modulo the hop.
         ReportWindow::Hopping {
             size_ms,
             hop_ms,
@@ -164,7 +176,7 @@ pub fn report_view(report: &CompiledReport) -> Result<(String, Vec<String>), Str
             "HOP(TABLE {input}, DESCRIPTOR(`event_time`), {}, {}{})",
             interval(hop_ms)?,
             interval(size_ms)?,
-            offset(offset_ms)?
+            offset(offset_ms.rem_euclid(hop_ms))?
         ),
         ReportWindow::Session { gap_ms } => format!(
             "SESSION(TABLE {input} PARTITION BY report_key, DESCRIPTOR(`event_time`), {})",

@@ -19,8 +19,11 @@ async fn main() -> Result<(), Error> {
     let clients = settings.connect(&sdk_config().await);
     let clients = &clients;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
-        // The invocation's deadline (ms since the epoch), as the runtime API gives it.
-        let deadline_ms = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
+        // The invocation's deadline (ms since the epoch), as the runtime API gives it;
+        // one that does not fit fails the invocation rather than make claims that never
+        // lapse.
+        let deadline_ms = i64::try_from(event.context.deadline)
+            .map_err(|_| format!("the runtime's deadline {} is not a time", event.context.deadline))?;
         let outcome = handle(&event.payload, &clients.sinks(), deadline_ms).await;
         println!("{}", outcome.metrics_line(now_ms()));
         Ok::<KinesisEventResponse, Error>(outcome.response())

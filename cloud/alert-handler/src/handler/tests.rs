@@ -136,7 +136,9 @@ async fn a_claim_holds_until_its_invocations_deadline_then_is_taken_over() {
     let agg = aggregate(&[alert(4)]);
     let during = f.run(&event(&[("5", agg.clone())]), 30_000, LATER).await;
     assert_eq!((during.held_elsewhere, during.failed_records.len()), (1, 1));
-    let after = f.run(&event(&[("5", agg)]), 60_000, LATER).await;
+    let after = f
+        .run(&event(&[("5", agg)]), 60_000 + crate::claims::CLOCK_ALLOWANCE_MS, LATER)
+        .await;
     assert_eq!(after.published, 1, "the first holder died before publishing");
 }
 
@@ -146,4 +148,32 @@ async fn a_plain_record_that_is_not_an_alert_is_a_dead_letter() {
     let out = f.run(&event(&[("3", b"hello".to_vec())]), 0, LATER).await;
     assert_eq!((out.unreadable, out.failed_records.len()), (1, 0));
     assert_eq!(f.dead.sent.lock().unwrap()[0].data, b"hello");
+}
+
+#[tokio::test]
+async fn after_a_record_that_must_be_retried_the_rest_of_the_batch_is_left_untouched() {
+    let f = Fakes::default();
+    *f.topic.fail_next.lock().unwrap() = 1;
+    let batch = event(&[
+        ("1", aggregate(&[alert(1), alert(2)])),
+        ("2", b"not an alert".to_vec()),
+        ("3", aggregate(&[alert(3)])),
+    ]);
+    let out = f.run(&batch, 0, LATER).await;
+    assert_eq!(out.failed_records, ["1", "2", "3"]);
+    assert_eq!(
+        (out.published, out.unreadable),
+        (0, 0),
+        "nothing after the failure is touched"
+    );
+    assert!(
+        f.dead.sent.lock().unwrap().is_empty(),
+        "no dead letter sent twice on retries"
+    );
+    assert!(out.metrics_line(0).contains("\"OutOfTime\":0"));
+    let retry = f.run(&batch, 1, LATER).await;
+    assert_eq!(
+        (retry.published, retry.unreadable, retry.failed_records.len()),
+        (3, 1, 0)
+    );
 }
