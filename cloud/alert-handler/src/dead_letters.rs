@@ -72,3 +72,23 @@ impl DeadLetters for MemoryDeadLetters {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQS takes messages of 256 KiB at most: the largest aggregate Kinesis holds (1 MiB
+    /// by default, 10 MiB at most) still fits, cut and with its length stated.
+    #[test]
+    fn the_largest_record_still_fits_in_one_queue_message() {
+        let letter = DeadLetter {
+            sequence_number: "4".repeat(56),
+            partition_key: "k".repeat(256),
+            reason: "r".repeat(1_000),
+            data: vec![0xAB; 10 * 1024 * 1024],
+        };
+        let body = letter.body();
+        assert!(body.len() <= 256 * 1024, "{} bytes", body.len());
+        assert!(body.contains(&format!("\"data_bytes\":{}", 10 * 1024 * 1024)));
+    }
+}

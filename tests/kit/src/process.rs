@@ -226,6 +226,23 @@ impl Agent {
             .unwrap_or_else(|| panic!("no sink {name} in status: {status}"))
     }
 
+    /// Waits until sink `name` has shipped once and holds no backlog.
+    pub async fn wait_shipped(&self, name: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let sink = self.sink_status(name).await;
+            if sink["backlog_records"] == 0 && sink["last_success_ms"].as_i64().unwrap_or(0) > 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not shipped in {within:?}: {sink}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Waits until sink `name` reports an error; returns it.
     pub async fn wait_sink_error(&self, name: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
