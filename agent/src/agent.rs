@@ -75,6 +75,7 @@ pub async fn run(
         &config.journal,
         components::sink_names(&config),
         Box::new(engine),
+        components::video_links(&config),
         metrics.clone(),
     )?;
     let draining = Arc::new(AtomicBool::new(false));

@@ -69,6 +69,11 @@ pub fn sources(config: &Config) -> Vec<String> {
     out
 }
 
+/// The cameras rule-hit alerts point at, over every component.
+pub fn video_links(config: &Config) -> crate::journal::VideoLinks {
+    crate::journal::VideoLinks::new(enabled(config).iter().flat_map(|c| c.video_coverage()).collect())
+}
+
 /// Every sink, in cursor order.
 pub fn sink_names(config: &Config) -> Vec<String> {
     enabled(config).iter().flat_map(|c| c.sink_names()).collect()

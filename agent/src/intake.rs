@@ -327,6 +327,7 @@ mod tests {
             &JournalConfig::default(),
             Vec::new(),
             Box::new(Engine::new(RulePack::default(), None, std::time::Duration::ZERO)),
+            crate::journal::VideoLinks::none(),
             metrics.clone(),
         )
         .unwrap();

@@ -216,6 +216,7 @@ mod tests {
             &JournalConfig::default(),
             vec![],
             Box::new(SlowReplay),
+            crate::journal::VideoLinks::none(),
             Metrics::new(),
         )
         .unwrap();

@@ -202,6 +202,10 @@ fn video_errors_name_the_camera_key_and_line() {
         "{e}"
     );
     assert!(e.message.contains("1s–10s"), "{e}");
+    let e = load_str("[video]\nclip_after = \"4m51s\"\n").unwrap_err();
+    assert_eq!((e.key.as_deref(), e.line), (Some("video.clip_after"), Some(2)), "{e}");
+    assert!(e.message.contains("at most 5m"), "{e}");
+    load_str("[video]\nclip_after = \"4m50s\"\n").expect("10s + 4m50s is 5m");
     let e = load_str(&format!("{base}fps = 0\n")).unwrap_err();
     assert_eq!(
         (e.key.as_deref(), e.line),

@@ -2,6 +2,7 @@
 //! prepared once (not looked up per row) and one decision timestamp per group.
 
 use super::records::{AlertRecord, DecisionRecord, ReportAlert};
+use super::video_links::VideoLinks;
 use crate::rules::Decision;
 use crate::txn::{rfc3339, Transaction};
 use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
@@ -51,6 +52,7 @@ impl<'c> Group<'c> {
         txn: &Transaction,
         seq: u64,
         decision: &Decision,
+        video: &VideoLinks,
     ) -> rusqlite::Result<(Arc<DecisionRecord>, u64)> {
         let record = Arc::new(DecisionRecord {
             txn_id: txn.txn_id.clone(),
@@ -72,7 +74,9 @@ impl<'c> Group<'c> {
         insert(seq + 1, Channel::Decisions, &record_bytes)?;
         let mut used = 2;
         if !decision.hits.is_empty() {
-            let alert = serde_json::to_vec(&AlertRecord::rule_hit(txn, &record)).expect("an alert record serializes");
+            let located = video.locate(&txn.terminal_id, received);
+            let alert =
+                serde_json::to_vec(&AlertRecord::rule_hit(txn, &record, located)).expect("an alert record serializes");
             insert(seq + used, Channel::Alerts, &alert)?;
             used += 1;
         }

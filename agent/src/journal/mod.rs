@@ -15,10 +15,12 @@ mod lookup;
 mod reader;
 mod records;
 mod schema;
+mod video_links;
 mod writer;
 
 pub use reader::{Backlog, DeadLetterRow, JournalReader, ReadBatch};
 pub use records::{AlertRecord, DecisionRecord};
+pub use video_links::{VideoLinks, VideoLocation};
 
 use crate::config::JournalConfig;
 use crate::metrics::Metrics;
@@ -148,12 +150,14 @@ pub struct Journal {
 
 impl Journal {
     /// Opens the journal at `path` and starts its writer. `sinks` are the configured
-    /// sink names: only their cursors hold rows back from pruning.
+    /// sink names: only their cursors hold rows back from pruning. `video` says which
+    /// cameras' video rule-hit alerts point at.
     pub fn open(
         path: &Path,
         config: &JournalConfig,
         sinks: Vec<String>,
         decider: Box<dyn Decider>,
+        video: VideoLinks,
         metrics: Metrics,
     ) -> Result<Journal, JournalError> {
         if let Some(dir) = path.parent() {
@@ -176,6 +180,7 @@ impl Journal {
             config.clone(),
             sinks,
             decider,
+            video,
             metrics,
             state.clone(),
         )

@@ -1,5 +1,6 @@
 //! The documents the journal writes on the decisions and alerts channels.
 
+use super::video_links::VideoLocation;
 use crate::rules::{Action, ReportHit, RuleHit, Severity};
 use crate::txn::{rfc3339, Transaction};
 use serde::{Deserialize, Serialize};
@@ -34,11 +35,15 @@ pub struct AlertRecord<'a> {
     pub rules: &'a [RuleHit],
     pub event_time: String,
     pub raised_at: &'a str,
+    /// Where the video of the sale is (absent when no uploading camera covers its
+    /// terminal).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub video: Vec<VideoLocation>,
 }
 
 impl<'a> AlertRecord<'a> {
     /// The alert for a decision on which at least one rule fired.
-    pub fn rule_hit(txn: &'a Transaction, record: &'a DecisionRecord) -> Self {
+    pub fn rule_hit(txn: &'a Transaction, record: &'a DecisionRecord, video: Vec<VideoLocation>) -> Self {
         AlertRecord {
             kind: "rule_hit",
             txn_id: &txn.txn_id,
@@ -52,6 +57,7 @@ impl<'a> AlertRecord<'a> {
             rules: &record.rules,
             event_time: rfc3339(txn.event_time()),
             raised_at: &record.decided_at,
+            video,
         }
     }
 }

@@ -24,6 +24,7 @@ fn open_counted(dir: &std::path::Path, config: &JournalConfig, sinks: &[&str], m
         config,
         sinks.iter().map(|s| s.to_string()).collect(),
         Box::new(Engine::new(RulePack::default(), None, std::time::Duration::ZERO)),
+        VideoLinks::none(),
         metrics,
     )
     .unwrap()

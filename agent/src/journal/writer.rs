@@ -4,6 +4,7 @@ use super::budget::{DeadLetterStore, FullReason};
 use super::group::Group;
 use super::lookup::{replay, replay_horizon, JournalLookup};
 use super::schema::meta;
+use super::video_links::VideoLinks;
 use super::{Accepted, DeadLetter, JournalState, SubmitError};
 use crate::config::JournalConfig;
 use crate::metrics::Metrics;
@@ -78,6 +79,7 @@ pub struct Writer {
     pub(super) config: JournalConfig,
     pub(super) sinks: Vec<String>,
     pub(super) decider: Box<dyn Decider>,
+    video: VideoLinks,
     pub(super) metrics: Metrics,
     pub(super) state: Arc<JournalState>,
     pub(super) next_seq: u64,
@@ -102,6 +104,7 @@ impl Writer {
         config: JournalConfig,
         sinks: Vec<String>,
         decider: Box<dyn Decider>,
+        video: VideoLinks,
         metrics: Metrics,
         state: Arc<JournalState>,
     ) -> rusqlite::Result<Self> {
@@ -135,6 +138,7 @@ impl Writer {
             config,
             sinks,
             decider,
+            video,
             metrics,
             state,
             next_seq,
@@ -283,7 +287,7 @@ impl Writer {
                             replaying: false,
                         };
                         let decision = self.decider.decide(&txn, &cx);
-                        let (record, used) = group.journal(&txn, seq, &decision)?;
+                        let (record, used) = group.journal(&txn, seq, &decision, &self.video)?;
                         self.next_seq += used;
                         out.decisions.push(decision);
                         let accepted = Accepted {

@@ -83,6 +83,11 @@ pub trait ComponentConfig: Send + Sync {
         Vec::new()
     }
 
+    /// The cameras whose uploaded video rule-hit alerts point at (a video component's).
+    fn video_coverage(&self) -> Vec<VideoCoverage> {
+        Vec::new()
+    }
+
     /// Starts it. Nothing here may wait for the network: an offline gateway starts.
     fn start(&self, cx: StartContext<'_>) -> Result<Box<dyn Component>, String>;
 
@@ -94,6 +99,19 @@ pub trait ComponentConfig: Send + Sync {
     {
         None
     }
+}
+
+/// A camera whose video reaches the cloud, and the part of it that belongs to a sale:
+/// a rule-hit alert on one of `terminals` (empty: any) points at `stream` from `before`
+/// the sale reached the gateway to `after` it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoCoverage {
+    pub camera: String,
+    /// The Kinesis Video stream.
+    pub stream: String,
+    pub terminals: Vec<String>,
+    pub before: std::time::Duration,
+    pub after: std::time::Duration,
 }
 
 /// A component's part of `/v1/status`: a JSON value under `key`, read on each request.

@@ -24,7 +24,9 @@ pub mod sink;
 pub mod units;
 
 pub use backoff::Backoff;
-pub use component::{CheckContext, Component, ComponentConfig, SinkSet, StartContext, StatusSection, StatusView};
+pub use component::{
+    CheckContext, Component, ComponentConfig, SinkSet, StartContext, StatusSection, StatusView, VideoCoverage,
+};
 pub use config_error::ConfigError;
 pub use error_chain::error_chain;
 pub use ingest::{Ingest, PendingVerdict, Submission, Verdict};

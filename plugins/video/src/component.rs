@@ -6,7 +6,7 @@ use crate::tags::TagSink;
 use crate::{Cameras, VideoConfig};
 use async_trait::async_trait;
 use tillgate_sdk::{
-    CheckContext, Component, ComponentConfig, ConfigError, Sink, StartContext, StatusSection, StatusView,
+    CheckContext, Component, ComponentConfig, ConfigError, Sink, StartContext, StatusSection, StatusView, VideoCoverage,
 };
 
 /// How `tillgate status` shows cameras.
@@ -31,6 +31,22 @@ impl ComponentConfig for VideoConfig {
 
     fn sources(&self) -> Vec<String> {
         self.cameras.iter().map(|c| format!("camera {}", c.name)).collect()
+    }
+
+    fn video_coverage(&self) -> Vec<VideoCoverage> {
+        if !self.upload {
+            return Vec::new();
+        }
+        self.cameras
+            .iter()
+            .map(|c| VideoCoverage {
+                camera: c.name.clone(),
+                stream: c.stream_name().to_string(),
+                terminals: c.terminals.clone(),
+                before: self.clip_before.get(),
+                after: self.clip_after.get(),
+            })
+            .collect()
     }
 
     fn sink_names(&self) -> Vec<String> {

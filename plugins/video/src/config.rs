@@ -56,6 +56,13 @@ pub struct VideoConfig {
     pub retry_initial_backoff: HumanDuration,
     #[serde(default = "default_backoff_max")]
     pub retry_max_backoff: HumanDuration,
+    /// The video of a flagged sale runs from `clip_before` before the sale reached the
+    /// gateway to `clip_after` after it; rule-hit alerts carry that range of producer
+    /// timestamps for each uploading camera that covers the sale's terminal.
+    #[serde(default = "default_clip_before")]
+    pub clip_before: HumanDuration,
+    #[serde(default = "default_clip_after")]
+    pub clip_after: HumanDuration,
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
 }
@@ -186,9 +193,22 @@ impl VideoConfig {
         if let Some(iot) = &self.iot {
             iot.validate("video")?;
         }
+        if self.clip_before.get() + self.clip_after.get() > CLIP_MAX.get() {
+            return Err(err(
+                "clip_after",
+                format!(
+                    "clip_before + clip_after = {} is too long; allowed: at most {CLIP_MAX} (the longest \
+                     range KVS GetImages serves)",
+                    HumanDuration(self.clip_before.get() + self.clip_after.get())
+                ),
+            ));
+        }
         Ok(())
     }
 }
+
+/// The longest clip: `clip_before + clip_after`.
+pub const CLIP_MAX: HumanDuration = HumanDuration::secs(5 * 60);
 
 /// Camera and stream names used by the cameras before this one.
 #[derive(Default)]
@@ -345,6 +365,12 @@ fn default_bitrate() -> u32 {
 }
 fn default_max_bytes() -> ByteSize {
     ByteSize(4 * 1024 * 1024 * 1024)
+}
+fn default_clip_before() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+fn default_clip_after() -> HumanDuration {
+    HumanDuration::secs(20)
 }
 fn default_retention() -> HumanDuration {
     HumanDuration(Duration::from_secs(7 * 24 * 3600))

@@ -250,6 +250,7 @@ async fn journal_throughput(n: usize) -> Result<Value> {
             Some(metrics.clone()),
             Duration::from_secs(3600),
         )),
+        tillgate::journal::VideoLinks::none(),
         metrics.clone(),
     )?;
     let received = chrono::Utc::now();
@@ -490,7 +491,14 @@ async fn fill_journal(journal: &Journal, rows: usize, prefix: &str) -> Result<()
 fn open_with_pack(path: &Path, config: &JournalConfig) -> Result<Journal> {
     let pack = tillgate::rules::load_paths(&[tillgate_testkit::rule_pack()])?;
     let engine = tillgate::rules::Engine::new(pack, None, Duration::from_secs(3600));
-    Ok(Journal::open(path, config, vec![], Box::new(engine), Metrics::new())?)
+    Ok(Journal::open(
+        path,
+        config,
+        vec![],
+        Box::new(engine),
+        tillgate::journal::VideoLinks::none(),
+        Metrics::new(),
+    )?)
 }
 
 fn mqtt_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
