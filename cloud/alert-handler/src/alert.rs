@@ -3,7 +3,7 @@
 //! Fields added to the agent later are optional here, so alerts from gateways not yet
 //! upgraded still read.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -33,6 +33,27 @@ pub struct RuleHitAlert {
     pub rules: Vec<RuleHit>,
     pub event_time: String,
     pub raised_at: String,
+    /// Where the sale's video is: one entry per uploading camera that covers the terminal.
+    #[serde(default)]
+    pub video: Vec<VideoLocation>,
+}
+
+/// One camera's video of a sale, as the gateway names it (agent/src/journal/video_links.rs):
+/// the Kinesis Video stream and a range of producer timestamps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoLocation {
+    pub camera: String,
+    pub stream: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+impl VideoLocation {
+    /// The `video` message attribute's value: the locations as JSON, for the video
+    /// analysis queue's subscription.
+    pub fn attribute(all: &[VideoLocation]) -> String {
+        serde_json::to_string(all).expect("video locations serialize")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -89,6 +110,22 @@ mod tests {
         assert_eq!(
             (a.store_id.as_str(), a.total_minor, a.rules.len()),
             ("s-12", Some(150000), 1)
+        );
+        assert!(a.video.is_empty());
+    }
+
+    #[test]
+    fn a_rule_hit_with_its_video() {
+        let data = br#"{"kind":"rule_hit","txn_id":"t","store_id":"s","terminal_id":"p","seq":1,
+            "decision":"review","rules":[],"event_time":"x","raised_at":"y",
+            "video":[{"camera":"lane1","stream":"gw-1.lane1","start_ms":1000,"end_ms":31000}]}"#;
+        let Alert::RuleHit(a) = Alert::parse(data).unwrap() else {
+            panic!("a rule hit")
+        };
+        assert_eq!(a.video[0].stream, "gw-1.lane1");
+        assert_eq!(
+            VideoLocation::attribute(&a.video),
+            r#"[{"camera":"lane1","stream":"gw-1.lane1","start_ms":1000,"end_ms":31000}]"#
         );
     }
 

@@ -1,6 +1,6 @@
 //! What a person on the fraud team reads: one SNS message per alert.
 
-use crate::alert::{Alert, ReportAlert, RuleHitAlert};
+use crate::alert::{Alert, ReportAlert, RuleHitAlert, VideoLocation};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -67,14 +67,28 @@ fn rule_hit(a: &RuleHitAlert) -> Message {
             let _ = writeln!(body, "    {}", aggregates(&r.aggregates));
         }
     }
+    for v in &a.video {
+        let _ = writeln!(
+            body,
+            "Video: camera {} in Kinesis Video stream {}, producer time {} to {}",
+            v.camera,
+            v.stream,
+            utc(v.start_ms),
+            utc(v.end_ms)
+        );
+    }
     let mut attributes = BTreeMap::from([
         ("kind", "rule_hit".to_string()),
         ("store_id", a.store_id.clone()),
         ("terminal_id", a.terminal_id.clone()),
         ("decision", a.decision.clone()),
+        ("txn_id", a.txn_id.clone()),
     ]);
     if let Some(s) = &a.severity {
         attributes.insert("severity", s.clone());
+    }
+    if !a.video.is_empty() {
+        attributes.insert("video", VideoLocation::attribute(&a.video));
     }
     Message {
         subject: subject_line(&subject),
@@ -116,6 +130,13 @@ fn report(r: &ReportAlert) -> Message {
         body,
         attributes,
     }
+}
+
+/// Milliseconds since the epoch as an RFC 3339 UTC time (to the millisecond).
+pub fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| format!("{ms} ms since the epoch"))
 }
 
 fn aggregates(values: &BTreeMap<String, Value>) -> String {
@@ -184,7 +205,31 @@ mod tests {
             }],
             event_time: "2026-12-04T10:00:00.000Z".into(),
             raised_at: "2026-12-04T10:00:00.011Z".into(),
+            video: vec![],
         }
+    }
+
+    #[test]
+    fn a_rule_hit_with_video_says_where_it_is_and_carries_it_for_the_video_queue() {
+        let mut a = hit();
+        a.video = vec![VideoLocation {
+            camera: "lane3".into(),
+            stream: "gw-12.lane3".into(),
+            start_ms: 1_796_380_790_000,
+            end_ms: 1_796_380_820_000,
+        }];
+        let m = render(&Alert::RuleHit(a));
+        assert!(
+            m.body.contains(
+                "Video: camera lane3 in Kinesis Video stream gw-12.lane3, producer time \
+                 2026-12-04T10:39:50.000Z to 2026-12-04T10:40:20.000Z"
+            ),
+            "{}",
+            m.body
+        );
+        let carried: Vec<VideoLocation> = serde_json::from_str(&m.attributes["video"]).unwrap();
+        assert_eq!(carried[0].stream, "gw-12.lane3");
+        assert!(!render(&Alert::RuleHit(hit())).attributes.contains_key("video"));
     }
 
     #[test]
