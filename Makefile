@@ -109,11 +109,14 @@ test-arm64: arm64
 
 ## The cloud's functions for AWS Lambda (provided.al2023, arm64), cross-built with
 ## Debian's Rust like the agent and checked against the runtime's glibc:
-## target/lambda/alert-handler-arm64.zip (docs/cloud.md, "Deploy").
+## target/lambda/alert-handler-arm64.zip and video-analysis-arm64.zip (docs/cloud.md,
+## "Deploy").
 cloud-package: deps
 	scripts/install-arm64-deps.sh
-	$(ARM64_ENV) /usr/bin/cargo build --release -p tillgate-alert-handler --bin bootstrap --target $(ARM64)
+	$(ARM64_ENV) /usr/bin/cargo build --release -p tillgate-alert-handler --bin bootstrap \
+		-p tillgate-video-analysis --bin video-analysis --target $(ARM64)
 	scripts/lambda-package.sh $(TARGET)/$(ARM64)/release/bootstrap $(TARGET)/lambda/alert-handler-arm64.zip
+	scripts/lambda-package.sh $(TARGET)/$(ARM64)/release/video-analysis $(TARGET)/lambda/video-analysis-arm64.zip
 
 ## The amd64 .deb installed on a Debian 12 VM (debootstrap root cached in
 ## /var/cache/tillgate-vm, booted by qemu-system-x86_64 under TCG): service active,

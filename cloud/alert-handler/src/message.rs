@@ -168,7 +168,7 @@ pub fn amount(minor: i64, currency: &str) -> String {
 }
 
 /// Printable ASCII, one line, at most [`SUBJECT_MAX`] characters (SNS refuses others).
-fn subject_line(text: &str) -> String {
+pub fn subject_line(text: &str) -> String {
     let mut line: String = text
         .chars()
         .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
