@@ -17,49 +17,13 @@ use std::process::Command;
 use std::time::Duration;
 use tillgate_testkit::emulators::kinesis_local::read_stream_with_boto3;
 use tillgate_testkit::emulators::moto::{
-    alert_handler_program, alerts_stream, cloud_tool, run_alert_handler, AlertHandlerTargets, Moto,
+    alerts_stream, chain_template, cloud_tool, deploy_chain, outputs_by_key, run_alert_handler, AlertHandlerTargets,
+    Moto,
 };
-use tillgate_testkit::{make_tls_files, post_ndjson, repo_root, run_cli, txn, Agent, AgentOptions, FakeIot};
+use tillgate_testkit::{make_tls_files, post_ndjson, run_cli, txn, Agent, AgentOptions, FakeIot};
 
 fn template() -> std::path::PathBuf {
-    repo_root().join("cloud/template.yaml")
-}
-
-/// Deploys the chain stack as `chain` into `moto`, with the alert handler's package
-/// uploaded first (the host build: moto stores the package, it never runs it).
-fn deploy_chain(moto: &Moto, outputs: &std::path::Path, parameters: &[&str]) -> Value {
-    let upload = format!(
-        "upload:tillgate-functions/tillgate/alert-handler-arm64.zip={}",
-        alert_handler_program("bootstrap").display()
-    );
-    let mut all = vec!["FunctionCodeBucket=tillgate-functions", upload.as_str()];
-    all.extend_from_slice(parameters);
-    moto.deploy(&template(), "chain", outputs, &all)
-}
-
-/// Where the stack's alert handler publishes, claims and dead-letters.
-fn handler_targets(out: &std::collections::HashMap<String, String>) -> AlertHandlerTargets {
-    AlertHandlerTargets {
-        topic_arn: out["FraudAlertsTopicArn"].clone(),
-        claims_table: out["AlertClaimsTableName"].clone(),
-        dead_letter_queue_url: out["AlertsDeadLetterQueueUrl"].clone(),
-    }
-}
-
-/// The stack's outputs by key.
-fn outputs_by_key(outputs: &std::path::Path) -> std::collections::HashMap<String, String> {
-    let described: Value = serde_json::from_str(&std::fs::read_to_string(outputs).unwrap()).unwrap();
-    described["Stacks"][0]["Outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            (
-                o["OutputKey"].as_str().unwrap().to_string(),
-                o["OutputValue"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    chain_template()
 }
 
 #[test]
@@ -366,9 +330,14 @@ fn the_alert_handler_is_wired_to_the_alerts_stream_retrying_until_records_go_thr
     assert_eq!(env["ALERTS_TOPIC_ARN"], out["FraudAlertsTopicArn"].as_str());
     assert_eq!(env["CLAIMS_TABLE"], out["AlertClaimsTableName"].as_str());
     assert_eq!(env["DEAD_LETTER_QUEUE_URL"], out["AlertsDeadLetterQueueUrl"].as_str());
-    let mappings = found["event_source_mappings"].as_array().unwrap();
+    let mappings: Vec<&Value> = found["event_source_mappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["function"].as_str().unwrap_or("").ends_with(":chain-alert-handler"))
+        .collect();
     assert_eq!(mappings.len(), 1, "{mappings:?}");
-    let m = &mappings[0];
+    let m = mappings[0];
     assert_eq!(m["source"], found["streams"]["chain-alerts"]["arn"]);
     assert_eq!(m["response_types"], serde_json::json!(["ReportBatchItemFailures"]));
     assert_eq!(
@@ -436,7 +405,7 @@ async fn every_alert_reaches_the_fraud_teams_queue_once_also_when_its_aggregate_
     let outputs = dir.join("outputs.json");
     deploy_chain(&moto, &outputs, &[]);
     let out = outputs_by_key(&outputs);
-    let targets = handler_targets(&out);
+    let targets = AlertHandlerTargets::from_outputs(&out);
     let topic = targets.topic_arn.clone();
     let queue = alerts_stream("subscribe", &moto.url(), &topic, "");
 
@@ -540,7 +509,7 @@ fn aggregates_from_aws_kinesis_agg_are_read_and_a_broken_md5_goes_to_the_dead_le
     let outputs = dir.join("outputs.json");
     deploy_chain(&moto, &outputs, &[]);
     let out = outputs_by_key(&outputs);
-    let targets = handler_targets(&out);
+    let targets = AlertHandlerTargets::from_outputs(&out);
     let topic = targets.topic_arn.clone();
     let queue = alerts_stream("subscribe", &moto.url(), &topic, "");
     let lines: String = (1..=40).map(|n| alert_line(n) + "\n").collect();

@@ -3,7 +3,7 @@
 with boto3 and aws-kinesis-agg (neither written here), against an AWS emulator.
 
 usage:
-  alerts_stream.py subscribe ENDPOINT TOPIC_ARN        a queue subscribed to the topic; prints its URL
+  alerts_stream.py subscribe ENDPOINT TOPIC_ARN        a queue (<topic>-team) subscribed to the topic; prints its URL
   alerts_stream.py drain ENDPOINT QUEUE_URL            every SNS message on the queue, as JSON
   alerts_stream.py drain-raw ENDPOINT QUEUE_URL        every message body on the queue, as JSON
   alerts_stream.py redeliver ENDPOINT STREAM           puts every record of the stream again, byte for byte
@@ -29,7 +29,7 @@ def client(service, endpoint):
 
 def subscribe(endpoint, topic_arn):
     sqs = client("sqs", endpoint)
-    url = sqs.create_queue(QueueName="fraud-team")["QueueUrl"]
+    url = sqs.create_queue(QueueName=topic_arn.split(":")[-1] + "-team")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     client("sns", endpoint).subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
     print(url)

@@ -10,8 +10,13 @@ into BUCKET/KEY first, creating the bucket.
 Writes `describe-stacks` for the stack to OUTPUTS_FILE (what `tillgate cloud
 gateway-config --outputs` reads) and prints JSON: the stack status, the Kinesis streams
 (shards), the IAM roles' inline policies, the IoT role aliases (with their roles) and
-policies, the SNS topics and the S3 buckets. Exits 1 if the stack did not reach
-CREATE_COMPLETE.
+policies, the SNS topics and their subscriptions, the functions and their event source
+mappings, the tables, the queues with their attributes and the S3 buckets. Exits 1 if the
+stack did not reach CREATE_COMPLETE.
+
+moto's CloudFormation ignores AWS::SNS::Subscription resources: each is created here
+through the SNS API from the template's own properties (topic and queue resolved from the
+stack's resources), and listed under "created_by_api".
 """
 import ast
 import io
@@ -63,6 +68,53 @@ def deploy(endpoint, template, stack, parameters):
         time.sleep(0.2)
 
 
+def subscribe_as_the_template_says(endpoint, template, stack):
+    """The template's AWS::SNS::Subscription resources, which moto's CloudFormation
+    skips, created through the API; returns their logical ids."""
+    from cfnlint.decode import decode
+
+    parsed, problems = decode(template)
+    if problems:
+        raise SystemExit(f"the template does not parse: {problems}")
+    physical = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in client("cloudformation", endpoint).list_stack_resources(StackName=stack)["StackResourceSummaries"]
+    }
+    sqs = client("sqs", endpoint)
+
+    def resolve(value):
+        if isinstance(value, dict) and "Ref" in value:
+            return physical[value["Ref"]]
+        if isinstance(value, dict) and "Fn::GetAtt" in value:
+            logical, attribute = value["Fn::GetAtt"]
+            if attribute != "Arn":
+                raise SystemExit(f"cannot resolve {value}")
+            return sqs.get_queue_attributes(QueueUrl=physical[logical], AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
+        return value
+
+    created = []
+    for logical, resource in parsed["Resources"].items():
+        if resource["Type"] != "AWS::SNS::Subscription":
+            continue
+        props = resource["Properties"]
+        attributes = {}
+        if "FilterPolicy" in props:
+            attributes["FilterPolicy"] = json.dumps(props["FilterPolicy"])
+            attributes["FilterPolicyScope"] = props.get("FilterPolicyScope", "MessageAttributes")
+        if "RawMessageDelivery" in props:
+            attributes["RawMessageDelivery"] = str(props["RawMessageDelivery"]).lower()
+        client("sns", endpoint).subscribe(
+            TopicArn=resolve(props["TopicArn"]),
+            Protocol=props["Protocol"],
+            Endpoint=resolve(props["Endpoint"]),
+            Attributes=attributes,
+        )
+        created.append(logical)
+    return created
+
+
 def document(value):
     """A policy document as a dict. moto keeps the documents a CloudFormation stack gave
     it as Python's repr of a dict rather than JSON; both are read."""
@@ -105,7 +157,21 @@ def inspect(endpoint):
         p["policyName"]: document(iot.get_policy(policyName=p["policyName"])["policyDocument"])
         for p in iot.list_policies()["policies"]
     }
-    topics = [t["TopicArn"] for t in client("sns", endpoint).list_topics()["Topics"]]
+    sns = client("sns", endpoint)
+    topics = [t["TopicArn"] for t in sns.list_topics()["Topics"]]
+    subscriptions = [
+        {
+            "topic": sub["TopicArn"],
+            "protocol": sub["Protocol"],
+            "endpoint": sub["Endpoint"],
+            "filter_policy": document(
+                sns.get_subscription_attributes(SubscriptionArn=sub["SubscriptionArn"])["Attributes"].get(
+                    "FilterPolicy", "{}"
+                )
+            ),
+        }
+        for sub in sns.list_subscriptions()["Subscriptions"]
+    ]
     lam = client("lambda", endpoint)
     functions = {
         f["FunctionName"]: {
@@ -134,7 +200,11 @@ def inspect(endpoint):
         table = dynamodb.describe_table(TableName=name)["Table"]
         ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
         tables[name] = {"key": table["KeySchema"], "ttl": ttl.get("AttributeName")}
-    queues = client("sqs", endpoint).list_queues().get("QueueUrls", [])
+    sqs = client("sqs", endpoint)
+    queues = sqs.list_queues().get("QueueUrls", [])
+    queue_attributes = {
+        url: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"] for url in queues
+    }
     buckets = [b["Name"] for b in client("s3", endpoint).list_buckets()["Buckets"]]
     return {
         "streams": streams,
@@ -142,10 +212,12 @@ def inspect(endpoint):
         "role_aliases": aliases,
         "iot_policies": iot_policies,
         "topics": topics,
+        "subscriptions": subscriptions,
         "functions": functions,
         "event_source_mappings": mappings,
         "tables": tables,
         "queues": queues,
+        "queue_attributes": queue_attributes,
         "buckets": buckets,
     }
 
@@ -159,7 +231,11 @@ def main():
     described = deploy(endpoint, template, stack, parameters)
     with open(outputs_file, "w") as f:
         json.dump({"Stacks": described["Stacks"]}, f, default=str, indent=1)
+    created_by_api = []
+    if described["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE":
+        created_by_api = subscribe_as_the_template_says(endpoint, template, stack)
     found = inspect(endpoint)
+    found["created_by_api"] = created_by_api
     found["status"] = described["Stacks"][0]["StackStatus"]
     found["status_reason"] = described["Stacks"][0].get("StackStatusReason")
     print(json.dumps(found, default=str))

@@ -124,9 +124,9 @@ pub fn alerts_stream(command: &str, endpoint: &str, arg: &str, stdin: &str) -> S
     String::from_utf8(out.stdout).expect("UTF-8").trim().to_string()
 }
 
-/// A program of the alert handler crate (`cargo build -p tillgate-alert-handler`),
-/// beside the running test executable.
-pub fn alert_handler_program(name: &str) -> PathBuf {
+/// A program of the cloud's function crates (`cargo build -p tillgate-alert-handler -p
+/// tillgate-video-analysis --bins`), beside the running test executable.
+pub fn cloud_program(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let bin = exe
         .parent()
@@ -135,7 +135,8 @@ pub fn alert_handler_program(name: &str) -> PathBuf {
         .join(name);
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p tillgate-alert-handler` first (make test does)",
+        "{} is missing: run `cargo build -p tillgate-alert-handler -p tillgate-video-analysis --bins` first \
+         (make test does)",
         bin.display()
     );
     bin
@@ -151,7 +152,7 @@ pub struct AlertHandlerTargets {
 
 /// The alert handler (`alerts-from-stream`) over `stream` at the emulator; its summary.
 pub fn run_alert_handler(endpoint: &str, stream: &str, targets: &AlertHandlerTargets) -> Value {
-    let out = Command::new(alert_handler_program("alerts-from-stream"))
+    let out = Command::new(cloud_program("alerts-from-stream"))
         .args(["--stream", stream])
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_REGION", "us-east-1")
@@ -171,6 +172,84 @@ pub fn run_alert_handler(endpoint: &str, stream: &str, targets: &AlertHandlerTar
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "alerts-from-stream printed no summary ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// `cloud/template.yaml`.
+pub fn chain_template() -> PathBuf {
+    crate::repo_root().join("cloud/template.yaml")
+}
+
+/// Deploys the chain stack as `chain` into `moto`, with the functions' packages uploaded
+/// first (host builds: moto stores a package, it never runs it).
+pub fn deploy_chain(moto: &Moto, outputs: &Path, parameters: &[&str]) -> Value {
+    let uploads = [("alert-handler", "bootstrap"), ("video-analysis", "video-analysis")].map(|(package, program)| {
+        format!(
+            "upload:tillgate-functions/tillgate/{package}-arm64.zip={}",
+            cloud_program(program).display()
+        )
+    });
+    let mut all = vec!["FunctionCodeBucket=tillgate-functions"];
+    all.extend(uploads.iter().map(String::as_str));
+    all.extend_from_slice(parameters);
+    moto.deploy(&chain_template(), "chain", outputs, &all)
+}
+
+/// The stack's outputs by key, from the `describe-stacks` file [`Moto::deploy`] wrote.
+pub fn outputs_by_key(outputs: &Path) -> std::collections::HashMap<String, String> {
+    let described: Value =
+        serde_json::from_str(&std::fs::read_to_string(outputs).expect("outputs file")).expect("describe-stacks JSON");
+    described["Stacks"][0]["Outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .map(|o| {
+            (
+                o["OutputKey"].as_str().unwrap_or_default().to_string(),
+                o["OutputValue"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+impl AlertHandlerTargets {
+    /// Where the stack's alert handler publishes, claims and dead-letters.
+    pub fn from_outputs(out: &std::collections::HashMap<String, String>) -> Self {
+        AlertHandlerTargets {
+            topic_arn: out["FraudAlertsTopicArn"].clone(),
+            claims_table: out["AlertClaimsTableName"].clone(),
+            dead_letter_queue_url: out["AlertsDeadLetterQueueUrl"].clone(),
+        }
+    }
+}
+
+/// The video analysis (`video-from-queue`) over `queue_url` at the emulator, with Kinesis
+/// Video at `kvs` (the kit's endpoint: moto has no GetImages), publishing to
+/// `topic_arn`; its summary.
+pub fn run_video_analysis(endpoint: &str, kvs: &str, queue_url: &str, topic_arn: &str) -> Value {
+    let out = Command::new(cloud_program("video-from-queue"))
+        .args(["--queue-url", queue_url])
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ENDPOINT_URL_KINESIS_VIDEO", kvs)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", crate::fakes::kvs::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", crate::fakes::kvs::SECRET_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("SECURITY_TOPIC_ARN", topic_arn)
+        .output()
+        .expect("video-from-queue runs");
+    assert!(
+        out.status.success(),
+        "video-from-queue failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its log, for the test's output when an assertion on the summary fails.
+    eprintln!("video-from-queue: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "video-from-queue printed no summary ({e}): {}",
             String::from_utf8_lossy(&out.stderr)
         )
     })

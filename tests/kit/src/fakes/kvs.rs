@@ -1,12 +1,13 @@
 //! A local Kinesis Video Streams endpoint, because no public emulator implements
 //! PutMedia. Control plane (REST-JSON): CreateStream, DescribeStream, GetDataEndpoint
-//! (returning its own address). PutMedia: checks the SigV4 signature (body hashed as
+//! (returning its own address for PUT_MEDIA and GET_IMAGES). PutMedia: checks the SigV4 signature (body hashed as
 //! empty, like the C SDK, or UNSIGNED-PAYLOAD, like the Java SDK) and the PutMedia
 //! headers, reads the MKV stream as it arrives ([`crate::checkers::mkv`]) with the
 //! service's rules, answers BUFFERING / RECEIVED / PERSISTED (or ERROR with the real
 //! ErrorIds, then closes), allows one connection per stream, and keeps every fragment
 //! for inspection. Faults: outage (connections dropped and refused), a connection
 //! dropped after N fragments, delayed PERSISTED, an error ACK for the next fragment.
+//! GetImages on the received video: [`images`].
 
 use crate::checkers::mkv::{Event as MkvEvent, MkvStream, ParsedFragment};
 use crate::fakes::outage::OutageListener;
@@ -23,6 +24,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
+
+mod images;
+pub use images::ServedImage;
 
 /// The secret the fake accepts (with any access key id from [`ACCESS_KEY`]).
 pub const ACCESS_KEY: &str = "AKIDTEST";
@@ -85,6 +89,7 @@ struct State {
     untimed_target: Option<u64>,
     /// Each refusal `refuse_untimed` made, by the fragment's timecode.
     untimed_errors_for: Vec<u64>,
+    served_images: Vec<ServedImage>,
 }
 
 /// The running endpoint.
@@ -119,6 +124,10 @@ impl FakeKvs {
         let s2 = state.clone();
         let s3 = state.clone();
         let s4 = state.clone();
+        let images = FakeKvs {
+            addr,
+            state: state.clone(),
+        };
         let app = Router::new()
             .route(
                 "/createStream",
@@ -135,6 +144,10 @@ impl FakeKvs {
             .route(
                 "/putMedia",
                 post(move |request: Request| put_media(s4.clone(), addr, request)),
+            )
+            .route(
+                "/getImages",
+                post(move |Json(body): Json<Value>| images.clone().get_images(body)),
             );
         let refuse_state = state.clone();
         let listener = OutageListener::new(
@@ -299,7 +312,11 @@ fn data_endpoint(state: &Mutex<State>, addr: SocketAddr, body: Value) -> Respons
             &format!("stream {name} not found"),
         );
     }
-    if body.get("APIName").and_then(Value::as_str) != Some("PUT_MEDIA") {
+    // The APIs this endpoint serves on its own address.
+    if !matches!(
+        body.get("APIName").and_then(Value::as_str),
+        Some("PUT_MEDIA" | "GET_IMAGES")
+    ) {
         return error(StatusCode::BAD_REQUEST, "InvalidArgumentException", "APIName");
     }
     Json(json!({ "DataEndpoint": format!("http://{addr}") })).into_response()
