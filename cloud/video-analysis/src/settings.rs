@@ -7,13 +7,18 @@ use std::time::Duration;
 pub struct Settings {
     /// `SECURITY_TOPIC_ARN`: the security team's topic.
     pub topic_arn: String,
-    /// `VIDEO_WAIT_MINUTES` (default 60): how long after an alert its video may still
-    /// arrive (a gateway that was offline backfills); then the findings go out with what
-    /// there is.
+    /// `VIDEO_WAIT_MINUTES` (default 60, at most [`MAX_WAIT_MINUTES`]): how long after an
+    /// alert its video may still arrive (a gateway that was offline backfills); then the
+    /// findings go out with what there is.
     pub wait_for_video: Duration,
     /// `FRAMES_PER_CAMERA` (default 4, at most 10): frames spread over each camera's range.
     pub frames_per_camera: usize,
 }
+
+/// The longest wait for video: the stack's queue gives a message up after 10 receptions
+/// 12 minutes apart (its visibility timeout), so a longer wait would end in the
+/// dead-letter queue instead of findings.
+pub const MAX_WAIT_MINUTES: u64 = 100;
 
 /// Each SDK call's bound. GetImages decodes video on the service side, so calls get more
 /// time than the alert handler's; handler::CALL_MARGIN_MS keeps every call inside the
@@ -57,7 +62,7 @@ impl Settings {
             topic_arn: var("SECURITY_TOPIC_ARN")
                 .filter(|v| !v.trim().is_empty())
                 .ok_or("SECURITY_TOPIC_ARN is not set")?,
-            wait_for_video: Duration::from_secs(60 * number("VIDEO_WAIT_MINUTES", 60, 24 * 60)?),
+            wait_for_video: Duration::from_secs(60 * number("VIDEO_WAIT_MINUTES", 60, MAX_WAIT_MINUTES)?),
             frames_per_camera: number("FRAMES_PER_CAMERA", 4, 10)? as usize,
         })
     }
