@@ -180,7 +180,7 @@ async fn analyse(message: &SqsMessage, parts: &Parts<'_>, deadline_ms: i64) -> R
             Err(why) => CameraResult::NoVideo(why),
             Ok(f) if f.frames.is_empty() => CameraResult::NoVideo(format!(
                 "none arrived within {} of the alert",
-                humanize(parts.wait_for_video)
+                humantime::format_duration(parts.wait_for_video)
             )),
             Ok(f) => label(f, parts, &call).await?,
         };
@@ -220,17 +220,6 @@ async fn label(f: Frames, parts: &Parts<'_>, call: &impl Fn() -> Result<(), Retr
         undecodable: f.undecodable,
         refused,
     })
-}
-
-fn humanize(d: Duration) -> String {
-    let s = d.as_secs();
-    if s % 3600 == 0 && s > 0 {
-        format!("{} h", s / 3600)
-    } else if s % 60 == 0 && s > 0 {
-        format!("{} min", s / 60)
-    } else {
-        format!("{s} s")
-    }
 }
 
 fn log_published(request: &VideoRequest, subject: &str) {

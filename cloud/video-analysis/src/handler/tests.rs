@@ -179,7 +179,7 @@ async fn no_video_after_the_wait_is_said_not_swallowed() {
     let m = topic.published.lock().unwrap()[0].clone();
     assert_eq!(m.subject, "VIDEO store s-1 till t-1: no video");
     assert!(
-        m.body.contains("no video (none arrived within 1 h of the alert)"),
+        m.body.contains("no video (none arrived within 1h of the alert)"),
         "{}",
         m.body
     );

@@ -43,30 +43,31 @@ struct Request {
     first: usize,
 }
 
-fn read(body: &Value) -> Result<Request, Response> {
+/// The request's parameters, or why the service refuses it (InvalidArgumentException).
+fn read(body: &Value) -> Result<Request, String> {
     if body.get("ImageSelectorType").and_then(Value::as_str) != Some("PRODUCER_TIMESTAMP") {
-        return Err(invalid("ImageSelectorType: only PRODUCER_TIMESTAMP is emulated"));
+        return Err(String::from("ImageSelectorType: only PRODUCER_TIMESTAMP is emulated"));
     }
     let ms = |key: &str| {
         body.get(key)
             .and_then(Value::as_f64)
             .map(|s| (s * 1000.0).round() as i64)
-            .ok_or_else(|| invalid(&format!("{key} is required (epoch seconds)")))
+            .ok_or_else(|| format!("{key} is required (epoch seconds)"))
     };
     let (start_ms, end_ms) = (ms("StartTimestamp")?, ms("EndTimestamp")?);
     if end_ms < start_ms || end_ms - start_ms > MAX_RANGE_MS {
-        return Err(invalid(
+        return Err(String::from(
             "EndTimestamp must be after StartTimestamp and within 300 seconds of it",
         ));
     }
     let sampling_ms = body.get("SamplingInterval").and_then(Value::as_i64).unwrap_or(3_000);
     if sampling_ms < MIN_SAMPLING_MS {
-        return Err(invalid("SamplingInterval is at least 200 ms"));
+        return Err(String::from("SamplingInterval is at least 200 ms"));
     }
     let codec = match body.get("Format").and_then(Value::as_str) {
         Some("JPEG") => "mjpeg",
         Some("PNG") => "png",
-        _ => return Err(invalid("Format must be JPEG or PNG")),
+        _ => return Err(String::from("Format must be JPEG or PNG")),
     };
     let max_results = body
         .get("MaxResults")
@@ -77,7 +78,7 @@ fn read(body: &Value) -> Result<Request, Response> {
         None => 0,
         Some(t) => t
             .parse()
-            .map_err(|_| invalid("NextToken is not one this endpoint gave"))?,
+            .map_err(|_| "NextToken is not one this endpoint gave".to_string())?,
     };
     Ok(Request {
         stream: stream_name(body),
@@ -117,7 +118,7 @@ impl FakeKvs {
     pub(super) async fn get_images(self, body: Value) -> Response {
         let request = match read(&body) {
             Ok(r) => r,
-            Err(refused) => return refused,
+            Err(why) => return invalid(&why),
         };
         let header = {
             let state = self.state.lock().unwrap();
