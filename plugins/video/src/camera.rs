@@ -116,7 +116,7 @@ pub async fn run(shared: CameraShared, mut tags: mpsc::Receiver<crate::tags::Tag
                         break;
                     }
                 }
-                Some((name, value)) = tags.recv() => recorder.tag(&name, &value),
+                Some(sale) = tags.recv() => recorder.tag(&sale),
                 _ = expiry.tick() => {
                     let expired = shared.store.expire(now_ms() as u64);
                     shared.count_evictions(&expired);
@@ -176,16 +176,16 @@ impl Recorder {
         }
     }
 
-    /// A tag for the fragment being recorded (a blocked sale); at most 10 per fragment.
-    fn tag(&mut self, name: &str, value: &str) {
+    /// Tags the fragment being recorded with a flagged sale (its own tag, or the
+    /// fragment's summary when it has nine already).
+    fn tag(&mut self, sale: &crate::tags::SaleTag) {
+        let outcome = self.fragmenter.tag(sale);
         let camera = self.shared.camera.name.as_str();
-        let outcome = if self.fragmenter.tag(name, value) {
-            "tagged"
-        } else {
-            tracing::warn!(camera, tag = %name, "fragment already has 10 tags; tag not added");
-            "refused"
-        };
-        self.shared.metrics.tags.with_label_values(&[camera, outcome]).inc();
+        self.shared
+            .metrics
+            .tags
+            .with_label_values(&[camera, outcome.label()])
+            .inc();
     }
 
     /// The pipeline was lost: its open fragment is stored, the restart counted.
@@ -216,6 +216,15 @@ impl Recorder {
 
 /// Writes a closed fragment to the ring (header + Tags + Cluster) and wakes the uploader.
 async fn keep(shared: &CameraShared, segment_uid: [u8; 16], f: Fragment) {
+    if f.summarised > 0 {
+        // Once per fragment, however many sales it summarises.
+        tracing::info!(
+            camera = %shared.camera.name,
+            tagged = f.tags.len() - 1,
+            summarised = f.summarised,
+            "a busy fragment: flagged sales beyond KVS's 10 tags are in its summary tag"
+        );
+    }
     let header = mkv::header(&shared.camera.name, segment_uid, &f.track);
     let body = match mkv::fragment(&f.frames, &f.tags) {
         Ok(b) => b,

@@ -3,7 +3,9 @@
 //! pipeline's first frame arrives, so a camera's own timestamps (which jump, reset and
 //! go backwards) can never produce a stream KVS refuses.
 
+use crate::fragment_tags::{FragmentTags, TagOutcome};
 use crate::mkv::{Frame, TrackInfo};
+use crate::tags::SaleTag;
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -25,7 +27,10 @@ pub struct Fragment {
     pub start_ms: u64,
     /// Timecode of the frame after the last (the next fragment's start).
     pub end_ms: u64,
+    /// At most [`MAX_TAGS`], within KVS's limits.
     pub tags: Vec<(String, String)>,
+    /// Flagged sales counted in the summary tag only.
+    pub summarised: u32,
 }
 
 /// What happened to a sample besides being added.
@@ -46,7 +51,7 @@ pub struct Fragmenter {
     last_ms: u64,
     open: Vec<Frame>,
     track: Option<TrackInfo>,
-    tags: Vec<(String, String)>,
+    tags: FragmentTags,
     /// Waiting for a key frame: frames until then are dropped.
     need_key: bool,
 }
@@ -59,7 +64,7 @@ impl Fragmenter {
             last_ms: 0,
             open: Vec::new(),
             track: None,
-            tags: Vec::new(),
+            tags: FragmentTags::default(),
             need_key: true,
         }
     }
@@ -73,16 +78,10 @@ impl Fragmenter {
         closed
     }
 
-    /// Adds a tag to the fragment being recorded now (the moment something happened);
-    /// `false` when the fragment already has [`MAX_TAGS`] or the tag breaks KVS's limits.
-    pub fn tag(&mut self, name: &str, value: &str) -> bool {
-        let valid =
-            !name.is_empty() && name.len() <= MAX_TAG_NAME && value.len() <= MAX_TAG_VALUE && !name.starts_with("AWS");
-        if !valid || self.tags.len() >= MAX_TAGS {
-            return false;
-        }
-        self.tags.push((name.to_string(), value.to_string()));
-        true
+    /// Tags the fragment being recorded now (the moment a sale was flagged): its own tag,
+    /// or, when the fragment has no room left, the summary ([`FragmentTags`]).
+    pub fn tag(&mut self, sale: &SaleTag) -> TagOutcome {
+        self.tags.add(sale)
     }
 
     /// Adds one frame. `pts_ns` is the camera's presentation time (pipeline running
@@ -143,12 +142,14 @@ impl Fragmenter {
             return None;
         }
         let frames = std::mem::take(&mut self.open);
+        let tags = self.tags.take();
         Some(Fragment {
             start_ms: frames[0].timecode_ms,
             end_ms: end_ms.max(frames[frames.len() - 1].timecode_ms + 1),
             frames,
             track: self.track.clone()?,
-            tags: std::mem::take(&mut self.tags),
+            tags: tags.tags,
+            summarised: tags.summarised,
         })
     }
 
@@ -283,15 +284,20 @@ mod tests {
     }
 
     #[test]
-    fn tags_follow_kvs_limits_and_land_on_the_open_fragment() {
+    fn tags_land_on_the_open_fragment_within_kvs_limits() {
         let mut f = Fragmenter::new(Duration::from_secs(2));
-        assert!(!f.tag("AWS_x", "v"));
-        assert!(!f.tag(&"n".repeat(129), "v"));
-        for i in 0..MAX_TAGS {
-            assert!(f.tag(&format!("t{i}"), "v"));
+        for i in 0..12 {
+            f.tag(&SaleTag {
+                decision: "block".into(),
+                txn_id: format!("t{i}"),
+                terminal: "till-1".into(),
+                rules: vec![],
+            });
         }
-        assert!(!f.tag("one-too-many", "v"));
         f.push(Some(0), 1_000, true, Bytes::new(), &track());
-        assert_eq!(f.flush().unwrap().tags.len(), MAX_TAGS);
+        let closed = f.flush().unwrap();
+        assert_eq!((closed.tags.len(), closed.summarised), (MAX_TAGS, 3));
+        f.push(Some(0), 5_000, true, Bytes::new(), &track());
+        assert!(f.flush().unwrap().tags.is_empty(), "the next fragment starts untagged");
     }
 }

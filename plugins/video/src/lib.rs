@@ -13,6 +13,7 @@ pub mod camera;
 mod component;
 pub mod config;
 mod failure;
+pub mod fragment_tags;
 pub mod fragmenter;
 pub mod kvs;
 pub mod metrics;

@@ -20,7 +20,9 @@ pub struct VideoMetrics {
     pub ack_errors: IntCounterVec,
     /// By `outcome`: opened, failed, rotated, closed (by the service, idle).
     pub connections: IntCounterVec,
-    /// Fragment tags from rule hits, by `outcome`: tagged, dropped, refused.
+    /// Flagged sales put on the fragment being recorded, by `outcome`: tagged (their own
+    /// tag), summarised (counted in the fragment's summary tag), dropped (the camera task
+    /// was busy).
     pub tags: IntCounterVec,
     pub backlog_seconds: GaugeVec,
     pub backlog_fragments: GaugeVec,

@@ -4,6 +4,7 @@
 //! Alerts older than [`STALE`] (a backlog after a restart) are not tagged: the fragment
 //! they belong to is closed, and tagging the current one would point at the wrong video.
 
+use crate::fragmenter::{MAX_TAG_NAME, MAX_TAG_VALUE};
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::time::Duration;
@@ -13,8 +14,40 @@ use tokio::sync::mpsc;
 /// An alert older than this no longer tags video.
 pub const STALE: Duration = Duration::from_secs(10);
 
-/// A tag on its way to a camera's fragmenter.
-pub type Tag = (String, String);
+/// A flagged sale on its way to a camera's fragmenter.
+pub type Tag = SaleTag;
+
+/// A review or block decision, as the video remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleTag {
+    pub decision: String,
+    pub txn_id: String,
+    pub terminal: String,
+    pub rules: Vec<String>,
+}
+
+impl SaleTag {
+    /// `tillgate.<decision>.<txn_id>`, cut to KVS's 128 bytes.
+    pub fn name(&self) -> String {
+        cut(format!("tillgate.{}.{}", self.decision, self.txn_id), MAX_TAG_NAME)
+    }
+
+    /// `terminal=<id> rules=<ids>`, cut to KVS's 256 bytes.
+    pub fn value(&self) -> String {
+        cut(
+            format!("terminal={} rules={}", self.terminal, self.rules.join(",")),
+            MAX_TAG_VALUE,
+        )
+    }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    while text.len() > max {
+        text.pop();
+    }
+    text
+}
 
 #[derive(Debug, Deserialize)]
 struct RuleHitAlert {
@@ -50,8 +83,7 @@ impl TagSink {
     }
 }
 
-/// The tag for an alert: name `tillgate.<decision>.<txn_id>` (≤ 128 bytes), value
-/// `terminal=<id> rules=<ids>` (≤ 256 bytes).
+/// The flagged sale in an alert (a rule hit decided review or block), and its terminal.
 pub fn tag_for(alert: &[u8]) -> Option<(String, Tag)> {
     let a: RuleHitAlert = serde_json::from_slice(alert).ok()?;
     if a.kind != "rule_hit" || !(a.decision == "review" || a.decision == "block") {
@@ -62,15 +94,13 @@ pub fn tag_for(alert: &[u8]) -> Option<(String, Tag)> {
         .iter()
         .filter_map(|r| r.get("id").and_then(|v| v.as_str()).map(str::to_string))
         .collect();
-    let name: String = format!("tillgate.{}.{}", a.decision, a.txn_id)
-        .chars()
-        .take(128)
-        .collect();
-    let mut value = format!("terminal={} rules={}", a.terminal_id, rules.join(","));
-    while value.len() > 256 {
-        value.pop();
-    }
-    Some((a.terminal_id, (name, value)))
+    let sale = SaleTag {
+        decision: a.decision,
+        txn_id: a.txn_id,
+        terminal: a.terminal_id.clone(),
+        rules,
+    };
+    Some((a.terminal_id, sale))
 }
 
 #[async_trait]
@@ -98,7 +128,7 @@ impl Sink for TagSink {
                     // holding the journal back for.
                     // (The camera task counts `tagged` and `refused`.)
                     if t.sender.try_send(tag.clone()).is_err() {
-                        tracing::warn!(camera = %t.camera, tag = %tag.0, "camera busy; tag dropped");
+                        tracing::warn!(camera = %t.camera, txn = %tag.txn_id, "camera busy; tag dropped");
                         self.tagged.with_label_values(&[t.camera.as_str(), "dropped"]).inc();
                     }
                 }
@@ -115,10 +145,10 @@ mod tests {
     #[test]
     fn review_and_block_alerts_become_tags_within_kvs_limits() {
         let alert = br#"{"kind":"rule_hit","txn_id":"t-1","store_id":"s","terminal_id":"pos-3","seq":4,"decision":"block","rules":[{"id":"velocity","action":"block"},{"id":"amount","action":"review"}]}"#;
-        let (terminal, (name, value)) = tag_for(alert).unwrap();
+        let (terminal, sale) = tag_for(alert).unwrap();
         assert_eq!(terminal, "pos-3");
-        assert_eq!(name, "tillgate.block.t-1");
-        assert_eq!(value, "terminal=pos-3 rules=velocity,amount");
+        assert_eq!(sale.name(), "tillgate.block.t-1");
+        assert_eq!(sale.value(), "terminal=pos-3 rules=velocity,amount");
         let allow = br#"{"kind":"rule_hit","txn_id":"t","terminal_id":"p","decision":"allow","rules":[]}"#;
         assert!(tag_for(allow).is_none());
         let long = format!(
@@ -126,7 +156,7 @@ mod tests {
             "x".repeat(300),
             "y".repeat(300)
         );
-        let (_, (name, value)) = tag_for(long.as_bytes()).unwrap();
-        assert!(name.len() <= 128 && value.len() <= 256);
+        let (_, sale) = tag_for(long.as_bytes()).unwrap();
+        assert!(sale.name().len() <= 128 && sale.value().len() <= 256);
     }
 }

@@ -569,4 +569,77 @@ mod camera {
         );
         agent.terminate();
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_flagged_sales_keeps_every_sale_in_its_fragments_tags() {
+        let (_dir, kvs, agent) = streaming_test_camera("busy-till", 24).await;
+        // 25 sales with a stolen card in one batch: one moment, far more than 10 tags.
+        let body: String = (0..25)
+            .map(|i| {
+                let mut t = txn(&format!("burst-{i}"), "till-1", 100);
+                t["card"]["token"] = json!("tok_stolen_0001");
+                format!("{t}\n")
+            })
+            .collect();
+        let (status, answers) = tillgate_testkit::post_ndjson(&tillgate_testkit::http_client(), &agent.url(), body)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{answers:?}");
+        let flagged = answers
+            .iter()
+            .filter(|a| a["decision"] == "block" || a["decision"] == "review")
+            .count();
+        assert_eq!(flagged, 25, "{answers:?}");
+        // The fragments of that moment have closed and arrived.
+        let sent_at = chrono::Utc::now().timestamp_millis() as u64;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !kvs
+            .distinct_fragments("busy-till")
+            .iter()
+            .any(|f| f.fragment.timecode_ms > sent_at + 1_000)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no fragment after the burst\n{}",
+                agent.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        let fragments = kvs.distinct_fragments("busy-till");
+        let (mut own, mut summarised, mut summaries) = (0, 0, 0);
+        for f in &fragments {
+            let tags = &f.fragment.tags;
+            assert!(tags.len() <= 10, "KVS takes 10 tags: {tags:?}");
+            own += tags.iter().filter(|(n, _)| n.starts_with("tillgate.block.")).count();
+            for (_, value) in tags.iter().filter(|(n, _)| n == "tillgate.summary") {
+                summaries += 1;
+                let untagged = value
+                    .split(' ')
+                    .find_map(|w| w.strip_prefix("untagged="))
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or_else(|| panic!("a count in {value}"));
+                summarised += untagged;
+                assert!(value.len() <= 256 && value.contains("ids=burst-"), "{value}");
+            }
+        }
+        assert_eq!(
+            own + summarised,
+            25,
+            "every flagged sale tagged or summarised: {own} + {summarised}"
+        );
+        assert!(summaries >= 1, "the busy fragment has a summary");
+        let log = agent.log();
+        assert_eq!(
+            log.matches("a busy fragment").count(),
+            summaries,
+            "one line per busy fragment, not per sale"
+        );
+        let metrics = agent.metrics_text().await;
+        assert!(
+            metrics.contains("tillgate_video_tags_total{camera=\"cam\",outcome=\"summarised\"}"),
+            "{metrics}"
+        );
+        agent.terminate();
+    }
 }
