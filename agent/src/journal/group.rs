@@ -74,7 +74,13 @@ impl<'c> Group<'c> {
         insert(seq + 1, Channel::Decisions, &record_bytes)?;
         let mut used = 2;
         if !decision.hits.is_empty() {
-            let located = video.locate(&txn.terminal_id, received);
+            // How late the sale arrived, by a terminal clock the gateway trusts.
+            let late = if txn.clock_skew {
+                0
+            } else {
+                received - txn.occurred_at.timestamp_millis()
+            };
+            let located = video.locate(&txn.terminal_id, received, late);
             let alert =
                 serde_json::to_vec(&AlertRecord::rule_hit(txn, &record, located)).expect("an alert record serializes");
             insert(seq + used, Channel::Alerts, &alert)?;

@@ -37,12 +37,21 @@ impl VideoLinks {
         VideoLinks { cameras }
     }
 
-    /// The video of a sale on `terminal` that reached the gateway at `received_ms`.
-    pub fn locate(&self, terminal: &str, received_ms: i64) -> Vec<VideoLocation> {
+    /// The video of a sale on `terminal` that reached the gateway at `received_ms`:
+    /// the cameras that name the terminal first, then those that cover every terminal
+    /// (the cloud looks at the first few only). `late_ms` is how long after it happened
+    /// the sale arrived (by a terminal clock that is not skewed; 0 otherwise): a camera
+    /// whose clip starts after the sale happened would show the wrong moment, so a sale
+    /// that arrived later than `clip_before` gets no video from it.
+    pub fn locate(&self, terminal: &str, received_ms: i64, late_ms: i64) -> Vec<VideoLocation> {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        self.cameras
-            .iter()
-            .filter(|c| c.terminals.is_empty() || c.terminals.iter().any(|t| t == terminal))
+        let names = |c: &&VideoCoverage| c.terminals.iter().any(|t| t == terminal);
+        let every = |c: &&VideoCoverage| c.terminals.is_empty();
+        let named = self.cameras.iter().filter(names);
+        let all = self.cameras.iter().filter(every);
+        named
+            .chain(all)
+            .filter(|c| late_ms <= ms(c.before))
             .map(|c| VideoLocation {
                 camera: c.camera.clone(),
                 stream: c.stream.clone(),
@@ -74,13 +83,37 @@ mod tests {
             camera("door", &[]),
             camera("lane2", &["till-2"]),
         ]);
-        let found = links.locate("till-1", 1_000_000);
+        let found = links.locate("till-1", 1_000_000, 0);
         assert_eq!(
             found.iter().map(|v| v.camera.as_str()).collect::<Vec<_>>(),
             ["lane1", "door"]
         );
         assert_eq!((found[0].start_ms, found[0].end_ms), (990_000, 1_020_000));
         assert_eq!(found[0].stream, "thing-1.lane1");
-        assert!(VideoLinks::none().locate("till-1", 1).is_empty());
+        assert!(VideoLinks::none().locate("till-1", 1, 0).is_empty());
+    }
+
+    #[test]
+    fn the_cameras_on_the_till_come_before_those_on_every_till() {
+        let links = VideoLinks::new(vec![
+            camera("door", &[]),
+            camera("aisle", &[]),
+            camera("lane2", &["till-2"]),
+        ]);
+        let found = links.locate("till-2", 1_000_000, 0);
+        assert_eq!(
+            found.iter().map(|v| v.camera.as_str()).collect::<Vec<_>>(),
+            ["lane2", "door", "aisle"]
+        );
+    }
+
+    #[test]
+    fn a_sale_that_arrives_after_its_clip_began_gets_no_video() {
+        let links = VideoLinks::new(vec![camera("lane1", &["till-1"])]);
+        assert_eq!(links.locate("till-1", 1_000_000, 10_000).len(), 1, "within clip_before");
+        assert!(
+            links.locate("till-1", 1_000_000, 10_001).is_empty(),
+            "stored by the terminal and sent later: the video at arrival is another moment"
+        );
     }
 }

@@ -132,8 +132,11 @@ pub fn render(request: &VideoRequest, cameras: &[CameraFindings]) -> Message {
     // Most frequent labels first, for the subject.
     let mut by_count: Vec<(&str, (usize, usize))> = seen.iter().map(|(k, v)| (*k, *v)).collect();
     by_count.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
-    let headline = if all_frames.is_empty() {
+    let any_video = cameras.iter().any(|c| matches!(c.result, CameraResult::Seen { .. }));
+    let headline = if !any_video {
         "no video".to_string()
+    } else if all_frames.is_empty() {
+        "no frame analysed".to_string()
     } else if by_count.is_empty() {
         "nothing recognised".to_string()
     } else {
@@ -159,7 +162,7 @@ pub fn render(request: &VideoRequest, cameras: &[CameraFindings]) -> Message {
         ("terminal_id", request.terminal_id.clone()),
         ("txn_id", request.txn_id.clone()),
         ("decision", request.decision.clone()),
-        ("video", if all_frames.is_empty() { "none" } else { "seen" }.to_string()),
+        ("video", if any_video { "seen" } else { "none" }.to_string()),
     ]);
     if let Some((_, most)) = seen.get("Person") {
         attributes.insert("people", most.max(&1).to_string());

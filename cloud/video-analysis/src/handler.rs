@@ -14,8 +14,9 @@ use std::time::Duration;
 use tillgate_alert_handler::topic::Topic;
 
 /// No call starts later than this before the invocation's deadline: each SDK call is
-/// bounded by settings::OPERATION_TIMEOUT (10 s), plus slack.
-pub const CALL_MARGIN_MS: i64 = 12_000;
+/// bounded by settings::OPERATION_TIMEOUT (20 s), plus slack. Every call checks it
+/// (each GetImages page too).
+pub const CALL_MARGIN_MS: i64 = 22_000;
 
 /// What the handler calls out to.
 pub struct Parts<'a> {
@@ -147,13 +148,8 @@ pub async fn handle(event: &SqsEvent, parts: &Parts<'_>, deadline_ms: i64) -> Ou
 /// One message: `Ok(true)` when findings with frames went out, `Ok(false)` when they
 /// say there is no video.
 async fn analyse(message: &SqsMessage, parts: &Parts<'_>, deadline_ms: i64) -> Result<bool, Retry> {
-    let call = || {
-        if (parts.clock)() + CALL_MARGIN_MS > deadline_ms {
-            Err(Retry::OutOfTime)
-        } else {
-            Ok(())
-        }
-    };
+    let may_call = || (parts.clock)() + CALL_MARGIN_MS <= deadline_ms;
+    let call = || if may_call() { Ok(()) } else { Err(Retry::OutOfTime) };
     let request = parse(message.body.as_deref().unwrap_or_default()).map_err(Retry::Unreadable)?;
     let sent_ms = message
         .attributes
@@ -163,11 +159,11 @@ async fn analyse(message: &SqsMessage, parts: &Parts<'_>, deadline_ms: i64) -> R
     let waited_enough = (parts.clock)() - sent_ms >= parts.wait_for_video.as_millis() as i64;
     let mut fetched = Vec::new();
     for location in &request.video {
-        call()?;
-        let frames = match parts.archive.frames(location, parts.frames_per_camera).await {
+        let frames = match parts.archive.frames(location, parts.frames_per_camera, &may_call).await {
             Ok(frames) => Ok(frames),
-            Err(ArchiveError::NotKept(why)) => Err(why),
+            Err(ArchiveError::Unavailable(why)) => Err(why),
             Err(ArchiveError::Failed(why)) => return Err(Retry::Failed(why)),
+            Err(ArchiveError::OutOfTime) => return Err(Retry::OutOfTime),
         };
         if matches!(&frames, Ok(f) if !f.complete()) && !waited_enough {
             return Err(Retry::Waiting);
@@ -178,6 +174,10 @@ async fn analyse(message: &SqsMessage, parts: &Parts<'_>, deadline_ms: i64) -> R
     for (location, frames) in request.video.iter().zip(fetched) {
         let result = match frames {
             Err(why) => CameraResult::NoVideo(why),
+            Ok(f) if f.frames.is_empty() && f.missing == 0 => CameraResult::NoVideo(format!(
+                "KVS could not decode the video at any of the {} sampled moments",
+                f.undecodable
+            )),
             Ok(f) if f.frames.is_empty() => CameraResult::NoVideo(format!(
                 "none arrived within {} of the alert",
                 humantime::format_duration(parts.wait_for_video)

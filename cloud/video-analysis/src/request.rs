@@ -59,6 +59,15 @@ pub fn parse(body: &str) -> Result<VideoRequest, String> {
     };
     let mut video: Vec<VideoLocation> = serde_json::from_str(&attribute("video")?)
         .map_err(|e| format!("the \"video\" attribute is not a list of video locations: {e}"))?;
+    if video.is_empty() {
+        return Err("the \"video\" attribute lists no camera".into());
+    }
+    // The cameras beyond the first few are named, not analysed (nor checked).
+    let skipped_cameras = video
+        .split_off(video.len().min(MAX_CAMERAS))
+        .into_iter()
+        .map(|v| v.camera)
+        .collect();
     for v in &mut video {
         if v.stream.is_empty() || v.end_ms < v.start_ms {
             return Err(format!(
@@ -68,14 +77,6 @@ pub fn parse(body: &str) -> Result<VideoRequest, String> {
         }
         v.end_ms = v.end_ms.min(v.start_ms.saturating_add(MAX_RANGE_MS));
     }
-    if video.is_empty() {
-        return Err("the \"video\" attribute lists no camera".into());
-    }
-    let skipped_cameras = video
-        .split_off(video.len().min(MAX_CAMERAS))
-        .into_iter()
-        .map(|v| v.camera)
-        .collect();
     Ok(VideoRequest {
         alert_subject: envelope.subject.unwrap_or_default(),
         txn_id: attribute("txn_id")?,
@@ -128,7 +129,8 @@ mod tests {
 
     #[test]
     fn the_work_of_one_message_is_bounded() {
-        let many: Vec<_> = (0..5).map(|i| camera(&format!("c{i}"), 0, 900_000)).collect();
+        let mut many: Vec<_> = (0..4).map(|i| camera(&format!("c{i}"), 0, 900_000)).collect();
+        many.push(camera("c4", 10, 5)); // not analysed, so not a reason to refuse the rest
         let r = parse(&envelope(json!(many))).unwrap();
         assert_eq!(r.video.len(), MAX_CAMERAS);
         assert_eq!(r.skipped_cameras, ["c3", "c4"]);

@@ -177,7 +177,7 @@ impl Recorder {
     }
 
     /// Tags the fragment being recorded with a flagged sale (its own tag, or the
-    /// fragment's summary when it has nine already).
+    /// fragment's summary when it has ten already).
     fn tag(&mut self, sale: &crate::tags::SaleTag) {
         let outcome = self.fragmenter.tag(sale);
         let camera = self.shared.camera.name.as_str();

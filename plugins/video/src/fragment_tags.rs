@@ -1,6 +1,6 @@
 //! The tags of the fragment being recorded. KVS takes 10 tags per fragment; a busy
 //! moment (a burst of flagged sales, a rule firing on every sale of a queue) has more.
-//! The first nine flagged sales get a tag each; from the tenth on, the last slot is a
+//! Up to ten flagged sales get a tag each; from the eleventh on, the tenth slot becomes a
 //! summary of the whole fragment — counts per decision and the first ids without their
 //! own tag — so the moment keeps its tag and nothing is silently lost.
 
@@ -34,6 +34,7 @@ impl TagOutcome {
 #[derive(Debug, Default)]
 pub struct FragmentTags {
     own: Vec<(String, String)>,
+    own_ids: Vec<String>,
     /// Every flagged sale of the fragment, per decision.
     per_decision: BTreeMap<String, u32>,
     /// Sales without their own tag, in arrival order (named while the value has room).
@@ -52,9 +53,15 @@ pub struct ClosedTags {
 impl FragmentTags {
     pub fn add(&mut self, sale: &SaleTag) -> TagOutcome {
         *self.per_decision.entry(sale.decision.clone()).or_default() += 1;
-        if self.summarised.is_empty() && self.own.len() < MAX_TAGS - 1 {
+        if self.summarised.is_empty() && self.own.len() < MAX_TAGS {
             self.own.push((sale.name(), sale.value()));
+            self.own_ids.push(sale.txn_id.clone());
             return TagOutcome::Tagged;
+        }
+        if self.summarised.is_empty() {
+            // The eleventh: the tenth tag makes room for the summary and joins it.
+            self.own.pop();
+            self.summarised.extend(self.own_ids.pop());
         }
         self.summarised.push(sale.txn_id.clone());
         TagOutcome::Summarised
@@ -63,6 +70,7 @@ impl FragmentTags {
     /// The tags for the fragment that just closed; the next one starts empty.
     pub fn take(&mut self) -> ClosedTags {
         let mut tags = std::mem::take(&mut self.own);
+        self.own_ids.clear();
         let summarised = std::mem::take(&mut self.summarised);
         let per_decision = std::mem::take(&mut self.per_decision);
         if !summarised.is_empty() {
@@ -112,12 +120,13 @@ mod tests {
     }
 
     #[test]
-    fn nine_sales_get_their_own_tags_and_the_rest_a_summary_of_the_whole_fragment() {
+    fn nine_sales_keep_their_own_tags_and_the_rest_a_summary_of_the_whole_fragment() {
         let mut tags = FragmentTags::default();
         let outcomes: Vec<TagOutcome> = (0..25)
             .map(|i| tags.add(&sale(if i < 3 { "block" } else { "review" }, &format!("t-{i}"))))
             .collect();
-        assert_eq!(outcomes.iter().filter(|o| **o == TagOutcome::Tagged).count(), 9);
+        // The tenth was tagged when it came, and summarised when the eleventh did.
+        assert_eq!(outcomes.iter().filter(|o| **o == TagOutcome::Tagged).count(), 10);
         let closed = tags.take();
         assert_eq!(closed.tags.len(), MAX_TAGS);
         assert_eq!(closed.summarised, 16);
@@ -144,13 +153,13 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_fragment_has_no_summary() {
+    fn ten_sales_fit_without_a_summary() {
         let mut tags = FragmentTags::default();
-        for i in 0..9 {
+        for i in 0..10 {
             assert_eq!(tags.add(&sale("block", &format!("t-{i}"))), TagOutcome::Tagged);
         }
         let closed = tags.take();
-        assert_eq!((closed.tags.len(), closed.summarised), (9, 0));
+        assert_eq!((closed.tags.len(), closed.summarised), (10, 0));
         assert!(closed.tags.iter().all(|(n, _)| n != SUMMARY_TAG));
     }
 }

@@ -296,7 +296,11 @@ mod tests {
         }
         f.push(Some(0), 1_000, true, Bytes::new(), &track());
         let closed = f.flush().unwrap();
-        assert_eq!((closed.tags.len(), closed.summarised), (MAX_TAGS, 3));
+        assert_eq!(
+            (closed.tags.len(), closed.summarised),
+            (MAX_TAGS, 3),
+            "9 own, the summary of 3"
+        );
         f.push(Some(0), 5_000, true, Bytes::new(), &track());
         assert!(f.flush().unwrap().tags.is_empty(), "the next fragment starts untagged");
     }

@@ -126,7 +126,7 @@ impl Sink for TagSink {
                 if t.terminals.is_empty() || t.terminals.contains(&terminal) {
                     // A full queue means the camera task is stuck; the tag is not worth
                     // holding the journal back for.
-                    // (The camera task counts `tagged` and `refused`.)
+                    // (The camera task counts `tagged` and `summarised`.)
                     if t.sender.try_send(tag.clone()).is_err() {
                         tracing::warn!(camera = %t.camera, txn = %tag.txn_id, "camera busy; tag dropped");
                         self.tagged.with_label_values(&[t.camera.as_str(), "dropped"]).inc();

@@ -590,9 +590,26 @@ mod camera {
             .filter(|a| a["decision"] == "block" || a["decision"] == "review")
             .count();
         assert_eq!(flagged, 25, "{answers:?}");
-        // The fragments of that moment have closed and arrived.
-        let sent_at = chrono::Utc::now().timestamp_millis() as u64;
+        // Every sale has reached the camera task (the tag sink hands them over
+        // asynchronously), then the fragments of that moment have closed and arrived.
         let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let metrics = agent.metrics_text().await;
+            let handed: f64 = metrics
+                .lines()
+                .filter(|l| l.starts_with("tillgate_video_tags_total{camera=\"cam\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            if handed >= 25.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{handed} of 25 sales reached the camera\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let sent_at = chrono::Utc::now().timestamp_millis() as u64;
         while !kvs
             .distinct_fragments("busy-till")
             .iter()
@@ -637,9 +654,10 @@ mod camera {
         );
         let metrics = agent.metrics_text().await;
         assert!(
-            metrics.contains("tillgate_video_tags_total{camera=\"cam\",outcome=\"summarised\"}"),
+            metrics.contains("\ntillgate_video_tags_total{camera=\"cam\",outcome=\"summarised\"}"),
             "{metrics}"
         );
+        assert!(!metrics.contains("tillgate_tillgate_"), "one prefix: {metrics}");
         agent.terminate();
     }
 }

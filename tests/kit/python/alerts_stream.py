@@ -6,6 +6,7 @@ usage:
   alerts_stream.py subscribe ENDPOINT TOPIC_ARN        a queue (<topic>-team) subscribed to the topic; prints its URL
   alerts_stream.py drain ENDPOINT QUEUE_URL            every SNS message on the queue, as JSON
   alerts_stream.py drain-raw ENDPOINT QUEUE_URL        every message body on the queue, as JSON
+  alerts_stream.py depth ENDPOINT QUEUE_URL            messages on the queue (visible, in flight, delayed)
   alerts_stream.py redeliver ENDPOINT STREAM           puts every record of the stream again, byte for byte
   alerts_stream.py put-corrupt ENDPOINT STREAM         puts the stream's first record with its MD5 broken
   alerts_stream.py put-aggregated ENDPOINT STREAM      aggregates stdin's lines with aws-kinesis-agg and puts them
@@ -68,6 +69,13 @@ def drain_raw(endpoint, url):
     print(json.dumps(bodies))
 
 
+def depth(endpoint, url):
+    """Messages on the queue: visible, in flight and delayed, summed."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]
+    found = client("sqs", endpoint).get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    print(sum(int(found.get(n, 0)) for n in names))
+
+
 def records(kinesis, stream):
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
         it = kinesis.get_shard_iterator(
@@ -125,6 +133,7 @@ def main():
         "subscribe": subscribe,
         "drain": drain,
         "drain-raw": drain_raw,
+        "depth": depth,
         "redeliver": redeliver,
         "put-corrupt": put_corrupt,
         "put-aggregated": put_aggregated,

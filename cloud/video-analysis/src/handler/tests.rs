@@ -18,7 +18,15 @@ struct Archive {
 
 #[async_trait]
 impl VideoArchive for Archive {
-    async fn frames(&self, location: &VideoLocation, count: usize) -> Result<Frames, ArchiveError> {
+    async fn frames(
+        &self,
+        location: &VideoLocation,
+        count: usize,
+        may_call: crate::archive::MayCall<'_>,
+    ) -> Result<Frames, ArchiveError> {
+        if !may_call() {
+            return Err(ArchiveError::OutOfTime);
+        }
         *self.calls.lock().unwrap() += 1;
         let mut found = self
             .by_stream
@@ -163,7 +171,7 @@ async fn no_video_after_the_wait_is_said_not_swallowed() {
         ("gw.lane1", Ok(frames(0, 4))),
         (
             "gw.door",
-            Err(ArchiveError::NotKept("stream gw.door keeps no video".into())),
+            Err(ArchiveError::Unavailable("stream gw.door keeps no video".into())),
         ),
     ]);
     let topic = MemoryTopic::default();
@@ -218,8 +226,32 @@ async fn a_frame_rekognition_refuses_is_counted_and_the_rest_go_out() {
     let topic = MemoryTopic::default();
     let out = run(&a, &refused, &topic, SENT_MS, &event(vec![message("m-1", &["lane1"])])).await;
     assert_eq!(out.analysed, 1);
+    let m = topic.published.lock().unwrap()[0].clone();
+    assert!(m.body.contains("refused by Rekognition: 4"), "{}", m.body);
+    assert_eq!(
+        m.subject, "VIDEO store s-1 till t-1: no frame analysed",
+        "there was video"
+    );
+}
+
+#[tokio::test]
+async fn video_kvs_cannot_decode_is_said_as_such_at_once() {
+    let a = archive(vec![(
+        "gw.lane1",
+        Ok(Frames {
+            frames: vec![],
+            missing: 0,
+            undecodable: 4,
+        }),
+    )]);
+    let topic = MemoryTopic::default();
+    let out = run(&a, &person(), &topic, SENT_MS, &event(vec![message("m-1", &["lane1"])])).await;
+    assert_eq!(out.no_video, 1, "{out:?}");
     let body = topic.published.lock().unwrap()[0].body.clone();
-    assert!(body.contains("refused by Rekognition: 4"), "{body}");
+    assert!(
+        body.contains("KVS could not decode the video at any of the 4 sampled moments"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
