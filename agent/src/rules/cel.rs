@@ -21,6 +21,8 @@ pub struct Expr {
     program: Program,
     /// The variables it reads, so callers build only what is needed.
     pub reads: Vec<String>,
+    /// The same condition compiled ([`super::compiled`]); `None`: the interpreter runs it.
+    pub compiled: Option<super::compiled::Node>,
 }
 
 impl Expr {
@@ -75,6 +77,7 @@ pub fn compile(source: &str, allowed: &[&str]) -> Result<Expr, ExprError> {
         source: source.to_string(),
         program,
         reads,
+        compiled: None,
     })
 }
 
@@ -119,6 +122,21 @@ impl VariableResolver for Lent<'_> {
 }
 
 impl Expr {
+    /// Evaluates the compiled form when there is one, else the interpreter over `vars`
+    /// (built by `vars` only then).
+    pub fn eval<'a>(
+        &self,
+        inputs: &super::compiled::Inputs<'_>,
+        vars: impl FnOnce() -> Vec<(&'a str, &'a (dyn Val + 'a))>,
+    ) -> Result<bool, String> {
+        match &self.compiled {
+            Some(node) => node
+                .eval(inputs)
+                .map_err(|_| format!("`{}` could not be evaluated", self.source)),
+            None => self.eval_bool(&vars()),
+        }
+    }
+
     /// Evaluates to a boolean; anything else (or a runtime error) is an error.
     pub fn eval_bool<'a>(&self, vars: &'a [(&'a str, &'a (dyn Val + 'a))]) -> Result<bool, String> {
         let lent = Lent(vars);

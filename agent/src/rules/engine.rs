@@ -3,10 +3,12 @@
 //! keys are evicted and counted).
 
 use super::cel::{self, Expr};
+use super::compiled::Inputs;
 use super::field::{stable_hash, TxnField};
 use super::report::ReportState;
 use super::spec::{CompiledReport, CompiledRule, RulePack};
 use super::window::{AggSpec, AggValue, AggValues, Event, KeyWindow, WindowSpec};
+use super::DenyList;
 use super::{DecideContext, Decider, Decision, ReportHit, RuleHit};
 use crate::metrics::Metrics;
 use crate::txn::Transaction;
@@ -35,12 +37,17 @@ struct ReportRun {
 pub struct Engine {
     rules: Vec<RuleState>,
     reports: Vec<ReportRun>,
+    /// The deny lists, for compiled conditions, and as one CEL map for the interpreter.
+    deny_lists: Arc<[(String, Arc<DenyList>)]>,
     lists: Arc<cel::Bound>,
     metrics: Option<Metrics>,
     /// Replay span for rules that count the last N events.
     count_window_replay: Duration,
-    /// Some expression reads `txn` (or `original`): build its CEL form per transaction.
-    reads_txn: bool,
+    /// Some expression the interpreter runs reads `txn` (or `original`): build their
+    /// CEL form per transaction. With every condition compiled, nothing is built.
+    interprets_txn: bool,
+    /// Some expression reads `original`: look the sale up for returns.
+    reads_original: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -103,6 +110,7 @@ impl Engine {
     /// journal after a restart.
     pub fn new(pack: RulePack, metrics: Option<Metrics>, count_window_replay: Duration) -> Self {
         let lists = Arc::new(cel::lists_value(&pack.lists));
+        let deny_lists: Arc<[(String, Arc<DenyList>)]> = pack.lists.clone().into();
         let rules = pack
             .rules
             .into_iter()
@@ -128,13 +136,19 @@ impl Engine {
         let mut engine = Engine {
             rules,
             reports,
+            deny_lists,
             lists,
             metrics,
             count_window_replay,
-            reads_txn: false,
+            interprets_txn: false,
+            reads_original: false,
         };
-        let reads_txn = engine.exprs().any(|e| e.reads("txn") || e.reads("original"));
-        engine.reads_txn = reads_txn;
+        let interprets_txn = engine
+            .exprs()
+            .any(|e| e.compiled.is_none() && (e.reads("txn") || e.reads("original")));
+        let reads_original = engine.exprs().any(|e| e.reads("original"));
+        engine.interprets_txn = interprets_txn;
+        engine.reads_original = reads_original;
         engine
     }
 
@@ -189,10 +203,16 @@ impl Engine {
 
     /// Which of `conditions` (aggregates' filters) hold, one bit each; one that cannot
     /// be evaluated is counted and does not hold.
-    fn conditions_met(&self, id: &str, conditions: &[Expr], vars: &[(&str, &(dyn Val + '_))]) -> u32 {
+    fn conditions_met(
+        &self,
+        id: &str,
+        conditions: &[Expr],
+        inputs: &Inputs<'_>,
+        vars: &[(&str, &(dyn Val + '_))],
+    ) -> u32 {
         let mut mask = 0;
         for (c, condition) in conditions.iter().enumerate() {
-            match condition.eval_bool(vars) {
+            match condition.eval(inputs, || vars.to_vec()) {
                 Ok(true) => mask |= 1 << c,
                 Ok(false) => {}
                 Err(e) => self.count_error("aggregate filter", id, &e),
@@ -201,10 +221,10 @@ impl Engine {
         mask
     }
 
-    fn passes(&self, id: &str, filter: &Option<Expr>, vars: &[(&str, &(dyn Val + '_))]) -> bool {
+    fn passes(&self, id: &str, filter: &Option<Expr>, inputs: &Inputs<'_>, vars: &[(&str, &(dyn Val + '_))]) -> bool {
         match filter {
             None => true,
-            Some(f) => match f.eval_bool(vars) {
+            Some(f) => match f.eval(inputs, || vars.to_vec()) {
                 Ok(b) => b,
                 Err(e) => {
                     self.count_error("filter", id, &e);
@@ -255,8 +275,9 @@ impl RuleState {
 
 impl Decider for Engine {
     fn decide(&mut self, txn: &Transaction, cx: &DecideContext<'_>) -> Decision {
-        // Only when some expression reads them: building them is most of a simple rule's cost.
-        let txn_v = if self.reads_txn {
+        // Only when the interpreter runs an expression that reads them: building them is
+        // most of a simple rule's cost.
+        let txn_v = if self.interprets_txn {
             cel::txn_value(txn)
         } else {
             Box::new(CelMap::default())
@@ -264,9 +285,9 @@ impl Decider for Engine {
         let original = txn
             .original_txn_id
             .as_ref()
-            .filter(|_| self.reads_txn)
+            .filter(|_| self.reads_original)
             .and_then(|id| cx.lookup.original(id));
-        let original_v = original.as_ref().map(cel::txn_value);
+        let original_v = original.as_ref().filter(|_| self.interprets_txn).map(cel::txn_value);
         let original_v: &(dyn Val + '_) = match &original_v {
             Some(v) => v.as_ref(),
             None => cel::EMPTY_MAP.as_ref(),
@@ -278,10 +299,17 @@ impl Decider for Engine {
             ("lists", lists.as_ref().as_ref()),
             ("original", original_v),
         ];
+        let deny_lists = self.deny_lists.clone();
+        let inputs = Inputs {
+            txn,
+            original: original.as_ref(),
+            lists: &deny_lists,
+            aggs: &[],
+        };
         let mut hits = Vec::new();
         for i in 0..self.rules.len() {
             let r = &self.rules[i].rule;
-            if !self.passes(&r.id, &r.filter, &base) {
+            if !self.passes(&r.id, &r.filter, &inputs, &base) {
                 continue;
             }
             // The key first: a transaction that lacks it does not concern the rule, and
@@ -296,7 +324,7 @@ impl Decider for Engine {
             let values = match windowed {
                 None => None,
                 Some((window, key)) => {
-                    let mask = self.conditions_met(&r.id, &r.conditions, &base);
+                    let mask = self.conditions_met(&r.id, &r.conditions, &inputs, &base);
                     Some(self.rules[i].observe(window, key, txn, cx.seq, mask, self.metrics.as_ref()))
                 }
             };
@@ -305,10 +333,18 @@ impl Decider for Engine {
                 continue;
             }
             let rule = &self.rules[i].rule;
-            let agg_vars = values.as_ref().map(|v| named(&rule.aggregates, v)).unwrap_or_default();
-            let mut vars: Vec<(&str, &(dyn Val + '_))> = base.to_vec();
-            vars.extend(agg_vars.iter().map(|(n, v)| (*n, v.as_ref())));
-            match rule.when.eval_bool(&vars) {
+            let aggs = values.as_ref().map_or(&[][..], |v| v.0.as_slice());
+            // Bound for the interpreter only.
+            let agg_vars = match (&rule.when.compiled, &values) {
+                (None, Some(v)) => named(&rule.aggregates, v),
+                _ => Vec::new(),
+            };
+            let vars = || {
+                let mut vars: Vec<(&str, &(dyn Val + '_))> = base.to_vec();
+                vars.extend(agg_vars.iter().map(|(n, v)| (*n, v.as_ref())));
+                vars
+            };
+            match rule.when.eval(&Inputs { aggs, ..inputs }, vars) {
                 Ok(true) => hits.push(RuleHit {
                     id: rule.id.clone(),
                     action: rule.action,
@@ -331,7 +367,7 @@ impl Decider for Engine {
             }
         }
         let mut decision = Decision::from_hits(hits);
-        decision.reports = self.observe_reports(txn, cx, &base);
+        decision.reports = self.observe_reports(txn, cx, &inputs, &base);
         decision
     }
 
@@ -373,18 +409,19 @@ impl Engine {
         &mut self,
         txn: &Transaction,
         cx: &DecideContext<'_>,
+        inputs: &Inputs<'_>,
         base: &[(&str, &(dyn Val + '_)); 3],
     ) -> Vec<ReportHit> {
         let mut out = Vec::new();
         for i in 0..self.reports.len() {
             let r = &self.reports[i].report;
-            if !self.passes(&r.id, &r.filter, base) {
+            if !self.passes(&r.id, &r.filter, inputs, base) {
                 continue;
             }
             let Some(key) = key_of(&r.key, txn) else {
                 continue;
             };
-            let mask = self.conditions_met(&r.id, &r.conditions, base);
+            let mask = self.conditions_met(&r.id, &r.conditions, inputs, base);
             let run = &mut self.reports[i];
             let ev = event(txn, cx.seq, &run.report.distinct, mask);
             let (late_before, early_before) = (run.state.late, run.state.closed_early);
@@ -405,12 +442,22 @@ impl Engine {
             }
             for w in closed {
                 let report = &self.reports[i].report;
-                let vars_owned = named(&report.aggregates, &w.values);
-                let mut vars: Vec<(&str, &(dyn Val + '_))> = vec![base[1]];
-                vars.extend(vars_owned.iter().map(|(n, v)| (*n, v.as_ref())));
+                let vars_owned = match &report.when {
+                    Some(when) if when.compiled.is_none() => named(&report.aggregates, &w.values),
+                    _ => Vec::new(),
+                };
+                let vars = || {
+                    let mut vars: Vec<(&str, &(dyn Val + '_))> = vec![base[1]];
+                    vars.extend(vars_owned.iter().map(|(n, v)| (*n, v.as_ref())));
+                    vars
+                };
+                let window_inputs = Inputs {
+                    aggs: &w.values.0,
+                    ..*inputs
+                };
                 let fire = match &report.when {
                     None => true,
-                    Some(when) => match when.eval_bool(&vars) {
+                    Some(when) => match when.eval(&window_inputs, vars) {
                         Ok(b) => b,
                         Err(e) => {
                             self.count_error("when", &report.id.clone(), &e);

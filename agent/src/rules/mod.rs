@@ -9,6 +9,7 @@
 
 mod aggregate_spec;
 mod cel;
+mod compiled;
 mod decision;
 mod denylist;
 mod engine;

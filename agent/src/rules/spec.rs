@@ -354,9 +354,12 @@ impl Where<'_> {
         source: &str,
         allowed: &[&str],
         lists: &[(String, Arc<DenyList>)],
+        aggregates: &[AggSpec],
     ) -> Result<Expr, RuleError> {
         check_lists(source, lists).map_err(|m| self.err(key, m))?;
-        compile(source, allowed).map_err(|e| self.err(key, format!("`{key}` {e}")))
+        let mut expr = compile(source, allowed).map_err(|e| self.err(key, format!("`{key}` {e}")))?;
+        expr.compiled = super::compiled::compile(source, super::compiled::Names { aggregates, lists });
+        Ok(expr)
     }
 
     /// The aggregates' filters compiled, over the transaction like the rule's own
@@ -371,7 +374,7 @@ impl Where<'_> {
                     .iter()
                     .find(|a| a.group == c + 1)
                     .expect("every condition belongs to an aggregate");
-                self.expr(&format!("aggregates.{}.filter", first.name), src, &TXN_VARS, lists)
+                self.expr(&format!("aggregates.{}.filter", first.name), src, &TXN_VARS, lists, &[])
             })
             .collect()
     }
@@ -416,12 +419,12 @@ fn compile_rule(
         ));
     }
     let filter = match &spec.filter {
-        Some(src) => Some(at.expr("filter", src, &TXN_VARS, lists)?),
+        Some(src) => Some(at.expr("filter", src, &TXN_VARS, lists, &[])?),
         None => None,
     };
     let mut allowed: Vec<&str> = TXN_VARS.to_vec();
     allowed.extend(aggs.iter().map(|a| a.name.as_str()));
-    let when = at.expr("when", &spec.when, &allowed, lists)?;
+    let when = at.expr("when", &spec.when, &allowed, lists, &aggs)?;
     Ok(CompiledRule {
         id: spec.id.clone(),
         description: spec.description,
@@ -517,13 +520,13 @@ fn compile_report(
         specs: aggs, distinct, ..
     } = parsed;
     let filter = match &spec.filter {
-        Some(src) => Some(at.expr("filter", src, &TXN_VARS, lists)?),
+        Some(src) => Some(at.expr("filter", src, &TXN_VARS, lists, &[])?),
         None => None,
     };
     let mut allowed: Vec<&str> = vec!["lists"];
     allowed.extend(aggs.iter().map(|a| a.name.as_str()));
     let when = match &spec.when {
-        Some(src) => Some(at.expr("when", src, &allowed, lists)?),
+        Some(src) => Some(at.expr("when", src, &allowed, lists, &aggs)?),
         None => None,
     };
     Ok(CompiledReport {
