@@ -134,11 +134,7 @@ impl VideoMetrics {
                 "video_backlog_fragments",
                 "Fragments in the ring not yet acknowledged",
             )?,
-            backlog_bytes: gauge(
-                r,
-                "video_backlog_bytes",
-                "Bytes in the ring not yet acknowledged",
-            )?,
+            backlog_bytes: gauge(r, "video_backlog_bytes", "Bytes in the ring not yet acknowledged")?,
             fps: gauge(r, "video_fps", "Frames per second received, last few seconds")?,
             bitrate: gauge(
                 r,
