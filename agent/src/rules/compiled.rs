@@ -251,8 +251,10 @@ fn build(e: &IdedExpr, names: Names<'_>) -> Option<(Op, Ty)> {
             Some((Op::Agg(i), ty))
         }
         Expr::Select(select) => {
-            let path = segments(e)?;
             if select.test {
+                // has(a.b.c): the path of its operand, then the field it asks about.
+                let mut path = segments(&select.operand)?;
+                path.push(select.field.as_str());
                 let (root, presence) = match path.as_slice() {
                     [root, "card"] => (root_of(root)?, Presence::Card),
                     [root, top] => (root_of(root)?, Presence::Field(Field::top(top)?)),
@@ -261,7 +263,7 @@ fn build(e: &IdedExpr, names: Names<'_>) -> Option<(Op, Ty)> {
                 };
                 return Some((Op::Has(root, presence), Ty::Bool));
             }
-            match path.as_slice() {
+            match segments(e)?.as_slice() {
                 ["lists", _] => None, // only on the right of `in`
                 [root, top] => {
                     let f = Field::top(top)?;
@@ -390,7 +392,8 @@ fn root_of(name: &str) -> Option<Root> {
     }
 }
 
-/// The names of a field selection, root first.
+/// The names of a field selection, root first. A `has()` inside the path is a boolean,
+/// not a map (selecting from it fails in CEL): no path.
 fn segments(e: &IdedExpr) -> Option<Vec<&str>> {
     let mut out = Vec::new();
     let mut at = e;
@@ -401,7 +404,7 @@ fn segments(e: &IdedExpr) -> Option<Vec<&str>> {
                 out.reverse();
                 return Some(out);
             }
-            Expr::Select(s) => {
+            Expr::Select(s) if !s.test => {
                 out.push(s.field.as_str());
                 at = &s.operand;
             }

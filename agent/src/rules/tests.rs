@@ -158,6 +158,51 @@ action = "review"
     assert_eq!(e.decide(&unknown, &cx(3)).action, Action::Allow);
 }
 
+/// A pack where some conditions run compiled and one on the interpreter (`size()` is not
+/// compiled): the interpreter gets the real transaction and original, the compiled ones
+/// the same answers as alone.
+#[test]
+fn compiled_and_interpreted_conditions_share_one_pack() {
+    let mut e = engine(
+        r#"
+[[rule]]
+id = "refund-to-different-card"
+filter = 'txn.type == "return" && has(txn.original_txn_id)'
+when = 'has(original.card.token) && original.card.token != txn.card.token'
+action = "review"
+
+[[rule]]
+id = "known-original"
+filter = 'txn.type == "return"'
+when = 'size(original) > 0 && size(txn.txn_id) == 2'
+action = "block"
+mode = "shadow"
+"#,
+    );
+    let sale = txn("s", 5, serde_json::json!({}));
+    let lookup = Originals(HashMap::from([("s".to_string(), sale)]));
+    let other = txn(
+        "r2",
+        0,
+        serde_json::json!({"type": "return", "original_txn_id": "s", "card": {"token": "tok_z"}}),
+    );
+    let unknown = txn(
+        "r3",
+        0,
+        serde_json::json!({"type": "return", "original_txn_id": "nope"}),
+    );
+    let cx = |seq| DecideContext {
+        seq,
+        lookup: &lookup,
+        replaying: false,
+    };
+    let d = e.decide(&other, &cx(1));
+    let ids: Vec<&str> = d.hits.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(ids, ["refund-to-different-card", "known-original"]);
+    assert_eq!(d.action, Action::Review, "the shadow rule does not decide");
+    assert!(e.decide(&unknown, &cx(2)).hits.is_empty());
+}
+
 #[test]
 fn a_closed_report_window_comes_with_the_decision_but_not_during_replay() {
     let mut e = engine(

@@ -72,6 +72,11 @@ const INTERPRETED: &[&str] = &[
     "txn.txn_id.endsWith('1')",
     "txn.total_minor == 'x'",
     "int(m) > 1",
+    // has() is a boolean: selecting from it, or `in` it, fails in CEL.
+    "has(txn.card).token == 'tok_bad'",
+    "has(has(txn.card).token)",
+    "txn.card.token in has(lists.denied)",
+    "has(original.card).token == 'x'",
 ];
 
 fn deny_lists() -> Vec<(String, Arc<DenyList>)> {
@@ -153,12 +158,14 @@ fn a_double() -> impl Strategy<Value = f64> {
     ])
 }
 
-/// The interpreter's answer: `Ok(b)`, or `None` when it fails.
+/// The interpreter's answer with aggregates `names` = `aggs`: `Ok(b)`, or `None` when it
+/// fails.
 fn interpreted(
     expr: &interp::Expr,
     t: &Transaction,
     original: Option<&Transaction>,
     lists: &[(String, Arc<DenyList>)],
+    names: &[&str],
     aggs: &[AggValue],
 ) -> Option<bool> {
     let txn_v = interp::txn_value(t);
@@ -182,7 +189,7 @@ fn interpreted(
         ("lists", lists_v.as_ref()),
         ("original", original_v),
     ];
-    for (name, v) in ["a", "b", "m"].iter().zip(&agg_v) {
+    for (name, v) in names.iter().zip(&agg_v) {
         vars.push((name, v.as_ref()));
     }
     expr.eval_bool(&vars).ok()
@@ -232,9 +239,55 @@ proptest! {
         for source in CORNERS {
             let (expr, node) = both(source, &lists);
             let node = node.expect("compiles");
-            let want = interpreted(&expr, &t, orig.as_ref(), &lists, &aggs);
+            let want = interpreted(&expr, &t, orig.as_ref(), &lists, &["a", "b", "m"], &aggs);
             let got = node.eval(&inputs).ok();
             prop_assert_eq!(got, want, "{} (a={}, b={}, m={}) on {:?}", source, a, b, m, t);
+        }
+    }
+}
+
+/// Each condition of the shipped pack with the aggregates it may read.
+fn shipped_conditions(pack: &crate::rules::RulePack) -> Vec<(&interp::Expr, &[AggSpec])> {
+    let mut out: Vec<(&interp::Expr, &[AggSpec])> = Vec::new();
+    for r in &pack.rules {
+        out.extend(r.filter.iter().chain(&r.conditions).map(|e| (e, &[][..])));
+        out.push((&r.when, &r.aggregates));
+    }
+    for r in &pack.reports {
+        out.extend(r.filter.iter().chain(&r.conditions).map(|e| (e, &[][..])));
+        out.extend(r.when.iter().map(|e| (e, &r.aggregates[..])));
+    }
+    out
+}
+
+static SHIPPED: std::sync::LazyLock<crate::rules::RulePack> = std::sync::LazyLock::new(|| {
+    load_paths(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules")]).expect("the pack loads")
+});
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The pack's own conditions, over its own aggregates (an avg is a double, the rest
+    /// ints) and deny lists, the way the engine evaluates them.
+    #[test]
+    fn the_shipped_packs_conditions_answer_the_same_both_ways(
+        t in a_transaction("t-1"),
+        orig in prop::option::of(a_transaction("orig-1")),
+        ints in prop::collection::vec(an_int(), 8),
+        doubles in prop::collection::vec(a_double(), 8),
+    ) {
+        let pack = &*SHIPPED;
+        for (expr, specs) in shipped_conditions(pack) {
+            let aggs: Vec<AggValue> = specs
+                .iter()
+                .enumerate()
+                .map(|(k, s)| if s.kind == AggKind::Avg { AggValue::Float(doubles[k % 8]) } else { AggValue::Int(ints[k % 8]) })
+                .collect();
+            let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            let inputs = Inputs { txn: &t, original: orig.as_ref(), lists: &pack.lists, aggs: &aggs };
+            let node = expr.compiled.as_ref().expect("the pack compiles");
+            let want = interpreted(expr, &t, orig.as_ref(), &pack.lists, &names, &aggs);
+            prop_assert_eq!(node.eval(&inputs).ok(), want, "{} ({:?}) on {:?}", &expr.source, aggs, t);
         }
     }
 }
