@@ -24,10 +24,16 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// The SDK's configuration: behaviour pinned to a dated version (the SDK's `latest`
 /// moves with upgrades) and every call bounded in time.
 pub async fn sdk_config() -> aws_config::SdkConfig {
+    bounded_sdk_config(OPERATION_TIMEOUT, ATTEMPT_TIMEOUT, CONNECT_TIMEOUT).await
+}
+
+/// The SDK's configuration pinned to the same dated behaviour version, with these bounds
+/// on every call (the cloud's other functions pick their own).
+pub async fn bounded_sdk_config(operation: Duration, attempt: Duration, connect: Duration) -> aws_config::SdkConfig {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .operation_timeout(OPERATION_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_timeout(operation)
+        .operation_attempt_timeout(attempt)
+        .connect_timeout(connect)
         .build();
     aws_config::defaults(aws_config::BehaviorVersion::v2026_01_12())
         .timeout_config(timeouts)

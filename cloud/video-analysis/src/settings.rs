@@ -30,15 +30,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The SDK's configuration: behaviour pinned to a dated version, every call bounded.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .operation_timeout(OPERATION_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .build();
-    aws_config::defaults(aws_config::BehaviorVersion::v2026_01_12())
-        .timeout_config(timeouts)
-        .load()
-        .await
+    tillgate_alert_handler::settings::bounded_sdk_config(OPERATION_TIMEOUT, ATTEMPT_TIMEOUT, CONNECT_TIMEOUT).await
 }
 
 impl Settings {
