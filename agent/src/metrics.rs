@@ -21,6 +21,12 @@ pub struct Metrics {
     pub commit_batch_rows: Histogram,
     /// Time spent in COMMIT (the fsync).
     pub commit_seconds: Histogram,
+    /// Time the writer spends taking a rule-state snapshot (decisions wait for it).
+    pub rule_snapshot_seconds: Histogram,
+    /// Bytes of the last rule-state snapshot.
+    pub rule_snapshot_bytes: IntGauge,
+    /// Snapshots that could not be taken or stored.
+    pub rule_snapshot_failures: IntCounter,
     /// Bytes counted against `journal.max_bytes` (pages in use and the WAL).
     pub journal_bytes: IntGauge,
     /// The WAL file's size.
@@ -147,6 +153,16 @@ impl Metrics {
                 exponential_buckets(1.0, 2.0, 14).expect("valid buckets"),
             ),
             commit_seconds: histogram("journal_commit_seconds", "Time spent in COMMIT", latency_buckets),
+            rule_snapshot_seconds: histogram(
+                "rule_snapshot_seconds",
+                "Time the journal writer spends taking a rule-state snapshot",
+                exponential_buckets(0.001, 2.0, 16).expect("valid buckets"),
+            ),
+            rule_snapshot_bytes: gauge("rule_snapshot_bytes", "Bytes of the last rule-state snapshot"),
+            rule_snapshot_failures: counter(
+                "rule_snapshot_failures_total",
+                "Rule-state snapshots that could not be taken or stored",
+            ),
             journal_bytes: gauge(
                 "journal_bytes",
                 "Journal bytes counted against journal.max_bytes (pages in use and the WAL)",

@@ -73,6 +73,9 @@ pub struct JournalStatus {
     pub replayed_at_start: u64,
     #[serde(default)]
     pub replay_seconds: f64,
+    /// The start restored the rules from the snapshot at this sequence first (0: none).
+    #[serde(default)]
+    pub restored_snapshot_seq: u64,
     /// The rules' state is being rebuilt now; transactions wait for it.
     #[serde(default)]
     pub rebuilding_rules: bool,
@@ -181,6 +184,7 @@ pub fn collect(state: &AppState) -> rusqlite::Result<StatusReport> {
             evicted_records: js.evicted.load(Ordering::Acquire),
             replayed_at_start: js.replayed.load(Ordering::Acquire),
             replay_seconds: js.replay_ms.load(Ordering::Acquire) as f64 / 1000.0,
+            restored_snapshot_seq: js.restored_from_snapshot.load(Ordering::Acquire),
             rebuilding_rules: js.replaying.load(Ordering::Acquire),
             wal_bytes: js.wal_bytes.load(Ordering::Acquire),
             dead_letter_bytes: js.dead_letter_bytes.load(Ordering::Acquire),
@@ -232,6 +236,7 @@ pub fn offline(path: &Path) -> rusqlite::Result<StatusReport> {
             evicted_records: reader.evicted()?,
             replayed_at_start: 0,
             replay_seconds: 0.0,
+            restored_snapshot_seq: 0,
             rebuilding_rules: false,
             wal_bytes: 0,
             dead_letter_bytes: 0,
@@ -311,6 +316,12 @@ fn write_journal(s: &mut String, j: &JournalStatus) {
         let _ = writeln!(
             s,
             "rules    rebuilding state from the journal; transactions wait for it"
+        );
+    } else if j.restored_snapshot_seq > 0 {
+        let _ = writeln!(
+            s,
+            "rules    state restored at start from the snapshot at seq {}, then {} journaled transactions replayed ({:.2}s in all)",
+            j.restored_snapshot_seq, j.replayed_at_start, j.replay_seconds
         );
     } else if j.replayed_at_start > 0 {
         let _ = writeln!(

@@ -14,6 +14,7 @@ pub use tillgate_sdk::Secret;
 
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use tillgate_archive::ArchiveConfig;
 use tillgate_sdk::{ByteSize, HumanDuration};
@@ -285,6 +286,12 @@ pub struct JournalConfig {
     /// How often shipped rows past retention are deleted.
     #[serde(default = "default_prune_interval")]
     pub prune_interval: HumanDuration,
+    /// The rules' state is snapshotted into the journal after this many transactions...
+    #[serde(default = "default_rule_snapshot_transactions")]
+    pub rule_snapshot_transactions: NonZeroU64,
+    /// ...or this long after the last snapshot (if anything was decided since).
+    #[serde(default = "default_rule_snapshot_interval")]
+    pub rule_snapshot_interval: HumanDuration,
 }
 
 impl Default for JournalConfig {
@@ -301,6 +308,8 @@ impl Default for JournalConfig {
             dead_letter_retention: default_dead_letter_retention(),
             dead_letter_max_bytes: default_dead_letter_max_bytes(),
             prune_interval: default_prune_interval(),
+            rule_snapshot_transactions: default_rule_snapshot_transactions(),
+            rule_snapshot_interval: default_rule_snapshot_interval(),
         }
     }
 }
@@ -322,6 +331,12 @@ fn default_dead_letter_retention() -> HumanDuration {
 }
 fn default_dead_letter_max_bytes() -> ByteSize {
     ByteSize::mib(64)
+}
+fn default_rule_snapshot_transactions() -> NonZeroU64 {
+    NonZeroU64::new(50_000).expect("not zero")
+}
+fn default_rule_snapshot_interval() -> HumanDuration {
+    HumanDuration::secs(300)
 }
 fn default_prune_interval() -> HumanDuration {
     HumanDuration::secs(10)

@@ -57,6 +57,9 @@ fn validate_journal(j: &JournalConfig) -> Result<(), Problem> {
             ),
         ));
     }
+    if j.rule_snapshot_interval.get().is_zero() {
+        return Err(("journal.rule_snapshot_interval".into(), "must be more than 0s".into()));
+    }
     if j.prune_interval.get().is_zero() {
         return Err(("journal.prune_interval".into(), "must be more than 0s".into()));
     }

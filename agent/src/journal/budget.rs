@@ -19,7 +19,7 @@
 //! the oldest go first (`dead_letters_evicted_total`), and past
 //! `dead_letter_retention` they are pruned.
 
-use super::lookup::replay_horizon;
+use super::rebuild::replay_horizon;
 use super::schema::used_bytes;
 use super::writer::Writer;
 use crate::config::OnFull;

@@ -13,8 +13,10 @@ mod checkpoint;
 mod group;
 mod lookup;
 mod reader;
+mod rebuild;
 mod records;
 mod schema;
+mod snapshots;
 mod video_links;
 mod writer;
 
@@ -124,6 +126,8 @@ pub struct JournalState {
     /// Transactions replayed into the rules at open, and how long it took (ms).
     pub replayed: AtomicU64,
     pub replay_ms: AtomicU64,
+    /// The snapshot the start restored the rules from (its sequence; 0: none).
+    pub restored_from_snapshot: AtomicU64,
     /// The writer is rebuilding rule state (after READY, or for a rule reload:
     /// transactions wait for it).
     pub replaying: AtomicBool,
@@ -354,6 +358,28 @@ impl Journal {
         &self.path
     }
 
+    /// Stops the writer the way `kill -9` leaves the journal: what was committed stays,
+    /// no snapshot is taken at the end. For tests and the bench, which need a crash
+    /// inside one process; the last handle must be this one, or the writer goes on.
+    pub async fn abandon(self) {
+        let Journal {
+            tx,
+            writer,
+            checkpointer,
+            ..
+        } = self;
+        drop(tx);
+        let handle = writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        let checkpointer = checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((stop, h)) = checkpointer {
+            let _ = stop.send(());
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+
     /// Commits what is queued and stops the writer. Later submissions get `Closed`.
     pub async fn close(&self) {
         let (reply, rx) = oneshot::channel();
@@ -372,6 +398,8 @@ impl Journal {
     }
 }
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 

@@ -42,6 +42,15 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     class       TEXT    NOT NULL DEFAULT 'invalid',
     raw_bytes   INTEGER NOT NULL DEFAULT 0
 );
+-- The rule state as of one journal sequence, one row per rule or report (snapshots.rs).
+-- An older agent ignores it, so the schema version stays.
+CREATE TABLE IF NOT EXISTS rule_snapshots (
+    unit        TEXT    PRIMARY KEY,
+    fingerprint TEXT    NOT NULL,
+    through_seq INTEGER NOT NULL,
+    taken_ms    INTEGER NOT NULL,
+    state       BLOB    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL

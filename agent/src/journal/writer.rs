@@ -2,12 +2,15 @@
 
 use super::budget::{DeadLetterStore, FullReason};
 use super::group::Group;
-use super::lookup::{replay, replay_horizon, JournalLookup};
+use super::lookup::JournalLookup;
+use super::rebuild::{rebuild, rebuild_from, replay_horizon};
 use super::schema::meta;
+use super::snapshots::SnapshotClock;
 use super::video_links::VideoLinks;
 use super::{Accepted, DeadLetter, JournalState, SubmitError};
 use crate::config::JournalConfig;
 use crate::metrics::Metrics;
+use crate::rules::snapshot::Snapshot;
 use crate::rules::{Action, DecideContext, Decider, Decision};
 use crate::txn::{RejectionClass, Transaction};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -88,6 +91,7 @@ pub struct Writer {
     pub(super) full_reason: FullReason,
     runtime: tokio::runtime::Handle,
     last_maintenance: Instant,
+    pub(super) snapshot_clock: SnapshotClock,
     faults: Faults,
 }
 
@@ -147,6 +151,7 @@ impl Writer {
             full_reason: FullReason::default(),
             runtime: tokio::runtime::Handle::current(),
             last_maintenance: Instant::now(),
+            snapshot_clock: SnapshotClock::default(),
             faults: Faults::from_env(),
         };
         writer.measure()?;
@@ -169,15 +174,26 @@ impl Writer {
         }
     }
 
-    /// Replays the rule horizon into the decider (windows, sessions, lists of what was
-    /// seen). A read failure leaves the rules with the state they have, loudly.
+    /// Rebuilds the rules' state (windows, sessions, lists of what was seen): from the
+    /// snapshot and the journal after it, or the horizon. A read failure leaves the rules
+    /// with the state they have, loudly.
     fn rebuild_rules(&mut self) {
-        match replay(&self.conn, self.decider.as_mut(), &self.state.progress) {
-            Ok((replayed, took)) => {
-                self.state.replayed.store(replayed, Ordering::Release);
-                self.state.replay_ms.store(took.as_millis() as u64, Ordering::Release);
-                if replayed > 0 {
-                    tracing::info!(transactions = replayed, took = ?took, "rule state rebuilt from the journal");
+        match rebuild(
+            &self.conn,
+            self.decider.as_mut(),
+            &self.state.progress,
+            self.next_seq - 1,
+        ) {
+            Ok(rebuilt) => {
+                self.state.replayed.store(rebuilt.replayed, Ordering::Release);
+                self.state
+                    .replay_ms
+                    .store(rebuilt.took.as_millis() as u64, Ordering::Release);
+                self.state
+                    .restored_from_snapshot
+                    .store(rebuilt.snapshot.as_ref().map_or(0, |(seq, _)| *seq), Ordering::Release);
+                if replay_horizon(self.decider.as_ref()).is_some() {
+                    tracing::info!("rule state rebuilt from the journal: {}", rebuilt.describe());
                 }
             }
             Err(e) => tracing::error!(error = %e, "rule state NOT rebuilt from the journal: windows start empty"),
@@ -194,6 +210,8 @@ impl Writer {
                 Recv::Cmd(c) => c,
                 Recv::Timeout => {
                     self.maintain();
+                    // A quiet store still gets its snapshot once the interval is up.
+                    self.snapshot_if_due(0);
                     continue;
                 }
                 Recv::Closed => break,
@@ -221,6 +239,7 @@ impl Writer {
             self.faults.before_commit();
             self.commit(batch);
             if shutdown {
+                self.take_snapshot("shutdown");
                 break;
             }
             if self.last_maintenance.elapsed() >= self.config.prune_interval.get() {
@@ -242,6 +261,7 @@ impl Writer {
         match self.write_group(batch, refusal.as_deref(), &mut out) {
             Ok(()) => {
                 self.publish(&out);
+                self.snapshot_if_due(out.decisions.len());
                 for p in out.pending {
                     match p {
                         Pending::Submit(reply, accepted) => drop(reply.send(Ok(accepted))),
@@ -308,7 +328,7 @@ impl Writer {
                 Command::Shutdown { reply } => out.pending.push(Pending::Shutdown(reply)),
                 Command::Ping { reply } => drop(reply.send(())),
                 Command::Reload { decider, reply } => {
-                    let outcome = reload(conn, &self.state, decider, &mut self.decider);
+                    let outcome = reload(conn, &self.state, decider, &mut self.decider, self.next_seq - 1);
                     drop(reply.send(outcome));
                 }
             }
@@ -333,8 +353,7 @@ impl Writer {
         self.next_seq = first_seq;
         let refusal = storage_error(&e, &self.path);
         tracing::error!(error = %e, "journal commit failed; the group was answered with 503");
-        self.decider.reset();
-        if let Err(e) = replay(&self.conn, self.decider.as_mut(), &self.state.progress) {
+        if let Err(e) = rebuild(&self.conn, self.decider.as_mut(), &self.state.progress, first_seq - 1) {
             tracing::error!(error = %e, "rule state could not be rebuilt after a failed commit");
         }
         if let Err(e) = self.dead_letters.reload(&self.conn) {
@@ -502,20 +521,34 @@ fn advance(conn: &Connection, cursors: &mut HashMap<String, u64>, sink: String, 
     Ok(())
 }
 
-/// New rules take over once they have replayed the journal's horizon. Replay sees this
-/// group's rows so far: the new rules start exactly where the old ones stand. The
-/// watchdog counts its progress. On failure the running rules stay.
+/// New rules take over once their state is up to date: rules and reports whose
+/// definition is unchanged carry their state over from the running rules (a snapshot in
+/// memory, through `through`, this group's rows so far included); the others replay
+/// their horizon, which sees this group's rows too. The new rules start exactly where
+/// the old ones stand. The watchdog counts the replay's progress. On failure the running
+/// rules stay.
 fn reload(
     conn: &Connection,
     state: &JournalState,
     mut decider: Box<dyn Decider>,
     running: &mut Box<dyn Decider>,
+    through: u64,
 ) -> Result<u64, String> {
+    let carried = match running.snapshot() {
+        Ok(units) => Some(Snapshot {
+            through_seq: through,
+            units,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "the running rules' state could not be carried over; replaying the horizon");
+            None
+        }
+    };
     state.replaying.store(true, Ordering::Release);
-    let replayed = replay(conn, decider.as_mut(), &state.progress);
+    let rebuilt = rebuild_from(conn, decider.as_mut(), &state.progress, carried);
     state.replaying.store(false, Ordering::Release);
-    let (n, took) = replayed.map_err(|e| format!("replay failed: {e}"))?;
-    tracing::info!(transactions = n, took = ?took, "rules reloaded; state rebuilt from the journal");
+    let rebuilt = rebuilt.map_err(|e| format!("replay failed: {e}"))?;
+    tracing::info!("rules reloaded: {}", rebuilt.describe());
     *running = decider;
-    Ok(n)
+    Ok(rebuilt.replayed)
 }

@@ -16,6 +16,7 @@ mod engine;
 pub mod export;
 mod field;
 pub mod report;
+pub mod snapshot;
 mod spec;
 pub mod window;
 
@@ -74,6 +75,19 @@ pub trait Decider: Send + std::fmt::Debug {
 
     /// Forgets all state (before a replay rebuilds it).
     fn reset(&mut self) {}
+
+    /// The state of every rule and report, for the journal to store (`snapshot.rs`).
+    /// Called only between transactions; a decider without state has no units.
+    fn snapshot(&self) -> Result<Vec<snapshot::UnitSnapshot>, String> {
+        Ok(Vec::new())
+    }
+
+    /// Takes the state of every unit whose definition is unchanged from `snapshot` (on a
+    /// fresh or reset decider); the others stay empty, to be rebuilt by replay.
+    fn restore(&mut self, snapshot: &snapshot::Snapshot) -> snapshot::Restored {
+        let _ = snapshot;
+        snapshot::Restored::default()
+    }
 }
 
 #[cfg(test)]

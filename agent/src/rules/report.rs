@@ -10,7 +10,7 @@ use super::window::{AggSpec, AggValues, Event, Running};
 use std::collections::{BTreeMap, HashMap};
 
 /// How a report cuts time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ReportWindow {
     /// Back-to-back windows of `size_ms`, starting at `offset_ms` (mod size) after the epoch.
     Tumbling { size_ms: i64, offset_ms: i64 },
@@ -66,14 +66,14 @@ pub struct ClosedWindow {
     pub early: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Open {
     end: i64,
     running: Running,
 }
 
-/// The open windows of one report, over all keys.
-#[derive(Debug, Clone)]
+/// The open windows of one report, over all keys (snapshotted as it is).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ReportState {
     window: ReportWindow,
     lateness_ms: i64,

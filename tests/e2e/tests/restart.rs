@@ -1,6 +1,7 @@
 //! A restart during an attack must not reset what the rules know: `kill -9` in the
 //! middle of a stream, restart, continue, and every decision equals the one the
-//! uninterrupted run makes (the offline rule tester over the same stream).
+//! uninterrupted run makes (the offline rule tester over the same stream). The state
+//! comes back from the last periodic snapshot plus the journal after it.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -82,7 +83,11 @@ async fn decisions_after_kill_9_equal_the_uninterrupted_run() {
     let fired = expected.values().filter(|(_, r)| !r.is_empty()).count();
     assert!(fired > 200, "the stream must make rules fire, {fired} did");
 
-    let opts = AgentOptions::default();
+    // A snapshot every 250 transactions: the kill comes after at least two.
+    let opts = AgentOptions {
+        journal_toml: "rule_snapshot_transactions = 250\n".into(),
+        ..AgentOptions::default()
+    };
     let mut agent = Agent::start(&dir, &opts);
     let client = tillgate_testkit::http_client();
     let mut got: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
@@ -114,7 +119,8 @@ async fn decisions_after_kill_9_equal_the_uninterrupted_run() {
     }
     assert!(killed);
     assert!(
-        agent.log().contains("rule state rebuilt from the journal"),
+        agent.log().contains("rule state rebuilt from the journal")
+            && agent.log().contains("restored from the snapshot at seq"),
         "{}",
         agent.log()
     );

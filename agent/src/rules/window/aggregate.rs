@@ -57,7 +57,7 @@ impl AggValue {
 
 /// Running state for every aggregate of a rule over one window: one [`Tally`] of all
 /// its events, and one per condition of the events for which it held.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Running {
     all: Tally,
     /// Index `g − 1` for group `g`; empty (no allocation) without conditions.
@@ -65,7 +65,7 @@ pub struct Running {
 }
 
 /// Count, sum and what min, max and `count_distinct` need, over some events.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Tally {
     count: i64,
     /// Exact whatever the events: 128 bits hold any sum of i64 amounts that fits in

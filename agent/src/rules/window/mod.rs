@@ -43,7 +43,7 @@ impl WindowSpec {
 }
 
 /// One transaction as a window keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     /// Event time, ms since the epoch.
     pub ts: i64,
@@ -58,8 +58,8 @@ pub struct Event {
     pub mask: u32,
 }
 
-/// The window state of one key of one rule.
-#[derive(Debug, Clone)]
+/// The window state of one key of one rule (snapshotted as it is: see `snapshot.rs`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct KeyWindow {
     events: VecDeque<Event>,
     /// Time windows: index of the first event in the active range.

@@ -6,6 +6,7 @@ use super::cel::{self, Expr};
 use super::compiled::Inputs;
 use super::field::{stable_hash, TxnField};
 use super::report::ReportState;
+use super::snapshot::{Restored, Snapshot, UnitSnapshot};
 use super::spec::{CompiledReport, CompiledRule, RulePack};
 use super::window::{AggSpec, AggValue, AggValues, Event, KeyWindow, WindowSpec};
 use super::DenyList;
@@ -20,9 +21,14 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod snapshot;
+
 struct RuleState {
     rule: CompiledRule,
     keys: LruCache<String, KeyWindow>,
+    /// The state came from a snapshot through this journal sequence: a replay skips
+    /// what it already holds (0: nothing restored).
+    covered_through: u64,
     /// `tillgate_rule_live_keys{rule}`, looked up once (a label lookup per transaction
     /// and rule cost more than a simple rule's whole window update).
     live_keys: Option<prometheus::IntGauge>,
@@ -31,6 +37,8 @@ struct RuleState {
 struct ReportRun {
     report: CompiledReport,
     state: ReportState,
+    /// As [`RuleState::covered_through`].
+    covered_through: u64,
 }
 
 /// Rules and reports with their state. Implements [`Decider`].
@@ -121,6 +129,7 @@ impl Engine {
                         .as_ref()
                         .map(|m| m.rule_live_keys.with_label_values(&[&rule.id])),
                     keys: LruCache::new(cap),
+                    covered_through: 0,
                     rule,
                 }
             })
@@ -130,6 +139,7 @@ impl Engine {
             .into_iter()
             .map(|report| ReportRun {
                 state: ReportState::new(report.window, report.lateness_ms, report.max_keys),
+                covered_through: 0,
                 report,
             })
             .collect();
@@ -308,6 +318,10 @@ impl Decider for Engine {
         };
         let mut hits = Vec::new();
         for i in 0..self.rules.len() {
+            if cx.replaying && cx.seq <= self.rules[i].covered_through {
+                // Restored from a snapshot that already holds this transaction.
+                continue;
+            }
             let r = &self.rules[i].rule;
             if !self.passes(&r.id, &r.filter, &inputs, &base) {
                 continue;
@@ -374,10 +388,20 @@ impl Decider for Engine {
     fn reset(&mut self) {
         for r in &mut self.rules {
             r.keys.clear();
+            r.covered_through = 0;
         }
         for r in &mut self.reports {
             r.state = ReportState::new(r.report.window, r.report.lateness_ms, r.report.max_keys);
+            r.covered_through = 0;
         }
+    }
+
+    fn snapshot(&self) -> Result<Vec<UnitSnapshot>, String> {
+        self.snapshot_units()
+    }
+
+    fn restore(&mut self, snapshot: &Snapshot) -> Restored {
+        self.restore_units(snapshot)
     }
 
     fn replay_span(&self) -> Option<Duration> {
@@ -414,6 +438,9 @@ impl Engine {
     ) -> Vec<ReportHit> {
         let mut out = Vec::new();
         for i in 0..self.reports.len() {
+            if cx.replaying && cx.seq <= self.reports[i].covered_through {
+                continue;
+            }
             let r = &self.reports[i].report;
             if !self.passes(&r.id, &r.filter, inputs, base) {
                 continue;

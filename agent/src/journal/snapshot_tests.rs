@@ -1,0 +1,281 @@
+//! Snapshots across crashes: for random snapshot points, `kill -9` points (a writer
+//! abandoned as a kill leaves it) and rule edits at the restart, every decision and
+//! report after the restart is the one the uninterrupted run makes (with the same
+//! edit applied by a reload at the same point).
+
+use super::*;
+use crate::config::JournalConfig;
+use crate::rules::{load_paths, Engine};
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+const PACK: &str = r#"
+[[rule]]
+id = "card-velocity"
+key = "card.token"
+window = "10m"
+lateness = "1m"
+max_keys = 3
+max_events_per_key = 5
+aggregates = { n = "count", top = "max(total_minor)", tills = "count_distinct(terminal_id)" }
+when = 'n >= 3 || tills >= 2'
+action = "review"
+
+[[rule]]
+id = "operator-voids"
+key = "operator_id"
+window = "5m"
+aggregates = { n = "count", voids = { of = "count", filter = 'txn.type == "void"' } }
+when = 'voids >= 2'
+action = "block"
+
+[[report]]
+id = "till-minute"
+key = "terminal_id"
+window = { tumbling = "1m" }
+max_keys = 2
+aggregates = { n = "count", total = "sum(total_minor)" }
+
+[[report]]
+id = "customer-session"
+key = "customer_id"
+window = { session_gap = "45s" }
+aggregates = { n = "count" }
+"#;
+
+/// The edit at the restart: `card-velocity`'s `when` (its state is kept) and
+/// `operator-voids`'s window (its state is rebuilt from the horizon).
+fn edited() -> String {
+    PACK.replace("when = 'n >= 3 || tills >= 2'", "when = 'n >= 2'")
+        .replace("window = \"5m\"", "window = \"3m\"")
+}
+
+fn engine(dir: &std::path::Path, text: &str) -> Box<Engine> {
+    let rules = dir.join(format!("pack-{}.toml", text.len()));
+    std::fs::write(&rules, text).unwrap();
+    Box::new(Engine::new(
+        load_paths(&[rules]).unwrap(),
+        None,
+        Duration::from_secs(600),
+    ))
+}
+
+fn config(snapshot_every: u64) -> JournalConfig {
+    JournalConfig {
+        durability: crate::config::Durability::Os,
+        rule_snapshot_transactions: NonZeroU64::new(snapshot_every).unwrap(),
+        ..JournalConfig::default()
+    }
+}
+
+fn open(dir: &std::path::Path, config: &JournalConfig, decider: Box<Engine>) -> Journal {
+    Journal::open(
+        &dir.join("j.db"),
+        config,
+        vec![],
+        decider,
+        VideoLinks::none(),
+        Metrics::new(),
+    )
+    .unwrap()
+}
+
+/// A stream over few cards, operators, tills and customers, a second apart with some
+/// arriving late, received now.
+fn stream(seed: u64, n: usize) -> Vec<Transaction> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let now = chrono::Utc::now();
+    let t0 = now - chrono::Duration::seconds(n as i64 * 2);
+    (0..n)
+        .map(|i| {
+            let at = t0
+                + chrono::Duration::seconds(i as i64 * 2 - rng.random_range(0..40) * i64::from(rng.random_bool(0.2)));
+            let raw = serde_json::json!({
+                "txn_id": format!("t{i}"), "store_id": "s1",
+                "terminal_id": format!("till-{}", rng.random_range(0..3)),
+                "operator_id": format!("op-{}", rng.random_range(0..3)),
+                "customer_id": format!("c-{}", rng.random_range(0..4)),
+                "occurred_at": at.to_rfc3339(),
+                "type": if rng.random_bool(0.2) { "void" } else { "sale" },
+                "total_minor": rng.random_range(100..90_000), "currency": "USD",
+                "card": {"token": format!("tok-{}", rng.random_range(0..5))},
+            });
+            crate::txn::parse(raw.to_string().as_bytes(), now).unwrap()
+        })
+        .collect()
+}
+
+/// The report windows the journal emitted, without the time they were raised.
+fn reports(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let conn = rusqlite::Connection::open(dir.join("j.db")).unwrap();
+    let bodies: Vec<Vec<u8>> = conn
+        .prepare("SELECT body FROM records ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    bodies
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .filter(|v| v["kind"] == "report_window")
+        .map(|mut v| {
+            v.as_object_mut().unwrap().remove("raised_at");
+            v
+        })
+        .collect()
+}
+
+fn decided(a: &Accepted) -> (String, crate::rules::Action, Vec<crate::rules::RuleHit>) {
+    (a.decision.txn_id.clone(), a.decision.decision, a.decision.rules.clone())
+}
+
+type Decided = (String, crate::rules::Action, Vec<crate::rules::RuleHit>);
+
+/// Runs `txns`, restarting (after `kill -9`) at each of `kills`, with the edit from
+/// `edit_at` on: by a reload when `crash` is false, at the restart when it is true.
+async fn run(
+    dir: &std::path::Path,
+    txns: &[Transaction],
+    kills: &[usize],
+    edit_at: Option<usize>,
+    snapshot_every: u64,
+    crash: bool,
+) -> Vec<Decided> {
+    let config = config(snapshot_every);
+    let text = |i: usize| {
+        if edit_at.is_some_and(|e| i >= e) {
+            edited()
+        } else {
+            PACK.to_string()
+        }
+    };
+    let mut j = open(dir, &config, engine(dir, &text(0)));
+    let mut out = Vec::new();
+    for (i, t) in txns.iter().enumerate() {
+        if crash && kills.contains(&i) {
+            j.abandon().await;
+            j = open(dir, &config, engine(dir, &text(i)));
+        } else if !crash && edit_at == Some(i) {
+            j.reload(engine(dir, &text(i))).await.unwrap();
+        }
+        out.push(decided(&j.submit(t.clone()).await.unwrap()));
+    }
+    j.close().await;
+    out
+}
+
+fn restarts() -> impl Strategy<Value = (u64, Vec<usize>, bool, u64)> {
+    (
+        any::<u64>(),
+        prop::collection::vec(20usize..200, 1..3),
+        any::<bool>(),
+        3u64..40,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn decisions_after_kill_9_equal_the_uninterrupted_run((seed, mut kills, edit, every) in restarts()) {
+        kills.sort_unstable();
+        kills.dedup();
+        let edit_at = edit.then(|| kills[0]);
+        let txns = stream(seed, 220);
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let (reference, crashed) = rt.block_on(async {
+            let a = tempfile::tempdir().unwrap();
+            let b = tempfile::tempdir().unwrap();
+            let reference = run(a.path(), &txns, &kills, edit_at, every, false).await;
+            let crashed = run(b.path(), &txns, &kills, edit_at, every, true).await;
+            ((reference, reports(a.path())), (crashed, reports(b.path())))
+        });
+        prop_assert!(reference.0.iter().any(|d| !d.2.is_empty()), "no rule fired: the property tests nothing");
+        prop_assert!(!reference.1.is_empty(), "no report closed: the property tests nothing");
+        prop_assert_eq!(&reference.0, &crashed.0, "decisions (killed at {:?}, edited: {})", kills, edit);
+        prop_assert_eq!(&reference.1, &crashed.1, "reports (killed at {:?}, edited: {})", kills, edit);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_stop_snapshots_so_the_start_replays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(1_000_000);
+    let j = open(dir.path(), &config, engine(dir.path(), PACK));
+    for t in stream(1, 50) {
+        j.submit(t).await.unwrap();
+    }
+    let last = j.last_seq();
+    j.close().await;
+    let j = open(dir.path(), &config, engine(dir.path(), PACK));
+    assert!(j.ping().await, "the writer has run its rebuild");
+    let st = j.state();
+    assert_eq!(st.restored_from_snapshot.load(Ordering::Acquire), last);
+    assert_eq!(st.replayed.load(Ordering::Acquire), 0);
+    j.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_kill_9_only_the_journal_after_the_last_snapshot_is_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(20);
+    let j = open(dir.path(), &config, engine(dir.path(), PACK));
+    for t in stream(2, 50) {
+        j.submit(t).await.unwrap();
+    }
+    j.abandon().await;
+    let j = open(dir.path(), &config, engine(dir.path(), PACK));
+    assert!(j.ping().await);
+    let st = j.state();
+    let from = st.restored_from_snapshot.load(Ordering::Acquire);
+    assert!(from > 0, "a periodic snapshot was taken and used");
+    // Each transaction takes a decision row (and alerts take more): the snapshot is at
+    // most 20 transactions old.
+    let replayed = st.replayed.load(Ordering::Acquire);
+    assert!(
+        replayed > 0 && replayed < 20,
+        "replayed {replayed} after the snapshot at {from}"
+    );
+    j.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_whose_following_rows_are_gone_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(1_000_000);
+    let j = open(dir.path(), &config, engine(dir.path(), PACK));
+    for t in stream(3, 10) {
+        j.submit(t).await.unwrap();
+    }
+    j.close().await;
+    let j = open(dir.path(), &config, engine(dir.path(), PACK));
+    for t in stream(4, 10) {
+        j.submit(crate::txn::Transaction {
+            txn_id: format!("second-{}", t.txn_id),
+            ..t
+        })
+        .await
+        .unwrap();
+    }
+    j.abandon().await;
+    // Rows right after the snapshot deleted, as eviction deletes the oldest.
+    let conn = rusqlite::Connection::open(dir.path().join("j.db")).unwrap();
+    let through: i64 = conn
+        .query_row("SELECT MAX(through_seq) FROM rule_snapshots", [], |r| r.get(0))
+        .unwrap();
+    conn.execute("DELETE FROM records WHERE seq <= ?1", [through + 2])
+        .unwrap();
+    drop(conn);
+    let j = open(dir.path(), &config, engine(dir.path(), PACK));
+    assert!(j.ping().await);
+    assert_eq!(j.state().restored_from_snapshot.load(Ordering::Acquire), 0);
+    assert!(
+        j.state().replayed.load(Ordering::Acquire) > 0,
+        "the horizon was replayed instead"
+    );
+    j.close().await;
+}
