@@ -489,6 +489,11 @@ async fn fill_journal(journal: &Journal, rows: usize, prefix: &str) -> Result<()
 }
 
 fn open_with_pack(path: &Path, config: &JournalConfig) -> Result<Journal> {
+    open_with_pack_counted(path, config, Metrics::new())
+}
+
+/// [`open_with_pack`], counting in `metrics`.
+fn open_with_pack_counted(path: &Path, config: &JournalConfig, metrics: Metrics) -> Result<Journal> {
     let pack = tillgate::rules::load_paths(&[tillgate_testkit::rule_pack()])?;
     let engine = tillgate::rules::Engine::new(pack, None, Duration::from_secs(3600));
     Ok(Journal::open(
@@ -497,7 +502,7 @@ fn open_with_pack(path: &Path, config: &JournalConfig) -> Result<Journal> {
         vec![],
         Box::new(engine),
         tillgate::journal::VideoLinks::none(),
-        Metrics::new(),
+        metrics,
     )?)
 }
 

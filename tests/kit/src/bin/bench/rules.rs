@@ -1,5 +1,6 @@
-//! The rules suite: memory per live key through the whole pack, and the state rebuild
-//! (journal replay) for a large journal.
+//! The rules suite: memory per live key through the whole pack, the snapshot of that
+//! state, and the first decision after `kill -9` with a large journal (with the
+//! periodic snapshot, and without it: the whole horizon replayed).
 
 use super::*;
 
@@ -7,7 +8,7 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     use tillgate::rules::{load_paths, DecideContext, Decider, Engine, NoOriginals};
     let pack = || load_paths(&[tillgate_testkit::rule_pack()]);
 
-    eprintln!("[rules 1/2] memory per live key: 100,000 customers, cards and operators through the pack");
+    eprintln!("[rules 1/3] memory per live key: 100,000 customers, cards and operators through the pack");
     let txns = pack_txns(100_000, 100_000);
     let before = rss_kib();
     let mut engine = Engine::new(pack()?, None, Duration::from_secs(3600));
@@ -26,10 +27,29 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     let held = engine.held_events();
     drop(txns);
 
-    eprintln!(
-        "[rules 2/2] state rebuild: {} journal rows, then reopen (replay)",
-        args.rebuild_rows
+    eprintln!("[rules 2/3] snapshot of that state: encode, then restore into a fresh engine");
+    let started = Instant::now();
+    let units = engine.snapshot().map_err(anyhow::Error::msg)?;
+    let take_s = started.elapsed().as_secs_f64();
+    let snapshot = tillgate::rules::snapshot::Snapshot {
+        through_seq: 100_000,
+        units,
+    };
+    let mut fresh = Engine::new(pack()?, None, Duration::from_secs(3600));
+    let started = Instant::now();
+    let restored = fresh.restore(&snapshot);
+    let restore_s = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        restored.complete() && fresh.live_keys() == live,
+        "the restore lost state: {restored:?}"
     );
+    let snapshot_bytes = snapshot.bytes();
+    drop((engine, fresh, snapshot));
+
+    // The journal holds `rows − 1` transactions: with a snapshot every 50,000 the kill
+    // comes 49,999 transactions after the last one, the most a start has to replay.
+    let rows = args.rebuild_rows.max(2) - 1;
+    eprintln!("[rules 3/3] restart: {rows} journal rows, kill -9, first decision; again without the snapshot");
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("journal.db");
     let config = JournalConfig {
@@ -37,28 +57,24 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         durability: tillgate::config::Durability::Os,
         ..JournalConfig::default()
     };
-    let rows = args.rebuild_rows;
+    let metrics = Metrics::new();
     let built = rt.block_on(async {
-        let journal = open_with_pack(&path, &config)?;
+        let journal = open_with_pack_counted(&path, &config, metrics.clone())?;
         let started = Instant::now();
         fill_journal(&journal, rows, "j").await?;
         let took = started.elapsed();
-        journal.close().await;
+        journal.abandon().await;
         anyhow::Ok(took)
     })?;
-    let (replayed, replay_ms, open_s) = rt.block_on(async {
-        let started = Instant::now();
-        let journal = open_with_pack(&path, &config)?;
-        let open_s = started.elapsed().as_secs_f64();
-        let st = journal.state();
-        let r = (
-            st.replayed.load(std::sync::atomic::Ordering::Acquire),
-            st.replay_ms.load(std::sync::atomic::Ordering::Acquire),
-            open_s,
-        );
-        journal.close().await;
-        anyhow::Ok(r)
-    })?;
+    // What the writer spends on each periodic snapshot (encode and store), decisions
+    // waiting behind it.
+    let pauses = &metrics.rule_snapshot_seconds;
+    let pause_mean_s = pauses.get_sample_sum() / pauses.get_sample_count().max(1) as f64;
+    let after_kill = rt.block_on(first_decision(&path, &config, "k1"))?;
+    let conn = rusqlite::Connection::open(&path)?;
+    conn.execute("DELETE FROM rule_snapshots", [])?;
+    drop(conn);
+    let without = rt.block_on(first_decision(&path, &config, "k2"))?;
     let results = json!({
         "machine": machine(),
         "command": "make bench (tillgate-bench --suite rules)",
@@ -67,9 +83,16 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
             "rss_before_kib": before, "rss_after_kib": after, "live_keys_all_rules": live, "held_events": held,
             "bytes_per_live_key": (after.saturating_sub(before) * 1024) as f64 / live.max(1) as f64,
         },
-        "rebuild": {
-            "journal_rows": rows, "build_seconds": built.as_secs_f64(), "replayed_transactions": replayed,
-            "replay_seconds": replay_ms as f64 / 1000.0, "open_seconds": open_s,
+        "snapshot": {
+            "live_keys_all_rules": live, "bytes": snapshot_bytes, "bytes_per_live_key": snapshot_bytes as f64 / live.max(1) as f64,
+            "take_seconds": take_s, "restore_seconds": restore_s,
+        },
+        "restart": {
+            "journal_rows": rows, "build_seconds": built.as_secs_f64(),
+            "snapshot_every_transactions": config.rule_snapshot_transactions.get(),
+            "periodic_snapshots": pauses.get_sample_count(), "periodic_snapshot_mean_seconds": pause_mean_s,
+            "snapshot_bytes": metrics.rule_snapshot_bytes.get(),
+            "after_kill_9": after_kill, "without_snapshot": without,
         },
     });
     println!("\ntillgate rules benchmark ({} cpus)", results["machine"]["cpus"]);
@@ -82,11 +105,44 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         after
     );
     println!(
-        "rebuild  {} journal rows: replay {:.2} s ({} transactions), open {:.2} s",
-        rows,
-        replay_ms as f64 / 1000.0,
-        replayed,
-        open_s
+        "snapshot {} bytes ({:.0} per live key): taken in {:.3} s, restored in {:.3} s",
+        snapshot_bytes,
+        results["snapshot"]["bytes_per_live_key"].as_f64().unwrap_or(0.0),
+        take_s,
+        restore_s
     );
+    println!(
+        "snapshot in the journal: {} periodic snapshots while filling, {:.3} s each on average (the writer waits), last {} bytes",
+        pauses.get_sample_count(),
+        pause_mean_s,
+        metrics.rule_snapshot_bytes.get()
+    );
+    for (name, r) in [("after kill -9", &after_kill), ("no snapshot", &without)] {
+        println!(
+            "restart  {rows} journal rows, {name}: first decision {:.2} s after open ({} transactions replayed)",
+            r["first_decision_seconds"].as_f64().unwrap_or(0.0),
+            r["replayed_transactions"]
+        );
+    }
     save(&args.out.with_file_name("rules.json"), &results)
+}
+
+/// Opens the journal at `path` with the shipped pack, and times the first decision: the
+/// rebuild runs before it. Then abandons the journal (no shutdown snapshot).
+async fn first_decision(path: &Path, config: &JournalConfig, id: &str) -> Result<serde_json::Value> {
+    let started = Instant::now();
+    let journal = open_with_pack(path, config)?;
+    let mut txn = pack_txns(1, 1).remove(0);
+    txn.txn_id = id.to_string();
+    journal.submit(txn).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let first = started.elapsed().as_secs_f64();
+    let st = journal.state();
+    let measured = json!({
+        "first_decision_seconds": first,
+        "restored_from_seq": st.restored_from_snapshot.load(std::sync::atomic::Ordering::Acquire),
+        "replayed_transactions": st.replayed.load(std::sync::atomic::Ordering::Acquire),
+        "rebuild_seconds": st.replay_ms.load(std::sync::atomic::Ordering::Acquire) as f64 / 1000.0,
+    });
+    journal.abandon().await;
+    Ok(measured)
 }
