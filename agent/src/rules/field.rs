@@ -1,6 +1,41 @@
 //! Transaction fields that rules key on or count distinct values of.
 
 use crate::txn::Transaction;
+use siphasher::sip128::{Hasher128, SipHasher13};
+use std::hash::Hasher;
+
+/// A rule key's identity: its values hashed to 128 bits (see [`key_id`]). A window is
+/// found by it, so the key's strings are neither kept nor compared.
+pub type KeyId = u128;
+
+/// Fixed SipHash keys: a key's id must be the same in every process and build, so that
+/// snapshots (`snapshot.rs`) stay valid across restarts and upgrades.
+const KEY_ID_SEED: (u64, u64) = (0x7469_6c6c_6761_7465, 0x6b65_7973_2d76_0001);
+
+/// The key's values (`fields` of `txn`) as a [`KeyId`]; `None` when one is absent (the
+/// rule does not apply). SipHash-1-3 with 128-bit output: two different keys share an
+/// id only by a collision, which takes about 2^64 tries even to someone who knows the
+/// seed (a rule's keys are what terminals send, so they must not be able to merge two
+/// customers' windows). Each value is followed by 0xFF, a byte no UTF-8 text contains,
+/// so ("ab", "c") and ("a", "bc") differ.
+pub fn key_id(fields: &[TxnField], txn: &Transaction) -> Option<KeyId> {
+    key_id_of(fields.iter().map(|f| f.get(txn)))
+}
+
+fn key_id_of<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Option<KeyId> {
+    let mut h = SipHasher13::new_with_keys(KEY_ID_SEED.0, KEY_ID_SEED.1);
+    for v in values {
+        h.write(v?.as_bytes());
+        h.write_u8(0xff);
+    }
+    Some(h.finish128().as_u128())
+}
+
+/// The id of a fixed key, for snapshot fingerprints: a build that computed ids
+/// differently would not find the snapshot's keys.
+pub fn key_id_probe() -> KeyId {
+    key_id_of([Some("tillgate"), Some("probe")].into_iter()).expect("every value present")
+}
 
 /// A field named in a rule's `key` or in `count_distinct(...)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

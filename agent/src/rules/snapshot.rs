@@ -13,14 +13,14 @@
 //! action, severity or description keeps the state.
 
 use super::denylist::DenyList;
-use super::field::stable_hash;
+use super::field::{key_id_probe, stable_hash};
 use super::spec::{CompiledReport, CompiledRule};
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
 use std::sync::Arc;
 
 /// Bumped whenever a snapshotted type changes shape: an older snapshot then rebuilds.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// One rule's or report's state, as the journal stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,13 +121,15 @@ pub fn report_fingerprint(report: &CompiledReport, lists: &[(String, Arc<DenyLis
     digest(&text)
 }
 
-/// The format, the distinct-value hash of this build (a different hash would count one
-/// value twice), the filter and the aggregates' filters.
+/// The format, the distinct-value hash and key ids of this build (a different hash
+/// would count one value twice, or not find a key), the filter and the aggregates'
+/// filters.
 fn common(filter: Option<&str>, conditions: &[super::cel::Expr]) -> String {
     let conditions: Vec<&str> = conditions.iter().map(|c| c.source.as_str()).collect();
     format!(
-        "format={FORMAT}\nhash_probe={}\nfilter={filter:?}\nconditions={conditions:?}\n",
-        stable_hash("tillgate snapshot probe")
+        "format={FORMAT}\nhash_probe={}\nkey_probe={}\nfilter={filter:?}\nconditions={conditions:?}\n",
+        stable_hash("tillgate snapshot probe"),
+        key_id_probe()
     )
 }
 

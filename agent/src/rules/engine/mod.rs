@@ -4,7 +4,7 @@
 
 use super::cel::{self, Expr};
 use super::compiled::Inputs;
-use super::field::{stable_hash, TxnField};
+use super::field::{key_id, stable_hash, KeyId, TxnField};
 use super::report::ReportState;
 use super::snapshot::{Restored, Snapshot, UnitSnapshot};
 use super::spec::{CompiledReport, CompiledRule, RulePack};
@@ -23,9 +23,17 @@ use std::time::Duration;
 
 mod snapshot;
 
+/// The table of a rule's keys hashes their ids again, with a per-process random seed:
+/// ids are public-seeded SipHash values, and a table indexed by their bits directly
+/// could be flooded with ids crafted to share them.
+type KeyHasher = foldhash::fast::RandomState;
+
 struct RuleState {
     rule: CompiledRule,
-    keys: LruCache<String, KeyWindow>,
+    keys: LruCache<KeyId, KeyWindow, KeyHasher>,
+    /// Index into [`Engine::key_ids`]: rules keyed on the same fields share one id per
+    /// transaction.
+    key_slot: usize,
     /// The state came from a snapshot through this journal sequence: a replay skips
     /// what it already holds (0: nothing restored).
     covered_through: u64,
@@ -56,6 +64,9 @@ pub struct Engine {
     interprets_txn: bool,
     /// Some expression reads `original`: look the sale up for returns.
     reads_original: bool,
+    /// This transaction's key id per distinct list of key fields, computed on first use
+    /// (`None`: not yet; `Some(None)`: a field is absent).
+    key_ids: Vec<Option<Option<KeyId>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -67,7 +78,8 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The key's values joined by `/`; `None` when one is absent (the rule does not apply).
+/// The key's values joined by `/` (reports show it); `None` when one is absent (the
+/// report does not apply).
 fn key_of(fields: &[TxnField], txn: &Transaction) -> Option<String> {
     let mut key = String::new();
     for (i, f) in fields.iter().enumerate() {
@@ -119,16 +131,25 @@ impl Engine {
     pub fn new(pack: RulePack, metrics: Option<Metrics>, count_window_replay: Duration) -> Self {
         let lists = Arc::new(cel::lists_value(&pack.lists));
         let deny_lists: Arc<[(String, Arc<DenyList>)]> = pack.lists.clone().into();
-        let rules = pack
+        let mut key_fields: Vec<Vec<TxnField>> = Vec::new();
+        let rules: Vec<RuleState> = pack
             .rules
             .into_iter()
             .map(|rule| {
                 let cap = NonZeroUsize::new(rule.max_keys).unwrap_or(NonZeroUsize::MIN);
+                let key_slot = match key_fields.iter().position(|k| *k == rule.key) {
+                    Some(slot) => slot,
+                    None => {
+                        key_fields.push(rule.key.clone());
+                        key_fields.len() - 1
+                    }
+                };
                 RuleState {
+                    key_slot,
                     live_keys: metrics
                         .as_ref()
                         .map(|m| m.rule_live_keys.with_label_values(&[&rule.id])),
-                    keys: LruCache::new(cap),
+                    keys: LruCache::with_hasher(cap, KeyHasher::default()),
                     covered_through: 0,
                     rule,
                 }
@@ -152,6 +173,7 @@ impl Engine {
             count_window_replay,
             interprets_txn: false,
             reads_original: false,
+            key_ids: vec![None; key_fields.len()],
         };
         let interprets_txn = engine
             .exprs()
@@ -252,7 +274,7 @@ impl RuleState {
     fn observe(
         &mut self,
         window: WindowSpec,
-        key: String,
+        key: KeyId,
         txn: &Transaction,
         seq: u64,
         mask: u32,
@@ -317,6 +339,7 @@ impl Decider for Engine {
             aggs: &[],
         };
         let mut hits = Vec::new();
+        self.key_ids.fill(None);
         for i in 0..self.rules.len() {
             if cx.replaying && cx.seq <= self.rules[i].covered_through {
                 // Restored from a snapshot that already holds this transaction.
@@ -330,10 +353,14 @@ impl Decider for Engine {
             // its aggregate filters are not evaluated.
             let windowed = match r.window {
                 None => None,
-                Some(window) => match key_of(&r.key, txn) {
-                    Some(key) => Some((window, key)),
-                    None => continue,
-                },
+                Some(window) => {
+                    let slot = self.rules[i].key_slot;
+                    let id = *self.key_ids[slot].get_or_insert_with(|| key_id(&r.key, txn));
+                    match id {
+                        Some(key) => Some((window, key)),
+                        None => continue,
+                    }
+                }
             };
             let values = match windowed {
                 None => None,

@@ -2,7 +2,8 @@
 //! in least-recently-used order (so evictions after a restore are the ones the
 //! uninterrupted run makes), each report's open windows as they are.
 
-use super::{Engine, RuleState};
+use super::{Engine, KeyHasher, RuleState};
+use crate::rules::field::KeyId;
 use crate::rules::report::ReportState;
 use crate::rules::snapshot::{
     decode, encode, report_fingerprint, report_unit, rule_fingerprint, rule_unit, Restored, Snapshot, UnitSnapshot,
@@ -13,16 +14,16 @@ use lru::LruCache;
 impl RuleState {
     /// Keys, least recently used first.
     fn encode_keys(&self) -> Result<Vec<u8>, String> {
-        let keys: Vec<(&String, &KeyWindow)> = self.keys.iter().rev().collect();
+        let keys: Vec<(&KeyId, &KeyWindow)> = self.keys.iter().rev().collect();
         encode(&keys)
     }
 
     /// Takes the keys of `bytes` (least recently used first); false if unreadable.
     fn decode_keys(&mut self, bytes: &[u8]) -> bool {
-        let Some(keys) = decode::<Vec<(String, KeyWindow)>>(bytes) else {
+        let Some(keys) = decode::<Vec<(KeyId, KeyWindow)>>(bytes) else {
             return false;
         };
-        let mut cache = LruCache::new(self.keys.cap());
+        let mut cache = LruCache::with_hasher(self.keys.cap(), KeyHasher::default());
         for (key, window) in keys {
             cache.push(key, window);
         }

@@ -72,7 +72,9 @@ impl KeyWindow {
     /// An empty window for aggregates `specs`.
     pub fn new(specs: &[AggSpec]) -> Self {
         KeyWindow {
-            events: VecDeque::new(),
+            // Most keys (cards, customers) hold one event: room for one, not the four a
+            // first push would reserve.
+            events: VecDeque::with_capacity(1),
             active_from: 0,
             max_ts: i64::MIN,
             running: Running::new(specs),
