@@ -26,7 +26,7 @@ pub struct Rebuilt {
     /// Transactions fed through the rules.
     pub replayed: u64,
     pub took: Duration,
-    /// The snapshot's sequence and what came from it, when one was used.
+    /// The snapshot's oldest unit's sequence and what came from it, when one was used.
     pub snapshot: Option<(u64, Restored)>,
 }
 
@@ -72,11 +72,11 @@ pub fn rebuild(
             None
         }
     };
-    let usable = match stored {
-        Some(s) if snapshots::tail_intact(conn, s.through_seq, last_seq)? => Some(s),
-        Some(s) => {
+    let usable = match stored.as_ref().and_then(Snapshot::oldest_seq) {
+        Some(oldest) if snapshots::tail_intact(conn, oldest, last_seq)? => stored,
+        Some(oldest) => {
             tracing::warn!(
-                snapshot_seq = s.through_seq,
+                snapshot_seq = oldest,
                 "journal rows after the rule-state snapshot are gone (pruned or evicted): replaying the horizon"
             );
             None
@@ -97,7 +97,7 @@ pub fn rebuild_from(
     snapshot: Option<Snapshot>,
 ) -> rusqlite::Result<Rebuilt> {
     let started = Instant::now();
-    let snapshot = snapshot.map(|s| (s.through_seq, decider.restore(&s)));
+    let snapshot = snapshot.and_then(|s| Some((s.oldest_seq()?, decider.restore(&s))));
     let first = first_to_replay(conn, decider, snapshot.as_ref())?;
     let replayed = match first {
         Some(first) => replay_from(conn, decider, progress, first)?,
@@ -110,9 +110,9 @@ pub fn rebuild_from(
     })
 }
 
-/// The first row to replay: right after the snapshot when every unit came from it, else
-/// the start of the horizon (or the row after the snapshot, if older). Restored units
-/// skip what their snapshot holds.
+/// The first row to replay: right after the snapshot's oldest unit when every unit came
+/// from it, else the start of the horizon (or that row, if older). Restored units skip
+/// what their snapshot holds.
 fn first_to_replay(
     conn: &Connection,
     decider: &dyn Decider,

@@ -233,8 +233,8 @@ async fn after_kill_9_only_the_journal_after_the_last_snapshot_is_replayed() {
     let st = j.state();
     let from = st.restored_from_snapshot.load(Ordering::Acquire);
     assert!(from > 0, "a periodic snapshot was taken and used");
-    // Each transaction takes a decision row (and alerts take more): the snapshot is at
-    // most 20 transactions old.
+    // A round starts every 20 transactions and takes one of the 4 units per group: the
+    // oldest unit is at most 20 + 3 transactions old (here 10: the round at 40 ended).
     let replayed = st.replayed.load(Ordering::Acquire);
     assert!(
         replayed > 0 && replayed < 20,

@@ -1,23 +1,31 @@
 //! The rule state's snapshot in the journal database (table `rule_snapshots`): one row
-//! per rule and report, all of one journal sequence, replaced whole in one SQLite
-//! transaction (a crash leaves the previous snapshot or the new one, never a mix).
+//! per rule and report, each with the journal sequence its state holds.
 //!
-//! The writer takes one between groups, so it covers exactly what is committed: after
-//! `journal.rule_snapshot_transactions` transactions or `journal.rule_snapshot_interval`
-//! (whichever first, and only if something was decided since), and at shutdown. Its
+//! The writer takes it between groups, so each row covers exactly what was committed.
+//! Periodically — after `journal.rule_snapshot_transactions` transactions or
+//! `journal.rule_snapshot_interval`, whichever first, if anything was decided since — it
+//! is renewed **one unit per gap between groups**, each in its own SQLite transaction:
+//! decisions wait for one unit's encoding and write, never for the whole state. A start
+//! replays from the oldest row's sequence (each unit skips what it holds). At a clean
+//! stop every unit is written at once. A crash mid-write leaves the row as it was. Its
 //! bytes live in the journal file and count against `journal.max_bytes`.
 
 use super::writer::Writer;
 use crate::rules::snapshot::{Snapshot, UnitSnapshot};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::time::Instant;
 
-/// When the next periodic snapshot is due.
+/// When the next periodic round is due, and what is left of the current one.
 #[derive(Debug)]
 pub struct SnapshotClock {
-    /// Transactions decided since the last snapshot.
+    /// Transactions decided since the current (or last) round began.
     pub decided: u64,
     pub last: Instant,
+    /// Units still to take in this round (taken from the back).
+    pub round: Vec<String>,
+    /// Stored bytes per unit, for `tillgate_rule_snapshot_bytes`.
+    pub bytes: HashMap<String, usize>,
 }
 
 impl Default for SnapshotClock {
@@ -25,55 +33,55 @@ impl Default for SnapshotClock {
         SnapshotClock {
             decided: 0,
             last: Instant::now(),
+            round: Vec::new(),
+            bytes: HashMap::new(),
         }
     }
 }
 
-/// Replaces the stored snapshot with `snapshot` (inside the caller's transaction).
-pub fn save(conn: &Connection, snapshot: &Snapshot) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM rule_snapshots", [])?;
-    let now = chrono::Utc::now().timestamp_millis();
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO rule_snapshots(unit, fingerprint, through_seq, taken_ms, state) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for u in &snapshot.units {
-        insert.execute(params![
-            u.unit,
-            u.fingerprint,
-            snapshot.through_seq as i64,
-            now,
-            u.state
-        ])?;
+/// Stores `unit`, replacing its previous row (inside the caller's transaction).
+pub fn save(conn: &Connection, unit: &UnitSnapshot) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO rule_snapshots(unit, fingerprint, through_seq, taken_ms, state) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(unit) DO UPDATE SET fingerprint = excluded.fingerprint, through_seq = excluded.through_seq,
+             taken_ms = excluded.taken_ms, state = excluded.state",
+    )?
+    .execute(params![
+        unit.unit,
+        unit.fingerprint,
+        unit.through_seq as i64,
+        chrono::Utc::now().timestamp_millis(),
+        unit.state
+    ])?;
+    Ok(())
+}
+
+/// Deletes the rows of units not in `units` (rules removed or reports renamed).
+pub fn forget_others(conn: &Connection, units: &[String]) -> rusqlite::Result<()> {
+    let stored: Vec<String> = conn
+        .prepare("SELECT unit FROM rule_snapshots")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for gone in stored.iter().filter(|u| !units.contains(u)) {
+        conn.execute("DELETE FROM rule_snapshots WHERE unit = ?1", [gone])?;
     }
     Ok(())
 }
 
-/// The stored snapshot; `None` when there is none (or its rows disagree on the sequence,
-/// which no writer produces).
+/// The stored snapshot; `None` when there is none.
 pub fn load(conn: &Connection) -> rusqlite::Result<Option<Snapshot>> {
-    let rows: Vec<(i64, UnitSnapshot)> = conn
-        .prepare("SELECT through_seq, unit, fingerprint, state FROM rule_snapshots")?
+    let units: Vec<UnitSnapshot> = conn
+        .prepare("SELECT unit, fingerprint, through_seq, state FROM rule_snapshots WHERE through_seq >= 0")?
         .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                UnitSnapshot {
-                    unit: r.get(1)?,
-                    fingerprint: r.get(2)?,
-                    state: r.get(3)?,
-                },
-            ))
+            Ok(UnitSnapshot {
+                unit: r.get(0)?,
+                fingerprint: r.get(1)?,
+                through_seq: r.get::<_, i64>(2)? as u64,
+                state: r.get(3)?,
+            })
         })?
         .collect::<rusqlite::Result<_>>()?;
-    let Some(&(through, _)) = rows.first() else {
-        return Ok(None);
-    };
-    if rows.iter().any(|(s, _)| *s != through) || through < 0 {
-        return Ok(None);
-    }
-    Ok(Some(Snapshot {
-        through_seq: through as u64,
-        units: rows.into_iter().map(|(_, u)| u).collect(),
-    }))
+    Ok((!units.is_empty()).then_some(Snapshot { units }))
 }
 
 /// Whether the journal still holds every row after `through` (up to `last_seq`):
@@ -90,59 +98,91 @@ pub fn tail_intact(conn: &Connection, through: u64, last_seq: u64) -> rusqlite::
 }
 
 impl Writer {
-    /// After a group: a snapshot if enough was decided or enough time passed.
+    /// After a group (or a quiet wait): starts a round if one is due, and takes the
+    /// round's next unit.
     pub(super) fn snapshot_if_due(&mut self, decided: usize) {
         self.snapshot_clock.decided += decided as u64;
-        let clock = &self.snapshot_clock;
-        let due = clock.decided > 0
-            && (clock.decided >= self.config.rule_snapshot_transactions.get()
-                || clock.last.elapsed() >= self.config.rule_snapshot_interval.get());
-        if due {
-            self.take_snapshot("periodic");
+        if self.snapshot_clock.round.is_empty() {
+            let clock = &self.snapshot_clock;
+            let due = clock.decided > 0
+                && (clock.decided >= self.config.rule_snapshot_transactions.get()
+                    || clock.last.elapsed() >= self.config.rule_snapshot_interval.get());
+            if !due {
+                return;
+            }
+            let mut units = self.decider.snapshot_units();
+            if let Err(e) = forget_others(&self.conn, &units) {
+                tracing::warn!(error = %e, "snapshots of removed rules could not be deleted");
+            }
+            self.snapshot_clock.bytes.retain(|u, _| units.contains(u));
+            units.reverse();
+            self.snapshot_clock.round = units;
+            self.snapshot_clock.decided = 0;
+            self.snapshot_clock.last = Instant::now();
+        }
+        if let Some(unit) = self.snapshot_clock.round.pop() {
+            self.store_units(Some(&unit), "periodic");
         }
     }
 
-    /// Stores the rules' state as of the last committed transaction, in its own SQLite
-    /// transaction. A failure is logged and counted; the previous snapshot stays.
-    pub(super) fn take_snapshot(&mut self, why: &str) {
+    /// A clean stop: every unit, now, in one SQLite transaction.
+    pub(super) fn snapshot_all(&mut self) {
+        self.snapshot_clock.round.clear();
+        self.store_units(None, "shutdown");
+    }
+
+    /// Encodes `unit` (every unit when `None`) as of the last committed transaction and
+    /// stores it in its own SQLite transaction. A failure is logged and counted; the
+    /// previous rows stay.
+    fn store_units(&mut self, unit: Option<&str>, why: &str) {
         let started = Instant::now();
         let through = self.next_seq - 1;
-        let stored = self
-            .decider
-            .snapshot()
+        let encoded = match unit {
+            Some(u) => self.decider.snapshot_unit(u, through).map(|s| s.into_iter().collect()),
+            None => self.decider.snapshot(through),
+        };
+        let stored = encoded
             .map_err(|e| format!("the rules' state could not be encoded: {e}"))
-            .and_then(|units| {
-                let snapshot = Snapshot {
-                    through_seq: through,
-                    units,
-                };
-                self.store_snapshot(&snapshot)
-                    .map(|()| snapshot.bytes())
+            .and_then(|units: Vec<UnitSnapshot>| {
+                self.write_units(&units, unit.is_none())
+                    .map(|()| units)
                     .map_err(|e| format!("the snapshot could not be stored: {e}"))
             });
-        self.snapshot_clock = SnapshotClock::default();
         let took = started.elapsed();
         self.metrics.rule_snapshot_seconds.observe(took.as_secs_f64());
         match stored {
-            Ok(bytes) => {
-                self.metrics.rule_snapshot_bytes.set(bytes as i64);
-                tracing::debug!(why, seq = through, bytes, took = ?took, "rule state snapshotted");
+            Ok(units) => {
+                for u in &units {
+                    self.snapshot_clock.bytes.insert(u.unit.clone(), u.state.len());
+                }
+                let total: usize = self.snapshot_clock.bytes.values().sum();
+                self.metrics.rule_snapshot_bytes.set(total as i64);
+                tracing::debug!(why, unit, seq = through, took = ?took, "rule state snapshotted");
             }
             Err(e) => {
                 self.metrics.rule_snapshot_failures.inc();
-                tracing::warn!(why, error = %e, "rule-state snapshot failed; the previous one stays");
+                tracing::warn!(why, unit, error = %e, "rule-state snapshot failed; the previous one stays");
             }
         }
     }
 
-    fn store_snapshot(&self, snapshot: &Snapshot) -> rusqlite::Result<()> {
+    /// Writes `units` in one SQLite transaction; `whole`: they are every unit, so the
+    /// rows of any other go.
+    fn write_units(&self, units: &[UnitSnapshot], whole: bool) -> rusqlite::Result<()> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        match save(&self.conn, snapshot).and_then(|()| self.conn.execute_batch("COMMIT")) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                Err(e)
+        let written = (|| {
+            if whole {
+                let names: Vec<String> = units.iter().map(|u| u.unit.clone()).collect();
+                forget_others(&self.conn, &names)?;
             }
+            for u in units {
+                save(&self.conn, u)?;
+            }
+            self.conn.execute_batch("COMMIT")
+        })();
+        if written.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
+        written
     }
 }

@@ -239,7 +239,7 @@ impl Writer {
             self.faults.before_commit();
             self.commit(batch);
             if shutdown {
-                self.take_snapshot("shutdown");
+                self.snapshot_all();
                 break;
             }
             if self.last_maintenance.elapsed() >= self.config.prune_interval.get() {
@@ -329,6 +329,8 @@ impl Writer {
                 Command::Ping { reply } => drop(reply.send(())),
                 Command::Reload { decider, reply } => {
                     let outcome = reload(conn, &self.state, decider, &mut self.decider, self.next_seq - 1);
+                    // A round in progress named the old rules' units.
+                    self.snapshot_clock.round.clear();
                     drop(reply.send(outcome));
                 }
             }
@@ -534,11 +536,8 @@ fn reload(
     running: &mut Box<dyn Decider>,
     through: u64,
 ) -> Result<u64, String> {
-    let carried = match running.snapshot() {
-        Ok(units) => Some(Snapshot {
-            through_seq: through,
-            units,
-        }),
+    let carried = match running.snapshot(through) {
+        Ok(units) => Some(Snapshot { units }),
         Err(e) => {
             tracing::warn!(error = %e, "the running rules' state could not be carried over; replaying the horizon");
             None

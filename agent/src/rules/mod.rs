@@ -76,10 +76,26 @@ pub trait Decider: Send + std::fmt::Debug {
     /// Forgets all state (before a replay rebuilds it).
     fn reset(&mut self) {}
 
-    /// The state of every rule and report, for the journal to store (`snapshot.rs`).
-    /// Called only between transactions; a decider without state has no units.
-    fn snapshot(&self) -> Result<Vec<snapshot::UnitSnapshot>, String> {
-        Ok(Vec::new())
+    /// The rules and reports that have state, by snapshot name (`snapshot.rs`); none
+    /// for a decider without state.
+    fn snapshot_units(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The state of `unit` after transaction `through_seq`, for the journal to store.
+    /// Called only between transactions; `None` for a unit it does not have.
+    fn snapshot_unit(&self, unit: &str, through_seq: u64) -> Result<Option<snapshot::UnitSnapshot>, String> {
+        let _ = (unit, through_seq);
+        Ok(None)
+    }
+
+    /// Every unit's state after transaction `through_seq`.
+    fn snapshot(&self, through_seq: u64) -> Result<Vec<snapshot::UnitSnapshot>, String> {
+        let mut units = Vec::new();
+        for unit in self.snapshot_units() {
+            units.extend(self.snapshot_unit(&unit, through_seq)?);
+        }
+        Ok(units)
     }
 
     /// Takes the state of every unit whose definition is unchanged from `snapshot` (on a

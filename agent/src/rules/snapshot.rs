@@ -1,5 +1,6 @@
-//! Snapshots of the rule state: each rule's and report's windows as of one journal
-//! sequence, with a fingerprint of the definition that built them.
+//! Snapshots of the rule state: each rule's and report's windows as of a journal
+//! sequence (its own: units are taken one at a time), with a fingerprint of the
+//! definition that built them.
 //!
 //! A start (or a reload, or a rebuild after a failed commit) takes a unit's state from
 //! the snapshot only when its fingerprint is the one the running definition has; that
@@ -27,26 +28,33 @@ const FORMAT: u32 = 2;
 pub struct UnitSnapshot {
     /// `rule:<id>` or `report:<id>`.
     pub unit: String,
+    /// The state holds every transaction up to this journal sequence.
+    pub through_seq: u64,
     /// Of the definition that built the state (hex SHA-256).
     pub fingerprint: String,
     /// The state, encoded with postcard.
     pub state: Vec<u8>,
 }
 
-/// The rule state as of journal sequence `through_seq` (every transaction up to it seen).
+/// The rule state, unit by unit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    pub through_seq: u64,
     pub units: Vec<UnitSnapshot>,
 }
 
 impl Snapshot {
-    /// The stored state of `unit` if it was built by the definition `fingerprint`.
-    pub fn state_of(&self, unit: &str, fingerprint: &str) -> Option<&[u8]> {
+    /// The stored state of `unit` and the sequence it holds, if it was built by the
+    /// definition `fingerprint`.
+    pub fn state_of(&self, unit: &str, fingerprint: &str) -> Option<(&[u8], u64)> {
         self.units
             .iter()
             .find(|u| u.unit == unit && u.fingerprint == fingerprint)
-            .map(|u| u.state.as_slice())
+            .map(|u| (u.state.as_slice(), u.through_seq))
+    }
+
+    /// The oldest unit's sequence: the journal after it is what a start replays.
+    pub fn oldest_seq(&self) -> Option<u64> {
+        self.units.iter().map(|u| u.through_seq).min()
     }
 
     /// Bytes of encoded state.

@@ -423,8 +423,12 @@ impl Decider for Engine {
         }
     }
 
-    fn snapshot(&self) -> Result<Vec<UnitSnapshot>, String> {
-        self.snapshot_units()
+    fn snapshot_units(&self) -> Vec<String> {
+        self.unit_names()
+    }
+
+    fn snapshot_unit(&self, unit: &str, through_seq: u64) -> Result<Option<UnitSnapshot>, String> {
+        self.encode_unit(unit, through_seq)
     }
 
     fn restore(&mut self, snapshot: &Snapshot) -> Restored {

@@ -33,33 +33,49 @@ impl RuleState {
 }
 
 impl Engine {
-    pub(super) fn snapshot_units(&self) -> Result<Vec<UnitSnapshot>, String> {
-        let mut units = Vec::with_capacity(self.rules.len() + self.reports.len());
-        for r in self.rules.iter().filter(|r| r.rule.window.is_some()) {
-            units.push(UnitSnapshot {
-                unit: rule_unit(&r.rule.id),
+    /// Rules with a window, then reports.
+    pub(super) fn unit_names(&self) -> Vec<String> {
+        let rules = self
+            .rules
+            .iter()
+            .filter(|r| r.rule.window.is_some())
+            .map(|r| rule_unit(&r.rule.id));
+        rules
+            .chain(self.reports.iter().map(|r| report_unit(&r.report.id)))
+            .collect()
+    }
+
+    pub(super) fn encode_unit(&self, unit: &str, through_seq: u64) -> Result<Option<UnitSnapshot>, String> {
+        if let Some(r) = self
+            .rules
+            .iter()
+            .find(|r| r.rule.window.is_some() && rule_unit(&r.rule.id) == unit)
+        {
+            return Ok(Some(UnitSnapshot {
+                unit: unit.to_string(),
+                through_seq,
                 fingerprint: rule_fingerprint(&r.rule, &self.deny_lists),
                 state: r.encode_keys().map_err(|e| format!("rule {}: {e}", r.rule.id))?,
-            });
+            }));
         }
-        for r in &self.reports {
-            units.push(UnitSnapshot {
-                unit: report_unit(&r.report.id),
+        if let Some(r) = self.reports.iter().find(|r| report_unit(&r.report.id) == unit) {
+            return Ok(Some(UnitSnapshot {
+                unit: unit.to_string(),
+                through_seq,
                 fingerprint: report_fingerprint(&r.report, &self.deny_lists),
                 state: encode(&r.state).map_err(|e| format!("report {}: {e}", r.report.id))?,
-            });
+            }));
         }
-        Ok(units)
+        Ok(None)
     }
 
     pub(super) fn restore_units(&mut self, snapshot: &Snapshot) -> Restored {
         let mut outcome = Restored::default();
-        let through = snapshot.through_seq;
         for r in self.rules.iter_mut().filter(|r| r.rule.window.is_some()) {
             let unit = rule_unit(&r.rule.id);
             let fingerprint = rule_fingerprint(&r.rule, &self.deny_lists);
             match snapshot.state_of(&unit, &fingerprint) {
-                Some(bytes) if r.decode_keys(bytes) => {
+                Some((bytes, through)) if r.decode_keys(bytes) => {
                     r.covered_through = through;
                     outcome.restored.push(unit);
                 }
@@ -73,8 +89,9 @@ impl Engine {
         for r in &mut self.reports {
             let unit = report_unit(&r.report.id);
             let fingerprint = report_fingerprint(&r.report, &self.deny_lists);
-            match snapshot.state_of(&unit, &fingerprint).and_then(decode::<ReportState>) {
-                Some(state) => {
+            let stored = snapshot.state_of(&unit, &fingerprint);
+            match stored.and_then(|(bytes, through)| Some((decode::<ReportState>(bytes)?, through))) {
+                Some((state, through)) => {
                     r.state = state;
                     r.covered_through = through;
                     outcome.restored.push(unit);

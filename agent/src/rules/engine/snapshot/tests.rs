@@ -112,9 +112,10 @@ fn decide(e: &mut Engine, t: &Transaction, seq: u64, replaying: bool) -> Decisio
     )
 }
 
-/// Decisions of the uninterrupted engine after `cut`, and of one snapshotted at `cut`
-/// (after a replay of `tail` transactions it already held, as a start does) and
-/// restored into a fresh engine.
+/// Decisions of the uninterrupted engine after `cut`, and of one restored into a fresh
+/// engine from units snapshotted at different points up to `cut` (as the journal takes
+/// them, one at a time), then brought to `cut` by a replay from the oldest, as a start
+/// does: each unit skips what it holds.
 fn both_ways(text: Option<&str>, txns: &[Transaction], cut: usize) -> (Vec<Decision>, Vec<Decision>) {
     let build = || {
         let pack = text.map_or_else(shipped, pack);
@@ -122,25 +123,32 @@ fn both_ways(text: Option<&str>, txns: &[Transaction], cut: usize) -> (Vec<Decis
     };
     let mut whole = build();
     let mut first = build();
+    let names = first.snapshot_units();
+    // Unit k is taken k transactions before the cut (or at the start).
+    let taken_at = |k: usize| cut.saturating_sub(k);
+    let mut units = Vec::new();
     let mut expected = Vec::new();
-    for (i, t) in txns.iter().enumerate() {
-        let d = decide(&mut whole, t, i as u64 + 1, false);
-        if i < cut {
-            decide(&mut first, t, i as u64 + 1, false);
+    for step in 0..=txns.len() {
+        for (k, name) in names.iter().enumerate() {
+            if taken_at(k) == step {
+                units.extend(first.snapshot_unit(name, step as u64).unwrap());
+            }
+        }
+        let Some(t) = txns.get(step) else { break };
+        let d = decide(&mut whole, t, step as u64 + 1, false);
+        if step < cut {
+            decide(&mut first, t, step as u64 + 1, false);
         } else {
             expected.push(d);
         }
     }
-    let snapshot = Snapshot {
-        through_seq: cut as u64,
-        units: first.snapshot().unwrap(),
-    };
+    let snapshot = Snapshot { units };
     let mut restored = build();
     let outcome = restored.restore(&snapshot);
     assert!(outcome.complete(), "{outcome:?}");
-    // A start replays from the horizon when it must: what the snapshot holds is skipped.
-    for (i, t) in txns[..cut].iter().enumerate() {
-        decide(&mut restored, t, i as u64 + 1, true);
+    let from = snapshot.oldest_seq().unwrap() as usize;
+    for (i, t) in txns[from..cut].iter().enumerate() {
+        decide(&mut restored, t, (from + i) as u64 + 1, true);
     }
     let got = txns[cut..]
         .iter()
@@ -191,8 +199,7 @@ fn only_units_whose_state_shaping_definition_changed_are_rebuilt() {
     let t = txn(0, (1, 1, 1, 1, 0), 0, 100);
     decide(&mut before, &t, 1, false);
     let snapshot = Snapshot {
-        through_seq: 1,
-        units: before.snapshot().unwrap(),
+        units: before.snapshot(1).unwrap(),
     };
     // `when` and action changed (state kept); the count window changed (rebuilt); a new
     // rule (rebuilt).
@@ -216,12 +223,12 @@ fn only_units_whose_state_shaping_definition_changed_are_rebuilt() {
 fn an_unreadable_state_is_rebuilt_not_trusted() {
     let mut e = Engine::new(pack(CAPPED), None, Duration::ZERO);
     decide(&mut e, &txn(0, (1, 1, 1, 1, 0), 0, 100), 1, false);
-    let mut units = e.snapshot().unwrap();
+    let mut units = e.snapshot(1).unwrap();
     for u in &mut units {
         u.state.truncate(u.state.len() / 2);
     }
     let mut fresh = Engine::new(pack(CAPPED), None, Duration::ZERO);
-    let outcome = fresh.restore(&Snapshot { through_seq: 1, units });
+    let outcome = fresh.restore(&Snapshot { units });
     assert_eq!(outcome.restored, Vec::<String>::new());
     assert_eq!(outcome.rebuilt.len(), 5);
     assert_eq!(fresh.live_keys(), 0);
@@ -243,8 +250,7 @@ fn a_deny_list_change_rebuilds_only_the_rules_whose_filter_reads_it() {
     };
     let before = Engine::new(text("tok-1\n"), None, Duration::ZERO);
     let snapshot = Snapshot {
-        through_seq: 0,
-        units: before.snapshot().unwrap(),
+        units: before.snapshot(0).unwrap(),
     };
     let mut after = Engine::new(text("tok-1\ntok-2\n"), None, Duration::ZERO);
     let outcome = after.restore(&snapshot);
