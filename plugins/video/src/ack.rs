@@ -1,5 +1,5 @@
-//! PutMedia acknowledgements: newline-separated JSON events on the response body, and
-//! what each error means for the fragment and the connection.
+//! PutMedia acknowledgements: newline-separated JSON events on the response body (what
+//! each ErrorId means: `error_ids.rs`).
 
 use serde::Deserialize;
 
@@ -47,46 +47,6 @@ pub enum Event {
     Persisted,
     Error,
     Idle,
-}
-
-/// What to do about an ERROR ACK.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorAction {
-    /// The fragment itself is unacceptable (too big, too long, bad MKV, ...): resending
-    /// it can never work; move it to dead letters and go on with the next.
-    DeadLetter,
-    /// The connection is at fault or too old (4003) or the service failed (5000): open
-    /// a new connection and resend from the first unacknowledged fragment.
-    Reconnect,
-}
-
-/// ErrorIds (DESIGN.md, "Kinesis Video Streams facts") and what they mean.
-pub fn describe(error_id: u32) -> (&'static str, ErrorAction) {
-    use ErrorAction::*;
-    match error_id {
-        4000 => ("the service could not read the stream", Reconnect),
-        4001 => ("fragment larger than 50 MB", DeadLetter),
-        4002 => ("fragment longer than 10 s", DeadLetter),
-        4003 => ("connection older than 45 minutes", Reconnect),
-        4004 => ("fragment timecode not greater than the previous one", Reconnect),
-        4006 => ("invalid MKV", DeadLetter),
-        4007 => ("invalid producer timestamp", DeadLetter),
-        4009 => ("fragment metadata limit reached", DeadLetter),
-        4010 => ("track number not declared in Tracks", DeadLetter),
-        4011 => ("a declared track has no frames", DeadLetter),
-        5000 => ("internal service error", Reconnect),
-        4005 | 4008 => ("stream or fragment refused", Reconnect),
-        _ if error_id >= 5000 => ("service error", Reconnect),
-        _ => ("unknown error", Reconnect),
-    }
-}
-
-/// Whether an ERROR can be about the fragment itself (its content, size, duration,
-/// timecode, or the stream not reading it), so that repeated ones should end in a dead
-/// letter; the service's own failures (5000 and up), an old connection (4003) and a
-/// refused stream (4005, 4008) are not, and only make a new connection.
-pub fn about_the_fragment(error_id: u32) -> bool {
-    !matches!(error_id, 4003 | 4005 | 4008) && error_id < 5000
 }
 
 /// The longest ACK line kept while waiting for its end (real ones are ~200 bytes): a
@@ -177,15 +137,5 @@ mod tests {
         assert!(errors >= 1, "the dropped line is reported");
         let ok = r.feed(b"\n{\"EventType\":\"IDLE\"}\n");
         assert!(ok.iter().any(|a| a.as_ref().is_ok_and(|a| a.event == Event::Idle)));
-    }
-
-    #[test]
-    fn fragment_errors_dead_letter_and_connection_errors_reconnect() {
-        assert_eq!(describe(4006).1, ErrorAction::DeadLetter);
-        assert_eq!(describe(4002).1, ErrorAction::DeadLetter);
-        assert_eq!(describe(4003).1, ErrorAction::Reconnect);
-        assert_eq!(describe(5000).1, ErrorAction::Reconnect);
-        assert!(about_the_fragment(4006) && about_the_fragment(4004) && about_the_fragment(4000));
-        assert!(!about_the_fragment(5000) && !about_the_fragment(5001) && !about_the_fragment(4003));
     }
 }

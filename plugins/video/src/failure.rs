@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// ERROR acknowledgements that can be about a fragment (`ack::about_the_fragment`) it
+/// ERROR acknowledgements that can be about a fragment (`ErrorId::about_the_fragment`) it
 /// draws before it is dead-lettered: a fragment the service keeps refusing cannot hold
 /// its camera's upload for ever (each refusal costs a new connection and a backoff).
 pub const MAX_FRAGMENT_FAILURES: u32 = 5;
@@ -56,9 +56,24 @@ pub(crate) enum Cause {
     /// An ERROR acknowledgement that ends the connection.
     #[error("{0}")]
     Refused(String),
+    /// ERROR 4008: the stream was deleted; it is looked up (and created) again.
+    #[error("{0}")]
+    StreamGone(String),
+    /// An ERROR no resend helps until an operator acts (the KMS key): the next
+    /// connection waits the longest backoff.
+    #[error("{0}")]
+    Persistent(String),
     /// The oldest fragment in flight had no acknowledgement within `ack_timeout`.
     #[error("no acknowledgement within {} s", .0.as_secs())]
     NoAcknowledgement(Duration),
+}
+
+impl Cause {
+    /// An ERROR acknowledgement ended the connection (what the service said, not a
+    /// broken pipe).
+    pub(crate) fn said_by_service(&self) -> bool {
+        matches!(self, Cause::Refused(_) | Cause::StreamGone(_) | Cause::Persistent(_))
+    }
 }
 
 impl Failure {

@@ -12,6 +12,7 @@ pub mod ack;
 pub mod camera;
 mod component;
 pub mod config;
+pub mod error_ids;
 mod failure;
 pub mod fragment_tags;
 pub mod fragmenter;

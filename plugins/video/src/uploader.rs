@@ -5,8 +5,9 @@
 //! timecodes. Connections are rotated before KVS's 45-minute limit, and sending keeps
 //! within KVS's 5 fragments/s and 12.5 MB/s per stream.
 
-use crate::ack::{self, Ack, AckReader, ErrorAction, Event};
+use crate::ack::{Ack, AckReader, Event};
 use crate::camera::CameraShared;
+use crate::error_ids::{self, ErrorAction};
 pub use crate::failure::MAX_FRAGMENT_FAILURES;
 use crate::failure::{Cause, Failure, Failures};
 use crate::kvs::{Kvs, StreamInfo};
@@ -116,11 +117,21 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
                     .inc();
                 // Ask for the data endpoint again: the failure may be a moved endpoint.
                 uplink.endpoint = None;
+                if matches!(cause, Cause::StreamGone(_) | Cause::Setup(_)) {
+                    // A deleted stream (4008, or not found while setting up): look it
+                    // up again, and create it when allowed.
+                    uplink.stream = None;
+                }
                 if delivered {
                     backoff.reset();
                 }
+                let wait = if matches!(cause, Cause::Persistent(_)) {
+                    shared.video.retry_max_backoff.get()
+                } else {
+                    backoff.next_wait()
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_wait()) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return,
                 }
             }
@@ -393,14 +404,10 @@ impl Progress {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         while let Ok(message) = tokio::time::timeout_at(deadline, put.answer.recv()).await {
             let last = !matches!(message, Some(Wire::Chunk(_)));
-            if let Some(Err(
-                refused @ Failure {
-                    cause: Cause::Refused(_),
-                    ..
-                },
-            )) = self.on_answer(shared, message, failures)
-            {
-                return refused;
+            if let Some(Err(refused)) = self.on_answer(shared, message, failures) {
+                if refused.cause.said_by_service() {
+                    return refused;
+                }
             }
             if last {
                 break;
@@ -424,8 +431,9 @@ impl Progress {
                 for line in self.reader.feed(&chunk) {
                     match line {
                         Ok(a) => {
-                            if let Some(why) = handle_ack(shared, &a, self.final_event, &mut self.in_flight, failures) {
-                                return Some(Err(self.failure(Cause::Refused(why))));
+                            if let Some(cause) = handle_ack(shared, &a, self.final_event, &mut self.in_flight, failures)
+                            {
+                                return Some(Err(self.failure(cause)));
                             }
                             self.delivered |= a.event == self.final_event;
                         }
@@ -454,7 +462,7 @@ fn handle_ack(
     final_event: Event,
     in_flight: &mut VecDeque<InFlight>,
     failures: &mut Failures,
-) -> Option<String> {
+) -> Option<Cause> {
     let camera = shared.camera.name.as_str();
     match a.event {
         Event::Buffering | Event::Idle => None,
@@ -489,18 +497,19 @@ fn handle_ack(
 
 /// An ERROR acknowledgement: counted; the fragment it names dead-lettered when resending
 /// cannot help or it has drawn [`MAX_FRAGMENT_FAILURES`] errors that can be about a
-/// fragment (not the service's or the connection's: those only reconnect); `Some(why)`
-/// when the connection must be replaced. One without a timecode is the oldest sent
-/// fragment not yet RECEIVED: the service works through fragments in sending order.
+/// fragment (not the service's, the connection's, the stream's or the KMS key's: those
+/// only reconnect); `Some(cause)` when the connection must be replaced. One without a
+/// timecode is the oldest sent fragment not yet RECEIVED: the service works through
+/// fragments in sending order.
 fn on_error(
     shared: &CameraShared,
     a: &Ack,
     in_flight: &mut VecDeque<InFlight>,
     failures: &mut Failures,
-) -> Option<String> {
+) -> Option<Cause> {
     let camera = shared.camera.name.as_str();
     let id = a.error_id.unwrap_or(0);
-    let (what, action) = ack::describe(id);
+    let error = error_ids::describe(id);
     shared
         .metrics
         .ack_errors
@@ -511,23 +520,29 @@ fn on_error(
         .timecode
         .or_else(|| in_flight.iter().find(|f| !f.received).map(|f| f.start));
     let why = format!(
-        "KVS error {id} ({what}) for fragment {}",
+        "KVS error {id} ({}) for fragment {}",
+        error.meaning,
         tc.map_or("?".into(), |t| t.to_string())
     );
-    tracing::warn!(camera, error_id = id, fragment = ?tc, named = a.timecode.is_some(), "{why}");
+    tracing::warn!(camera, error_id = id, fragment = ?tc, named = a.timecode.is_some(), remedy = error.remedy, "{why}");
+    match error.action {
+        ErrorAction::StreamGone => return Some(Cause::StreamGone(error.status_line())),
+        ErrorAction::Persistent => return Some(Cause::Persistent(error.status_line())),
+        ErrorAction::DeadLetter | ErrorAction::Reconnect => {}
+    }
     let Some(tc) = tc else {
-        return Some(why);
+        return Some(Cause::Refused(why));
     };
-    if !ack::about_the_fragment(id) {
+    if !error.about_the_fragment() {
         // The service or the connection failed, not the fragment: resend it.
-        return Some(why);
+        return Some(Cause::Refused(why));
     }
     let failed = failures.record(tc, shared.store.next_after(None).map(|s| s.start_ms));
     // A guessed fragment is not dead-lettered on the first refusal: it is resent, and
     // goes once it has drawn the most failures allowed.
-    let refused = action == ErrorAction::DeadLetter && a.timecode.is_some();
+    let refused = error.action == ErrorAction::DeadLetter && a.timecode.is_some();
     if !refused && failed < MAX_FRAGMENT_FAILURES {
-        return Some(why);
+        return Some(Cause::Refused(why));
     }
     let reason = if refused {
         why.clone()
@@ -546,7 +561,7 @@ fn on_error(
         shared.publish_backlog();
     }
     // A connection-level error still ends this connection.
-    (action == ErrorAction::Reconnect).then_some(why)
+    (error.action == ErrorAction::Reconnect).then_some(Cause::Refused(why))
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

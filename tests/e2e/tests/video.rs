@@ -5,11 +5,12 @@
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tillgate_testkit::checkers::video::{
-    camera_status, ffmpeg_errors, ffprobe_frames, gaps, kvs_credentials_env, video_toml, wait_camera,
+    camera_options as options, camera_status, ffmpeg_errors, ffprobe_frames, gaps, streaming_test_camera, wait_camera,
+    wait_fragments,
 };
 use tillgate_testkit::emulators::rtsp_camera::{CameraMode, RtspCamera};
 use tillgate_testkit::fakes::kvs::{FakeKvs, KvsFaults, Received};
-use tillgate_testkit::{post, txn, Agent, AgentOptions};
+use tillgate_testkit::{post, txn, Agent};
 
 // `make test-arm64` runs the agent under qemu-aarch64-static with only
 // gstreamer1.0-plugins-base for arm64 installed: rtspsrc, h264parse and x264enc (the
@@ -21,58 +22,11 @@ fn rtsp(camera: &RtspCamera) -> String {
     format!("source = \"rtsp\"\nurl = \"{}\"\nlatency = \"100ms\"", camera.url())
 }
 
-fn options(kvs: &FakeKvs, stream: &str, source: &str, extra: &str) -> AgentOptions {
-    AgentOptions {
-        extra_toml: video_toml(&kvs.url(), stream, source, extra),
-        env: kvs_credentials_env(),
-        ..AgentOptions::default()
-    }
-}
-
 fn small() -> CameraMode {
     CameraMode {
         width: 640,
         height: 360,
         ..CameraMode::default()
-    }
-}
-
-async fn wait_fragments(kvs: &FakeKvs, stream: &str, n: usize, within: Duration, agent: &Agent) {
-    let deadline = Instant::now() + within;
-    while kvs.distinct_fragments(stream).len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} fragments in {within:?}; status {}\n{}",
-            kvs.distinct_fragments(stream).len(),
-            camera_status(agent).await,
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// A test-pattern camera (320x240, 1 s fragments) streaming to the kit's endpoint
-/// into `stream` (kept `retention_hours`), once 2 fragments have arrived.
-async fn streaming_test_camera(stream: &str, retention_hours: u32) -> (std::path::PathBuf, FakeKvs, Agent) {
-    let dir = tillgate_testkit::scratch_dir();
-    let kvs = FakeKvs::start().await;
-    kvs.create_stream(stream, retention_hours);
-    let source = "source = \"test\"\nwidth = 320\nheight = 240\nbitrate_kbps = 300";
-    let agent = Agent::start(&dir, &options(&kvs, stream, source, "fragment_duration = \"1s\""));
-    wait_fragments(&kvs, stream, 2, Duration::from_secs(30), &agent).await;
-    (dir, kvs, agent)
-}
-
-/// Waits until the fragment starting at `timecode` has arrived (again).
-async fn wait_received(kvs: &FakeKvs, stream: &str, timecode: u64, within: Duration, agent: &Agent) {
-    let deadline = Instant::now() + within;
-    while !kvs.fragments(stream).iter().any(|f| f.fragment.timecode_ms == timecode) {
-        assert!(
-            Instant::now() < deadline,
-            "fragment {timecode} not received\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -395,159 +349,6 @@ mod camera {
         // Fragments around the outage are still valid: key frame first, increasing.
         let all = kvs.distinct_fragments("flaky");
         assert!(all.iter().all(|f| f.fragment.blocks[0].key));
-        agent.terminate();
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn error_acks_and_dropped_connections_are_handled_as_kvs_specifies() {
-        let (dir, kvs, agent) = streaming_test_camera("errors", 24).await;
-
-        // 5000 (internal error): a new connection resends the refused fragment.
-        kvs.set_faults(KvsFaults {
-            error_next: Some(5000),
-            ..KvsFaults::default()
-        });
-        wait_camera(&agent, Duration::from_secs(20), "5000 counted", |s| {
-            s["errors"]["5000"] == 1
-        })
-        .await;
-        let refused = kvs
-            .acks()
-            .iter()
-            .find(|a| a.error_id == Some(5000))
-            .and_then(|a| a.timecode)
-            .unwrap();
-        wait_received(&kvs, "errors", refused, Duration::from_secs(20), &agent).await;
-
-        // 4006 (invalid MKV): resending cannot help; the fragment moves to dead/.
-        kvs.set_faults(KvsFaults {
-            error_next: Some(4006),
-            ..KvsFaults::default()
-        });
-        wait_camera(&agent, Duration::from_secs(20), "4006 dead-lettered", |s| {
-            s["fragments_dead"] == 1 && s["errors"]["4006"] == 1
-        })
-        .await;
-        assert!(agent.log().contains("KVS error 4006 (invalid MKV)"), "{}", agent.log());
-        let dead = dir.join("video/cam/dead");
-        let reasons: Vec<_> = std::fs::read_dir(&dead)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".reason.txt"))
-            .collect();
-        assert_eq!(reasons.len(), 1);
-        assert!(std::fs::read_to_string(reasons[0].path())
-            .unwrap()
-            .contains("invalid MKV"));
-
-        // A connection dropped after 2 fragments, again and again: nothing is lost.
-        kvs.set_faults(KvsFaults {
-            drop_after_fragments: Some(2),
-            ..KvsFaults::default()
-        });
-        tokio::time::sleep(Duration::from_secs(8)).await;
-        kvs.set_faults(KvsFaults::default());
-        wait_camera(&agent, Duration::from_secs(30), "backlog sent", |s| {
-            s["backlog_fragments"].as_u64().unwrap_or(99) <= 2
-        })
-        .await;
-        let all = kvs.distinct_fragments("errors");
-        let dead_tc = kvs
-            .acks()
-            .iter()
-            .find(|a| a.error_id == Some(4006))
-            .and_then(|a| a.timecode)
-            .unwrap();
-        let g = gaps(&all, 200);
-        assert!(
-            g.len() <= 1 && g.iter().all(|(_, next)| *next > dead_tc),
-            "only the refused fragment is missing: {g:?}"
-        );
-        let metrics = agent.metrics_text().await;
-        assert!(
-            metrics.contains("tillgate_video_ack_errors_total{camera=\"cam\",error_id=\"4006\"} 1"),
-            "{metrics}"
-        );
-        agent.terminate();
-    }
-
-    /// An ERROR that names no fragment (KVS leaves the timecode out of some, 4006
-    /// among them) is the oldest sent fragment's that was not RECEIVED: it is sent
-    /// again, and once it has drawn `MAX_FRAGMENT_FAILURES` (5) such errors it moves to
-    /// dead/ so the camera goes on; nothing else is lost.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_fragment_refused_without_its_timecode_goes_to_dead_letters_after_5_refusals() {
-        let (dir, kvs, agent) = streaming_test_camera("untimed", 24).await;
-
-        // The endpoint refuses one fragment, every time it comes, without naming it.
-        kvs.set_faults(KvsFaults {
-            refuse_untimed: Some(4006),
-            ..KvsFaults::default()
-        });
-        wait_camera(
-            &agent,
-            Duration::from_secs(60),
-            "the refused fragment dead-lettered",
-            |s| s["fragments_dead"] == 1,
-        )
-        .await;
-        let refused = kvs.untimed_errors_for();
-        assert!(refused.len() >= 5, "{refused:?}");
-        let reasons: Vec<String> = std::fs::read_dir(dir.join("video/cam/dead"))
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".reason.txt"))
-            .map(|e| std::fs::read_to_string(e.path()).unwrap())
-            .collect();
-        assert_eq!(reasons.len(), 1, "{reasons:?}");
-        assert!(
-            reasons[0].contains(&format!("KVS error 4006 (invalid MKV) for fragment {}", refused[0]))
-                && reasons[0].contains("refused 5 times"),
-            "{reasons:?}"
-        );
-
-        // The camera goes on, and only the refused fragment is missing.
-        let before = kvs.distinct_fragments("untimed").len();
-        wait_fragments(&kvs, "untimed", before + 3, Duration::from_secs(30), &agent).await;
-        let all = kvs.distinct_fragments("untimed");
-        assert!(all.iter().all(|f| f.fragment.timecode_ms != refused[0]));
-        let g = gaps(&all, 200);
-        assert!(
-            g.len() == 1 && g[0].0 < refused[0] && refused[0] < g[0].1,
-            "one gap, where the refused fragment was: {g:?}"
-        );
-        let metrics = agent.metrics_text().await;
-        assert!(
-            metrics.contains("tillgate_video_fragments_dead_total{camera=\"cam\"} 1"),
-            "{metrics}"
-        );
-        agent.terminate();
-    }
-
-    /// ERRORs that are the service's (5000) never dead-letter a fragment, however many.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn service_errors_resend_a_fragment_without_ever_dead_lettering_it() {
-        let (_dir, kvs, agent) = streaming_test_camera("flaky-service", 24).await;
-        kvs.set_faults(KvsFaults {
-            refuse_untimed: Some(5000),
-            ..KvsFaults::default()
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while kvs.untimed_errors_for().len() < 8 {
-            assert!(
-                Instant::now() < deadline,
-                "{:?}\n{}",
-                kvs.untimed_errors_for(),
-                agent.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let status = camera_status(&agent).await;
-        assert_eq!(status["fragments_dead"], 0, "{status}");
-        // Once the service recovers, the fragment it refused arrives.
-        let refused = kvs.untimed_errors_for()[0];
-        kvs.set_faults(KvsFaults::default());
-        wait_received(&kvs, "flaky-service", refused, Duration::from_secs(30), &agent).await;
         agent.terminate();
     }
 

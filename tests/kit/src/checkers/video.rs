@@ -1,8 +1,8 @@
 //! Helpers for the camera tests: the `[video]` config, the agent's view of a camera,
 //! and checks of received video with tools nobody here wrote (ffmpeg, ffprobe).
 
-use crate::fakes::kvs::{self, Received};
-use crate::Agent;
+use crate::fakes::kvs::{self, FakeKvs, Received};
+use crate::{Agent, AgentOptions};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -56,6 +56,60 @@ pub async fn wait_camera(
             agent.log()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The agent's options for one camera (`source`, more `[video]` lines in `extra`) writing
+/// to `stream` at the fake `kvs`.
+pub fn camera_options(kvs: &FakeKvs, stream: &str, source: &str, extra: &str) -> AgentOptions {
+    AgentOptions {
+        extra_toml: video_toml(&kvs.url(), stream, source, extra),
+        env: kvs_credentials_env(),
+        ..AgentOptions::default()
+    }
+}
+
+/// Waits until `n` distinct fragments of `stream` have arrived, or panics with the
+/// camera's status and the log.
+pub async fn wait_fragments(kvs: &FakeKvs, stream: &str, n: usize, within: Duration, agent: &Agent) {
+    let deadline = Instant::now() + within;
+    while kvs.distinct_fragments(stream).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} fragments in {within:?}; status {}\n{}",
+            kvs.distinct_fragments(stream).len(),
+            camera_status(agent).await,
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A test-pattern camera (320x240, 1 s fragments) streaming to the kit's endpoint
+/// into `stream` (kept `retention_hours`), once 2 fragments have arrived.
+pub async fn streaming_test_camera(stream: &str, retention_hours: u32) -> (std::path::PathBuf, FakeKvs, Agent) {
+    let dir = crate::scratch_dir();
+    let kvs = FakeKvs::start().await;
+    kvs.create_stream(stream, retention_hours);
+    let source = "source = \"test\"\nwidth = 320\nheight = 240\nbitrate_kbps = 300";
+    let agent = Agent::start(
+        &dir,
+        &camera_options(&kvs, stream, source, "fragment_duration = \"1s\""),
+    );
+    wait_fragments(&kvs, stream, 2, Duration::from_secs(30), &agent).await;
+    (dir, kvs, agent)
+}
+
+/// Waits until the fragment starting at `timecode` has arrived (again).
+pub async fn wait_received(kvs: &FakeKvs, stream: &str, timecode: u64, within: Duration, agent: &Agent) {
+    let deadline = Instant::now() + within;
+    while !kvs.fragments(stream).iter().any(|f| f.fragment.timecode_ms == timecode) {
+        assert!(
+            Instant::now() < deadline,
+            "fragment {timecode} not received\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

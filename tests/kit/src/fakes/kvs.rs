@@ -47,6 +47,9 @@ pub struct KvsFaults {
     /// ERROR and this ErrorId but no FragmentTimecode (as KVS does for some errors),
     /// closing after each.
     pub refuse_untimed: Option<u32>,
+    /// Answer every fragment with ERROR and this ErrorId (its timecode named), then
+    /// close: a condition that lasts (a disabled KMS key) until the fault is cleared.
+    pub error_always: Option<u32>,
 }
 
 /// A fragment as the endpoint stored it.
@@ -191,6 +194,13 @@ impl FakeKvs {
             .entry(name.into())
             .or_default()
             .retention_hours = retention_hours;
+    }
+
+    /// Deletes a stream as DeleteStream would: an open connection to it gets ERROR 4008
+    /// (STREAM_NOT_ACTIVE) at its next fragment; DescribeStream and new connections
+    /// find nothing. What was received so far is forgotten.
+    pub fn delete_stream(&self, name: &str) {
+        self.state.lock().unwrap().streams.remove(name);
     }
 
     pub fn stream_exists(&self, name: &str) -> bool {
@@ -482,6 +492,16 @@ async fn read_stream(
                             let _ = tx.send(Ok(ack)).await;
                             break 'read;
                         }
+                    }
+                    if let Some(id) = faults.error_always {
+                        let ack = send("ERROR", Some(tc), Some(id));
+                        let _ = tx.send(Ok(ack)).await;
+                        break 'read;
+                    }
+                    if !state.lock().unwrap().streams.contains_key(&stream) {
+                        let ack = send("ERROR", Some(tc), Some(4008));
+                        let _ = tx.send(Ok(ack)).await;
+                        break 'read;
                     }
                     if faults.drop_after_fragments.is_some_and(|n| count >= n) {
                         break 'read;
