@@ -23,7 +23,7 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Time the writer spends taking a rule-state snapshot (decisions wait for it).
     pub rule_snapshot_seconds: Histogram,
-    /// Bytes of the last rule-state snapshot.
+    /// Bytes of the rule-state snapshot stored in the journal.
     pub rule_snapshot_bytes: IntGauge,
     /// Snapshots that could not be taken or stored.
     pub rule_snapshot_failures: IntCounter,
@@ -158,7 +158,10 @@ impl Metrics {
                 "Time the journal writer spends taking a rule-state snapshot",
                 exponential_buckets(0.001, 2.0, 16).expect("valid buckets"),
             ),
-            rule_snapshot_bytes: gauge("rule_snapshot_bytes", "Bytes of the last rule-state snapshot"),
+            rule_snapshot_bytes: gauge(
+                "rule_snapshot_bytes",
+                "Bytes of the rule-state snapshot stored in the journal",
+            ),
             rule_snapshot_failures: counter(
                 "rule_snapshot_failures_total",
                 "Rule-state snapshots that could not be taken or stored",

@@ -320,7 +320,7 @@ fn write_journal(s: &mut String, j: &JournalStatus) {
     } else if j.restored_snapshot_seq > 0 {
         let _ = writeln!(
             s,
-            "rules    state restored at start from the snapshot at seq {}, then {} journaled transactions replayed ({:.2}s in all)",
+            "rules    state restored at start from the snapshot (oldest unit at seq {}), then {} journaled transactions replayed ({:.2}s in all)",
             j.restored_snapshot_seq, j.replayed_at_start, j.replay_seconds
         );
     } else if j.replayed_at_start > 0 {

@@ -26,18 +26,19 @@ pub struct Rebuilt {
     /// Transactions fed through the rules.
     pub replayed: u64,
     pub took: Duration,
-    /// The snapshot's oldest unit's sequence and what came from it, when one was used.
-    pub snapshot: Option<(u64, Restored)>,
+    /// What came from the snapshot, when some unit did.
+    pub snapshot: Option<Restored>,
 }
 
 impl Rebuilt {
     /// One line for the log.
     pub fn describe(&self) -> String {
         match &self.snapshot {
-            Some((seq, r)) => format!(
-                "{} of {} rules and reports restored from the snapshot at seq {seq}{}; {} transactions replayed in {:?}",
+            Some(r) => format!(
+                "{} of {} rules and reports restored from the snapshot (oldest at seq {}){}; {} transactions replayed in {:?}",
                 r.restored.len(),
                 r.restored.len() + r.rebuilt.len(),
+                r.oldest.unwrap_or_default(),
                 if r.rebuilt.is_empty() {
                     String::new()
                 } else {
@@ -55,8 +56,8 @@ impl Rebuilt {
 }
 
 /// Forgets the decider's state and rebuilds it: from the stored snapshot when the
-/// journal still holds every row after it, then by replay. `last_seq`: the journal's
-/// last sequence (the snapshot cannot be newer).
+/// journal still holds every row after the oldest unit it restores, then by replay.
+/// `last_seq`: the journal's last sequence (a unit claiming more is not used).
 pub fn rebuild(
     conn: &Connection,
     decider: &mut dyn Decider,
@@ -72,33 +73,38 @@ pub fn rebuild(
             None
         }
     };
-    let usable = match stored.as_ref().and_then(Snapshot::oldest_seq) {
-        Some(oldest) if snapshots::tail_intact(conn, oldest, last_seq)? => stored,
-        Some(oldest) => {
-            tracing::warn!(
-                snapshot_seq = oldest,
-                "journal rows after the rule-state snapshot are gone (pruned or evicted): replaying the horizon"
-            );
-            None
-        }
-        None => None,
-    };
-    let mut rebuilt = rebuild_from(conn, decider, progress, usable)?;
+    let stored = stored.map(|mut s| {
+        s.units.retain(|u| u.through_seq <= last_seq);
+        s
+    });
+    let mut rebuilt = rebuild_from(conn, decider, progress, stored, Some(last_seq))?;
     rebuilt.took = started.elapsed();
     Ok(rebuilt)
 }
 
 /// Restores what `snapshot` holds for the decider's unchanged units (none without one)
-/// and replays the rest.
+/// and replays the rest. With `check_tail` (the journal's last sequence), restored
+/// units are kept only if the journal still holds every row after the oldest of them.
 pub fn rebuild_from(
     conn: &Connection,
     decider: &mut dyn Decider,
     progress: &AtomicU64,
     snapshot: Option<Snapshot>,
+    check_tail: Option<u64>,
 ) -> rusqlite::Result<Rebuilt> {
     let started = Instant::now();
-    let snapshot = snapshot.and_then(|s| Some((s.oldest_seq()?, decider.restore(&s))));
-    let first = first_to_replay(conn, decider, snapshot.as_ref())?;
+    let mut restored = snapshot.map(|s| decider.restore(&s)).filter(|r| r.oldest.is_some());
+    if let (Some(oldest), Some(last)) = (restored.as_ref().and_then(|r| r.oldest), check_tail) {
+        if !snapshots::tail_intact(conn, oldest, last)? {
+            tracing::warn!(
+                snapshot_seq = oldest,
+                "journal rows after the rule-state snapshot are gone (pruned or evicted): replaying the horizon"
+            );
+            decider.reset();
+            restored = None;
+        }
+    }
+    let first = first_to_replay(conn, decider, restored.as_ref())?;
     let replayed = match first {
         Some(first) => replay_from(conn, decider, progress, first)?,
         None => 0,
@@ -106,7 +112,7 @@ pub fn rebuild_from(
     Ok(Rebuilt {
         replayed,
         took: started.elapsed(),
-        snapshot,
+        snapshot: restored,
     })
 }
 
@@ -116,13 +122,13 @@ pub fn rebuild_from(
 fn first_to_replay(
     conn: &Connection,
     decider: &dyn Decider,
-    snapshot: Option<&(u64, Restored)>,
+    restored: Option<&Restored>,
 ) -> rusqlite::Result<Option<i64>> {
     let Some(horizon) = replay_horizon(decider) else {
         return Ok(None);
     };
-    let after = snapshot.map(|(seq, _)| *seq as i64 + 1);
-    if snapshot.is_some_and(|(_, r)| r.complete()) {
+    let after = restored.and_then(|r| r.oldest).map(|seq| seq as i64 + 1);
+    if restored.is_some_and(Restored::complete) {
         return Ok(after);
     }
     let from_ms = chrono::Utc::now().timestamp_millis() - horizon.as_millis() as i64;

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS rule_snapshots (
     fingerprint TEXT    NOT NULL,
     through_seq INTEGER NOT NULL,
     taken_ms    INTEGER NOT NULL,
-    state       BLOB    NOT NULL
+    state       BLOB    NOT NULL,
+    sha256      TEXT    NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,

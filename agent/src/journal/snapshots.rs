@@ -6,14 +6,18 @@
 //! `journal.rule_snapshot_interval`, whichever first, if anything was decided since — it
 //! is renewed **one unit per gap between groups**, each in its own SQLite transaction:
 //! decisions wait for one unit's encoding and write, never for the whole state. A start
-//! replays from the oldest row's sequence (each unit skips what it holds). At a clean
-//! stop every unit is written at once. A crash mid-write leaves the row as it was. Its
-//! bytes live in the journal file and count against `journal.max_bytes`.
+//! replays from the oldest restored unit's sequence (each unit skips what it holds). At
+//! a clean stop every unit is written, one transaction each. A crash mid-write leaves
+//! the row as it was; a row whose state no longer matches its SHA-256 is not used. Its
+//! bytes live in the journal file and count against `journal.max_bytes`; a unit larger
+//! than a quarter of it is not stored (its row is deleted, the failure counted).
+//!
+//! Rules whose state could not be rebuilt are never snapshotted: the rows are deleted,
+//! so the next start replays the horizon instead of trusting empty windows.
 
 use super::writer::Writer;
-use crate::rules::snapshot::{Snapshot, UnitSnapshot};
+use crate::rules::snapshot::{state_digest, Snapshot, UnitSnapshot};
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::HashMap;
 use std::time::Instant;
 
 /// When the next periodic round is due, and what is left of the current one.
@@ -24,8 +28,11 @@ pub struct SnapshotClock {
     pub last: Instant,
     /// Units still to take in this round (taken from the back).
     pub round: Vec<String>,
-    /// Stored bytes per unit, for `tillgate_rule_snapshot_bytes`.
-    pub bytes: HashMap<String, usize>,
+    /// A round starts at the next chance (the rules were reloaded).
+    pub due_now: bool,
+    /// The rules' state is what the journal says (false after a failed rebuild: then
+    /// nothing is snapshotted).
+    pub state_valid: bool,
 }
 
 impl Default for SnapshotClock {
@@ -34,7 +41,8 @@ impl Default for SnapshotClock {
             decided: 0,
             last: Instant::now(),
             round: Vec::new(),
-            bytes: HashMap::new(),
+            due_now: false,
+            state_valid: true,
         }
     }
 }
@@ -42,16 +50,17 @@ impl Default for SnapshotClock {
 /// Stores `unit`, replacing its previous row (inside the caller's transaction).
 pub fn save(conn: &Connection, unit: &UnitSnapshot) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO rule_snapshots(unit, fingerprint, through_seq, taken_ms, state) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO rule_snapshots(unit, fingerprint, through_seq, taken_ms, state, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(unit) DO UPDATE SET fingerprint = excluded.fingerprint, through_seq = excluded.through_seq,
-             taken_ms = excluded.taken_ms, state = excluded.state",
+             taken_ms = excluded.taken_ms, state = excluded.state, sha256 = excluded.sha256",
     )?
     .execute(params![
         unit.unit,
         unit.fingerprint,
         unit.through_seq as i64,
         chrono::Utc::now().timestamp_millis(),
-        unit.state
+        unit.state,
+        state_digest(&unit.state)
     ])?;
     Ok(())
 }
@@ -68,20 +77,37 @@ pub fn forget_others(conn: &Connection, units: &[String]) -> rusqlite::Result<()
     Ok(())
 }
 
-/// The stored snapshot; `None` when there is none.
+/// The stored snapshot, without rows whose state does not match its SHA-256; `None`
+/// when there is none.
 pub fn load(conn: &Connection) -> rusqlite::Result<Option<Snapshot>> {
-    let units: Vec<UnitSnapshot> = conn
-        .prepare("SELECT unit, fingerprint, through_seq, state FROM rule_snapshots WHERE through_seq >= 0")?
+    let rows: Vec<(UnitSnapshot, String)> = conn
+        .prepare("SELECT unit, fingerprint, through_seq, state, sha256 FROM rule_snapshots WHERE through_seq >= 0")?
         .query_map([], |r| {
-            Ok(UnitSnapshot {
-                unit: r.get(0)?,
-                fingerprint: r.get(1)?,
-                through_seq: r.get::<_, i64>(2)? as u64,
-                state: r.get(3)?,
-            })
+            Ok((
+                UnitSnapshot {
+                    unit: r.get(0)?,
+                    fingerprint: r.get(1)?,
+                    through_seq: r.get::<_, i64>(2)? as u64,
+                    state: r.get(3)?,
+                },
+                r.get(4)?,
+            ))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    let mut units = Vec::with_capacity(rows.len());
+    for (unit, sha256) in rows {
+        if state_digest(&unit.state) == sha256 {
+            units.push(unit);
+        } else {
+            tracing::warn!(unit = %unit.unit, "a stored rule-state snapshot is damaged (checksum); that unit is rebuilt");
+        }
+    }
     Ok((!units.is_empty()).then_some(Snapshot { units }))
+}
+
+/// Deletes every row (the rules' state is not to be trusted).
+pub fn forget_all(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM rule_snapshots", []).map(|_| ())
 }
 
 /// Whether the journal still holds every row after `through` (up to `last_seq`):
@@ -102,11 +128,15 @@ impl Writer {
     /// round's next unit.
     pub(super) fn snapshot_if_due(&mut self, decided: usize) {
         self.snapshot_clock.decided += decided as u64;
+        if !self.snapshot_clock.state_valid {
+            return;
+        }
         if self.snapshot_clock.round.is_empty() {
             let clock = &self.snapshot_clock;
-            let due = clock.decided > 0
-                && (clock.decided >= self.config.rule_snapshot_transactions.get()
-                    || clock.last.elapsed() >= self.config.rule_snapshot_interval.get());
+            let due = clock.due_now
+                || (clock.decided > 0
+                    && (clock.decided >= self.config.rule_snapshot_transactions.get()
+                        || clock.last.elapsed() >= self.config.rule_snapshot_interval.get()));
             if !due {
                 return;
             }
@@ -114,75 +144,88 @@ impl Writer {
             if let Err(e) = forget_others(&self.conn, &units) {
                 tracing::warn!(error = %e, "snapshots of removed rules could not be deleted");
             }
-            self.snapshot_clock.bytes.retain(|u, _| units.contains(u));
             units.reverse();
             self.snapshot_clock.round = units;
             self.snapshot_clock.decided = 0;
+            self.snapshot_clock.due_now = false;
             self.snapshot_clock.last = Instant::now();
         }
         if let Some(unit) = self.snapshot_clock.round.pop() {
-            self.store_units(Some(&unit), "periodic");
+            self.store_unit(&unit, "periodic");
         }
     }
 
-    /// A clean stop: every unit, now, in one SQLite transaction.
+    /// A clean stop: every unit, now, one SQLite transaction each (one that fails
+    /// does not take the others with it).
     pub(super) fn snapshot_all(&mut self) {
+        if !self.snapshot_clock.state_valid {
+            return;
+        }
         self.snapshot_clock.round.clear();
-        self.store_units(None, "shutdown");
+        let units = self.decider.snapshot_units();
+        if let Err(e) = forget_others(&self.conn, &units) {
+            tracing::warn!(error = %e, "snapshots of removed rules could not be deleted");
+        }
+        for unit in units {
+            self.store_unit(&unit, "shutdown");
+        }
     }
 
-    /// Encodes `unit` (every unit when `None`) as of the last committed transaction and
-    /// stores it in its own SQLite transaction. A failure is logged and counted; the
-    /// previous rows stay.
-    fn store_units(&mut self, unit: Option<&str>, why: &str) {
+    /// The rules' state could not be rebuilt: it is not snapshotted, and the stored
+    /// rows go, so a start replays the horizon instead.
+    pub(super) fn distrust_rule_state(&mut self) {
+        self.snapshot_clock.state_valid = false;
+        self.snapshot_clock.round.clear();
+        if let Err(e) = forget_all(&self.conn) {
+            tracing::warn!(error = %e, "rule-state snapshots could not be deleted");
+        }
+    }
+
+    /// Encodes `unit` as of the last committed transaction and stores it in its own
+    /// SQLite transaction. A failure is logged and counted, and the unit's old row
+    /// deleted (a row left behind would hold the replay's start back).
+    fn store_unit(&mut self, unit: &str, why: &str) {
         let started = Instant::now();
         let through = self.next_seq - 1;
-        let encoded = match unit {
-            Some(u) => self.decider.snapshot_unit(u, through).map(|s| s.into_iter().collect()),
-            None => self.decider.snapshot(through),
+        let limit = self.config.max_bytes.get() / 4;
+        let stored = match self.decider.snapshot_unit(unit, through) {
+            Err(e) => Err(format!("the rules' state could not be encoded: {e}")),
+            Ok(None) => Ok(()),
+            Ok(Some(u)) if u.state.len() as u64 > limit => Err(format!(
+                "{} bytes, over a quarter of journal.max_bytes ({limit}): not stored",
+                u.state.len()
+            )),
+            Ok(Some(u)) => self
+                .write_unit(&u)
+                .map_err(|e| format!("the snapshot could not be stored: {e}")),
         };
-        let stored = encoded
-            .map_err(|e| format!("the rules' state could not be encoded: {e}"))
-            .and_then(|units: Vec<UnitSnapshot>| {
-                self.write_units(&units, unit.is_none())
-                    .map(|()| units)
-                    .map_err(|e| format!("the snapshot could not be stored: {e}"))
-            });
         let took = started.elapsed();
         self.metrics.rule_snapshot_seconds.observe(took.as_secs_f64());
         match stored {
-            Ok(units) => {
-                for u in &units {
-                    self.snapshot_clock.bytes.insert(u.unit.clone(), u.state.len());
-                }
-                let total: usize = self.snapshot_clock.bytes.values().sum();
-                self.metrics.rule_snapshot_bytes.set(total as i64);
-                tracing::debug!(why, unit, seq = through, took = ?took, "rule state snapshotted");
-            }
+            Ok(()) => tracing::debug!(why, unit, seq = through, took = ?took, "rule state snapshotted"),
             Err(e) => {
                 self.metrics.rule_snapshot_failures.inc();
-                tracing::warn!(why, unit, error = %e, "rule-state snapshot failed; the previous one stays");
+                tracing::warn!(why, unit, error = %e, "rule-state snapshot failed; the unit is rebuilt from its horizon after a restart");
+                let _ = self.conn.execute("DELETE FROM rule_snapshots WHERE unit = ?1", [unit]);
             }
         }
+        let bytes: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(SUM(length(state)), 0) FROM rule_snapshots", [], |r| {
+                r.get(0)
+            })
+            .unwrap_or(0);
+        self.metrics.rule_snapshot_bytes.set(bytes);
     }
 
-    /// Writes `units` in one SQLite transaction; `whole`: they are every unit, so the
-    /// rows of any other go.
-    fn write_units(&self, units: &[UnitSnapshot], whole: bool) -> rusqlite::Result<()> {
+    fn write_unit(&self, unit: &UnitSnapshot) -> rusqlite::Result<()> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let written = (|| {
-            if whole {
-                let names: Vec<String> = units.iter().map(|u| u.unit.clone()).collect();
-                forget_others(&self.conn, &names)?;
+        match save(&self.conn, unit).and_then(|()| self.conn.execute_batch("COMMIT")) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
             }
-            for u in units {
-                save(&self.conn, u)?;
-            }
-            self.conn.execute_batch("COMMIT")
-        })();
-        if written.is_err() {
-            let _ = self.conn.execute_batch("ROLLBACK");
         }
-        written
     }
 }

@@ -189,14 +189,19 @@ impl Writer {
                 self.state
                     .replay_ms
                     .store(rebuilt.took.as_millis() as u64, Ordering::Release);
-                self.state
-                    .restored_from_snapshot
-                    .store(rebuilt.snapshot.as_ref().map_or(0, |(seq, _)| *seq), Ordering::Release);
+                self.state.restored_from_snapshot.store(
+                    rebuilt.snapshot.as_ref().and_then(|r| r.oldest).unwrap_or(0),
+                    Ordering::Release,
+                );
+                self.snapshot_clock.state_valid = true;
                 if replay_horizon(self.decider.as_ref()).is_some() {
                     tracing::info!("rule state rebuilt from the journal: {}", rebuilt.describe());
                 }
             }
-            Err(e) => tracing::error!(error = %e, "rule state NOT rebuilt from the journal: windows start empty"),
+            Err(e) => {
+                tracing::error!(error = %e, "rule state NOT rebuilt from the journal: windows start empty");
+                self.distrust_rule_state();
+            }
         }
         self.state.replaying.store(false, Ordering::Release);
     }
@@ -261,7 +266,7 @@ impl Writer {
         match self.write_group(batch, refusal.as_deref(), &mut out) {
             Ok(()) => {
                 self.publish(&out);
-                self.snapshot_if_due(out.decisions.len());
+                let decided = out.decisions.len();
                 for p in out.pending {
                     match p {
                         Pending::Submit(reply, accepted) => drop(reply.send(Ok(accepted))),
@@ -269,6 +274,8 @@ impl Writer {
                         Pending::Shutdown(reply) => drop(reply.send(())),
                     }
                 }
+                // After the answers: they do not wait for a snapshot step.
+                self.snapshot_if_due(decided);
             }
             Err(e) => self.roll_back(e, first_seq, out.pending),
         }
@@ -329,8 +336,11 @@ impl Writer {
                 Command::Ping { reply } => drop(reply.send(())),
                 Command::Reload { decider, reply } => {
                     let outcome = reload(conn, &self.state, decider, &mut self.decider, self.next_seq - 1);
-                    // A round in progress named the old rules' units.
+                    // A round in progress named the old rules' units; the new rules'
+                    // state goes to the snapshot at once, so a crash soon after the
+                    // reload restores what the reload built.
                     self.snapshot_clock.round.clear();
+                    self.snapshot_clock.due_now = true;
                     drop(reply.send(outcome));
                 }
             }
@@ -355,8 +365,12 @@ impl Writer {
         self.next_seq = first_seq;
         let refusal = storage_error(&e, &self.path);
         tracing::error!(error = %e, "journal commit failed; the group was answered with 503");
-        if let Err(e) = rebuild(&self.conn, self.decider.as_mut(), &self.state.progress, first_seq - 1) {
-            tracing::error!(error = %e, "rule state could not be rebuilt after a failed commit");
+        match rebuild(&self.conn, self.decider.as_mut(), &self.state.progress, first_seq - 1) {
+            Ok(_) => self.snapshot_clock.state_valid = true,
+            Err(e) => {
+                tracing::error!(error = %e, "rule state could not be rebuilt after a failed commit");
+                self.distrust_rule_state();
+            }
         }
         if let Err(e) = self.dead_letters.reload(&self.conn) {
             tracing::warn!(error = %e, "dead letters could not be measured after a failed commit");
@@ -544,7 +558,7 @@ fn reload(
         }
     };
     state.replaying.store(true, Ordering::Release);
-    let rebuilt = rebuild_from(conn, decider.as_mut(), &state.progress, carried);
+    let rebuilt = rebuild_from(conn, decider.as_mut(), &state.progress, carried, None);
     state.replaying.store(false, Ordering::Release);
     let rebuilt = rebuilt.map_err(|e| format!("replay failed: {e}"))?;
     tracing::info!("rules reloaded: {}", rebuilt.describe());

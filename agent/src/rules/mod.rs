@@ -50,7 +50,8 @@ pub struct DecideContext<'a> {
     /// The transaction's journal sequence number (arrival order).
     pub seq: u64,
     pub lookup: &'a dyn OriginalLookup,
-    /// Rebuilding state after a restart: reports that close were already emitted.
+    /// Rebuilding state (a start, a reload, a failed commit): the decision was made
+    /// before, and reports that close were already emitted.
     pub replaying: bool,
 }
 

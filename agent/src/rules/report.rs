@@ -107,6 +107,16 @@ impl ReportState {
         }
     }
 
+    /// Whether a decoded state fits aggregates `specs`: every open window indexed once
+    /// by its end, and shaped as `Running::new(specs)`.
+    pub fn fits(&self, specs: &[AggSpec]) -> bool {
+        self.open.len() == self.by_end.len()
+            && self.open.iter().all(|((key, start), o)| {
+                o.running.fits(specs) && self.by_end.contains_key(&(o.end, key.clone(), *start))
+            })
+            && self.key_windows.values().sum::<usize>() == self.open.len()
+    }
+
     /// Keys with open windows.
     pub fn open_keys(&self) -> usize {
         self.key_windows.len()

@@ -66,6 +66,8 @@ impl Snapshot {
 /// What a restore took from a snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Restored {
+    /// The oldest sequence among the restored units: the journal after it is replayed.
+    pub oldest: Option<u64>,
     /// Units whose state came from the snapshot: they replay only the journal after it.
     pub restored: Vec<String>,
     /// Units that replay their whole horizon: definition changed, new, or unreadable.
@@ -95,9 +97,19 @@ pub fn encode<T: serde::Serialize + ?Sized>(state: &T) -> Result<Vec<u8>, String
     postcard::to_stdvec(state).map_err(|e| e.to_string())
 }
 
-/// Decodes a unit's state; `None` (the unit is rebuilt) when it cannot be read.
+/// Decodes a unit's state; `None` (the unit is rebuilt) when it cannot be read or
+/// bytes are left over (the encoding of some other shape).
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
-    postcard::from_bytes(bytes).ok()
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Some(value),
+        _ => None,
+    }
+}
+
+/// The SHA-256 of a unit's stored state (hex): the journal keeps it beside the state
+/// and drops a row whose state no longer matches it (SQLite checks no page contents).
+pub fn state_digest(state: &[u8]) -> String {
+    hex(&Sha256::digest(state))
 }
 
 /// The fingerprint of what shapes a rule's state.
@@ -108,10 +120,7 @@ pub fn rule_fingerprint(rule: &CompiledRule, lists: &[(String, Arc<DenyList>)]) 
         "key={:?}\nwindow={:?}\naggregates={:?}\ndistinct={:?}\nmax_keys={}\n",
         rule.key, rule.window, rule.aggregates, rule.distinct, rule.max_keys
     );
-    let exprs = rule.filter.iter().chain(&rule.conditions);
-    if exprs.clone().any(|e| e.reads("lists")) {
-        text.push_str(&lists_text(lists));
-    }
+    text.push_str(&lists_text(lists, rule.filter.iter().chain(&rule.conditions)));
     digest(&text)
 }
 
@@ -123,9 +132,7 @@ pub fn report_fingerprint(report: &CompiledReport, lists: &[(String, Arc<DenyLis
         "key={:?}\nwindow={:?}\nlateness={}\naggregates={:?}\ndistinct={:?}\nmax_keys={}\n",
         report.key, report.window, report.lateness_ms, report.aggregates, report.distinct, report.max_keys
     );
-    if report.filter.iter().chain(&report.conditions).any(|e| e.reads("lists")) {
-        text.push_str(&lists_text(lists));
-    }
+    text.push_str(&lists_text(lists, report.filter.iter().chain(&report.conditions)));
     digest(&text)
 }
 
@@ -141,10 +148,20 @@ fn common(filter: Option<&str>, conditions: &[super::cel::Expr]) -> String {
     )
 }
 
-/// Every list's name and sorted entries.
-fn lists_text(lists: &[(String, Arc<DenyList>)]) -> String {
+/// The name and sorted entries of each list that `exprs` name (`lists.<name>`,
+/// `lists["<name>"]`): a list nothing here reads does not shape the state.
+fn lists_text<'e>(lists: &[(String, Arc<DenyList>)], exprs: impl Iterator<Item = &'e super::cel::Expr>) -> String {
+    let sources: Vec<&str> = exprs.filter(|e| e.reads("lists")).map(|e| e.source.as_str()).collect();
+    let named = |name: &str| {
+        let forms = [
+            format!("lists.{name}"),
+            format!("lists[\"{name}\"]"),
+            format!("lists['{name}']"),
+        ];
+        sources.iter().any(|s| forms.iter().any(|f| s.contains(f.as_str())))
+    };
     let mut text = String::new();
-    for (name, list) in lists {
+    for (name, list) in lists.iter().filter(|(name, _)| named(name)) {
         let mut values: Vec<&str> = list.values().collect();
         values.sort_unstable();
         let _ = writeln!(text, "list {name}={values:?}");
@@ -153,10 +170,12 @@ fn lists_text(lists: &[(String, Arc<DenyList>)]) -> String {
 }
 
 fn digest(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .fold(String::new(), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
 }

@@ -120,7 +120,7 @@ async fn decisions_after_kill_9_equal_the_uninterrupted_run() {
     assert!(killed);
     assert!(
         agent.log().contains("rule state rebuilt from the journal")
-            && agent.log().contains("restored from the snapshot at seq"),
+            && agent.log().contains("restored from the snapshot (oldest at seq"),
         "{}",
         agent.log()
     );

@@ -6,7 +6,7 @@ use super::cel::{self, Expr};
 use super::compiled::Inputs;
 use super::field::{key_id, stable_hash, KeyId, TxnField};
 use super::report::ReportState;
-use super::snapshot::{Restored, Snapshot, UnitSnapshot};
+use super::snapshot::{report_fingerprint, rule_fingerprint, Restored, Snapshot, UnitSnapshot};
 use super::spec::{CompiledReport, CompiledRule, RulePack};
 use super::window::{AggSpec, AggValue, AggValues, Event, KeyWindow, WindowSpec};
 use super::DenyList;
@@ -37,6 +37,8 @@ struct RuleState {
     /// The state came from a snapshot through this journal sequence: a replay skips
     /// what it already holds (0: nothing restored).
     covered_through: u64,
+    /// Of what shapes its state (`snapshot.rs`), computed once.
+    fingerprint: String,
     /// `tillgate_rule_live_keys{rule}`, looked up once (a label lookup per transaction
     /// and rule cost more than a simple rule's whole window update).
     live_keys: Option<prometheus::IntGauge>,
@@ -47,6 +49,7 @@ struct ReportRun {
     state: ReportState,
     /// As [`RuleState::covered_through`].
     covered_through: u64,
+    fingerprint: String,
 }
 
 /// Rules and reports with their state. Implements [`Decider`].
@@ -145,6 +148,7 @@ impl Engine {
                     }
                 };
                 RuleState {
+                    fingerprint: rule_fingerprint(&rule, &deny_lists),
                     key_slot,
                     live_keys: metrics
                         .as_ref()
@@ -161,6 +165,7 @@ impl Engine {
             .map(|report| ReportRun {
                 state: ReportState::new(report.window, report.lateness_ms, report.max_keys),
                 covered_through: 0,
+                fingerprint: report_fingerprint(&report, &deny_lists),
                 report,
             })
             .collect();

@@ -5,9 +5,7 @@
 use super::{Engine, KeyHasher, RuleState};
 use crate::rules::field::KeyId;
 use crate::rules::report::ReportState;
-use crate::rules::snapshot::{
-    decode, encode, report_fingerprint, report_unit, rule_fingerprint, rule_unit, Restored, Snapshot, UnitSnapshot,
-};
+use crate::rules::snapshot::{decode, encode, report_unit, rule_unit, Restored, Snapshot, UnitSnapshot};
 use crate::rules::window::KeyWindow;
 use lru::LruCache;
 
@@ -18,11 +16,16 @@ impl RuleState {
         encode(&keys)
     }
 
-    /// Takes the keys of `bytes` (least recently used first); false if unreadable.
+    /// Takes the keys of `bytes` (least recently used first); false if unreadable, not
+    /// shaped for this rule's aggregates, or more keys than it may hold.
     fn decode_keys(&mut self, bytes: &[u8]) -> bool {
         let Some(keys) = decode::<Vec<(KeyId, KeyWindow)>>(bytes) else {
             return false;
         };
+        let (specs, tags) = (&self.rule.aggregates, self.rule.distinct.len());
+        if keys.len() > self.keys.cap().get() || !keys.iter().all(|(_, w)| w.fits(specs, tags)) {
+            return false;
+        }
         let mut cache = LruCache::with_hasher(self.keys.cap(), KeyHasher::default());
         for (key, window) in keys {
             cache.push(key, window);
@@ -54,7 +57,7 @@ impl Engine {
             return Ok(Some(UnitSnapshot {
                 unit: unit.to_string(),
                 through_seq,
-                fingerprint: rule_fingerprint(&r.rule, &self.deny_lists),
+                fingerprint: r.fingerprint.clone(),
                 state: r.encode_keys().map_err(|e| format!("rule {}: {e}", r.rule.id))?,
             }));
         }
@@ -62,7 +65,7 @@ impl Engine {
             return Ok(Some(UnitSnapshot {
                 unit: unit.to_string(),
                 through_seq,
-                fingerprint: report_fingerprint(&r.report, &self.deny_lists),
+                fingerprint: r.fingerprint.clone(),
                 state: encode(&r.state).map_err(|e| format!("report {}: {e}", r.report.id))?,
             }));
         }
@@ -73,10 +76,10 @@ impl Engine {
         let mut outcome = Restored::default();
         for r in self.rules.iter_mut().filter(|r| r.rule.window.is_some()) {
             let unit = rule_unit(&r.rule.id);
-            let fingerprint = rule_fingerprint(&r.rule, &self.deny_lists);
-            match snapshot.state_of(&unit, &fingerprint) {
+            match snapshot.state_of(&unit, &r.fingerprint) {
                 Some((bytes, through)) if r.decode_keys(bytes) => {
                     r.covered_through = through;
+                    outcome.oldest = Some(outcome.oldest.map_or(through, |o| o.min(through)));
                     outcome.restored.push(unit);
                 }
                 _ => {
@@ -88,12 +91,13 @@ impl Engine {
         }
         for r in &mut self.reports {
             let unit = report_unit(&r.report.id);
-            let fingerprint = report_fingerprint(&r.report, &self.deny_lists);
-            let stored = snapshot.state_of(&unit, &fingerprint);
-            match stored.and_then(|(bytes, through)| Some((decode::<ReportState>(bytes)?, through))) {
+            let stored = snapshot.state_of(&unit, &r.fingerprint);
+            let decoded = stored.and_then(|(bytes, through)| Some((decode::<ReportState>(bytes)?, through)));
+            match decoded.filter(|(state, _)| state.fits(&r.report.aggregates)) {
                 Some((state, through)) => {
                     r.state = state;
                     r.covered_through = through;
+                    outcome.oldest = Some(outcome.oldest.map_or(through, |o| o.min(through)));
                     outcome.restored.push(unit);
                 }
                 None => {

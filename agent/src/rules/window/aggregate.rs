@@ -98,6 +98,19 @@ impl Tally {
         }
     }
 
+    /// Whether this tally has the shape `Tally::new(specs, group)` gives (a snapshot
+    /// decoded from another definition would not).
+    fn fits(&self, specs: &[AggSpec], group: usize) -> bool {
+        let fresh = Tally::new(specs, group);
+        self.amounts.is_some() == fresh.amounts.is_some()
+            && self
+                .distinct
+                .iter()
+                .map(|(i, _)| *i)
+                .eq(fresh.distinct.iter().map(|(i, _)| *i))
+            && self.count >= 0
+    }
+
     fn add(&mut self, e: &Event) {
         self.count += 1;
         self.sum += i128::from(e.amount);
@@ -193,6 +206,14 @@ impl Running {
             all: Tally::new(specs, 0),
             conditional: (1..=groups).map(|g| Tally::new(specs, g)).collect(),
         }
+    }
+
+    /// Whether this state has the shape `Running::new(specs)` gives.
+    pub fn fits(&self, specs: &[AggSpec]) -> bool {
+        let groups = specs.iter().map(|s| s.group).max().unwrap_or(0);
+        self.all.fits(specs, 0)
+            && self.conditional.len() == groups
+            && self.conditional.iter().enumerate().all(|(g, t)| t.fits(specs, g + 1))
     }
 
     /// The conditional tallies `e` belongs to: each whose condition it met.

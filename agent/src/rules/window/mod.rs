@@ -81,6 +81,13 @@ impl KeyWindow {
         }
     }
 
+    /// Whether a decoded window fits aggregates `specs` with `tags` distinct fields.
+    pub fn fits(&self, specs: &[AggSpec], tags: usize) -> bool {
+        self.active_from <= self.events.len()
+            && self.running.fits(specs)
+            && self.events.iter().all(|e| e.tags.len() == tags)
+    }
+
     /// Events held (for memory accounting).
     pub fn len(&self) -> usize {
         self.events.len()

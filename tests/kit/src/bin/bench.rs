@@ -18,10 +18,13 @@ use tillgate::metrics::Metrics;
 use tillgate::simulate::{self, Scenario, SimConfig};
 use tillgate_testkit::process::{free_port, run_cli};
 
+#[path = "bench/fill.rs"]
+mod fill;
 #[path = "bench/packaging.rs"]
 mod packaging;
 #[path = "bench/rules.rs"]
 mod rules;
+use fill::{fill_journal, open_with_pack, open_with_pack_counted, pack_txns};
 #[path = "bench/video.rs"]
 mod video;
 
@@ -447,63 +450,6 @@ fn rss_kib() -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// Transactions of the shipped pack's shape, `keys` distinct cards, customers, operators.
-fn pack_txns(n: usize, keys: usize) -> Vec<tillgate::txn::Transaction> {
-    let now = chrono::Utc::now();
-    let at = now.to_rfc3339();
-    (0..n)
-        .map(|i| {
-            let k = i % keys;
-            let raw = format!(
-                r#"{{"txn_id":"m{i}","store_id":"store-{s}","terminal_id":"till-{t}","operator_id":"op-{k}","customer_id":"cust-{k}","occurred_at":"{at}","type":"sale","total_minor":{a},"currency":"USD","card":{{"token":"tok-{k}","bin":"411111","entry_mode":"chip"}}}}"#,
-                s = i % 50,
-                t = i % 400,
-                a = 100 + i % 5000
-            );
-            tillgate::txn::parse(raw.as_bytes(), now).expect("valid")
-        })
-        .collect()
-}
-
-/// A journal deciding with the shipped rule pack.
-/// Journals `rows` pack transactions (100,000 customers and cards) with ids `{prefix}N`.
-async fn fill_journal(journal: &Journal, rows: usize, prefix: &str) -> Result<()> {
-    for chunk_start in (0..rows).step_by(50_000) {
-        let txns: Vec<_> = pack_txns(50_000.min(rows - chunk_start), 100_000)
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut t)| {
-                t.txn_id = format!("{prefix}{}", chunk_start + i);
-                t
-            })
-            .collect();
-        let n = txns.len();
-        anyhow::ensure!(
-            submit_all(journal, split(txns, 8)).await? == n,
-            "not every row journaled"
-        );
-    }
-    Ok(())
-}
-
-fn open_with_pack(path: &Path, config: &JournalConfig) -> Result<Journal> {
-    open_with_pack_counted(path, config, Metrics::new())
-}
-
-/// [`open_with_pack`], counting in `metrics`.
-fn open_with_pack_counted(path: &Path, config: &JournalConfig, metrics: Metrics) -> Result<Journal> {
-    let pack = tillgate::rules::load_paths(&[tillgate_testkit::rule_pack()])?;
-    let engine = tillgate::rules::Engine::new(pack, None, Duration::from_secs(3600));
-    Ok(Journal::open(
-        path,
-        config,
-        vec![],
-        Box::new(engine),
-        tillgate::journal::VideoLinks::none(),
-        metrics,
-    )?)
 }
 
 fn mqtt_suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {

@@ -232,6 +232,34 @@ fn an_unreadable_state_is_rebuilt_not_trusted() {
     assert_eq!(outcome.restored, Vec::<String>::new());
     assert_eq!(outcome.rebuilt.len(), 5);
     assert_eq!(fresh.live_keys(), 0);
+
+    // Bytes left over after a whole state: not this state.
+    let mut units = e.snapshot(1).unwrap();
+    for u in &mut units {
+        u.state.push(0);
+    }
+    let mut fresh = Engine::new(pack(CAPPED), None, Duration::ZERO);
+    assert_eq!(fresh.restore(&Snapshot { units }).restored, Vec::<String>::new());
+}
+
+#[test]
+fn a_state_shaped_for_other_aggregates_is_rebuilt_even_under_the_right_fingerprint() {
+    // The same rule with one more aggregate filter: a state of the other shape decodes,
+    // but must not be taken (an aggregate would read a tally that is not there).
+    let plain = "[[rule]]\nid = \"r\"\nkey = \"card.token\"\nwindow = \"5m\"\naggregates = { n = \"count\" }\nwhen = 'n > 1'\naction = \"review\"\n";
+    let filtered = plain.replace(
+        "aggregates = { n = \"count\" }",
+        "aggregates = { n = \"count\", voids = { of = \"count\", filter = 'txn.type == \"void\"' } }",
+    );
+    let mut other = Engine::new(pack(plain), None, Duration::ZERO);
+    decide(&mut other, &txn(0, (1, 1, 1, 1, 0), 0, 100), 1, false);
+    let mut target = Engine::new(pack(&filtered), None, Duration::ZERO);
+    let mut units = other.snapshot(1).unwrap();
+    let genuine = target.snapshot(0).unwrap();
+    units[0].fingerprint = genuine[0].fingerprint.clone();
+    let outcome = target.restore(&Snapshot { units });
+    assert_eq!(outcome.rebuilt, vec![rule_unit("r")]);
+    assert_eq!(target.live_keys(), 0);
 }
 
 #[test]
