@@ -201,14 +201,20 @@ proptest! {
     }
 }
 
+/// A journal with the pack that has decided `n` transactions of stream `seed`.
+async fn filled(dir: &std::path::Path, config: &JournalConfig, seed: u64, n: usize) -> Journal {
+    let j = open(dir, config, engine(dir, PACK));
+    for t in stream(seed, n) {
+        j.submit(t).await.unwrap();
+    }
+    j
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clean_stop_snapshots_so_the_start_replays_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(1_000_000);
-    let j = open(dir.path(), &config, engine(dir.path(), PACK));
-    for t in stream(1, 50) {
-        j.submit(t).await.unwrap();
-    }
+    let j = filled(dir.path(), &config, 1, 50).await;
     let last = j.last_seq();
     j.close().await;
     let j = open(dir.path(), &config, engine(dir.path(), PACK));
@@ -223,10 +229,7 @@ async fn a_clean_stop_snapshots_so_the_start_replays_nothing() {
 async fn after_kill_9_only_the_journal_after_the_last_snapshot_is_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(20);
-    let j = open(dir.path(), &config, engine(dir.path(), PACK));
-    for t in stream(2, 50) {
-        j.submit(t).await.unwrap();
-    }
+    let j = filled(dir.path(), &config, 2, 50).await;
     j.abandon().await;
     let j = open(dir.path(), &config, engine(dir.path(), PACK));
     assert!(j.ping().await);
@@ -247,10 +250,7 @@ async fn after_kill_9_only_the_journal_after_the_last_snapshot_is_replayed() {
 async fn a_snapshot_whose_following_rows_are_gone_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(1_000_000);
-    let j = open(dir.path(), &config, engine(dir.path(), PACK));
-    for t in stream(3, 10) {
-        j.submit(t).await.unwrap();
-    }
+    let j = filled(dir.path(), &config, 3, 10).await;
     j.close().await;
     let j = open(dir.path(), &config, engine(dir.path(), PACK));
     for t in stream(4, 10) {
@@ -284,10 +284,7 @@ async fn a_snapshot_whose_following_rows_are_gone_is_not_used() {
 async fn a_damaged_snapshot_row_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(1_000_000);
-    let j = open(dir.path(), &config, engine(dir.path(), PACK));
-    for t in stream(5, 30) {
-        j.submit(t).await.unwrap();
-    }
+    let j = filled(dir.path(), &config, 5, 30).await;
     j.close().await;
     // One byte of one unit's state changes on disk.
     let conn = rusqlite::Connection::open(dir.path().join("j.db")).unwrap();
