@@ -1,6 +1,6 @@
 //! PutMedia's ErrorIds: what each means, what the uploader does about it, and what an
 //! operator can do (the camera's status line). From the PutMedia API reference and the
-//! KVS producer SDK's table of service call results (4012 and 5001 are only there).
+//! KVS producer SDK's table of service call results (4012, 4507 and 5001 are only there).
 
 /// What the uploader does about an ERROR acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,31 +101,35 @@ pub const TABLE: &[ErrorId] = &[
     e(4504, "KMS_KEY_INVALID_USAGE", "the stream's KMS key is not for encryption", Persistent, KMS),
     e(4505, "KMS_KEY_INVALID_STATE", "the stream's KMS key is in an invalid state (pending deletion?)", Persistent, KMS),
     e(4506, "KMS_KEY_NOT_FOUND", "the stream's KMS key was not found", Persistent, KMS),
+    e(4507, "STREAM_DELETED", "the stream has been or is being deleted", StreamGone,
+      "it is created again when video.create_streams = true; otherwise create it, and the camera resumes"),
     e(5000, "INTERNAL_ERROR", "internal service error", Reconnect, "nothing: sent again on a new connection"),
     e(5001, "ARCHIVAL_ERROR", "the service could not persist the fragment", Reconnect,
       "nothing: sent again on a new connection"),
 ];
 
-/// What `id` means; ids not in [`TABLE`] are treated as the service's (5000 and up) or
-/// as possibly the fragment's (they reconnect, and repeated ones dead-letter it).
+/// What `id` means; ids not in [`TABLE`] are treated as the service's (5000 and up),
+/// as the KMS key's (4500–4599: persistent, never the fragment's), or as possibly the
+/// fragment's (they reconnect, and repeated ones dead-letter it).
 pub fn describe(id: u32) -> ErrorId {
-    TABLE.iter().copied().find(|e| e.id == id).unwrap_or(if id >= 5000 {
-        e(
+    let unknown = match id {
+        5000.. => e(
             id,
             "UNKNOWN",
             "service error",
             Reconnect,
             "nothing: sent again on a new connection",
-        )
-    } else {
-        e(
+        ),
+        4500..=4599 => e(id, "UNKNOWN", "an error of the stream's KMS key", Persistent, KMS),
+        _ => e(
             id,
             "UNKNOWN",
             "unknown error",
             Reconnect,
             "sent again; a fragment refused 5 times goes to dead/",
-        )
-    })
+        ),
+    };
+    TABLE.iter().copied().find(|e| e.id == id).unwrap_or(unknown)
 }
 
 #[cfg(test)]
@@ -141,9 +145,12 @@ mod tests {
         assert_eq!(describe(5000).action, Reconnect);
         assert_eq!(describe(5001).action, Reconnect);
         assert_eq!(describe(4008).action, StreamGone);
+        assert_eq!(describe(4507).action, StreamGone);
+        assert_eq!(describe(4599).action, Persistent, "a KMS error not listed yet");
         let fragment = |id| describe(id).about_the_fragment();
         assert!(fragment(4006) && fragment(4004) && fragment(4000) && fragment(4321));
         assert!(!fragment(5000) && !fragment(5001) && !fragment(5999) && !fragment(4003) && !fragment(4008));
+        assert!(!fragment(4507) && !fragment(4550));
     }
 
     #[test]
@@ -158,9 +165,8 @@ mod tests {
 
     #[test]
     fn the_table_is_complete_unique_and_every_line_says_what_to_do() {
-        let mut ids: Vec<u32> = TABLE.iter().map(|e| e.id).collect();
-        ids.dedup();
-        let documented: Vec<u32> = (4000..=4012).chain(4500..=4506).chain(5000..=5001).collect();
+        let ids: Vec<u32> = TABLE.iter().map(|e| e.id).collect();
+        let documented: Vec<u32> = (4000..=4012).chain(4500..=4507).chain(5000..=5001).collect();
         assert_eq!(ids, documented);
         for e in TABLE {
             let line = e.status_line();

@@ -186,15 +186,24 @@ mod camera {
             "the log names the error: {}",
             agent.log()
         );
-        // Created again, and fragments arrive in the new stream.
+        // Created again, with the configured retention, and fragments arrive in the
+        // new stream and are acknowledged (PERSISTED, as a 24 h stream sends).
+        let acknowledged = camera_status(&agent).await["fragments_acknowledged"]
+            .as_u64()
+            .unwrap_or(0);
         wait_fragments(&kvs, "phoenix", 3, Duration::from_secs(30), &agent).await;
+        assert_eq!(kvs.retention_hours("phoenix"), Some(24));
+        wait_camera(
+            &agent,
+            Duration::from_secs(20),
+            "acknowledged after the recreation",
+            |s| s["fragments_acknowledged"].as_u64().unwrap_or(0) > acknowledged + 1,
+        )
+        .await;
         let status = camera_status(&agent).await;
         assert_eq!(status["fragments_dead"], 0, "{status}");
-        assert!(
-            agent.log().contains("created the Kinesis Video stream"),
-            "{}",
-            agent.log()
-        );
+        let created = agent.log().matches("created the Kinesis Video stream").count();
+        assert_eq!(created, 2, "at the start and after the deletion: {}", agent.log());
         agent.terminate();
     }
 
@@ -233,29 +242,26 @@ mod camera {
             error_always: Some(4501),
             ..KvsFaults::default()
         });
-        let status = wait_camera(&agent, Duration::from_secs(20), "4501 reported", |s| {
-            s["errors"]["4501"].as_u64().unwrap_or(0) >= 2
+        let status = wait_camera(&agent, Duration::from_secs(20), "4501 reported with what to do", |s| {
+            s["errors"]["4501"].as_u64().unwrap_or(0) >= 3
+                && s["upload_error"]
+                    .as_str()
+                    .is_some_and(|l| l.contains("KMS_KEY_DISABLED") && l.contains("retry_max_backoff"))
         })
         .await;
-        let line = status["upload_error"].as_str().unwrap_or_default().to_string();
-        assert!(
-            line.contains("KMS_KEY_DISABLED") && line.contains("retry_max_backoff"),
-            "{status}"
-        );
         assert_eq!(status["fragments_dead"], 0, "{status}");
-        // Retries are paced at the longest backoff (2 s), not the shortest (200 ms).
-        let refused: Vec<_> = kvs
+        // Retries are paced at the longest backoff (2 s), from the first one on; the
+        // ordinary backoff would start at 200 ms.
+        let refusals: Vec<Instant> = kvs
             .acks()
             .into_iter()
             .filter(|a| a.error_id == Some(4501))
-            .map(|a| a.connection)
+            .map(|a| a.at)
             .collect();
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        let after = kvs.acks().iter().filter(|a| a.error_id == Some(4501)).count();
+        let gaps: Vec<Duration> = refusals.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(
-            after - refused.len() <= 3,
-            "{} more refusals in 4 s: retries are not held to 2 s",
-            after - refused.len()
+            gaps.iter().all(|g| *g >= Duration::from_millis(1_900)),
+            "retries are not held to retry_max_backoff: {gaps:?}"
         );
         let first_refused = kvs
             .acks()

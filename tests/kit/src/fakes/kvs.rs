@@ -67,6 +67,8 @@ pub struct SentAck {
     pub event: String,
     pub timecode: Option<u64>,
     pub error_id: Option<u32>,
+    /// When it was sent.
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -201,6 +203,11 @@ impl FakeKvs {
     /// find nothing. What was received so far is forgotten.
     pub fn delete_stream(&self, name: &str) {
         self.state.lock().unwrap().streams.remove(name);
+    }
+
+    /// The retention the stream was created with (`None`: no such stream).
+    pub fn retention_hours(&self, name: &str) -> Option<u32> {
+        self.state.lock().unwrap().streams.get(name).map(|s| s.retention_hours)
     }
 
     pub fn stream_exists(&self, name: &str) -> bool {
@@ -426,6 +433,7 @@ async fn read_stream(
             event: event.into(),
             timecode,
             error_id,
+            at: std::time::Instant::now(),
         });
         let mut ack = json!({ "EventType": event });
         if let Some(tc) = timecode {
@@ -498,26 +506,32 @@ async fn read_stream(
                         let _ = tx.send(Ok(ack)).await;
                         break 'read;
                     }
-                    if !state.lock().unwrap().streams.contains_key(&stream) {
-                        let ack = send("ERROR", Some(tc), Some(4008));
-                        let _ = tx.send(Ok(ack)).await;
-                        break 'read;
-                    }
                     if faults.drop_after_fragments.is_some_and(|n| count >= n) {
                         break 'read;
                     }
                     count += 1;
+                    // Stored under one lock with the check that the stream still exists
+                    // (a deleted one answers 4008, STREAM_NOT_ACTIVE).
                     let retention = {
                         let mut s = state.lock().unwrap();
                         let header = mkv.header_bytes.clone();
-                        let st = s.streams.entry(stream.clone()).or_default();
-                        st.header = header;
-                        st.fragments.push(Received {
-                            fragment,
-                            connection,
-                            received_ms: now_ms(),
-                        });
-                        st.retention_hours
+                        match s.streams.get_mut(&stream) {
+                            Some(st) => {
+                                st.header = header;
+                                st.fragments.push(Received {
+                                    fragment,
+                                    connection,
+                                    received_ms: now_ms(),
+                                });
+                                Some(st.retention_hours)
+                            }
+                            None => None,
+                        }
+                    };
+                    let Some(retention) = retention else {
+                        let ack = send("ERROR", Some(tc), Some(4008));
+                        let _ = tx.send(Ok(ack)).await;
+                        break 'read;
                     };
                     let ack = send("RECEIVED", Some(tc), None);
                     let _ = tx.send(Ok(ack)).await;
