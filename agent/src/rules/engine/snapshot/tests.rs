@@ -289,3 +289,38 @@ fn a_deny_list_change_rebuilds_only_the_rules_whose_filter_reads_it() {
         "a `when` reading the list shapes no state"
     );
 }
+
+#[test]
+fn every_state_shaping_field_changes_the_fingerprint_and_the_others_do_not() {
+    let base = "[[rule]]\nid = \"r\"\nfilter = 'txn.total_minor > 0'\nkey = \"card.token\"\nwindow = \"5m\"\nlateness = \"1m\"\nmax_keys = 100\nmax_events_per_key = 50\naggregates = { n = \"count\", voids = { of = \"count\", filter = 'txn.type == \"void\"' } }\nwhen = 'n > 1'\naction = \"review\"\nseverity = \"low\"\ndescription = \"d\"\n";
+    let fingerprint = |text: &str| {
+        Engine::new(pack(text), None, Duration::ZERO).snapshot(0).unwrap()[0]
+            .fingerprint
+            .clone()
+    };
+    let original = fingerprint(base);
+    // (edit, whether it shapes the state)
+    let edits = [
+        ("filter = 'txn.total_minor > 0'", "filter = 'txn.total_minor > 1'", true),
+        ("key = \"card.token\"", "key = \"customer_id\"", true),
+        ("window = \"5m\"", "window = \"6m\"", true),
+        ("lateness = \"1m\"", "lateness = \"2m\"", true),
+        ("max_keys = 100", "max_keys = 101", true),
+        ("max_events_per_key = 50", "max_events_per_key = 51", true),
+        ("txn.type == \"void\"", "txn.type == \"post_void\"", true),
+        ("n = \"count\"", "n = \"sum(total_minor)\"", true),
+        ("when = 'n > 1'", "when = 'n > 2'", false),
+        ("action = \"review\"", "action = \"block\"", false),
+        ("severity = \"low\"", "severity = \"high\"", false),
+        ("description = \"d\"", "description = \"e\"", false),
+    ];
+    for (from, to, shapes) in edits {
+        let edited = base.replace(from, to);
+        assert_ne!(edited, base, "the edit {from} -> {to} applies");
+        assert_eq!(
+            fingerprint(&edited) != original,
+            shapes,
+            "{from} -> {to} shapes the state: {shapes}"
+        );
+    }
+}
