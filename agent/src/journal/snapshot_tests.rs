@@ -72,15 +72,12 @@ fn config(snapshot_every: u64) -> JournalConfig {
 }
 
 fn open(dir: &std::path::Path, config: &JournalConfig, decider: Box<Engine>) -> Journal {
-    Journal::open(
-        &dir.join("j.db"),
-        config,
-        vec![],
-        decider,
-        VideoLinks::none(),
-        Metrics::new(),
-    )
-    .unwrap()
+    open_counted(dir, config, decider, Metrics::new())
+}
+
+/// [`open`], counting in `metrics`.
+fn open_counted(dir: &std::path::Path, config: &JournalConfig, decider: Box<Engine>, metrics: Metrics) -> Journal {
+    Journal::open(&dir.join("j.db"), config, vec![], decider, VideoLinks::none(), metrics).unwrap()
 }
 
 /// A stream over few cards, operators, tills and customers, a second apart with some
@@ -305,4 +302,41 @@ async fn a_damaged_snapshot_row_is_not_used() {
         "the damaged unit was rebuilt by replay"
     );
     j.close().await;
+}
+
+/// A rule whose state outgrows a quarter of `journal.max_bytes` is not stored: the
+/// failure is counted and its row deleted, so a start rebuilds it from the horizon.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unit_over_a_quarter_of_the_journal_budget_is_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        max_bytes: tillgate_sdk::ByteSize::mib(1),
+        on_full: crate::config::OnFull::EvictOldest,
+        ..config(1_000_000)
+    };
+    let wide = "[[rule]]\nid = \"wide\"\nkey = \"card.token\"\nwindow = \"1h\"\nmax_keys = 100000\n\
+                aggregates = { n = \"count\" }\nwhen = 'n > 5'\naction = \"review\"\n";
+    let metrics = Metrics::new();
+    let j = open_counted(dir.path(), &config, engine(dir.path(), wide), metrics.clone());
+    // 8,000 cards seen once: about 45 bytes of state each, over the 256 KiB a unit may take.
+    let txns: Vec<Transaction> = stream(6, 8_000)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut t)| {
+            if let Some(card) = t.card.as_mut() {
+                card.token = Some(format!("card-{i}"));
+            }
+            t
+        })
+        .collect();
+    for r in j.submit_many(txns).await {
+        r.unwrap();
+    }
+    j.close().await;
+    assert_eq!(metrics.rule_snapshot_failures.get(), 1);
+    let conn = rusqlite::Connection::open(dir.path().join("j.db")).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT COUNT(*) FROM rule_snapshots", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0, "the oversized unit left no row behind");
 }

@@ -93,3 +93,28 @@ pub fn stable_hash(value: &str) -> u64 {
     value.hash(&mut h);
     h.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `key_id_probe()` as first computed.
+    const PINNED: KeyId = 0x7181_5180_2404_f534_16a9_8305_18ab_9196;
+
+    #[test]
+    fn key_ids_keep_values_apart_and_stay_the_same_across_builds() {
+        let id = |values: &[&str]| key_id_of(values.iter().map(|v| Some(*v))).unwrap();
+        assert_ne!(id(&["ab", "c"]), id(&["a", "bc"]), "a value boundary is part of the id");
+        assert_ne!(id(&["a/b", "c"]), id(&["a", "b/c"]));
+        assert_ne!(id(&["tok-1"]), id(&["tok-2"]));
+        assert_eq!(id(&["tok-1"]), id(&["tok-1"]));
+        assert!(
+            key_id_of([Some("a"), None].into_iter()).is_none(),
+            "an absent field: no key"
+        );
+        // Fixed seed: the id of a key never changes, so snapshots stay valid across
+        // restarts and builds (a change here must bump the snapshot format).
+        assert_eq!(key_id_probe(), id(&["tillgate", "probe"]));
+        assert_eq!(key_id_probe(), PINNED, "{:#x}", key_id_probe());
+    }
+}

@@ -36,6 +36,18 @@ fn load_err(text: &str) -> RuleError {
 }
 
 struct Originals(HashMap<String, Transaction>);
+
+/// Originals holding one sale, `s` (card `tok_a`).
+fn sale_s() -> Originals {
+    Originals(HashMap::from([("s".to_string(), txn("s", 5, serde_json::json!({})))]))
+}
+
+/// A return of `s` to card `tok_z`, and a return of a sale nobody knows.
+fn returns_to_another_card_and_of_no_known_sale() -> (Transaction, Transaction) {
+    let other = serde_json::json!({"type": "return", "original_txn_id": "s", "card": {"token": "tok_z"}});
+    let unknown = serde_json::json!({"type": "return", "original_txn_id": "nope"});
+    (txn("r2", 0, other), txn("r3", 0, unknown))
+}
 impl OriginalLookup for Originals {
     fn original(&self, id: &str) -> Option<Transaction> {
         self.0.get(id).cloned()
@@ -135,19 +147,9 @@ when = 'has(original.card.token) && original.card.token != txn.card.token'
 action = "review"
 "#,
     );
-    let sale = txn("s", 5, serde_json::json!({}));
-    let lookup = Originals(HashMap::from([("s".to_string(), sale)]));
+    let lookup = sale_s();
     let same = txn("r1", 0, serde_json::json!({"type": "return", "original_txn_id": "s"}));
-    let other = txn(
-        "r2",
-        0,
-        serde_json::json!({"type": "return", "original_txn_id": "s", "card": {"token": "tok_z"}}),
-    );
-    let unknown = txn(
-        "r3",
-        0,
-        serde_json::json!({"type": "return", "original_txn_id": "nope"}),
-    );
+    let (other, unknown) = returns_to_another_card_and_of_no_known_sale();
     let cx = |seq| DecideContext {
         seq,
         lookup: &lookup,
@@ -179,18 +181,8 @@ action = "block"
 mode = "shadow"
 "#,
     );
-    let sale = txn("s", 5, serde_json::json!({}));
-    let lookup = Originals(HashMap::from([("s".to_string(), sale)]));
-    let other = txn(
-        "r2",
-        0,
-        serde_json::json!({"type": "return", "original_txn_id": "s", "card": {"token": "tok_z"}}),
-    );
-    let unknown = txn(
-        "r3",
-        0,
-        serde_json::json!({"type": "return", "original_txn_id": "nope"}),
-    );
+    let lookup = sale_s();
+    let (other, unknown) = returns_to_another_card_and_of_no_known_sale();
     let cx = |seq| DecideContext {
         seq,
         lookup: &lookup,
