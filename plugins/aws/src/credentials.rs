@@ -6,12 +6,13 @@
 //! `client.rs`): it cannot be invalidated from outside, and this cache does the same
 //! job (refresh a configurable time before expiry) plus that.
 
+use crate::clock::ServiceClock;
 use crate::iot::IotConfig;
 use aws_credential_types::provider::{error::CredentialsError, future, ProvideCredentials};
 use aws_credential_types::Credentials;
 use serde::Deserialize;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The credentials both AWS sinks use: the AWS IoT Core X.509 provider when `iot` is
 /// set, otherwise the SDK's default chain (environment, profile, container credentials =
@@ -35,12 +36,31 @@ pub async fn provider(
     })
 }
 
-/// Caches what `inner` provides until `refresh_before` its expiry, or until invalidated.
+/// After a refresh failed while the cached credentials were still valid: how long they
+/// are used before the provider is asked again, so a provider that is down does not add
+/// its timeout to every request.
+const RETRY_REFRESH_AFTER: Duration = Duration::from_secs(15);
+
+/// Caches what `inner` provides until `refresh_before` its expiry, or until invalidated;
+/// keeps using them, while still valid, when a refresh fails.
 #[derive(Debug, Clone)]
 pub struct CachedCredentials {
     inner: Arc<dyn ProvideCredentials>,
     refresh_before: Duration,
-    cached: Arc<tokio::sync::Mutex<Option<Credentials>>>,
+    clock: ServiceClock,
+    cached: Arc<tokio::sync::Mutex<Cache>>,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    credentials: Option<Credentials>,
+    /// When the last refresh failed (the cached credentials were kept).
+    refresh_failed: Option<Instant>,
+}
+
+/// How long `c` is still valid at `now`; `None`: it does not expire.
+fn valid_left(c: &Credentials, now: SystemTime) -> Option<Duration> {
+    c.expiry().map(|expiry| expiry.duration_since(now).unwrap_or_default())
 }
 
 impl CachedCredentials {
@@ -49,34 +69,70 @@ impl CachedCredentials {
         CachedCredentials {
             inner: Arc::new(inner),
             refresh_before,
-            cached: Arc::new(tokio::sync::Mutex::new(None)),
+            clock: ServiceClock::default(),
+            cached: Arc::new(tokio::sync::Mutex::new(Cache::default())),
         }
     }
 
-    /// Forgets the cached credentials: the next request fetches new ones.
-    pub async fn invalidate(&self) {
-        *self.cached.lock().await = None;
+    /// Judges expiry by `clock` (the issuer's time, as a service's `Date` showed it)
+    /// rather than the gateway's own clock.
+    pub fn with_clock(mut self, clock: ServiceClock) -> Self {
+        self.clock = clock;
+        self
     }
 
-    fn fresh(&self, c: &Credentials) -> bool {
-        match c.expiry() {
-            None => true,
-            Some(expiry) => SystemTime::now() + self.refresh_before < expiry,
+    /// Forgets the cached credentials (a service refused them): the next request
+    /// fetches new ones, and a failure to fetch is an error.
+    pub async fn invalidate(&self) {
+        *self.cached.lock().await = Cache::default();
+    }
+
+    /// Credentials valid for more than `at_least` (or `refresh_before`, the longer),
+    /// fetched anew when the cached ones are not. When fetching fails, the cached ones
+    /// are returned while they are still valid at all (the caller sees their expiry);
+    /// the provider is asked again after [`RETRY_REFRESH_AFTER`].
+    pub async fn valid_for(&self, at_least: Duration) -> Result<Credentials, CredentialsError> {
+        let wanted = at_least.max(self.refresh_before);
+        let mut cache = self.cached.lock().await;
+        let now = self.clock.now();
+        if let Some(c) = &cache.credentials {
+            let left = valid_left(c, now);
+            let still_valid = left.is_none_or(|l| !l.is_zero());
+            let recently_failed = cache.refresh_failed.is_some_and(|t| t.elapsed() < RETRY_REFRESH_AFTER);
+            if left.is_none_or(|l| l > wanted) || (still_valid && recently_failed) {
+                return Ok(c.clone());
+            }
+        }
+        match self.inner.provide_credentials().await {
+            Ok(c) => {
+                if let Some(left) = valid_left(&c, now) {
+                    tracing::info!(valid_for = ?left, "fetched AWS credentials");
+                }
+                *cache = Cache {
+                    credentials: Some(c.clone()),
+                    refresh_failed: None,
+                };
+                Ok(c)
+            }
+            Err(e) => {
+                let kept = cache
+                    .credentials
+                    .clone()
+                    .filter(|c| valid_left(c, now).is_some_and(|l| !l.is_zero()));
+                let Some(c) = kept else { return Err(e) };
+                tracing::warn!(
+                    error = %tillgate_sdk::error_chain(&e),
+                    valid_for = ?valid_left(&c, now),
+                    "cannot refresh AWS credentials; using the current ones until they expire"
+                );
+                cache.refresh_failed = Some(Instant::now());
+                Ok(c)
+            }
         }
     }
 
     async fn get(&self) -> Result<Credentials, CredentialsError> {
-        let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref().filter(|c| self.fresh(c)) {
-            return Ok(c.clone());
-        }
-        let c = self.inner.provide_credentials().await?;
-        if let Some(expiry) = c.expiry() {
-            let left = expiry.duration_since(SystemTime::now()).unwrap_or_default();
-            tracing::info!(valid_for = ?left, "fetched AWS credentials");
-        }
-        *cached = Some(c.clone());
-        Ok(c)
+        self.valid_for(Duration::ZERO).await
     }
 }
 
@@ -249,5 +305,96 @@ mod tests {
         let short = CachedCredentials::new(Counting(AtomicU32::new(0), 60), Duration::from_secs(300));
         assert_eq!(short.get().await.unwrap().access_key_id(), "AK0");
         assert_eq!(short.get().await.unwrap().access_key_id(), "AK1");
+    }
+
+    /// Hands out `AK{n}` valid for `lifetime`, or fails while `down` is set.
+    #[derive(Debug)]
+    struct Flaky {
+        issued: AtomicU32,
+        lifetime: Duration,
+        down: std::sync::atomic::AtomicBool,
+    }
+    impl ProvideCredentials for Flaky {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            if self.down.load(Ordering::SeqCst) {
+                return future::ProvideCredentials::ready(Err(CredentialsError::provider_error("endpoint down")));
+            }
+            let n = self.issued.fetch_add(1, Ordering::SeqCst);
+            let expiry = SystemTime::now() + self.lifetime;
+            future::ProvideCredentials::ready(Ok(Credentials::new(format!("AK{n}"), "s", None, Some(expiry), "test")))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_still_valid_credentials_but_not_refused_or_expired_ones() {
+        let flaky = Arc::new(Flaky {
+            issued: AtomicU32::new(0),
+            lifetime: Duration::from_secs(2),
+            down: false.into(),
+        });
+        #[derive(Debug)]
+        struct Shared(Arc<Flaky>);
+        impl ProvideCredentials for Shared {
+            fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                self.0.provide_credentials()
+            }
+        }
+        let cache = CachedCredentials::new(Shared(flaky.clone()), Duration::from_secs(1));
+        assert_eq!(cache.get().await.unwrap().access_key_id(), "AK0");
+        flaky.down.store(true, Ordering::SeqCst);
+        // Wanted for longer than they last: a refresh is due, fails, and the still valid
+        // ones are kept (the provider is not asked again for a while).
+        assert_eq!(
+            cache.valid_for(Duration::from_secs(60)).await.unwrap().access_key_id(),
+            "AK0"
+        );
+        assert_eq!(
+            cache.valid_for(Duration::from_secs(60)).await.unwrap().access_key_id(),
+            "AK0"
+        );
+        assert_eq!(flaky.issued.load(Ordering::SeqCst), 1);
+        // Refused by a service: gone, and with the provider down that is an error.
+        cache.invalidate().await;
+        assert!(cache.get().await.is_err());
+        flaky.down.store(false, Ordering::SeqCst);
+        assert_eq!(cache.get().await.unwrap().access_key_id(), "AK1");
+        // Expired while the provider is down: an error, never expired credentials.
+        flaky.down.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert!(cache.get().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn valid_for_fetches_credentials_that_last_longer_than_asked() {
+        let cache = CachedCredentials::new(Counting(AtomicU32::new(0), 120), Duration::from_secs(30));
+        assert_eq!(cache.get().await.unwrap().access_key_id(), "AK0");
+        // 120 s left is enough for 60 s, not for 200 s.
+        assert_eq!(
+            cache.valid_for(Duration::from_secs(60)).await.unwrap().access_key_id(),
+            "AK0"
+        );
+        assert_eq!(
+            cache.valid_for(Duration::from_secs(200)).await.unwrap().access_key_id(),
+            "AK1"
+        );
+    }
+
+    #[tokio::test]
+    async fn expiry_is_judged_by_the_service_clock() {
+        let clock = ServiceClock::default();
+        let cache = CachedCredentials::new(Counting(AtomicU32::new(0), 3600), Duration::from_secs(300))
+            .with_clock(clock.clone());
+        assert_eq!(cache.get().await.unwrap().access_key_id(), "AK0");
+        // The issuer's clock is an hour ahead of the gateway's: they are about to expire.
+        let ahead = SystemTime::now() + Duration::from_secs(3600);
+        let date = chrono::DateTime::<chrono::Utc>::from(ahead).to_rfc2822();
+        clock.observe(&date, SystemTime::now());
+        assert_eq!(cache.get().await.unwrap().access_key_id(), "AK1");
     }
 }

@@ -50,6 +50,10 @@ pub(crate) enum Cause {
     /// Sending failed or the answer ended with an error.
     #[error("{0}")]
     Connection(String),
+    /// The service refused the request's credentials or signature (401/403): the
+    /// cached credentials are dropped.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The service closed the connection with fragments unacknowledged.
     #[error("PutMedia connection closed by the service")]
     ClosedByService,
@@ -72,7 +76,10 @@ impl Cause {
     /// An ERROR acknowledgement ended the connection (what the service said, not a
     /// broken pipe).
     pub(crate) fn said_by_service(&self) -> bool {
-        matches!(self, Cause::Refused(_) | Cause::StreamGone(_) | Cause::Persistent(_))
+        matches!(
+            self,
+            Cause::Refused(_) | Cause::StreamGone(_) | Cause::Persistent(_) | Cause::Unauthorized(_)
+        )
     }
 }
 

@@ -4,12 +4,12 @@
 
 use crate::config::VideoConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_kinesisvideo::error::SdkError;
 use aws_sdk_kinesisvideo::types::ApiName;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use std::time::{Duration, SystemTime};
+use tillgate_aws::clock::ServiceClock;
 use tillgate_aws::credentials::{self, CachedCredentials};
 
 /// SHA-256 of the empty string: how the AWS C producer SDK signs PutMedia's body.
@@ -21,6 +21,15 @@ pub struct Kvs {
     client: aws_sdk_kinesisvideo::Client,
     pub credentials: CachedCredentials,
     pub region: String,
+    /// KVS's time, from its answers' `Date` headers: PutMedia is signed with it.
+    pub clock: ServiceClock,
+}
+
+/// A signed PutMedia request head and when the credentials that signed it expire.
+#[derive(Debug)]
+pub struct SignedPutMedia {
+    pub head: http::request::Builder,
+    pub credentials_expire: Option<SystemTime>,
 }
 
 /// What DescribeStream (or CreateStream) told us.
@@ -44,7 +53,10 @@ fn message<E: std::error::Error + 'static>(e: &SdkError<E>) -> String {
 impl Kvs {
     pub async fn connect(config: &VideoConfig) -> Result<Kvs, String> {
         let timeout = Duration::from_secs(10);
-        let credentials = credentials::provider(config.region.as_deref(), config.iot.as_ref(), timeout).await?;
+        let clock = ServiceClock::default();
+        let credentials = credentials::provider(config.region.as_deref(), config.iot.as_ref(), timeout)
+            .await?
+            .with_clock(clock.clone());
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
@@ -69,6 +81,7 @@ impl Kvs {
             client: aws_sdk_kinesisvideo::Client::new(&sdk),
             credentials,
             region,
+            clock,
         })
     }
 
@@ -120,14 +133,16 @@ impl Kvs {
             .ok_or_else(|| format!("GetDataEndpoint `{stream}` returned no endpoint"))
     }
 
-    /// The PutMedia request head for `stream`, signed now (body signed as empty, like the
-    /// C producer SDK).
+    /// The PutMedia request head for `stream`, signed at KVS's time (body signed as
+    /// empty, like the C producer SDK) with credentials valid for more than `lasting`
+    /// when they can be had (see [`CachedCredentials::valid_for`]).
     pub async fn put_media_request(
         &self,
         endpoint: &str,
         stream: &str,
         producer_start: SystemTime,
-    ) -> Result<http::request::Builder, String> {
+        lasting: Duration,
+    ) -> Result<SignedPutMedia, String> {
         let url = format!("{endpoint}/putMedia");
         let uri: http::Uri = url.parse().map_err(|e| format!("data endpoint {endpoint}: {e}"))?;
         let host = uri
@@ -148,15 +163,16 @@ impl Kvs {
         ];
         let creds = self
             .credentials
-            .provide_credentials()
+            .valid_for(lasting)
             .await
-            .map_err(|e| format!("credentials: {e}"))?;
+            .map_err(|e| format!("credentials: {}", tillgate_sdk::error_chain(&e)))?;
+        let credentials_expire = creds.expiry();
         let identity = creds.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
             .name("kinesisvideo")
-            .time(SystemTime::now())
+            .time(self.clock.now())
             .settings(SigningSettings::default())
             .build()
             .map_err(|e| format!("signing: {e}"))?
@@ -180,6 +196,9 @@ impl Kvs {
                 builder = builder.header(name, value);
             }
         }
-        Ok(builder)
+        Ok(SignedPutMedia {
+            head: builder,
+            credentials_expire,
+        })
     }
 }

@@ -19,6 +19,7 @@ pub mod fragmenter;
 pub mod kvs;
 pub mod metrics;
 pub mod mkv;
+mod put_media;
 pub mod source;
 pub mod status;
 pub mod store;

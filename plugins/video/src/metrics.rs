@@ -29,6 +29,7 @@ pub struct VideoMetrics {
     pub backlog_bytes: GaugeVec,
     pub fps: GaugeVec,
     pub bitrate: GaugeVec,
+    pub clock_skew: GaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -140,6 +141,11 @@ impl VideoMetrics {
                 r,
                 "video_bitrate_bps",
                 "Encoded bits per second received, last few seconds",
+            )?,
+            clock_skew: gauge(
+                r,
+                "video_clock_skew_seconds",
+                "How far KVS's clock (its Date header) is ahead of the gateway's; PutMedia is signed with KVS's time",
             )?,
         })
     }

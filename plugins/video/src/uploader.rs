@@ -2,7 +2,8 @@
 //! PutMedia connection. A fragment leaves the ring only when KVS acknowledges it
 //! (PERSISTED, or RECEIVED for a stream that keeps no data); after any failure a new
 //! connection starts again from the first unacknowledged fragment, with its original
-//! timecodes. Connections are rotated before KVS's 45-minute limit, and sending keeps
+//! timecodes. Connections are rotated before KVS's 45-minute limit and before the
+//! credentials that signed them expire (see [`crate::put_media`]), and sending keeps
 //! within KVS's 5 fragments/s and 12.5 MB/s per stream.
 
 use crate::ack::{Ack, AckReader, Event};
@@ -12,16 +13,15 @@ pub use crate::failure::MAX_FRAGMENT_FAILURES;
 use crate::failure::{Cause, Failure, Failures};
 use crate::kvs::{Kvs, StreamInfo};
 use crate::mkv;
+use crate::put_media::{PutMedia, Wire};
 use crate::status::UploadState;
 use crate::store::Stored;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use std::collections::VecDeque;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tillgate_aws::limiter::ShardBudget;
-use tillgate_sdk::error_chain;
 use tillgate_sdk::Backoff;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// How a connection ended without error.
 enum End {
@@ -29,12 +29,6 @@ enum End {
     /// The service ended the connection with nothing unacknowledged (idle).
     Closed,
     Stopped,
-}
-
-/// What the connection task reports.
-enum Wire {
-    Chunk(Bytes),
-    Closed(Result<(), String>),
 }
 
 /// State kept across connections.
@@ -117,6 +111,11 @@ pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
                     .inc();
                 // Ask for the data endpoint again: the failure may be a moved endpoint.
                 uplink.endpoint = None;
+                if let (Cause::Unauthorized(_), Some(kvs)) = (&cause, &uplink.kvs) {
+                    // Refused credentials (revoked, or expired by KVS's clock) are
+                    // never used again: the next connection fetches new ones.
+                    kvs.credentials.invalidate().await;
+                }
                 if matches!(cause, Cause::StreamGone(_) | Cause::Setup(_)) {
                     // A deleted stream (4008, or not found while setting up): look it
                     // up again, and create it when allowed.
@@ -165,7 +164,11 @@ async fn prepare(shared: &CameraShared, uplink: &mut Uplink) -> Result<(Kvs, Str
 async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::Receiver<bool>) -> Result<End, Failure> {
     shared.status.update(|s| s.upload = UploadState::Connecting);
     let (kvs, endpoint, info) = prepare(shared, uplink).await.map_err(Failure::before_delivery)?;
-    let mut put = PutMedia::open(shared, uplink, &kvs, &endpoint)
+    let ack_timeout = shared.video.ack_timeout.get();
+    // After it stops sending, a connection waits for its last acknowledgements: at most
+    // `ack_timeout`, and a few seconds to close.
+    let drain = ack_timeout + Duration::from_secs(5);
+    let mut put = PutMedia::open(shared, &uplink.http, &kvs, &endpoint, drain)
         .await
         .map_err(Failure::before_delivery)?;
     shared
@@ -177,16 +180,16 @@ async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::R
         s.upload = UploadState::Streaming;
         s.upload_error = None;
     });
-    let opened = Instant::now();
-    let ack_timeout = shared.video.ack_timeout.get();
+    let (rotate_at, rotate_for) = put.rotate_at;
     let mut progress = Progress::new(if info.retention_hours == 0 {
         Event::Received
     } else {
         Event::Persisted
     });
     loop {
-        if !progress.rotating && opened.elapsed() >= shared.video.connection_max_age.get() {
-            tracing::info!(camera = %shared.camera.name, "rotating the PutMedia connection");
+        if !progress.rotating && Instant::now() >= rotate_at {
+            let reason: &str = rotate_for.into();
+            tracing::info!(camera = %shared.camera.name, reason, "rotating the PutMedia connection");
             progress.rotating = true;
         }
         if progress.rotating && progress.in_flight.is_empty() {
@@ -215,88 +218,13 @@ async fn session(shared: &CameraShared, uplink: &mut Uplink, stop: &mut watch::R
                 }
             }
             _ = shared.stored.notified(), if next.is_none() && !progress.rotating => {}
+            _ = tokio::time::sleep_until(rotate_at.into()), if !progress.rotating => {}
             _ = async { tokio::time::sleep_until(ack_deadline.unwrap_or_else(Instant::now).into()).await }, if ack_deadline.is_some() => {
                 return Err(progress.failure(Cause::NoAcknowledgement(ack_timeout)));
             }
             _ = stop.changed() => return Ok(End::Stopped),
         }
     }
-}
-
-/// An open PutMedia request: the chunked body being sent and the answer's chunks as the
-/// service streams them (full duplex).
-struct PutMedia {
-    body: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>,
-    answer: mpsc::Receiver<Wire>,
-    _task: AbortOnDrop,
-}
-
-impl PutMedia {
-    /// Signs the request and starts it; the answer is read by a task of its own.
-    async fn open(shared: &CameraShared, uplink: &Uplink, kvs: &Kvs, endpoint: &str) -> Result<PutMedia, String> {
-        let head = kvs
-            .put_media_request(endpoint, shared.camera.stream_name(), SystemTime::now())
-            .await?;
-        let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-        let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(body_rx));
-        let request = head
-            .body(body)
-            .map_err(|e| format!("PutMedia request: {e}"))
-            .and_then(|r| reqwest::Request::try_from(r).map_err(|e| format!("PutMedia request: {e}")))?;
-        let (wire_tx, answer) = mpsc::channel::<Wire>(64);
-        let task = tokio::spawn(read_answer(uplink.http.clone(), request, wire_tx));
-        Ok(PutMedia {
-            body: Some(body_tx),
-            answer,
-            _task: AbortOnDrop(task),
-        })
-    }
-
-    async fn send(&self, bytes: Bytes) -> Result<(), String> {
-        let body = self.body.as_ref().ok_or("body closed")?;
-        body.send(Ok(bytes))
-            .await
-            .map_err(|_| "PutMedia connection closed".to_string())
-    }
-
-    /// Ends the chunked body, which ends the connection cleanly, and waits up to 5 s
-    /// for the service to close its side.
-    async fn finish(&mut self) {
-        drop(self.body.take());
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while let Some(m) = self.answer.recv().await {
-                if matches!(m, Wire::Closed(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-}
-
-/// Sends the request and forwards the answer's chunks, then how it closed.
-async fn read_answer(client: reqwest::Client, request: reqwest::Request, wire: mpsc::Sender<Wire>) {
-    let outcome = async {
-        let response = client
-            .execute(request)
-            .await
-            .map_err(|e| format!("PutMedia: {}", error_chain(&e)))?;
-        let status = response.status();
-        if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            return Err(format!("PutMedia answered {status}: {}", text.trim()));
-        }
-        let mut chunks = response.bytes_stream();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| format!("PutMedia response: {}", error_chain(&e)))?;
-            if wire.send(Wire::Chunk(chunk)).await.is_err() {
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-    .await;
-    let _ = wire.send(Wire::Closed(outcome)).await;
 }
 
 /// A fragment sent on this connection and not yet finally acknowledged.
@@ -450,7 +378,7 @@ impl Progress {
                 Some(Ok(if self.rotating { End::Rotated } else { End::Closed }))
             }
             Some(Wire::Closed(Ok(()))) | None => Some(Err(self.failure(Cause::ClosedByService))),
-            Some(Wire::Closed(Err(e))) => Some(Err(self.failure(Cause::Connection(e)))),
+            Some(Wire::Closed(Err(cause))) => Some(Err(self.failure(cause))),
         }
     }
 }
@@ -562,12 +490,4 @@ fn on_error(
     }
     // A connection-level error still ends this connection.
     (error.action == ErrorAction::Reconnect).then_some(Cause::Refused(why))
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

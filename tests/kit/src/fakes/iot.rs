@@ -20,6 +20,13 @@ use std::time::{Duration, SystemTime};
 /// Keys handed out and when each expires.
 pub type IssuedKeys = Arc<Mutex<HashMap<String, SystemTime>>>;
 
+/// The secret the endpoint hands out with `key` (the KVS fake checks signatures with
+/// it); `None` for a key it could not have issued.
+pub fn iot_secret(key: &str) -> Option<String> {
+    let n: u32 = key.strip_prefix("ASIAIOT")?.parse().ok()?;
+    Some(format!("secret-{n}"))
+}
+
 /// The running endpoint.
 #[derive(Debug, Clone)]
 pub struct FakeIot {
@@ -131,7 +138,7 @@ impl FakeIot {
             chrono::DateTime::<chrono::Utc>::from(expiry).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let body = serde_json::json!({"credentials": {
             "accessKeyId": key,
-            "secretAccessKey": format!("secret-{n}"),
+            "secretAccessKey": iot_secret(&key),
             "sessionToken": format!("token-{n}"),
             "expiration": expiration,
         }});

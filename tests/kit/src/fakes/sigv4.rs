@@ -2,7 +2,6 @@
 //! secret (aws-sigv4, the library the AWS SDKs use) and the signatures compared, for
 //! both ways producers hash PutMedia's streaming body.
 
-use crate::fakes::kvs::{ACCESS_KEY, SECRET_KEY};
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
@@ -13,9 +12,23 @@ use std::time::{Duration, SystemTime};
 /// SHA-256 of "": the C producer SDK's payload hash for PutMedia.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+/// A signature that matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// How the body was hashed: `empty-sha256` or `unsigned-payload`.
+    pub style: &'static str,
+    pub access_key: String,
+}
+
 /// Checks the SigV4 Authorization header by signing the same request again with the
-/// known secret; returns the payload style that matched.
-pub fn verify_signature(headers: &HeaderMap, host: &str) -> Result<&'static str, String> {
+/// secret `secret_of` knows for its access key, and its time against `now` (the
+/// service's clock) as AWS does: at most 5 minutes apart either way.
+pub fn verify_signature(
+    headers: &HeaderMap,
+    host: &str,
+    now: SystemTime,
+    secret_of: &dyn Fn(&str) -> Option<String>,
+) -> Result<Verified, String> {
     let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -29,9 +42,11 @@ pub fn verify_signature(headers: &HeaderMap, host: &str) -> Result<&'static str,
     }
     let credential = parts.get("Credential").ok_or("no Credential")?;
     let scope: Vec<&str> = credential.split('/').collect();
-    if scope.len() != 5 || scope[0] != ACCESS_KEY || scope[3] != "kinesisvideo" || scope[4] != "aws4_request" {
+    if scope.len() != 5 || scope[3] != "kinesisvideo" || scope[4] != "aws4_request" {
         return Err(format!("credential scope {credential}"));
     }
+    let access_key = scope[0];
+    let secret = secret_of(access_key).ok_or_else(|| format!("unknown access key {access_key}"))?;
     let region = scope[2];
     let signed: Vec<&str> = parts
         .get("SignedHeaders")
@@ -45,8 +60,14 @@ pub fn verify_signature(headers: &HeaderMap, host: &str) -> Result<&'static str,
         .ok_or("no x-amz-date")?;
     let time = chrono::NaiveDateTime::parse_from_str(date, "%Y%m%dT%H%M%SZ").map_err(|e| format!("x-amz-date: {e}"))?;
     let time: SystemTime = time.and_utc().into();
-    if SystemTime::now().duration_since(time).unwrap_or_default() > Duration::from_secs(300) {
-        return Err("signature older than 5 minutes".into());
+    let apart = now
+        .duration_since(time)
+        .or_else(|_| time.duration_since(now))
+        .unwrap_or_default();
+    if apart > Duration::from_secs(300) {
+        return Err(format!(
+            "signature expired: {date} is more than 5 minutes from the service's time"
+        ));
     }
     let token = headers
         .get("x-amz-security-token")
@@ -82,7 +103,7 @@ pub fn verify_signature(headers: &HeaderMap, host: &str) -> Result<&'static str,
             ("unsigned-payload", SignableBody::UnsignedPayload),
         ],
     };
-    let identity = Credentials::new(ACCESS_KEY, SECRET_KEY, token, None, "kvs-fake").into();
+    let identity = Credentials::new(access_key, secret, token, None, "kvs-fake").into();
     for (style, body) in styles {
         let params = v4::SigningParams::builder()
             .identity(&identity)
@@ -102,7 +123,10 @@ pub fn verify_signature(headers: &HeaderMap, host: &str) -> Result<&'static str,
         .map_err(|e| e.to_string())?;
         let (_, signature) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
         if &signature == expected {
-            return Ok(style);
+            return Ok(Verified {
+                style,
+                access_key: access_key.to_string(),
+            });
         }
     }
     Err("signature does not match".into())
@@ -111,12 +135,16 @@ pub fn verify_signature(headers: &HeaderMap, host: &str) -> Result<&'static str,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fakes::kvs::{ACCESS_KEY, SECRET_KEY};
 
     /// Signs a PutMedia head the way an SDK would: `body` is the payload style, and
     /// `declare` adds `x-amz-content-sha256` (the Java SDK does for UNSIGNED-PAYLOAD).
     fn signed(body: SignableBody, declare: Option<&str>, secret: &str) -> HeaderMap {
+        signed_at(body, declare, secret, SystemTime::now())
+    }
+
+    fn signed_at(body: SignableBody, declare: Option<&str>, secret: &str, now: SystemTime) -> HeaderMap {
         let host = "127.0.0.1:4567";
-        let now = SystemTime::now();
         let mut pairs: Vec<(&str, String)> = vec![("host", host.into()), ("x-amzn-stream-name", "s".into())];
         if let Some(d) = declare {
             pairs.push(("x-amz-content-sha256", d.into()));
@@ -150,19 +178,44 @@ mod tests {
         headers
     }
 
+    fn known(key: &str) -> Option<String> {
+        (key == ACCESS_KEY).then(|| SECRET_KEY.to_string())
+    }
+
+    fn style(headers: &HeaderMap, host: &str) -> Result<&'static str, String> {
+        verify_signature(headers, host, SystemTime::now(), &known).map(|v| v.style)
+    }
+
+    #[test]
+    fn a_signature_more_than_5_minutes_from_the_service_clock_is_refused() {
+        let host = "127.0.0.1:4567";
+        let now = SystemTime::now();
+        let body = || SignableBody::Precomputed(EMPTY_SHA256.into());
+        let s = Duration::from_secs;
+        for (at, ok) in [
+            (now - s(290), true),
+            (now + s(290), true),
+            (now - s(310), false),
+            (now + s(310), false),
+        ] {
+            let result = verify_signature(&signed_at(body(), None, SECRET_KEY, at), host, now, &known);
+            assert_eq!(result.is_ok(), ok, "{at:?}: {result:?}");
+        }
+    }
+
     #[test]
     fn both_payload_styles_are_accepted_and_a_wrong_secret_is_not() {
         let host = "127.0.0.1:4567";
         let c_sdk = signed(SignableBody::Precomputed(EMPTY_SHA256.into()), None, SECRET_KEY);
-        assert_eq!(verify_signature(&c_sdk, host), Ok("empty-sha256"));
+        assert_eq!(style(&c_sdk, host), Ok("empty-sha256"));
         let java_sdk = signed(SignableBody::UnsignedPayload, Some("UNSIGNED-PAYLOAD"), SECRET_KEY);
-        assert_eq!(verify_signature(&java_sdk, host), Ok("unsigned-payload"));
+        assert_eq!(style(&java_sdk, host), Ok("unsigned-payload"));
         let undeclared = signed(SignableBody::UnsignedPayload, None, SECRET_KEY);
-        assert_eq!(verify_signature(&undeclared, host), Ok("unsigned-payload"));
+        assert_eq!(style(&undeclared, host), Ok("unsigned-payload"));
         let wrong = signed(SignableBody::Precomputed(EMPTY_SHA256.into()), None, "not-the-secret");
-        assert_eq!(verify_signature(&wrong, host), Err("signature does not match".into()));
+        assert_eq!(style(&wrong, host), Err("signature does not match".into()));
         let mut tampered = c_sdk.clone();
         tampered.insert("x-amzn-stream-name", "other".parse().unwrap());
-        assert!(verify_signature(&tampered, host).is_err());
+        assert!(style(&tampered, host).is_err());
     }
 }
