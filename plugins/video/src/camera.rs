@@ -10,6 +10,7 @@ use crate::source::{Source, SourceEvent};
 use crate::status::CameraState;
 use crate::status::StatusHandle;
 use crate::store::{Eviction, FragmentStore};
+use crate::timeline::HeldClock;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tillgate_sdk::Backoff;
@@ -18,10 +19,37 @@ use tokio::sync::{mpsc, watch, Notify};
 /// No frame for this long means the camera is gone even if the pipeline says nothing.
 const STALL: Duration = Duration::from_secs(10);
 
+/// The gateway's wall clock, ms since the epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
+    let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .map_or(0, |d| d.as_millis() as i64);
+    wall - fault::clock_behind_ms()
+}
+
+/// Faults a test build injects (`fault-injection`), by environment variable.
+#[cfg(feature = "fault-injection")]
+mod fault {
+    use std::sync::OnceLock;
+
+    /// With `TILLGATE_FAULT_VIDEO_CLOCK_BEHIND_S=N`, the cameras read the wall clock N s
+    /// behind: a gateway whose clock stepped back.
+    pub fn clock_behind_ms() -> i64 {
+        static BEHIND: OnceLock<i64> = OnceLock::new();
+        *BEHIND.get_or_init(|| {
+            std::env::var("TILLGATE_FAULT_VIDEO_CLOCK_BEHIND_S")
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+                .map_or(0, |s| s * 1000)
+        })
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+mod fault {
+    pub fn clock_behind_ms() -> i64 {
+        0
+    }
 }
 
 /// Everything a camera's tasks share.
@@ -74,8 +102,11 @@ impl CameraShared {
 /// and rebuilds it after a backoff whenever it is lost.
 pub async fn run(shared: CameraShared, mut tags: mpsc::Receiver<crate::tags::Tag>, mut stop: watch::Receiver<bool>) {
     let fragment = shared.video.fragment_duration.get();
+    let floor = shared.store.timecode_floor();
     let mut recorder = Recorder {
         fragmenter: Fragmenter::new(fragment),
+        clock: HeldClock::from_floor(floor, Instant::now()),
+        held_ms: 0,
         segment_uid: rand::random(),
         rate: Rate::new(),
         shared,
@@ -144,11 +175,17 @@ struct Recorder {
     fragmenter: Fragmenter,
     segment_uid: [u8; 16],
     rate: Rate,
+    /// Frame times: the wall clock, never behind the ring's floor or an earlier frame.
+    clock: HeldClock,
+    /// How far `clock` was ahead of the wall clock at the last frame (ms).
+    held_ms: i64,
 }
 
 impl Recorder {
     /// A frame: counted, measured, and into the fragment (stored when it closes one).
     async fn frame(&mut self, pts_ns: Option<u64>, key: bool, data: bytes::Bytes, track: &crate::mkv::TrackInfo) {
+        let (now, held_ms) = self.clock.read(now_ms(), Instant::now());
+        self.note_held(held_ms);
         let shared = &self.shared;
         let label = shared.label();
         shared.metrics.frames.with_label_values(&label).inc();
@@ -162,7 +199,7 @@ impl Recorder {
                 s.state = CameraState::Streaming;
             });
         }
-        let (closed, notes) = self.fragmenter.push(pts_ns, now_ms(), key, data, track);
+        let (closed, notes) = self.fragmenter.push(pts_ns, now, key, data, track);
         if notes.resynced {
             shared.metrics.clock_resyncs.with_label_values(&label).inc();
         }
@@ -174,6 +211,31 @@ impl Recorder {
         if let Some(f) = closed {
             keep(shared, self.segment_uid, f).await;
         }
+    }
+
+    /// Says when the timecodes start or stop running ahead of a wall clock that stepped
+    /// back (by a second or more), and keeps the gauge.
+    fn note_held(&mut self, held_ms: i64) {
+        let camera = self.shared.camera.name.as_str();
+        let (was, is) = (self.held_ms >= 1_000, held_ms >= 1_000);
+        if is && !was {
+            tracing::warn!(
+                camera,
+                ahead_s = held_ms / 1000,
+                "the gateway's clock is behind this camera's last timecode (stepped back?); timecodes run on from \
+                 it until the clock catches up, so KVS keeps taking the fragments: check NTP"
+            );
+        } else if was && !is {
+            tracing::info!(camera, "timecodes follow the gateway's clock again");
+        }
+        if is != was || is {
+            self.shared
+                .metrics
+                .timecodes_ahead
+                .with_label_values(&[camera])
+                .set(held_ms as f64 / 1000.0);
+        }
+        self.held_ms = held_ms;
     }
 
     /// Tags the fragment being recorded with a flagged sale (its own tag, or the

@@ -24,6 +24,7 @@ pub mod source;
 pub mod status;
 pub mod store;
 pub mod tags;
+pub mod timeline;
 pub mod uploader;
 
 pub use component::STATUS_VIEW;

@@ -30,6 +30,7 @@ pub struct VideoMetrics {
     pub fps: GaugeVec,
     pub bitrate: GaugeVec,
     pub clock_skew: GaugeVec,
+    pub timecodes_ahead: GaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -146,6 +147,11 @@ impl VideoMetrics {
                 r,
                 "video_clock_skew_seconds",
                 "How far KVS's clock (its Date header) is ahead of the gateway's; PutMedia is signed with KVS's time",
+            )?,
+            timecodes_ahead: gauge(
+                r,
+                "video_timecodes_ahead_seconds",
+                "How far the camera's timecodes run ahead of a gateway clock that stepped back behind them",
             )?,
         })
     }

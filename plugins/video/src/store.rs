@@ -9,12 +9,15 @@
 //! sent and refused ones in `dead/` (with their reasons). Over it, refused fragments go
 //! first (oldest first), then the oldest unsent ones; each is counted. The only bytes
 //! outside it are the one fragment being written (`.tmp`, removed if its write fails,
-//! and at start).
+//! and at start) and the 13-byte timecode floor ([`crate::timeline`]), written with each
+//! fragment.
 
+use crate::timeline;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -71,6 +74,8 @@ pub struct FragmentStore {
     entries: Mutex<BTreeMap<u64, Stored>>,
     /// Refused fragments in `dead/` (bytes include their reason files).
     dead: Mutex<BTreeMap<u64, Stored>>,
+    /// See [`FragmentStore::timecode_floor`].
+    floor: AtomicU64,
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -109,12 +114,16 @@ impl FragmentStore {
                 );
             }
         }
+        let dead = list_dead(&dir.join("dead"))?;
+        let newest_end = entries.values().chain(dead.values()).map(|s| s.end_ms).max();
+        let floor = timeline::read_floor(dir).max(newest_end.unwrap_or(0));
         Ok(FragmentStore {
+            floor: AtomicU64::new(floor),
             dir: dir.to_path_buf(),
             max_bytes,
             retention,
             entries: Mutex::new(entries),
-            dead: Mutex::new(list_dead(&dir.join("dead"))?),
+            dead: Mutex::new(dead),
         })
     }
 
@@ -128,6 +137,12 @@ impl FragmentStore {
 
     fn lock_dead(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Stored>> {
         self.dead.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The end of the newest fragment this ring ever stored (kept across restarts): no
+    /// new fragment may start before it.
+    pub fn timecode_floor(&self) -> u64 {
+        self.floor.load(Ordering::Relaxed)
     }
 
     /// Bytes the ring holds: fragments waiting and refused ones.
@@ -154,6 +169,9 @@ impl FragmentStore {
                 file.write_all(header)?;
                 file.write_all(body)?;
                 file.sync_all()?;
+                // The floor first: one ahead of a fragment that did not land is harmless.
+                let floor = self.floor.fetch_max(end_ms, Ordering::Relaxed).max(end_ms);
+                timeline::write_floor(&self.dir, floor)?;
                 fs::rename(&tmp, &path)?;
                 sync_dir(&self.dir)
             })();
@@ -339,6 +357,33 @@ fn list_dead(dead: &Path) -> std::io::Result<BTreeMap<u64, Stored>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_timecode_floor_is_the_newest_end_ever_stored_even_once_everything_was_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap();
+        let store = open();
+        assert_eq!(store.timecode_floor(), 0);
+        store.put(1000, 3000, b"h", b"one").unwrap();
+        store.put(3000, 5000, b"h", b"two").unwrap();
+        assert_eq!(store.timecode_floor(), 5000);
+        // Both acknowledged: the ring is empty, the floor stays, across a restart.
+        store.remove(1000).unwrap();
+        store.remove(3000).unwrap();
+        drop(store);
+        let store = open();
+        assert_eq!((store.backlog().fragments, store.timecode_floor()), (0, 5000));
+        // The floor file lost: the ring's own newest fragment still gives it.
+        store.put(5000, 7000, b"h", b"three").unwrap();
+        drop(store);
+        fs::remove_file(dir.path().join(timeline::FLOOR_FILE)).unwrap();
+        assert_eq!(open().timecode_floor(), 7000);
+        // A refused fragment counts too (it was sent); still no floor file.
+        let store = open();
+        store.dead_letter(5000, "refused").unwrap();
+        drop(store);
+        assert_eq!(open().timecode_floor(), 7000);
+    }
 
     #[test]
     fn fragments_survive_reopen_and_half_written_ones_vanish() {
