@@ -6,7 +6,6 @@
 //! `client.rs`): it cannot be invalidated from outside, and this cache does the same
 //! job (refresh a configurable time before expiry) plus that.
 
-use crate::clock::ServiceClock;
 use crate::iot::IotConfig;
 use aws_credential_types::provider::{error::CredentialsError, future, ProvideCredentials};
 use aws_credential_types::Credentials;
@@ -47,7 +46,6 @@ const RETRY_REFRESH_AFTER: Duration = Duration::from_secs(15);
 pub struct CachedCredentials {
     inner: Arc<dyn ProvideCredentials>,
     refresh_before: Duration,
-    clock: ServiceClock,
     cached: Arc<tokio::sync::Mutex<Cache>>,
 }
 
@@ -69,16 +67,8 @@ impl CachedCredentials {
         CachedCredentials {
             inner: Arc::new(inner),
             refresh_before,
-            clock: ServiceClock::default(),
             cached: Arc::new(tokio::sync::Mutex::new(Cache::default())),
         }
-    }
-
-    /// Judges expiry by `clock` (the issuer's time, as a service's `Date` showed it)
-    /// rather than the gateway's own clock.
-    pub fn with_clock(mut self, clock: ServiceClock) -> Self {
-        self.clock = clock;
-        self
     }
 
     /// Forgets the cached credentials (a service refused them): the next request
@@ -94,7 +84,7 @@ impl CachedCredentials {
     pub async fn valid_for(&self, at_least: Duration) -> Result<Credentials, CredentialsError> {
         let wanted = at_least.max(self.refresh_before);
         let mut cache = self.cached.lock().await;
-        let now = self.clock.now();
+        let now = SystemTime::now();
         if let Some(c) = &cache.credentials {
             let left = valid_left(c, now);
             let still_valid = left.is_none_or(|l| !l.is_zero());
@@ -218,6 +208,13 @@ impl IotCredentials {
                 ))
             })?;
         let status = response.status();
+        // The issuer's clock: the keys' lifetime is measured against it, not the gateway's.
+        let issued_at = response
+            .headers()
+            .get("date")
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+            .map(SystemTime::from);
         let body = response.bytes().await.map_err(|e| {
             CredentialsError::provider_error(format!(
                 "IoT credentials endpoint {}: {}",
@@ -234,17 +231,23 @@ impl IotCredentials {
                 text.trim()
             )));
         }
-        parse_answer(&body).map_err(CredentialsError::provider_error)
+        parse_answer(&body, issued_at, SystemTime::now()).map_err(CredentialsError::provider_error)
     }
 }
 
-fn parse_answer(body: &[u8]) -> Result<Credentials, String> {
+/// The answer's keys. Their expiry is moved onto the gateway's clock: `received` plus
+/// what was left of them by the issuer's clock (`issued_at`, its `Date`), so a gateway
+/// clock hours off neither takes fresh keys for expired ones nor keeps expired ones.
+fn parse_answer(body: &[u8], issued_at: Option<SystemTime>, received: SystemTime) -> Result<Credentials, String> {
     let answer: IotAnswer =
         serde_json::from_slice(body).map_err(|e| format!("IoT credentials endpoint: unexpected answer: {e}"))?;
     let k = answer.credentials;
     let expiry = chrono::DateTime::parse_from_rfc3339(&k.expiration)
         .map_err(|e| format!("IoT credentials endpoint: expiration {:?}: {e}", k.expiration))?;
-    let expiry = SystemTime::UNIX_EPOCH + Duration::from_millis(expiry.timestamp_millis().max(0) as u64);
+    let mut expiry = SystemTime::UNIX_EPOCH + Duration::from_millis(expiry.timestamp_millis().max(0) as u64);
+    if let Some(issued_at) = issued_at {
+        expiry = received + expiry.duration_since(issued_at).unwrap_or_default();
+    }
     Ok(Credentials::new(
         k.access_key_id,
         k.secret_access_key,
@@ -270,15 +273,21 @@ mod tests {
 
     #[test]
     fn parses_the_documented_answer() {
-        let c = parse_answer(
-            br#"{"credentials":{"accessKeyId":"ASIA1","secretAccessKey":"s","sessionToken":"t","expiration":"2026-11-27T16:00:00Z"}}"#,
-        )
-        .unwrap();
+        let body = br#"{"credentials":{"accessKeyId":"ASIA1","secretAccessKey":"s","sessionToken":"t","expiration":"2026-11-27T16:00:00Z"}}"#;
+        let c = parse_answer(body, None, SystemTime::now()).unwrap();
         assert_eq!(c.access_key_id(), "ASIA1");
         assert_eq!(c.session_token(), Some("t"));
         let expiry = c.expiry().unwrap().duration_since(SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(expiry.as_secs(), 1_795_795_200);
-        assert!(parse_answer(b"{}").unwrap_err().contains("unexpected answer"));
+        assert!(parse_answer(b"{}", None, SystemTime::now())
+            .unwrap_err()
+            .contains("unexpected answer"));
+        // Issued at 15:00 by the issuer's clock, received at 17:30 by a gateway clock
+        // 2.5 h ahead: an hour left, by the gateway's clock.
+        let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_795_200 - 3600);
+        let received = issued + Duration::from_secs(9000);
+        let c = parse_answer(body, Some(issued), received).unwrap();
+        assert_eq!(c.expiry(), Some(received + Duration::from_secs(3600)));
     }
 
     #[derive(Debug, Default)]
@@ -383,18 +392,5 @@ mod tests {
             cache.valid_for(Duration::from_secs(200)).await.unwrap().access_key_id(),
             "AK1"
         );
-    }
-
-    #[tokio::test]
-    async fn expiry_is_judged_by_the_service_clock() {
-        let clock = ServiceClock::default();
-        let cache = CachedCredentials::new(Counting(AtomicU32::new(0), 3600), Duration::from_secs(300))
-            .with_clock(clock.clone());
-        assert_eq!(cache.get().await.unwrap().access_key_id(), "AK0");
-        // The issuer's clock is an hour ahead of the gateway's: they are about to expire.
-        let ahead = SystemTime::now() + Duration::from_secs(3600);
-        let date = chrono::DateTime::<chrono::Utc>::from(ahead).to_rfc2822();
-        clock.observe(&date, SystemTime::now());
-        assert_eq!(cache.get().await.unwrap().access_key_id(), "AK1");
     }
 }

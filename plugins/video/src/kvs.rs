@@ -54,9 +54,7 @@ impl Kvs {
     pub async fn connect(config: &VideoConfig) -> Result<Kvs, String> {
         let timeout = Duration::from_secs(10);
         let clock = ServiceClock::default();
-        let credentials = credentials::provider(config.region.as_deref(), config.iot.as_ref(), timeout)
-            .await?
-            .with_clock(clock.clone());
+        let credentials = credentials::provider(config.region.as_deref(), config.iot.as_ref(), timeout).await?;
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()

@@ -30,6 +30,8 @@ pub(crate) struct PutMedia {
     /// When this connection must stop sending so its last acknowledgements arrive before
     /// it reaches KVS's age limit or its credentials expire, and which of the two it is.
     pub(crate) rotate_at: (Instant, RotateFor),
+    /// The longest a chunk may wait to go out (a stalled uplink): `drain`.
+    stall: Duration,
     _task: AbortOnDrop,
 }
 
@@ -66,11 +68,14 @@ impl PutMedia {
         let opened = Instant::now();
         let mut rotate_at = (opened + max_age, RotateFor::Age);
         if let Some(expire) = signed.credentials_expire {
-            let left = expire.duration_since(kvs.clock.now()).unwrap_or_default();
+            // Expiry is on the gateway's clock (the IoT provider moves it there).
+            let left = expire.duration_since(SystemTime::now()).unwrap_or_default();
             if left < drain + SHORTEST_USEFUL {
                 return Err(format!(
-                    "the AWS credentials expire in {} s and could not be refreshed (see the log)",
-                    left.as_secs()
+                    "the AWS credentials have {} s left, too little for a PutMedia connection (needs {} s): \
+                     a refresh failed (see the log), or the provider hands out credentials this short",
+                    left.as_secs(),
+                    (drain + SHORTEST_USEFUL).as_secs()
                 ));
             }
             let before_expiry = opened + (left - drain);
@@ -97,15 +102,20 @@ impl PutMedia {
             body: Some(body_tx),
             answer,
             rotate_at,
+            stall: drain,
             _task: AbortOnDrop(task),
         })
     }
 
+    /// Queues a chunk of the body; fails when the connection closed, or when the chunk
+    /// could not go out within `stall` (the uplink stopped taking bytes: rotation and
+    /// the ACK deadline must not wait on it).
     pub(crate) async fn send(&self, bytes: Bytes) -> Result<(), String> {
         let body = self.body.as_ref().ok_or("body closed")?;
-        body.send(Ok(bytes))
-            .await
-            .map_err(|_| "PutMedia connection closed".to_string())
+        match tokio::time::timeout(self.stall, body.send(Ok(bytes))).await {
+            Ok(sent) => sent.map_err(|_| "PutMedia connection closed".to_string()),
+            Err(_) => Err(format!("PutMedia stalled: nothing sent for {} s", self.stall.as_secs())),
+        }
     }
 
     /// Ends the chunked body, which ends the connection cleanly, and waits up to 5 s
@@ -136,15 +146,22 @@ async fn read_answer(
             .execute(request)
             .await
             .map_err(|e| Cause::Connection(format!("PutMedia: {}", error_chain(&e))))?;
-        if let Some(date) = response.headers().get("date").and_then(|d| d.to_str().ok()) {
-            observe_clock(&clock, date, &shared);
-        }
+        // Only KVS's own answers (they carry a request id) set the clock: an error page
+        // from a proxy on the way must not.
+        let from_kvs = response.headers().contains_key("x-amzn-requestid");
+        let date = response.headers().get("date").and_then(|d| d.to_str().ok());
+        let clock_moved = match date {
+            Some(date) if from_kvs => observe_clock(&clock, date, &shared),
+            _ => false,
+        };
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
             let why = format!("PutMedia answered {status}: {}", text.trim());
             return Err(match status.as_u16() {
-                401 | 403 => Cause::Unauthorized(why),
+                // Refused for the signature's time, which this answer's Date just
+                // corrected: the credentials are fine.
+                401 | 403 if !clock_moved => Cause::Unauthorized(why),
                 _ => Cause::Connection(why),
             });
         }
@@ -161,10 +178,17 @@ async fn read_answer(
     let _ = wire.send(Wire::Closed(outcome)).await;
 }
 
-/// Takes in KVS's `Date`; says so when the gateway's clock turns out to be off.
-fn observe_clock(clock: &ServiceClock, date: &str, shared: &CameraShared) {
+/// Takes in KVS's `Date`; says so when the gateway's clock turns out to be off. True
+/// when the offset changed.
+fn observe_clock(clock: &ServiceClock, date: &str, shared: &CameraShared) -> bool {
     let camera = shared.camera.name.as_str();
-    if let Some(skew_ms) = clock.observe(date, SystemTime::now()) {
+    let changed = clock.observe(date, SystemTime::now());
+    shared
+        .metrics
+        .clock_skew
+        .with_label_values(&[camera])
+        .set(clock.skew_ms() as f64 / 1000.0);
+    if let Some(skew_ms) = changed {
         let seconds = skew_ms as f64 / 1000.0;
         if skew_ms == 0 {
             tracing::info!(camera, "the gateway's clock agrees with KVS's again");
@@ -175,8 +199,8 @@ fn observe_clock(clock: &ServiceClock, date: &str, shared: &CameraShared) {
                 "the gateway's clock differs from KVS's (its Date header); PutMedia is signed with KVS's time: check NTP"
             );
         }
-        shared.metrics.clock_skew.with_label_values(&[camera]).set(seconds);
     }
+    changed.is_some()
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -156,10 +156,14 @@ impl FakeKvs {
                     let state = s4.clone();
                     async move {
                         let mut response = put_media(state.clone(), addr, request).await;
-                        // Every answer carries the service's clock.
+                        // Every answer carries the service's clock and a request id.
                         let date = state.lock().unwrap().auth.date();
                         if let Ok(date) = date.parse() {
                             response.headers_mut().insert("date", date);
+                        }
+                        let id = format!("{:032x}", rand::random::<u128>());
+                        if let Ok(id) = id.parse() {
+                            response.headers_mut().insert("x-amzn-requestid", id);
                         }
                         response
                     }
