@@ -3,7 +3,7 @@
 //! here never touches the daemon or the other cameras.
 
 use crate::config::{CameraConfig, VideoConfig};
-use crate::fragmenter::{Fragment, Fragmenter};
+use crate::fragmenter::{Fragment, Fragmenter, Stamp};
 use crate::metrics::VideoMetrics;
 use crate::mkv;
 use crate::source::{Source, SourceEvent};
@@ -132,9 +132,9 @@ pub async fn run(shared: CameraShared, mut tags: mpsc::Receiver<crate::tags::Tag
             tokio::select! {
                 event = tokio::time::timeout(STALL, rx.recv()) => {
                     let lost = match event {
-                        Ok(Some(SourceEvent::Frame { pts_ns, key, data, track })) => {
+                        Ok(Some(SourceEvent::Frame { stamp, key, data, track })) => {
                             backoff.reset();
-                            recorder.frame(pts_ns, key, data, &track).await;
+                            recorder.frame(stamp, key, data, &track).await;
                             None
                         }
                         Ok(Some(SourceEvent::Stopped(why))) => Some(("camera pipeline stopped", why)),
@@ -183,7 +183,7 @@ struct Recorder {
 
 impl Recorder {
     /// A frame: counted, measured, and into the fragment (stored when it closes one).
-    async fn frame(&mut self, pts_ns: Option<u64>, key: bool, data: bytes::Bytes, track: &crate::mkv::TrackInfo) {
+    async fn frame(&mut self, stamp: Stamp, key: bool, data: bytes::Bytes, track: &crate::mkv::TrackInfo) {
         let (now, held_ms) = self.clock.read(now_ms(), Instant::now());
         self.note_held(held_ms);
         let shared = &self.shared;
@@ -199,7 +199,7 @@ impl Recorder {
                 s.state = CameraState::Streaming;
             });
         }
-        let (closed, notes) = self.fragmenter.push(pts_ns, now, key, data, track);
+        let (closed, notes) = self.fragmenter.push(stamp, now, key, data, track);
         if notes.resynced {
             shared.metrics.clock_resyncs.with_label_values(&label).inc();
         }

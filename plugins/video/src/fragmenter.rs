@@ -2,6 +2,11 @@
 //! after the target duration; timecodes are the gateway's wall clock, anchored when the
 //! pipeline's first frame arrives, so a camera's own timestamps (which jump, reset and
 //! go backwards) can never produce a stream KVS refuses.
+//!
+//! Frames arrive in decode order; each keeps its presentation time (mapped through the
+//! anchor), so B-frames present where the camera put them. What must advance does: the
+//! decode times (when the source knows them) and each fragment's start, past everything
+//! presented before it; when either would not, the anchor moves forward.
 
 use crate::fragment_tags::{FragmentTags, TagOutcome};
 use crate::mkv::{Frame, TrackInfo};
@@ -42,13 +47,31 @@ pub struct Notes {
     pub dropped: u64,
 }
 
+/// A frame's camera times, in ns: presentation, and decode when the source knows it
+/// (without B-frames the two are equal).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub pts_ns: Option<u64>,
+    pub dts_ns: Option<u64>,
+}
+
+impl From<Option<u64>> for Stamp {
+    /// A frame presented when it is decoded.
+    fn from(pts_ns: Option<u64>) -> Stamp {
+        Stamp { pts_ns, dts_ns: pts_ns }
+    }
+}
+
 /// Cuts one camera's frames into fragments.
 #[derive(Debug)]
 pub struct Fragmenter {
     target_ms: u64,
-    /// (camera pts in ns, gateway ms) at the anchor.
+    /// (camera time in ns, gateway ms) at the anchor.
     anchor: Option<(u64, i64)>,
+    /// The latest presentation time given (a fragment starts after it).
     last_ms: u64,
+    /// The last decode time given.
+    last_decode_ms: i64,
     open: Vec<Frame>,
     track: Option<TrackInfo>,
     tags: FragmentTags,
@@ -62,6 +85,7 @@ impl Fragmenter {
             target_ms: target.min(MAX_FRAGMENT).as_millis() as u64,
             anchor: None,
             last_ms: 0,
+            last_decode_ms: i64::MIN,
             open: Vec::new(),
             track: None,
             tags: FragmentTags::default(),
@@ -84,18 +108,19 @@ impl Fragmenter {
         self.tags.add(sale)
     }
 
-    /// Adds one frame. `pts_ns` is the camera's presentation time (pipeline running
-    /// time), `now_ms` the gateway's wall clock. Returns the fragment this frame closed.
+    /// Adds one frame, in decode order. `stamp` holds the camera's times (pipeline
+    /// running time), `now_ms` the gateway's wall clock. Returns the fragment this frame
+    /// closed.
     pub fn push(
         &mut self,
-        pts_ns: Option<u64>,
+        stamp: impl Into<Stamp>,
         now_ms: i64,
         key: bool,
         data: Bytes,
         track: &TrackInfo,
     ) -> (Option<Fragment>, Notes) {
         let mut notes = Notes::default();
-        let ms = self.timecode(pts_ns, now_ms, &mut notes);
+        let ms = self.timecode(stamp.into(), key, now_ms, &mut notes);
         let mut closed = None;
         if self.track.as_ref().is_some_and(|t| t != track) {
             // New codec data (resolution, profile): a new header, so a new fragment.
@@ -108,7 +133,7 @@ impl Fragmenter {
             return (closed, notes);
         }
         self.need_key = false;
-        let length = self.open.first().map_or(0, |f| ms - f.timecode_ms);
+        let length = self.open.first().map_or(0, |f| ms.saturating_sub(f.timecode_ms));
         let limit = MAX_FRAGMENT.as_millis() as u64 - 1;
         // A key frame within 10 % of the target closes the fragment: frame times are
         // whole milliseconds, so 30 frames at 15 fps may span 1,999 ms.
@@ -143,9 +168,10 @@ impl Fragmenter {
         }
         let frames = std::mem::take(&mut self.open);
         let tags = self.tags.take();
+        let latest = frames.iter().map(|f| f.timecode_ms).max().unwrap_or(0);
         Some(Fragment {
             start_ms: frames[0].timecode_ms,
-            end_ms: end_ms.max(frames[frames.len() - 1].timecode_ms + 1),
+            end_ms: end_ms.max(latest + 1),
             frames,
             track: self.track.clone()?,
             tags: tags.tags,
@@ -153,29 +179,43 @@ impl Fragmenter {
         })
     }
 
-    /// Gateway time of a frame: anchor + camera delta, re-anchored when the camera's
-    /// clock strays more than [`RESYNC_AFTER_MS`], and always 1 ms past the last frame.
-    fn timecode(&mut self, pts_ns: Option<u64>, now_ms: i64, notes: &mut Notes) -> u64 {
-        let mapped = match (pts_ns, self.anchor) {
-            (Some(pts), Some((anchor_pts, anchor_ms))) => {
-                let delta = (pts as i128 - anchor_pts as i128) / 1_000_000;
-                let ms = anchor_ms as i128 + delta;
-                if (ms - now_ms as i128).abs() > i128::from(RESYNC_AFTER_MS) {
-                    notes.resynced = true;
-                    self.anchor = Some((pts, now_ms));
-                    now_ms
-                } else {
-                    ms as i64
-                }
-            }
-            (Some(pts), None) => {
-                self.anchor = Some((pts, now_ms));
-                now_ms
-            }
-            (None, _) => now_ms,
+    /// Gateway presentation time of a frame: anchor + camera delta, re-anchored when the
+    /// camera's clock strays more than [`RESYNC_AFTER_MS`] (judged by decode time, which
+    /// follows arrival), moved forward when decode time would not advance or a key frame
+    /// would not present after everything before it.
+    fn timecode(&mut self, stamp: Stamp, key: bool, now_ms: i64, notes: &mut Notes) -> u64 {
+        let Some(pts) = stamp.pts_ns else {
+            // No camera time: the gateway's, after everything so far.
+            let ms = (now_ms.max(0) as u64).max(self.last_ms + 1);
+            self.last_ms = ms;
+            self.last_decode_ms = ms as i64;
+            return ms;
         };
-        let ms = (mapped.max(0) as u64).max(self.last_ms + 1);
-        self.last_ms = ms;
+        let decode = stamp.dts_ns.unwrap_or(pts);
+        let (mut anchor_ns, mut anchor_ms) = *self.anchor.get_or_insert((decode, now_ms));
+        let map = |t: u64, anchor_ns: u64, anchor_ms: i64| {
+            i128::from(anchor_ms) + (i128::from(t) - i128::from(anchor_ns)) / 1_000_000
+        };
+        if (map(decode, anchor_ns, anchor_ms) - i128::from(now_ms)).abs() > i128::from(RESYNC_AFTER_MS) {
+            notes.resynced = true;
+            // Never back past what was presented: a camera running fast would otherwise
+            // show its next frames before earlier ones.
+            (anchor_ns, anchor_ms) = (decode, now_ms.max(self.last_ms as i64 + 1));
+        }
+        let mut shift = 0;
+        if stamp.dts_ns.is_some() {
+            shift = i128::from(self.last_decode_ms).saturating_add(1) - map(decode, anchor_ns, anchor_ms);
+        }
+        if key {
+            shift = shift.max(i128::from(self.last_ms) + 1 - map(pts, anchor_ns, anchor_ms));
+        }
+        if shift > 0 {
+            anchor_ms += shift as i64;
+        }
+        self.anchor = Some((anchor_ns, anchor_ms));
+        self.last_decode_ms = map(decode, anchor_ns, anchor_ms) as i64;
+        let ms = map(pts, anchor_ns, anchor_ms).max(0) as u64;
+        self.last_ms = self.last_ms.max(ms);
         ms
     }
 }
@@ -257,6 +297,82 @@ mod tests {
         g.push(Some(0), now, false, Bytes::new(), &track());
         let frag = g.flush().unwrap();
         assert!(frag.frames[1].timecode_ms > frag.frames[0].timecode_ms);
+    }
+
+    /// I P B B P B B … at 15 fps, a key frame every 30, in decode order as x264 sends
+    /// them: (pts, dts) in frame periods, dts two periods behind.
+    fn b_frame_stamps(frames: u64) -> Vec<(u64, u64, bool)> {
+        let period = 1_000_000_000 / 15;
+        (0..frames)
+            .map(|i| {
+                let in_gop = i % 30;
+                // Shown position of the frame decoded n-th in its GOP: 0, 3, 1, 2, 6, 4, 5,
+                // …, 29, 28 (a closed GOP: nothing refers across the key frame).
+                let shown = match in_gop {
+                    0 => 0,
+                    n if n % 3 == 1 => (n + 2).min(29),
+                    n => n - 1,
+                };
+                let gop = i - in_gop;
+                ((gop + shown + 2) * period, i * period, in_gop == 0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn b_frames_keep_their_presentation_times_and_fragments_still_advance() {
+        let now = 1_700_000_000_000;
+        for with_dts in [true, false] {
+            let mut f = Fragmenter::new(Duration::from_secs(2));
+            let mut closed = Vec::new();
+            for (pts, dts, key) in b_frame_stamps(95) {
+                let stamp = Stamp {
+                    pts_ns: Some(pts),
+                    dts_ns: with_dts.then_some(dts),
+                };
+                let arrival = now + (dts / 1_000_000) as i64;
+                closed.extend(f.push(stamp, arrival, key, Bytes::new(), &track()).0);
+            }
+            assert_eq!(closed.len(), 3, "dts {with_dts}");
+            for (n, frag) in closed.iter().enumerate() {
+                let shown: Vec<u64> = frag.frames.iter().map(|fr| fr.timecode_ms - frag.start_ms).collect();
+                // Presentation order differs from decode order, as the camera sent it
+                // (whole ms, so within 1 of the frame periods).
+                let expected = [0, 200, 67, 133];
+                let near = shown[..4].iter().zip(expected).all(|(s, e)| s.abs_diff(e) <= 1);
+                assert!(near, "dts {with_dts}, fragment {n}: {:?}", &shown[..4]);
+                let mut sorted = shown.clone();
+                sorted.sort_unstable();
+                assert!(
+                    sorted.windows(2).all(|w| (66..=67).contains(&(w[1] - w[0]))),
+                    "{sorted:?}"
+                );
+                if n > 0 {
+                    assert_eq!(frag.start_ms, closed[n - 1].end_ms, "contiguous");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_camera_clock_running_fast_is_re_anchored_without_going_back() {
+        // An RTSP camera (no decode times) whose clock runs 10 % fast: after ~10 s it is a
+        // second ahead of the gateway and is re-anchored; no frame presents before one
+        // shown earlier.
+        let mut f = Fragmenter::new(Duration::from_secs(2));
+        let (mut resyncs, mut shown) = (0, Vec::new());
+        for i in 0..(15 * 25) {
+            let wall = 1_000_000 + i * 1000 / 15;
+            let stamp = Stamp {
+                pts_ns: Some(i as u64 * 1_100_000_000 / 15),
+                dts_ns: None,
+            };
+            let (closed, notes) = f.push(stamp, wall, i % 30 == 0, Bytes::new(), &track());
+            resyncs += usize::from(notes.resynced);
+            shown.extend(closed.into_iter().flat_map(|c| c.frames).map(|fr| fr.timecode_ms));
+        }
+        assert!(resyncs >= 2, "{resyncs}");
+        assert!(shown.windows(2).all(|w| w[1] > w[0]), "{shown:?}");
     }
 
     #[test]

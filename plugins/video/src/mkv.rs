@@ -165,10 +165,8 @@ pub enum FragmentError {
     Empty,
     #[error("a fragment must start with a key frame")]
     NoKeyFrame,
-    #[error("frame at +{0} ms is beyond a block's 16-bit relative timecode")]
-    TooLong(u64),
-    #[error("frame timecodes go backwards ({0} ms after {1} ms)")]
-    Backwards(u64, u64),
+    #[error("frame at {0:+} ms from the fragment's start is beyond a block's 16-bit relative timecode")]
+    TooLong(i64),
 }
 
 /// A fragment's bytes: Tags (when there are any) and one Cluster whose timecode is the
@@ -196,13 +194,11 @@ pub fn fragment(frames: &[Frame], tags: &[(String, String)]) -> Result<Vec<u8>, 
     }
     let mut cluster = Vec::with_capacity(size + 16);
     uint(&mut cluster, id::TIMECODE, start);
-    let mut previous = start;
+    // Frames come in decode order with presentation times: with B-frames those go back
+    // and forth (an open GOP's leading B-frames even present before the key frame), which
+    // the signed relative timecode carries.
     for f in frames {
-        if f.timecode_ms < previous {
-            return Err(FragmentError::Backwards(f.timecode_ms, previous));
-        }
-        previous = f.timecode_ms;
-        let relative = f.timecode_ms - start;
+        let relative = f.timecode_ms as i64 - start as i64;
         let relative16 = i16::try_from(relative).map_err(|_| FragmentError::TooLong(relative))?;
         let mut block = Vec::with_capacity(f.data.len() + 4);
         push_size(&mut block, TRACK);
@@ -334,8 +330,28 @@ mod tests {
             Err(FragmentError::TooLong(40_000))
         );
         assert_eq!(
-            fragment(&[frame(10, true), frame(5, false)], &[]),
-            Err(FragmentError::Backwards(5, 10))
+            fragment(&[frame(40_000, true), frame(0, false)], &[]),
+            Err(FragmentError::TooLong(-40_000))
         );
+    }
+
+    #[test]
+    fn b_frames_keep_their_presentation_times_in_decode_order() {
+        // I P B B at 15 fps, in decode order: presentation 0, 200, 67, 133 ms.
+        let frames = [
+            frame(1000, true),
+            frame(1200, false),
+            frame(1067, false),
+            frame(1133, false),
+        ];
+        let body = fragment(&frames, &[]).unwrap();
+        // Each SimpleBlock: id A3, size 0x8A (10 bytes), track 0x81, relative timecode.
+        let relatives: Vec<i16> = body
+            .windows(3)
+            .enumerate()
+            .filter(|(_, w)| *w == [0xA3, 0x8A, 0x81])
+            .map(|(i, _)| i16::from_be_bytes([body[i + 3], body[i + 4]]))
+            .collect();
+        assert_eq!(relatives, vec![0, 200, 67, 133]);
     }
 }

@@ -3,6 +3,7 @@
 //! never transcoded; raw sources (V4L2, the test pattern) are encoded with x264.
 
 use crate::config::{CameraConfig, SourceKind};
+use crate::fragmenter::Stamp;
 use crate::mkv::TrackInfo;
 use bytes::Bytes;
 use gstreamer as gst;
@@ -14,7 +15,8 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub enum SourceEvent {
     Frame {
-        pts_ns: Option<u64>,
+        /// Presentation and decode times (decode order: frames come as they decode).
+        stamp: Stamp,
         key: bool,
         data: Bytes,
         track: TrackInfo,
@@ -42,8 +44,12 @@ pub fn describe(camera: &CameraConfig, fragment_secs: u32) -> String {
         )
     };
     match camera.source {
+        // buffer-mode=none: frames keep the camera's own RTP times (exact, B-frames in
+        // their presentation order); the default slaves them to arrival times, which
+        // adds tens of ms of jitter to every frame. The camera's drift from the gateway
+        // clock is taken up by the fragmenter's re-anchoring.
         SourceKind::Rtsp => format!(
-            "rtspsrc name=src protocols=tcp latency={} ! rtph264depay ! h264parse config-interval=-1 ! {AVC_CAPS} ! appsink name=sink sync=false",
+            "rtspsrc name=src protocols=tcp latency={} buffer-mode=none ! rtph264depay ! h264parse config-interval=-1 ! {AVC_CAPS} ! appsink name=sink sync=false",
             camera.latency.get().as_millis()
         ),
         SourceKind::V4l2 => encode("v4l2src name=src"),
@@ -180,7 +186,10 @@ fn frame_sender(
         };
         let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
         let event = SourceEvent::Frame {
-            pts_ns: buffer.pts().map(|t| t.nseconds()),
+            stamp: Stamp {
+                pts_ns: buffer.pts().map(|t| t.nseconds()),
+                dts_ns: buffer.dts().map(|t| t.nseconds()),
+            },
             key: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
             data: Bytes::copy_from_slice(map.as_slice()),
             track,

@@ -147,6 +147,29 @@ pub fn ffmpeg_errors(file: &Path) -> String {
 }
 
 /// Frames ffprobe decodes in the file's video stream.
+/// The presentation times (s) of the frames ffmpeg decodes from `file`, in the order it
+/// outputs them (presentation order).
+pub fn ffprobe_frame_times(file: &Path) -> Vec<f64> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=best_effort_timestamp_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
 pub fn ffprobe_frames(file: &Path) -> u64 {
     let out = Command::new("ffprobe")
         .args([

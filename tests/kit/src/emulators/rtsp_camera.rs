@@ -14,6 +14,8 @@ pub struct CameraMode {
     pub fps: u32,
     /// Frames between key frames.
     pub key_int: u32,
+    /// B-frames between reference frames (0: none, Baseline profile).
+    pub b_frames: u32,
 }
 
 impl Default for CameraMode {
@@ -24,6 +26,7 @@ impl Default for CameraMode {
             height: 720,
             fps: 15,
             key_int: 30,
+            b_frames: 0,
         }
     }
 }
@@ -68,6 +71,7 @@ impl RtspCamera {
                 m.height.to_string(),
                 m.fps.to_string(),
                 m.key_int.to_string(),
+                m.b_frames.to_string(),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
