@@ -87,6 +87,11 @@ impl CameraShared {
 
     fn count_evictions(&self, evicted: &[(crate::store::Stored, Eviction)]) {
         for (s, why) in evicted {
+            if *why == Eviction::Sent {
+                // Acknowledged video kept for clips: recycled, not lost.
+                tracing::debug!(camera = %self.camera.name, start_ms = s.start_ms, "acknowledged fragment recycled");
+                continue;
+            }
             let reason = why.label();
             tracing::warn!(camera = %self.camera.name, start_ms = s.start_ms, reason, "fragment deleted before it was acknowledged");
             self.metrics

@@ -1,13 +1,16 @@
 //! The on-disk fragment ring of one camera: every closed fragment is a playable MKV file
 //! (header + Tags + Cluster) named by its start and end timecodes, written to a
 //! temporary name, fsynced and renamed (then the directory fsynced), so after a crash
-//! a fragment is either whole or absent. A fragment leaves when KVS acknowledged it, when
-//! the ring is over `max_bytes` or when it is older than `retention` (both counted and
-//! logged: a loss by policy), or when KVS refused it (moved to `dead/` with the reason).
+//! a fragment is either whole or absent. A fragment leaves the backlog when KVS
+//! acknowledged it (moved to `sent/`, kept for local clips), or when KVS refused it
+//! (moved to `dead/` with the reason); it leaves the disk when the ring is over
+//! `max_bytes` or older than `retention`.
 //!
-//! The budget, `max_bytes`, holds everything the ring keeps: fragments waiting to be
-//! sent and refused ones in `dead/` (with their reasons). Over it, refused fragments go
-//! first (oldest first), then the oldest unsent ones; each is counted. The only bytes
+//! The budget, `max_bytes`, holds everything the ring keeps: acknowledged fragments in
+//! `sent/`, fragments waiting to be sent, and refused ones in `dead/` (with their
+//! reasons). Over it, acknowledged fragments go first (oldest first; nothing is lost),
+//! then refused ones, then the oldest unsent ones (a loss by policy, counted and
+//! logged). The only bytes
 //! outside it are the one fragment being written (`.tmp`, removed if its write fails,
 //! and at start) and the 13-byte timecode floor ([`crate::timeline`]), written with each
 //! fragment.
@@ -43,6 +46,8 @@ pub struct Backlog {
 /// Why a fragment left without being acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Eviction {
+    /// An acknowledged fragment kept for clips made room or aged out (not a loss).
+    Sent,
     /// The ring reached `max_bytes`.
     Full,
     /// Older than `retention`.
@@ -57,6 +62,7 @@ impl Eviction {
     /// The metrics label.
     pub fn label(self) -> &'static str {
         match self {
+            Eviction::Sent => "sent",
             Eviction::Full => "full",
             Eviction::Expired => "expired",
             Eviction::DeadFull => "dead_full",
@@ -74,6 +80,8 @@ pub struct FragmentStore {
     entries: Mutex<BTreeMap<u64, Stored>>,
     /// Refused fragments in `dead/` (bytes include their reason files).
     dead: Mutex<BTreeMap<u64, Stored>>,
+    /// Acknowledged fragments in `sent/`, kept for clips.
+    sent: Mutex<BTreeMap<u64, Stored>>,
     /// See [`FragmentStore::timecode_floor`].
     floor: AtomicU64,
 }
@@ -114,8 +122,14 @@ impl FragmentStore {
                 );
             }
         }
-        let dead = list_dead(&dir.join("dead"))?;
-        let newest_end = entries.values().chain(dead.values()).map(|s| s.end_ms).max();
+        let dead = list_shelf(&dir.join("dead"))?;
+        let sent = list_shelf(&dir.join("sent"))?;
+        let newest_end = entries
+            .values()
+            .chain(dead.values())
+            .chain(sent.values())
+            .map(|s| s.end_ms)
+            .max();
         let floor = timeline::read_floor(dir).max(newest_end.unwrap_or(0));
         Ok(FragmentStore {
             floor: AtomicU64::new(floor),
@@ -124,6 +138,7 @@ impl FragmentStore {
             retention,
             entries: Mutex::new(entries),
             dead: Mutex::new(dead),
+            sent: Mutex::new(sent),
         })
     }
 
@@ -139,16 +154,21 @@ impl FragmentStore {
         self.dead.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_sent(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Stored>> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The end of the newest fragment this ring ever stored (kept across restarts): no
     /// new fragment may start before it.
     pub fn timecode_floor(&self) -> u64 {
         self.floor.load(Ordering::Relaxed)
     }
 
-    /// Bytes the ring holds: fragments waiting and refused ones.
+    /// Bytes the ring holds: fragments waiting, refused and acknowledged ones.
     pub fn total_bytes(&self) -> u64 {
         let live: u64 = self.lock().values().map(|s| s.bytes).sum();
-        live + self.lock_dead().values().map(|s| s.bytes).sum::<u64>()
+        let sent: u64 = self.lock_sent().values().map(|s| s.bytes).sum();
+        live + sent + self.lock_dead().values().map(|s| s.bytes).sum::<u64>()
     }
 
     /// Stores a fragment durably (`header` then `body`), then evicts the oldest
@@ -206,10 +226,15 @@ impl FragmentStore {
             },
         );
         let mut dead = self.lock_dead();
-        let mut total: u64 =
-            entries.values().map(|s| s.bytes).sum::<u64>() + dead.values().map(|s| s.bytes).sum::<u64>();
+        let mut sent = self.lock_sent();
+        let mut total: u64 = [&*entries, &*dead, &*sent]
+            .iter()
+            .map(|m| m.values().map(|s| s.bytes).sum::<u64>())
+            .sum();
         while total > self.max_bytes {
-            let (oldest, why) = if let Some((_, d)) = dead.pop_first() {
+            let (oldest, why) = if let Some((_, s)) = sent.pop_first() {
+                (s, Eviction::Sent)
+            } else if let Some((_, d)) = dead.pop_first() {
                 (d, Eviction::DeadFull)
             } else if entries.len() > 1 {
                 let (_, oldest) = entries.pop_first().expect("more than one");
@@ -224,8 +249,13 @@ impl FragmentStore {
         Ok(evicted)
     }
 
-    /// Deletes the oldest refused fragment, else the oldest unsent one.
+    /// Deletes the oldest acknowledged fragment, else the oldest refused one, else the
+    /// oldest unsent one.
     fn evict_one(&self) -> Option<(Stored, Eviction)> {
+        if let Some((_, s)) = self.lock_sent().pop_first() {
+            remove_fragment(&s.path);
+            return Some((s, Eviction::Sent));
+        }
         if let Some((_, d)) = self.lock_dead().pop_first() {
             remove_fragment(&d.path);
             return Some((d, Eviction::DeadFull));
@@ -235,14 +265,15 @@ impl FragmentStore {
         Some((oldest, Eviction::Full))
     }
 
-    /// Removes fragments older than `retention` (by their end timecode), refused ones
-    /// in `dead/` included.
+    /// Removes fragments older than `retention` (by their end timecode), refused and
+    /// acknowledged ones included.
     pub fn expire(&self, now_ms: u64) -> Vec<(Stored, Eviction)> {
         let horizon = now_ms.saturating_sub(self.retention.as_millis() as u64);
         let mut out = Vec::new();
         for (map, why) in [
             (self.lock(), Eviction::Expired),
             (self.lock_dead(), Eviction::DeadExpired),
+            (self.lock_sent(), Eviction::Sent),
         ] {
             let mut map = map;
             let old: Vec<u64> = map
@@ -274,13 +305,39 @@ impl FragmentStore {
         self.lock().contains_key(&start_ms)
     }
 
-    /// Removes an acknowledged fragment.
+    /// An acknowledged fragment leaves the backlog; its file moves to `sent/`, kept for
+    /// clips until room or retention takes it.
     pub fn remove(&self, start_ms: u64) -> std::io::Result<bool> {
-        let removed = self.lock().remove(&start_ms);
-        match removed {
-            Some(s) => fs::remove_file(&s.path).map(|_| true),
-            None => Ok(false),
+        let Some(s) = self.lock().remove(&start_ms) else {
+            return Ok(false);
+        };
+        let shelf = self.dir.join("sent");
+        fs::create_dir_all(&shelf)?;
+        let target = shelf.join(s.path.file_name().unwrap_or_default());
+        if let Err(e) = fs::rename(&s.path, &target) {
+            // Not kept for clips, but acknowledged all the same.
+            let _ = fs::remove_file(&s.path);
+            return Err(e);
         }
+        self.lock_sent().insert(s.start_ms, Stored { path: target, ..s });
+        Ok(true)
+    }
+
+    /// The fragments (acknowledged or waiting; not refused ones) that overlap
+    /// `[from_ms, to_ms]`, in timecode order.
+    pub fn covering(&self, from_ms: u64, to_ms: u64) -> Vec<Stored> {
+        // Locked in the order put() takes them.
+        let mut out: Vec<Stored> = [self.lock(), self.lock_sent()]
+            .iter()
+            .flat_map(|m| {
+                m.values()
+                    .filter(|s| s.end_ms > from_ms && s.start_ms <= to_ms)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by_key(|s| s.start_ms);
+        out
     }
 
     /// Moves a fragment KVS refused to `dead/`, with the reason beside it.
@@ -327,8 +384,8 @@ fn remove_fragment(path: &Path) {
     let _ = fs::remove_file(path.with_extension("reason.txt"));
 }
 
-/// The refused fragments a previous run left in `dead/`.
-fn list_dead(dead: &Path) -> std::io::Result<BTreeMap<u64, Stored>> {
+/// The fragments a previous run left in `dead/` or `sent/`.
+fn list_shelf(dead: &Path) -> std::io::Result<BTreeMap<u64, Stored>> {
     let mut out = BTreeMap::new();
     let entries = match fs::read_dir(dead) {
         Ok(e) => e,
@@ -355,126 +412,4 @@ fn list_dead(dead: &Path) -> std::io::Result<BTreeMap<u64, Stored>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_timecode_floor_is_the_newest_end_ever_stored_even_once_everything_was_sent() {
-        let dir = tempfile::tempdir().unwrap();
-        let open = || FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap();
-        let store = open();
-        assert_eq!(store.timecode_floor(), 0);
-        store.put(1000, 3000, b"h", b"one").unwrap();
-        store.put(3000, 5000, b"h", b"two").unwrap();
-        assert_eq!(store.timecode_floor(), 5000);
-        // Both acknowledged: the ring is empty, the floor stays, across a restart.
-        store.remove(1000).unwrap();
-        store.remove(3000).unwrap();
-        drop(store);
-        let store = open();
-        assert_eq!((store.backlog().fragments, store.timecode_floor()), (0, 5000));
-        // The floor file lost: the ring's own newest fragment still gives it.
-        store.put(5000, 7000, b"h", b"three").unwrap();
-        drop(store);
-        fs::remove_file(dir.path().join(timeline::FLOOR_FILE)).unwrap();
-        assert_eq!(open().timecode_floor(), 7000);
-        // A refused fragment counts too (it was sent); still no floor file.
-        let store = open();
-        store.dead_letter(5000, "refused").unwrap();
-        drop(store);
-        assert_eq!(open().timecode_floor(), 7000);
-    }
-
-    #[test]
-    fn fragments_survive_reopen_and_half_written_ones_vanish() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap();
-        store.put(1000, 3000, b"h", b"one").unwrap();
-        store.put(3000, 5000, b"h", b"two").unwrap();
-        fs::write(dir.path().join("0000000005000-0000000007000.mkv.tmp"), b"partial").unwrap();
-        drop(store);
-        let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap();
-        assert_eq!(store.backlog().fragments, 2);
-        assert_eq!(store.backlog().seconds, 4.0);
-        assert_eq!(store.next_after(None).unwrap().start_ms, 1000);
-        assert_eq!(store.next_after(Some(1000)).unwrap().start_ms, 3000);
-        assert!(store.next_after(Some(3000)).is_none());
-        assert_eq!(fs::read(&store.next_after(None).unwrap().path).unwrap(), b"hone");
-        assert!(!dir.path().join("0000000005000-0000000007000.mkv.tmp").exists());
-        assert!(store.remove(1000).unwrap());
-        assert!(!store.contains(1000));
-    }
-
-    #[test]
-    fn the_ring_evicts_oldest_first_when_full_or_expired() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FragmentStore::open(dir.path(), 10, Duration::from_secs(10)).unwrap();
-        assert!(store.put(1000, 2000, b"", b"aaaa").unwrap().is_empty());
-        assert!(store.put(2000, 3000, b"", b"bbbb").unwrap().is_empty());
-        let evicted = store.put(3000, 4000, b"", b"cccc").unwrap();
-        assert_eq!(evicted.len(), 1);
-        assert_eq!(evicted[0].0.start_ms, 1000);
-        assert_eq!(evicted[0].1, Eviction::Full);
-        let expired = store.expire(13_500);
-        assert_eq!(expired.iter().map(|e| e.0.start_ms).collect::<Vec<_>>(), vec![2000]);
-        assert_eq!(store.backlog().fragments, 1);
-    }
-
-    #[test]
-    fn refused_fragments_move_to_dead_with_their_reason() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(60)).unwrap();
-        store.put(1000, 2000, b"", b"x").unwrap();
-        let path = store.dead_letter(1000, "4006 invalid MKV").unwrap().unwrap();
-        assert!(path.exists());
-        assert!(fs::read_to_string(path.with_extension("reason.txt"))
-            .unwrap()
-            .contains("4006"));
-        assert_eq!(store.backlog().fragments, 0);
-        // Reopening does not pick up dead fragments.
-        let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(60)).unwrap();
-        assert_eq!(store.backlog().fragments, 0);
-    }
-
-    #[test]
-    fn refused_fragments_are_inside_the_budget_and_go_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FragmentStore::open(dir.path(), 40, Duration::from_secs(3600)).unwrap();
-        store.put(1000, 2000, b"", b"0123456789").unwrap();
-        store.dead_letter(1000, "4006").unwrap().unwrap();
-        store.put(2000, 3000, b"", b"0123456789").unwrap();
-        store.put(3000, 4000, b"", b"0123456789").unwrap();
-        assert_eq!(
-            store.total_bytes(),
-            35,
-            "two fragments and a refused one with its reason"
-        );
-        let evicted = store.put(4000, 5000, b"", b"0123456789").unwrap();
-        assert_eq!(
-            evicted.iter().map(|(s, why)| (s.start_ms, *why)).collect::<Vec<_>>(),
-            vec![(1000, Eviction::DeadFull)],
-            "the refused fragment made room before any unsent one"
-        );
-        assert!(!dir
-            .path()
-            .join("dead")
-            .join("0000000001000-0000000002000.reason.txt")
-            .exists());
-        assert!(
-            store.put(5000, 6000, b"", b"0123456789").unwrap().is_empty(),
-            "exactly full"
-        );
-        let evicted = store.put(6000, 7000, b"", b"0123456789").unwrap();
-        assert_eq!(
-            evicted.iter().map(|(s, why)| (s.start_ms, *why)).collect::<Vec<_>>(),
-            vec![(2000, Eviction::Full)]
-        );
-        assert!(store.total_bytes() <= 40);
-        // A reopened ring counts what dead/ holds.
-        store.dead_letter(6000, "4006").unwrap();
-        let before = store.total_bytes();
-        drop(store);
-        let store = FragmentStore::open(dir.path(), 40, Duration::from_secs(3600)).unwrap();
-        assert_eq!(store.total_bytes(), before);
-    }
-}
+mod tests;
