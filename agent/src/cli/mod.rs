@@ -1,5 +1,7 @@
 //! The command line: `run`, `check-config`, `status`, `simulate`, `demo`.
 
+#[cfg(feature = "video")]
+mod clip;
 mod cloud;
 mod demo;
 mod rules_test;
@@ -82,6 +84,24 @@ enum Command {
     Cloud {
         #[command(subcommand)]
         command: CloudCommand,
+    },
+    /// Write the local video around a journaled sale as MP4, from every camera that
+    /// covers its terminal (one file each: FILE.CAMERA.mp4 when there are several).
+    #[cfg(feature = "video")]
+    Clip {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The sale's txn_id.
+        #[arg(long)]
+        txn: String,
+        /// Video before the sale reached the gateway; default video.clip_before.
+        #[arg(long)]
+        before: Option<humantime::Duration>,
+        /// Video after it; default video.clip_after.
+        #[arg(long)]
+        after: Option<humantime::Duration>,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Run the agent on embedded defaults with simulated terminals and injected fraud.
     Demo {
@@ -225,6 +245,25 @@ pub fn main() -> i32 {
         } => rules_export(&rules, json),
         Command::Cloud { command } => cloud_cmd(command),
         Command::Demo { duration, data_dir } => runtime.block_on(demo::run(duration.into(), data_dir)),
+        #[cfg(feature = "video")]
+        Command::Clip {
+            config,
+            txn,
+            before,
+            after,
+            out,
+        } => match load(&config) {
+            Ok(c) => clip::run(
+                &c,
+                &clip::ClipArgs {
+                    txn,
+                    before: before.map(Into::into),
+                    after: after.map(Into::into),
+                    out,
+                },
+            ),
+            Err(code) => code,
+        },
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::schema;
 use bytes::Bytes;
+use rusqlite::OptionalExtension;
 use rusqlite::{params, Connection};
 use serde::Serialize;
 use std::path::Path;
@@ -122,6 +123,33 @@ impl JournalReader {
                 })
             })?
             .collect()
+    }
+
+    /// The journaled transaction `txn_id`: when it reached the gateway (ms) and its
+    /// body. Found through the idempotency index while it is in it, else by a scan of
+    /// the transactions still journaled.
+    pub fn transaction(&self, txn_id: &str) -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
+        let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?));
+        let transactions = Channel::Transactions.code();
+        let indexed = self
+            .conn
+            .query_row(
+                "SELECT received_ms, body FROM records WHERE channel = ?2
+                 AND seq = (SELECT seq FROM txn_ids WHERE txn_id = ?1)",
+                rusqlite::params![txn_id, transactions],
+                row,
+            )
+            .optional()?;
+        if indexed.is_some() {
+            return Ok(indexed);
+        }
+        self.conn
+            .query_row(
+                "SELECT received_ms, body FROM records WHERE channel = ?2 AND txn_id = ?1 ORDER BY seq LIMIT 1",
+                rusqlite::params![txn_id, transactions],
+                row,
+            )
+            .optional()
     }
 
     /// Stored cursors by sink.

@@ -10,6 +10,7 @@
 
 pub mod ack;
 pub mod camera;
+pub mod clip;
 mod component;
 pub mod config;
 pub mod error_ids;

@@ -241,6 +241,39 @@ pub fn read_header(bytes: &[u8], at: usize) -> Option<(u32, Option<u64>, usize)>
     Some((id, size, id_len + size_len))
 }
 
+/// A stored fragment's body (what follows [`header_len`]) for a clip: its Clusters with
+/// their timecodes moved `minus_ms` earlier (a clip starts at 0), Tags left out. `None`
+/// when the body is not Tags and Clusters as [`fragment`] writes them, or a cluster
+/// would start before `minus_ms`.
+pub fn rebase_clusters(body: &[u8], minus_ms: u64) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut at = 0;
+    while at < body.len() {
+        let (element_id, size, len) = read_header(body, at)?;
+        let end = at + len + usize::try_from(size?).ok()?;
+        let content = body.get(at + len..end)?;
+        if element_id == id::CLUSTER {
+            let (child, child_size, child_len) = read_header(content, 0)?;
+            if child != id::TIMECODE {
+                return None;
+            }
+            let value_end = child_len + usize::try_from(child_size?).ok()?;
+            let timecode = content
+                .get(child_len..value_end)?
+                .iter()
+                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            let mut cluster = Vec::with_capacity(content.len());
+            uint(&mut cluster, id::TIMECODE, timecode.checked_sub(minus_ms)?);
+            cluster.extend_from_slice(content.get(value_end..)?);
+            element(&mut out, id::CLUSTER, &cluster);
+        } else if element_id != id::TAGS {
+            return None;
+        }
+        at = end;
+    }
+    Some(out)
+}
+
 /// Where the header ends in a stored fragment file (header followed by Tags/Cluster):
 /// the offset of the first Tags or Cluster element inside the Segment.
 pub fn header_len(file: &[u8]) -> Option<usize> {
@@ -333,6 +366,32 @@ mod tests {
             fragment(&[frame(40_000, true), frame(0, false)], &[]),
             Err(FragmentError::TooLong(-40_000))
         );
+    }
+
+    #[test]
+    fn a_clip_rebases_cluster_timecodes_and_leaves_tags_out() {
+        let frames = [frame(1_796_428_530_000, true), frame(1_796_428_530_067, false)];
+        let tags = [("tillgate:block".to_string(), "t-1".to_string())];
+        let body = fragment(&frames, &tags).unwrap();
+        let rebased = rebase_clusters(&body, 1_796_428_520_000).unwrap();
+        let (cluster, size, len) = read_header(&rebased, 0).unwrap();
+        assert_eq!(
+            (cluster, len + size.unwrap() as usize),
+            (id::CLUSTER, rebased.len()),
+            "one cluster, no tags"
+        );
+        let (timecode, tc_size, tc_len) = read_header(&rebased, len).unwrap();
+        assert_eq!(timecode, id::TIMECODE);
+        let value = &rebased[len + tc_len..len + tc_len + tc_size.unwrap() as usize];
+        assert_eq!(value.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b)), 10_000);
+        // The blocks are untouched.
+        assert!(rebased.ends_with(&body[body.len() - 20..]));
+        assert_eq!(
+            rebase_clusters(&body, 1_796_428_530_001),
+            None,
+            "before the clip's start"
+        );
+        assert_eq!(rebase_clusters(b"\x1a\x45", 0), None, "not a fragment body");
     }
 
     #[test]

@@ -140,12 +140,21 @@ fn acknowledged_fragments_stay_for_clips_and_make_room_first() {
     // Over the budget, the acknowledged one goes first, and it is no loss.
     assert!(store.put(3000, 4000, b"h", b"333").unwrap().is_empty());
     let evicted = |e: Vec<(Stored, Eviction)>| e.iter().map(|(s, why)| (s.start_ms, *why)).collect::<Vec<_>>();
-    assert_eq!(evicted(store.put(4000, 5000, b"h", b"444").unwrap()), vec![(1000, Eviction::Sent)]);
-    assert_eq!(evicted(store.put(5000, 6000, b"h", b"555").unwrap()), vec![(2000, Eviction::Full)]);
+    assert_eq!(
+        evicted(store.put(4000, 5000, b"h", b"444").unwrap()),
+        vec![(1000, Eviction::Sent)]
+    );
+    assert_eq!(
+        evicted(store.put(5000, 6000, b"h", b"555").unwrap()),
+        vec![(2000, Eviction::Full)]
+    );
     // Acknowledged video ages out with the rest.
     store.remove(3000).unwrap();
     let expired = store.expire(4000 + 3_600_000 + 1);
-    assert_eq!(expired, vec![(store_entry(&dir, "sent", 3000, 4000, 4), Eviction::Sent)]);
+    assert_eq!(
+        expired,
+        vec![(store_entry(&dir, "sent", 3000, 4000, 4), Eviction::Sent)]
+    );
 }
 
 fn store_entry(dir: &tempfile::TempDir, shelf: &str, start: u64, end: u64, bytes: u64) -> Stored {

@@ -1,0 +1,180 @@
+//! A clip of a camera's local video as MP4, for `tillgate clip` and the API: the ring's
+//! fragments (acknowledged ones in `sent/` and those still waiting) that overlap the
+//! range, joined into one MKV — the first fragment's header, then each Cluster with its
+//! timecode rebased so the clip starts at 0 — and remuxed by GStreamer
+//! (`matroskademux ! h264parse ! mp4mux`). No transcoding: the clip starts at the key
+//! frame that opens the first fragment and ends with the fragment covering the range's
+//! end, so it covers at least the range.
+//!
+//! The ring is read, never changed: the daemon may move or delete a fragment meanwhile
+//! (acknowledged, recycled); one that vanished is looked for on the other shelf, then
+//! left out (the clip says how many fragments it holds and which range).
+
+use crate::mkv;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clip {
+    pub fragments: usize,
+    /// The range the clip covers (producer timecodes, ms since the epoch).
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClipError {
+    #[error("no video of {from_ms}–{to_ms} is left in {ring} ({held}): it was recycled (ring full or past retention) or never recorded")]
+    Gone {
+        ring: String,
+        from_ms: u64,
+        to_ms: u64,
+        held: String,
+    },
+    #[error("{0}")]
+    Io(String),
+    #[error("remuxing to MP4: {0}")]
+    Remux(String),
+}
+
+/// A fragment file of the ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Piece {
+    start_ms: u64,
+    end_ms: u64,
+    path: PathBuf,
+}
+
+fn parse_name(name: &str) -> Option<(u64, u64)> {
+    let (start, end) = name.strip_suffix(".mkv")?.split_once('-')?;
+    Some((start.parse().ok()?, end.parse().ok()?))
+}
+
+/// The ring's fragments (waiting ones at the top, acknowledged ones in `sent/`), by start.
+fn ring_pieces(dir: &Path) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    for shelf in [dir.to_path_buf(), dir.join("sent")] {
+        let Ok(entries) = std::fs::read_dir(&shelf) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some((start_ms, end_ms)) = parse_name(&name) {
+                pieces.push(Piece {
+                    start_ms,
+                    end_ms,
+                    path: entry.path(),
+                });
+            }
+        }
+    }
+    pieces.sort_by_key(|p| p.start_ms);
+    pieces.dedup_by_key(|p| p.start_ms);
+    pieces
+}
+
+/// Reads a fragment, on the other shelf if the daemon just moved it.
+fn read_piece(dir: &Path, piece: &Piece) -> Option<Vec<u8>> {
+    let name = piece.path.file_name()?;
+    [piece.path.clone(), dir.join(name), dir.join("sent").join(name)]
+        .iter()
+        .find_map(|p| std::fs::read(p).ok())
+}
+
+/// Writes the clip of `[from_ms, to_ms]` from the ring at `dir` to `out` (MP4).
+pub fn write_clip(dir: &Path, from_ms: u64, to_ms: u64, out: &Path) -> Result<Clip, ClipError> {
+    let all = ring_pieces(dir);
+    let overlapping: Vec<&Piece> = all
+        .iter()
+        .filter(|p| p.end_ms > from_ms && p.start_ms <= to_ms)
+        .collect();
+    let gone = || ClipError::Gone {
+        ring: dir.display().to_string(),
+        from_ms,
+        to_ms,
+        held: match (all.first(), all.last()) {
+            (Some(a), Some(b)) => format!("it holds {}–{}", a.start_ms, b.end_ms),
+            _ => "it is empty".into(),
+        },
+    };
+    let mut joined: Vec<u8> = Vec::new();
+    let mut header: Option<Vec<u8>> = None;
+    let (mut start_ms, mut end_ms, mut fragments) = (0, 0, 0);
+    for piece in overlapping {
+        let Some(bytes) = read_piece(dir, piece) else { continue };
+        let Some(split) = mkv::header_len(&bytes) else { continue };
+        let (head, body) = bytes.split_at(split);
+        match &header {
+            None => {
+                header = Some(head.to_vec());
+                joined.extend_from_slice(head);
+                start_ms = piece.start_ms;
+            }
+            // New codec data (resolution, profile) cannot follow in one MP4 track: the
+            // clip ends there.
+            Some(h) if h.as_slice() != head => break,
+            Some(_) => {}
+        }
+        let Some(clusters) = mkv::rebase_clusters(body, start_ms) else {
+            continue;
+        };
+        joined.extend_from_slice(&clusters);
+        end_ms = piece.end_ms;
+        fragments += 1;
+    }
+    if fragments == 0 {
+        return Err(gone());
+    }
+    let staged = out.with_extension("mkv.part");
+    std::fs::write(&staged, &joined).map_err(|e| ClipError::Io(format!("{}: {e}", staged.display())))?;
+    let remuxed = remux(&staged, out);
+    let _ = std::fs::remove_file(&staged);
+    remuxed?;
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    Ok(Clip {
+        fragments,
+        start_ms,
+        end_ms,
+        bytes,
+    })
+}
+
+/// `filesrc ! matroskademux ! h264parse ! mp4mux faststart=true ! filesink`, to the end.
+fn remux(mkv: &Path, out: &Path) -> Result<(), ClipError> {
+    let fail = |e: String| ClipError::Remux(e);
+    gst::init().map_err(|e| fail(e.to_string()))?;
+    let pipeline = gst::parse::launch(
+        "filesrc name=in ! matroskademux ! h264parse ! video/x-h264,stream-format=avc,alignment=au ! \
+         mp4mux faststart=true ! filesink name=out",
+    )
+    .map_err(|e| fail(e.to_string()))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| fail("not a pipeline".into()))?;
+    let set = |name: &str, path: &Path| {
+        pipeline
+            .by_name(name)
+            .map(|e| e.set_property("location", path.display().to_string()))
+            .ok_or_else(|| fail(format!("no {name}")))
+    };
+    set("in", mkv)?;
+    set("out", out)?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| fail(e.to_string()))?;
+    let bus = pipeline.bus().ok_or_else(|| fail("no bus".into()))?;
+    let outcome = loop {
+        let Some(message) = bus.timed_pop(gst::ClockTime::from_seconds(60)) else {
+            break Err(fail("no end after 60 s".into()));
+        };
+        match message.view() {
+            gst::MessageView::Eos(_) => break Ok(()),
+            gst::MessageView::Error(e) => break Err(fail(format!("{}", e.error()))),
+            _ => {}
+        }
+    };
+    let _ = pipeline.set_state(gst::State::Null);
+    outcome
+}
