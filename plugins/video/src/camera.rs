@@ -234,11 +234,12 @@ impl Recorder {
             tracing::info!(camera, "timecodes follow the gateway's clock again");
         }
         if is != was || is {
+            let seconds = if is { held_ms as f64 / 1000.0 } else { 0.0 };
             self.shared
                 .metrics
                 .timecodes_ahead
                 .with_label_values(&[camera])
-                .set(held_ms as f64 / 1000.0);
+                .set(seconds);
         }
         self.held_ms = held_ms;
     }

@@ -16,8 +16,20 @@ use std::time::Duration;
 
 /// KVS refuses fragments longer than this (ErrorId 4002).
 pub const MAX_FRAGMENT: Duration = Duration::from_secs(10);
-/// A camera timestamp further than this from the gateway clock re-anchors the clock.
+/// A camera further than this behind the gateway clock (or this far ahead of it, see
+/// [`STEP_AHEAD_MS`]) is re-anchored at once: a gap in the timeline, never a step back.
 const RESYNC_AFTER_MS: i64 = 1_000;
+/// A camera ahead of the gateway clock cannot be stepped back (frames already shown
+/// would come after new ones): beyond [`SLEW_AFTER_MS`] its frames are brought closer by
+/// at most [`SLEW_PER_FRAME_MS`] each (3 % at 15 fps), unless it is this far ahead
+/// (a camera clock jump), when it is re-anchored right after the last frame.
+const STEP_AHEAD_MS: i64 = 5_000;
+const SLEW_AFTER_MS: i64 = 200;
+const SLEW_PER_FRAME_MS: i64 = 2;
+/// A presentation time further than this from its decode time is not believed (a bogus
+/// PTS, or a DTS made up on another time base): the frame is taken as presented when
+/// decoded.
+const MAX_REORDER_NS: u64 = 2_000_000_000;
 /// KVS: at most 10 tags per fragment, names ≤ 128 bytes (not `AWS…`), values ≤ 256 bytes.
 pub const MAX_TAGS: usize = 10;
 pub const MAX_TAG_NAME: usize = 128;
@@ -192,15 +204,26 @@ impl Fragmenter {
             return ms;
         };
         let decode = stamp.dts_ns.unwrap_or(pts);
+        let pts = if pts.abs_diff(decode) > MAX_REORDER_NS {
+            decode
+        } else {
+            pts
+        };
         let (mut anchor_ns, mut anchor_ms) = *self.anchor.get_or_insert((decode, now_ms));
         let map = |t: u64, anchor_ns: u64, anchor_ms: i64| {
             i128::from(anchor_ms) + (i128::from(t) - i128::from(anchor_ns)) / 1_000_000
         };
-        if (map(decode, anchor_ns, anchor_ms) - i128::from(now_ms)).abs() > i128::from(RESYNC_AFTER_MS) {
+        let ahead =
+            (map(decode, anchor_ns, anchor_ms) - i128::from(now_ms)).clamp(i64::MIN.into(), i64::MAX.into()) as i64;
+        if ahead < -RESYNC_AFTER_MS {
             notes.resynced = true;
-            // Never back past what was presented: a camera running fast would otherwise
-            // show its next frames before earlier ones.
+            (anchor_ns, anchor_ms) = (decode, now_ms);
+        } else if ahead > STEP_AHEAD_MS {
+            notes.resynced = true;
+            // Never back past what was presented.
             (anchor_ns, anchor_ms) = (decode, now_ms.max(self.last_ms as i64 + 1));
+        } else if ahead > SLEW_AFTER_MS {
+            anchor_ms -= (ahead - SLEW_AFTER_MS).min(SLEW_PER_FRAME_MS);
         }
         let mut shift = 0;
         if stamp.dts_ns.is_some() {
@@ -355,24 +378,55 @@ mod tests {
     }
 
     #[test]
-    fn a_camera_clock_running_fast_is_re_anchored_without_going_back() {
-        // An RTSP camera (no decode times) whose clock runs 10 % fast: after ~10 s it is a
-        // second ahead of the gateway and is re-anchored; no frame presents before one
-        // shown earlier.
+    fn a_camera_clock_running_fast_is_slewed_to_the_gateway_clock_without_going_back() {
+        // An RTSP camera (no decode times) whose clock runs 2 % fast: it is held within a
+        // fraction of a second of the gateway clock by slewing, never re-anchored, and no
+        // frame presents before one shown earlier.
         let mut f = Fragmenter::new(Duration::from_secs(2));
-        let (mut resyncs, mut shown) = (0, Vec::new());
-        for i in 0..(15 * 25) {
+        let (mut resyncs, mut frames) = (0, Vec::new());
+        for i in 0..(15 * 60) {
             let wall = 1_000_000 + i * 1000 / 15;
             let stamp = Stamp {
-                pts_ns: Some(i as u64 * 1_100_000_000 / 15),
+                pts_ns: Some(i as u64 * 1_020_000_000 / 15),
                 dts_ns: None,
             };
             let (closed, notes) = f.push(stamp, wall, i % 30 == 0, Bytes::new(), &track());
             resyncs += usize::from(notes.resynced);
-            shown.extend(closed.into_iter().flat_map(|c| c.frames).map(|fr| fr.timecode_ms));
+            frames.extend(closed.into_iter().flat_map(|c| c.frames).map(|fr| fr.timecode_ms));
         }
-        assert!(resyncs >= 2, "{resyncs}");
-        assert!(shown.windows(2).all(|w| w[1] > w[0]), "{shown:?}");
+        assert_eq!(resyncs, 0);
+        assert!(frames.windows(2).all(|w| w[1] > w[0]), "{frames:?}");
+        let last = *frames.last().unwrap() as i64;
+        let wall_then = 1_000_000 + (frames.len() as i64 - 1) * 1000 / 15;
+        assert!((last - wall_then).abs() <= 300, "{} ms ahead", last - wall_then);
+        // A camera clock that jumps far ahead is re-anchored right after the last frame.
+        let (_, notes) = f.push(
+            Some(3_600_000_000_000),
+            1_000_000 + 60_000,
+            true,
+            Bytes::new(),
+            &track(),
+        );
+        assert!(notes.resynced);
+    }
+
+    #[test]
+    fn a_presentation_time_far_from_its_decode_time_is_not_believed() {
+        let mut f = Fragmenter::new(Duration::from_secs(2));
+        let stamp = |pts: u64, dts: u64| Stamp {
+            pts_ns: Some(pts),
+            dts_ns: Some(dts),
+        };
+        f.push(stamp(0, 0), 1_000_000, true, Bytes::new(), &track());
+        f.push(
+            stamp(3_600_000_000_000, 66_000_000),
+            1_000_066,
+            false,
+            Bytes::new(),
+            &track(),
+        );
+        let frag = f.flush().unwrap();
+        assert_eq!(frag.frames[1].timecode_ms, 1_000_066);
     }
 
     #[test]

@@ -7,10 +7,11 @@
 //! (`timecode-floor`, 13 bytes, written and renamed with each fragment under the same
 //! directory fsync). A [`HeldClock`] starts from it: it reads the gateway's wall clock,
 //! but while the wall clock is behind where the clock would be had it run on from the
-//! floor (or from its last reading) at the monotonic clock's pace, it runs on from there.
-//! So a restart after the clock stepped back, or a step back while running, gives
-//! timecodes that keep increasing at the real pace; they rejoin the wall clock once it
-//! catches up. A step forward is followed at once (a gap in the stream, which KVS takes).
+//! floor (or from its last reading), it runs on from there, 1 % slower than the
+//! monotonic clock. So a restart after the clock stepped back, or a step back while
+//! running, gives timecodes that keep increasing, and they rejoin the wall clock: at
+//! once when it steps forward again, else by that 1 % (a 10-minute step back is
+//! absorbed in about 17 hours; the fragmenter slews the camera onto it).
 
 use std::fs;
 use std::io::Write;
@@ -39,6 +40,10 @@ pub fn write_floor(dir: &Path, floor_ms: u64) -> std::io::Result<()> {
     fs::rename(&tmp, dir.join(FLOOR_FILE))
 }
 
+/// How much slower than real time a held clock runs, so it meets the wall clock again
+/// (1/100).
+const HELD_SLOWER_BY: i64 = 100;
+
 /// The gateway's wall clock, held so it never runs behind where it was (see the module).
 #[derive(Debug)]
 pub struct HeldClock {
@@ -59,9 +64,8 @@ impl HeldClock {
     /// The time for a frame arriving at `now` with the wall clock at `wall_ms`, and how
     /// far it is ahead of the wall clock (0 when it follows it).
     pub fn read(&mut self, wall_ms: i64, now: Instant) -> (i64, i64) {
-        let held = self
-            .base_ms
-            .saturating_add(now.saturating_duration_since(self.base).as_millis() as i64);
+        let elapsed = now.saturating_duration_since(self.base).as_millis() as i64;
+        let held = self.base_ms.saturating_add(elapsed - elapsed / HELD_SLOWER_BY);
         if wall_ms >= held {
             self.base_ms = wall_ms;
             self.base = now;
@@ -85,9 +89,10 @@ mod tests {
         let mut clock = HeldClock::from_floor(1_000_000, t0);
         assert_eq!(clock.read(1_005_000, at(0)), (1_005_000, 0));
         assert_eq!(clock.read(1_006_000, at(1_000)), (1_006_000, 0));
-        // The wall clock steps back an hour: time runs on from the last reading.
-        assert_eq!(clock.read(1_006_500 - 3_600_000, at(1_500)), (1_006_500, 3_600_000));
-        assert_eq!(clock.read(1_007_000 - 3_600_000, at(2_000)), (1_007_000, 3_600_000));
+        // The wall clock steps back an hour: time runs on from the last reading, 1 %
+        // slower, so the wall clock gains on it.
+        assert_eq!(clock.read(1_006_500 - 3_600_000, at(1_500)), (1_006_495, 3_599_995));
+        assert_eq!(clock.read(1_007_000 - 3_600_000, at(2_000)), (1_006_990, 3_599_990));
         // NTP steps it forward again, past the held time: followed at once.
         assert_eq!(clock.read(1_010_000, at(2_500)), (1_010_000, 0));
     }
@@ -99,13 +104,28 @@ mod tests {
         // The gateway came back with its clock 10 minutes behind the ring's last fragment.
         let wall = 5_000_000 - 600_000;
         assert_eq!(
-            clock.read(wall + 40, t0 + Duration::from_millis(40)),
-            (5_000_040, 600_000)
+            clock.read(wall + 100, t0 + Duration::from_millis(100)),
+            (5_000_099, 599_999)
         );
         assert_eq!(
-            clock.read(wall + 1_040, t0 + Duration::from_millis(1_040)),
-            (5_001_040, 600_000)
+            clock.read(wall + 1_100, t0 + Duration::from_millis(1_100)),
+            (5_001_089, 599_989)
         );
+    }
+
+    #[test]
+    fn a_held_clock_meets_the_wall_clock_again() {
+        let t0 = Instant::now();
+        let mut clock = HeldClock::from_floor(5_000_000, t0);
+        // 10 s behind: met after about 1,000 s, and followed from then on.
+        let mut met = None;
+        for s in 0..1_200 {
+            let (_, ahead) = clock.read(4_990_000 + s * 1_000, t0 + Duration::from_secs(s as u64));
+            if ahead == 0 && met.is_none() {
+                met = Some(s);
+            }
+        }
+        assert!(met.is_some_and(|s| (990..=1_010).contains(&s)), "{met:?}");
     }
 
     #[test]

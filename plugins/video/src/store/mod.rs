@@ -12,8 +12,8 @@
 //! then refused ones, then the oldest unsent ones (a loss by policy, counted and
 //! logged). The only bytes
 //! outside it are the one fragment being written (`.tmp`, removed if its write fails,
-//! and at start) and the 13-byte timecode floor ([`crate::timeline`]), written with each
-//! fragment.
+//! and at start) and the 13-byte timecode floor ([`crate::timeline`]), written when
+//! fragments leave the disk (each fragment's name records its end while it is there).
 
 use crate::timeline;
 use std::collections::BTreeMap;
@@ -164,6 +164,15 @@ impl FragmentStore {
         self.floor.load(Ordering::Relaxed)
     }
 
+    /// Writes the floor before fragments that record it leave the disk. A failure is
+    /// logged: the ring's remaining files still give a floor at the next start.
+    fn persist_floor(&self) {
+        let floor = self.timecode_floor();
+        if let Err(e) = timeline::write_floor(&self.dir, floor).and_then(|()| sync_dir(&self.dir)) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the timecode floor");
+        }
+    }
+
     /// Bytes the ring holds: fragments waiting, refused and acknowledged ones.
     pub fn total_bytes(&self) -> u64 {
         let live: u64 = self.lock().values().map(|s| s.bytes).sum();
@@ -189,9 +198,6 @@ impl FragmentStore {
                 file.write_all(header)?;
                 file.write_all(body)?;
                 file.sync_all()?;
-                // The floor first: one ahead of a fragment that did not land is harmless.
-                let floor = self.floor.fetch_max(end_ms, Ordering::Relaxed).max(end_ms);
-                timeline::write_floor(&self.dir, floor)?;
                 fs::rename(&tmp, &path)?;
                 sync_dir(&self.dir)
             })();
@@ -214,6 +220,9 @@ impl FragmentStore {
             }
             write()?;
         }
+        // The fragment's name records its end: the floor file is only written when
+        // fragments leave the disk (evict_one, expire).
+        self.floor.fetch_max(end_ms, Ordering::Relaxed);
         let bytes = (header.len() + body.len()) as u64;
         let mut entries = self.lock();
         entries.insert(
@@ -252,6 +261,7 @@ impl FragmentStore {
     /// Deletes the oldest acknowledged fragment, else the oldest refused one, else the
     /// oldest unsent one.
     fn evict_one(&self) -> Option<(Stored, Eviction)> {
+        self.persist_floor();
         if let Some((_, s)) = self.lock_sent().pop_first() {
             remove_fragment(&s.path);
             return Some((s, Eviction::Sent));
@@ -270,6 +280,14 @@ impl FragmentStore {
     pub fn expire(&self, now_ms: u64) -> Vec<(Stored, Eviction)> {
         let horizon = now_ms.saturating_sub(self.retention.as_millis() as u64);
         let mut out = Vec::new();
+        let newest_end = [self.lock(), self.lock_dead(), self.lock_sent()]
+            .iter()
+            .filter_map(|m| m.values().map(|s| s.end_ms).max())
+            .max();
+        if newest_end.is_some_and(|end| end < horizon) {
+            // Everything goes: the floor must outlive the files that record it.
+            self.persist_floor();
+        }
         for (map, why) in [
             (self.lock(), Eviction::Expired),
             (self.lock_dead(), Eviction::DeadExpired),

@@ -1,7 +1,7 @@
 use super::*;
 
 #[test]
-fn the_timecode_floor_is_the_newest_end_ever_stored_even_once_everything_was_sent() {
+fn the_timecode_floor_is_the_newest_end_ever_stored_even_once_every_file_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let open = || FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap();
     let store = open();
@@ -9,18 +9,24 @@ fn the_timecode_floor_is_the_newest_end_ever_stored_even_once_everything_was_sen
     store.put(1000, 3000, b"h", b"one").unwrap();
     store.put(3000, 5000, b"h", b"two").unwrap();
     assert_eq!(store.timecode_floor(), 5000);
-    // Both acknowledged: the ring is empty, the floor stays, across a restart.
+    // Both acknowledged (kept in sent/): their names give the floor across a restart.
     store.remove(1000).unwrap();
     store.remove(3000).unwrap();
     drop(store);
     let store = open();
     assert_eq!((store.backlog().fragments, store.timecode_floor()), (0, 5000));
-    // The floor file lost: the ring's own newest fragment still gives it.
+    // Every file ages out: the floor file outlives them.
+    assert_eq!(store.expire(5000 + 3_600_000 + 1).len(), 2);
+    drop(store);
+    assert!(dir.path().join(timeline::FLOOR_FILE).exists());
+    assert_eq!(open().timecode_floor(), 5000);
+    // The floor file lost while fragments remain: their names still give it.
+    let store = open();
     store.put(5000, 7000, b"h", b"three").unwrap();
     drop(store);
     fs::remove_file(dir.path().join(timeline::FLOOR_FILE)).unwrap();
     assert_eq!(open().timecode_floor(), 7000);
-    // A refused fragment counts too (it was sent); still no floor file.
+    // A refused fragment counts too (it was sent).
     let store = open();
     store.dead_letter(5000, "refused").unwrap();
     drop(store);

@@ -146,7 +146,6 @@ pub fn ffmpeg_errors(file: &Path) -> String {
     text
 }
 
-/// Frames ffprobe decodes in the file's video stream.
 /// The presentation times (s) of the frames ffmpeg decodes from `file`, in the order it
 /// outputs them (presentation order).
 pub fn ffprobe_frame_times(file: &Path) -> Vec<f64> {
@@ -170,6 +169,7 @@ pub fn ffprobe_frame_times(file: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// Frames ffprobe decodes in the file's video stream.
 pub fn ffprobe_frames(file: &Path) -> u64 {
     let out = Command::new("ffprobe")
         .args([
