@@ -113,6 +113,8 @@ pub async fn run(
         started: Instant::now(),
         active_rules: std::sync::Mutex::new(active),
         components: running.iter().filter_map(|c| c.status()).collect(),
+        clips: running.iter().find_map(|c| c.clips()),
+        clip_permits: Arc::new(tokio::sync::Semaphore::new(http::CONCURRENT_CLIPS)),
     });
     tracing::info!(
         %addr,

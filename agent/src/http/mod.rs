@@ -1,9 +1,12 @@
 //! The HTTP API: decisions for terminals, health, metrics and status for operators.
 //!
-//! `POST /v1/transactions` answers only after the durable commit. Every endpoint but
-//! `/healthz` requires the bearer token when one is configured.
+//! `POST /v1/transactions` answers only after the durable commit; `GET /v1/clips/{txn_id}`
+//! serves a sale's local video (`clips.rs`). Every endpoint but `/healthz` requires the
+//! bearer token when one is configured.
 
 mod body;
+#[cfg(feature = "video")]
+mod clips;
 mod ingest;
 pub mod server;
 
@@ -22,6 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use subtle::ConstantTimeEq;
+
+/// Clips (`GET /v1/clips/{txn_id}`) cut at the same time.
+pub const CONCURRENT_CLIPS: usize = 2;
 
 /// Shared by every request.
 #[derive(Debug)]
@@ -48,6 +54,10 @@ pub struct AppState {
     pub active_rules: std::sync::Mutex<(Vec<String>, Vec<String>)>,
     /// The components' sections of the status report (`mqtt`, `cameras`).
     pub components: Vec<tillgate_sdk::StatusSection>,
+    /// Local video for `/v1/clips/{txn_id}` (the cameras component's), and the clips
+    /// that may be cut at once.
+    pub clips: Option<Arc<dyn tillgate_sdk::ClipMaker>>,
+    pub clip_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// The router over `state`.
@@ -55,8 +65,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/v1/transactions", post(ingest::post_transactions))
         .route("/v1/status", get(get_status))
-        .route("/metrics", get(get_metrics))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/metrics", get(get_metrics));
+    #[cfg(feature = "video")]
+    let protected = protected.route("/v1/clips/{txn_id}", get(clips::get_clip));
+    let protected = protected.layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(protected)

@@ -171,6 +171,11 @@ pub trait Component: Send {
         None
     }
 
+    /// Its local video, if it has cameras (`GET /v1/clips/{txn_id}`).
+    fn clips(&self) -> Option<std::sync::Arc<dyn crate::ClipMaker>> {
+        None
+    }
+
     /// Tasks that must run until the agent stops; one that ended is stuck work, and
     /// the systemd watchdog stops pinging.
     fn tasks(&self) -> Vec<(String, tokio::task::AbortHandle)> {

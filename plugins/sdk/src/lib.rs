@@ -9,10 +9,11 @@
 //! Layout: [`component`] (how a plugin is configured, started, watched and stopped),
 //! [`record`] (what travels), [`sink`] (the delivery contract for sinks),
 //! [`ingest`] (the intake contract for sources), [`pan`] (the card-number guard every
-//! component that quotes input uses), [`units`] and [`secret`] (config types shared by
-//! the agent and plugins).
+//! component that quotes input uses), [`clips`] (local video the API serves), [`units`]
+//! and [`secret`] (config types shared by the agent and plugins).
 
 pub mod backoff;
+pub mod clips;
 pub mod component;
 mod config_error;
 mod error_chain;
@@ -24,6 +25,7 @@ pub mod sink;
 pub mod units;
 
 pub use backoff::Backoff;
+pub use clips::{ClipBytes, ClipFailure, ClipMaker, ClipRequest};
 pub use component::{
     CheckContext, Component, ComponentConfig, SinkSet, StartContext, StatusSection, StatusView, VideoCoverage,
 };

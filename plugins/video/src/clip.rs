@@ -10,10 +10,13 @@
 //! (acknowledged, recycled); one that vanished is looked for on the other shelf, then
 //! left out (the clip says how many fragments it holds and which range).
 
+use crate::config::VideoConfig;
 use crate::mkv;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tillgate_sdk::{ClipBytes, ClipFailure, ClipMaker, ClipRequest};
 
 /// What was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,4 +180,75 @@ fn remux(mkv: &Path, out: &Path) -> Result<(), ClipError> {
     };
     let _ = pipeline.set_state(gst::State::Null);
     outcome
+}
+
+/// The cameras' rings as the API's clip source ([`ClipMaker`]): the clip of a sale from
+/// `clip_before` before it to `clip_after` after it, cut into a temporary file beside
+/// the rings (at most a few MB, deleted once read).
+#[derive(Debug)]
+pub struct LocalClips {
+    root: PathBuf,
+    /// (camera, the terminals it covers; none: every terminal).
+    cameras: Vec<(String, Vec<String>)>,
+    before: Duration,
+    after: Duration,
+}
+
+impl LocalClips {
+    pub fn new(config: &VideoConfig, root: &Path) -> Self {
+        LocalClips {
+            root: root.to_path_buf(),
+            cameras: config
+                .cameras
+                .iter()
+                .map(|c| (c.name.clone(), c.terminals.clone()))
+                .collect(),
+            before: config.clip_before.get(),
+            after: config.clip_after.get(),
+        }
+    }
+
+    /// The cameras that cover `terminal`: those naming it, then those covering every one.
+    pub fn covering(&self, terminal: &str) -> Vec<&str> {
+        let named = self.cameras.iter().filter(|(_, t)| t.iter().any(|t| t == terminal));
+        let every = self.cameras.iter().filter(|(_, t)| t.is_empty());
+        named.chain(every).map(|(c, _)| c.as_str()).collect()
+    }
+}
+
+impl ClipMaker for LocalClips {
+    fn clip(&self, request: &ClipRequest) -> Result<ClipBytes, ClipFailure> {
+        let covering = self.covering(&request.terminal);
+        let camera = match &request.camera {
+            Some(name) => covering.iter().find(|c| **c == name.as_str()).copied().ok_or_else(|| {
+                ClipFailure::NoCamera(format!(
+                    "camera {name:?} does not cover terminal {:?} (covering: {covering:?})",
+                    request.terminal
+                ))
+            })?,
+            None => covering.first().copied().ok_or_else(|| {
+                ClipFailure::NoCamera(format!(
+                    "no camera covers terminal {:?} (video.cameras[].terminals)",
+                    request.terminal
+                ))
+            })?,
+        };
+        let from = request.at_ms.saturating_sub(self.before.as_millis() as u64);
+        let to = request.at_ms.saturating_add(self.after.as_millis() as u64);
+        let out = self.root.join(format!(".clip-{:016x}.mp4", rand::random::<u64>()));
+        let written = write_clip(&self.root.join(camera), from, to, &out);
+        let mp4 = written.as_ref().ok().map(|_| std::fs::read(&out));
+        let _ = std::fs::remove_file(&out);
+        match (written, mp4) {
+            (Ok(clip), Some(Ok(mp4))) => Ok(ClipBytes {
+                camera: camera.to_string(),
+                start_ms: clip.start_ms,
+                end_ms: clip.end_ms,
+                mp4,
+            }),
+            (Ok(_), _) => Err(ClipFailure::Failed(format!("cannot read back {}", out.display()))),
+            (Err(e @ ClipError::Gone { .. }), _) => Err(ClipFailure::Gone(e.to_string())),
+            (Err(e), _) => Err(ClipFailure::Failed(e.to_string())),
+        }
+    }
 }

@@ -74,6 +74,10 @@ impl Component for Cameras {
             .collect()
     }
 
+    fn clips(&self) -> Option<std::sync::Arc<dyn tillgate_sdk::ClipMaker>> {
+        Cameras::clips(self).map(|c| c as std::sync::Arc<dyn tillgate_sdk::ClipMaker>)
+    }
+
     fn status(&self) -> Option<StatusSection> {
         let handles = self.status_handles();
         if handles.is_empty() {

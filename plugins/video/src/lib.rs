@@ -84,6 +84,7 @@ pub struct Cameras {
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     tag_sink: Option<tags::TagSink>,
+    clips: Option<Arc<clip::LocalClips>>,
 }
 
 impl Cameras {
@@ -135,6 +136,7 @@ impl Cameras {
             tasks,
             stop,
             tag_sink,
+            clips: Some(Arc::new(clip::LocalClips::new(config, dir))),
         })
     }
 
@@ -145,6 +147,7 @@ impl Cameras {
             tasks: Vec::new(),
             stop: watch::channel(false).0,
             tag_sink: None,
+            clips: None,
         }
     }
 
@@ -159,6 +162,11 @@ impl Cameras {
     }
 
     /// Handles to read status from elsewhere (the HTTP status endpoint).
+    /// The rings as a clip source for the API; `None` without cameras.
+    pub fn clips(&self) -> Option<Arc<clip::LocalClips>> {
+        self.clips.clone()
+    }
+
     pub fn status_handles(&self) -> Vec<StatusHandle> {
         self.statuses.clone()
     }

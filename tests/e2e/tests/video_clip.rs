@@ -1,6 +1,7 @@
-//! `tillgate clip`: the local video around a journaled sale, as MP4 checked by ffprobe
-//! and ffmpeg, from the camera that covers the sale's terminal; clear errors for a sale
-//! that is not journaled, a terminal no camera covers, and video that is gone.
+//! `tillgate clip` and `GET /v1/clips/{txn_id}`: the local video around a journaled
+//! sale, as MP4 checked by ffprobe and ffmpeg, from the camera that covers the sale's
+//! terminal; clear errors for a sale that is not journaled, a terminal no camera covers,
+//! and video that is gone; the API behind the bearer token.
 
 // `make test-arm64` skips `camera::` (no x264enc for arm64 here): see video.rs.
 
@@ -10,7 +11,7 @@ mod camera {
     use std::time::Duration;
     use tillgate_testkit::checkers::video::{camera_options, ffmpeg_errors, ffprobe_frames, wait_fragments};
     use tillgate_testkit::fakes::kvs::FakeKvs;
-    use tillgate_testkit::{post, run_cli, txn, Agent};
+    use tillgate_testkit::{run_cli, txn, Agent, AgentOptions};
 
     /// (duration in s, container format) by ffprobe.
     fn probe(file: &Path) -> (f64, String) {
@@ -42,17 +43,29 @@ mod camera {
         let kvs = FakeKvs::start().await;
         kvs.create_stream("clips", 24);
         let source = "source = \"test\"\nwidth = 320\nheight = 240\nbitrate_kbps = 300\nterminals = [\"till-1\"]";
-        let agent = Agent::start(
-            &dir,
-            &camera_options(&kvs, "clips", source, "fragment_duration = \"1s\""),
-        );
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), "s3cret\n").unwrap();
+        let options = AgentOptions {
+            http_toml: format!("token = {{ file = \"{}\" }}", dir.join("token").display()),
+            ..camera_options(
+                &kvs,
+                "clips",
+                source,
+                "fragment_duration = \"1s\"\nclip_before = \"5s\"\nclip_after = \"5s\"",
+            )
+        };
+        let agent = Agent::start(&dir, &options);
         wait_fragments(&kvs, "clips", 6, Duration::from_secs(30), &agent).await;
         let client = tillgate_testkit::http_client();
         for (id, terminal) in [("c-1", "till-1"), ("c-9", "till-9")] {
-            let (status, _) = post(&client, &agent.url(), txn(id, terminal, 100).to_string())
+            let answer = client
+                .post(format!("{}/v1/transactions", agent.url()))
+                .bearer_auth("s3cret")
+                .body(txn(id, terminal, 100).to_string())
+                .send()
                 .await
                 .unwrap();
-            assert_eq!(status, 200);
+            assert_eq!(answer.status().as_u16(), 200);
         }
         // The video after the sale: recorded and acknowledged (kept in the ring's sent/).
         tokio::time::sleep(Duration::from_secs(8)).await;
@@ -94,8 +107,34 @@ mod camera {
         assert_eq!(code, 66);
         assert!(stderr.contains("no camera covers terminal \"till-9\""), "{stderr}");
 
+        // The same over HTTP, behind the token, with the configured range.
+        let get = |id: &str, token: Option<&str>| {
+            let mut request = client.get(format!("{}/v1/clips/{id}", agent.url()));
+            if let Some(t) = token {
+                request = request.bearer_auth(t);
+            }
+            request.send()
+        };
+        assert_eq!(get("c-1", None).await.unwrap().status().as_u16(), 401);
+        let served = get("c-1", Some("s3cret")).await.unwrap();
+        assert_eq!(served.status().as_u16(), 200);
+        assert_eq!(served.headers()["content-type"], "video/mp4");
+        let api_file = dir.join("api.mp4");
+        std::fs::write(&api_file, served.bytes().await.unwrap()).unwrap();
+        let (api_duration, api_format) = probe(&api_file);
+        assert!(
+            api_format.contains("mp4") && (9.9..=13.0).contains(&api_duration),
+            "{api_format} {api_duration}"
+        );
+        assert!(ffmpeg_errors(&api_file).trim().is_empty());
+        for (id, status, error) in [("nope", 404, "unknown_txn"), ("c-9", 404, "no_camera")] {
+            let answer = get(id, Some("s3cret")).await.unwrap();
+            assert_eq!(answer.status().as_u16(), status);
+            let body: serde_json::Value = answer.json().await.unwrap();
+            assert_eq!(body["error"], error, "{body}");
+        }
+
         // Recycled video: the ring no longer holds that moment.
-        agent.stop();
         for shelf in [dir.join("video/cam"), dir.join("video/cam/sent")] {
             for entry in std::fs::read_dir(&shelf).unwrap().flatten() {
                 if entry.file_name().to_string_lossy().ends_with(".mkv") {
@@ -103,12 +142,14 @@ mod camera {
                 }
             }
         }
+        let answer = get("c-1", Some("s3cret")).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 410);
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body["error"], "video_gone", "{body}");
+        agent.stop();
         let (code, _, stderr) = clip("c-1", &dir.join("gone.mp4"));
         assert_eq!(code, 66);
-        assert!(
-            stderr.contains("no video of") && stderr.contains("it is empty"),
-            "{stderr}"
-        );
+        assert!(stderr.contains("no video of"), "{stderr}");
         assert!(!dir.join("gone.mp4").exists());
     }
 }
