@@ -28,6 +28,11 @@ for pkg in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plug
   python3-gi ffmpeg; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
+# The status page is tested in a real browser: headless Chromium, driven over the
+# DevTools protocol from Python (python3-websocket).
+for pkg in chromium python3-websocket; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
 # PyFlink's local mini-cluster (the chain-rule tests) runs on Java 17.
 have java || need_apt+=(openjdk-17-jre-headless)
 # The workspace needs Rust >= 1.94 (aws-sdk-kinesis' minimum). Debian 12's own `cargo` is older; its `rustc-web`

@@ -2,8 +2,10 @@
 //!
 //! `POST /v1/transactions` answers only after the durable commit; `GET /v1/clips/{txn_id}`
 //! serves a sale's local video (`clips.rs`). Every endpoint but `/healthz` requires the
-//! bearer token when one is configured.
+//! bearer token when one is configured, but `/`, the status page, which holds no data
+//! (it reads `/v1/status` and `/v1/activity` with the token it asks for).
 
+mod activity;
 mod body;
 #[cfg(feature = "video")]
 mod clips;
@@ -65,12 +67,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/v1/transactions", post(ingest::post_transactions))
         .route("/v1/status", get(get_status))
+        .route("/v1/activity", get(activity::get_activity))
         .route("/metrics", get(get_metrics));
     #[cfg(feature = "video")]
     let protected = protected.route("/v1/clips/{txn_id}", get(clips::get_clip));
     let protected = protected.layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/", get(activity::get_page))
         .merge(protected)
         .with_state(state)
 }

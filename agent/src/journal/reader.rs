@@ -152,6 +152,25 @@ impl JournalReader {
             .optional()
     }
 
+    /// The newest `limit` records of `channel`, newest first: (received_ms, body).
+    pub fn newest(&self, channel: Channel, limit: usize) -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
+        self.conn
+            .prepare_cached("SELECT received_ms, body FROM records WHERE channel = ?1 ORDER BY seq DESC LIMIT ?2")?
+            .query_map(params![channel.code(), limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+    }
+
+    /// Records of `channel` that reached the gateway after `since_ms`, counted over the
+    /// newest `within` records at most (a bounded walk back from the newest).
+    pub fn count_since(&self, channel: Channel, since_ms: i64, within: usize) -> rusqlite::Result<u64> {
+        self.conn.query_row(
+            "SELECT COUNT(*) FROM (SELECT received_ms FROM records WHERE channel = ?1 ORDER BY seq DESC LIMIT ?3)
+             WHERE received_ms > ?2",
+            params![channel.code(), since_ms, within as i64],
+            |r| r.get::<_, i64>(0).map(|n| n.max(0) as u64),
+        )
+    }
+
     /// Stored cursors by sink.
     pub fn cursors(&self) -> rusqlite::Result<Vec<(String, u64)>> {
         self.conn

@@ -1,7 +1,8 @@
 //! `tillgate clip` and `GET /v1/clips/{txn_id}`: the local video around a journaled
 //! sale, as MP4 checked by ffprobe and ffmpeg, from the camera that covers the sale's
 //! terminal; clear errors for a sale that is not journaled, a terminal no camera covers,
-//! and video that is gone; the API behind the bearer token.
+//! and video that is gone; the API behind the bearer token; the status page in headless
+//! Chromium playing an alert's clip.
 
 // `make test-arm64` skips `camera::` (no x264enc for arm64 here): see video.rs.
 
@@ -9,6 +10,7 @@ mod camera {
     use std::path::Path;
     use std::process::Command;
     use std::time::Duration;
+    use tillgate_testkit::checkers::page::look_at_page;
     use tillgate_testkit::checkers::video::{camera_options, ffmpeg_errors, ffprobe_frames, wait_fragments};
     use tillgate_testkit::fakes::kvs::FakeKvs;
     use tillgate_testkit::{run_cli, txn, Agent, AgentOptions};
@@ -151,5 +153,69 @@ mod camera {
         assert_eq!(code, 66);
         assert!(stderr.contains("no video of"), "{stderr}");
         assert!(!dir.join("gone.mp4").exists());
+    }
+
+    /// The status page in headless Chromium: given the token it asks for, it shows the
+    /// decisions, the alert of a blocked sale with a clip link, the sinks and the
+    /// camera; following the link plays the clip (readyState, duration); a screenshot
+    /// is saved beside the agent's data.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_status_page_plays_an_alerts_clip_in_headless_chromium() {
+        let dir = tillgate_testkit::scratch_dir();
+        let kvs = FakeKvs::start().await;
+        kvs.create_stream("page", 24);
+        let source = "source = \"test\"\nwidth = 320\nheight = 240\nbitrate_kbps = 300\nterminals = [\"till-1\"]";
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), "s3cret\n").unwrap();
+        let options = AgentOptions {
+            http_toml: format!("token = {{ file = \"{}\" }}", dir.join("token").display()),
+            ..camera_options(
+                &kvs,
+                "page",
+                source,
+                "fragment_duration = \"1s\"\nclip_before = \"5s\"\nclip_after = \"5s\"",
+            )
+        };
+        let agent = Agent::start(&dir, &options);
+        wait_fragments(&kvs, "page", 6, Duration::from_secs(30), &agent).await;
+        let mut denied = txn("p-block-1", "till-1", 100);
+        denied["card"]["token"] = serde_json::json!("tok_stolen_0001");
+        let answer = tillgate_testkit::http_client()
+            .post(format!("{}/v1/transactions", agent.url()))
+            .bearer_auth("s3cret")
+            .body(denied.to_string())
+            .send()
+            .await
+            .unwrap();
+        let answer: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(answer["decision"], "block", "{answer}");
+        tokio::time::sleep(Duration::from_secs(8)).await;
+
+        let png = dir.join("status-page.png");
+        let seen = look_at_page(&format!("{}/", agent.url()), "s3cret", &png);
+        assert_eq!(seen["asked_for_token"], true, "{seen}");
+        assert_eq!(seen["error"], "", "{seen}");
+        assert!(seen["ready_state"].as_u64().unwrap() >= 2, "{seen}");
+        let duration = seen["duration"].as_f64().unwrap();
+        assert!((9.9..=13.0).contains(&duration), "{seen}");
+        assert_eq!(seen["video_width"], 320, "{seen}");
+        assert!(seen["player"].as_str().unwrap().contains("p-block-1"), "{seen}");
+        assert!(
+            seen["per_minute"].as_str().unwrap().parse::<u64>().unwrap() >= 1,
+            "{seen}"
+        );
+        let alert = &seen["alerts"][0];
+        assert_eq!(
+            (alert[1].as_str(), alert[3].as_str()),
+            (Some("p-block-1"), Some("block")),
+            "{seen}"
+        );
+        assert_eq!(seen["cameras"][0][1], "streaming", "{seen}");
+        assert!(seen["sinks"].as_array().is_some_and(|s| !s.is_empty()), "{seen}");
+        assert!(
+            std::fs::metadata(&png).unwrap().len() > 10_000,
+            "a screenshot of the page"
+        );
+        agent.stop();
     }
 }
