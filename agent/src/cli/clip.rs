@@ -11,9 +11,12 @@ use crate::journal::JournalReader;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tillgate_video::clip::{write_clip, ClipError};
+use tillgate_video::config::CLIP_MAX;
 
 /// Exit status when the sale or its video is not there (sysexits EX_NOINPUT).
 const EXIT_NO_INPUT: i32 = 66;
+/// Exit status for a range over [`CLIP_MAX`] (EX_USAGE).
+const EXIT_USAGE: i32 = 64;
 /// Exit status when the journal cannot be read (EX_UNAVAILABLE).
 const EXIT_UNAVAILABLE: i32 = 69;
 
@@ -53,7 +56,7 @@ pub fn run(config: &Config, args: &ClipArgs) -> i32 {
         Ok(Some(t)) => t,
         Ok(None) => {
             eprintln!(
-                "tillgate: transaction {:?} is not in the journal {} (never received, or pruned after journal.retention)",
+                "tillgate: transaction {:?} is not in the journal {} (never received, or older than journal.idempotency_window)",
                 args.txn,
                 journal.display()
             );
@@ -78,14 +81,23 @@ pub fn run(config: &Config, args: &ClipArgs) -> i32 {
         return EXIT_NO_INPUT;
     }
     let ms = |d: Duration| d.as_millis() as u64;
+    let before = args.before.unwrap_or(video.clip_before.get());
+    let after = args.after.unwrap_or(video.clip_after.get());
+    if before + after > CLIP_MAX.get() {
+        eprintln!(
+            "tillgate: --before + --after = {:?} is too long; allowed: at most {CLIP_MAX}",
+            before + after
+        );
+        return EXIT_USAGE;
+    }
     let at = received_ms.max(0) as u64;
-    let from = at.saturating_sub(ms(args.before.unwrap_or(video.clip_before.get())));
-    let to = at.saturating_add(ms(args.after.unwrap_or(video.clip_after.get())));
+    let from = at.saturating_sub(ms(before));
+    let to = at.saturating_add(ms(after));
     let mut written = 0;
     for camera in &cameras {
         let ring = config.data_path(&video.dir).join(&camera.name);
         let out = clip_path(&args.out, &camera.name, cameras.len());
-        match write_clip(&ring, from, to, &out) {
+        match write_clip(&ring, from, to, at, &out) {
             Ok(clip) => {
                 written += 1;
                 println!(

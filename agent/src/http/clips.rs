@@ -46,7 +46,7 @@ pub async fn get_clip(
     let Some(clips) = state.clips.clone() else {
         return refuse(StatusCode::NOT_FOUND, "no_cameras", "no cameras are configured".into());
     };
-    let Ok(_permit) = state.clip_permits.clone().try_acquire_owned() else {
+    let Ok(permit) = state.clip_permits.clone().try_acquire_owned() else {
         let mut busy = refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
@@ -59,6 +59,8 @@ pub async fn get_clip(
     let journal = state.journal.clone();
     let id = txn_id.clone();
     let cut = tokio::task::spawn_blocking(move || {
+        // Held by the cut itself: a client that hangs up does not free it early.
+        let _permit = permit;
         let Some((received_ms, body)) = journal
             .reader()
             .and_then(|r| r.transaction(&id))
@@ -107,7 +109,7 @@ pub async fn get_clip(
         Ok(Ok(None)) => refuse(
             StatusCode::NOT_FOUND,
             "unknown_txn",
-            format!("transaction {txn_id:?} is not in the journal (never received, or pruned after journal.retention)"),
+            format!("transaction {txn_id:?} is not in the journal (never received, or older than journal.idempotency_window)"),
         ),
         Ok(Err(e)) => refuse(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -75,6 +75,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/", get(activity::get_page))
+        .route("/page.js", get(activity::get_page_script))
         .merge(protected)
         .with_state(state)
 }

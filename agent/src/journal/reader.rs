@@ -126,49 +126,51 @@ impl JournalReader {
     }
 
     /// The journaled transaction `txn_id`: when it reached the gateway (ms) and its
-    /// body. Found through the idempotency index while it is in it, else by a scan of
-    /// the transactions still journaled.
+    /// body. Found through the idempotency index (`journal.idempotency_window`, by
+    /// default the journal's retention): one indexed lookup, never a scan, so an unknown
+    /// id costs nothing.
     pub fn transaction(&self, txn_id: &str) -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
-        let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?));
-        let transactions = Channel::Transactions.code();
-        let indexed = self
-            .conn
+        self.conn
             .query_row(
                 "SELECT received_ms, body FROM records WHERE channel = ?2
                  AND seq = (SELECT seq FROM txn_ids WHERE txn_id = ?1)",
-                rusqlite::params![txn_id, transactions],
-                row,
-            )
-            .optional()?;
-        if indexed.is_some() {
-            return Ok(indexed);
-        }
-        self.conn
-            .query_row(
-                "SELECT received_ms, body FROM records WHERE channel = ?2 AND txn_id = ?1 ORDER BY seq LIMIT 1",
-                rusqlite::params![txn_id, transactions],
-                row,
+                params![txn_id, Channel::Transactions.code()],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
             )
             .optional()
     }
 
-    /// The newest `limit` records of `channel`, newest first: (received_ms, body).
-    pub fn newest(&self, channel: Channel, limit: usize) -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
+    /// The newest `limit` records of `channel` among the newest `within` records of the
+    /// journal (a bounded range of the primary key), newest first: (received_ms, body).
+    pub fn newest(&self, channel: Channel, limit: usize, within: u64) -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
+        let floor = self.last_seq()?.saturating_sub(within) as i64;
         self.conn
-            .prepare_cached("SELECT received_ms, body FROM records WHERE channel = ?1 ORDER BY seq DESC LIMIT ?2")?
-            .query_map(params![channel.code(), limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .prepare_cached(
+                "SELECT received_ms, body FROM records WHERE seq > ?3 AND channel = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?
+            .query_map(params![channel.code(), limit as i64, floor], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
             .collect()
     }
 
-    /// Records of `channel` that reached the gateway after `since_ms`, counted over the
-    /// newest `within` records at most (a bounded walk back from the newest).
+    /// Records of `channel` that reached the gateway after `since_ms`: read back from the
+    /// newest record and stopped at the first one older than that, or after `within`
+    /// records, so the cost follows the traffic of that span, not the journal's size.
     pub fn count_since(&self, channel: Channel, since_ms: i64, within: usize) -> rusqlite::Result<u64> {
-        self.conn.query_row(
-            "SELECT COUNT(*) FROM (SELECT received_ms FROM records WHERE channel = ?1 ORDER BY seq DESC LIMIT ?3)
-             WHERE received_ms > ?2",
-            params![channel.code(), since_ms, within as i64],
-            |r| r.get::<_, i64>(0).map(|n| n.max(0) as u64),
-        )
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT channel, received_ms FROM records ORDER BY seq DESC")?;
+        let mut rows = statement.query([])?;
+        let (mut count, mut read) = (0, 0);
+        while let Some(row) = rows.next()? {
+            if row.get::<_, i64>(1)? <= since_ms || read >= within {
+                break;
+            }
+            read += 1;
+            count += u64::from(row.get::<_, i64>(0)? == channel.code());
+        }
+        Ok(count)
     }
 
     /// Stored cursors by sink.

@@ -308,3 +308,44 @@ async fn dead_letters_have_their_own_budget_and_keep_only_heads() {
     assert!(j.state().dead_letter_bytes.load(std::sync::atomic::Ordering::Acquire) <= 1024 * 1024);
     j.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sale_is_found_by_its_id_and_the_last_minute_is_counted_from_the_newest_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), &JournalConfig::default(), &["a"]);
+    for id in ["t1", "t2", "t3"] {
+        j.submit(txn(id)).await.unwrap();
+    }
+    let reader = j.reader().unwrap();
+    let (received_ms, body) = reader.transaction("t2").unwrap().expect("journaled");
+    assert!(String::from_utf8(body).unwrap().contains("\"txn_id\":\"t2\""));
+    assert!((chrono::Utc::now().timestamp_millis() - received_ms).abs() < 60_000);
+    assert_eq!(reader.transaction("nope").unwrap(), None);
+    let minute_ago = chrono::Utc::now().timestamp_millis() - 60_000;
+    assert_eq!(reader.count_since(Channel::Decisions, minute_ago, 1000).unwrap(), 3);
+    assert_eq!(reader.count_since(Channel::Transactions, minute_ago, 1000).unwrap(), 3);
+    // Bounded: reading back at most 2 records counts what those hold.
+    assert!(reader.count_since(Channel::Decisions, minute_ago, 2).unwrap() <= 2);
+    assert_eq!(
+        reader
+            .count_since(Channel::Decisions, chrono::Utc::now().timestamp_millis() + 1000, 1000)
+            .unwrap(),
+        0
+    );
+    let newest = reader.newest(Channel::Transactions, 2, 1000).unwrap();
+    let ids: Vec<String> = newest
+        .iter()
+        .map(|(_, b)| {
+            serde_json::from_slice::<serde_json::Value>(b).unwrap()["txn_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids, vec!["t3", "t2"], "newest first");
+    assert!(
+        reader.newest(Channel::Transactions, 10, 0).unwrap().is_empty(),
+        "an empty window"
+    );
+    j.close().await;
+}

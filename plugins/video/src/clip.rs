@@ -14,6 +14,7 @@ use crate::config::VideoConfig;
 use crate::mkv;
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tillgate_sdk::{ClipBytes, ClipFailure, ClipMaker, ClipRequest};
@@ -87,8 +88,15 @@ fn read_piece(dir: &Path, piece: &Piece) -> Option<Vec<u8>> {
         .find_map(|p| std::fs::read(p).ok())
 }
 
-/// Writes the clip of `[from_ms, to_ms]` from the ring at `dir` to `out` (MP4).
-pub fn write_clip(dir: &Path, from_ms: u64, to_ms: u64, out: &Path) -> Result<Clip, ClipError> {
+/// The longest a remux may take.
+const REMUX_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Writes the clip of `[from_ms, to_ms]` around a sale at `at_ms` from the ring at `dir`
+/// to `out` (MP4). A change of tracks (resolution, profile) inside the range cannot be
+/// one MP4 track: before the sale the clip starts again at the change, after it the clip
+/// ends there. The joined MKV is staged beside `out` (`*.mkv.part`), never held whole in
+/// memory.
+pub fn write_clip(dir: &Path, from_ms: u64, to_ms: u64, at_ms: u64, out: &Path) -> Result<Clip, ClipError> {
     let all = ring_pieces(dir);
     let overlapping: Vec<&Piece> = all
         .iter()
@@ -103,46 +111,78 @@ pub fn write_clip(dir: &Path, from_ms: u64, to_ms: u64, out: &Path) -> Result<Cl
             _ => "it is empty".into(),
         },
     };
-    let mut joined: Vec<u8> = Vec::new();
-    let mut header: Option<Vec<u8>> = None;
-    let (mut start_ms, mut end_ms, mut fragments) = (0, 0, 0);
-    for piece in overlapping {
-        let Some(bytes) = read_piece(dir, piece) else { continue };
-        let Some(split) = mkv::header_len(&bytes) else { continue };
-        let (head, body) = bytes.split_at(split);
-        match &header {
-            None => {
-                header = Some(head.to_vec());
-                joined.extend_from_slice(head);
-                start_ms = piece.start_ms;
-            }
-            // New codec data (resolution, profile) cannot follow in one MP4 track: the
-            // clip ends there.
-            Some(h) if h.as_slice() != head => break,
-            Some(_) => {}
-        }
-        let Some(clusters) = mkv::rebase_clusters(body, start_ms) else {
-            continue;
-        };
-        joined.extend_from_slice(&clusters);
-        end_ms = piece.end_ms;
-        fragments += 1;
-    }
-    if fragments == 0 {
-        return Err(gone());
-    }
     let staged = out.with_extension("mkv.part");
-    std::fs::write(&staged, &joined).map_err(|e| ClipError::Io(format!("{}: {e}", staged.display())))?;
-    let remuxed = remux(&staged, out);
+    let io = |e: std::io::Error| ClipError::Io(format!("{}: {e}", staged.display()));
+    let mut file = std::fs::File::create(&staged).map_err(io)?;
+    let joined = (|| -> Result<Option<Clip>, ClipError> {
+        let mut tracks: Option<Vec<u8>> = None;
+        let (mut start_ms, mut end_ms, mut fragments) = (0, 0, 0);
+        for piece in overlapping {
+            let Some(bytes) = read_piece(dir, piece) else { continue };
+            let Some(split) = mkv::header_len(&bytes) else { continue };
+            let (head, body) = bytes.split_at(split);
+            let Some(these) = mkv::tracks(head) else { continue };
+            let same = tracks.as_deref() == Some(these);
+            if tracks.is_some() && !same && piece.start_ms > at_ms {
+                break;
+            }
+            let start = if same { start_ms } else { piece.start_ms };
+            let Some(clusters) = mkv::rebase_clusters(body, start) else {
+                continue;
+            };
+            if !same {
+                // The first piece, or new tracks before the sale: start (again) here.
+                file.set_len(0).map_err(io)?;
+                file.seek(SeekFrom::Start(0)).map_err(io)?;
+                file.write_all(head).map_err(io)?;
+                tracks = Some(these.to_vec());
+                (start_ms, fragments) = (piece.start_ms, 0);
+            }
+            file.write_all(&clusters).map_err(io)?;
+            end_ms = piece.end_ms;
+            fragments += 1;
+        }
+        file.flush().map_err(io)?;
+        Ok((fragments > 0).then_some(Clip {
+            fragments,
+            start_ms,
+            end_ms,
+            bytes: 0,
+        }))
+    })();
+    drop(file);
+    let remuxed = match joined {
+        Ok(Some(clip)) => remux(&staged, out).map(|()| clip),
+        Ok(None) => Err(gone()),
+        Err(e) => Err(e),
+    };
     let _ = std::fs::remove_file(&staged);
-    remuxed?;
-    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    let clip = remuxed.inspect_err(|_| {
+        let _ = std::fs::remove_file(out);
+    })?;
     Ok(Clip {
-        fragments,
-        start_ms,
-        end_ms,
-        bytes,
+        bytes: std::fs::metadata(out).map(|m| m.len()).unwrap_or(0),
+        ..clip
     })
+}
+
+/// Deletes the temporary files of clips a crash left in `root` (the video folder).
+pub fn sweep_temporaries(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".clip-") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Sets a pipeline to Null however the remux ends.
+struct Stopping(gst::Pipeline);
+
+impl Drop for Stopping {
+    fn drop(&mut self) {
+        let _ = self.0.set_state(gst::State::Null);
+    }
 }
 
 /// `filesrc ! matroskademux ! h264parse ! mp4mux faststart=true ! filesink`, to the end.
@@ -164,27 +204,30 @@ fn remux(mkv: &Path, out: &Path) -> Result<(), ClipError> {
     };
     set("in", mkv)?;
     set("out", out)?;
+    let pipeline = Stopping(pipeline);
     pipeline
+        .0
         .set_state(gst::State::Playing)
         .map_err(|e| fail(e.to_string()))?;
-    let bus = pipeline.bus().ok_or_else(|| fail("no bus".into()))?;
-    let outcome = loop {
-        let Some(message) = bus.timed_pop(gst::ClockTime::from_seconds(60)) else {
-            break Err(fail("no end after 60 s".into()));
+    let bus = pipeline.0.bus().ok_or_else(|| fail("no bus".into()))?;
+    let deadline = std::time::Instant::now() + REMUX_DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some(message) = bus.timed_pop(gst::ClockTime::from_mseconds(left.as_millis() as u64)) else {
+            return Err(fail(format!("not done after {} s", REMUX_DEADLINE.as_secs())));
         };
         match message.view() {
-            gst::MessageView::Eos(_) => break Ok(()),
-            gst::MessageView::Error(e) => break Err(fail(format!("{}", e.error()))),
+            gst::MessageView::Eos(_) => return Ok(()),
+            gst::MessageView::Error(e) => return Err(fail(format!("{}", e.error()))),
             _ => {}
         }
-    };
-    let _ = pipeline.set_state(gst::State::Null);
-    outcome
+    }
 }
 
 /// The cameras' rings as the API's clip source ([`ClipMaker`]): the clip of a sale from
-/// `clip_before` before it to `clip_after` after it, cut into a temporary file beside
-/// the rings (at most a few MB, deleted once read).
+/// `clip_before` before it to `clip_after` after it, cut into temporary files beside the
+/// rings (the clip's video twice at most, staged MKV and MP4; deleted once read, swept
+/// at start after a crash).
 #[derive(Debug)]
 pub struct LocalClips {
     root: PathBuf,
@@ -236,7 +279,7 @@ impl ClipMaker for LocalClips {
         let from = request.at_ms.saturating_sub(self.before.as_millis() as u64);
         let to = request.at_ms.saturating_add(self.after.as_millis() as u64);
         let out = self.root.join(format!(".clip-{:016x}.mp4", rand::random::<u64>()));
-        let written = write_clip(&self.root.join(camera), from, to, &out);
+        let written = write_clip(&self.root.join(camera), from, to, request.at_ms, &out);
         let mp4 = written.as_ref().ok().map(|_| std::fs::read(&out));
         let _ = std::fs::remove_file(&out);
         match (written, mp4) {

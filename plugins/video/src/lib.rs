@@ -92,6 +92,7 @@ impl Cameras {
     pub fn start(config: &VideoConfig, dir: &Path, registry: &prometheus::Registry) -> Result<Cameras, StartError> {
         config.validate()?;
         let metrics = metrics::VideoMetrics::register(registry)?;
+        clip::sweep_temporaries(dir);
         let video = Arc::new(config.clone());
         let (stop, stop_rx) = watch::channel(false);
         let mut statuses = Vec::new();
@@ -161,12 +162,12 @@ impl Cameras {
         self.statuses.iter().map(StatusHandle::get).collect()
     }
 
-    /// Handles to read status from elsewhere (the HTTP status endpoint).
     /// The rings as a clip source for the API; `None` without cameras.
     pub fn clips(&self) -> Option<Arc<clip::LocalClips>> {
         self.clips.clone()
     }
 
+    /// Handles to read status from elsewhere (the HTTP status endpoint).
     pub fn status_handles(&self) -> Vec<StatusHandle> {
         self.statuses.clone()
     }

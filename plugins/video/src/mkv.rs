@@ -241,10 +241,33 @@ pub fn read_header(bytes: &[u8], at: usize) -> Option<(u32, Option<u64>, usize)>
     Some((id, size, id_len + size_len))
 }
 
+/// The Tracks element of a stored fragment's header (what two fragments must share to
+/// follow each other in one clip; the rest of the header — segment id, writing app —
+/// differs between runs).
+pub fn tracks(header: &[u8]) -> Option<&[u8]> {
+    let (id, size, len) = read_header(header, 0)?;
+    if id != id::EBML {
+        return None;
+    }
+    let mut at = len + usize::try_from(size?).ok()?;
+    let (_, _, seg_len) = read_header(header, at)?;
+    at += seg_len;
+    while at < header.len() {
+        let (child, size, len) = read_header(header, at)?;
+        let end = at + len + usize::try_from(size?).ok()?;
+        if child == id::TRACKS {
+            return header.get(at..end);
+        }
+        at = end;
+    }
+    None
+}
+
 /// A stored fragment's body (what follows [`header_len`]) for a clip: its Clusters with
-/// their timecodes moved `minus_ms` earlier (a clip starts at 0), Tags left out. `None`
-/// when the body is not Tags and Clusters as [`fragment`] writes them, or a cluster
-/// would start before `minus_ms`.
+/// their timecodes moved `minus_ms` earlier (a clip starts at 0), Tags left out, and
+/// blocks that would present before 0 dropped (an open GOP's leading B-frames, which
+/// refer to a GOP the clip does not have). `None` when the body is not Tags and Clusters
+/// as [`fragment`] writes them, or a cluster would start before `minus_ms`.
 pub fn rebase_clusters(body: &[u8], minus_ms: u64) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(body.len());
     let mut at = 0;
@@ -262,9 +285,24 @@ pub fn rebase_clusters(body: &[u8], minus_ms: u64) -> Option<Vec<u8>> {
                 .get(child_len..value_end)?
                 .iter()
                 .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            let rebased = timecode.checked_sub(minus_ms)?;
             let mut cluster = Vec::with_capacity(content.len());
-            uint(&mut cluster, id::TIMECODE, timecode.checked_sub(minus_ms)?);
-            cluster.extend_from_slice(content.get(value_end..)?);
+            uint(&mut cluster, id::TIMECODE, rebased);
+            let mut child_at = value_end;
+            while child_at < content.len() {
+                let (child, size, len) = read_header(content, child_at)?;
+                let child_end = child_at + len + usize::try_from(size?).ok()?;
+                let bytes = content.get(child_at..child_end)?;
+                // SimpleBlock: track (1-byte vint here), then the signed relative time.
+                let relative = (child == id::SIMPLE_BLOCK)
+                    .then(|| content.get(child_at + len + 1..child_at + len + 3))
+                    .flatten()
+                    .map(|b| i64::from(i16::from_be_bytes([b[0], b[1]])));
+                if relative.is_none_or(|r| rebased as i64 + r >= 0) {
+                    cluster.extend_from_slice(bytes);
+                }
+                child_at = child_end;
+            }
             element(&mut out, id::CLUSTER, &cluster);
         } else if element_id != id::TAGS {
             return None;
@@ -392,6 +430,32 @@ mod tests {
             "before the clip's start"
         );
         assert_eq!(rebase_clusters(b"\x1a\x45", 0), None, "not a fragment body");
+        // An open GOP's leading B-frame presents before its key frame: at the clip's
+        // start it is dropped, later on it stays.
+        let open_gop = fragment(
+            &[frame(1_000_000, true), frame(999_967, false), frame(1_000_033, false)],
+            &[],
+        )
+        .unwrap();
+        let blocks = |b: &[u8]| b.windows(3).filter(|w| *w == [0xA3, 0x8A, 0x81]).count();
+        assert_eq!(blocks(&rebase_clusters(&open_gop, 1_000_000).unwrap()), 2);
+        assert_eq!(blocks(&rebase_clusters(&open_gop, 990_000).unwrap()), 3);
+    }
+
+    #[test]
+    fn fragments_of_one_camera_share_tracks_across_runs_but_not_a_resolution_change() {
+        let track = |width| TrackInfo {
+            codec_private: vec![1, 2, 3],
+            width,
+            height: 240,
+            frame_ns: None,
+        };
+        let run1 = header("cam", [1; 16], &track(320));
+        let run2 = header("cam", [2; 16], &track(320));
+        assert_ne!(run1, run2, "a segment id per run");
+        assert_eq!(tracks(&run1), tracks(&run2));
+        assert!(tracks(&run1).is_some());
+        assert_ne!(tracks(&run1), tracks(&header("cam", [1; 16], &track(640))));
     }
 
     #[test]

@@ -129,7 +129,13 @@ mod camera {
             "{api_format} {api_duration}"
         );
         assert!(ffmpeg_errors(&api_file).trim().is_empty());
-        for (id, status, error) in [("nope", 404, "unknown_txn"), ("c-9", 404, "no_camera")] {
+        let named = get("c-1?camera=cam", Some("s3cret")).await.unwrap();
+        assert_eq!(named.headers()["x-tillgate-camera"], "cam");
+        for (id, status, error) in [
+            ("nope", 404, "unknown_txn"),
+            ("c-9", 404, "no_camera"),
+            ("c-1?camera=other", 404, "no_camera"),
+        ] {
             let answer = get(id, Some("s3cret")).await.unwrap();
             assert_eq!(answer.status().as_u16(), status);
             let body: serde_json::Value = answer.json().await.unwrap();
@@ -192,7 +198,10 @@ mod camera {
         tokio::time::sleep(Duration::from_secs(8)).await;
 
         let png = dir.join("status-page.png");
-        let seen = look_at_page(&format!("{}/", agent.url()), "s3cret", &png);
+        let (url, shot) = (format!("{}/", agent.url()), png.clone());
+        let seen = tokio::task::spawn_blocking(move || look_at_page(&url, "s3cret", &shot))
+            .await
+            .unwrap();
         assert_eq!(seen["asked_for_token"], true, "{seen}");
         assert_eq!(seen["error"], "", "{seen}");
         assert!(seen["ready_state"].as_u64().unwrap() >= 2, "{seen}");

@@ -8,7 +8,9 @@ usage: page_check.py URL TOKEN SCREENSHOT.png
 """
 import base64
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -65,17 +67,21 @@ def main():
          f"--remote-debugging-port={port}", f"--user-data-dir={profile}",
          "--autoplay-policy=no-user-gesture-required", "--window-size=1200,1000", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # Its own process group: chromium's helpers go with it.
+        start_new_session=True,
     )
     try:
         deadline = time.time() + 30
-        targets = None
-        while targets is None:
+        targets = []
+        while not targets:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
                     targets = [t for t in json.load(r) if t.get("type") == "page"]
             except OSError:
+                pass
+            if not targets:
                 if time.time() > deadline or chromium.poll() is not None:
-                    sys.exit("chromium did not start its DevTools endpoint")
+                    sys.exit("chromium did not start its DevTools endpoint with a page")
                 time.sleep(0.2)
         page = Page(websocket.create_connection(targets[0]["webSocketDebuggerUrl"], timeout=30))
         page.call("Page.enable")
@@ -108,7 +114,10 @@ def main():
             f.write(base64.b64decode(png))
         print(json.dumps(seen))
     finally:
-        chromium.kill()
+        try:
+            os.killpg(chromium.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         chromium.wait()
         shutil.rmtree(profile, ignore_errors=True)
 
