@@ -7,10 +7,10 @@
 //! Reads the journal and the rings; works while the agent runs or is stopped.
 
 use crate::config::Config;
-use crate::journal::JournalReader;
+use crate::journal::{JournalReader, Sale};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tillgate_video::clip::{write_clip, ClipError};
+use tillgate_video::clip::{write_clip, LocalClips};
 use tillgate_video::config::CLIP_MAX;
 
 /// Exit status when the sale or its video is not there (sysexits EX_NOINPUT).
@@ -51,8 +51,8 @@ pub fn run(config: &Config, args: &ClipArgs) -> i32 {
         return EXIT_NO_INPUT;
     };
     let journal = config.data_path(&config.journal.path);
-    let found = JournalReader::open(&journal).and_then(|r| r.transaction(&args.txn));
-    let (received_ms, body) = match found {
+    let found = JournalReader::open(&journal).and_then(|r| r.sale(&args.txn));
+    let Sale { received_ms, terminal } = match found {
         Ok(Some(t)) => t,
         Ok(None) => {
             eprintln!(
@@ -67,15 +67,12 @@ pub fn run(config: &Config, args: &ClipArgs) -> i32 {
             return EXIT_UNAVAILABLE;
         }
     };
-    let terminal = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["terminal_id"].as_str().map(str::to_string))
-        .unwrap_or_default();
-    let cameras: Vec<_> = video
-        .cameras
-        .iter()
-        .filter(|c| c.terminals.is_empty() || c.terminals.contains(&terminal))
-        .collect();
+    let root = config.data_path(&video.dir);
+    let cameras = LocalClips::new(video, &root)
+        .covering(&terminal)
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
     if cameras.is_empty() {
         eprintln!("tillgate: no camera covers terminal {terminal:?} (video.cameras[].terminals)");
         return EXIT_NO_INPUT;
@@ -95,14 +92,14 @@ pub fn run(config: &Config, args: &ClipArgs) -> i32 {
     let to = at.saturating_add(ms(after));
     let mut written = 0;
     for camera in &cameras {
-        let ring = config.data_path(&video.dir).join(&camera.name);
-        let out = clip_path(&args.out, &camera.name, cameras.len());
+        let ring = root.join(camera);
+        let out = clip_path(&args.out, camera, cameras.len());
         match write_clip(&ring, from, to, at, &out) {
             Ok(clip) => {
                 written += 1;
                 println!(
                     "{}: {} ({} fragments, {:.1} s from {} ms, sale at +{:.1} s, {} bytes)",
-                    camera.name,
+                    camera,
                     out.display(),
                     clip.fragments,
                     (clip.end_ms - clip.start_ms) as f64 / 1000.0,
@@ -111,8 +108,7 @@ pub fn run(config: &Config, args: &ClipArgs) -> i32 {
                     clip.bytes
                 );
             }
-            Err(e @ ClipError::Gone { .. }) => eprintln!("tillgate: {}: {e}", camera.name),
-            Err(e) => eprintln!("tillgate: {}: {e}", camera.name),
+            Err(e) => eprintln!("tillgate: {camera}: {e}"),
         }
     }
     if written == 0 {

@@ -61,19 +61,12 @@ pub async fn get_clip(
     let cut = tokio::task::spawn_blocking(move || {
         // Held by the cut itself: a client that hangs up does not free it early.
         let _permit = permit;
-        let Some((received_ms, body)) = journal
-            .reader()
-            .and_then(|r| r.transaction(&id))
-            .map_err(|e| e.to_string())?
-        else {
+        let Some(sale) = journal.reader().and_then(|r| r.sale(&id)).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
-        let terminal = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["terminal_id"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        let received_ms = sale.received_ms;
         let request = ClipRequest {
-            terminal,
+            terminal: sale.terminal,
             at_ms: received_ms.max(0) as u64,
             camera: query.camera,
         };

@@ -20,7 +20,7 @@ mod snapshots;
 mod video_links;
 mod writer;
 
-pub use reader::{Backlog, DeadLetterRow, JournalReader, ReadBatch};
+pub use reader::{Backlog, DeadLetterRow, JournalReader, ReadBatch, Sale};
 pub use records::{AlertRecord, DecisionRecord};
 pub use video_links::{VideoLinks, VideoLocation};
 

@@ -8,6 +8,14 @@ use serde::Serialize;
 use std::path::Path;
 use tillgate_sdk::{Channel, Record};
 
+/// A journaled sale, as a clip of it needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sale {
+    /// When it reached the gateway (ms since the epoch): the clock that stamps video.
+    pub received_ms: i64,
+    pub terminal: String,
+}
+
 /// A read-only view of the journal.
 #[derive(Debug)]
 pub struct JournalReader {
@@ -138,6 +146,18 @@ impl JournalReader {
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
             )
             .optional()
+    }
+
+    /// The journaled sale `txn_id`: when it reached the gateway and on which terminal
+    /// (what a clip of it needs).
+    pub fn sale(&self, txn_id: &str) -> rusqlite::Result<Option<Sale>> {
+        Ok(self.transaction(txn_id)?.map(|(received_ms, body)| Sale {
+            received_ms,
+            terminal: serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["terminal_id"].as_str().map(str::to_string))
+                .unwrap_or_default(),
+        }))
     }
 
     /// The newest `limit` records of `channel` among the newest `within` records of the

@@ -12,6 +12,7 @@
 
 use crate::config::VideoConfig;
 use crate::mkv;
+use crate::store::parse_name;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::io::{Seek, SeekFrom, Write};
@@ -50,11 +51,6 @@ struct Piece {
     start_ms: u64,
     end_ms: u64,
     path: PathBuf,
-}
-
-fn parse_name(name: &str) -> Option<(u64, u64)> {
-    let (start, end) = name.strip_suffix(".mkv")?.split_once('-')?;
-    Some((start.parse().ok()?, end.parse().ok()?))
 }
 
 /// The ring's fragments (waiting ones at the top, acknowledged ones in `sent/`), by start.

@@ -39,11 +39,12 @@ mod camera {
         (field("duration").parse().unwrap_or(0.0), field("format_name"))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_sales_clip_covers_it_from_before_to_after_and_plays() {
+    /// An agent behind the token `s3cret` with a test camera covering terminal till-1,
+    /// streaming to `stream` (clips of 5 s either side), once it has sent 6 fragments.
+    async fn camera_on_till_1(stream: &str) -> (std::path::PathBuf, FakeKvs, Agent) {
         let dir = tillgate_testkit::scratch_dir();
         let kvs = FakeKvs::start().await;
-        kvs.create_stream("clips", 24);
+        kvs.create_stream(stream, 24);
         let source = "source = \"test\"\nwidth = 320\nheight = 240\nbitrate_kbps = 300\nterminals = [\"till-1\"]";
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("token"), "s3cret\n").unwrap();
@@ -51,13 +52,19 @@ mod camera {
             http_toml: format!("token = {{ file = \"{}\" }}", dir.join("token").display()),
             ..camera_options(
                 &kvs,
-                "clips",
+                stream,
                 source,
                 "fragment_duration = \"1s\"\nclip_before = \"5s\"\nclip_after = \"5s\"",
             )
         };
         let agent = Agent::start(&dir, &options);
-        wait_fragments(&kvs, "clips", 6, Duration::from_secs(30), &agent).await;
+        wait_fragments(&kvs, stream, 6, Duration::from_secs(30), &agent).await;
+        (dir, kvs, agent)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sales_clip_covers_it_from_before_to_after_and_plays() {
+        let (dir, _kvs, agent) = camera_on_till_1("clips").await;
         let client = tillgate_testkit::http_client();
         for (id, terminal) in [("c-1", "till-1"), ("c-9", "till-9")] {
             let answer = client
@@ -167,23 +174,7 @@ mod camera {
     /// is saved beside the agent's data.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_status_page_plays_an_alerts_clip_in_headless_chromium() {
-        let dir = tillgate_testkit::scratch_dir();
-        let kvs = FakeKvs::start().await;
-        kvs.create_stream("page", 24);
-        let source = "source = \"test\"\nwidth = 320\nheight = 240\nbitrate_kbps = 300\nterminals = [\"till-1\"]";
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("token"), "s3cret\n").unwrap();
-        let options = AgentOptions {
-            http_toml: format!("token = {{ file = \"{}\" }}", dir.join("token").display()),
-            ..camera_options(
-                &kvs,
-                "page",
-                source,
-                "fragment_duration = \"1s\"\nclip_before = \"5s\"\nclip_after = \"5s\"",
-            )
-        };
-        let agent = Agent::start(&dir, &options);
-        wait_fragments(&kvs, "page", 6, Duration::from_secs(30), &agent).await;
+        let (dir, _kvs, agent) = camera_on_till_1("page").await;
         let mut denied = txn("p-block-1", "till-1", 100);
         denied["card"]["token"] = serde_json::json!("tok_stolen_0001");
         let answer = tillgate_testkit::http_client()

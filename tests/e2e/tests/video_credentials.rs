@@ -130,13 +130,7 @@ mod camera {
             "{:?}",
             kvs.refusals()
         );
-        let metrics = agent.metrics_text().await;
-        let skew = metrics
-            .lines()
-            .find(|l| l.starts_with("tillgate_video_clock_skew_seconds{camera=\"cam\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no skew gauge\n{metrics}"));
+        let skew = agent.metric("tillgate_video_clock_skew_seconds{camera=\"cam\"}").await;
         assert!((1198.0..=1202.0).contains(&skew), "{skew}");
         assert!(agent.log().contains("differs from KVS's"), "{}", agent.log());
 

@@ -70,13 +70,9 @@ mod camera {
         );
         let g = gaps(&all[all.len() - 8..], 200);
         assert!(g.is_empty(), "{g:?}");
-        let metrics = agent.metrics_text().await;
-        let ahead = metrics
-            .lines()
-            .find(|l| l.starts_with("tillgate_video_timecodes_ahead_seconds{camera=\"cam\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no gauge\n{metrics}"));
+        let ahead = agent
+            .metric("tillgate_video_timecodes_ahead_seconds{camera=\"cam\"}")
+            .await;
         // 600 s behind, less the restart's gap and the held clock's 1 % slower pace.
         assert!((540.0..=600.0).contains(&ahead), "{ahead}");
         assert!(

@@ -196,6 +196,18 @@ impl Agent {
         format!("http://{}", self.addr)
     }
 
+    /// The value of the series `series` (name and labels, as `/metrics` prints them),
+    /// or a panic with the metrics when it is absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let metrics = self.metrics_text().await;
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {series}\n{metrics}"))
+    }
+
     /// The Prometheus text at `/metrics`.
     pub async fn metrics_text(&self) -> String {
         let resp = crate::http_client()

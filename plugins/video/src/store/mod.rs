@@ -90,7 +90,8 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-fn parse_name(name: &str) -> Option<(u64, u64)> {
+/// A fragment file's (start, end) timecodes from its name, `<start>-<end>.mkv`.
+pub(crate) fn parse_name(name: &str) -> Option<(u64, u64)> {
     let stem = name.strip_suffix(".mkv")?;
     let (start, end) = stem.split_once('-')?;
     Some((start.parse().ok()?, end.parse().ok()?))
