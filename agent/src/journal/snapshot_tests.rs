@@ -340,3 +340,36 @@ async fn a_unit_over_a_quarter_of_the_journal_budget_is_not_stored() {
         .unwrap();
     assert_eq!(rows, 0, "the oversized unit left no row behind");
 }
+
+/// A case proptest found: the journal kept `received_at` in milliseconds while the live
+/// decision used nanoseconds, so a transaction 121 s late was "skewed" live and not on
+/// replay, and each restart rebuilt windows the uninterrupted run never had.
+#[test]
+fn decisions_after_two_kills_equal_the_uninterrupted_run() {
+    let txns = stream(6_857_534_769_234_850_377, 220);
+    let kills = [131, 182];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for (edit, every) in [(false, 36), (true, 36), (false, 1_000_000)] {
+        let edit_at = edit.then_some(kills[0]);
+        let (reference, crashed) = rt.block_on(async {
+            let a = tempfile::tempdir().unwrap();
+            let b = tempfile::tempdir().unwrap();
+            let reference = run(a.path(), &txns, &kills, edit_at, every, false).await;
+            let crashed = run(b.path(), &txns, &kills, edit_at, every, true).await;
+            ((reference, reports(a.path())), (crashed, reports(b.path())))
+        });
+        let first = reference.0.iter().zip(&crashed.0).position(|(a, b)| a != b);
+        assert_eq!(
+            first, None,
+            "the first decision that differs (edited: {edit}, snapshots every {every})"
+        );
+        assert_eq!(
+            reference.1, crashed.1,
+            "reports (edited: {edit}, snapshots every {every})"
+        );
+    }
+}

@@ -61,6 +61,28 @@ fn the_journal_carries_the_event_time_the_windows_used() {
     assert_eq!((back.event_time(), back.clock_skew), (skewed.event_time(), true));
 }
 
+/// Received exactly the skew limit's next second after it occurred, both at instants
+/// finer than the journal's milliseconds: the transaction replayed from the journal is
+/// the one the rules decided live (same skew verdict, same event time), or a restart
+/// would rebuild different windows.
+#[test]
+fn a_transaction_replayed_from_the_journal_is_the_one_decided() {
+    let mut v = base();
+    for sub_ms_ns in [1, 500_000, 960_447] {
+        let occurred = format!("2026-12-04T10:00:00.000{sub_ms_ns:06}Z");
+        v["occurred_at"] = json!(occurred);
+        let received = chrono::DateTime::parse_from_rfc3339(&occurred).unwrap().to_utc()
+            + chrono::Duration::seconds(super::CLOCK_SKEW_LIMIT_SECS + 1);
+        let live = parse(v.to_string().as_bytes(), received).unwrap();
+        let back = super::validate::from_journal(&live.journal_body(1)).expect("reads back");
+        assert_eq!(
+            (back.clock_skew, back.event_time(), back.received_at),
+            (live.clock_skew, live.event_time(), live.received_at),
+            "occurred and received {sub_ms_ns} ns past the millisecond"
+        );
+    }
+}
+
 #[test]
 fn pretty_printed_input_is_journaled_on_one_line() {
     let raw = serde_json::to_vec_pretty(&base()).unwrap();
@@ -155,7 +177,8 @@ fn a_pan_in_any_card_field_is_refused_once() {
 #[test]
 fn skewed_terminal_clock_is_flagged_and_windows_use_received_at() {
     let mut v = base();
-    let received = Utc::now();
+    // Whole milliseconds: the agent keeps received instants in the journal's precision.
+    let received = chrono::SubsecRound::trunc_subsecs(Utc::now(), 3);
     v["occurred_at"] = json!((received - Duration::seconds(121)).to_rfc3339());
     let t = parse(v.to_string().as_bytes(), received).unwrap();
     assert!(t.clock_skew);

@@ -6,7 +6,7 @@
 //! value quoted in a problem is cut short and passed through [`redact_text`].
 
 use super::{Card, EntryMode, Transaction, TxnType, CLOCK_SKEW_LIMIT_SECS};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -245,6 +245,10 @@ pub fn parse_limited(raw: &[u8], received_at: DateTime<Utc>, max_bytes: usize) -
 /// transactions read back from the journal, which are never journaled again (their
 /// `body_head` stays empty).
 fn validate(doc: Map<String, Value>, journaled: bool, received_at: DateTime<Utc>) -> Result<Transaction, Rejection> {
+    // The journal keeps `received_at` in milliseconds: the live decision uses the same
+    // instant, so a replay (restart, reload) sees the transaction the rules saw — the skew
+    // verdict and the event time included.
+    let received_at = received_at.trunc_subsecs(3);
     let mut v = Validator {
         doc: &doc,
         errors: Vec::new(),
