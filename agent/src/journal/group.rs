@@ -2,7 +2,7 @@
 //! prepared once (not looked up per row) and one decision timestamp per group.
 
 use super::records::{AlertRecord, DecisionRecord, ReportAlert};
-use super::video_links::VideoLinks;
+use super::video_links::{FlaggedSale, VideoLinks};
 use crate::rules::Decision;
 use crate::txn::{rfc3339, Transaction};
 use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
@@ -80,7 +80,13 @@ impl<'c> Group<'c> {
             } else {
                 received - txn.occurred_at.timestamp_millis()
             };
-            let located = video.locate(&txn.terminal_id, received, late);
+            let located = video.locate(&FlaggedSale {
+                terminal: &txn.terminal_id,
+                received_ms: received,
+                late_ms: late,
+                decision: record.decision.name(),
+                rules: record.rules.iter().map(|h| h.id.as_str()).collect(),
+            });
             let alert =
                 serde_json::to_vec(&AlertRecord::rule_hit(txn, &record, located)).expect("an alert record serializes");
             insert(seq + used, Channel::Alerts, &alert)?;

@@ -112,6 +112,24 @@ pub struct VideoCoverage {
     pub terminals: Vec<String>,
     pub before: std::time::Duration,
     pub after: std::time::Duration,
+    /// A camera that uploads only the video around chosen decisions: the alerts that
+    /// choose it. `None`: it uploads everything, so every alert on its terminals has video.
+    pub only: Option<VideoEvents>,
+}
+
+/// The rule-hit alerts whose video an events-mode camera uploads: those deciding one of
+/// `decisions` (`"allow"`, `"review"`, `"block"`), or on which one of `rules` fired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VideoEvents {
+    pub decisions: Vec<String>,
+    pub rules: Vec<String>,
+}
+
+impl VideoEvents {
+    /// Whether an alert that decided `decision`, with `rules` firing, is chosen.
+    pub fn chooses<'a>(&self, decision: &str, mut rules: impl Iterator<Item = &'a str>) -> bool {
+        self.decisions.iter().any(|d| d == decision) || rules.any(|r| self.rules.iter().any(|n| n == r))
+    }
 }
 
 /// A component's part of `/v1/status`: a JSON value under `key`, read on each request.

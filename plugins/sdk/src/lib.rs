@@ -28,6 +28,7 @@ pub use backoff::Backoff;
 pub use clips::{ClipBytes, ClipFailure, ClipMaker, ClipRequest};
 pub use component::{
     CheckContext, Component, ComponentConfig, SinkSet, StartContext, StatusSection, StatusView, VideoCoverage,
+    VideoEvents,
 };
 pub use config_error::ConfigError;
 pub use error_chain::error_chain;

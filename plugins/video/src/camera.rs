@@ -87,9 +87,10 @@ impl CameraShared {
 
     fn count_evictions(&self, evicted: &[(crate::store::Stored, Eviction)]) {
         for (s, why) in evicted {
-            if *why == Eviction::Sent {
-                // Acknowledged video kept for clips: recycled, not lost.
-                tracing::debug!(camera = %self.camera.name, start_ms = s.start_ms, "acknowledged fragment recycled");
+            if matches!(why, Eviction::Sent | Eviction::Local) {
+                // Acknowledged video kept for clips, or video nobody asked to upload:
+                // recycled, not lost.
+                tracing::debug!(camera = %self.camera.name, start_ms = s.start_ms, reason = why.label(), "fragment recycled");
                 continue;
             }
             let reason = why.label();

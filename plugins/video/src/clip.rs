@@ -56,7 +56,7 @@ struct Piece {
 /// The ring's fragments (waiting ones at the top, acknowledged ones in `sent/`), by start.
 fn ring_pieces(dir: &Path) -> Vec<Piece> {
     let mut pieces = Vec::new();
-    for shelf in [dir.to_path_buf(), dir.join("sent")] {
+    for shelf in [dir.to_path_buf(), dir.join("sent"), dir.join("local")] {
         let Ok(entries) = std::fs::read_dir(&shelf) else {
             continue;
         };
@@ -79,9 +79,14 @@ fn ring_pieces(dir: &Path) -> Vec<Piece> {
 /// Reads a fragment, on the other shelf if the daemon just moved it.
 fn read_piece(dir: &Path, piece: &Piece) -> Option<Vec<u8>> {
     let name = piece.path.file_name()?;
-    [piece.path.clone(), dir.join(name), dir.join("sent").join(name)]
-        .iter()
-        .find_map(|p| std::fs::read(p).ok())
+    [
+        piece.path.clone(),
+        dir.join(name),
+        dir.join("sent").join(name),
+        dir.join("local").join(name),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read(p).ok())
 }
 
 /// The longest a remux may take.

@@ -1,12 +1,14 @@
 //! `[video]` as a component: each camera is a source, the `video-tags` sink takes
 //! alerts, and the cameras' status is the `cameras` section.
 
+use crate::config::UploadMode;
 use crate::status::CamerasView;
 use crate::tags::TagSink;
 use crate::{Cameras, VideoConfig};
 use async_trait::async_trait;
 use tillgate_sdk::{
-    CheckContext, Component, ComponentConfig, ConfigError, Sink, StartContext, StatusSection, StatusView, VideoCoverage,
+    CheckContext, Component, ComponentConfig, ConfigError, Sink, StartContext, StatusSection, StatusView,
+    VideoCoverage, VideoEvents,
 };
 
 /// How `tillgate status` shows cameras.
@@ -34,17 +36,26 @@ impl ComponentConfig for VideoConfig {
     }
 
     fn video_coverage(&self) -> Vec<VideoCoverage> {
-        if !self.upload {
-            return Vec::new();
-        }
+        let events = VideoEvents {
+            decisions: self.events.decisions.clone(),
+            rules: self.events.rules.clone(),
+        };
         self.cameras
             .iter()
-            .map(|c| VideoCoverage {
-                camera: c.name.clone(),
-                stream: c.stream_name().to_string(),
-                terminals: c.terminals.clone(),
-                before: self.clip_before.get(),
-                after: self.clip_after.get(),
+            .filter_map(|c| {
+                let only = match c.mode(self) {
+                    UploadMode::Off => return None,
+                    UploadMode::Continuous => None,
+                    UploadMode::Events => Some(events.clone()),
+                };
+                Some(VideoCoverage {
+                    camera: c.name.clone(),
+                    stream: c.stream_name().to_string(),
+                    terminals: c.terminals.clone(),
+                    before: self.clip_before.get(),
+                    after: self.clip_after.get(),
+                    only,
+                })
             })
             .collect()
     }

@@ -63,10 +63,49 @@ pub struct VideoConfig {
     pub clip_before: HumanDuration,
     #[serde(default = "default_clip_after")]
     pub clip_after: HumanDuration,
+    /// Which decisions an events-mode camera uploads the video of.
+    #[serde(default)]
+    pub events: EventsConfig,
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
 }
 
+/// `[video.events]`: the rule-hit alerts around which an `upload = "events"` camera
+/// uploads its video (`clip_before` to `clip_after` around the sale).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Decisions that upload their video: `allow`, `review`, `block`.
+    #[serde(default = "default_event_decisions")]
+    pub decisions: Vec<String>,
+    /// Rules whose hit uploads the video whatever the decision (shadow rules included).
+    #[serde(default)]
+    pub rules: Vec<String>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            decisions: default_event_decisions(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// What a camera sends to Kinesis Video Streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, strum::Display)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum UploadMode {
+    /// Every fragment.
+    #[default]
+    Continuous,
+    /// Only the fragments around chosen decisions (`[video.events]`); the ring keeps
+    /// the rest locally.
+    Events,
+    /// Nothing: the ring is local video only.
+    Off,
+}
 /// `[[video.cameras]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +148,9 @@ pub struct CameraConfig {
     /// Terminals whose decisions tag this camera's video (empty: every terminal).
     #[serde(default)]
     pub terminals: Vec<String>,
+    /// `continuous`, `events` or `off` (`[video] upload = false` turns every camera off).
+    #[serde(default)]
+    pub upload: UploadMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -129,6 +171,15 @@ pub(crate) fn err(key: impl AsRef<str>, message: impl Into<String>) -> ConfigErr
 impl CameraConfig {
     pub fn stream_name(&self) -> &str {
         self.stream.as_deref().unwrap_or(&self.name)
+    }
+
+    /// What this camera uploads, `[video] upload = false` included.
+    pub fn mode(&self, video: &VideoConfig) -> UploadMode {
+        if video.upload {
+            self.upload
+        } else {
+            UploadMode::Off
+        }
     }
 }
 
@@ -192,6 +243,17 @@ impl VideoConfig {
         }
         if let Some(iot) = &self.iot {
             iot.validate("video")?;
+        }
+        for (i, d) in self.events.decisions.iter().enumerate() {
+            if !["allow", "review", "block"].contains(&d.as_str()) {
+                return Err(err(
+                    format!("events.decisions[{i}]"),
+                    format!("{d:?}: allowed: \"allow\", \"review\", \"block\""),
+                ));
+            }
+        }
+        if let Some(i) = self.events.rules.iter().position(|r| r.trim().is_empty()) {
+            return Err(err(format!("events.rules[{i}]"), "is empty; allowed: a rule's id"));
         }
         if self.clip_before.get() + self.clip_after.get() > CLIP_MAX.get() {
             return Err(err(
@@ -371,6 +433,9 @@ fn default_clip_before() -> HumanDuration {
 }
 fn default_clip_after() -> HumanDuration {
     HumanDuration::secs(20)
+}
+fn default_event_decisions() -> Vec<String> {
+    vec!["review".into(), "block".into()]
 }
 fn default_retention() -> HumanDuration {
     HumanDuration(Duration::from_secs(7 * 24 * 3600))

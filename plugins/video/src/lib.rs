@@ -4,7 +4,8 @@
 //!
 //! Layout: [`config`] (`[video]`), `component` (how the agent starts and stops it), [`source`] (the pipeline → frames), [`fragmenter`]
 //! (frames → fragments, gateway-clock timecodes), [`mkv`] (the bytes), [`store`] (the
-//! ring), [`camera`] (pipeline task, reconnects), [`kvs`] (control plane, signed
+//! ring, and in events mode the windows it uploads; [`events`] opens them from alerts),
+//! [`camera`] (pipeline task, reconnects), [`kvs`] (control plane, signed
 //! PutMedia head), [`uploader`] (the PutMedia connection and its ACKs), [`ack`],
 //! [`metrics`], [`status`].
 
@@ -14,6 +15,7 @@ pub mod clip;
 mod component;
 pub mod config;
 pub mod error_ids;
+pub mod events;
 mod failure;
 pub mod fragment_tags;
 pub mod fragmenter;
@@ -100,14 +102,15 @@ impl Cameras {
         let mut targets = Vec::new();
         for camera in &config.cameras {
             let ring = dir.join(&camera.name);
+            let mode = camera.mode(config);
             let store =
-                FragmentStore::open(&ring, camera.max_bytes.get(), camera.retention.get()).map_err(|source| {
+                FragmentStore::open(&ring, camera.max_bytes.get(), camera.retention.get(), mode).map_err(|source| {
                     StartError::Store {
                         path: ring.display().to_string(),
                         source,
                     }
                 })?;
-            let status = StatusHandle::new(&camera.name, camera.stream_name(), config.upload);
+            let status = StatusHandle::new(&camera.name, camera.stream_name(), mode);
             let shared = CameraShared {
                 camera: camera.clone(),
                 video: video.clone(),
@@ -126,6 +129,11 @@ impl Cameras {
                 camera: camera.name.clone(),
                 terminals: camera.terminals.clone(),
                 sender: tag_tx,
+                events: (mode == config::UploadMode::Events).then(|| events::EventsTarget {
+                    store: shared.store.clone(),
+                    stored: shared.stored.clone(),
+                    windows: metrics.event_windows.clone(),
+                }),
             });
             tasks.push(tokio::spawn(camera::run(shared.clone(), tag_rx, stop_rx.clone())));
             tasks.push(tokio::spawn(uploader::run(shared, stop_rx.clone())));

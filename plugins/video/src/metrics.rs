@@ -24,6 +24,8 @@ pub struct VideoMetrics {
     /// tag), summarised (counted in the fragment's summary tag), dropped (the camera task
     /// was busy).
     pub tags: IntCounterVec,
+    /// Upload windows asked of events-mode cameras, by outcome.
+    pub event_windows: IntCounterVec,
     pub backlog_seconds: GaugeVec,
     pub backlog_fragments: GaugeVec,
     pub backlog_bytes: GaugeVec,
@@ -118,6 +120,12 @@ impl VideoMetrics {
                 r,
                 "video_connections_total",
                 "PutMedia connections, by outcome",
+                &["camera", "outcome"],
+            )?,
+            event_windows: counter(
+                r,
+                "video_event_windows_total",
+                "Upload windows asked of events-mode cameras, by outcome (complete, evicted, not_recorded, behind, dropped)",
                 &["camera", "outcome"],
             )?,
             tags: counter(

@@ -1,6 +1,7 @@
 //! What `tillgate status` shows per camera: the `cameras` section of `/v1/status`, and
 //! how a person reads it.
 
+use crate::config::UploadMode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -22,6 +23,9 @@ pub struct CameraStatus {
     pub backlog_fragments: u64,
     pub backlog_seconds: f64,
     pub upload: UploadState,
+    /// What the camera uploads: everything, the windows around chosen decisions, nothing.
+    #[serde(default)]
+    pub mode: UploadMode,
     /// ERROR acknowledgements by ErrorId.
     pub errors: BTreeMap<u32, u64>,
     pub last_error: Option<String>,
@@ -47,7 +51,7 @@ pub enum CameraState {
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum UploadState {
-    /// `upload = false`: fragments stay in the ring.
+    /// `upload = "off"`: fragments stay in the ring.
     Off,
     /// Nothing to send.
     #[default]
@@ -65,12 +69,17 @@ pub enum UploadState {
 pub struct StatusHandle(Arc<Mutex<CameraStatus>>);
 
 impl StatusHandle {
-    pub fn new(name: &str, stream: &str, upload: bool) -> Self {
+    pub fn new(name: &str, stream: &str, mode: UploadMode) -> Self {
         StatusHandle(Arc::new(Mutex::new(CameraStatus {
             name: name.to_string(),
             stream: stream.to_string(),
             state: CameraState::Starting,
-            upload: if upload { UploadState::Idle } else { UploadState::Off },
+            upload: if mode == UploadMode::Off {
+                UploadState::Off
+            } else {
+                UploadState::Idle
+            },
+            mode,
             ..CameraStatus::default()
         })))
     }
@@ -113,7 +122,7 @@ fn cameras(status: &Value) -> Vec<CameraStatus> {
 fn line(c: &CameraStatus) -> String {
     let errors: Vec<String> = c.errors.iter().map(|(id, n)| format!("{id}×{n}")).collect();
     format!(
-        "camera   {:<12} {:<12} {:.1} fps {:.0} kbit/s  fragments stored {} sent {} acknowledged {}  backlog {} ({:.0} s)  upload {} → {}{}{}{}{}",
+        "camera   {:<12} {:<12} {:.1} fps {:.0} kbit/s  fragments stored {} sent {} acknowledged {}  backlog {} ({:.0} s)  upload {} {} → {}{}{}{}{}",
         c.name,
         c.state,
         c.fps,
@@ -123,6 +132,7 @@ fn line(c: &CameraStatus) -> String {
         c.fragments_acknowledged,
         c.backlog_fragments,
         c.backlog_seconds,
+        c.mode,
         c.upload,
         c.stream,
         if c.fragments_evicted + c.fragments_dead > 0 {

@@ -3,6 +3,7 @@
 //! (MKV Tags before the cluster) on the fragment each matching camera is recording now.
 //! Alerts older than [`STALE`] (a backlog after a restart) are not tagged: the fragment
 //! they belong to is closed, and tagging the current one would point at the wrong video.
+//! For an events-mode camera the same alerts open upload windows ([`crate::events`]).
 
 use crate::fragmenter::{MAX_TAG_NAME, MAX_TAG_VALUE};
 use async_trait::async_trait;
@@ -66,6 +67,8 @@ pub struct TagTarget {
     /// Empty: every terminal.
     pub terminals: Vec<String>,
     pub sender: mpsc::Sender<Tag>,
+    /// An events-mode camera: alerts also open upload windows in its ring.
+    pub events: Option<crate::events::EventsTarget>,
 }
 
 /// The `video-tags` sink.
@@ -114,6 +117,15 @@ impl Sink for TagSink {
     }
 
     async fn ship(&mut self, records: &[Record]) -> Result<(), SinkError> {
+        for t in &self.targets {
+            if let Some(events) = &t.events {
+                let windows = records
+                    .iter()
+                    .filter_map(|r| crate::events::window_for(&r.body, &t.camera))
+                    .collect();
+                events.ask(&t.camera, windows).await;
+            }
+        }
         let now = crate::camera::now_ms();
         for r in records {
             if now - r.received_ms > STALE.as_millis() as i64 {

@@ -41,9 +41,9 @@ struct Uplink {
     failures: Failures,
 }
 
-/// Runs until `stop` turns true. With `video.upload = false` there is nothing to do.
+/// Runs until `stop` turns true. A camera that uploads nothing has nothing to do.
 pub async fn run(shared: CameraShared, mut stop: watch::Receiver<bool>) {
-    if !shared.video.upload {
+    if shared.store.mode() == crate::config::UploadMode::Off {
         return;
     }
     let http = match tillgate_aws::https::client_builder()

@@ -1,20 +1,29 @@
 //! The on-disk fragment ring of one camera: every closed fragment is a playable MKV file
 //! (header + Tags + Cluster) named by its start and end timecodes, written to a
 //! temporary name, fsynced and renamed (then the directory fsynced), so after a crash
-//! a fragment is either whole or absent. A fragment leaves the backlog when KVS
-//! acknowledged it (moved to `sent/`, kept for local clips), or when KVS refused it
-//! (moved to `dead/` with the reason); it leaves the disk when the ring is over
-//! `max_bytes` or older than `retention`.
+//! a fragment is either whole or absent. A fragment waits for upload at the ring's top,
+//! or — for a camera that uploads only events, or nothing — sits in `local/` until an
+//! upload window ([`windows`]) chooses it. It leaves the backlog when KVS acknowledged it
+//! (moved to `sent/`, kept for local clips), or when KVS refused it (moved to `dead/`
+//! with the reason); it leaves the disk when the ring is over `max_bytes` or older than
+//! `retention`.
 //!
-//! The budget, `max_bytes`, holds everything the ring keeps: acknowledged fragments in
-//! `sent/`, fragments waiting to be sent, and refused ones in `dead/` (with their
-//! reasons). Over it, acknowledged fragments go first (oldest first; nothing is lost),
-//! then refused ones, then the oldest unsent ones (a loss by policy, counted and
-//! logged). The only bytes
-//! outside it are the one fragment being written (`.tmp`, removed if its write fails,
-//! and at start) and the 13-byte timecode floor ([`crate::timeline`]), written when
-//! fragments leave the disk (each fragment's name records its end while it is there).
+//! The budget, `max_bytes`, holds everything the ring keeps: local-only fragments in
+//! `local/`, acknowledged ones in `sent/`, fragments waiting to be sent, and refused ones
+//! in `dead/` (with their reasons). Over it, local-only fragments go first, then
+//! acknowledged ones (oldest first; neither is a loss: nobody asked to upload them, or
+//! KVS has them), then refused ones, then the oldest unsent ones (a loss by policy,
+//! counted and logged). The only bytes outside it are the one fragment being written
+//! (`.tmp`, removed if its write fails, and at start), the 13-byte timecode floor
+//! ([`crate::timeline`]), written when fragments leave the disk (each fragment's name
+//! records its end while it is there), and the upload windows (at most 28 KB).
 
+mod events;
+pub mod windows;
+
+pub use events::{Asked, WindowOutcome};
+
+use crate::config::UploadMode;
 use crate::timeline;
 use std::collections::BTreeMap;
 use std::fs;
@@ -23,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+use windows::Windows;
 
 /// A stored fragment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +56,9 @@ pub struct Backlog {
 /// Why a fragment left without being acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Eviction {
+    /// A fragment no upload window chose made room or aged out (not a loss: the camera
+    /// uploads only events, or nothing).
+    Local,
     /// An acknowledged fragment kept for clips made room or aged out (not a loss).
     Sent,
     /// The ring reached `max_bytes`.
@@ -62,6 +75,7 @@ impl Eviction {
     /// The metrics label.
     pub fn label(self) -> &'static str {
         match self {
+            Eviction::Local => "local",
             Eviction::Sent => "sent",
             Eviction::Full => "full",
             Eviction::Expired => "expired",
@@ -82,6 +96,16 @@ pub struct FragmentStore {
     dead: Mutex<BTreeMap<u64, Stored>>,
     /// Acknowledged fragments in `sent/`, kept for clips.
     sent: Mutex<BTreeMap<u64, Stored>>,
+    /// Fragments no upload window chose, in `local/`.
+    local: Mutex<BTreeMap<u64, Stored>>,
+    /// Events mode: what to upload. Locked before the shelves.
+    windows: Mutex<Windows>,
+    mode: UploadMode,
+    /// The newest start ever queued for upload: an older fragment would reach KVS out
+    /// of order, so a window does not queue it.
+    queued_through: AtomicU64,
+    /// The newest end of a fragment that left the disk (this run).
+    evicted_through: AtomicU64,
     /// See [`FragmentStore::timecode_floor`].
     floor: AtomicU64,
 }
@@ -99,8 +123,8 @@ pub(crate) fn parse_name(name: &str) -> Option<(u64, u64)> {
 
 impl FragmentStore {
     /// Opens (creating) `dir`, drops unfinished temporary files, and lists what a
-    /// previous run left.
-    pub fn open(dir: &Path, max_bytes: u64, retention: Duration) -> std::io::Result<FragmentStore> {
+    /// previous run left. `mode` decides where new fragments go.
+    pub fn open(dir: &Path, max_bytes: u64, retention: Duration, mode: UploadMode) -> std::io::Result<FragmentStore> {
         fs::create_dir_all(dir)?;
         let mut entries = BTreeMap::new();
         for entry in fs::read_dir(dir)? {
@@ -125,13 +149,20 @@ impl FragmentStore {
         }
         let dead = list_shelf(&dir.join("dead"))?;
         let sent = list_shelf(&dir.join("sent"))?;
+        let local = list_shelf(&dir.join("local"))?;
         let newest_end = entries
             .values()
             .chain(dead.values())
             .chain(sent.values())
+            .chain(local.values())
             .map(|s| s.end_ms)
             .max();
         let floor = timeline::read_floor(dir).max(newest_end.unwrap_or(0));
+        let queued_through = entries.keys().chain(sent.keys()).max().copied().unwrap_or(0);
+        let mut windows = Windows::load(dir);
+        if windows.end_before(newest_end.unwrap_or(0)) {
+            let _ = windows.save();
+        }
         Ok(FragmentStore {
             floor: AtomicU64::new(floor),
             dir: dir.to_path_buf(),
@@ -140,6 +171,11 @@ impl FragmentStore {
             entries: Mutex::new(entries),
             dead: Mutex::new(dead),
             sent: Mutex::new(sent),
+            local: Mutex::new(local),
+            windows: Mutex::new(windows),
+            mode,
+            queued_through: AtomicU64::new(queued_through),
+            evicted_through: AtomicU64::new(0),
         })
     }
 
@@ -159,6 +195,18 @@ impl FragmentStore {
         self.sent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_local(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Stored>> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_windows(&self) -> std::sync::MutexGuard<'_, Windows> {
+        self.windows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn mode(&self) -> UploadMode {
+        self.mode
+    }
+
     /// The end of the newest fragment this ring ever stored (kept across restarts): no
     /// new fragment may start before it.
     pub fn timecode_floor(&self) -> u64 {
@@ -174,14 +222,16 @@ impl FragmentStore {
         }
     }
 
-    /// Bytes the ring holds: fragments waiting, refused and acknowledged ones.
+    /// Bytes the ring holds: fragments waiting, refused, acknowledged and local ones.
     pub fn total_bytes(&self) -> u64 {
         let live: u64 = self.lock().values().map(|s| s.bytes).sum();
         let sent: u64 = self.lock_sent().values().map(|s| s.bytes).sum();
-        live + sent + self.lock_dead().values().map(|s| s.bytes).sum::<u64>()
+        let local: u64 = self.lock_local().values().map(|s| s.bytes).sum();
+        live + sent + local + self.lock_dead().values().map(|s| s.bytes).sum::<u64>()
     }
 
-    /// Stores a fragment durably (`header` then `body`), then evicts the oldest
+    /// Stores a fragment durably (`header` then `body`) — for upload, or in `local/`
+    /// when the camera uploads only what a window chooses — then evicts the oldest
     /// fragments while the ring is over `max_bytes`. Returns what was evicted.
     pub fn put(
         &self,
@@ -190,9 +240,29 @@ impl FragmentStore {
         header: &[u8],
         body: &[u8],
     ) -> std::io::Result<Vec<(Stored, Eviction)>> {
+        // Held until the fragment is listed, so a window asked for meanwhile sees it.
+        let mut windows = self.lock_windows();
+        let upload = match self.mode {
+            UploadMode::Continuous => true,
+            UploadMode::Off => false,
+            UploadMode::Events => windows.chooses(start_ms, end_ms),
+        };
+        if windows.end_before(start_ms) {
+            // Windows this fragment is past can choose nothing more.
+            if let Err(e) = windows.save() {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the upload windows");
+            }
+        }
+        let shelf = if upload {
+            self.dir.clone()
+        } else {
+            let local = self.dir.join("local");
+            fs::create_dir_all(&local)?;
+            local
+        };
         let name = format!("{start_ms:013}-{end_ms:013}.mkv");
-        let path = self.dir.join(&name);
-        let tmp = self.dir.join(format!("{name}.tmp"));
+        let path = shelf.join(&name);
+        let tmp = shelf.join(format!("{name}.tmp"));
         let write = || {
             let written = (|| {
                 let mut file = fs::File::create(&tmp)?;
@@ -200,7 +270,7 @@ impl FragmentStore {
                 file.write_all(body)?;
                 file.sync_all()?;
                 fs::rename(&tmp, &path)?;
-                sync_dir(&self.dir)
+                sync_dir(&shelf)
             })();
             if written.is_err() {
                 // What was written of it goes, so it holds no room.
@@ -225,24 +295,31 @@ impl FragmentStore {
         // fragments leave the disk (evict_one, expire).
         self.floor.fetch_max(end_ms, Ordering::Relaxed);
         let bytes = (header.len() + body.len()) as u64;
-        let mut entries = self.lock();
-        entries.insert(
+        let stored = Stored {
             start_ms,
-            Stored {
-                start_ms,
-                end_ms,
-                bytes,
-                path,
-            },
-        );
+            end_ms,
+            bytes,
+            path,
+        };
+        let mut entries = self.lock();
         let mut dead = self.lock_dead();
         let mut sent = self.lock_sent();
-        let mut total: u64 = [&*entries, &*dead, &*sent]
+        let mut local = self.lock_local();
+        if upload {
+            entries.insert(start_ms, stored);
+            self.queued_through.fetch_max(start_ms, Ordering::Relaxed);
+        } else {
+            local.insert(start_ms, stored);
+        }
+        drop(windows);
+        let mut total: u64 = [&*entries, &*dead, &*sent, &*local]
             .iter()
             .map(|m| m.values().map(|s| s.bytes).sum::<u64>())
             .sum();
         while total > self.max_bytes {
-            let (oldest, why) = if let Some((_, s)) = sent.pop_first() {
+            let (oldest, why) = if let Some((_, s)) = local.pop_first() {
+                (s, Eviction::Local)
+            } else if let Some((_, s)) = sent.pop_first() {
                 (s, Eviction::Sent)
             } else if let Some((_, d)) = dead.pop_first() {
                 (d, Eviction::DeadFull)
@@ -254,15 +331,28 @@ impl FragmentStore {
             };
             total -= oldest.bytes;
             remove_fragment(&oldest.path);
+            self.evicted_through.fetch_max(oldest.end_ms, Ordering::Relaxed);
             evicted.push((oldest, why));
         }
         Ok(evicted)
     }
 
-    /// Deletes the oldest acknowledged fragment, else the oldest refused one, else the
-    /// oldest unsent one.
+    /// Deletes the oldest local-only fragment, else the oldest acknowledged one, else
+    /// the oldest refused one, else the oldest unsent one.
     fn evict_one(&self) -> Option<(Stored, Eviction)> {
         self.persist_floor();
+        let gone = self.evict_one_shelf();
+        if let Some((s, _)) = &gone {
+            self.evicted_through.fetch_max(s.end_ms, Ordering::Relaxed);
+        }
+        gone
+    }
+
+    fn evict_one_shelf(&self) -> Option<(Stored, Eviction)> {
+        if let Some((_, s)) = self.lock_local().pop_first() {
+            remove_fragment(&s.path);
+            return Some((s, Eviction::Local));
+        }
         if let Some((_, s)) = self.lock_sent().pop_first() {
             remove_fragment(&s.path);
             return Some((s, Eviction::Sent));
@@ -281,7 +371,7 @@ impl FragmentStore {
     pub fn expire(&self, now_ms: u64) -> Vec<(Stored, Eviction)> {
         let horizon = now_ms.saturating_sub(self.retention.as_millis() as u64);
         let mut out = Vec::new();
-        let newest_end = [self.lock(), self.lock_dead(), self.lock_sent()]
+        let newest_end = [self.lock(), self.lock_dead(), self.lock_sent(), self.lock_local()]
             .iter()
             .filter_map(|m| m.values().map(|s| s.end_ms).max())
             .max();
@@ -293,6 +383,7 @@ impl FragmentStore {
             (self.lock(), Eviction::Expired),
             (self.lock_dead(), Eviction::DeadExpired),
             (self.lock_sent(), Eviction::Sent),
+            (self.lock_local(), Eviction::Local),
         ] {
             let mut map = map;
             let old: Vec<u64> = map
@@ -303,6 +394,7 @@ impl FragmentStore {
             for k in old {
                 if let Some(s) = map.remove(&k) {
                     remove_fragment(&s.path);
+                    self.evicted_through.fetch_max(s.end_ms, Ordering::Relaxed);
                     out.push((s, why));
                 }
             }
@@ -342,11 +434,11 @@ impl FragmentStore {
         Ok(true)
     }
 
-    /// The fragments (acknowledged or waiting; not refused ones) that overlap
+    /// The fragments (acknowledged, waiting or local; not refused ones) that overlap
     /// `[from_ms, to_ms]`, in timecode order.
     pub fn covering(&self, from_ms: u64, to_ms: u64) -> Vec<Stored> {
         // Locked in the order put() takes them.
-        let mut out: Vec<Stored> = [self.lock(), self.lock_sent()]
+        let mut out: Vec<Stored> = [self.lock(), self.lock_sent(), self.lock_local()]
             .iter()
             .flat_map(|m| {
                 m.values()

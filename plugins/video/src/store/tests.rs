@@ -3,7 +3,7 @@ use super::*;
 #[test]
 fn the_timecode_floor_is_the_newest_end_ever_stored_even_once_every_file_is_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let open = || FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap();
+    let open = || FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(3600), UploadMode::Continuous).unwrap();
     let store = open();
     assert_eq!(store.timecode_floor(), 0);
     store.put(1000, 3000, b"h", b"one").unwrap();
@@ -36,12 +36,12 @@ fn the_timecode_floor_is_the_newest_end_ever_stored_even_once_every_file_is_gone
 #[test]
 fn fragments_survive_reopen_and_half_written_ones_vanish() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap();
+    let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(3600), UploadMode::Continuous).unwrap();
     store.put(1000, 3000, b"h", b"one").unwrap();
     store.put(3000, 5000, b"h", b"two").unwrap();
     fs::write(dir.path().join("0000000005000-0000000007000.mkv.tmp"), b"partial").unwrap();
     drop(store);
-    let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap();
+    let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(3600), UploadMode::Continuous).unwrap();
     assert_eq!(store.backlog().fragments, 2);
     assert_eq!(store.backlog().seconds, 4.0);
     assert_eq!(store.next_after(None).unwrap().start_ms, 1000);
@@ -56,7 +56,7 @@ fn fragments_survive_reopen_and_half_written_ones_vanish() {
 #[test]
 fn the_ring_evicts_oldest_first_when_full_or_expired() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FragmentStore::open(dir.path(), 10, Duration::from_secs(10)).unwrap();
+    let store = FragmentStore::open(dir.path(), 10, Duration::from_secs(10), UploadMode::Continuous).unwrap();
     assert!(store.put(1000, 2000, b"", b"aaaa").unwrap().is_empty());
     assert!(store.put(2000, 3000, b"", b"bbbb").unwrap().is_empty());
     let evicted = store.put(3000, 4000, b"", b"cccc").unwrap();
@@ -71,7 +71,7 @@ fn the_ring_evicts_oldest_first_when_full_or_expired() {
 #[test]
 fn refused_fragments_move_to_dead_with_their_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(60)).unwrap();
+    let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(60), UploadMode::Continuous).unwrap();
     store.put(1000, 2000, b"", b"x").unwrap();
     let path = store.dead_letter(1000, "4006 invalid MKV").unwrap().unwrap();
     assert!(path.exists());
@@ -80,14 +80,14 @@ fn refused_fragments_move_to_dead_with_their_reason() {
         .contains("4006"));
     assert_eq!(store.backlog().fragments, 0);
     // Reopening does not pick up dead fragments.
-    let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(60)).unwrap();
+    let store = FragmentStore::open(dir.path(), 1 << 20, Duration::from_secs(60), UploadMode::Continuous).unwrap();
     assert_eq!(store.backlog().fragments, 0);
 }
 
 #[test]
 fn refused_fragments_are_inside_the_budget_and_go_first() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FragmentStore::open(dir.path(), 40, Duration::from_secs(3600)).unwrap();
+    let store = FragmentStore::open(dir.path(), 40, Duration::from_secs(3600), UploadMode::Continuous).unwrap();
     store.put(1000, 2000, b"", b"0123456789").unwrap();
     store.dead_letter(1000, "4006").unwrap().unwrap();
     store.put(2000, 3000, b"", b"0123456789").unwrap();
@@ -122,7 +122,7 @@ fn refused_fragments_are_inside_the_budget_and_go_first() {
     store.dead_letter(6000, "4006").unwrap();
     let before = store.total_bytes();
     drop(store);
-    let store = FragmentStore::open(dir.path(), 40, Duration::from_secs(3600)).unwrap();
+    let store = FragmentStore::open(dir.path(), 40, Duration::from_secs(3600), UploadMode::Continuous).unwrap();
     assert_eq!(store.total_bytes(), before);
 }
 
@@ -130,7 +130,7 @@ fn refused_fragments_are_inside_the_budget_and_go_first() {
 fn acknowledged_fragments_stay_for_clips_and_make_room_first() {
     let dir = tempfile::tempdir().unwrap();
     // Room for three 4-byte fragments.
-    let store = FragmentStore::open(dir.path(), 12, Duration::from_secs(3600)).unwrap();
+    let store = FragmentStore::open(dir.path(), 12, Duration::from_secs(3600), UploadMode::Continuous).unwrap();
     store.put(1000, 2000, b"h", b"one").unwrap();
     store.put(2000, 3000, b"h", b"two").unwrap();
     assert!(store.remove(1000).unwrap());
@@ -141,7 +141,7 @@ fn acknowledged_fragments_stay_for_clips_and_make_room_first() {
     assert_eq!(store.covering(3000, 4000).len(), 0, "an end is exclusive");
     // Kept across a restart.
     drop(store);
-    let store = FragmentStore::open(dir.path(), 12, Duration::from_secs(3600)).unwrap();
+    let store = FragmentStore::open(dir.path(), 12, Duration::from_secs(3600), UploadMode::Continuous).unwrap();
     assert_eq!(store.covering(0, 10_000).len(), 2);
     // Over the budget, the acknowledged one goes first, and it is no loss.
     assert!(store.put(3000, 4000, b"h", b"333").unwrap().is_empty());
