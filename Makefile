@@ -42,7 +42,7 @@ deny: deps
 	@test -x $(TOOLS)/cargo/bin/cargo-deny || $(CARGO) install --root $(TOOLS)/cargo cargo-deny --version 0.20.2 --locked
 	$(TOOLS)/cargo/bin/cargo-deny --all-features check licenses bans sources
 
-## Figures for BENCHMARKS.md: prints and saves bench-results/{foundation,rules,mqtt,kinesis,packaging,video}.json,
+## Figures for BENCHMARKS.md: prints and saves bench-results/{foundation,rules,mqtt,kinesis,packaging,video,video-events}.json,
 ## and the criterion per-transaction rule costs (target/criterion/).
 bench: deps
 	$(CARGO) build --release -p tillgate -p tillgate-testkit --bins
@@ -53,6 +53,7 @@ bench: deps
 	$(TARGET)/release/tillgate-bench --bin $(TARGET)/release/tillgate --suite packaging --out bench-results/packaging.json \
 		--arm64-bin $(TARGET)/$(ARM64)/release/tillgate
 	$(TARGET)/release/tillgate-bench --bin $(TARGET)/release/tillgate --suite video --out bench-results/video.json
+	$(TARGET)/release/tillgate-bench --bin $(TARGET)/release/tillgate --suite video-events --out bench-results/video-events.json
 	$(CARGO) bench -p tillgate --bench rules
 
 ## The Debian package (amd64): target/debian/tillgate_<version>_amd64.deb, then checked

@@ -214,6 +214,23 @@ fn video_errors_name_the_camera_key_and_line() {
     );
     let e = load_str(&format!("{base}colour = \"red\"\n")).unwrap_err();
     assert!(e.message.contains("unknown field `colour`"), "{e}");
+    let e = load_str("[video.events]\ndecisions = [\"review\", \"maybe\"]\n").unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("video.events.decisions[1]"), Some(2)),
+        "{e}"
+    );
+    assert!(
+        e.message
+            .contains("\"maybe\": allowed: \"allow\", \"review\", \"block\""),
+        "{e}"
+    );
+    let e = load_str(&format!("{base}upload = \"events\"\n[video.events]\ndecisions = []\n")).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("video.events"), "{e}");
+    assert!(e.message.contains("would upload nothing"), "{e}");
+    load_str(&format!("{base}upload = \"off\"\n[video.events]\ndecisions = []\n")).expect("no events camera");
+    let e = load_str(&format!("{base}upload = \"sometimes\"\n")).unwrap_err();
+    assert!(e.message.contains("continuous") && e.message.contains("events"), "{e}");
 }
 
 /// Found by fuzzing: a file size near u64::MAX overflowed the budget check.

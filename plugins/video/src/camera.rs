@@ -91,6 +91,10 @@ impl CameraShared {
                 // Acknowledged video kept for clips, or video nobody asked to upload:
                 // recycled, not lost.
                 tracing::debug!(camera = %self.camera.name, start_ms = s.start_ms, reason = why.label(), "fragment recycled");
+                self.metrics
+                    .fragments_recycled
+                    .with_label_values(&[self.camera.name.as_str(), why.label()])
+                    .inc();
                 continue;
             }
             let reason = why.label();

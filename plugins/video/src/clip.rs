@@ -1,5 +1,5 @@
 //! A clip of a camera's local video as MP4, for `tillgate clip` and the API: the ring's
-//! fragments (acknowledged ones in `sent/` and those still waiting) that overlap the
+//! fragments (acknowledged ones in `sent/`, local-only ones, and those still waiting) that overlap the
 //! range, joined into one MKV — the first fragment's header, then each Cluster with its
 //! timecode rebased so the clip starts at 0 — and remuxed by GStreamer
 //! (`matroskademux ! h264parse ! mp4mux`). No transcoding: the clip starts at the key
@@ -53,10 +53,12 @@ struct Piece {
     path: PathBuf,
 }
 
-/// The ring's fragments (waiting ones at the top, acknowledged ones in `sent/`), by start.
+/// The ring's fragments (local-only ones in `local/`, waiting ones at the top,
+/// acknowledged ones in `sent/`), by start. Listed in the order fragments move between
+/// shelves, so one the daemon moves meanwhile is listed twice (deduplicated), never missed.
 fn ring_pieces(dir: &Path) -> Vec<Piece> {
     let mut pieces = Vec::new();
-    for shelf in [dir.to_path_buf(), dir.join("sent"), dir.join("local")] {
+    for shelf in [dir.join("local"), dir.to_path_buf(), dir.join("sent")] {
         let Ok(entries) = std::fs::read_dir(&shelf) else {
             continue;
         };

@@ -255,6 +255,14 @@ impl VideoConfig {
         if let Some(i) = self.events.rules.iter().position(|r| r.trim().is_empty()) {
             return Err(err(format!("events.rules[{i}]"), "is empty; allowed: a rule's id"));
         }
+        let events_cameras = self.cameras.iter().any(|c| c.mode(self) == UploadMode::Events);
+        if events_cameras && self.events.decisions.is_empty() && self.events.rules.is_empty() {
+            return Err(err(
+                "events",
+                "chooses no sale (no decisions, no rules): a camera with upload = \"events\" would upload nothing; \
+                 name decisions (\"review\", \"block\") or rules, or set that camera's upload = \"off\"",
+            ));
+        }
         if self.clip_before.get() + self.clip_after.get() > CLIP_MAX.get() {
             return Err(err(
                 "clip_after",

@@ -49,10 +49,13 @@ impl EventsTarget {
     /// Asks the ring for `windows` (txn id, span) in one go (the windows file is written
     /// once), counts each outcome, says what could not be uploaded, and wakes the
     /// uploader if fragments were queued.
-    pub async fn ask(&self, camera: &str, windows: Vec<(String, (u64, u64))>) {
+    pub async fn ask(&self, camera: &str, mut windows: Vec<(String, (u64, u64))>) {
         if windows.is_empty() {
             return;
         }
+        // Sales are numbered after they are stamped: two decided together may reach the
+        // sink in the other order. Asked oldest first, neither window is `behind`.
+        windows.sort_by_key(|(_, span)| *span);
         let store = self.store.clone();
         let spans: Vec<(u64, u64)> = windows.iter().map(|(_, s)| *s).collect();
         let asked = match tokio::task::spawn_blocking(move || store.ask(&spans)).await {

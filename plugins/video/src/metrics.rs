@@ -15,6 +15,9 @@ pub struct VideoMetrics {
     pub fragments_acked: IntCounterVec,
     /// By `reason`: full, expired (a loss by policy).
     pub fragments_evicted: IntCounterVec,
+    /// Acknowledged or local-only fragments deleted to make room or past retention (not
+    /// a loss).
+    pub fragments_recycled: IntCounterVec,
     pub fragments_dead: IntCounterVec,
     /// By `error_id`.
     pub ack_errors: IntCounterVec,
@@ -103,6 +106,12 @@ impl VideoMetrics {
                 "video_fragments_evicted_total",
                 "Fragments deleted unsent: ring full or past retention",
                 &["camera", "reason"],
+            )?,
+            fragments_recycled: counter(
+                r,
+                "video_fragments_recycled_total",
+                "Fragments deleted that were not a loss: acknowledged (sent) or never chosen for upload (local)",
+                &["camera", "shelf"],
             )?,
             fragments_dead: counter(
                 r,

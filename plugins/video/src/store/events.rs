@@ -48,45 +48,33 @@ impl FragmentStore {
     /// recorded while a window is open go there when stored. The windows are written to
     /// disk first, so one still open at a restart keeps choosing. One outcome per span.
     pub fn ask(&self, spans: &[(u64, u64)]) -> Vec<Asked> {
+        // Held throughout: put() decides a fragment's shelf under it. The shelves are
+        // locked only to look and to list, never across a rename or an fsync.
         let mut windows = self.lock_windows();
         let dropped: Vec<usize> = spans.iter().map(|&(from, to)| windows.add(from, to)).collect();
         if let Err(e) = windows.save() {
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the upload windows; kept until a restart");
         }
-        let mut entries = self.lock();
-        let sent = self.lock_sent();
-        let mut local = self.lock_local();
         let mut out = Vec::with_capacity(spans.len());
         for (&(from, to), dropped) in spans.iter().zip(dropped) {
-            let through = self.queued_through.load(Ordering::Relaxed);
-            let chosen: Vec<u64> = local
-                .values()
-                .filter(|s| s.end_ms > from && s.start_ms <= to)
-                .map(|s| s.start_ms)
-                .collect();
-            let behind = chosen.iter().any(|&k| k <= through);
-            let mut queued = 0;
-            for k in chosen.into_iter().filter(|&k| k > through) {
-                let Some(s) = local.remove(&k) else { continue };
-                let target = self.dir.join(s.path.file_name().unwrap_or_default());
-                match fs::rename(&s.path, &target) {
-                    Ok(()) => {
-                        entries.insert(k, Stored { path: target, ..s });
-                        self.queued_through.fetch_max(k, Ordering::Relaxed);
-                        queued += 1;
-                    }
-                    Err(e) => {
-                        tracing::warn!(fragment = %s.path.display(), error = %e, "cannot queue a fragment for upload; it stays local");
-                        local.insert(k, s);
-                    }
-                }
-            }
-            if queued > 0 {
-                if let Err(e) = sync_dir(&self.dir) {
-                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot sync the ring");
-                }
-            }
-            let first = [&*entries, &*sent, &*local]
+            let floor = self.queue_floor.load(Ordering::Relaxed);
+            let (chosen, behind) = {
+                let mut local = self.lock_local();
+                let shows: Vec<u64> = local
+                    .values()
+                    .filter(|s| s.end_ms > from && s.start_ms <= to)
+                    .map(|s| s.start_ms)
+                    .collect();
+                let behind = shows.iter().any(|&k| k < floor);
+                let chosen: Vec<Stored> = shows
+                    .into_iter()
+                    .filter(|&k| k >= floor)
+                    .filter_map(|k| local.remove(&k))
+                    .collect();
+                (chosen, behind)
+            };
+            let queued = self.queue(chosen);
+            let first = [self.lock(), self.lock_sent(), self.lock_local()]
                 .iter()
                 .filter_map(|m| {
                     m.values()
@@ -112,6 +100,32 @@ impl FragmentStore {
             });
         }
         out
+    }
+
+    /// Moves `chosen` (taken out of `local/`) to the upload queue, oldest first; one that
+    /// cannot move goes back to `local/`. Returns how many moved.
+    fn queue(&self, chosen: Vec<Stored>) -> usize {
+        let mut queued = 0;
+        for s in chosen {
+            let target = self.dir.join(s.path.file_name().unwrap_or_default());
+            match fs::rename(&s.path, &target) {
+                Ok(()) => {
+                    self.queue_floor.fetch_max(s.start_ms + 1, Ordering::Relaxed);
+                    self.lock().insert(s.start_ms, Stored { path: target, ..s });
+                    queued += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(fragment = %s.path.display(), error = %e, "cannot queue a fragment for upload; it stays local");
+                    self.lock_local().insert(s.start_ms, s);
+                }
+            }
+        }
+        if queued > 0 {
+            if let Err(e) = sync_dir(&self.dir) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot sync the ring");
+            }
+        }
+        queued
     }
 }
 
@@ -214,5 +228,37 @@ mod tests {
         assert_eq!(evicted.len(), 1);
         assert_eq!(evicted[0].1, Eviction::Local);
         assert_eq!(store.total_bytes(), 30);
+    }
+
+    #[test]
+    fn local_and_acknowledged_video_make_room_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for 4 fragments of 10 bytes.
+        let store = open(dir.path(), 40, UploadMode::Events);
+        record(&store, 0, 2);
+        store.ask(&[(500, 1500)]);
+        store.remove(0).unwrap();
+        store.remove(1000).unwrap();
+        record(&store, 2, 4);
+        let evicted: Vec<(u64, Eviction)> = record(&store, 4, 7)
+            .into_iter()
+            .map(|(s, why)| (s.start_ms, why))
+            .collect();
+        assert_eq!(
+            evicted,
+            [(0, Eviction::Sent), (1000, Eviction::Sent), (2000, Eviction::Local)],
+            "the oldest of sent/ and local/, whichever shelf"
+        );
+    }
+
+    #[test]
+    fn a_local_write_a_crash_cut_short_is_swept_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path(), 1 << 20, UploadMode::Events));
+        let torn = dir.path().join("local/0000000001000-0000000002000.mkv.tmp");
+        fs::write(&torn, b"half a fragment").unwrap();
+        let store = open(dir.path(), 1 << 20, UploadMode::Events);
+        assert!(!torn.exists());
+        assert_eq!(store.total_bytes(), 0);
     }
 }

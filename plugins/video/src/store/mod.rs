@@ -10,11 +10,11 @@
 //!
 //! The budget, `max_bytes`, holds everything the ring keeps: local-only fragments in
 //! `local/`, acknowledged ones in `sent/`, fragments waiting to be sent, and refused ones
-//! in `dead/` (with their reasons). Over it, local-only fragments go first, then
-//! acknowledged ones (oldest first; neither is a loss: nobody asked to upload them, or
-//! KVS has them), then refused ones, then the oldest unsent ones (a loss by policy,
-//! counted and logged). The only bytes outside it are the one fragment being written
-//! (`.tmp`, removed if its write fails, and at start), the 13-byte timecode floor
+//! in `dead/` (with their reasons). Over it, local-only and acknowledged fragments go
+//! first, the oldest of either (neither is a loss: nobody asked to upload them, or KVS
+//! has them; counted as recycled), then refused ones, then the oldest unsent ones (a
+//! loss by policy, counted and logged). The only bytes outside it are the one fragment
+//! being written (`.tmp`, removed if its write fails, and at start), the 13-byte timecode floor
 //! ([`crate::timeline`]), written when fragments leave the disk (each fragment's name
 //! records its end while it is there), and the upload windows (at most 28 KB).
 
@@ -101,9 +101,9 @@ pub struct FragmentStore {
     /// Events mode: what to upload. Locked before the shelves.
     windows: Mutex<Windows>,
     mode: UploadMode,
-    /// The newest start ever queued for upload: an older fragment would reach KVS out
-    /// of order, so a window does not queue it.
-    queued_through: AtomicU64,
+    /// One past the newest start ever queued for upload (0: none): an older fragment
+    /// would reach KVS out of order, so a window does not queue it.
+    queue_floor: AtomicU64,
     /// The newest end of a fragment that left the disk (this run).
     evicted_through: AtomicU64,
     /// See [`FragmentStore::timecode_floor`].
@@ -149,6 +149,10 @@ impl FragmentStore {
         }
         let dead = list_shelf(&dir.join("dead"))?;
         let sent = list_shelf(&dir.join("sent"))?;
+        if mode != UploadMode::Continuous {
+            // Here, not in put(): a full disk must not keep a fragment from being stored.
+            fs::create_dir_all(dir.join("local"))?;
+        }
         let local = list_shelf(&dir.join("local"))?;
         let newest_end = entries
             .values()
@@ -158,7 +162,7 @@ impl FragmentStore {
             .map(|s| s.end_ms)
             .max();
         let floor = timeline::read_floor(dir).max(newest_end.unwrap_or(0));
-        let queued_through = entries.keys().chain(sent.keys()).max().copied().unwrap_or(0);
+        let queue_floor = entries.keys().chain(sent.keys()).max().map_or(0, |s| s + 1);
         let mut windows = Windows::load(dir);
         if windows.end_before(newest_end.unwrap_or(0)) {
             let _ = windows.save();
@@ -174,7 +178,7 @@ impl FragmentStore {
             local: Mutex::new(local),
             windows: Mutex::new(windows),
             mode,
-            queued_through: AtomicU64::new(queued_through),
+            queue_floor: AtomicU64::new(queue_floor),
             evicted_through: AtomicU64::new(0),
         })
     }
@@ -256,9 +260,7 @@ impl FragmentStore {
         let shelf = if upload {
             self.dir.clone()
         } else {
-            let local = self.dir.join("local");
-            fs::create_dir_all(&local)?;
-            local
+            self.dir.join("local")
         };
         let name = format!("{start_ms:013}-{end_ms:013}.mkv");
         let path = shelf.join(&name);
@@ -307,7 +309,7 @@ impl FragmentStore {
         let mut local = self.lock_local();
         if upload {
             entries.insert(start_ms, stored);
-            self.queued_through.fetch_max(start_ms, Ordering::Relaxed);
+            self.queue_floor.fetch_max(start_ms + 1, Ordering::Relaxed);
         } else {
             local.insert(start_ms, stored);
         }
@@ -317,10 +319,8 @@ impl FragmentStore {
             .map(|m| m.values().map(|s| s.bytes).sum::<u64>())
             .sum();
         while total > self.max_bytes {
-            let (oldest, why) = if let Some((_, s)) = local.pop_first() {
-                (s, Eviction::Local)
-            } else if let Some((_, s)) = sent.pop_first() {
-                (s, Eviction::Sent)
+            let (oldest, why) = if let Some(recycled) = pop_recyclable(&mut local, &mut sent) {
+                recycled
             } else if let Some((_, d)) = dead.pop_first() {
                 (d, Eviction::DeadFull)
             } else if entries.len() > 1 {
@@ -337,8 +337,8 @@ impl FragmentStore {
         Ok(evicted)
     }
 
-    /// Deletes the oldest local-only fragment, else the oldest acknowledged one, else
-    /// the oldest refused one, else the oldest unsent one.
+    /// Deletes the oldest local-only or acknowledged fragment, else the oldest refused
+    /// one, else the oldest unsent one.
     fn evict_one(&self) -> Option<(Stored, Eviction)> {
         self.persist_floor();
         let gone = self.evict_one_shelf();
@@ -349,13 +349,13 @@ impl FragmentStore {
     }
 
     fn evict_one_shelf(&self) -> Option<(Stored, Eviction)> {
-        if let Some((_, s)) = self.lock_local().pop_first() {
+        let recycled = {
+            let (mut sent, mut local) = (self.lock_sent(), self.lock_local());
+            pop_recyclable(&mut local, &mut sent)
+        };
+        if let Some((s, why)) = recycled {
             remove_fragment(&s.path);
-            return Some((s, Eviction::Local));
-        }
-        if let Some((_, s)) = self.lock_sent().pop_first() {
-            remove_fragment(&s.path);
-            return Some((s, Eviction::Sent));
+            return Some((s, why));
         }
         if let Some((_, d)) = self.lock_dead().pop_first() {
             remove_fragment(&d.path);
@@ -489,6 +489,21 @@ impl FragmentStore {
     }
 }
 
+/// The oldest fragment that can go without a loss: local-only (nobody asked to upload
+/// it) or acknowledged (KVS has it), whichever is older — an events-mode ring keeps the
+/// recent local video the next sale's window reaches back for, not days of sent video.
+fn pop_recyclable(local: &mut BTreeMap<u64, Stored>, sent: &mut BTreeMap<u64, Stored>) -> Option<(Stored, Eviction)> {
+    let local_first = match (local.keys().next(), sent.keys().next()) {
+        (Some(l), Some(s)) => l < s,
+        (l, _) => l.is_some(),
+    };
+    if local_first {
+        local.pop_first().map(|(_, s)| (s, Eviction::Local))
+    } else {
+        sent.pop_first().map(|(_, s)| (s, Eviction::Sent))
+    }
+}
+
 /// Deletes a fragment file and, for a refused one, its reason.
 fn remove_fragment(path: &Path) {
     let _ = fs::remove_file(path);
@@ -506,6 +521,11 @@ fn list_shelf(dead: &Path) -> std::io::Result<BTreeMap<u64, Stored>> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tmp") {
+            // A write a crash interrupted (put writes `local/` fragments in place).
+            fs::remove_file(entry.path())?;
+            continue;
+        }
         if let Some((start_ms, end_ms)) = parse_name(&name) {
             let reason = fs::metadata(entry.path().with_extension("reason.txt")).map_or(0, |m| m.len());
             out.insert(

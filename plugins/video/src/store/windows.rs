@@ -4,8 +4,8 @@
 //! fragments recorded after it.
 //!
 //! Bounded: a window leaves when a fragment starting after its end has been stored (it
-//! can choose nothing more) or when its end is older than the ring's retention; beyond
-//! [`MAX_WINDOWS`] the oldest go (counted by the caller). The file is one line per
+//! can choose nothing more); beyond [`MAX_WINDOWS`] the oldest go (counted by the
+//! caller), which bounds the windows a camera that records nothing for long piles up. The file is one line per
 //! window, `<from>-<to>`, at most 28 bytes each: 28 KB.
 
 use std::fs;

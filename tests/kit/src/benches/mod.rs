@@ -1,4 +1,5 @@
 //! Load generators and measurements behind `tillgate-bench` (BENCHMARKS.md).
 
+pub mod baseline;
 pub mod kinesis;
 pub mod mqtt;

@@ -4,8 +4,13 @@
 //! 1. Journal commit throughput (in process, fsync) vs raw SQLite batched inserts
 //!    (WAL + synchronous=FULL, same row sizes, same batch size).
 //! 2. Decision latency at 5,000 txn/s offered over HTTP, fsync durability.
-//! 3. Maximum sustained rate over HTTP (NDJSON batches, and single requests).
-//! 4. Peak RSS of the agent process.
+//! 3. Maximum sustained rate over HTTP (NDJSON batches, single requests, and the closed
+//!    loop of 32 connections).
+//! 4. Decision latency at 5,000 txn/s beside a background writer doing fdatasyncs on the
+//!    same disk (contention).
+//! 5. The same loads against a do-nothing HTTP server and the durable floor (append +
+//!    fdatasync, group commit), contended too (`benches/baseline.rs`).
+//! 6. Peak RSS of the agent process.
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -16,6 +21,7 @@ use tillgate::config::JournalConfig;
 use tillgate::journal::Journal;
 use tillgate::metrics::Metrics;
 use tillgate::simulate::{self, Scenario, SimConfig};
+use tillgate_testkit::benches::baseline::{self, Contention};
 use tillgate_testkit::process::{free_port, run_cli};
 
 #[path = "bench/fill.rs"]
@@ -27,6 +33,8 @@ mod rules;
 use fill::{fill_journal, open_with_pack, open_with_pack_counted, pack_txns};
 #[path = "bench/video.rs"]
 mod video;
+#[path = "bench/video_events.rs"]
+mod video_events;
 
 #[derive(Parser)]
 struct Args {
@@ -46,7 +54,8 @@ struct Args {
     /// (QoS 1 rate and latency through the agent vs mosquitto alone) or `kinesis`
     /// (backlog drain into 16 shards, PUT payload units, CPU per 1,000 records) or
     /// `packaging` (stripped sizes, idle RSS, time to systemd READY with a backlog) or
-    /// `video` (CPU per RTSP camera against gst-launch, RSS per camera).
+    /// `video` (CPU per RTSP camera against gst-launch, RSS per camera) or
+    /// `video-events` (uplink bytes per camera-hour, events mode vs continuous).
     #[arg(long, default_value = "foundation")]
     suite: String,
     /// Messages for the MQTT rate runs (mosquitto alone, and through the agent).
@@ -64,6 +73,9 @@ struct Args {
     /// Seconds measured per run in the video suite.
     #[arg(long, default_value_t = 60)]
     video_seconds: u64,
+    /// Seconds of sales (1/s) in the video-events suite.
+    #[arg(long, default_value_t = 600)]
+    video_events_seconds: u64,
 }
 
 fn main() -> Result<()> {
@@ -84,6 +96,9 @@ fn main() -> Result<()> {
     }
     if args.suite == "video" {
         return video::suite(&rt, &args);
+    }
+    if args.suite == "video-events" {
+        return video_events::suite(&rt, &args);
     }
     let mut results = json!({
         "machine": machine(),
@@ -117,22 +132,58 @@ fn main() -> Result<()> {
     let url = format!("http://127.0.0.1:{port}");
     let secs = Duration::from_secs(args.seconds);
 
-    eprintln!("[2/4] decision latency at 5,000 txn/s offered (64 terminals, single requests)");
+    eprintln!("[2/6] decision latency at 5,000 txn/s offered (64 terminals, single requests)");
     let at_5k = rt.block_on(simulate::run(sim(&url, 64, 5_000.0, secs, 1, 1), |_| {}));
-    eprintln!("[3/4] maximum sustained rate: NDJSON batches of 100, 16 connections");
+    eprintln!("[3/6] maximum sustained rate: NDJSON batches of 100, 16 connections");
     let max_batched = rt.block_on(simulate::run(sim(&url, 16, 0.0, secs, 100, 2), |_| {}));
-    eprintln!("[3/4] maximum sustained rate: single requests, 64 connections");
+    eprintln!("[3/6] maximum sustained rate: single requests, 64 connections");
     let max_single = rt.block_on(simulate::run(sim(&url, 64, 0.0, secs, 1, 3), |_| {}));
+    eprintln!("[3/6] closed loop: single requests, 32 connections");
+    let closed_32 = rt.block_on(simulate::run(sim(&url, 32, 0.0, secs, 1, 4), |_| {}));
+    eprintln!("[4/6] under contention: 5,000 txn/s with a background writer (64 KiB + fdatasync, same disk)");
+    let contention = Contention::start(dir.path())?;
+    let at_5k_contended = rt.block_on(simulate::run(sim(&url, 64, 5_000.0, secs, 1, 5), |_| {}));
+    let contention_syncs = contention.syncs();
+    drop(contention);
     let rss = stop_agent(child)?;
 
     results["http"] = json!({
         "at_5000_per_s": at_5k,
         "max_rate_batched_100": max_batched,
         "max_rate_single": max_single,
+        "closed_loop_32": closed_32,
+        "at_5000_per_s_contended": at_5k_contended,
+        "contention_fdatasyncs_per_s": contention_syncs as f64 / secs.as_secs_f64(),
     });
+    results["baselines"] = rt.block_on(baselines(dir.path(), secs))?;
     results["agent_peak_rss_kib"] = json!(rss);
     print_table(&results);
     save(&args.out, &results)
+}
+
+/// The do-nothing HTTP server and the durable floor under the same load as the agent:
+/// 5,000 txn/s offered by 64 terminals, the closed loop of 32 connections, and the floor
+/// at 5,000 txn/s beside the same background writer.
+async fn baselines(dir: &Path, secs: Duration) -> Result<Value> {
+    eprintln!("[5/6] do-nothing HTTP server: 5,000 txn/s, closed loop of 32");
+    let nothing = baseline::do_nothing().await?;
+    let nothing_5k = simulate::run(sim(&nothing.url, 64, 5_000.0, secs, 1, 11), |_| {}).await;
+    let nothing_closed = simulate::run(sim(&nothing.url, 32, 0.0, secs, 1, 12), |_| {}).await;
+    drop(nothing);
+    eprintln!("[6/6] durable floor (append + fdatasync, group commit): 5,000 txn/s, closed loop of 32, contended");
+    let floor = baseline::durable_floor(dir).await?;
+    let floor_5k = simulate::run(sim(&floor.url, 64, 5_000.0, secs, 1, 13), |_| {}).await;
+    let floor_closed = simulate::run(sim(&floor.url, 32, 0.0, secs, 1, 14), |_| {}).await;
+    let contention = Contention::start(dir)?;
+    let floor_contended = simulate::run(sim(&floor.url, 64, 5_000.0, secs, 1, 15), |_| {}).await;
+    drop(contention);
+    Ok(json!({
+        "do_nothing_at_5000_per_s": nothing_5k,
+        "do_nothing_closed_loop_32": nothing_closed,
+        "durable_floor_at_5000_per_s": floor_5k,
+        "durable_floor_closed_loop_32": floor_closed,
+        "durable_floor_at_5000_per_s_contended": floor_contended,
+    }))
 }
 
 /// A run of simulated terminals; each run has its own `seed`, so its txn_ids are new
@@ -419,12 +470,18 @@ fn print_table(r: &Value) {
         f(&j["raw_sqlite_one_row"]["txns_per_s"]),
         f(&j["ratio_to_raw_one_row"]),
     );
-    for (name, key) in [
-        ("5k/s", "at_5000_per_s"),
-        ("max/batch", "max_rate_batched_100"),
-        ("max/single", "max_rate_single"),
+    for (name, h) in [
+        ("5k/s", &r["http"]["at_5000_per_s"]),
+        ("max/batch", &r["http"]["max_rate_batched_100"]),
+        ("max/single", &r["http"]["max_rate_single"]),
+        ("closed/32", &r["http"]["closed_loop_32"]),
+        ("5k/s+disk", &r["http"]["at_5000_per_s_contended"]),
+        ("nothing5k", &r["baselines"]["do_nothing_at_5000_per_s"]),
+        ("nothing/32", &r["baselines"]["do_nothing_closed_loop_32"]),
+        ("floor5k", &r["baselines"]["durable_floor_at_5000_per_s"]),
+        ("floor/32", &r["baselines"]["durable_floor_closed_loop_32"]),
+        ("floor5k+disk", &r["baselines"]["durable_floor_at_5000_per_s_contended"]),
     ] {
-        let h = &r["http"][key];
         println!(
             "http {:<10} {:>9.0} txn/s decided   client p50 {:>6} p99 {:>6} p99.9 {:>6} µs   agent p50 {:>6} p99 {:>6} p99.9 {:>6} µs",
             name,

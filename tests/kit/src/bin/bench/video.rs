@@ -23,17 +23,26 @@ fn cpu_rate(pid: u32, warmup: Duration, seconds: u64) -> f64 {
 
 /// The agent with `cameras` cameras reading `url`, each to its own stream at `kvs`.
 fn start_agent(bin: &Path, dir: &Path, kvs: &str, url: &str, cameras: usize) -> Result<(Child, u16)> {
+    let lines: String = (0..cameras)
+        .map(|i| {
+            format!(
+                "[[video.cameras]]\nname = \"cam{i}\"\nsource = \"rtsp\"\nurl = \"{url}\"\nstream = \"bench-{i}\"\n"
+            )
+        })
+        .collect();
+    start_agent_with(bin, dir, kvs, &lines)
+}
+
+/// The agent with `[[video.cameras]]` tables `cameras` (none: no `[video]`) at `kvs`.
+pub(super) fn start_agent_with(bin: &Path, dir: &Path, kvs: &str, cameras: &str) -> Result<(Child, u16)> {
     std::fs::create_dir_all(dir)?;
     let port = free_port();
     let config = write_config(dir, port)?;
     let mut text = std::fs::read_to_string(&config)?;
-    if cameras > 0 {
-        text.push_str(&format!("[video]\nregion = \"us-east-1\"\nendpoint = \"{kvs}\"\n"));
-        for i in 0..cameras {
-            text.push_str(&format!(
-                "[[video.cameras]]\nname = \"cam{i}\"\nsource = \"rtsp\"\nurl = \"{url}\"\nstream = \"bench-{i}\"\n"
-            ));
-        }
+    if !cameras.is_empty() {
+        text.push_str(&format!(
+            "[video]\nregion = \"us-east-1\"\nendpoint = \"{kvs}\"\n{cameras}"
+        ));
     }
     std::fs::write(&config, text)?;
     let child = Command::new(bin)
