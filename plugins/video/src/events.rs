@@ -58,7 +58,8 @@ impl EventsTarget {
         windows.sort_by_key(|(_, span)| *span);
         let store = self.store.clone();
         let spans: Vec<(u64, u64)> = windows.iter().map(|(_, s)| *s).collect();
-        let asked = match tokio::task::spawn_blocking(move || store.ask(&spans)).await {
+        let now = u64::try_from(crate::camera::now_ms()).unwrap_or(0);
+        let asked = match tokio::task::spawn_blocking(move || store.ask(&spans, now)).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(camera, error = %e, "asking the ring for upload windows panicked");
@@ -84,7 +85,10 @@ impl EventsTarget {
                 WindowOutcome::Evicted => "part of it left the ring (room or retention) before it was asked for",
                 WindowOutcome::NotRecorded => "the camera recorded nothing at its start",
                 WindowOutcome::Behind => {
-                    "some of it is older than video already uploaded (KVS takes fragments in order); it stays local"
+                    "some of it is older than video already queued (KVS takes fragments in order); it stays local"
+                }
+                WindowOutcome::Stranded => {
+                    "a fragment could not be moved to the upload queue; it and the later ones stay local"
                 }
             };
             tracing::warn!(camera, txn = %txn, from_ms = from, to_ms = to, outcome = asked.outcome.label(), "video of a chosen sale cannot all be uploaded: {why}");

@@ -134,7 +134,7 @@ impl VideoMetrics {
             event_windows: counter(
                 r,
                 "video_event_windows_total",
-                "Upload windows asked of events-mode cameras, by outcome (complete, evicted, not_recorded, behind, dropped)",
+                "Upload windows asked of events-mode cameras, by outcome (complete, evicted, not_recorded, behind, stranded, dropped)",
                 &["camera", "outcome"],
             )?,
             tags: counter(

@@ -4,6 +4,11 @@
 use super::{sync_dir, FragmentStore, Stored};
 use std::fs;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// A recording camera stored its last fragment at most this long ago: the longest
+/// fragment (10 s) and the time to close and write it.
+const RECORDING: Duration = Duration::from_secs(15);
 
 /// What asking for a window did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +30,12 @@ pub enum WindowOutcome {
     Evicted,
     /// The camera recorded nothing at the window's start (it was down, or not yet on).
     NotRecorded,
-    /// Some of its fragments are older than video already uploaded; KVS takes a stream's
+    /// Some of its fragments are older than video already queued; KVS takes a stream's
     /// fragments in timecode order, so they stay local (clips still show them).
     Behind,
+    /// A fragment could not be moved to the upload queue (a disk error, logged); it and
+    /// the window's later local fragments stay local.
+    Stranded,
 }
 
 impl WindowOutcome {
@@ -38,6 +46,7 @@ impl WindowOutcome {
             WindowOutcome::Evicted => "evicted",
             WindowOutcome::NotRecorded => "not_recorded",
             WindowOutcome::Behind => "behind",
+            WindowOutcome::Stranded => "stranded",
         }
     }
 }
@@ -46,8 +55,9 @@ impl FragmentStore {
     /// Events mode: uploads the video of `spans` (`[from, to]` timecodes, ms). The
     /// fragments in `local/` that show part of one move to the upload queue now; those
     /// recorded while a window is open go there when stored. The windows are written to
-    /// disk first, so one still open at a restart keeps choosing. One outcome per span.
-    pub fn ask(&self, spans: &[(u64, u64)]) -> Vec<Asked> {
+    /// disk first, so one still open at a restart keeps choosing. One outcome per span;
+    /// `now_ms` (the cameras' clock) tells a camera still recording from one that stopped.
+    pub fn ask(&self, spans: &[(u64, u64)], now_ms: u64) -> Vec<Asked> {
         // Held throughout: put() decides a fragment's shelf under it. The shelves are
         // locked only to look and to list, never across a rename or an fsync.
         let mut windows = self.lock_windows();
@@ -73,6 +83,8 @@ impl FragmentStore {
                     .collect();
                 (chosen, behind)
             };
+            let first_chosen = chosen.first().map(|s| s.start_ms);
+            let wanted = chosen.len();
             let queued = self.queue(chosen);
             let first = [self.lock(), self.lock_sent(), self.lock_local()]
                 .iter()
@@ -81,10 +93,16 @@ impl FragmentStore {
                         .find(|s| s.end_ms > from && s.start_ms <= to)
                         .map(|s| s.start_ms)
                 })
+                .chain(first_chosen)
                 .min();
-            // A start not stored yet is still being recorded.
-            let recorded = first.is_some_and(|f| f <= from) || from >= self.timecode_floor();
-            let outcome = if behind {
+            // A start after the newest stored fragment is in the one being recorded — if
+            // the camera is recording: its last fragment ended moments ago.
+            let floor = self.timecode_floor();
+            let recording = now_ms.saturating_sub(floor) <= RECORDING.as_millis() as u64;
+            let recorded = first.is_some_and(|f| f <= from) || (from >= floor && recording);
+            let outcome = if queued < wanted {
+                WindowOutcome::Stranded
+            } else if behind {
                 WindowOutcome::Behind
             } else if recorded {
                 WindowOutcome::Complete
@@ -102,23 +120,25 @@ impl FragmentStore {
         out
     }
 
-    /// Moves `chosen` (taken out of `local/`) to the upload queue, oldest first; one that
-    /// cannot move goes back to `local/`. Returns how many moved.
+    /// Moves `chosen` (taken out of `local/`) to the upload queue, oldest first. At the
+    /// first that cannot move, it and the rest go back to `local/` (queueing a later one
+    /// would leave it behind for good). Returns how many moved.
     fn queue(&self, chosen: Vec<Stored>) -> usize {
         let mut queued = 0;
-        for s in chosen {
+        let mut chosen = chosen.into_iter();
+        while let Some(s) = chosen.next() {
             let target = self.dir.join(s.path.file_name().unwrap_or_default());
-            match fs::rename(&s.path, &target) {
-                Ok(()) => {
-                    self.queue_floor.fetch_max(s.start_ms + 1, Ordering::Relaxed);
-                    self.lock().insert(s.start_ms, Stored { path: target, ..s });
-                    queued += 1;
+            if let Err(e) = fs::rename(&s.path, &target) {
+                tracing::warn!(fragment = %s.path.display(), error = %e, "cannot queue a fragment for upload; it and the window's later fragments stay local");
+                let mut local = self.lock_local();
+                for back in std::iter::once(s).chain(chosen) {
+                    local.insert(back.start_ms, back);
                 }
-                Err(e) => {
-                    tracing::warn!(fragment = %s.path.display(), error = %e, "cannot queue a fragment for upload; it stays local");
-                    self.lock_local().insert(s.start_ms, s);
-                }
+                break;
             }
+            self.queue_floor.fetch_max(s.start_ms + 1, Ordering::Relaxed);
+            self.lock().insert(s.start_ms, Stored { path: target, ..s });
+            queued += 1;
         }
         if queued > 0 {
             if let Err(e) = sync_dir(&self.dir) {
@@ -162,7 +182,7 @@ mod tests {
         record(&store, 0, 5);
         assert_eq!(store.backlog().fragments, 0, "nothing asked for: all local");
         assert_eq!(fs::read_dir(dir.path().join("local")).unwrap().count(), 5);
-        let asked = store.ask(&[(1500, 2500), (2200, 6500)]);
+        let asked = store.ask(&[(1500, 2500), (2200, 6500)], store.timecode_floor());
         assert_eq!(asked[0].outcome, WindowOutcome::Complete);
         assert_eq!(
             asked.iter().map(|a| a.queued).sum::<usize>(),
@@ -186,7 +206,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), 1 << 20, UploadMode::Events);
         record(&store, 0, 3);
-        store.ask(&[(2500, 5500)]);
+        store.ask(&[(2500, 5500)], store.timecode_floor());
         drop(store);
         let store = open(dir.path(), 1 << 20, UploadMode::Events);
         record(&store, 3, 7);
@@ -201,22 +221,47 @@ mod tests {
         let evicted = record(&store, 0, 5);
         assert_eq!(evicted.len(), 2);
         assert!(evicted.iter().all(|(_, why)| *why == Eviction::Local));
-        let asked = store.ask(&[(500, 3500)]);
+        let asked = store.ask(&[(500, 3500)], store.timecode_floor());
         assert_eq!((asked[0].outcome, asked[0].queued), (WindowOutcome::Evicted, 2));
         // A camera that started after the window began.
         let fresh = tempfile::tempdir().unwrap();
         let store = open(fresh.path(), 1 << 20, UploadMode::Events);
         record(&store, 10, 12);
-        assert_eq!(store.ask(&[(9000, 11000)])[0].outcome, WindowOutcome::NotRecorded);
+        assert_eq!(
+            store.ask(&[(9000, 11000)], store.timecode_floor())[0].outcome,
+            WindowOutcome::NotRecorded
+        );
         // Older than video already queued: KVS takes fragments in order; it stays local.
         record(&store, 12, 14);
-        assert_eq!(store.ask(&[(12_500, 13_500)])[0].outcome, WindowOutcome::Complete);
+        assert_eq!(
+            store.ask(&[(12_500, 13_500)], store.timecode_floor())[0].outcome,
+            WindowOutcome::Complete
+        );
         record(&store, 14, 16);
-        store.ask(&[(15_500, 15_800)]);
-        let behind = store.ask(&[(14_200, 14_500)]);
+        store.ask(&[(15_500, 15_800)], store.timecode_floor());
+        let behind = store.ask(&[(14_200, 14_500)], store.timecode_floor());
         assert_eq!((behind[0].outcome, behind[0].queued), (WindowOutcome::Behind, 0));
         // The start is the fragment being recorded: complete so far.
-        assert_eq!(store.ask(&[(16_500, 20_000)])[0].outcome, WindowOutcome::Complete);
+        assert_eq!(
+            store.ask(&[(16_500, 20_000)], store.timecode_floor())[0].outcome,
+            WindowOutcome::Complete
+        );
+        // A camera that stopped a minute before the sale: nothing will record its start.
+        let stopped = store.timecode_floor() + 60_000;
+        assert_eq!(
+            store.ask(&[(30_000, 31_000)], stopped)[0].outcome,
+            WindowOutcome::NotRecorded
+        );
+        // A fragment that cannot move (its file gone): it and the later ones stay local.
+        record(&store, 40, 43);
+        fs::remove_file(fresh.path().join("local/0000000040000-0000000041000.mkv")).unwrap();
+        let stranded = store.ask(&[(40_500, 42_500)], store.timecode_floor());
+        assert_eq!((stranded[0].outcome, stranded[0].queued), (WindowOutcome::Stranded, 0));
+        assert_eq!(
+            store.lock_local().range(40_000..).count(),
+            3,
+            "none queued past the stuck one"
+        );
     }
 
     #[test]
@@ -236,7 +281,7 @@ mod tests {
         // Room for 4 fragments of 10 bytes.
         let store = open(dir.path(), 40, UploadMode::Events);
         record(&store, 0, 2);
-        store.ask(&[(500, 1500)]);
+        store.ask(&[(500, 1500)], store.timecode_floor());
         store.remove(0).unwrap();
         store.remove(1000).unwrap();
         record(&store, 2, 4);

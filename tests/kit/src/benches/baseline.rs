@@ -16,6 +16,7 @@
 use anyhow::{Context, Result};
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -49,21 +50,22 @@ struct Floor {
     writer: Option<mpsc::Sender<Pending>>,
 }
 
-async fn answer(State(floor): State<Floor>, body: Bytes) -> Json<Value> {
+/// 200 once durable (at once for do-nothing); 500 when the floor's writer failed, so a
+/// floor that lost its disk never passes for a fast one.
+async fn answer(State(floor): State<Floor>, body: Bytes) -> Result<Json<Value>, StatusCode> {
     let started = Instant::now();
     if let Some(writer) = &floor.writer {
         let (tx, rx) = oneshot::channel();
-        if writer.send((body, tx)).is_ok() {
-            let _ = rx.await;
-        }
+        writer.send((body, tx)).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        rx.await.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     }
-    Json(json!({
+    Ok(Json(json!({
         "txn_id": "baseline",
         "decision": "allow",
         "rules": [],
         "seq": 0,
         "decided_in_us": started.elapsed().as_micros() as u64,
-    }))
+    })))
 }
 
 async fn serve(floor: Floor) -> Result<Baseline> {

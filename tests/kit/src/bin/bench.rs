@@ -141,7 +141,13 @@ fn main() -> Result<()> {
     eprintln!("[3/6] closed loop: single requests, 32 connections");
     let closed_32 = rt.block_on(simulate::run(sim(&url, 32, 0.0, secs, 1, 4), |_| {}));
     eprintln!("[4/6] under contention: 5,000 txn/s with a background writer (64 KiB + fdatasync, same disk)");
-    let contention = Contention::start(dir.path())?;
+    let contention = match Contention::start(dir.path()) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = stop_agent(child);
+            return Err(e);
+        }
+    };
     let at_5k_contended = rt.block_on(simulate::run(sim(&url, 64, 5_000.0, secs, 1, 5), |_| {}));
     let contention_syncs = contention.syncs();
     drop(contention);

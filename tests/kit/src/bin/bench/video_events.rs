@@ -52,42 +52,60 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     std::thread::sleep(Duration::from_secs(BEFORE_S + 2));
     let from_ms = chrono::Utc::now().timestamp_millis() as u64;
     let started = Instant::now();
-    let mut chosen: Vec<(String, Instant)> = Vec::new();
-    for i in 0..seconds {
-        let review = i % REVIEW_EVERY == REVIEW_EVERY / 2;
-        let id = format!("sale-{i}");
-        let total = if review { 250_000 } else { 1_000 };
-        let (status, answer) = rt
-            .block_on(post(&client, &base, txn(&id, "lane-1", total).to_string()))
-            .context("the agent answers")?;
-        let decided = Instant::now();
-        anyhow::ensure!(status == 200, "sale {id}: {status} {answer}");
-        if answer["decision"] != "allow" {
-            chosen.push((id, decided));
+    // A chosen sale: when it was sent, and its producer-time window (from the wall clock
+    // the agent stamps; same machine).
+    let mut chosen: Vec<(Instant, u64, u64)> = Vec::new();
+    let mut drive = || -> Result<()> {
+        for i in 0..seconds {
+            let review = i % REVIEW_EVERY == REVIEW_EVERY / 2;
+            let id = format!("sale-{i}");
+            let total = if review { 250_000 } else { 1_000 };
+            let sent = Instant::now();
+            let sent_ms = chrono::Utc::now().timestamp_millis() as u64;
+            let (status, answer) = rt
+                .block_on(post(&client, &base, txn(&id, "lane-1", total).to_string()))
+                .context("the agent answers")?;
+            anyhow::ensure!(status == 200, "sale {id}: {status} {answer}");
+            if answer["decision"] != "allow" {
+                chosen.push((sent, sent_ms - BEFORE_S * 1000, sent_ms + AFTER_S * 1000));
+            }
+            let next = started + Duration::from_secs(i + 1);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
         }
-        let next = started + Duration::from_secs(i + 1);
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
-    }
+        Ok(())
+    };
+    let driven = drive();
     let to_ms = chrono::Utc::now().timestamp_millis() as u64;
     // The last window's video after the sale, and its acknowledgements.
-    std::thread::sleep(Duration::from_secs(AFTER_S + 15));
+    if driven.is_ok() {
+        std::thread::sleep(Duration::from_secs(AFTER_S + 15));
+    }
     stop_agent(agent)?;
+    driven?;
 
     let (continuous_bytes, continuous_fragments) = uplink(&kvs, "bench-continuous", from_ms, to_ms);
     let (events_bytes, events_fragments) = uplink(&kvs, "bench-events", from_ms, to_ms);
     let hour = 3_600_000.0 / (to_ms - from_ms) as f64;
-    // The events stream's connections: an acknowledgement on one of them after a
-    // decision is the first of that sale's window (nothing else is in flight between).
+    // For each chosen sale, the first acknowledgement on the events stream's connections
+    // of a fragment that shows its window (the fragment under its start begins up to one
+    // fragment, 2 s, before it), timed from when the sale was sent.
     let events_connections: HashSet<u64> = kvs.fragments("bench-events").iter().map(|f| f.connection).collect();
     let acks = kvs.acks();
-    let latencies_ms: Vec<f64> = chosen
+    let first_acks: Vec<serde_json::Value> = chosen
         .iter()
-        .filter_map(|(_, decided)| {
+        .filter_map(|&(sent, from, to)| {
             acks.iter()
-                .filter(|a| events_connections.contains(&a.connection) && a.at > *decided)
+                .filter(|a| events_connections.contains(&a.connection) && a.at > sent)
                 .filter(|a| a.event == "PERSISTED" || a.event == "RECEIVED")
-                .map(|a| a.at.duration_since(*decided).as_secs_f64() * 1000.0)
-                .reduce(f64::min)
+                .filter(|a| a.timecode.is_some_and(|tc| tc + 2_000 > from && tc <= to))
+                .min_by_key(|a| a.at)
+                .map(|a| {
+                    json!({
+                        "ms": a.at.duration_since(sent).as_secs_f64() * 1000.0,
+                        "fragment_timecode_ms": a.timecode,
+                        "window_from_ms": from,
+                    })
+                })
         })
         .collect();
     let results = json!({
@@ -113,7 +131,7 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
             "bytes_per_camera_hour": events_bytes as f64 * hour,
         },
         "events_share_of_continuous": events_bytes as f64 / continuous_bytes.max(1) as f64,
-        "decision_to_first_clip_ack_ms": latencies_ms,
+        "sale_sent_to_first_clip_ack": first_acks,
     });
     println!("{}", serde_json::to_string_pretty(&results)?);
     save(&args.out.with_file_name("video-events.json"), &results)
