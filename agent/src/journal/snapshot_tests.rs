@@ -165,6 +165,24 @@ async fn run(
     out
 }
 
+/// The uninterrupted run (edits by reload) and the one killed at `kills` (edits at the
+/// restart), each with its decisions and the reports it journaled.
+async fn both_runs(
+    txns: &[Transaction],
+    kills: &[usize],
+    edit_at: Option<usize>,
+    every: u64,
+) -> (
+    (Vec<Decided>, Vec<serde_json::Value>),
+    (Vec<Decided>, Vec<serde_json::Value>),
+) {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let reference = run(a.path(), txns, kills, edit_at, every, false).await;
+    let crashed = run(b.path(), txns, kills, edit_at, every, true).await;
+    ((reference, reports(a.path())), (crashed, reports(b.path())))
+}
+
 fn restarts() -> impl Strategy<Value = (u64, Vec<usize>, bool, u64)> {
     (
         any::<u64>(),
@@ -184,13 +202,7 @@ proptest! {
         let edit_at = edit.then(|| kills[0]);
         let txns = stream(seed, 220);
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let (reference, crashed) = rt.block_on(async {
-            let a = tempfile::tempdir().unwrap();
-            let b = tempfile::tempdir().unwrap();
-            let reference = run(a.path(), &txns, &kills, edit_at, every, false).await;
-            let crashed = run(b.path(), &txns, &kills, edit_at, every, true).await;
-            ((reference, reports(a.path())), (crashed, reports(b.path())))
-        });
+        let (reference, crashed) = rt.block_on(both_runs(&txns, &kills, edit_at, every));
         prop_assert!(reference.0.iter().any(|d| !d.2.is_empty()), "no rule fired: the property tests nothing");
         prop_assert!(!reference.1.is_empty(), "no report closed: the property tests nothing");
         prop_assert_eq!(&reference.0, &crashed.0, "decisions (killed at {:?}, edited: {})", kills, edit);
@@ -355,13 +367,7 @@ fn decisions_after_two_kills_equal_the_uninterrupted_run() {
         .unwrap();
     for (edit, every) in [(false, 36), (true, 36), (false, 1_000_000)] {
         let edit_at = edit.then_some(kills[0]);
-        let (reference, crashed) = rt.block_on(async {
-            let a = tempfile::tempdir().unwrap();
-            let b = tempfile::tempdir().unwrap();
-            let reference = run(a.path(), &txns, &kills, edit_at, every, false).await;
-            let crashed = run(b.path(), &txns, &kills, edit_at, every, true).await;
-            ((reference, reports(a.path())), (crashed, reports(b.path())))
-        });
+        let (reference, crashed) = rt.block_on(both_runs(&txns, &kills, edit_at, every));
         let first = reference.0.iter().zip(&crashed.0).position(|(a, b)| a != b);
         assert_eq!(
             first, None,
