@@ -21,11 +21,13 @@ use tillgate::config::JournalConfig;
 use tillgate::journal::Journal;
 use tillgate::metrics::Metrics;
 use tillgate::simulate::{self, Scenario, SimConfig};
-use tillgate_testkit::benches::baseline::{self, Contention};
+use tillgate_testkit::benches::baseline::Contention;
 use tillgate_testkit::process::{free_port, run_cli};
 
 #[path = "bench/fill.rs"]
 mod fill;
+#[path = "bench/http_baselines.rs"]
+mod http_baselines;
 #[path = "bench/packaging.rs"]
 mod packaging;
 #[path = "bench/rules.rs"]
@@ -161,40 +163,15 @@ fn main() -> Result<()> {
         "at_5000_per_s_contended": at_5k_contended,
         "contention_fdatasyncs_per_s": contention_syncs as f64 / secs.as_secs_f64(),
     });
-    results["baselines"] = rt.block_on(baselines(dir.path(), secs))?;
+    results["baselines"] = rt.block_on(http_baselines::measure(dir.path(), secs))?;
     results["agent_peak_rss_kib"] = json!(rss);
     print_table(&results);
     save(&args.out, &results)
 }
 
-/// The do-nothing HTTP server and the durable floor under the same load as the agent:
-/// 5,000 txn/s offered by 64 terminals, the closed loop of 32 connections, and the floor
-/// at 5,000 txn/s beside the same background writer.
-async fn baselines(dir: &Path, secs: Duration) -> Result<Value> {
-    eprintln!("[5/6] do-nothing HTTP server: 5,000 txn/s, closed loop of 32");
-    let nothing = baseline::do_nothing().await?;
-    let nothing_5k = simulate::run(sim(&nothing.url, 64, 5_000.0, secs, 1, 11), |_| {}).await;
-    let nothing_closed = simulate::run(sim(&nothing.url, 32, 0.0, secs, 1, 12), |_| {}).await;
-    drop(nothing);
-    eprintln!("[6/6] durable floor (append + fdatasync, group commit): 5,000 txn/s, closed loop of 32, contended");
-    let floor = baseline::durable_floor(dir).await?;
-    let floor_5k = simulate::run(sim(&floor.url, 64, 5_000.0, secs, 1, 13), |_| {}).await;
-    let floor_closed = simulate::run(sim(&floor.url, 32, 0.0, secs, 1, 14), |_| {}).await;
-    let contention = Contention::start(dir)?;
-    let floor_contended = simulate::run(sim(&floor.url, 64, 5_000.0, secs, 1, 15), |_| {}).await;
-    drop(contention);
-    Ok(json!({
-        "do_nothing_at_5000_per_s": nothing_5k,
-        "do_nothing_closed_loop_32": nothing_closed,
-        "durable_floor_at_5000_per_s": floor_5k,
-        "durable_floor_closed_loop_32": floor_closed,
-        "durable_floor_at_5000_per_s_contended": floor_contended,
-    }))
-}
-
 /// A run of simulated terminals; each run has its own `seed`, so its txn_ids are new
 /// (a repeat would be answered from the idempotency table without a write).
-fn sim(url: &str, terminals: usize, rate: f64, duration: Duration, batch: usize, seed: u64) -> SimConfig {
+pub(crate) fn sim(url: &str, terminals: usize, rate: f64, duration: Duration, batch: usize, seed: u64) -> SimConfig {
     SimConfig {
         url: url.into(),
         token: None,
