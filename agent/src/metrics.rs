@@ -31,6 +31,11 @@ pub struct Metrics {
     pub journal_bytes: IntGauge,
     /// The WAL file's size.
     pub journal_wal_bytes: IntGauge,
+    /// Restarts of a WAL that outgrew its limit under steady writes, by outcome
+    /// (`done`, `busy`, `failed`).
+    pub journal_wal_restarts: IntCounterVec,
+    /// Time the writer spends restarting the WAL (decisions wait for it).
+    pub journal_wal_restart_seconds: Histogram,
     /// Shipped rows pruned before `retention` because the journal was full.
     pub journal_pressure_pruned: IntCounter,
     /// Bytes of stored dead letters (their own budget).
@@ -171,6 +176,16 @@ impl Metrics {
                 "Journal bytes counted against journal.max_bytes (pages in use and the WAL)",
             ),
             journal_wal_bytes: gauge("journal_wal_bytes", "Journal WAL file size"),
+            journal_wal_restarts: counter_vec(
+                "journal_wal_restarts_total",
+                "Restarts of a WAL that outgrew journal_size_limit, by outcome",
+                &["outcome"],
+            ),
+            journal_wal_restart_seconds: histogram(
+                "journal_wal_restart_seconds",
+                "Time the journal writer spends restarting a WAL that outgrew its limit",
+                exponential_buckets(0.0005, 2.0, 14).expect("valid buckets"),
+            ),
             journal_pressure_pruned: counter(
                 "journal_pressure_pruned_records_total",
                 "Shipped rows pruned before retention because the journal was full",

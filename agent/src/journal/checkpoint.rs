@@ -1,21 +1,47 @@
-//! WAL checkpoints off the commit path.
+//! WAL checkpoints off the commit path, and a WAL that is started over when steady
+//! writes keep it growing.
 //!
 //! With SQLite's automatic checkpoint, the COMMIT that crosses 1000 WAL pages copies the
 //! WAL into the database file and fsyncs it, inside the writer: a terminal waiting on
 //! that group sees a latency spike of several milliseconds. The writer therefore runs
 //! with `wal_autocheckpoint = 0`, and this thread checkpoints from its own connection
 //! (PASSIVE: it never blocks the writer or readers).
+//!
+//! A PASSIVE checkpoint alone does not bound the WAL. SQLite starts the WAL over from its
+//! beginning only when a write begins after a checkpoint copied *every* frame; under
+//! steady writes new frames arrive while it copies, so that never happens and the file
+//! grows for as long as the load lasts (1 GB in 20 s at 18,000 transactions per second
+//! here). So the writer, between groups, when the WAL is past its limit, checkpoints it
+//! itself ([`Writer::restart_long_wal`]): no commit can arrive meanwhile, so every frame
+//! is copied, and the next commit starts the WAL over and cuts the file back to
+//! `journal_size_limit`. While writes are steady this thread passes every
+//! [`BUSY_INTERVAL`], so the writer finds little left to copy.
 
+use super::budget::wal_size;
+use super::schema::wal_limit;
+use super::writer::Writer;
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the WAL is folded back into the database.
 pub const INTERVAL: Duration = Duration::from_millis(500);
 
+/// After the writer's checkpoint could not copy every frame, how long it waits before
+/// trying again.
+const RETRY_AFTER_BUSY: Duration = Duration::from_millis(20);
+
+/// When more than this share of the WAL's limit was written since the last pass, writes
+/// are steady and the next pass comes after [`BUSY_INTERVAL`]: the writer's restart then
+/// finds little left to copy.
+const BUSY_SHARE: u64 = 16;
+
+/// The pause between passes while writes are steady.
+const BUSY_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Runs until `stop` is signalled or dropped, then makes a last checkpoint.
-pub fn run(path: &Path, durability_full: bool, stop: Receiver<()>) {
+pub fn run(path: &Path, durability_full: bool, wal_limit: u64, stop: Receiver<()>) {
     let conn = match Connection::open(path) {
         Ok(c) => c,
         Err(e) => {
@@ -25,16 +51,85 @@ pub fn run(path: &Path, durability_full: bool, stop: Receiver<()>) {
     };
     let _ = conn.pragma_update(None, "synchronous", if durability_full { "FULL" } else { "NORMAL" });
     let _ = conn.busy_timeout(Duration::from_secs(5));
+    let page_size: u64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+        .map_or(4096, |p| p.max(512) as u64);
+    let mut wait = INTERVAL;
+    let mut frames_before = 0;
     loop {
-        let last = matches!(
-            stop.recv_timeout(INTERVAL),
-            Ok(()) | Err(RecvTimeoutError::Disconnected)
-        );
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "journal checkpoint failed; will retry");
+        let last = matches!(stop.recv_timeout(wait), Ok(()) | Err(RecvTimeoutError::Disconnected));
+        // (busy, frames in the WAL, frames copied into the database)
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        }) {
+            Ok((frames, _copied)) => {
+                // Fewer frames than before: the WAL was started over since.
+                let written = if frames >= frames_before {
+                    frames - frames_before
+                } else {
+                    frames
+                };
+                frames_before = frames;
+                wait = if written.max(0) as u64 * page_size > wal_limit / BUSY_SHARE {
+                    BUSY_INTERVAL
+                } else {
+                    INTERVAL
+                };
+            }
+            Err(e) => {
+                wait = INTERVAL;
+                tracing::warn!(error = %e, "journal checkpoint failed; will retry");
+            }
         }
         if last {
             return;
         }
+    }
+}
+
+/// When the writer's checkpoint last left frames uncopied (it waits [`RETRY_AFTER_BUSY`]
+/// after that).
+#[derive(Debug, Default)]
+pub struct WalRestart {
+    busy_at: Option<Instant>,
+}
+
+impl Writer {
+    /// Between groups: when the WAL is past its limit, copies every frame into the
+    /// database, so that the next commit starts the WAL over (see the module's text).
+    ///
+    /// A PASSIVE checkpoint from the writer's own connection: no commit can arrive while
+    /// it copies, it never waits (SQLite does not call the busy handler for PASSIVE), and
+    /// the checkpoint thread has already copied all but the last pass's worth of frames.
+    /// When that thread is mid-pass, or a reader still reads frames, not every frame is
+    /// copied; it is tried again [`RETRY_AFTER_BUSY`] later.
+    pub(super) fn restart_long_wal(&mut self) {
+        // Measured here, after the commit: the commit that follows a complete checkpoint
+        // is the one that cuts the file back.
+        if wal_size(&self.path) <= wal_limit(self.config.max_bytes.get())
+            || self
+                .wal_restart
+                .busy_at
+                .is_some_and(|at| at.elapsed() < RETRY_AFTER_BUSY)
+        {
+            return;
+        }
+        let started = Instant::now();
+        let outcome = match self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        }) {
+            Ok((0, frames, copied)) if copied == frames => "done",
+            Ok(_) => "busy",
+            Err(e) if matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy)) => "busy",
+            Err(e) => {
+                tracing::warn!(error = %e, "the journal's WAL could not be checkpointed by the writer; will retry");
+                "failed"
+            }
+        };
+        self.wal_restart.busy_at = (outcome != "done").then_some(started);
+        self.metrics
+            .journal_wal_restart_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.journal_wal_restarts.with_label_values(&[outcome]).inc();
     }
 }

@@ -210,9 +210,10 @@ impl Journal {
         let (stop, stopped) = std::sync::mpsc::channel();
         let full = config.durability == crate::config::Durability::Fsync;
         let checkpoint_path = path.to_path_buf();
+        let wal_limit = schema::wal_limit(config.max_bytes.get());
         let checkpointer = std::thread::Builder::new()
             .name("journal-checkpoint".into())
-            .spawn(move || checkpoint::run(&checkpoint_path, full, stopped))
+            .spawn(move || checkpoint::run(&checkpoint_path, full, wal_limit, stopped))
             .map_err(|source| JournalError::Dir {
                 path: path.to_path_buf(),
                 source,

@@ -12,6 +12,11 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// checkpoints); an eighth of the budget for small journals.
 pub const WAL_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
 
+/// The WAL's limit for a journal of `max_bytes` (SQLite's `journal_size_limit`).
+pub fn wal_limit(max_bytes: u64) -> u64 {
+    WAL_SIZE_LIMIT.min(max_bytes / 8)
+}
+
 const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS records (
     seq           INTEGER PRIMARY KEY,
@@ -73,7 +78,7 @@ pub fn open_writer(path: &std::path::Path, durability: Durability, max_bytes: u6
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // Checkpoints run on their own thread (see checkpoint.rs), not inside a COMMIT.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT.min(max_bytes / 8) as i64)?;
+    conn.pragma_update(None, "journal_size_limit", wal_limit(max_bytes) as i64)?;
     conn.execute_batch(TABLES)?;
     let found = meta(&conn, "schema_version")?;
     if found > SCHEMA_VERSION {

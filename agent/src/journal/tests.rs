@@ -349,3 +349,53 @@ async fn a_sale_is_found_by_its_id_and_the_last_minute_is_counted_from_the_newes
     );
     j.close().await;
 }
+
+/// Under steady writes the WAL is started over and stays near its limit. A PASSIVE
+/// checkpoint alone never copies every frame while commits keep arriving, so without the
+/// writer's restart the file grows with the load (here to the ~100 MB written).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wal_stays_near_its_limit_under_steady_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        max_bytes: ByteSize::mib(32),
+        ..fast_prune()
+    };
+    let limit = super::schema::wal_limit(config.max_bytes.get());
+    let metrics = Metrics::new();
+    let j = std::sync::Arc::new(open_counted(dir.path(), &config, &[], metrics.clone()));
+    let wal_path = dir.path().join("j.db-wal");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                most = most.max(std::fs::metadata(&wal_path).map_or(0, |m| m.len()));
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            most
+        })
+    };
+    let terminals: Vec<_> = (0..16)
+        .map(|t| {
+            let j = j.clone();
+            tokio::spawn(async move {
+                for i in 0..2_500 {
+                    j.submit(txn(&format!("t{t}-{i}"))).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in terminals {
+        t.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let most = sampler.await.unwrap();
+    let restarts = metrics.journal_wal_restarts.with_label_values(&["done"]).get();
+    assert!(restarts >= 1, "the load crossed the limit and the WAL was started over");
+    assert!(
+        most <= 4 * limit,
+        "the WAL reached {most} bytes, limit {limit} ({restarts} restarts)"
+    );
+    std::sync::Arc::try_unwrap(j).ok().unwrap().close().await;
+}

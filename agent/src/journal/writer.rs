@@ -1,6 +1,7 @@
 //! The single writer: group commit, decisions in journal order, pruning, the size budget.
 
 use super::budget::{DeadLetterStore, FullReason};
+use super::checkpoint::WalRestart;
 use super::group::Group;
 use super::lookup::JournalLookup;
 use super::rebuild::{rebuild, rebuild_from, replay_horizon};
@@ -92,6 +93,7 @@ pub struct Writer {
     runtime: tokio::runtime::Handle,
     last_maintenance: Instant,
     pub(super) snapshot_clock: SnapshotClock,
+    pub(super) wal_restart: WalRestart,
     faults: Faults,
 }
 
@@ -152,6 +154,7 @@ impl Writer {
             runtime: tokio::runtime::Handle::current(),
             last_maintenance: Instant::now(),
             snapshot_clock: SnapshotClock::default(),
+            wal_restart: WalRestart::default(),
             faults: Faults::from_env(),
         };
         writer.measure()?;
@@ -274,7 +277,8 @@ impl Writer {
                         Pending::Shutdown(reply) => drop(reply.send(())),
                     }
                 }
-                // After the answers: they do not wait for a snapshot step.
+                // After the answers: they do not wait for a WAL restart or a snapshot step.
+                self.restart_long_wal();
                 self.snapshot_if_due(decided);
             }
             Err(e) => self.roll_back(e, first_seq, out.pending),
