@@ -21,8 +21,11 @@ pub struct Metrics {
     pub commit_batch_rows: Histogram,
     /// Time spent in COMMIT (the fsync).
     pub commit_seconds: Histogram,
-    /// Time the writer spends taking a rule-state snapshot (decisions wait for it).
+    /// Time the writer spends taking a rule-state snapshot unit (encoding it; decisions
+    /// wait for it).
     pub rule_snapshot_seconds: Histogram,
+    /// Time the snapshot thread spends storing a unit (decisions do not wait for it).
+    pub rule_snapshot_store_seconds: Histogram,
     /// Bytes of the rule-state snapshot stored in the journal.
     pub rule_snapshot_bytes: IntGauge,
     /// Snapshots that could not be taken or stored.
@@ -160,7 +163,12 @@ impl Metrics {
             commit_seconds: histogram("journal_commit_seconds", "Time spent in COMMIT", latency_buckets),
             rule_snapshot_seconds: histogram(
                 "rule_snapshot_seconds",
-                "Time the journal writer spends taking a rule-state snapshot",
+                "Time the journal writer spends encoding a rule-state snapshot unit (decisions wait for it)",
+                exponential_buckets(0.001, 2.0, 16).expect("valid buckets"),
+            ),
+            rule_snapshot_store_seconds: histogram(
+                "rule_snapshot_store_seconds",
+                "Time the snapshot thread spends storing a rule-state snapshot unit (decisions do not wait for it)",
                 exponential_buckets(0.001, 2.0, 16).expect("valid buckets"),
             ),
             rule_snapshot_bytes: gauge(

@@ -1,7 +1,8 @@
 //! The journal's disk budget: what is counted, what makes room and in which order, and
 //! what a refusal says.
 //!
-//! Counted against `journal.max_bytes`: the database pages in use and the WAL file.
+//! Counted against `journal.max_bytes`: the database pages in use, the WAL file and the
+//! rule-state snapshot file (`snapshot_store.rs`).
 //! Dead letters have a budget of their own (`journal.dead_letter_max_bytes`), so a
 //! broken terminal cannot take the room valid transactions need. Room is made in this
 //! order, each step counted:
@@ -21,6 +22,7 @@
 
 use super::rebuild::replay_horizon;
 use super::schema::used_bytes;
+use super::snapshot_store;
 use super::writer::Writer;
 use crate::config::OnFull;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -80,7 +82,7 @@ impl Writer {
     pub(super) fn measure(&mut self) -> rusqlite::Result<u64> {
         let pages = self.pages_counted()?;
         let wal = wal_size(&self.path);
-        let used = pages + wal;
+        let used = pages + wal + snapshot_store::disk_bytes(&self.path);
         self.state.used_bytes.store(used, Ordering::Release);
         self.state.wal_bytes.store(wal, Ordering::Release);
         self.state

@@ -16,6 +16,7 @@ mod reader;
 mod rebuild;
 mod records;
 mod schema;
+mod snapshot_store;
 mod snapshots;
 mod video_links;
 mod writer;
@@ -399,6 +400,8 @@ impl Journal {
     }
 }
 
+#[cfg(test)]
+mod snapshot_store_tests;
 #[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]

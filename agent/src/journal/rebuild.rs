@@ -55,18 +55,19 @@ impl Rebuilt {
     }
 }
 
-/// Forgets the decider's state and rebuilds it: from the stored snapshot when the
+/// Forgets the decider's state and rebuilds it: from the `stored` snapshot when the
 /// journal still holds every row after the oldest unit it restores, then by replay.
 /// `last_seq`: the journal's last sequence (a unit claiming more is not used).
 pub fn rebuild(
     conn: &Connection,
+    stored: rusqlite::Result<Option<Snapshot>>,
     decider: &mut dyn Decider,
     progress: &AtomicU64,
     last_seq: u64,
 ) -> rusqlite::Result<Rebuilt> {
     let started = Instant::now();
     decider.reset();
-    let stored = match snapshots::load(conn) {
+    let stored = match stored {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "the rule-state snapshot could not be read; replaying the horizon");

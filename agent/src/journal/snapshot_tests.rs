@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-const PACK: &str = r#"
+pub(super) const PACK: &str = r#"
 [[rule]]
 id = "card-velocity"
 key = "card.token"
@@ -53,7 +53,7 @@ fn edited() -> String {
         .replace("window = \"5m\"", "window = \"3m\"")
 }
 
-fn engine(dir: &std::path::Path, text: &str) -> Box<Engine> {
+pub(super) fn engine(dir: &std::path::Path, text: &str) -> Box<Engine> {
     let rules = dir.join(format!("pack-{}.toml", text.len()));
     std::fs::write(&rules, text).unwrap();
     Box::new(Engine::new(
@@ -63,7 +63,7 @@ fn engine(dir: &std::path::Path, text: &str) -> Box<Engine> {
     ))
 }
 
-fn config(snapshot_every: u64) -> JournalConfig {
+pub(super) fn config(snapshot_every: u64) -> JournalConfig {
     JournalConfig {
         durability: crate::config::Durability::Os,
         rule_snapshot_transactions: NonZeroU64::new(snapshot_every).unwrap(),
@@ -71,18 +71,23 @@ fn config(snapshot_every: u64) -> JournalConfig {
     }
 }
 
-fn open(dir: &std::path::Path, config: &JournalConfig, decider: Box<Engine>) -> Journal {
+pub(super) fn open(dir: &std::path::Path, config: &JournalConfig, decider: Box<Engine>) -> Journal {
     open_counted(dir, config, decider, Metrics::new())
 }
 
 /// [`open`], counting in `metrics`.
-fn open_counted(dir: &std::path::Path, config: &JournalConfig, decider: Box<Engine>, metrics: Metrics) -> Journal {
+pub(super) fn open_counted(
+    dir: &std::path::Path,
+    config: &JournalConfig,
+    decider: Box<Engine>,
+    metrics: Metrics,
+) -> Journal {
     Journal::open(&dir.join("j.db"), config, vec![], decider, VideoLinks::none(), metrics).unwrap()
 }
 
 /// A stream over few cards, operators, tills and customers, a second apart with some
 /// arriving late, received now.
-fn stream(seed: u64, n: usize) -> Vec<Transaction> {
+pub(super) fn stream(seed: u64, n: usize) -> Vec<Transaction> {
     let mut rng = StdRng::seed_from_u64(seed);
     let now = chrono::Utc::now();
     let t0 = now - chrono::Duration::seconds(n as i64 * 2);
@@ -211,7 +216,7 @@ proptest! {
 }
 
 /// A journal with the pack that has decided `n` transactions of stream `seed`.
-async fn filled(dir: &std::path::Path, config: &JournalConfig, seed: u64, n: usize) -> Journal {
+pub(super) async fn filled(dir: &std::path::Path, config: &JournalConfig, seed: u64, n: usize) -> Journal {
     let j = open(dir, config, engine(dir, PACK));
     for t in stream(seed, n) {
         j.submit(t).await.unwrap();
@@ -272,10 +277,11 @@ async fn a_snapshot_whose_following_rows_are_gone_is_not_used() {
     }
     j.abandon().await;
     // Rows right after the snapshot deleted, as eviction deletes the oldest.
-    let conn = rusqlite::Connection::open(dir.path().join("j.db")).unwrap();
-    let through: i64 = conn
+    let through: i64 = rusqlite::Connection::open(dir.path().join("j.db-rule-state"))
+        .unwrap()
         .query_row("SELECT MAX(through_seq) FROM rule_snapshots", [], |r| r.get(0))
         .unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("j.db")).unwrap();
     conn.execute("DELETE FROM records WHERE seq <= ?1", [through + 2])
         .unwrap();
     drop(conn);
@@ -296,7 +302,7 @@ async fn a_damaged_snapshot_row_is_not_used() {
     let j = filled(dir.path(), &config, 5, 30).await;
     j.close().await;
     // One byte of one unit's state changes on disk.
-    let conn = rusqlite::Connection::open(dir.path().join("j.db")).unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("j.db-rule-state")).unwrap();
     let changed = conn
         .execute(
             "UPDATE rule_snapshots SET state = CAST(state || x'00' AS BLOB) WHERE unit = 'rule:card-velocity'",
@@ -346,7 +352,7 @@ async fn a_unit_over_a_quarter_of_the_journal_budget_is_not_stored() {
     }
     j.close().await;
     assert_eq!(metrics.rule_snapshot_failures.get(), 1);
-    let conn = rusqlite::Connection::open(dir.path().join("j.db")).unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("j.db-rule-state")).unwrap();
     let rows: i64 = conn
         .query_row("SELECT COUNT(*) FROM rule_snapshots", [], |r| r.get(0))
         .unwrap();

@@ -1,16 +1,19 @@
-//! The rule state's snapshot in the journal database (table `rule_snapshots`): one row
-//! per rule and report, each with the journal sequence its state holds.
+//! The rule state's snapshot (table `rule_snapshots` in the snapshot file beside the
+//! journal, see `snapshot_store.rs`): one row per rule and report, each with the journal
+//! sequence its state holds.
 //!
-//! The writer takes it between groups, so each row covers exactly what was committed.
-//! Periodically — after `journal.rule_snapshot_transactions` transactions or
+//! The writer encodes a unit between groups, so each row covers exactly what was
+//! committed. Periodically — after `journal.rule_snapshot_transactions` transactions or
 //! `journal.rule_snapshot_interval`, whichever first, if anything was decided since — it
-//! is renewed **one unit per gap between groups**, each in its own SQLite transaction:
-//! decisions wait for one unit's encoding and write, never for the whole state. A start
-//! replays from the oldest restored unit's sequence (each unit skips what it holds). At
-//! a clean stop every unit is written, one transaction each. A crash mid-write leaves
-//! the row as it was; a row whose state no longer matches its SHA-256 is not used. Its
-//! bytes live in the journal file and count against `journal.max_bytes`; a unit larger
-//! than a quarter of it is not stored (its row is deleted, the failure counted).
+//! is renewed **one unit at a time**: the writer encodes one unit in a gap between
+//! groups and hands it to the snapshot thread, which stores it in its own SQLite
+//! transaction; the next unit is encoded once that one is stored. Decisions wait for one
+//! unit's encoding, never for a write. A start replays from the oldest restored unit's
+//! sequence (each unit skips what it holds). At a clean stop every unit is written, one
+//! transaction each, before the writer ends. A crash mid-write leaves the row as it
+//! was; a row whose state no longer matches its SHA-256 is not used. The file's bytes
+//! count against `journal.max_bytes`; a unit larger than a quarter of it is not stored
+//! (its row is deleted, the failure counted).
 //!
 //! Rules whose state could not be rebuilt are never snapshotted: the rows are deleted,
 //! so the next start replays the horizon instead of trusting empty windows.
@@ -124,11 +127,11 @@ pub fn tail_intact(conn: &Connection, through: u64, last_seq: u64) -> rusqlite::
 }
 
 impl Writer {
-    /// After a group (or a quiet wait): starts a round if one is due, and takes the
-    /// round's next unit.
+    /// After a group (or a quiet wait): starts a round if one is due, and hands the
+    /// round's next unit over once the last one is stored.
     pub(super) fn snapshot_if_due(&mut self, decided: usize) {
         self.snapshot_clock.decided += decided as u64;
-        if !self.snapshot_clock.state_valid {
+        if !self.snapshot_clock.state_valid || self.snapshots.busy() {
             return;
         }
         if self.snapshot_clock.round.is_empty() {
@@ -141,9 +144,7 @@ impl Writer {
                 return;
             }
             let mut units = self.decider.snapshot_units();
-            if let Err(e) = forget_others(&self.conn, &units) {
-                tracing::warn!(error = %e, "snapshots of removed rules could not be deleted");
-            }
+            self.snapshots.forget_others(units.clone());
             units.reverse();
             self.snapshot_clock.round = units;
             self.snapshot_clock.decided = 0;
@@ -156,19 +157,19 @@ impl Writer {
     }
 
     /// A clean stop: every unit, now, one SQLite transaction each (one that fails
-    /// does not take the others with it).
+    /// does not take the others with it), each stored before the next is encoded.
     pub(super) fn snapshot_all(&mut self) {
         if !self.snapshot_clock.state_valid {
             return;
         }
         self.snapshot_clock.round.clear();
         let units = self.decider.snapshot_units();
-        if let Err(e) = forget_others(&self.conn, &units) {
-            tracing::warn!(error = %e, "snapshots of removed rules could not be deleted");
-        }
+        self.snapshots.forget_others(units.clone());
         for unit in units {
+            self.snapshots.flush();
             self.store_unit(&unit, "shutdown");
         }
+        self.snapshots.flush();
     }
 
     /// The rules' state could not be rebuilt: it is not snapshotted, and the stored
@@ -176,56 +177,39 @@ impl Writer {
     pub(super) fn distrust_rule_state(&mut self) {
         self.snapshot_clock.state_valid = false;
         self.snapshot_clock.round.clear();
-        if let Err(e) = forget_all(&self.conn) {
-            tracing::warn!(error = %e, "rule-state snapshots could not be deleted");
-        }
+        self.snapshots.forget_all();
     }
 
-    /// Encodes `unit` as of the last committed transaction and stores it in its own
-    /// SQLite transaction. A failure is logged and counted, and the unit's old row
-    /// deleted (a row left behind would hold the replay's start back).
-    fn store_unit(&mut self, unit: &str, why: &str) {
+    /// Encodes `unit` as of the last committed transaction and hands it to the snapshot
+    /// thread (`snapshot_store.rs`). Decisions wait for the encoding only. A failure is
+    /// logged and counted, and the unit's old row deleted (a row left behind would hold
+    /// the replay's start back).
+    fn store_unit(&mut self, unit: &str, why: &'static str) {
         let started = Instant::now();
         let through = self.next_seq - 1;
         let limit = self.config.max_bytes.get() / 4;
-        let stored = match self.decider.snapshot_unit(unit, through) {
+        let handed = match self.decider.snapshot_unit(unit, through) {
             Err(e) => Err(format!("the rules' state could not be encoded: {e}")),
             Ok(None) => Ok(()),
             Ok(Some(u)) if u.state.len() as u64 > limit => Err(format!(
                 "{} bytes, over a quarter of journal.max_bytes ({limit}): not stored",
                 u.state.len()
             )),
-            Ok(Some(u)) => self
-                .write_unit(&u)
-                .map_err(|e| format!("the snapshot could not be stored: {e}")),
+            Ok(Some(u)) => {
+                if self.snapshots.store(u, why) {
+                    Ok(())
+                } else {
+                    Err("the snapshot thread is gone".to_string())
+                }
+            }
         };
-        let took = started.elapsed();
-        self.metrics.rule_snapshot_seconds.observe(took.as_secs_f64());
-        match stored {
-            Ok(()) => tracing::debug!(why, unit, seq = through, took = ?took, "rule state snapshotted"),
-            Err(e) => {
-                self.metrics.rule_snapshot_failures.inc();
-                tracing::warn!(why, unit, error = %e, "rule-state snapshot failed; the unit is rebuilt from its horizon after a restart");
-                let _ = self.conn.execute("DELETE FROM rule_snapshots WHERE unit = ?1", [unit]);
-            }
-        }
-        let bytes: i64 = self
-            .conn
-            .query_row("SELECT COALESCE(SUM(length(state)), 0) FROM rule_snapshots", [], |r| {
-                r.get(0)
-            })
-            .unwrap_or(0);
-        self.metrics.rule_snapshot_bytes.set(bytes);
-    }
-
-    fn write_unit(&self, unit: &UnitSnapshot) -> rusqlite::Result<()> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        match save(&self.conn, unit).and_then(|()| self.conn.execute_batch("COMMIT")) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
+        self.metrics
+            .rule_snapshot_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = handed {
+            self.metrics.rule_snapshot_failures.inc();
+            tracing::warn!(why, unit, error = %e, "rule-state snapshot failed; the unit is rebuilt from its horizon after a restart");
+            self.snapshots.forget(unit);
         }
     }
 }

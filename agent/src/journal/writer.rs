@@ -6,6 +6,7 @@ use super::group::Group;
 use super::lookup::JournalLookup;
 use super::rebuild::{rebuild, rebuild_from, replay_horizon};
 use super::schema::meta;
+use super::snapshot_store::SnapshotStore;
 use super::snapshots::SnapshotClock;
 use super::video_links::VideoLinks;
 use super::{Accepted, DeadLetter, JournalState, SubmitError};
@@ -93,6 +94,7 @@ pub struct Writer {
     runtime: tokio::runtime::Handle,
     last_maintenance: Instant,
     pub(super) snapshot_clock: SnapshotClock,
+    pub(super) snapshots: SnapshotStore,
     pub(super) wal_restart: WalRestart,
     faults: Faults,
 }
@@ -136,6 +138,7 @@ impl Writer {
             .store(replay_horizon(decider.as_ref()).is_some(), Ordering::Release);
         let (committed, _) = watch::channel(next_seq - 1);
         let dead_letters = DeadLetterStore::open(&conn, config.dead_letter_max_bytes.get())?;
+        let snapshots = SnapshotStore::open(&path, &conn, config.durability, metrics.clone())?;
         let mut writer = Writer {
             conn,
             path,
@@ -154,6 +157,7 @@ impl Writer {
             runtime: tokio::runtime::Handle::current(),
             last_maintenance: Instant::now(),
             snapshot_clock: SnapshotClock::default(),
+            snapshots,
             wal_restart: WalRestart::default(),
             faults: Faults::from_env(),
         };
@@ -183,6 +187,7 @@ impl Writer {
     fn rebuild_rules(&mut self) {
         match rebuild(
             &self.conn,
+            self.snapshots.load(),
             self.decider.as_mut(),
             &self.state.progress,
             self.next_seq - 1,
@@ -369,7 +374,14 @@ impl Writer {
         self.next_seq = first_seq;
         let refusal = storage_error(&e, &self.path);
         tracing::error!(error = %e, "journal commit failed; the group was answered with 503");
-        match rebuild(&self.conn, self.decider.as_mut(), &self.state.progress, first_seq - 1) {
+        let stored = self.snapshots.load();
+        match rebuild(
+            &self.conn,
+            stored,
+            self.decider.as_mut(),
+            &self.state.progress,
+            first_seq - 1,
+        ) {
             Ok(_) => self.snapshot_clock.state_valid = true,
             Err(e) => {
                 tracing::error!(error = %e, "rule state could not be rebuilt after a failed commit");

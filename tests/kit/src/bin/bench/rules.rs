@@ -64,12 +64,14 @@ pub(crate) fn suite(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         anyhow::Ok(took)
     })?;
     // What the writer spends on each periodic snapshot step (one rule's or report's
-    // state encoded and stored), decisions waiting behind it.
+    // state encoded and handed to the snapshot thread), decisions waiting behind it.
     let pauses = &metrics.rule_snapshot_seconds;
     let pause_mean_s = pauses.get_sample_sum() / pauses.get_sample_count().max(1) as f64;
     let pause_max_bound_s = largest_bucket_used(pauses);
     let after_kill = rt.block_on(first_decision(&path, &config, "k1"))?;
-    let conn = rusqlite::Connection::open(&path)?;
+    let mut store = path.as_os_str().to_owned();
+    store.push("-rule-state");
+    let conn = rusqlite::Connection::open(std::path::Path::new(&store))?;
     conn.execute("DELETE FROM rule_snapshots", [])?;
     drop(conn);
     let without = rt.block_on(first_decision(&path, &config, "k2"))?;

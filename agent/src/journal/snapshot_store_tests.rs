@@ -1,0 +1,105 @@
+//! The snapshot file beside the journal: decisions never wait for a unit's write, rows
+//! an older agent kept in the journal file move over, and the file counts against the
+//! journal's budget.
+
+use super::snapshot_tests::{config, engine, filled, open, open_counted, stream, PACK};
+use super::*;
+use std::sync::atomic::Ordering;
+
+fn store_path(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("j.db-rule-state")
+}
+
+/// Another process holds the snapshot file's write lock, so no unit can be stored:
+/// every transaction is still decided and answered, and the units are stored once the
+/// lock is let go. (Written in the journal file, each unit held the writer for its
+/// write; under I/O contention that was 32–256 ms of every decision.)
+#[tokio::test(flavor = "multi_thread")]
+async fn decisions_do_not_wait_for_a_snapshot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(5);
+    let metrics = Metrics::new();
+    let j = open_counted(dir.path(), &config, engine(dir.path(), PACK), metrics.clone());
+    assert!(j.ping().await);
+    let blocker = rusqlite::Connection::open(store_path(dir.path())).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for t in stream(3, 200) {
+        // Answered only once committed with its decision.
+        j.submit(t).await.unwrap();
+    }
+    assert!(
+        metrics.rule_snapshot_seconds.get_sample_count() >= 1,
+        "a unit was handed over"
+    );
+    assert_eq!(
+        metrics.rule_snapshot_store_seconds.get_sample_count(),
+        0,
+        "no unit could be stored while the lock was held"
+    );
+    blocker.execute_batch("COMMIT").unwrap();
+    let last = j.last_seq();
+    j.close().await;
+    assert!(metrics.rule_snapshot_store_seconds.get_sample_count() >= 1);
+    assert_eq!(metrics.rule_snapshot_failures.get(), 0);
+    let j = open(dir.path(), &config, engine(dir.path(), PACK));
+    assert!(j.ping().await);
+    assert_eq!(j.state().restored_from_snapshot.load(Ordering::Acquire), last);
+    assert_eq!(j.state().replayed.load(Ordering::Acquire), 0);
+    j.close().await;
+}
+
+/// A journal from an agent that kept the snapshot in the journal file: the rows move to
+/// the snapshot file at the start and are used.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_kept_in_the_journal_file_move_to_the_snapshot_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(1_000_000);
+    let j = filled(dir.path(), &config, 4, 50).await;
+    let last = j.last_seq();
+    j.close().await;
+    // As an older agent left it: the rows in the journal file, no snapshot file.
+    let conn = rusqlite::Connection::open(dir.path().join("j.db")).unwrap();
+    conn.execute(
+        "ATTACH DATABASE ?1 AS store",
+        [store_path(dir.path()).to_str().unwrap()],
+    )
+    .unwrap();
+    let moved = conn
+        .execute("INSERT INTO main.rule_snapshots SELECT * FROM store.rule_snapshots", [])
+        .unwrap();
+    assert!(moved >= 4, "{moved} units");
+    conn.execute_batch("DETACH DATABASE store").unwrap();
+    drop(conn);
+    std::fs::remove_file(store_path(dir.path())).unwrap();
+    let j = open(dir.path(), &config, engine(dir.path(), PACK));
+    assert!(j.ping().await);
+    assert_eq!(j.state().restored_from_snapshot.load(Ordering::Acquire), last);
+    assert_eq!(j.state().replayed.load(Ordering::Acquire), 0);
+    j.close().await;
+    let left: i64 = rusqlite::Connection::open(dir.path().join("j.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM rule_snapshots", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "the journal file keeps no snapshot rows");
+}
+
+/// The snapshot file's bytes are counted against `journal.max_bytes`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_snapshot_file_counts_against_the_journal_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(1_000_000);
+    let j = filled(dir.path(), &config, 5, 50).await;
+    j.close().await;
+    let on_disk = snapshot_store::disk_bytes(&dir.path().join("j.db"));
+    assert!(on_disk > 0);
+    let j = open(dir.path(), &config, engine(dir.path(), PACK));
+    assert!(j.ping().await);
+    let counted = j.state().used_bytes.load(Ordering::Acquire);
+    let pages = j.reader().unwrap().used_bytes().unwrap();
+    let wal = budget::wal_size(&dir.path().join("j.db"));
+    assert!(
+        counted >= pages + wal + on_disk,
+        "counted {counted}, pages {pages} + WAL {wal} + snapshot file {on_disk}"
+    );
+    j.close().await;
+}
