@@ -26,7 +26,7 @@ pub struct Metrics {
     pub rule_snapshot_seconds: Histogram,
     /// Time the snapshot thread spends storing a unit (decisions do not wait for it).
     pub rule_snapshot_store_seconds: Histogram,
-    /// Bytes of the rule-state snapshot stored in the journal.
+    /// Bytes of the rule-state snapshot stored in the snapshot file.
     pub rule_snapshot_bytes: IntGauge,
     /// Snapshots that could not be taken or stored.
     pub rule_snapshot_failures: IntCounter,
@@ -173,7 +173,7 @@ impl Metrics {
             ),
             rule_snapshot_bytes: gauge(
                 "rule_snapshot_bytes",
-                "Bytes of the rule-state snapshot stored in the journal",
+                "Bytes of the rule-state snapshot stored beside the journal (journal.db-rule-state)",
             ),
             rule_snapshot_failures: counter(
                 "rule_snapshot_failures_total",

@@ -299,6 +299,13 @@ impl Writer {
                 ByteSize(wal)
             ));
         }
+        let snapshot = snapshot_store::disk_bytes(&self.path);
+        if snapshot > max / 10 {
+            holders.push(format!(
+                "the rules' state snapshot takes {} (it grows with the rules' live keys)",
+                ByteSize(snapshot)
+            ));
+        }
         if holders.is_empty() {
             holders.push("the database's own pages".into());
         }

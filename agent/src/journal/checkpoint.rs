@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 /// How often the WAL is folded back into the database.
 pub const INTERVAL: Duration = Duration::from_millis(500);
 
-/// After the writer's checkpoint could not copy every frame, how long it waits before
-/// trying again.
-const RETRY_AFTER_BUSY: Duration = Duration::from_millis(20);
+/// The least time between two of the writer's checkpoints: one that copied every frame
+/// may still not start the WAL over (a reader that began before it keeps its place), and
+/// the writer must not checkpoint after every group meanwhile.
+const RETRY_AFTER: Duration = Duration::from_millis(20);
 
 /// When more than this share of the WAL's limit was written since the last pass, writes
 /// are steady and the next pass comes after [`BUSY_INTERVAL`]: the writer's restart then
@@ -87,11 +88,10 @@ pub fn run(path: &Path, durability_full: bool, wal_limit: u64, stop: Receiver<()
     }
 }
 
-/// When the writer's checkpoint last left frames uncopied (it waits [`RETRY_AFTER_BUSY`]
-/// after that).
+/// When the writer last checkpointed (it waits [`RETRY_AFTER`] after that).
 #[derive(Debug, Default)]
 pub struct WalRestart {
-    busy_at: Option<Instant>,
+    tried: Option<Instant>,
 }
 
 impl Writer {
@@ -102,15 +102,12 @@ impl Writer {
     /// it copies, it never waits (SQLite does not call the busy handler for PASSIVE), and
     /// the checkpoint thread has already copied all but the last pass's worth of frames.
     /// When that thread is mid-pass, or a reader still reads frames, not every frame is
-    /// copied; it is tried again [`RETRY_AFTER_BUSY`] later.
+    /// copied; it is tried again [`RETRY_AFTER`] later.
     pub(super) fn restart_long_wal(&mut self) {
         // Measured here, after the commit: the commit that follows a complete checkpoint
         // is the one that cuts the file back.
         if wal_size(&self.path) <= wal_limit(self.config.max_bytes.get())
-            || self
-                .wal_restart
-                .busy_at
-                .is_some_and(|at| at.elapsed() < RETRY_AFTER_BUSY)
+            || self.wal_restart.tried.is_some_and(|at| at.elapsed() < RETRY_AFTER)
         {
             return;
         }
@@ -126,7 +123,7 @@ impl Writer {
                 "failed"
             }
         };
-        self.wal_restart.busy_at = (outcome != "done").then_some(started);
+        self.wal_restart.tried = Some(started);
         self.metrics
             .journal_wal_restart_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -47,8 +47,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     class       TEXT    NOT NULL DEFAULT 'invalid',
     raw_bytes   INTEGER NOT NULL DEFAULT 0
 );
--- The rule state as of one journal sequence, one row per rule or report (snapshots.rs).
--- An older agent ignores it, so the schema version stays.
+-- Where agents before the snapshot file kept the rule state (one row per rule or report):
+-- kept so their rows can be moved to `<journal>-rule-state` (snapshot_store.rs) at the
+-- first start; empty after that. An older agent ignores it, so the schema version stays.
 CREATE TABLE IF NOT EXISTS rule_snapshots (
     unit        TEXT    PRIMARY KEY,
     fingerprint TEXT    NOT NULL,

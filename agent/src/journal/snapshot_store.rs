@@ -70,8 +70,8 @@ enum Job {
 pub struct SnapshotStore {
     jobs: Option<Sender<Job>>,
     storing: Arc<AtomicBool>,
-    /// The writer's own connection, for reading the snapshot at a start.
-    reader: Connection,
+    /// The writer's own connection, for reading the snapshot at a start (`None`: no file).
+    reader: Option<Connection>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -87,8 +87,15 @@ impl std::fmt::Debug for Job {
     }
 }
 
-fn open(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+/// How long a store waits for another process holding the file (a shutdown stores every
+/// unit, so this bounds it).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn open_file(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
+    // Before the table exists: a replaced unit's pages go back to the file system, so
+    // the file's length (what the budget counts) is the state it holds.
+    conn.pragma_update(None, "auto_vacuum", "FULL")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
         None,
@@ -98,45 +105,113 @@ fn open(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
             Durability::Os => "NORMAL",
         },
     )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // A unit's old pages are not kept in the WAL after a checkpoint.
     conn.pragma_update(None, "journal_size_limit", 0)?;
     conn.execute_batch(TABLE)?;
     Ok(conn)
 }
 
+/// Deletes the snapshot file and its WAL and index.
+fn remove_files(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(Path::new(&p));
+    }
+}
+
 impl SnapshotStore {
     /// Opens the snapshot file of the journal at `journal` and starts its thread. Rows an
-    /// older agent kept in the journal file (`journal`, open in `journal_conn`) move here
-    /// once.
-    pub fn open(
-        journal: &Path,
-        journal_conn: &Connection,
-        durability: Durability,
-        metrics: Metrics,
-    ) -> rusqlite::Result<Self> {
+    /// older agent kept in the journal file (open in `journal_conn`) move here once.
+    ///
+    /// The snapshot only shortens a start, so nothing about it keeps the journal from
+    /// opening: a file that cannot be opened is deleted and made again, and if that
+    /// fails too the agent runs without snapshots (every start replays the horizon),
+    /// saying so.
+    pub fn open(journal: &Path, journal_conn: &Connection, durability: Durability, metrics: Metrics) -> Self {
         let path = path_for(journal);
-        let reader = open(&path, durability)?;
-        move_old_rows(journal_conn, &reader)?;
-        let conn = open(&path, durability)?;
+        let opened = open_file(&path, durability).or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "the rule-state snapshot file cannot be opened; it is made again (the next start replays the horizon)");
+            remove_files(&path);
+            open_file(&path, durability)
+        });
+        let reader = match opened {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "no rule-state snapshots can be kept: every start replays the rules' horizon");
+                return SnapshotStore::without_file();
+            }
+        };
+        if let Err(e) = move_old_rows(journal_conn, &reader) {
+            tracing::warn!(error = %e, "the rule-state snapshot kept in the journal file could not be moved; it is not used");
+        }
+        let conn = match open_file(&path, durability) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "no rule-state snapshots can be kept: every start replays the rules' horizon");
+                return SnapshotStore::without_file();
+            }
+        };
         let (jobs, rx) = channel();
         let storing = Arc::new(AtomicBool::new(false));
         let flag = storing.clone();
-        let thread = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("rule-snapshots".into())
-            .spawn(move || run(&conn, &rx, &flag, &metrics))
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok(SnapshotStore {
-            jobs: Some(jobs),
-            storing,
-            reader,
-            thread: Some(thread),
-        })
+            .spawn(move || {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&conn, &rx, &flag, &metrics)));
+                flag.store(false, Ordering::Release);
+                if ran.is_err() {
+                    tracing::error!("the rule-snapshot thread died: the rules' state is no longer snapshotted");
+                }
+            });
+        match spawned {
+            Ok(thread) => SnapshotStore {
+                jobs: Some(jobs),
+                storing,
+                reader: Some(reader),
+                thread: Some(thread),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "the rule-snapshot thread cannot start: every start replays the rules' horizon");
+                SnapshotStore::without_file()
+            }
+        }
+    }
+
+    /// A store that keeps nothing (every store is refused and counted).
+    fn without_file() -> Self {
+        SnapshotStore {
+            jobs: None,
+            storing: Arc::new(AtomicBool::new(false)),
+            reader: None,
+            thread: None,
+        }
+    }
+
+    /// Deletes the units that claim more than the journal holds (`last_seq`): a power
+    /// cut can take the journal's last commits and leave this file's, and a journal
+    /// moved aside leaves its snapshot behind. Their rows would otherwise be restored
+    /// by a later rebuild once the journal's sequence passes them again.
+    pub fn forget_ahead_of(&self, last_seq: u64) {
+        let Some(reader) = &self.reader else { return };
+        match reader.execute("DELETE FROM rule_snapshots WHERE through_seq > ?1", [last_seq as i64]) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                units = n,
+                journal_seq = last_seq,
+                "rule-state snapshot units ahead of the journal (a power cut, or a journal moved aside) were deleted; they are rebuilt by replay"
+            ),
+            Err(e) => tracing::warn!(error = %e, "snapshot units ahead of the journal could not be deleted"),
+        }
     }
 
     /// The stored snapshot (see [`load`]).
     pub fn load(&self) -> rusqlite::Result<Option<Snapshot>> {
-        load(&self.reader)
+        match &self.reader {
+            Some(r) => load(r),
+            None => Ok(None),
+        }
     }
 
     /// A unit handed over is still being stored.
@@ -195,7 +270,8 @@ impl Drop for SnapshotStore {
     }
 }
 
-/// Moves the rows an older agent kept in the journal file, when this file has none.
+/// Moves the rows an older agent kept in the journal file, when this file has none; the
+/// journal's rows are deleted either way (this file's are newer).
 fn move_old_rows(journal_conn: &Connection, store: &Connection) -> rusqlite::Result<()> {
     let old: i64 = journal_conn.query_row("SELECT COUNT(*) FROM rule_snapshots", [], |r| r.get(0))?;
     if old == 0 {
@@ -205,10 +281,15 @@ fn move_old_rows(journal_conn: &Connection, store: &Connection) -> rusqlite::Res
     if here == 0 {
         if let Some(snapshot) = load(journal_conn)? {
             store.execute_batch("BEGIN IMMEDIATE")?;
-            for unit in &snapshot.units {
-                save(store, unit)?;
+            let copied = snapshot
+                .units
+                .iter()
+                .try_for_each(|unit| save(store, unit))
+                .and_then(|()| store.execute_batch("COMMIT"));
+            if let Err(e) = copied {
+                let _ = store.execute_batch("ROLLBACK");
+                return Err(e);
             }
-            store.execute_batch("COMMIT")?;
         }
     }
     journal_conn.execute("DELETE FROM rule_snapshots", [])?;
@@ -239,6 +320,12 @@ fn run(conn: &Connection, jobs: &Receiver<Job>, storing: &AtomicBool, metrics: &
             }
             Job::Flush(done) => drop(done.send(())),
         }
+        let bytes: i64 = conn
+            .query_row("SELECT COALESCE(SUM(length(state)), 0) FROM rule_snapshots", [], |r| {
+                r.get(0)
+            })
+            .unwrap_or(0);
+        metrics.rule_snapshot_bytes.set(bytes);
     }
 }
 
@@ -264,10 +351,4 @@ fn store_unit(conn: &Connection, unit: &UnitSnapshot, why: &str, metrics: &Metri
             let _ = conn.execute("DELETE FROM rule_snapshots WHERE unit = ?1", [&unit.unit]);
         }
     }
-    let bytes: i64 = conn
-        .query_row("SELECT COALESCE(SUM(length(state)), 0) FROM rule_snapshots", [], |r| {
-            r.get(0)
-        })
-        .unwrap_or(0);
-    metrics.rule_snapshot_bytes.set(bytes);
 }

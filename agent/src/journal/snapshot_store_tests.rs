@@ -103,3 +103,53 @@ async fn the_snapshot_file_counts_against_the_journal_budget() {
     );
     j.close().await;
 }
+
+/// A journal moved aside (or one that lost its last commits to a power cut) with the
+/// snapshot file left behind: its units claim more than the journal holds, so they are
+/// deleted at the start instead of being restored once the sequence passes them again.
+#[tokio::test(flavor = "multi_thread")]
+async fn units_ahead_of_the_journal_are_deleted_at_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(1_000_000);
+    let j = filled(dir.path(), &config, 6, 50).await;
+    j.close().await;
+    for f in ["j.db", "j.db-wal", "j.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+    let j = open(dir.path(), &config, engine(dir.path(), PACK));
+    assert!(j.ping().await);
+    assert_eq!(j.state().restored_from_snapshot.load(Ordering::Acquire), 0);
+    let rows: i64 = rusqlite::Connection::open(store_path(dir.path()))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM rule_snapshots", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0, "the old journal's units are gone");
+    j.close().await;
+}
+
+/// A snapshot file that is not a database does not keep the journal from opening: it is
+/// made again, the start replays the horizon, and the next stop stores the state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_snapshot_file_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(1_000_000);
+    let j = filled(dir.path(), &config, 7, 50).await;
+    let last = j.last_seq();
+    j.close().await;
+    for f in ["j.db-rule-state-wal", "j.db-rule-state-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+    std::fs::write(store_path(dir.path()), vec![0x5a; 8192]).unwrap();
+    let j = open(dir.path(), &config, engine(dir.path(), PACK));
+    assert!(j.ping().await);
+    assert_eq!(j.state().restored_from_snapshot.load(Ordering::Acquire), 0);
+    assert!(
+        j.state().replayed.load(Ordering::Acquire) > 0,
+        "the horizon was replayed"
+    );
+    j.close().await;
+    let j = open(dir.path(), &config, engine(dir.path(), PACK));
+    assert!(j.ping().await);
+    assert_eq!(j.state().restored_from_snapshot.load(Ordering::Acquire), last);
+    j.close().await;
+}
