@@ -110,8 +110,10 @@ impl Writer {
                 return Ok(Some(text.clone()));
             }
         }
-        // Make room for a while, not for one group: 10 % under the budget.
-        let target = max - max / 10;
+        // Make room for a while, not for one group: 10 % under the budget. Only rows can
+        // go, so the pages' target leaves out what the snapshot file holds.
+        let beside = snapshot_store::disk_bytes(&self.path);
+        let target = (max - max / 10).saturating_sub(beside);
         let pruned = self.prune_shipped_until(target)?;
         if pruned > 0 {
             self.metrics.journal_pressure_pruned.inc_by(pruned);
@@ -125,9 +127,9 @@ impl Writer {
         }
         self.truncate_wal();
         used = self.measure()?;
-        // `evict_oldest` never refuses: once the rows are under the budget, a WAL that a
-        // reader still holds is folded back by the next checkpoint.
-        let evicting = self.config.on_full == OnFull::EvictOldest && self.pages_counted()? < max;
+        // `evict_oldest` never refuses: once the rows (and the snapshot file) are under
+        // the budget, a WAL that a reader still holds is folded back by the next checkpoint.
+        let evicting = self.config.on_full == OnFull::EvictOldest && self.pages_counted()? + beside < max;
         if used < max || evicting {
             self.state.full.store(false, Ordering::Release);
             return Ok(None);

@@ -97,6 +97,12 @@ pub fn open_writer(path: &std::path::Path, durability: Durability, max_bytes: u6
         "INSERT INTO meta(key, value) VALUES ('schema_version', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         [SCHEMA_VERSION],
     )?;
+    // Names this journal, once, so the snapshot file beside it can tell it from another
+    // one (a journal restored or swapped; snapshot_store.rs).
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES ('journal_id', ?1) ON CONFLICT(key) DO NOTHING",
+        [rand::random::<i64>()],
+    )?;
     Ok(conn)
 }
 

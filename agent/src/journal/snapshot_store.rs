@@ -14,11 +14,12 @@
 //! so a unit stored late is still exact. Dropping the store finishes the job in hand and
 //! joins the thread.
 
+use super::schema::meta;
 use super::snapshots::{forget_all, forget_others, load, save};
 use crate::config::Durability;
 use crate::metrics::Metrics;
 use crate::rules::snapshot::{Snapshot, UnitSnapshot};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -35,6 +36,10 @@ CREATE TABLE IF NOT EXISTS rule_snapshots (
     taken_ms    INTEGER NOT NULL,
     state       BLOB    NOT NULL,
     sha256      TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 );
 ";
 
@@ -93,6 +98,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn open_file(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
+    // First, so the pragmas below wait for another connection too.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // Before the table exists: a replaced unit's pages go back to the file system, so
     // the file's length (what the budget counts) is the state it holds.
     conn.pragma_update(None, "auto_vacuum", "FULL")?;
@@ -105,11 +112,19 @@ fn open_file(path: &Path, durability: Durability) -> rusqlite::Result<Connection
             Durability::Os => "NORMAL",
         },
     )?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
     // A unit's old pages are not kept in the WAL after a checkpoint.
     conn.pragma_update(None, "journal_size_limit", 0)?;
     conn.execute_batch(TABLE)?;
     Ok(conn)
+}
+
+/// Whether `e` says the file is not a sound database (then it is made again); any other
+/// error (busy, permissions, a full disk) leaves the file as it is.
+fn is_damaged(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
 }
 
 /// Deletes the snapshot file and its WAL and index.
@@ -123,16 +138,27 @@ fn remove_files(path: &Path) {
 
 impl SnapshotStore {
     /// Opens the snapshot file of the journal at `journal` and starts its thread. Rows an
-    /// older agent kept in the journal file (open in `journal_conn`) move here once.
+    /// older agent kept in the journal file (open in `journal_conn`) move here once; units
+    /// of another journal, or ahead of this one's `last_seq`, are deleted ([`pair`]).
     ///
     /// The snapshot only shortens a start, so nothing about it keeps the journal from
-    /// opening: a file that cannot be opened is deleted and made again, and if that
-    /// fails too the agent runs without snapshots (every start replays the horizon),
+    /// opening: a file that is not a sound database is deleted and made again, and if
+    /// that fails, or the file cannot be opened for another reason (permissions, a full
+    /// disk, another process holding it), the agent runs without snapshots (every start replays the horizon),
     /// saying so.
-    pub fn open(journal: &Path, journal_conn: &Connection, durability: Durability, metrics: Metrics) -> Self {
+    pub fn open(
+        journal: &Path,
+        journal_conn: &Connection,
+        last_seq: u64,
+        durability: Durability,
+        metrics: Metrics,
+    ) -> Self {
         let path = path_for(journal);
         let opened = open_file(&path, durability).or_else(|e| {
-            tracing::warn!(path = %path.display(), error = %e, "the rule-state snapshot file cannot be opened; it is made again (the next start replays the horizon)");
+            if !is_damaged(&e) {
+                return Err(e);
+            }
+            tracing::warn!(path = %path.display(), error = %e, "the rule-state snapshot file is damaged; it is made again (the next start replays the horizon)");
             remove_files(&path);
             open_file(&path, durability)
         });
@@ -145,6 +171,13 @@ impl SnapshotStore {
         };
         if let Err(e) = move_old_rows(journal_conn, &reader) {
             tracing::warn!(error = %e, "the rule-state snapshot kept in the journal file could not be moved; it is not used");
+        }
+        let journal_id = meta(journal_conn, "journal_id").unwrap_or_default();
+        if let Err(e) = pair(&reader, journal_id, last_seq) {
+            tracing::error!(path = %path.display(), error = %e, "snapshot units that may not belong to this journal could not be deleted: the file is deleted, and this run keeps no snapshots (the next start replays the horizon)");
+            drop(reader);
+            remove_files(&path);
+            return SnapshotStore::without_file();
         }
         let conn = match open_file(&path, durability) {
             Ok(c) => c,
@@ -186,23 +219,6 @@ impl SnapshotStore {
             storing: Arc::new(AtomicBool::new(false)),
             reader: None,
             thread: None,
-        }
-    }
-
-    /// Deletes the units that claim more than the journal holds (`last_seq`): a power
-    /// cut can take the journal's last commits and leave this file's, and a journal
-    /// moved aside leaves its snapshot behind. Their rows would otherwise be restored
-    /// by a later rebuild once the journal's sequence passes them again.
-    pub fn forget_ahead_of(&self, last_seq: u64) {
-        let Some(reader) = &self.reader else { return };
-        match reader.execute("DELETE FROM rule_snapshots WHERE through_seq > ?1", [last_seq as i64]) {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                units = n,
-                journal_seq = last_seq,
-                "rule-state snapshot units ahead of the journal (a power cut, or a journal moved aside) were deleted; they are rebuilt by replay"
-            ),
-            Err(e) => tracing::warn!(error = %e, "snapshot units ahead of the journal could not be deleted"),
         }
     }
 
@@ -272,6 +288,38 @@ impl Drop for SnapshotStore {
 
 /// Moves the rows an older agent kept in the journal file, when this file has none; the
 /// journal's rows are deleted either way (this file's are newer).
+/// Makes the file the journal's: units another journal left (the file names a different
+/// journal id) and units that claim more than this journal holds (`last_seq`: a power
+/// cut can take the journal's last commits and leave this file's) are deleted, then the
+/// file is stamped with the journal's id. Either kind would otherwise be restored once
+/// the journal's sequence passes it. A file without an id (an older agent's) is adopted.
+fn pair(conn: &Connection, journal_id: i64, last_seq: u64) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    let paired: Option<i64> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'journal_id'", [], |r| r.get(0))
+        .optional()?;
+    let other_journal = paired.is_some_and(|id| id != journal_id);
+    let gone = if other_journal {
+        tx.execute("DELETE FROM rule_snapshots", [])?
+    } else {
+        tx.execute("DELETE FROM rule_snapshots WHERE through_seq > ?1", [last_seq as i64])?
+    };
+    tx.execute(
+        "INSERT INTO meta(key, value) VALUES ('journal_id', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [journal_id],
+    )?;
+    tx.commit()?;
+    if gone > 0 {
+        tracing::warn!(
+            units = gone,
+            journal_seq = last_seq,
+            other_journal,
+            "rule-state snapshot units of another journal, or ahead of this one (a power cut, a journal moved aside or restored), were deleted; they are rebuilt by replay"
+        );
+    }
+    Ok(())
+}
+
 fn move_old_rows(journal_conn: &Connection, store: &Connection) -> rusqlite::Result<()> {
     let old: i64 = journal_conn.query_row("SELECT COUNT(*) FROM rule_snapshots", [], |r| r.get(0))?;
     if old == 0 {
@@ -318,14 +366,27 @@ fn run(conn: &Connection, jobs: &Receiver<Job>, storing: &AtomicBool, metrics: &
                     tracing::warn!(error = %e, "rule-state snapshots could not be deleted");
                 }
             }
-            Job::Flush(done) => drop(done.send(())),
+            Job::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
         }
+        truncate_wal(conn);
         let bytes: i64 = conn
             .query_row("SELECT COALESCE(SUM(length(state)), 0) FROM rule_snapshots", [], |r| {
                 r.get(0)
             })
             .unwrap_or(0);
         metrics.rule_snapshot_bytes.set(bytes);
+    }
+}
+
+/// Copies the WAL into the file and empties it, so what the budget counts is the state
+/// the file holds, not also the last unit's frames (up to a quarter of the budget). One
+/// more fsync per unit, on this thread.
+fn truncate_wal(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::debug!(error = %e, "the rule-state snapshot file's WAL could not be truncated");
     }
 }
 

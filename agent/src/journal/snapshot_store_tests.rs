@@ -23,7 +23,9 @@ async fn decisions_do_not_wait_for_a_snapshot_write() {
     assert!(j.ping().await);
     let blocker = rusqlite::Connection::open(store_path(dir.path())).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
-    for t in stream(3, 200) {
+    // Few enough to be answered well inside the store's busy timeout (1 s), which the
+    // round's first job (deleting removed rules' rows) spends before the store waits.
+    for t in stream(3, 50) {
         // Answered only once committed with its decision.
         j.submit(t).await.unwrap();
     }
@@ -104,6 +106,29 @@ async fn the_snapshot_file_counts_against_the_journal_budget() {
     j.close().await;
 }
 
+/// After each unit the snapshot file's WAL is copied in and emptied: the budget counts
+/// the state the file holds, not also the last unit's frames.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_snapshot_files_wal_is_emptied_after_each_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = filled(dir.path(), &config(5), 7, 60).await;
+    let mut wal = store_path(dir.path()).into_os_string();
+    wal.push("-wal");
+    let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // The round goes on between the writer's quiet waits; once it ends, the WAL is empty.
+    while wal_len() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the snapshot file's WAL still holds {} bytes",
+            wal_len()
+        );
+        assert!(j.ping().await);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    j.close().await;
+}
+
 /// A journal moved aside (or one that lost its last commits to a power cut) with the
 /// snapshot file left behind: its units claim more than the journal holds, so they are
 /// deleted at the start instead of being restored once the sequence passes them again.
@@ -124,6 +149,36 @@ async fn units_ahead_of_the_journal_are_deleted_at_the_start() {
         .query_row("SELECT COUNT(*) FROM rule_snapshots", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 0, "the old journal's units are gone");
+    j.close().await;
+}
+
+/// Another journal's snapshot file beside this journal (a backup restored over one of the
+/// two, or the files of two gateways mixed up): its units are deleted at the start, not
+/// restored, even where their sequences are inside this journal's.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_journals_snapshot_file_is_not_restored() {
+    let this = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let config = config(1_000_000);
+    let j = filled(other.path(), &config, 8, 30).await;
+    j.close().await;
+    let j = filled(this.path(), &config, 9, 60).await;
+    j.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let name = format!("j.db-rule-state{suffix}");
+        let _ = std::fs::remove_file(this.path().join(&name));
+        if other.path().join(&name).exists() {
+            std::fs::copy(other.path().join(&name), this.path().join(&name)).unwrap();
+        }
+    }
+    let j = open(this.path(), &config, engine(this.path(), PACK));
+    assert!(j.ping().await);
+    assert_eq!(j.state().restored_from_snapshot.load(Ordering::Acquire), 0);
+    assert_eq!(
+        j.state().replayed.load(Ordering::Acquire),
+        60,
+        "every transaction replayed"
+    );
     j.close().await;
 }
 

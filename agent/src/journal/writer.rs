@@ -138,8 +138,7 @@ impl Writer {
             .store(replay_horizon(decider.as_ref()).is_some(), Ordering::Release);
         let (committed, _) = watch::channel(next_seq - 1);
         let dead_letters = DeadLetterStore::open(&conn, config.dead_letter_max_bytes.get())?;
-        let snapshots = SnapshotStore::open(&path, &conn, config.durability, metrics.clone());
-        snapshots.forget_ahead_of(next_seq - 1);
+        let snapshots = SnapshotStore::open(&path, &conn, next_seq - 1, config.durability, metrics.clone());
         let mut writer = Writer {
             conn,
             path,
