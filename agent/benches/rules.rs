@@ -7,6 +7,10 @@ use std::time::Duration;
 use tillgate::rules::{load_paths, DecideContext, Decider, Engine, NoOriginals};
 use tillgate::txn::{parse, Transaction};
 
+/// The agent's allocator (see `src/main.rs`), so the costs are the agent's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const LIVE_KEYS: usize = 100_000;
 
 fn txn(i: usize, now: chrono::DateTime<chrono::Utc>) -> Transaction {

@@ -80,6 +80,11 @@ struct Args {
     video_events_seconds: u64,
 }
 
+/// The agent's allocator (see `agent/src/main.rs`): the rules and foundation suites run
+/// the journal and the rules in this process, so their figures are the agent's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let args = Args::parse();
     std::env::set_var("TILLGATE_BIN", &args.bin);
