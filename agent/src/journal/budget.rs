@@ -111,8 +111,10 @@ impl Writer {
             }
         }
         // Make room for a while, not for one group: 10 % under the budget. Only rows can
-        // go, so the pages' target leaves out what the snapshot file holds.
-        let beside = snapshot_store::disk_bytes(&self.path);
+        // go, so the pages' target leaves out what the snapshot file holds (its units take
+        // at most a quarter; counted at most half, so rows are never pruned or evicted
+        // below 40 % of the budget for its sake).
+        let beside = snapshot_store::disk_bytes(&self.path).min(max / 2);
         let target = (max - max / 10).saturating_sub(beside);
         let pruned = self.prune_shipped_until(target)?;
         if pruned > 0 {

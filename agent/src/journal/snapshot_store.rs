@@ -26,6 +26,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tillgate_sdk::ByteSize;
 
 /// The table, as in the journal file (where older agents kept it).
 const TABLE: &str = "
@@ -132,14 +133,21 @@ fn remove_files(path: &Path) {
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
-        let _ = std::fs::remove_file(Path::new(&p));
+        match std::fs::remove_file(Path::new(&p)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(path = ?p, error = %e, "the rule-state snapshot file cannot be deleted: move it aside before the next start, or its units may be restored")
+            }
+        }
     }
 }
 
 impl SnapshotStore {
     /// Opens the snapshot file of the journal at `journal` and starts its thread. Rows an
     /// older agent kept in the journal file (open in `journal_conn`) move here once; units
-    /// of another journal, or ahead of this one's `last_seq`, are deleted ([`pair`]).
+    /// of another journal, or ahead of this one's `last_seq`, are deleted ([`pair`]). The
+    /// units together take at most `share` bytes of state.
     ///
     /// The snapshot only shortens a start, so nothing about it keeps the journal from
     /// opening: a file that is not a sound database is deleted and made again, and if
@@ -150,6 +158,7 @@ impl SnapshotStore {
         journal: &Path,
         journal_conn: &Connection,
         last_seq: u64,
+        share: u64,
         durability: Durability,
         metrics: Metrics,
     ) -> Self {
@@ -173,12 +182,13 @@ impl SnapshotStore {
             tracing::warn!(error = %e, "the rule-state snapshot kept in the journal file could not be moved; it is not used");
         }
         let journal_id = meta(journal_conn, "journal_id").unwrap_or_default();
-        if let Err(e) = pair(&reader, journal_id, last_seq) {
+        if let Err(e) = pair(&reader, journal_id, last_seq, share) {
             tracing::error!(path = %path.display(), error = %e, "snapshot units that may not belong to this journal could not be deleted: the file is deleted, and this run keeps no snapshots (the next start replays the horizon)");
             drop(reader);
             remove_files(&path);
             return SnapshotStore::without_file();
         }
+        truncate_wal(&reader);
         let conn = match open_file(&path, durability) {
             Ok(c) => c,
             Err(e) => {
@@ -192,7 +202,8 @@ impl SnapshotStore {
         let spawned = std::thread::Builder::new()
             .name("rule-snapshots".into())
             .spawn(move || {
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&conn, &rx, &flag, &metrics)));
+                let ran =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&conn, &rx, &flag, &metrics, share)));
                 flag.store(false, Ordering::Release);
                 if ran.is_err() {
                     tracing::error!("the rule-snapshot thread died: the rules' state is no longer snapshotted");
@@ -286,24 +297,31 @@ impl Drop for SnapshotStore {
     }
 }
 
-/// Moves the rows an older agent kept in the journal file, when this file has none; the
-/// journal's rows are deleted either way (this file's are newer).
 /// Makes the file the journal's: units another journal left (the file names a different
 /// journal id) and units that claim more than this journal holds (`last_seq`: a power
 /// cut can take the journal's last commits and leave this file's) are deleted, then the
 /// file is stamped with the journal's id. Either kind would otherwise be restored once
 /// the journal's sequence passes it. A file without an id (an older agent's) is adopted.
-fn pair(conn: &Connection, journal_id: i64, last_seq: u64) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
+/// Units holding more than `share` bytes of state together (`journal.max_bytes` was
+/// lowered) are deleted too.
+fn pair(conn: &Connection, journal_id: i64, last_seq: u64, share: u64) -> rusqlite::Result<()> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let paired: Option<i64> = tx
         .query_row("SELECT value FROM meta WHERE key = 'journal_id'", [], |r| r.get(0))
         .optional()?;
     let other_journal = paired.is_some_and(|id| id != journal_id);
-    let gone = if other_journal {
+    let mut gone = if other_journal {
         tx.execute("DELETE FROM rule_snapshots", [])?
     } else {
         tx.execute("DELETE FROM rule_snapshots WHERE through_seq > ?1", [last_seq as i64])?
     };
+    // A budget lowered since: the units are kept only inside their share of it.
+    let held: i64 = tx.query_row("SELECT COALESCE(SUM(length(state)), 0) FROM rule_snapshots", [], |r| {
+        r.get(0)
+    })?;
+    if held as u64 > share {
+        gone += tx.execute("DELETE FROM rule_snapshots", [])?;
+    }
     tx.execute(
         "INSERT INTO meta(key, value) VALUES ('journal_id', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         [journal_id],
@@ -314,12 +332,14 @@ fn pair(conn: &Connection, journal_id: i64, last_seq: u64) -> rusqlite::Result<(
             units = gone,
             journal_seq = last_seq,
             other_journal,
-            "rule-state snapshot units of another journal, or ahead of this one (a power cut, a journal moved aside or restored), were deleted; they are rebuilt by replay"
+            "rule-state snapshot units of another journal, ahead of this one (a power cut, a journal moved aside or restored) or over their share of a lowered journal.max_bytes were deleted; they are rebuilt by replay"
         );
     }
     Ok(())
 }
 
+/// Moves the rows an older agent kept in the journal file, when this file has none; the
+/// journal's rows are deleted either way (this file's are newer).
 fn move_old_rows(journal_conn: &Connection, store: &Connection) -> rusqlite::Result<()> {
     let old: i64 = journal_conn.query_row("SELECT COUNT(*) FROM rule_snapshots", [], |r| r.get(0))?;
     if old == 0 {
@@ -344,11 +364,11 @@ fn move_old_rows(journal_conn: &Connection, store: &Connection) -> rusqlite::Res
     Ok(())
 }
 
-fn run(conn: &Connection, jobs: &Receiver<Job>, storing: &AtomicBool, metrics: &Metrics) {
+fn run(conn: &Connection, jobs: &Receiver<Job>, storing: &AtomicBool, metrics: &Metrics, share: u64) {
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Store(unit, why) => {
-                store_unit(conn, &unit, why, metrics);
+                store_unit(conn, &unit, why, metrics, share);
                 storing.store(false, Ordering::Release);
             }
             Job::Forget(unit) => {
@@ -385,20 +405,31 @@ fn run(conn: &Connection, jobs: &Receiver<Job>, storing: &AtomicBool, metrics: &
 /// the file holds, not also the last unit's frames (up to a quarter of the budget). One
 /// more fsync per unit, on this thread.
 fn truncate_wal(conn: &Connection) {
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
-        tracing::debug!(error = %e, "the rule-state snapshot file's WAL could not be truncated");
+    // The first column says whether another connection kept the checkpoint from finishing.
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)) {
+        Ok(0) => {}
+        Ok(_) => tracing::debug!(
+            "the rule-state snapshot file's WAL is held by another connection; emptied after a later unit"
+        ),
+        Err(e) => tracing::debug!(error = %e, "the rule-state snapshot file's WAL could not be truncated"),
     }
 }
 
-/// Stores `unit` in its own SQLite transaction. A failure is logged and counted, and the
-/// unit's old row deleted (a row left behind would hold the replay's start back).
-fn store_unit(conn: &Connection, unit: &UnitSnapshot, why: &str, metrics: &Metrics) {
+/// Stores `unit` in its own SQLite transaction, unless the units would then take more
+/// than `share` bytes of state (a quarter of `journal.max_bytes`: the journal's rows need
+/// the rest). A unit not stored is logged and counted, and its old row deleted (a row
+/// left behind would hold the replay's start back).
+fn store_unit(conn: &Connection, unit: &UnitSnapshot, why: &str, metrics: &Metrics, share: u64) {
     let started = Instant::now();
-    let stored = conn.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
-        save(conn, unit)
-            .and_then(|()| conn.execute_batch("COMMIT"))
-            .inspect_err(|_| drop(conn.execute_batch("ROLLBACK")))
-    });
+    let stored = match others_bytes(conn, &unit.unit) {
+        Ok(others) if others + unit.state.len() as u64 > share => Err(format!(
+            "with it the snapshot would hold {} of state, over its share of journal.max_bytes ({}, a quarter)",
+            ByteSize(others + unit.state.len() as u64),
+            ByteSize(share)
+        )),
+        Ok(_) => write(conn, unit).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
     metrics
         .rule_snapshot_store_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -412,4 +443,22 @@ fn store_unit(conn: &Connection, unit: &UnitSnapshot, why: &str, metrics: &Metri
             let _ = conn.execute("DELETE FROM rule_snapshots WHERE unit = ?1", [&unit.unit]);
         }
     }
+}
+
+/// Bytes of state the units other than `unit` hold.
+fn others_bytes(conn: &Connection, unit: &str) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT COALESCE(SUM(length(state)), 0) FROM rule_snapshots WHERE unit != ?1",
+        [unit],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|b| b as u64)
+}
+
+/// `unit`'s row, replaced, in one SQLite transaction.
+fn write(conn: &Connection, unit: &UnitSnapshot) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    save(conn, unit)
+        .and_then(|()| conn.execute_batch("COMMIT"))
+        .inspect_err(|_| drop(conn.execute_batch("ROLLBACK")))
 }

@@ -2,6 +2,7 @@
 //! an older agent kept in the journal file move over, and the file counts against the
 //! journal's budget.
 
+use super::snapshot_store::SnapshotStore;
 use super::snapshot_tests::{config, engine, filled, open, open_counted, stream, PACK};
 use super::*;
 use std::sync::atomic::Ordering;
@@ -127,6 +128,90 @@ async fn the_snapshot_files_wal_is_emptied_after_each_unit() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     j.close().await;
+}
+
+/// The units together hold at most their share of the budget (a quarter of
+/// `journal.max_bytes`): a unit that would take the snapshot over it is not stored (its
+/// old row deleted, the failure counted), so the file never claims the room the rows
+/// need. Each unit here is under the share; two together are not.
+#[test]
+fn the_units_together_take_at_most_a_quarter_of_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("j.db");
+    let conn = super::schema::open_writer(&journal, crate::config::Durability::Os, 1 << 30).unwrap();
+    let metrics = Metrics::new();
+    let share = 64 * 1024;
+    let store = SnapshotStore::open(
+        &journal,
+        &conn,
+        10,
+        share,
+        crate::config::Durability::Os,
+        metrics.clone(),
+    );
+    let unit = |name: &str, kib: usize| crate::rules::snapshot::UnitSnapshot {
+        unit: name.to_string(),
+        through_seq: 10,
+        fingerprint: "f".to_string(),
+        state: vec![7; kib * 1024],
+    };
+    let stored = |store: &SnapshotStore| -> Vec<(String, usize)> {
+        let mut units: Vec<_> = store
+            .load()
+            .unwrap()
+            .map(|s| s.units.into_iter().map(|u| (u.unit, u.state.len() / 1024)).collect())
+            .unwrap_or_default();
+        units.sort();
+        units
+    };
+    for (name, kib) in [("rule:a", 40), ("rule:b", 40)] {
+        store.store(unit(name, kib), "test");
+        store.flush();
+    }
+    assert_eq!(stored(&store), [("rule:a".to_string(), 40)]);
+    assert_eq!(metrics.rule_snapshot_failures.get(), 1);
+    // `a` shrinks; then `b` fits beside it.
+    for (name, kib) in [("rule:a", 20), ("rule:b", 40)] {
+        store.store(unit(name, kib), "test");
+        store.flush();
+    }
+    assert_eq!(stored(&store), [("rule:a".to_string(), 20), ("rule:b".to_string(), 40)]);
+    assert_eq!(metrics.rule_snapshot_failures.get(), 1);
+}
+
+/// A budget lowered under the stored units: at the next start they are deleted, not
+/// kept over their share.
+#[test]
+fn units_over_a_lowered_share_are_deleted_at_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("j.db");
+    let conn = super::schema::open_writer(&journal, crate::config::Durability::Os, 1 << 30).unwrap();
+    let metrics = Metrics::new();
+    let store = SnapshotStore::open(
+        &journal,
+        &conn,
+        10,
+        64 * 1024,
+        crate::config::Durability::Os,
+        metrics.clone(),
+    );
+    store.store(
+        crate::rules::snapshot::UnitSnapshot {
+            unit: "rule:a".to_string(),
+            through_seq: 10,
+            fingerprint: "f".to_string(),
+            state: vec![7; 40 * 1024],
+        },
+        "test",
+    );
+    store.flush();
+    assert!(store.load().unwrap().is_some());
+    drop(store);
+    let store = SnapshotStore::open(&journal, &conn, 10, 32 * 1024, crate::config::Durability::Os, metrics);
+    assert!(
+        store.load().unwrap().is_none(),
+        "the unit over the lowered share is gone"
+    );
 }
 
 /// A journal moved aside (or one that lost its last commits to a power cut) with the

@@ -12,8 +12,9 @@
 //! sequence (each unit skips what it holds). At a clean stop every unit is written, one
 //! transaction each, before the writer ends. A crash mid-write leaves the row as it
 //! was; a row whose state no longer matches its SHA-256 is not used. The file's bytes
-//! count against `journal.max_bytes`; a unit larger than a quarter of it is not stored
-//! (its row is deleted, the failure counted).
+//! count against `journal.max_bytes`; a unit larger than a quarter of it is not encoded
+//! into the file, and the snapshot thread stores none that would take all the units over
+//! that quarter (either way its row is deleted, the failure counted).
 //!
 //! Rules whose state could not be rebuilt are never snapshotted: the rows are deleted,
 //! so the next start replays the horizon instead of trusting empty windows.

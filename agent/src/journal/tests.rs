@@ -259,8 +259,41 @@ async fn a_full_journal_prunes_rows_for_the_snapshot_file_too() {
         metrics.journal_pressure_pruned.get() > 0,
         "rows were pruned under pressure"
     );
-    let used = j.state().used_bytes.load(std::sync::atomic::Ordering::Acquire);
-    assert!(used < 256 * 1024, "{used} bytes counted");
+    j.close().await;
+}
+
+/// A snapshot file near the whole budget (a budget lowered under an old one, before its
+/// units are checked) costs the rows at most half of it: `evict_oldest` trims the oldest
+/// rows, never all of them, and never refuses. (Leaving the file's whole size out of the
+/// rows' target made it 0: every row evicted at each fill.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_snapshot_file_never_makes_evict_oldest_empty_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let beside = rusqlite::Connection::open(super::snapshot_store::path_for(&dir.path().join("j.db"))).unwrap();
+    beside
+        .execute_batch("CREATE TABLE ballast(b BLOB); INSERT INTO ballast VALUES (zeroblob(3800 * 1024));")
+        .unwrap();
+    drop(beside);
+    // Large enough that eviction's steps (1,000 rows) are a small part of it.
+    let config = JournalConfig {
+        max_bytes: ByteSize::mib(4),
+        on_full: OnFull::EvictOldest,
+        durability: crate::config::Durability::Os,
+        // The rows, not the idempotency keys, fill the pages.
+        idempotency_window: HumanDuration::secs(0),
+        ..JournalConfig::default()
+    };
+    let j = open(dir.path(), &config, &["a"]);
+    for i in 0..8_000 {
+        j.submit(txn(&format!("t{i}")))
+            .await
+            .expect("evict_oldest never refuses");
+    }
+    assert!(j.state().evicted.load(std::sync::atomic::Ordering::Acquire) > 0);
+    // Half the budget (2 MiB) less a tenth for the rows: about 1,500 transactions and
+    // their decisions, less a step of eviction.
+    let kept = record_count(&j);
+    assert!(kept >= 1_500, "only {kept} rows kept");
     j.close().await;
 }
 

@@ -138,7 +138,14 @@ impl Writer {
             .store(replay_horizon(decider.as_ref()).is_some(), Ordering::Release);
         let (committed, _) = watch::channel(next_seq - 1);
         let dead_letters = DeadLetterStore::open(&conn, config.dead_letter_max_bytes.get())?;
-        let snapshots = SnapshotStore::open(&path, &conn, next_seq - 1, config.durability, metrics.clone());
+        let snapshots = SnapshotStore::open(
+            &path,
+            &conn,
+            next_seq - 1,
+            config.max_bytes.get() / 4,
+            config.durability,
+            metrics.clone(),
+        );
         let mut writer = Writer {
             conn,
             path,
