@@ -228,3 +228,39 @@ fn every_cap_was_reached_and_counted(metrics: &str, keys_sent: u64) {
     );
     assert!(early > 0, "the report reached max_keys and said so");
 }
+
+/// Started with the systemd unit's environment (its `Environment=` lines, among them
+/// `MIMALLOC_ALLOW_THP=0`), the agent holds no transparent huge pages after a flood: 2 MiB
+/// pages for a few KiB in use made an idle agent 77 MB of RSS instead of 23
+/// (BENCHMARKS.md, "The allocator"), whatever the kernel's `transparent_hugepage/enabled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_started_as_the_unit_starts_it_holds_no_huge_pages() {
+    let dir = scratch_dir();
+    let unit =
+        std::fs::read_to_string(tillgate_testkit::repo_root().join("packaging/systemd/tillgate.service")).unwrap();
+    let env: Vec<(String, String)> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert!(
+        env.iter().any(|(k, _)| k == "MIMALLOC_ALLOW_THP"),
+        "the unit sets {env:?}"
+    );
+    let opts = AgentOptions {
+        journal_toml: "durability = \"os\"\n".into(),
+        http_toml: "max_body_bytes = \"4MiB\"\n".into(),
+        env,
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start_with_rules(&dir.join("agent"), &opts, &rules(&dir));
+    assert_eq!(post_new_keys(&agent.url(), 10_000).await, 10_000);
+    let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", agent.pid())).unwrap();
+    let huge_kib: u64 = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("AnonHugePages in smaps_rollup");
+    assert_eq!(huge_kib, 0, "{rollup}");
+}
