@@ -47,9 +47,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     class       TEXT    NOT NULL DEFAULT 'invalid',
     raw_bytes   INTEGER NOT NULL DEFAULT 0
 );
--- Where agents before the snapshot file kept the rule state (one row per rule or report):
--- kept so their rows can be moved to `<journal>-rule-state` (snapshot_store.rs) at the
--- first start; empty after that. An older agent ignores it, so the schema version stays.
+";
+
+/// The rule-state snapshot's table and the counters, in both the journal and the
+/// snapshot file beside it (`snapshot_store.rs`). In the journal, `rule_snapshots` is
+/// where agents before the snapshot file kept the rule state: kept so their rows can be
+/// moved at the first start, empty after that (an older agent ignores it, so the schema
+/// version stays).
+pub const SHARED_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS rule_snapshots (
     unit        TEXT    PRIMARY KEY,
     fingerprint TEXT    NOT NULL,
@@ -81,6 +86,7 @@ pub fn open_writer(path: &std::path::Path, durability: Durability, max_bytes: u6
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", wal_limit(max_bytes) as i64)?;
     conn.execute_batch(TABLES)?;
+    conn.execute_batch(SHARED_TABLES)?;
     let found = meta(&conn, "schema_version")?;
     if found > SCHEMA_VERSION {
         // A newer agent wrote this journal: an older one must not relabel it.

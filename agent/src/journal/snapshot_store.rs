@@ -14,7 +14,7 @@
 //! so a unit stored late is still exact. Dropping the store finishes the job in hand and
 //! joins the thread.
 
-use super::schema::meta;
+use super::schema::{meta, SHARED_TABLES};
 use super::snapshots::{forget_all, forget_others, load, save};
 use crate::config::Durability;
 use crate::metrics::Metrics;
@@ -27,22 +27,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tillgate_sdk::ByteSize;
-
-/// The table, as in the journal file (where older agents kept it).
-const TABLE: &str = "
-CREATE TABLE IF NOT EXISTS rule_snapshots (
-    unit        TEXT    PRIMARY KEY,
-    fingerprint TEXT    NOT NULL,
-    through_seq INTEGER NOT NULL,
-    taken_ms    INTEGER NOT NULL,
-    state       BLOB    NOT NULL,
-    sha256      TEXT    NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-";
 
 /// The snapshot file of the journal at `journal`.
 pub fn path_for(journal: &Path) -> PathBuf {
@@ -115,7 +99,7 @@ fn open_file(path: &Path, durability: Durability) -> rusqlite::Result<Connection
     )?;
     // A unit's old pages are not kept in the WAL after a checkpoint.
     conn.pragma_update(None, "journal_size_limit", 0)?;
-    conn.execute_batch(TABLE)?;
+    conn.execute_batch(SHARED_TABLES)?;
     Ok(conn)
 }
 

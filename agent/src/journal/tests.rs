@@ -30,6 +30,16 @@ fn open_counted(dir: &std::path::Path, config: &JournalConfig, sinks: &[&str], m
     .unwrap()
 }
 
+/// A snapshot file beside `dir`'s journal that already takes `bytes` (a table of its own).
+fn snapshot_file_with_ballast(dir: &std::path::Path, bytes: usize) {
+    rusqlite::Connection::open(super::snapshot_store::path_for(&dir.join("j.db")))
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE ballast(b BLOB); INSERT INTO ballast VALUES (zeroblob({bytes}));"
+        ))
+        .unwrap();
+}
+
 fn fast_prune() -> JournalConfig {
     JournalConfig {
         retention: HumanDuration::secs(0),
@@ -235,11 +245,7 @@ async fn a_full_journal_prunes_shipped_rows_before_refusing_anything() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_journal_prunes_rows_for_the_snapshot_file_too() {
     let dir = tempfile::tempdir().unwrap();
-    let beside = rusqlite::Connection::open(super::snapshot_store::path_for(&dir.path().join("j.db"))).unwrap();
-    beside
-        .execute_batch("CREATE TABLE ballast(b BLOB); INSERT INTO ballast VALUES (zeroblob(96 * 1024));")
-        .unwrap();
-    drop(beside);
+    snapshot_file_with_ballast(dir.path(), 96 * 1024);
     let config = JournalConfig {
         max_bytes: ByteSize::kib(256),
         idempotency_window: HumanDuration::secs(0),
@@ -269,11 +275,7 @@ async fn a_full_journal_prunes_rows_for_the_snapshot_file_too() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_snapshot_file_never_makes_evict_oldest_empty_the_journal() {
     let dir = tempfile::tempdir().unwrap();
-    let beside = rusqlite::Connection::open(super::snapshot_store::path_for(&dir.path().join("j.db"))).unwrap();
-    beside
-        .execute_batch("CREATE TABLE ballast(b BLOB); INSERT INTO ballast VALUES (zeroblob(3800 * 1024));")
-        .unwrap();
-    drop(beside);
+    snapshot_file_with_ballast(dir.path(), 3800 * 1024);
     // Large enough that eviction's steps (1,000 rows) are a small part of it.
     let config = JournalConfig {
         max_bytes: ByteSize::mib(4),
