@@ -312,6 +312,7 @@ pub fn refusal_code(e: &SubmitError) -> &'static str {
         SubmitError::DiskFull(_) => "disk_full",
         SubmitError::Closed => "draining",
         SubmitError::Storage(_) => "storage",
+        SubmitError::NotDurable(_) => "not_durable",
     }
 }
 

@@ -19,8 +19,13 @@ pub struct Metrics {
     pub decision_latency: Histogram,
     /// Rows per group commit.
     pub commit_batch_rows: Histogram,
-    /// Time spent in COMMIT (the fsync).
+    /// Time spent in COMMIT (writing the group's WAL frames; the fsync is
+    /// `journal_sync_seconds`).
     pub commit_seconds: Histogram,
+    /// Time one fdatasync of the WAL took (answers wait for it, the writer does not).
+    pub journal_sync_seconds: Histogram,
+    /// fdatasyncs of the WAL that failed (their groups were answered `not_durable`).
+    pub journal_sync_failures: IntCounter,
     /// Time the writer spends taking a rule-state snapshot unit (encoding it; decisions
     /// wait for it).
     pub rule_snapshot_seconds: Histogram,
@@ -160,7 +165,20 @@ impl Metrics {
                 "Commands per group commit",
                 exponential_buckets(1.0, 2.0, 14).expect("valid buckets"),
             ),
-            commit_seconds: histogram("journal_commit_seconds", "Time spent in COMMIT", latency_buckets),
+            commit_seconds: histogram(
+                "journal_commit_seconds",
+                "Time spent in COMMIT (WAL frames written; the fsync is journal_sync_seconds)",
+                latency_buckets.clone(),
+            ),
+            journal_sync_seconds: histogram(
+                "journal_sync_seconds",
+                "One fdatasync of the journal's WAL: answers wait for it, the writer does not",
+                latency_buckets,
+            ),
+            journal_sync_failures: counter(
+                "journal_sync_failures_total",
+                "fdatasyncs of the journal's WAL that failed (their groups were answered not_durable)",
+            ),
             rule_snapshot_seconds: histogram(
                 "rule_snapshot_seconds",
                 "Time the journal writer spends encoding a rule-state snapshot unit (decisions wait for it)",

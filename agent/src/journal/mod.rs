@@ -1,7 +1,8 @@
 //! The journal: the spine of the agent.
 //!
 //! One writer thread owns the SQLite connection and commits in groups; a transaction is
-//! answered only after its group has committed (invariant 1). Records leave only when
+//! answered only after its group has committed and the disk confirmed it (invariant 1;
+//! `durable.rs`, which syncs one group while the writer writes the next). Records leave only when
 //! every sink's cursor has passed them and retention allows (invariant 2). Readers
 //! (sink runners, status) open their own read-only connections: WAL lets them read while
 //! the writer commits.
@@ -10,6 +11,7 @@
 
 mod budget;
 mod checkpoint;
+mod durable;
 mod group;
 mod lookup;
 mod reader;
@@ -93,6 +95,9 @@ pub enum SubmitError {
     /// SQLite failed (disk error); the transaction was not journaled.
     #[error("journal write failed: {0}")]
     Storage(String),
+    /// Committed, but the fdatasync that makes it durable failed: not acknowledged.
+    #[error("journal write not confirmed by the disk: {0}")]
+    NotDurable(String),
 }
 
 /// Errors opening the journal.
@@ -165,6 +170,26 @@ impl Journal {
         video: VideoLinks,
         metrics: Metrics,
     ) -> Result<Journal, JournalError> {
+        let sync: Option<durable::SyncFn> = match config.durability {
+            crate::config::Durability::Fsync => {
+                let mut wal = durable::WalFile::of(path);
+                Some(Box::new(move || wal.sync()))
+            }
+            crate::config::Durability::Os => None,
+        };
+        Self::start(path, config, sinks, decider, video, metrics, sync)
+    }
+
+    /// [`Journal::open`] with the sync that confirms each group (`None`: answer at once).
+    pub(crate) fn start(
+        path: &Path,
+        config: &JournalConfig,
+        sinks: Vec<String>,
+        decider: Box<dyn Decider>,
+        video: VideoLinks,
+        metrics: Metrics,
+        sync: Option<durable::SyncFn>,
+    ) -> Result<Journal, JournalError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| JournalError::Dir {
                 path: dir.to_path_buf(),
@@ -175,7 +200,7 @@ impl Journal {
             path: path.to_path_buf(),
             source,
         };
-        let conn = schema::open_writer(path, config.durability, config.max_bytes.get()).map_err(opened)?;
+        let conn = schema::open_writer(path, config.max_bytes.get()).map_err(opened)?;
         let state = Arc::new(JournalState::default());
         let (tx, rx) = mpsc::channel(config.max_batch_rows * 4);
         let writer = Writer::new(
@@ -188,6 +213,7 @@ impl Journal {
             video,
             metrics,
             state.clone(),
+            sync,
         )
         .map_err(opened)?;
         let committed = writer.committed();
@@ -400,6 +426,8 @@ impl Journal {
     }
 }
 
+#[cfg(test)]
+mod durable_tests;
 #[cfg(test)]
 mod snapshot_store_tests;
 #[cfg(test)]

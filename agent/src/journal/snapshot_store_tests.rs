@@ -138,7 +138,7 @@ async fn the_snapshot_files_wal_is_emptied_after_each_unit() {
 fn the_units_together_take_at_most_a_quarter_of_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("j.db");
-    let conn = super::schema::open_writer(&journal, crate::config::Durability::Os, 1 << 30).unwrap();
+    let conn = super::schema::open_writer(&journal, 1 << 30).unwrap();
     let metrics = Metrics::new();
     let share = 64 * 1024;
     let store = SnapshotStore::open(
@@ -185,7 +185,7 @@ fn the_units_together_take_at_most_a_quarter_of_the_budget() {
 fn units_over_a_lowered_share_are_deleted_at_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("j.db");
-    let conn = super::schema::open_writer(&journal, crate::config::Durability::Os, 1 << 30).unwrap();
+    let conn = super::schema::open_writer(&journal, 1 << 30).unwrap();
     let metrics = Metrics::new();
     let store = SnapshotStore::open(
         &journal,

@@ -2,6 +2,7 @@
 
 use super::budget::{DeadLetterStore, FullReason};
 use super::checkpoint::WalRestart;
+use super::durable::{answer_each, Acknowledger, Committed, Pending, SyncFn};
 use super::group::Group;
 use super::lookup::JournalLookup;
 use super::rebuild::{rebuild, rebuild_from, replay_horizon};
@@ -53,13 +54,6 @@ pub enum Command {
     },
 }
 
-/// An answer held back until its group has committed.
-enum Pending {
-    Submit(oneshot::Sender<Result<Accepted, SubmitError>>, Accepted),
-    DeadLetter(oneshot::Sender<Result<(), SubmitError>>, String),
-    Shutdown(oneshot::Sender<()>),
-}
-
 /// What one group wrote: the answers it owes and what to count once it has committed.
 #[derive(Default)]
 struct GroupOutcome {
@@ -80,7 +74,8 @@ pub struct Writer {
     pub(super) conn: Connection,
     pub(super) path: PathBuf,
     rx: mpsc::Receiver<Command>,
-    committed: watch::Sender<u64>,
+    /// Answers each group once the disk has it, while this thread goes on.
+    acks: Acknowledger,
     pub(super) config: JournalConfig,
     pub(super) sinks: Vec<String>,
     pub(super) decider: Box<dyn Decider>,
@@ -115,6 +110,7 @@ impl Writer {
         video: VideoLinks,
         metrics: Metrics,
         state: Arc<JournalState>,
+        sync: Option<SyncFn>,
     ) -> rusqlite::Result<Self> {
         let max_record: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| r.get(0))?;
         let max_txn: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM txn_ids", [], |r| r.get(0))?;
@@ -136,7 +132,12 @@ impl Writer {
         state
             .replaying
             .store(replay_horizon(decider.as_ref()).is_some(), Ordering::Release);
-        let (committed, _) = watch::channel(next_seq - 1);
+        let acks = Acknowledger::start(sync, next_seq - 1, state.clone(), metrics.clone()).map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("cannot start the journal's sync thread: {e}")),
+            )
+        })?;
         let dead_letters = DeadLetterStore::open(&conn, config.dead_letter_max_bytes.get())?;
         let snapshots = SnapshotStore::open(
             &path,
@@ -150,7 +151,7 @@ impl Writer {
             conn,
             path,
             rx,
-            committed,
+            acks,
             config,
             sinks,
             decider,
@@ -173,7 +174,7 @@ impl Writer {
     }
 
     pub fn committed(&self) -> watch::Receiver<u64> {
-        self.committed.subscribe()
+        self.acks.watermark()
     }
 
     fn recv(&mut self, wait: Duration) -> Recv {
@@ -269,7 +270,8 @@ impl Writer {
         tracing::debug!("journal writer stopped");
     }
 
-    /// One group commit: everything in `batch` becomes durable together, then is answered.
+    /// One group commit: everything in `batch` is committed together, then answered once
+    /// the disk has it (`durable.rs`) while this thread goes on to the next group.
     fn commit(&mut self, batch: Vec<Command>) {
         let first_seq = self.next_seq;
         let refusal = match self.check_space() {
@@ -282,14 +284,11 @@ impl Writer {
             Ok(()) => {
                 self.publish(&out);
                 let decided = out.decisions.len();
-                for p in out.pending {
-                    match p {
-                        Pending::Submit(reply, accepted) => drop(reply.send(Ok(accepted))),
-                        Pending::DeadLetter(reply, _) => drop(reply.send(Ok(()))),
-                        Pending::Shutdown(reply) => drop(reply.send(())),
-                    }
-                }
-                // After the answers: they do not wait for a WAL restart or a snapshot step.
+                self.acks.acknowledge(Committed {
+                    pending: out.pending,
+                    through: self.next_seq - 1,
+                });
+                // After the hand-over: answers do not wait for a WAL restart or a snapshot step.
                 self.restart_long_wal();
                 self.snapshot_if_due(decided);
             }
@@ -398,19 +397,10 @@ impl Writer {
         if let Err(e) = self.dead_letters.reload(&self.conn) {
             tracing::warn!(error = %e, "dead letters could not be measured after a failed commit");
         }
-        for p in pending {
-            match p {
-                Pending::Submit(reply, _) => drop(reply.send(Err(refusal.clone()))),
-                Pending::DeadLetter(reply, source) => {
-                    self.metrics.dead_letters_lost.with_label_values(&[&source]).inc();
-                    drop(reply.send(Err(refusal.clone())));
-                }
-                Pending::Shutdown(reply) => drop(reply.send(())),
-            }
-        }
+        answer_each(pending, &refusal, Some(&self.metrics));
     }
 
-    /// After a commit: counters, cursors and the committed watermark.
+    /// After a commit: counters and cursors (the watermark moves once the disk has it).
     fn publish(&mut self, stats: &GroupOutcome) {
         // Counted per group, not per transaction: a label lookup per transaction shows up.
         let mut by_action = [0u64; 3];
@@ -450,10 +440,6 @@ impl Writer {
             self.dead_letters.evicted_in_group = 0;
         }
         *self.state.cursors.lock().unwrap_or_else(|p| p.into_inner()) = self.cursors.clone();
-        let last = self.next_seq - 1;
-        self.state.last_seq.store(last, Ordering::Release);
-        self.metrics.journal_last_seq.set(last as i64);
-        self.committed.send_replace(last);
     }
 
     /// Prunes rows every sink has passed and retention allows; expires idempotency keys
