@@ -217,6 +217,7 @@ impl Journal {
         )
         .map_err(opened)?;
         let committed = writer.committed();
+        let caught_up = writer.wal_caught_up();
         let (failed_tx, failed) = watch::channel(None);
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -240,7 +241,7 @@ impl Journal {
         let wal_limit = schema::wal_limit(config.max_bytes.get());
         let checkpointer = std::thread::Builder::new()
             .name("journal-checkpoint".into())
-            .spawn(move || checkpoint::run(&checkpoint_path, full, wal_limit, stopped))
+            .spawn(move || checkpoint::run(&checkpoint_path, full, wal_limit, caught_up, stopped))
             .map_err(|source| JournalError::Dir {
                 path: path.to_path_buf(),
                 source,

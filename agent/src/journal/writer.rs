@@ -177,6 +177,11 @@ impl Writer {
         self.acks.watermark()
     }
 
+    /// Set by the checkpoint thread when the writer's WAL restart would be short.
+    pub fn wal_caught_up(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.wal_restart.caught_up.clone()
+    }
+
     fn recv(&mut self, wait: Duration) -> Recv {
         let rx = &mut self.rx;
         match self
