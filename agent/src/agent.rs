@@ -329,7 +329,7 @@ impl Stop {
         tokio::select! {
             _ = shutdown => {}
             why = journal.failed() => {
-                tracing::error!(error = %why, "the journal writer died: stopping");
+                tracing::error!(error = %why, "the journal can take nothing more (its writer or its sync failed): stopping");
                 *lock(&self.writer_died) = Some(why);
             }
         }

@@ -232,10 +232,12 @@ fn default_max_body() -> ByteSize {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
-    /// `synchronous=FULL`: a commit survives power loss.
+    /// An answer waits for an fdatasync of the WAL after its commit (what SQLite's
+    /// `synchronous=FULL` does, made on the journal's sync thread): survives power loss.
     #[default]
     Fsync,
-    /// `synchronous=NORMAL`: survives a crash of the agent, not of the machine.
+    /// No fsync before the answer (`synchronous=NORMAL`): survives a crash of the agent,
+    /// not of the machine.
     Os,
 }
 

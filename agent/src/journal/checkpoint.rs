@@ -72,7 +72,7 @@ pub fn run(path: &Path, durability_full: bool, wal_limit: u64, caught_up: Arc<At
         .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
         .map_or(4096, |p| p.max(512) as u64);
     let mut wait = INTERVAL;
-    let mut frames_before = 0;
+    let mut pace = Pace::default();
     loop {
         let last = matches!(stop.recv_timeout(wait), Ok(()) | Err(RecvTimeoutError::Disconnected));
         // (busy, frames in the WAL, frames copied into the database)
@@ -80,23 +80,9 @@ pub fn run(path: &Path, durability_full: bool, wal_limit: u64, caught_up: Arc<At
             Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         }) {
             Ok((frames, copied)) => {
-                // Fewer frames than before: the WAL was started over since.
-                let written = if frames >= frames_before {
-                    frames - frames_before
-                } else {
-                    frames
-                };
-                frames_before = frames;
-                let past_limit = frames.max(0) as u64 * page_size > wal_limit;
-                let done = frames - copied <= CAUGHT_UP_FRAMES;
-                caught_up.store(past_limit && done, Ordering::Release);
-                wait = if past_limit && !done {
-                    CATCH_UP_INTERVAL
-                } else if written.max(0) as u64 * page_size > wal_limit / BUSY_SHARE {
-                    BUSY_INTERVAL
-                } else {
-                    INTERVAL
-                };
+                let (next, done) = pace.after_pass(frames, copied, page_size, wal_limit);
+                caught_up.store(done, Ordering::Release);
+                wait = next;
             }
             Err(e) => {
                 wait = INTERVAL;
@@ -106,6 +92,69 @@ pub fn run(path: &Path, durability_full: bool, wal_limit: u64, caught_up: Arc<At
         if last {
             return;
         }
+    }
+}
+
+/// When the next pass comes, from what the last ones saw.
+#[derive(Debug)]
+struct Pace {
+    frames_before: i64,
+    copied_before: i64,
+    at: Instant,
+    /// Past the limit, while passes copy nothing (a reader holds old frames): doubles
+    /// from [`CATCH_UP_INTERVAL`] up to [`BUSY_INTERVAL`].
+    stalled: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            frames_before: 0,
+            copied_before: 0,
+            at: Instant::now(),
+            stalled: CATCH_UP_INTERVAL,
+        }
+    }
+}
+
+impl Pace {
+    /// The wait before the next pass, and whether the WAL is past its limit with at most
+    /// [`CAUGHT_UP_FRAMES`] left to copy.
+    fn after_pass(&mut self, frames: i64, copied: i64, page_size: u64, wal_limit: u64) -> (Duration, bool) {
+        // Fewer frames than before: the WAL was started over since.
+        let restarted = frames < self.frames_before;
+        let written = if restarted { frames } else { frames - self.frames_before };
+        let progress = restarted || copied > self.copied_before;
+        let elapsed = self.at.elapsed().max(Duration::from_millis(1));
+        self.frames_before = frames;
+        self.copied_before = copied;
+        self.at = Instant::now();
+        let size = frames.max(0) as u64 * page_size;
+        let past_limit = size > wal_limit;
+        let done = frames - copied <= CAUGHT_UP_FRAMES;
+        if size > 2 * wal_limit && !done {
+            // Not catching up (a slow disk): the writer checkpoints now; passes back to
+            // back would hold the checkpoint lock it needs.
+            return (BUSY_INTERVAL, false);
+        }
+        if past_limit && !done {
+            self.stalled = if progress {
+                CATCH_UP_INTERVAL
+            } else {
+                (self.stalled * 2).min(BUSY_INTERVAL)
+            };
+            return (self.stalled, false);
+        }
+        self.stalled = CATCH_UP_INTERVAL;
+        // Steady writes: more than a BUSY_SHARE of the limit per INTERVAL, whatever
+        // the time since the last pass.
+        let per_interval = written.max(0) as u64 * page_size * INTERVAL.as_millis() as u64 / elapsed.as_millis() as u64;
+        let wait = if per_interval > wal_limit / BUSY_SHARE {
+            BUSY_INTERVAL
+        } else {
+            INTERVAL
+        };
+        (wait, past_limit && done)
     }
 }
 

@@ -11,9 +11,13 @@
 //! same fdatasync of the WAL (plus the directory, once, for a new WAL file), made inside
 //! COMMIT on the writer thread.
 //!
-//! A failed fdatasync answers its groups with [`SubmitError::NotDurable`]: their rows are
-//! in the journal as SQLite sees it (a retry gets the journaled decision), but the disk
-//! did not confirm them. With `durability = "os"` nothing waits: answers go at once.
+//! A failed fdatasync is the end of this process: Linux reports a write-back error once
+//! and may drop the pages it could not write, so no later fdatasync can confirm them
+//! (nor the frames after them: WAL frames are checksum-chained). That group, every group
+//! waiting and every later one is answered [`SubmitError::NotDurable`], the watermark
+//! stays where the disk last confirmed it, and the journal reports itself failed, so the
+//! agent ends and systemd starts it again. With `durability = "os"` nothing waits:
+//! answers go at once.
 
 use super::{Accepted, JournalState, SubmitError};
 use crate::metrics::Metrics;
@@ -27,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 use tokio::sync::{oneshot, watch};
 
-/// Groups written but not yet confirmed by the disk, at most; the writer waits beyond.
+/// Groups queued for the sync thread besides those it is syncing; the writer waits beyond.
 const IN_FLIGHT_GROUPS: usize = 4;
 
 /// An answer held back until the disk has its group.
@@ -47,45 +51,65 @@ pub struct Committed {
 /// Makes what was committed durable: an fdatasync of the WAL in production.
 pub type SyncFn = Box<dyn FnMut() -> std::io::Result<()> + Send>;
 
+/// Set with the reason when the journal can take nothing more (read by `Journal::failed`).
+pub type FailedFlag = Arc<watch::Sender<Option<String>>>;
+
 /// Where committed groups go to be answered.
 pub struct Acknowledger {
     to_sync: Option<SyncSender<Committed>>,
     thread: Option<JoinHandle<()>>,
-    /// Without a sync (`durability = "os"`), the writer answers itself.
-    inline: Option<Publisher>,
+    /// Shared with the sync thread and kept here too, so that the watermark's sender
+    /// outlives a sync thread that died (sinks waiting on it would spin otherwise).
+    publisher: Arc<Publisher>,
     watermark: watch::Receiver<u64>,
 }
 
 impl Acknowledger {
-    /// `sync`: `None` answers at once (the commit is as durable as it gets).
+    /// `sync`: `None` answers at once (the commit is as durable as it gets). Otherwise it
+    /// runs once before anything is published: a process started after a kill -9 finds
+    /// frames the last one committed but never synced, and sinks must not ship them
+    /// before the disk has them.
     pub fn start(
         sync: Option<SyncFn>,
         last_seq: u64,
         state: Arc<JournalState>,
         metrics: Metrics,
+        failed: FailedFlag,
     ) -> std::io::Result<Self> {
         let (committed, watermark) = watch::channel(last_seq);
-        let publisher = Publisher {
+        let publisher = Arc::new(Publisher {
             committed,
             state,
             metrics,
-        };
-        let Some(sync) = sync else {
+            failed,
+        });
+        let Some(mut sync) = sync else {
             return Ok(Acknowledger {
                 to_sync: None,
                 thread: None,
-                inline: Some(publisher),
+                publisher,
                 watermark,
             });
         };
+        sync()?;
         let (tx, rx) = sync_channel(IN_FLIGHT_GROUPS);
-        let thread = std::thread::Builder::new()
-            .name("journal-sync".into())
-            .spawn(move || run(rx, sync, publisher))?;
+        let on_thread = publisher.clone();
+        let thread = std::thread::Builder::new().name("journal-sync".into()).spawn(move || {
+            let failed = on_thread.failed.clone();
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || run(rx, sync, &on_thread)));
+            if let Err(panic) = run {
+                let why = format!(
+                    "the journal's sync thread died: {}",
+                    super::panic_message(panic.as_ref())
+                );
+                tracing::error!("{why}");
+                failed.send_replace(Some(why));
+            }
+        })?;
         Ok(Acknowledger {
             to_sync: Some(tx),
             thread: Some(thread),
-            inline: None,
+            publisher,
             watermark,
         })
     }
@@ -95,18 +119,16 @@ impl Acknowledger {
         self.watermark.clone()
     }
 
-    /// Hands a committed group over; waits only when [`IN_FLIGHT_GROUPS`] are unconfirmed.
+    /// Hands a committed group over; waits only when [`IN_FLIGHT_GROUPS`] are queued.
     pub fn acknowledge(&mut self, group: Committed) {
-        if let Some(publisher) = &self.inline {
-            publisher.answer(vec![group], Ok(()));
+        let Some(tx) = &self.to_sync else {
+            self.publisher.answer(vec![group], Ok(()));
             return;
-        }
-        if let Some(tx) = &self.to_sync {
-            if let Err(returned) = tx.send(group) {
-                // The sync thread is gone (it panicked): nothing can confirm the group.
-                let why = SubmitError::NotDurable("the journal's sync thread died".into());
-                answer_each(returned.0.pending, &why, None);
-            }
+        };
+        if let Err(returned) = tx.send(group) {
+            // The sync thread is gone (it panicked): nothing can confirm the group.
+            let why = SubmitError::NotDurable("the journal's sync thread died".into());
+            answer_each(returned.0.pending, &why, Some(&self.publisher.metrics));
         }
     }
 }
@@ -116,9 +138,7 @@ impl Drop for Acknowledger {
     fn drop(&mut self) {
         self.to_sync.take();
         if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the journal's sync thread panicked");
-            }
+            let _ = thread.join();
         }
     }
 }
@@ -128,23 +148,28 @@ struct Publisher {
     committed: watch::Sender<u64>,
     state: Arc<JournalState>,
     metrics: Metrics,
+    failed: FailedFlag,
 }
 
 impl Publisher {
+    /// After a failed sync the watermark stays where the disk last confirmed it.
     fn answer(&self, groups: Vec<Committed>, synced: Result<(), SubmitError>) {
-        // The watermark first (whoever holds an answer finds `last_seq` past it), and
-        // even after a failed sync: the rows are in the journal as readers see it, and a
-        // sink that waited for them would wait for ever; what a sink ships is at least
-        // once, and a retried transaction gets its journaled decision.
-        if let Some(last) = groups.last().map(|g| g.through) {
-            self.state.last_seq.store(last, Ordering::Release);
-            self.metrics.journal_last_seq.set(last as i64);
-            self.committed.send_replace(last);
-        }
-        for group in groups {
-            match &synced {
-                Ok(()) => answer_ok(group.pending),
-                Err(why) => answer_each(group.pending, why, Some(&self.metrics)),
+        match synced {
+            Ok(()) => {
+                // The watermark first: whoever holds an answer finds `last_seq` past it.
+                if let Some(last) = groups.last().map(|g| g.through) {
+                    self.state.last_seq.store(last, Ordering::Release);
+                    self.metrics.journal_last_seq.set(last as i64);
+                    self.committed.send_replace(last);
+                }
+                for group in groups {
+                    answer_ok(group.pending);
+                }
+            }
+            Err(why) => {
+                for group in groups {
+                    answer_each(group.pending, &why, Some(&self.metrics));
+                }
             }
         }
     }
@@ -178,23 +203,36 @@ pub fn answer_each(pending: Vec<Pending>, why: &SubmitError, metrics: Option<&Me
 }
 
 /// The sync thread: takes every group waiting, one sync for all, then their answers.
-fn run(rx: Receiver<Committed>, mut sync: SyncFn, publisher: Publisher) {
+/// After a failed sync nothing is synced or acknowledged again (see the module's text).
+fn run(rx: Receiver<Committed>, mut sync: SyncFn, publisher: &Publisher) {
+    let mut broken: Option<SubmitError> = None;
     while let Ok(first) = rx.recv() {
         let mut groups = vec![first];
         groups.extend(rx.try_iter());
+        if let Some(why) = &broken {
+            publisher.answer(groups, Err(why.clone()));
+            continue;
+        }
         let started = Instant::now();
         let synced = sync().map_err(|e| {
             publisher.metrics.journal_sync_failures.inc();
-            tracing::error!(error = %e, groups = groups.len(), "fdatasync of the journal's WAL failed: its groups were not acknowledged");
-            SubmitError::NotDurable(format!(
-                "the disk did not confirm the journal's write ({e}): not acknowledged; a retry returns \
-                 the decision journaled for this transaction"
-            ))
+            let why = format!(
+                "the disk did not confirm the journal's writes ({e}); nothing more is acknowledged \
+                 until the agent restarts"
+            );
+            tracing::error!(groups = groups.len(), "fdatasync of the journal's WAL failed: {why}");
+            publisher
+                .failed
+                .send_replace(Some(format!("fdatasync of the journal's WAL failed: {e}")));
+            SubmitError::NotDurable(why)
         });
         publisher
             .metrics
             .journal_sync_seconds
             .observe(started.elapsed().as_secs_f64());
+        if let Err(why) = &synced {
+            broken = Some(why.clone());
+        }
         publisher.answer(groups, synced);
     }
 }
@@ -214,6 +252,12 @@ impl WalFile {
             path: PathBuf::from(path),
             open: None,
         }
+    }
+
+    /// The inode of the WAL file last synced.
+    #[cfg(test)]
+    pub fn inode(&self) -> Option<u64> {
+        self.open.as_ref().map(|(_, ino)| *ino)
     }
 
     /// fdatasync of the WAL; a WAL file new to this process (created, or made again

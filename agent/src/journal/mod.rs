@@ -114,7 +114,8 @@ pub enum JournalError {
 /// State the writer publishes for status and readers.
 #[derive(Debug, Default)]
 pub struct JournalState {
-    /// Highest committed sequence number.
+    /// Highest sequence number committed and confirmed by the disk (with `durability =
+    /// "fsync"`; committed with "os"): what sinks may read up to.
     pub last_seq: AtomicU64,
     /// Bytes counted against `journal.max_bytes` after the last commit (database pages
     /// in use and the WAL, dead letters excluded).
@@ -203,6 +204,8 @@ impl Journal {
         let conn = schema::open_writer(path, config.max_bytes.get()).map_err(opened)?;
         let state = Arc::new(JournalState::default());
         let (tx, rx) = mpsc::channel(config.max_batch_rows * 4);
+        let (failed_tx, failed) = watch::channel(None);
+        let failed_tx = Arc::new(failed_tx);
         let writer = Writer::new(
             conn,
             path.to_path_buf(),
@@ -214,11 +217,11 @@ impl Journal {
             metrics,
             state.clone(),
             sync,
+            failed_tx.clone(),
         )
         .map_err(opened)?;
         let committed = writer.committed();
         let caught_up = writer.wal_caught_up();
-        let (failed_tx, failed) = watch::channel(None);
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || {

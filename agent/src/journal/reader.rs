@@ -65,32 +65,43 @@ impl JournalReader {
         })
     }
 
-    /// Up to `limit` records of `channels` after `cursor`, in sequence order.
-    pub fn read_after(&mut self, cursor: u64, channels: &[Channel], limit: usize) -> rusqlite::Result<ReadBatch> {
+    /// Up to `limit` records of `channels` after `cursor` and up to `upto` (the journal's
+    /// `last_seq`: rows after it are committed but not yet confirmed by the disk, and
+    /// must not leave before they are), in sequence order.
+    pub fn read_after(
+        &mut self,
+        cursor: u64,
+        upto: u64,
+        channels: &[Channel],
+        limit: usize,
+    ) -> rusqlite::Result<ReadBatch> {
         let tx = self.conn.transaction()?;
         let sql = format!(
             "SELECT seq, channel, txn_id, partition_key, received_ms, body FROM records
-             WHERE seq > ?1 AND channel IN ({}) ORDER BY seq LIMIT ?2",
+             WHERE seq > ?1 AND seq <= ?3 AND channel IN ({}) ORDER BY seq LIMIT ?2",
             channel_list(channels)
         );
         let records: Vec<Record> = tx
             .prepare_cached(&sql)?
-            .query_map(params![cursor as i64, limit as i64], |r| {
-                Ok(Record {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    channel: Channel::from_code(r.get(1)?).unwrap_or(Channel::Transactions),
-                    txn_id: r.get(2)?,
-                    partition_key: r.get(3)?,
-                    received_ms: r.get(4)?,
-                    body: Bytes::from(r.get::<_, Vec<u8>>(5)?),
-                })
-            })?
+            .query_map(
+                params![cursor as i64, limit as i64, upto.min(i64::MAX as u64) as i64],
+                |r| {
+                    Ok(Record {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        channel: Channel::from_code(r.get(1)?).unwrap_or(Channel::Transactions),
+                        txn_id: r.get(2)?,
+                        partition_key: r.get(3)?,
+                        received_ms: r.get(4)?,
+                        body: Bytes::from(r.get::<_, Vec<u8>>(5)?),
+                    })
+                },
+            )?
             .collect::<rusqlite::Result<_>>()?;
         let scanned_to = if records.len() == limit {
             records.last().map_or(cursor, |r| r.seq)
         } else {
             let max: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| r.get(0))?;
-            cursor.max(max as u64)
+            cursor.max((max as u64).min(upto))
         };
         tx.finish()?;
         Ok(ReadBatch { records, scanned_to })

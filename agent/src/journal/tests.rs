@@ -165,14 +165,14 @@ async fn a_sink_taking_one_channel_still_advances_past_the_others() {
     j.submit(txn("t1")).await.unwrap();
     j.submit(txn("t2")).await.unwrap();
     let mut r = j.reader().unwrap();
-    let batch = r.read_after(0, &[Channel::Transactions], 100).unwrap();
+    let batch = r.read_after(0, j.last_seq(), &[Channel::Transactions], 100).unwrap();
     assert_eq!(batch.records.len(), 2);
     assert_eq!(
         batch.scanned_to,
         j.last_seq(),
         "the trailing decision row is scanned past"
     );
-    let batch = r.read_after(0, &[Channel::Transactions], 1).unwrap();
+    let batch = r.read_after(0, j.last_seq(), &[Channel::Transactions], 1).unwrap();
     assert_eq!(
         batch.scanned_to, batch.records[0].seq,
         "a full batch stops at its last record"

@@ -2,7 +2,7 @@
 
 use super::budget::{DeadLetterStore, FullReason};
 use super::checkpoint::WalRestart;
-use super::durable::{answer_each, Acknowledger, Committed, Pending, SyncFn};
+use super::durable::{answer_each, Acknowledger, Committed, FailedFlag, Pending, SyncFn};
 use super::group::Group;
 use super::lookup::JournalLookup;
 use super::rebuild::{rebuild, rebuild_from, replay_horizon};
@@ -71,11 +71,13 @@ enum Recv {
 /// The writer thread's state. Fields are visible to `budget.rs`, which holds the
 /// space-making half of the writer.
 pub struct Writer {
+    /// Answers each group once the disk has it, while this thread goes on. First, so it
+    /// is dropped (its syncs finished) before the connection: were that the last one,
+    /// SQLite would delete the WAL under syncs still to come.
+    acks: Acknowledger,
     pub(super) conn: Connection,
     pub(super) path: PathBuf,
     rx: mpsc::Receiver<Command>,
-    /// Answers each group once the disk has it, while this thread goes on.
-    acks: Acknowledger,
     pub(super) config: JournalConfig,
     pub(super) sinks: Vec<String>,
     pub(super) decider: Box<dyn Decider>,
@@ -111,6 +113,7 @@ impl Writer {
         metrics: Metrics,
         state: Arc<JournalState>,
         sync: Option<SyncFn>,
+        failed: FailedFlag,
     ) -> rusqlite::Result<Self> {
         let max_record: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| r.get(0))?;
         let max_txn: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM txn_ids", [], |r| r.get(0))?;
@@ -132,10 +135,10 @@ impl Writer {
         state
             .replaying
             .store(replay_horizon(decider.as_ref()).is_some(), Ordering::Release);
-        let acks = Acknowledger::start(sync, next_seq - 1, state.clone(), metrics.clone()).map_err(|e| {
+        let acks = Acknowledger::start(sync, next_seq - 1, state.clone(), metrics.clone(), failed).map_err(|e| {
             rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                Some(format!("cannot start the journal's sync thread: {e}")),
+                Some(format!("cannot sync the journal's WAL or start its sync thread: {e}")),
             )
         })?;
         let dead_letters = DeadLetterStore::open(&conn, config.dead_letter_max_bytes.get())?;

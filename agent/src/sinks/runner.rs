@@ -80,9 +80,10 @@ impl SinkRunner {
     async fn read(&self, reader: JournalReader, cursor: u64) -> (JournalReader, rusqlite::Result<ReadBatch>) {
         let channels = self.status.channels.clone();
         let limit = self.sink.batch_records().unwrap_or(self.batch);
+        let upto = self.journal.last_seq();
         let mut reader = reader;
         tokio::task::spawn_blocking(move || {
-            let r = reader.read_after(cursor, &channels, limit);
+            let r = reader.read_after(cursor, upto, &channels, limit);
             (reader, r)
         })
         .await
