@@ -42,7 +42,7 @@ deny: deps
 	@test -x $(TOOLS)/cargo/bin/cargo-deny || $(CARGO) install --root $(TOOLS)/cargo cargo-deny --version 0.20.2 --locked
 	$(TOOLS)/cargo/bin/cargo-deny --all-features check licenses bans sources
 
-## Figures for BENCHMARKS.md: prints and saves bench-results/{foundation,rules,mqtt,kinesis,packaging,video,video-events}.json,
+## Figures for BENCHMARKS.md: prints and saves bench-results/{foundation,rules,mqtt,kinesis,packaging,video,video-events,steady}.json,
 ## and the criterion per-transaction rule costs (target/criterion/).
 bench: deps
 	$(CARGO) build --release -p tillgate -p tillgate-testkit --bins
@@ -54,6 +54,7 @@ bench: deps
 		--arm64-bin $(TARGET)/$(ARM64)/release/tillgate
 	$(TARGET)/release/tillgate-bench --bin $(TARGET)/release/tillgate --suite video --out bench-results/video.json
 	$(TARGET)/release/tillgate-bench --bin $(TARGET)/release/tillgate --suite video-events --out bench-results/video-events.json
+	$(TARGET)/release/tillgate-bench --bin $(TARGET)/release/tillgate --suite steady --out bench-results/steady.json
 	$(CARGO) bench -p tillgate --bench rules
 
 ## The Debian package (amd64): target/debian/tillgate_<version>_amd64.deb, then checked

@@ -33,6 +33,8 @@ mod packaging;
 #[path = "bench/rules.rs"]
 mod rules;
 use fill::{fill_journal, open_with_pack, open_with_pack_counted, pack_txns};
+#[path = "bench/steady.rs"]
+mod steady;
 #[path = "bench/video.rs"]
 mod video;
 #[path = "bench/video_events.rs"]
@@ -57,7 +59,8 @@ struct Args {
     /// (backlog drain into 16 shards, PUT payload units, CPU per 1,000 records) or
     /// `packaging` (stripped sizes, idle RSS, time to systemd READY with a backlog) or
     /// `video` (CPU per RTSP camera against gst-launch, RSS per camera) or
-    /// `video-events` (uplink bytes per camera-hour, events mode vs continuous).
+    /// `video-events` (uplink bytes per camera-hour, events mode vs continuous) or
+    /// `steady` (the agent's RSS over minutes at 5,000 txn/s).
     #[arg(long, default_value = "foundation")]
     suite: String,
     /// Messages for the MQTT rate runs (mosquitto alone, and through the agent).
@@ -78,6 +81,9 @@ struct Args {
     /// Seconds of sales (1/s) in the video-events suite.
     #[arg(long, default_value_t = 600)]
     video_events_seconds: u64,
+    /// Minutes at 5,000 txn/s in the steady suite.
+    #[arg(long, default_value_t = 10)]
+    steady_minutes: u64,
 }
 
 /// The agent's allocator (see `agent/src/main.rs`): the rules and foundation suites run
@@ -106,6 +112,9 @@ fn main() -> Result<()> {
     }
     if args.suite == "video-events" {
         return video_events::suite(&rt, &args);
+    }
+    if args.suite == "steady" {
+        return steady::suite(&rt, &args);
     }
     let mut results = json!({
         "machine": machine(),
