@@ -34,8 +34,9 @@ pub enum AgentError {
     /// A plugin broke the component contract (a bug, not a config problem).
     #[error("{0} (a bug in the plugin)")]
     Plugin(String),
-    /// The journal writer died while running: nothing can be journaled until a restart.
-    #[error("the journal writer died ({0}); stopping so that the service manager restarts the agent")]
+    /// The journal failed while running (its writer or sync thread died, or the disk did
+    /// not confirm a write): nothing can be acknowledged until a restart.
+    #[error("the journal failed ({0}); stopping so that the service manager restarts the agent")]
     WriterDied(String),
 }
 

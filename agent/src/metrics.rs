@@ -238,7 +238,10 @@ impl Metrics {
                 &["report"],
             ),
             journal_max_bytes: gauge("journal_max_bytes", "Journal size budget"),
-            journal_last_seq: gauge("journal_last_seq", "Highest committed sequence number"),
+            journal_last_seq: gauge(
+                "journal_last_seq",
+                "Highest sequence number committed and confirmed by the disk",
+            ),
             journal_evicted: counter(
                 "journal_evicted_records_total",
                 "Unsent rows deleted because the journal was full",

@@ -121,15 +121,22 @@ impl Pace {
     /// The wait before the next pass, and whether the WAL is past its limit with at most
     /// [`CAUGHT_UP_FRAMES`] left to copy.
     fn after_pass(&mut self, frames: i64, copied: i64, page_size: u64, wal_limit: u64) -> (Duration, bool) {
-        // Fewer frames than before: the WAL was started over since.
-        let restarted = frames < self.frames_before;
+        if frames < 0 {
+            // SQLite answers -1 when another checkpoint (the writer's) holds the lock:
+            // nothing was learnt; look again soon.
+            return (CATCH_UP_INTERVAL.max(self.stalled), false);
+        }
+        // Fewer frames, or fewer copied, than before: the WAL was started over since.
+        let restarted = frames < self.frames_before || copied < self.copied_before;
         let written = if restarted { frames } else { frames - self.frames_before };
         let progress = restarted || copied > self.copied_before;
         let elapsed = self.at.elapsed().max(Duration::from_millis(1));
         self.frames_before = frames;
         self.copied_before = copied;
         self.at = Instant::now();
-        let size = frames.max(0) as u64 * page_size;
+        // As the writer measures it: the file's length (a header, then frames of a page
+        // and 24 bytes each).
+        let size = 32 + frames.max(0) as u64 * (page_size + 24);
         let past_limit = size > wal_limit;
         let done = frames - copied <= CAUGHT_UP_FRAMES;
         if size > 2 * wal_limit && !done {
@@ -203,5 +210,52 @@ impl Writer {
             .journal_wal_restart_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.journal_wal_restarts.with_label_values(&[outcome]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: u64 = 4096;
+    const LIMIT: u64 = 16 * 1024 * 1024;
+    /// Frames of a WAL just past `LIMIT`.
+    const PAST: i64 = (LIMIT / (PAGE + 24)) as i64 + 10;
+
+    #[test]
+    fn past_the_limit_passes_come_at_once_until_little_is_left_then_say_so() {
+        let mut pace = Pace::default();
+        let (wait, caught_up) = pace.after_pass(PAST, PAST - 1_000, PAGE, LIMIT);
+        assert_eq!((wait, caught_up), (CATCH_UP_INTERVAL, false));
+        let (_, caught_up) = pace.after_pass(PAST + 5, PAST + 5 - CAUGHT_UP_FRAMES, PAGE, LIMIT);
+        assert!(
+            caught_up,
+            "at most CAUGHT_UP_FRAMES left: the writer may restart the WAL"
+        );
+        let (_, caught_up) = pace.after_pass(PAST / 2, PAST / 2 - CAUGHT_UP_FRAMES, PAGE, LIMIT);
+        assert!(!caught_up, "under the limit there is nothing to restart");
+    }
+
+    #[test]
+    fn passes_that_copy_nothing_back_off_and_past_twice_the_limit_leave_the_writer_room() {
+        let mut pace = Pace::default();
+        pace.after_pass(PAST, PAST - 1_000, PAGE, LIMIT);
+        let waits: Vec<Duration> = (0..8)
+            .map(|_| pace.after_pass(PAST, PAST - 1_000, PAGE, LIMIT).0)
+            .collect();
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+        assert_eq!(*waits.last().unwrap(), BUSY_INTERVAL, "{waits:?}");
+        let (wait, caught_up) = pace.after_pass(3 * PAST, 3 * PAST - 1_000, PAGE, LIMIT);
+        assert_eq!((wait, caught_up), (BUSY_INTERVAL, false));
+    }
+
+    #[test]
+    fn a_pass_refused_while_the_writer_checkpoints_changes_nothing() {
+        let mut pace = Pace::default();
+        pace.after_pass(PAST, PAST - 1_000, PAGE, LIMIT);
+        let (wait, caught_up) = pace.after_pass(-1, -1, PAGE, LIMIT);
+        assert!(!caught_up);
+        assert!(wait <= BUSY_INTERVAL);
+        assert_eq!((pace.frames_before, pace.copied_before), (PAST, PAST - 1_000));
     }
 }

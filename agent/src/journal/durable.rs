@@ -16,8 +16,9 @@
 //! (nor the frames after them: WAL frames are checksum-chained). That group, every group
 //! waiting and every later one is answered [`SubmitError::NotDurable`], the watermark
 //! stays where the disk last confirmed it, and the journal reports itself failed, so the
-//! agent ends and systemd starts it again. With `durability = "os"` nothing waits:
-//! answers go at once.
+//! agent ends and systemd starts it again. (The restarted agent's own sync cannot see
+//! that error any more: rows of those groups that SQLite finds in the WAL are taken as
+//! they are.) With `durability = "os"` nothing waits: answers go at once.
 
 use super::{Accepted, JournalState, SubmitError};
 use crate::metrics::Metrics;
@@ -271,7 +272,11 @@ impl WalFile {
                 Some(d) if !d.as_os_str().is_empty() => d,
                 _ => Path::new("."),
             };
-            File::open(dir)?.sync_all()?;
+            // As SQLite does: a filesystem that cannot open or fsync a directory is
+            // used all the same (said once per WAL file).
+            if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+                tracing::warn!(error = %e, dir = %dir.display(), "the journal's directory cannot be synced; going on without");
+            }
             self.open = Some((file, opened));
         }
         match &self.open {

@@ -155,7 +155,8 @@ pub struct Journal {
     path: PathBuf,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     checkpointer: Arc<Mutex<Option<Checkpointer>>>,
-    /// Set (with the reason) when the writer thread ended without being asked to.
+    /// Set (with the reason) when the writer thread ended without being asked to, or
+    /// the disk did not confirm a write (a failed fdatasync, `durable.rs`).
     failed: watch::Receiver<Option<String>>,
 }
 
@@ -260,8 +261,8 @@ impl Journal {
         })
     }
 
-    /// Resolves with the reason if the writer thread dies (a panic): nothing can be
-    /// journaled any more.
+    /// Resolves with the reason if the writer thread or the sync thread dies (a panic),
+    /// or an fdatasync of the WAL fails: nothing can be acknowledged any more.
     pub async fn failed(&self) -> String {
         let mut rx = self.failed.clone();
         let seen = rx.wait_for(Option::is_some).await.map(|why| why.clone());
@@ -365,7 +366,7 @@ impl Journal {
             .unwrap_or(0)
     }
 
-    /// Wakes when something new is committed.
+    /// Wakes when something new is committed and confirmed by the disk.
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()
     }
@@ -375,7 +376,8 @@ impl Journal {
         &self.state
     }
 
-    /// The last committed sequence number.
+    /// The last sequence number committed and confirmed by the disk (see
+    /// [`JournalState::last_seq`]).
     pub fn last_seq(&self) -> u64 {
         self.state.last_seq.load(Ordering::Acquire)
     }

@@ -71,7 +71,17 @@ CREATE TABLE IF NOT EXISTS meta (
 /// Opens (creating if needed) the journal for writing.
 pub fn open_writer(path: &std::path::Path, max_bytes: u64) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // The sync thread (durable.rs) syncs the WAL: without one nothing is confirmed.
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!(
+                "the journal stays in journal_mode={mode}, not WAL (a filesystem without shared memory \
+                 or a read-only directory?): put journal.path on a local filesystem the agent can write"
+            )),
+        ));
+    }
     // NORMAL whatever `journal.durability` says: with "fsync", the fdatasync that FULL
     // would make inside COMMIT is made by the sync thread before any answer (durable.rs),
     // so the writer goes on to the next group meanwhile. Checkpoints sync in both modes.
