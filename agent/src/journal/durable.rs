@@ -129,7 +129,7 @@ impl Acknowledger {
         if let Err(returned) = tx.send(group) {
             // The sync thread is gone (it panicked): nothing can confirm the group.
             let why = SubmitError::NotDurable("the journal's sync thread died".into());
-            answer_each(returned.0.pending, &why, Some(&self.publisher.metrics));
+            answer_each(returned.0.pending, &why, &self.publisher.metrics);
         }
     }
 }
@@ -169,7 +169,7 @@ impl Publisher {
             }
             Err(why) => {
                 for group in groups {
-                    answer_each(group.pending, &why, Some(&self.metrics));
+                    answer_each(group.pending, &why, &self.metrics);
                 }
             }
         }
@@ -186,16 +186,13 @@ fn answer_ok(pending: Vec<Pending>) {
     }
 }
 
-/// Answers every pending request with `why`; a lost dead letter is counted when
-/// `metrics` is given.
-pub fn answer_each(pending: Vec<Pending>, why: &SubmitError, metrics: Option<&Metrics>) {
+/// Answers every pending request with `why`; a dead letter not stored is counted.
+pub fn answer_each(pending: Vec<Pending>, why: &SubmitError, metrics: &Metrics) {
     for p in pending {
         match p {
             Pending::Submit(reply, _) => drop(reply.send(Err(why.clone()))),
             Pending::DeadLetter(reply, source) => {
-                if let Some(m) = metrics {
-                    m.dead_letters_lost.with_label_values(&[&source]).inc();
-                }
+                metrics.dead_letters_lost.with_label_values(&[&source]).inc();
                 drop(reply.send(Err(why.clone())));
             }
             Pending::Shutdown(reply) => drop(reply.send(())),

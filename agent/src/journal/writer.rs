@@ -405,7 +405,7 @@ impl Writer {
         if let Err(e) = self.dead_letters.reload(&self.conn) {
             tracing::warn!(error = %e, "dead letters could not be measured after a failed commit");
         }
-        answer_each(pending, &refusal, Some(&self.metrics));
+        answer_each(pending, &refusal, &self.metrics);
     }
 
     /// After a commit: counters and cursors (the watermark moves once the disk has it).
