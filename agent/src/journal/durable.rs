@@ -33,7 +33,7 @@ use std::time::Instant;
 use tokio::sync::{oneshot, watch};
 
 /// Groups queued for the sync thread besides those it is syncing; the writer waits beyond.
-const IN_FLIGHT_GROUPS: usize = 4;
+pub const IN_FLIGHT_GROUPS: usize = 4;
 
 /// An answer held back until the disk has its group.
 #[derive(Debug)]

@@ -149,6 +149,39 @@ async fn answers_wait_for_the_disk_while_the_writer_writes_the_next_group() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_disk_that_falls_behind_holds_the_writer_back_after_a_bounded_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sync, gate) = gated();
+    let j = Arc::new(open(dir.path(), sync, Metrics::new()));
+    let submit = |id: String| {
+        let j = j.clone();
+        tokio::spawn(async move { j.submit(txn(&id)).await })
+    };
+    let mut answers = vec![submit("g0".into())];
+    gate.wait_entered().await;
+    // One group at a time: g1..g4 queue behind the sync of g0, g5 is committed and the
+    // writer waits to hand it over.
+    let queued = super::durable::IN_FLIGHT_GROUPS + 1;
+    for i in 1..=queued {
+        let id = format!("g{i}");
+        answers.push(submit(id.clone()));
+        wait_for_commit(dir.path(), &id).await;
+    }
+    let beyond = format!("g{}", queued + 1);
+    answers.push(submit(beyond.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !committed_in_sqlite(dir.path(), &beyond),
+        "the writer went on past a full queue to the sync thread"
+    );
+    drop(gate.permit);
+    for a in answers {
+        a.await.unwrap().expect("acknowledged once the disk caught up");
+    }
+    Arc::into_inner(j).expect("the only handle").close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn after_a_failed_sync_nothing_is_acknowledged_and_the_journal_reports_itself_failed() {
     let dir = tempfile::tempdir().unwrap();
     let (sync, gate) = gated();
