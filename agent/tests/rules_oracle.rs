@@ -139,7 +139,7 @@ fn txn(e: &Ev) -> tillgate::txn::Transaction {
 
 type Aggs = [i64; 8];
 
-fn aggs_of(m: &BTreeMap<String, serde_json::Value>) -> Aggs {
+fn aggs_of<M: for<'a> std::ops::Index<&'a str, Output = serde_json::Value>>(m: &M) -> Aggs {
     let g = |k: &str| m[k].as_i64().unwrap();
     [
         g("n"),
@@ -185,8 +185,10 @@ fn engine_matches_sqlite_on_100k_transactions() {
                 replaying: false,
             },
         );
-        sliding.push(aggs_of(&d.hits.iter().find(|h| h.id == "sliding").unwrap().aggregates));
-        last5.push(aggs_of(&d.hits.iter().find(|h| h.id == "last5").unwrap().aggregates));
+        sliding.push(aggs_of(
+            &d.hits.iter().find(|h| &*h.id == "sliding").unwrap().aggregates,
+        ));
+        last5.push(aggs_of(&d.hits.iter().find(|h| &*h.id == "last5").unwrap().aggregates));
         for r in d.reports {
             let set = windows.entry(match r.report.as_str() {
                 "tumbling" => "tumbling",

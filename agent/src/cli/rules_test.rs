@@ -88,7 +88,7 @@ pub fn run(rule_paths: &[PathBuf], input: &PathBuf, as_json: bool, scope: rules:
         );
         *decisions.entry(d.action.name()).or_default() += 1;
         for h in &d.hits {
-            *hits.entry(h.id.clone()).or_default() += 1;
+            *hits.entry(h.id.to_string()).or_default() += 1;
         }
         reports += d.reports.len() as u64;
         let _ = writeln!(out, "{}", decision_line(n, &t, &d, as_json));

@@ -85,7 +85,7 @@ impl<'c> Group<'c> {
                 received_ms: received,
                 late_ms: late,
                 decision: record.decision.name(),
-                rules: record.rules.iter().map(|h| h.id.as_str()).collect(),
+                rules: record.rules.iter().map(|h| &*h.id).collect(),
             });
             let alert =
                 serde_json::to_vec(&AlertRecord::rule_hit(txn, &record, located)).expect("an alert record serializes");

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What the terminal is told to do. Ordered: `Allow < Review < Block`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -58,17 +59,57 @@ pub enum Severity {
     Critical,
 }
 
-/// One rule that fired, and why.
+/// One rule that fired, and why. Id, reason and aggregate names are shared with the
+/// rule (a hit allocates only its list of values).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleHit {
-    pub id: String,
+    pub id: Arc<str>,
     pub action: Action,
     pub mode: Mode,
     pub severity: Severity,
-    pub reason: String,
+    pub reason: Arc<str>,
     /// The rule's window aggregates at this transaction (empty for single-transaction rules).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub aggregates: BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "HitAggregates::is_empty")]
+    pub aggregates: HitAggregates,
+}
+
+/// Aggregate values by name, sorted by name; a JSON object on the wire.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HitAggregates(pub Vec<(Arc<str>, serde_json::Value)>);
+
+impl HitAggregates {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&serde_json::Value> {
+        self.0.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &serde_json::Value)> {
+        self.0.iter().map(|(n, v)| (&**n, v))
+    }
+}
+
+impl std::ops::Index<&str> for HitAggregates {
+    type Output = serde_json::Value;
+
+    fn index(&self, name: &str) -> &serde_json::Value {
+        self.get(name).unwrap_or_else(|| panic!("no aggregate named {name:?}"))
+    }
+}
+
+impl Serialize for HitAggregates {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for HitAggregates {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+        Ok(HitAggregates(map.into_iter().map(|(n, v)| (n.into(), v)).collect()))
+    }
 }
 
 /// A reporting window that closed: shipped as an alert, never part of a decision.

@@ -20,7 +20,7 @@ pub mod snapshot;
 mod spec;
 pub mod window;
 
-pub use decision::{Action, Decision, Mode, ReportHit, RuleHit, Scope, Severity};
+pub use decision::{Action, Decision, HitAggregates, Mode, ReportHit, RuleHit, Scope, Severity};
 pub use denylist::DenyList;
 pub use engine::Engine;
 pub use field::TxnField;

@@ -194,7 +194,7 @@ impl ReportState {
                     ReportWindow::Session { .. } => unreachable!("handled above"),
                 };
                 for start in fixed.starts(ev.ts) {
-                    self.window_at(key, start, start + size, specs).running.add(specs, ev);
+                    self.window_at(key, start, start + size, specs).running.add(ev.entry());
                 }
             }
         }
@@ -244,7 +244,7 @@ impl ReportState {
         for p in parts {
             merged.merge(&p);
         }
-        merged.add(specs, ev);
+        merged.add(ev.entry());
         self.opened(key);
         self.by_end.insert((end, key.to_string(), start), ());
         self.open
@@ -292,7 +292,7 @@ mod tests {
             ts,
             seq: 0,
             amount: 1,
-            tags: Box::new([]),
+            tags: Default::default(),
             mask: 0,
         }
     }

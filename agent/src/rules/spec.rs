@@ -25,6 +25,13 @@ pub const DEFAULT_MAX_KEYS: usize = 100_000;
 /// Default bound on the events one key of a time window holds.
 pub const DEFAULT_MAX_EVENTS_PER_KEY: usize = 10_000;
 
+/// The most keys a rule may hold (about 15 GB of state at this many: a typo, not a
+/// plan); its table numbers keys with 32 bits.
+pub const MAX_KEYS_LIMIT: usize = 100_000_000;
+
+/// The most events one key may hold (a window's ring counts them with 32 bits).
+pub const MAX_EVENTS_PER_KEY_LIMIT: usize = 10_000_000;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleFile {
@@ -407,6 +414,9 @@ fn compile_rule(
         None => Vec::new(),
     };
     let window = window_of(&at, &spec, key.is_empty())?;
+    if spec.max_keys.is_some_and(|n| n > MAX_KEYS_LIMIT) {
+        return Err(at.err("max_keys", format!("must be at most {MAX_KEYS_LIMIT}")));
+    }
     let parsed = aggregates(&spec.aggregates).map_err(|m| at.err("aggregates", m))?;
     let conditions = at.conditions(&parsed, lists)?;
     let Aggregates {
@@ -453,8 +463,8 @@ fn window_of(at: &Where<'_>, spec: &RuleSpec, keyless: bool) -> Result<Option<Wi
                 return Err(at.err("window", "must be longer than 0s".into()));
             }
             let max_events = spec.max_events_per_key.unwrap_or(DEFAULT_MAX_EVENTS_PER_KEY);
-            if max_events == 0 {
-                return Err(at.err("max_events_per_key", "must be at least 1".into()));
+            if max_events == 0 || max_events > MAX_EVENTS_PER_KEY_LIMIT {
+                return Err(at.err("max_events_per_key", format!("must be 1–{MAX_EVENTS_PER_KEY_LIMIT}")));
             }
             Some(WindowSpec::Time {
                 width_ms: d.get().as_millis() as i64,
@@ -463,7 +473,10 @@ fn window_of(at: &Where<'_>, spec: &RuleSpec, keyless: bool) -> Result<Option<Wi
             })
         }
         (Some(WindowToml::Count { last }), false) => {
-            let max_events = spec.max_events_per_key.unwrap_or(DEFAULT_MAX_EVENTS_PER_KEY);
+            let max_events = spec
+                .max_events_per_key
+                .unwrap_or(DEFAULT_MAX_EVENTS_PER_KEY)
+                .min(MAX_EVENTS_PER_KEY_LIMIT);
             if *last == 0 || *last > max_events {
                 return Err(at.err(
                     "window",

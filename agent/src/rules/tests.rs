@@ -92,7 +92,7 @@ mode = "shadow"
     let d = decide(&mut e, &t, 1);
     assert_eq!(d.action, Action::Review);
     assert_eq!(
-        d.hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        d.hits.iter().map(|h| &*h.id).collect::<Vec<_>>(),
         ["high-amount", "denied-token"]
     );
 }
@@ -189,7 +189,7 @@ mode = "shadow"
         replaying: false,
     };
     let d = e.decide(&other, &cx(1));
-    let ids: Vec<&str> = d.hits.iter().map(|h| h.id.as_str()).collect();
+    let ids: Vec<&str> = d.hits.iter().map(|h| &*h.id).collect();
     assert_eq!(ids, ["refund-to-different-card", "known-original"]);
     assert_eq!(d.action, Action::Review, "the shadow rule does not decide");
     assert!(e.decide(&unknown, &cx(2)).hits.is_empty());

@@ -8,20 +8,22 @@ use super::field::{key_id, stable_hash, KeyId, TxnField};
 use super::report::ReportState;
 use super::snapshot::{report_fingerprint, rule_fingerprint, Restored, Snapshot, UnitSnapshot};
 use super::spec::{CompiledReport, CompiledRule, RulePack};
-use super::window::{AggSpec, AggValue, AggValues, Event, KeyWindow, WindowSpec};
+use super::window::{tag, AggSpec, AggValue, AggValues, Event, KeyWindow, WindowSpec};
 use super::DenyList;
-use super::{DecideContext, Decider, Decision, ReportHit, RuleHit};
+use super::{DecideContext, Decider, Decision, HitAggregates, ReportHit, RuleHit};
 use crate::metrics::Metrics;
 use crate::txn::Transaction;
 use ::cel::common::types::CelMap;
 use ::cel::common::value::Val;
-use lru::LruCache;
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod keys;
 mod snapshot;
+
+use keys::KeyTable;
 
 /// The table of a rule's keys hashes their ids again, with a per-process random seed:
 /// ids are public-seeded SipHash values, and a table indexed by their bits directly
@@ -30,7 +32,7 @@ type KeyHasher = foldhash::fast::RandomState;
 
 struct RuleState {
     rule: CompiledRule,
-    keys: LruCache<KeyId, KeyWindow, KeyHasher>,
+    keys: KeyTable,
     /// Index into [`Engine::key_ids`]: rules keyed on the same fields share one id per
     /// transaction.
     key_slot: usize,
@@ -39,9 +41,50 @@ struct RuleState {
     covered_through: u64,
     /// Of what shapes its state (`snapshot.rs`), computed once.
     fingerprint: String,
+    /// What a hit of this rule says, shared by every hit.
+    hit: HitText,
     /// `tillgate_rule_live_keys{rule}`, looked up once (a label lookup per transaction
     /// and rule cost more than a simple rule's whole window update).
     live_keys: Option<prometheus::IntGauge>,
+}
+
+/// A rule's id, reason and aggregate names as its hits carry them.
+struct HitText {
+    id: Arc<str>,
+    reason: Arc<str>,
+    /// Index into the aggregate values and name, sorted by name.
+    aggregates: Vec<(usize, Arc<str>)>,
+}
+
+impl HitText {
+    fn of(rule: &CompiledRule) -> Self {
+        let reason = if rule.description.is_empty() {
+            &rule.when.source
+        } else {
+            &rule.description
+        };
+        let mut aggregates: Vec<(usize, Arc<str>)> = rule
+            .aggregates
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (i, a.name.as_str().into()))
+            .collect();
+        aggregates.sort_by(|a, b| a.1.cmp(&b.1));
+        HitText {
+            id: rule.id.as_str().into(),
+            reason: reason.as_str().into(),
+            aggregates,
+        }
+    }
+
+    fn aggregates(&self, values: &AggValues) -> HitAggregates {
+        HitAggregates(
+            self.aggregates
+                .iter()
+                .map(|(i, name)| (name.clone(), values.0[*i].to_json()))
+                .collect(),
+        )
+    }
 }
 
 struct ReportRun {
@@ -100,7 +143,7 @@ fn event(txn: &Transaction, seq: u64, distinct: &[TxnField], mask: u32) -> Event
         ts: txn.event_time().timestamp_millis(),
         seq,
         amount: txn.total_minor,
-        tags: distinct.iter().map(|f| f.get(txn).map(stable_hash)).collect(),
+        tags: distinct.iter().map(|f| tag(f.get(txn).map(stable_hash))).collect(),
         mask,
     }
 }
@@ -149,11 +192,12 @@ impl Engine {
                 };
                 RuleState {
                     fingerprint: rule_fingerprint(&rule, &deny_lists),
+                    hit: HitText::of(&rule),
                     key_slot,
                     live_keys: metrics
                         .as_ref()
                         .map(|m| m.rule_live_keys.with_label_values(&[&rule.id])),
-                    keys: LruCache::with_hasher(cap, KeyHasher::default()),
+                    keys: KeyTable::new(cap),
                     covered_through: 0,
                     rule,
                 }
@@ -223,7 +267,7 @@ impl Engine {
     pub fn held_events(&self) -> usize {
         self.rules
             .iter()
-            .map(|r| r.keys.iter().map(|(_, w)| w.len()).sum::<usize>())
+            .map(|r| r.keys.windows().map(|w| w.len()).sum::<usize>())
             .sum()
     }
 
@@ -288,10 +332,10 @@ impl RuleState {
         let ev = event(txn, seq, &self.rule.distinct, mask);
         let aggs = &self.rule.aggregates;
         let (values, capped) = if let Some(w) = self.keys.get_mut(&key) {
-            w.observe(window, aggs, ev)
+            w.observe(window, aggs, &ev)
         } else {
-            let mut w = KeyWindow::new(aggs);
-            let observed = w.observe(window, aggs, ev);
+            let mut w = KeyWindow::new(aggs, self.rule.distinct.len());
+            let observed = w.observe(window, aggs, &ev);
             if self.keys.push(key, w).is_some() {
                 if let Some(m) = metrics {
                     m.rule_keys_evicted.with_label_values(&[&self.rule.id]).inc();
@@ -391,18 +435,17 @@ impl Decider for Engine {
                 vars
             };
             match rule.when.eval(&Inputs { aggs, ..inputs }, vars) {
-                Ok(true) => hits.push(RuleHit {
-                    id: rule.id.clone(),
-                    action: rule.action,
-                    mode: rule.mode,
-                    severity: rule.severity,
-                    reason: if rule.description.is_empty() {
-                        rule.when.source.clone()
-                    } else {
-                        rule.description.clone()
-                    },
-                    aggregates: values.map(|v| json(&rule.aggregates, &v)).unwrap_or_default(),
-                }),
+                Ok(true) => {
+                    let hit = &self.rules[i].hit;
+                    hits.push(RuleHit {
+                        id: hit.id.clone(),
+                        action: rule.action,
+                        mode: rule.mode,
+                        severity: rule.severity,
+                        reason: hit.reason.clone(),
+                        aggregates: values.map(|v| hit.aggregates(&v)).unwrap_or_default(),
+                    })
+                }
                 Ok(false) => {}
                 Err(e) => self.count_error("when", &rule.id, &e),
             }

@@ -2,17 +2,16 @@
 //! in least-recently-used order (so evictions after a restore are the ones the
 //! uninterrupted run makes), each report's open windows as they are.
 
-use super::{Engine, KeyHasher, RuleState};
+use super::{Engine, KeyTable, RuleState};
 use crate::rules::field::KeyId;
 use crate::rules::report::ReportState;
 use crate::rules::snapshot::{decode, encode, report_unit, rule_unit, Restored, Snapshot, UnitSnapshot};
 use crate::rules::window::KeyWindow;
-use lru::LruCache;
 
 impl RuleState {
     /// Keys, least recently used first.
     fn encode_keys(&self) -> Result<Vec<u8>, String> {
-        let keys: Vec<(&KeyId, &KeyWindow)> = self.keys.iter().rev().collect();
+        let keys: Vec<(&KeyId, &KeyWindow)> = self.keys.oldest_first().collect();
         encode(&keys)
     }
 
@@ -26,7 +25,7 @@ impl RuleState {
         if keys.len() > self.keys.cap().get() || !keys.iter().all(|(_, w)| w.fits(specs, tags)) {
             return false;
         }
-        let mut cache = LruCache::with_hasher(self.keys.cap(), KeyHasher::default());
+        let mut cache = KeyTable::new(self.keys.cap());
         for (key, window) in keys {
             cache.push(key, window);
         }

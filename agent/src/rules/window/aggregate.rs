@@ -1,6 +1,7 @@
 //! Aggregates over a window, kept incrementally: add on enter, remove on leave.
 
-use super::Event;
+use super::{Entry, Tag, NO_TAG};
+use smallvec::SmallVec;
 use std::collections::{BTreeMap, HashMap};
 
 /// What is aggregated.
@@ -36,7 +37,7 @@ pub const MAX_CONDITIONS: usize = 32;
 
 /// Aggregate values in spec order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AggValues(pub Vec<AggValue>);
+pub struct AggValues(pub SmallVec<[AggValue; 4]>);
 
 /// One aggregate's value.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,20 +62,103 @@ impl AggValue {
 pub struct Running {
     all: Tally,
     /// Index `g − 1` for group `g`; empty (no allocation) without conditions.
-    conditional: Vec<Tally>,
+    conditional: Box<[Tally]>,
 }
 
-/// Count, sum and what min, max and `count_distinct` need, over some events.
+/// Count, sum and what min, max and `count_distinct` need, over some events. Count and
+/// sum are inline: the usual velocity rule's state needs no allocation beyond its key's.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Tally {
     count: i64,
     /// Exact whatever the events: 128 bits hold any sum of i64 amounts that fits in
     /// memory (validation bounds amounts to ±10^13 besides).
     sum: i128,
+    /// Only when min, max or `count_distinct` is asked for.
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Extra {
     /// Multiset of amounts, only when min or max is asked for.
     amounts: Option<BTreeMap<i64, u32>>,
-    /// Per tag index asked for: value hash → occurrences.
-    distinct: Vec<(usize, HashMap<u64, u32>)>,
+    /// Per tag index asked for: how often each value occurs.
+    distinct: SmallVec<[(u32, Occurrences); 1]>,
+}
+
+/// Values past which occurrences move from a list to a hash table.
+const FEW: usize = 16;
+
+/// How often each distinct value occurs in a window: a short list while the window has
+/// few (the usual card or customer holds one or two), a hash table past [`FEW`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Occurrences {
+    Few(SmallVec<[(Tag, u32); 2]>),
+    /// Seeded per process: tags are public-seeded hashes of what terminals send.
+    Many(HashMap<Tag, u32, foldhash::fast::RandomState>),
+}
+
+impl Default for Occurrences {
+    fn default() -> Self {
+        Occurrences::Few(SmallVec::new())
+    }
+}
+
+impl Occurrences {
+    fn len(&self) -> usize {
+        match self {
+            Occurrences::Few(v) => v.len(),
+            Occurrences::Many(m) => m.len(),
+        }
+    }
+
+    fn add(&mut self, tag: Tag, n: u32) {
+        match self {
+            Occurrences::Few(v) => {
+                if let Some((_, c)) = v.iter_mut().find(|(t, _)| *t == tag) {
+                    *c += n;
+                } else if v.len() < FEW {
+                    v.push((tag, n));
+                } else {
+                    let mut m: HashMap<Tag, u32, _> = v.drain(..).collect();
+                    m.insert(tag, n);
+                    *self = Occurrences::Many(m);
+                }
+            }
+            Occurrences::Many(m) => *m.entry(tag).or_insert(0) += n,
+        }
+    }
+
+    fn remove(&mut self, tag: Tag) {
+        match self {
+            Occurrences::Few(v) => {
+                if let Some(i) = v.iter().position(|(t, _)| *t == tag) {
+                    v[i].1 -= 1;
+                    if v[i].1 == 0 {
+                        v.swap_remove(i);
+                    }
+                }
+            }
+            Occurrences::Many(m) => {
+                if let Some(c) = m.get_mut(&tag) {
+                    *c -= 1;
+                    if *c == 0 {
+                        m.remove(&tag);
+                    }
+                }
+                if m.len() <= FEW / 4 {
+                    // Back to a list: a table keeps the capacity of its busiest moment.
+                    *self = Occurrences::Few(m.drain().collect());
+                }
+            }
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (Tag, u32)> + '_> {
+        match self {
+            Occurrences::Few(v) => Box::new(v.iter().copied()),
+            Occurrences::Many(m) => Box::new(m.iter().map(|(t, n)| (*t, *n))),
+        }
+    }
 }
 
 impl Tally {
@@ -82,19 +166,24 @@ impl Tally {
     fn new(specs: &[AggSpec], group: usize) -> Self {
         let mine = || specs.iter().filter(move |s| s.group == group);
         let needs_order = mine().any(|s| matches!(s.kind, AggKind::Min | AggKind::Max));
-        let mut tags: Vec<usize> = mine()
+        let mut tags: Vec<u32> = mine()
             .filter_map(|s| match s.kind {
-                AggKind::CountDistinct(i) => Some(i),
+                AggKind::CountDistinct(i) => u32::try_from(i).ok(),
                 _ => None,
             })
             .collect();
         tags.sort_unstable();
         tags.dedup();
+        let extra = (needs_order || !tags.is_empty()).then(|| {
+            Box::new(Extra {
+                amounts: needs_order.then(BTreeMap::new),
+                distinct: tags.into_iter().map(|i| (i, Occurrences::default())).collect(),
+            })
+        });
         Tally {
             count: 0,
             sum: 0,
-            amounts: needs_order.then(BTreeMap::new),
-            distinct: tags.into_iter().map(|i| (i, HashMap::new())).collect(),
+            extra,
         }
     }
 
@@ -102,46 +191,49 @@ impl Tally {
     /// decoded from another definition would not).
     fn fits(&self, specs: &[AggSpec], group: usize) -> bool {
         let fresh = Tally::new(specs, group);
-        self.amounts.is_some() == fresh.amounts.is_some()
-            && self
-                .distinct
-                .iter()
-                .map(|(i, _)| *i)
-                .eq(fresh.distinct.iter().map(|(i, _)| *i))
-            && self.count >= 0
+        let shape = |t: &Tally| {
+            t.extra.as_ref().map(|x| {
+                (
+                    x.amounts.is_some(),
+                    x.distinct.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+                )
+            })
+        };
+        shape(self) == shape(&fresh) && self.count >= 0
     }
 
-    fn add(&mut self, e: &Event) {
+    fn add(&mut self, e: Entry<'_>) {
         self.count += 1;
         self.sum += i128::from(e.amount);
-        if let Some(a) = &mut self.amounts {
-            *a.entry(e.amount).or_insert(0) += 1;
-        }
-        for (i, d) in &mut self.distinct {
-            if let Some(Some(h)) = e.tags.get(*i) {
-                *d.entry(*h).or_insert(0) += 1;
+        if let Some(x) = &mut self.extra {
+            if let Some(a) = &mut x.amounts {
+                *a.entry(e.amount).or_insert(0) += 1;
             }
-        }
-    }
-
-    fn remove(&mut self, e: &Event) {
-        self.count -= 1;
-        self.sum -= i128::from(e.amount);
-        if let Some(a) = &mut self.amounts {
-            if let Some(n) = a.get_mut(&e.amount) {
-                *n -= 1;
-                if *n == 0 {
-                    a.remove(&e.amount);
+            for (i, d) in &mut x.distinct {
+                match e.tags.get(*i as usize) {
+                    Some(&t) if t != NO_TAG => d.add(t, 1),
+                    _ => {}
                 }
             }
         }
-        for (i, d) in &mut self.distinct {
-            if let Some(Some(h)) = e.tags.get(*i) {
-                if let Some(n) = d.get_mut(h) {
+    }
+
+    fn remove(&mut self, e: Entry<'_>) {
+        self.count -= 1;
+        self.sum -= i128::from(e.amount);
+        if let Some(x) = &mut self.extra {
+            if let Some(a) = &mut x.amounts {
+                if let Some(n) = a.get_mut(&e.amount) {
                     *n -= 1;
                     if *n == 0 {
-                        d.remove(h);
+                        a.remove(&e.amount);
                     }
+                }
+            }
+            for (i, d) in &mut x.distinct {
+                match e.tags.get(*i as usize) {
+                    Some(&t) if t != NO_TAG => d.remove(t),
+                    _ => {}
                 }
             }
         }
@@ -151,47 +243,46 @@ impl Tally {
     fn merge(&mut self, other: &Tally) {
         self.count += other.count;
         self.sum += other.sum;
-        if let (Some(a), Some(b)) = (&mut self.amounts, &other.amounts) {
+        let (mine, theirs) = match (&mut self.extra, &other.extra) {
+            (Some(a), Some(b)) => (a, b),
+            (None, Some(b)) => {
+                self.extra = Some(b.clone());
+                return;
+            }
+            _ => return,
+        };
+        if let (Some(a), Some(b)) = (&mut mine.amounts, &theirs.amounts) {
             for (k, n) in b {
                 *a.entry(*k).or_insert(0) += n;
             }
-        } else if self.amounts.is_none() {
-            self.amounts = other.amounts.clone();
+        } else if mine.amounts.is_none() {
+            mine.amounts = theirs.amounts.clone();
         }
-        for ((_, mine), (_, theirs)) in self.distinct.iter_mut().zip(&other.distinct) {
-            for (h, n) in theirs {
-                *mine.entry(*h).or_insert(0) += n;
+        for ((_, m), (_, t)) in mine.distinct.iter_mut().zip(&theirs.distinct) {
+            for (tag, n) in t.iter() {
+                m.add(tag, n);
             }
         }
     }
 
     fn value(&self, kind: AggKind) -> AggValue {
+        let amounts = self.extra.as_ref().and_then(|x| x.amounts.as_ref());
         match kind {
             AggKind::Count => AggValue::Int(self.count),
             // Beyond i64 only after ~922,000 transactions of the largest amount in one
             // window: shown clamped, the state itself stays exact.
             AggKind::Sum => AggValue::Int(self.sum.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64),
-            AggKind::Min => AggValue::Int(
-                self.amounts
-                    .as_ref()
-                    .and_then(|a| a.keys().next().copied())
-                    .unwrap_or(0),
-            ),
-            AggKind::Max => AggValue::Int(
-                self.amounts
-                    .as_ref()
-                    .and_then(|a| a.keys().next_back().copied())
-                    .unwrap_or(0),
-            ),
+            AggKind::Min => AggValue::Int(amounts.and_then(|a| a.keys().next().copied()).unwrap_or(0)),
+            AggKind::Max => AggValue::Int(amounts.and_then(|a| a.keys().next_back().copied()).unwrap_or(0)),
             AggKind::Avg => AggValue::Float(if self.count == 0 {
                 0.0
             } else {
                 self.sum as f64 / self.count as f64
             }),
             AggKind::CountDistinct(i) => AggValue::Int(
-                self.distinct
-                    .iter()
-                    .find(|(t, _)| *t == i)
+                self.extra
+                    .as_ref()
+                    .and_then(|x| x.distinct.iter().find(|(t, _)| *t as usize == i))
                     .map_or(0, |(_, d)| d.len() as i64),
             ),
         }
@@ -217,7 +308,7 @@ impl Running {
     }
 
     /// The conditional tallies `e` belongs to: each whose condition it met.
-    fn conditional_of<'a>(&'a mut self, e: &Event) -> impl Iterator<Item = &'a mut Tally> + 'a {
+    fn conditional_of(&mut self, e: Entry<'_>) -> impl Iterator<Item = &mut Tally> + '_ {
         let mask = e.mask;
         self.conditional
             .iter_mut()
@@ -226,7 +317,7 @@ impl Running {
             .map(|(_, t)| t)
     }
 
-    pub fn add(&mut self, _specs: &[AggSpec], e: &Event) {
+    pub fn add(&mut self, e: Entry<'_>) {
         self.all.add(e);
         if e.mask != 0 {
             for t in self.conditional_of(e) {
@@ -235,7 +326,7 @@ impl Running {
         }
     }
 
-    pub fn remove(&mut self, _specs: &[AggSpec], e: &Event) {
+    pub fn remove(&mut self, e: Entry<'_>) {
         self.all.remove(e);
         if e.mask != 0 {
             for t in self.conditional_of(e) {

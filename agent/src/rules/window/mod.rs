@@ -10,10 +10,12 @@
 //! what a late transaction can see is well defined (and what the oracle test checks).
 
 pub mod aggregate;
+mod ring;
 
 pub use aggregate::{AggKind, AggSpec, AggValue, AggValues, Running, MAX_CONDITIONS};
 
-use std::collections::VecDeque;
+use ring::{stride, Ring};
+use smallvec::SmallVec;
 
 /// The shape of a per-event window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +44,21 @@ impl WindowSpec {
     }
 }
 
-/// One transaction as a window keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A `count_distinct` field's value as a window keeps it: its hash, and
+/// [`NO_TAG`] when the transaction lacks the field.
+pub type Tag = u64;
+
+/// The tag of an absent field (a hash of 0 is kept as 1: the two count as one value,
+/// as any two values whose 64-bit hashes collide do).
+pub const NO_TAG: Tag = 0;
+
+/// The tag of a field's value hash.
+pub fn tag(hash: Option<u64>) -> Tag {
+    hash.map_or(NO_TAG, |h| h.max(1))
+}
+
+/// One transaction as a window takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// Event time, ms since the epoch.
     pub ts: i64,
@@ -51,41 +66,103 @@ pub struct Event {
     pub seq: u64,
     /// `total_minor`.
     pub amount: i64,
-    /// One hash per `count_distinct` aggregate; `None` when the field is absent.
-    pub tags: Box<[Option<u64>]>,
+    /// One [`Tag`] per `count_distinct` field of the rule (two without an allocation).
+    pub tags: SmallVec<[Tag; 2]>,
     /// Bit `c` set: the rule's condition `c` held for this transaction (it counts in
     /// the aggregates with that condition).
     pub mask: u32,
 }
 
+impl Event {
+    pub fn entry(&self) -> Entry<'_> {
+        Entry {
+            ts: self.ts,
+            seq: self.seq,
+            amount: self.amount,
+            mask: self.mask,
+            tags: &self.tags,
+        }
+    }
+}
+
+/// An event as a window holds it (a view of its record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub ts: i64,
+    pub seq: u64,
+    pub amount: i64,
+    pub mask: u32,
+    pub tags: &'a [Tag],
+}
+
 /// The window state of one key of one rule (snapshotted as it is: see `snapshot.rs`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(into = "WindowWire", try_from = "WindowWire")]
 pub struct KeyWindow {
-    events: VecDeque<Event>,
+    events: Ring,
+    /// Words per event: the ring's record size (4 and one per tag).
+    stride: u8,
     /// Time windows: index of the first event in the active range.
-    active_from: usize,
+    active_from: u32,
     max_ts: i64,
     running: Running,
 }
 
+/// A window in a snapshot: its events as words, oldest first.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WindowWire {
+    stride: u8,
+    words: Vec<u64>,
+    active_from: u32,
+    max_ts: i64,
+    running: Running,
+}
+
+impl From<KeyWindow> for WindowWire {
+    fn from(w: KeyWindow) -> Self {
+        WindowWire {
+            words: w.events.to_words(w.stride()),
+            stride: w.stride,
+            active_from: w.active_from,
+            max_ts: w.max_ts,
+            running: w.running,
+        }
+    }
+}
+
+impl TryFrom<WindowWire> for KeyWindow {
+    type Error = &'static str;
+
+    fn try_from(w: WindowWire) -> Result<Self, Self::Error> {
+        Ok(KeyWindow {
+            events: Ring::from_words(usize::from(w.stride), w.words).ok_or("events are not whole records")?,
+            stride: w.stride,
+            active_from: w.active_from,
+            max_ts: w.max_ts,
+            running: w.running,
+        })
+    }
+}
+
 impl KeyWindow {
-    /// An empty window for aggregates `specs`.
-    pub fn new(specs: &[AggSpec]) -> Self {
+    /// An empty window for aggregates `specs` over events with `tags` distinct fields.
+    pub fn new(specs: &[AggSpec], tags: usize) -> Self {
         KeyWindow {
-            // Most keys (cards, customers) hold one event: room for one, not the four a
-            // first push would reserve.
-            events: VecDeque::with_capacity(1),
+            events: Ring::default(),
+            stride: u8::try_from(stride(tags)).expect("a rule's distinct fields are few (validated)"),
             active_from: 0,
             max_ts: i64::MIN,
             running: Running::new(specs),
         }
     }
 
+    fn stride(&self) -> usize {
+        usize::from(self.stride)
+    }
+
     /// Whether a decoded window fits aggregates `specs` with `tags` distinct fields.
     pub fn fits(&self, specs: &[AggSpec], tags: usize) -> bool {
-        self.active_from <= self.events.len()
-            && self.running.fits(specs)
-            && self.events.iter().all(|e| e.tags.len() == tags)
+        self.stride() == stride(tags) && self.active_from as usize <= self.events.len() && self.running.fits(specs)
     }
 
     /// Events held (for memory accounting).
@@ -95,12 +172,14 @@ impl KeyWindow {
 
     /// Whether no event is held.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.events.len() == 0
     }
 
-    /// Adds `ev` and returns the aggregates of its window, and how many events left
-    /// early because the key reached its event cap.
-    pub fn observe(&mut self, spec: WindowSpec, specs: &[AggSpec], ev: Event) -> (AggValues, usize) {
+    /// Adds `ev` (with as many tags as the window was made for) and returns the
+    /// aggregates of its window, and how many events left early because the key
+    /// reached its event cap.
+    pub fn observe(&mut self, spec: WindowSpec, specs: &[AggSpec], ev: &Event) -> (AggValues, usize) {
+        debug_assert_eq!(stride(ev.tags.len()), self.stride());
         match spec {
             WindowSpec::Count { n } => (self.observe_count(n, specs, ev), 0),
             WindowSpec::Time {
@@ -111,28 +190,34 @@ impl KeyWindow {
         }
     }
 
-    /// Lets the oldest events go until at most `max` are held; returns how many went.
-    fn cap(&mut self, max: usize, specs: &[AggSpec]) -> usize {
-        let mut dropped = 0;
-        while self.events.len() > max.max(1) {
-            let old = self.events.pop_front().expect("over the cap, so not empty");
+    /// Lets the oldest event go; its aggregates leave with it if it was active.
+    fn drop_oldest(&mut self) {
+        let s = self.stride();
+        if let Some(old) = self.events.front(s) {
             if self.active_from == 0 {
-                // It was in the active range: its aggregates leave with it.
-                self.running.remove(specs, &old);
+                self.running.remove(old);
             } else {
                 self.active_from -= 1;
             }
+            self.events.pop_front(s);
+        }
+    }
+
+    /// Lets the oldest events go until at most `max` are held; returns how many went.
+    fn cap(&mut self, max: usize) -> usize {
+        let mut dropped = 0;
+        while self.events.len() > max.max(1) {
+            self.drop_oldest();
             dropped += 1;
         }
         dropped
     }
 
-    fn observe_count(&mut self, n: usize, specs: &[AggSpec], ev: Event) -> AggValues {
-        self.running.add(specs, &ev);
-        self.events.push_back(ev);
+    fn observe_count(&mut self, n: usize, specs: &[AggSpec], ev: &Event) -> AggValues {
+        self.running.add(ev.entry());
+        self.events.push_back(self.stride(), ev);
         while self.events.len() > n {
-            let old = self.events.pop_front().expect("non-empty");
-            self.running.remove(specs, &old);
+            self.drop_oldest();
         }
         self.running.values(specs)
     }
@@ -143,45 +228,48 @@ impl KeyWindow {
         lateness: i64,
         max: usize,
         specs: &[AggSpec],
-        ev: Event,
+        ev: &Event,
     ) -> (AggValues, usize) {
-        let ts = ev.ts;
+        let (s, ts) = (self.stride(), ev.ts);
         let capped;
         let values = if ts >= self.max_ts {
             // In order: the active range after advancing is exactly [ts − W, ts].
-            self.events.push_back(ev.clone());
+            self.events.push_back(s, ev);
             self.max_ts = ts;
-            self.running.add(specs, &ev);
-            capped = self.cap(max, specs);
+            self.running.add(ev.entry());
+            capped = self.cap(max);
             let start = ts.saturating_sub(width);
-            while self.active_from < self.events.len() && self.events[self.active_from].ts < start {
-                let leaving = self.events[self.active_from].clone();
-                self.running.remove(specs, &leaving);
+            while (self.active_from as usize) < self.events.len() {
+                let leaving = self.events.get(s, self.active_from as usize);
+                if leaving.ts >= start {
+                    break;
+                }
+                self.running.remove(leaving);
                 self.active_from += 1;
             }
             self.running.values(specs)
         } else {
             // Out of order: insert by (time, arrival); its own window is computed from
             // the retained events.
-            let pos = self.events.partition_point(|e| (e.ts, e.seq) <= (ts, ev.seq));
-            self.events.insert(pos, ev.clone());
+            let pos = self.events.partition_point(s, |e| (e.ts, e.seq) <= (ts, ev.seq));
+            self.events.insert(s, pos, ev);
             if ts >= self.max_ts.saturating_sub(width) {
-                self.running.add(specs, &ev);
-            } else if pos <= self.active_from {
+                self.running.add(ev.entry());
+            } else if pos <= self.active_from as usize {
                 self.active_from += 1;
             }
-            capped = self.cap(max, specs);
-            let lo = self.events.partition_point(|e| e.ts < ts.saturating_sub(width));
-            let hi = self.events.partition_point(|e| e.ts <= ts);
+            capped = self.cap(max);
+            let lo = self.events.partition_point(s, |e| e.ts < ts.saturating_sub(width));
+            let hi = self.events.partition_point(s, |e| e.ts <= ts);
             let mut scratch = Running::new(specs);
-            for e in self.events.range(lo..hi) {
-                scratch.add(specs, e);
+            for i in lo..hi {
+                scratch.add(self.events.get(s, i));
             }
             scratch.values(specs)
         };
         let keep_from = self.max_ts.saturating_sub(width).saturating_sub(lateness);
-        while self.events.front().is_some_and(|e| e.ts < keep_from) {
-            self.events.pop_front();
+        while self.events.front(s).is_some_and(|e| e.ts < keep_from) {
+            self.events.pop_front(s);
             self.active_from = self.active_from.saturating_sub(1);
         }
         (values, capped)
