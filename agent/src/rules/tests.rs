@@ -475,3 +475,19 @@ action = "allow"
     assert_eq!(d.hits[0].aggregates["vip"], 1);
     assert_eq!(metrics.rule_errors.with_label_values(&["r"]).get(), 1);
 }
+
+#[test]
+fn state_bounds_past_what_a_key_table_or_ring_counts_are_refused_naming_the_key() {
+    let rule = |extra: &str| {
+        format!(
+            "[[rule]]\nid = \"r\"\nkey = \"card.token\"\nwindow = \"1h\"\naggregates = {{ n = \"count\" }}\nwhen = 'n > 1'\naction = \"block\"\n{extra}\n"
+        )
+    };
+    let e = load_err(&rule("max_keys = 100000001"));
+    assert_eq!(e.key.as_deref(), Some("rule[0].max_keys"), "{e}");
+    assert!(e.message.contains("at most 100000000"), "{e}");
+    let e = load_err(&rule("max_events_per_key = 10000001"));
+    assert_eq!(e.key.as_deref(), Some("rule[0].max_events_per_key"), "{e}");
+    assert!(e.message.contains("must be 1–10000000"), "{e}");
+    load(&rule("max_keys = 100000000\nmax_events_per_key = 10000000")).expect("the limits themselves are allowed");
+}
