@@ -6,6 +6,7 @@
 //! An event older than the watermark when it arrives is late: it is counted and left out
 //! of reporting windows (the windows it belonged to may already be emitted).
 
+use super::field::KeyId;
 use super::window::{AggSpec, AggValues, Event, Running};
 use std::collections::{BTreeMap, HashMap};
 
@@ -72,20 +73,29 @@ struct Open {
     running: Running,
 }
 
-/// The open windows of one report, over all keys (snapshotted as it is).
+/// A key with open windows: its values as alerts show them, and how many windows.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct OpenKey {
+    name: Box<str>,
+    windows: usize,
+}
+
+/// The open windows of one report, over all keys (snapshotted as it is). Windows are
+/// indexed by the key's id; its values joined by `/` are kept once per key, for the
+/// alert.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ReportState {
     window: ReportWindow,
     lateness_ms: i64,
     max_ts: i64,
     /// (key, start) → open window, ordered so one key's windows are a range.
-    open: BTreeMap<(String, i64), Open>,
+    open: BTreeMap<(KeyId, i64), Open>,
     /// end → (key, start), to close in end order without scanning.
-    by_end: BTreeMap<(i64, String, i64), ()>,
+    by_end: BTreeMap<(i64, KeyId, i64), ()>,
     /// Late events so far.
     pub late: u64,
-    /// Open windows per key: at most `max_keys` keys.
-    key_windows: HashMap<String, usize>,
+    /// Keys with open windows: at most `max_keys`.
+    keys: HashMap<KeyId, OpenKey>,
     max_keys: usize,
     /// Windows closed early to keep under `max_keys`, so far.
     pub closed_early: u64,
@@ -101,7 +111,7 @@ impl ReportState {
             open: BTreeMap::new(),
             by_end: BTreeMap::new(),
             late: 0,
-            key_windows: HashMap::new(),
+            keys: HashMap::new(),
             max_keys: max_keys.max(1),
             closed_early: 0,
         }
@@ -112,49 +122,59 @@ impl ReportState {
     pub fn fits(&self, specs: &[AggSpec]) -> bool {
         self.open.len() == self.by_end.len()
             && self.open.iter().all(|((key, start), o)| {
-                o.running.fits(specs) && self.by_end.contains_key(&(o.end, key.clone(), *start))
+                o.running.fits(specs) && self.by_end.contains_key(&(o.end, *key, *start)) && self.keys.contains_key(key)
             })
-            && self.key_windows.values().sum::<usize>() == self.open.len()
+            && self.keys.values().map(|k| k.windows).sum::<usize>() == self.open.len()
     }
 
     /// Keys with open windows.
     pub fn open_keys(&self) -> usize {
-        self.key_windows.len()
+        self.keys.len()
     }
 
-    fn opened(&mut self, key: &str) {
-        *self.key_windows.entry(key.to_string()).or_insert(0) += 1;
+    fn opened(&mut self, key: KeyId, name: &mut dyn FnMut() -> String) {
+        self.keys
+            .entry(key)
+            .or_insert_with(|| OpenKey {
+                name: name().into(),
+                windows: 0,
+            })
+            .windows += 1;
     }
 
-    fn removed(&mut self, key: &str) {
-        if let Some(n) = self.key_windows.get_mut(key) {
-            *n -= 1;
-            if *n == 0 {
-                self.key_windows.remove(key);
+    fn removed(&mut self, key: KeyId) {
+        if let Some(k) = self.keys.get_mut(&key) {
+            k.windows -= 1;
+            if k.windows == 0 {
+                self.keys.remove(&key);
             }
         }
+    }
+
+    fn name(&self, key: KeyId) -> String {
+        self.keys.get(&key).map(|k| k.name.to_string()).unwrap_or_default()
     }
 
     /// Room for a new key: the key whose window closes first has all its windows
     /// closed now, flagged as early (a flood of new keys must not grow memory).
     fn make_room(&mut self, specs: &[AggSpec]) -> Vec<ClosedWindow> {
-        let Some(((_, key, _), _)) = self.by_end.first_key_value() else {
+        let Some((&(_, key, _), _)) = self.by_end.first_key_value() else {
             return Vec::new();
         };
-        let key = key.clone();
+        let name = self.name(key);
         let starts: Vec<i64> = self
             .open
-            .range((key.clone(), i64::MIN)..=(key.clone(), i64::MAX))
+            .range((key, i64::MIN)..=(key, i64::MAX))
             .map(|((_, start), _)| *start)
             .collect();
         let mut closed = Vec::new();
         for start in starts {
-            if let Some(o) = self.open.remove(&(key.clone(), start)) {
-                self.by_end.remove(&(o.end, key.clone(), start));
-                self.removed(&key);
+            if let Some(o) = self.open.remove(&(key, start)) {
+                self.by_end.remove(&(o.end, key, start));
+                self.removed(key);
                 self.closed_early += 1;
                 closed.push(ClosedWindow {
-                    key: key.clone(),
+                    key: name.clone(),
                     start_ms: start,
                     end_ms: o.end,
                     values: o.running.values(specs),
@@ -176,25 +196,35 @@ impl ReportState {
     }
 
     /// Adds `ev` for `key` (unless late), advances the watermark and returns the windows
-    /// it closed, in end order.
-    pub fn observe(&mut self, key: &str, specs: &[AggSpec], ev: &Event) -> Vec<ClosedWindow> {
+    /// it closed, in end order. `name` gives the key's values as alerts show them (asked
+    /// once, when the key opens a window).
+    pub fn observe(
+        &mut self,
+        key: KeyId,
+        mut name: impl FnMut() -> String,
+        specs: &[AggSpec],
+        ev: &Event,
+    ) -> Vec<ClosedWindow> {
         if ev.ts < self.watermark() {
             self.late += 1;
             return Vec::new();
         }
         let mut closed = Vec::new();
-        if !self.key_windows.contains_key(key) && self.key_windows.len() >= self.max_keys {
+        if !self.keys.contains_key(&key) && self.keys.len() >= self.max_keys {
             closed = self.make_room(specs);
         }
+        let name: &mut dyn FnMut() -> String = &mut name;
         match self.window {
-            ReportWindow::Session { gap_ms } => self.add_to_session(key, specs, ev, gap_ms),
+            ReportWindow::Session { gap_ms } => self.add_to_session(key, name, specs, ev, gap_ms),
             fixed => {
                 let size = match fixed {
                     ReportWindow::Tumbling { size_ms, .. } | ReportWindow::Hopping { size_ms, .. } => size_ms,
                     ReportWindow::Session { .. } => unreachable!("handled above"),
                 };
                 for start in fixed.starts(ev.ts) {
-                    self.window_at(key, start, start + size, specs).running.add(ev.entry());
+                    self.window_at(key, name, start, start + size, specs)
+                        .running
+                        .add(ev.entry());
                 }
             }
         }
@@ -203,26 +233,40 @@ impl ReportState {
         closed
     }
 
-    fn window_at(&mut self, key: &str, start: i64, end: i64, specs: &[AggSpec]) -> &mut Open {
-        if !self.open.contains_key(&(key.to_string(), start)) {
-            self.opened(key);
-            self.by_end.insert((end, key.to_string(), start), ());
+    fn window_at(
+        &mut self,
+        key: KeyId,
+        name: &mut dyn FnMut() -> String,
+        start: i64,
+        end: i64,
+        specs: &[AggSpec],
+    ) -> &mut Open {
+        if !self.open.contains_key(&(key, start)) {
+            self.opened(key, name);
+            self.by_end.insert((end, key, start), ());
             self.open.insert(
-                (key.to_string(), start),
+                (key, start),
                 Open {
                     end,
                     running: Running::new(specs),
                 },
             );
         }
-        self.open.get_mut(&(key.to_string(), start)).expect("inserted above")
+        self.open.get_mut(&(key, start)).expect("inserted above")
     }
 
     /// Sessions: the event joins (and merges) every open session of the key it is within
     /// `gap` of; otherwise it starts one.
-    fn add_to_session(&mut self, key: &str, specs: &[AggSpec], ev: &Event, gap: i64) {
+    fn add_to_session(
+        &mut self,
+        key: KeyId,
+        name: &mut dyn FnMut() -> String,
+        specs: &[AggSpec],
+        ev: &Event,
+        gap: i64,
+    ) {
         // Open sessions of this key that touch [ts − gap, ts + gap).
-        let range = (key.to_string(), i64::MIN)..=(key.to_string(), i64::MAX);
+        let range = (key, i64::MIN)..=(key, i64::MAX);
         let touching: Vec<(i64, i64)> = self
             .open
             .range(range)
@@ -234,8 +278,8 @@ impl ReportState {
         let mut end = ev.ts + gap;
         let mut parts = Vec::new();
         for (s, e) in touching {
-            let o = self.open.remove(&(key.to_string(), s)).expect("listed above");
-            self.by_end.remove(&(e, key.to_string(), s));
+            let o = self.open.remove(&(key, s)).expect("listed above");
+            self.by_end.remove(&(e, key, s));
             self.removed(key);
             start = start.min(s);
             end = end.max(e);
@@ -245,25 +289,24 @@ impl ReportState {
             merged.merge(&p);
         }
         merged.add(ev.entry());
-        self.opened(key);
-        self.by_end.insert((end, key.to_string(), start), ());
-        self.open
-            .insert((key.to_string(), start), Open { end, running: merged });
+        self.opened(key, name);
+        self.by_end.insert((end, key, start), ());
+        self.open.insert((key, start), Open { end, running: merged });
     }
 
     fn close(&mut self, specs: &[AggSpec]) -> Vec<ClosedWindow> {
         let wm = self.watermark();
         let mut closed = Vec::new();
-        while let Some((&(end, ref key, start), _)) = self.by_end.first_key_value() {
+        while let Some((&(end, key, start), _)) = self.by_end.first_key_value() {
             if end > wm {
                 break;
             }
-            let key = key.clone();
             self.by_end.pop_first();
-            if let Some(o) = self.open.remove(&(key.clone(), start)) {
-                self.removed(&key);
+            if let Some(o) = self.open.remove(&(key, start)) {
+                let name = self.name(key);
+                self.removed(key);
                 closed.push(ClosedWindow {
-                    key,
+                    key: name,
                     start_ms: start,
                     end_ms: end,
                     values: o.running.values(specs),
@@ -271,6 +314,8 @@ impl ReportState {
                 });
             }
         }
+        // Windows ending together in the order of their keys' values (ids are hashes).
+        closed.sort_by(|a, b| (a.end_ms, &a.key, a.start_ms).cmp(&(b.end_ms, &b.key, b.start_ms)));
         closed
     }
 }
@@ -296,6 +341,11 @@ mod tests {
             mask: 0,
         }
     }
+    /// Observes `ev` for the key named `key`.
+    fn obs(r: &mut ReportState, key: &str, ev: &Event) -> Vec<ClosedWindow> {
+        let id = KeyId::from(crate::rules::field::stable_hash(key));
+        r.observe(id, || key.to_string(), &specs(), ev)
+    }
     fn count(c: &ClosedWindow) -> i64 {
         match c.values.0[0] {
             crate::rules::window::aggregate::AggValue::Int(n) => n,
@@ -313,17 +363,14 @@ mod tests {
             10,
             100,
         );
-        assert!(r.observe("k", &specs(), &ev(0)).is_empty());
-        assert!(r.observe("k", &specs(), &ev(99)).is_empty());
-        assert!(
-            r.observe("k", &specs(), &ev(100)).is_empty(),
-            "100 starts the next window"
-        );
-        assert!(r.observe("k", &specs(), &ev(109)).is_empty(), "watermark 99 < end 100");
-        let closed = r.observe("k", &specs(), &ev(110));
+        assert!(obs(&mut r, "k", &ev(0)).is_empty());
+        assert!(obs(&mut r, "k", &ev(99)).is_empty());
+        assert!(obs(&mut r, "k", &ev(100)).is_empty(), "100 starts the next window");
+        assert!(obs(&mut r, "k", &ev(109)).is_empty(), "watermark 99 < end 100");
+        let closed = obs(&mut r, "k", &ev(110));
         assert_eq!(closed.len(), 1);
         assert_eq!((closed[0].start_ms, closed[0].end_ms, count(&closed[0])), (0, 100, 2));
-        assert!(r.observe("k", &specs(), &ev(50)).is_empty());
+        assert!(obs(&mut r, "k", &ev(50)).is_empty());
         assert_eq!(r.late, 1, "older than the watermark: late, not re-emitted");
     }
 
@@ -338,8 +385,8 @@ mod tests {
             0,
             100,
         );
-        r.observe("k", &specs(), &ev(60));
-        let closed = r.observe("k", &specs(), &ev(1000));
+        obs(&mut r, "k", &ev(60));
+        let closed = obs(&mut r, "k", &ev(1000));
         let spans: Vec<(i64, i64, i64)> = closed.iter().map(|c| (c.start_ms, c.end_ms, count(c))).collect();
         assert_eq!(spans, vec![(0, 100, 1), (50, 150, 1)]);
     }
@@ -347,10 +394,10 @@ mod tests {
     #[test]
     fn sessions_merge_when_a_gap_is_bridged() {
         let mut r = ReportState::new(ReportWindow::Session { gap_ms: 30 }, 100, 100);
-        r.observe("k", &specs(), &ev(0));
-        r.observe("k", &specs(), &ev(50));
-        r.observe("k", &specs(), &ev(25));
-        let closed = r.observe("k", &specs(), &ev(1000));
+        obs(&mut r, "k", &ev(0));
+        obs(&mut r, "k", &ev(50));
+        obs(&mut r, "k", &ev(25));
+        let closed = obs(&mut r, "k", &ev(1000));
         let spans: Vec<(i64, i64, i64)> = closed.iter().map(|c| (c.start_ms, c.end_ms, count(c))).collect();
         assert_eq!(spans, vec![(0, 80, 3)]);
     }
@@ -367,7 +414,7 @@ mod tests {
         );
         let mut early = Vec::new();
         for (i, key) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
-            early.extend(r.observe(key, &specs(), &ev(10 + i as i64 * 100)));
+            early.extend(obs(&mut r, key, &ev(10 + i as i64 * 100)));
         }
         assert_eq!(r.open_keys(), 3, "never more keys than max_keys");
         let keys: Vec<(&str, bool)> = early.iter().map(|c| (c.key.as_str(), c.early)).collect();

@@ -124,8 +124,7 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The key's values joined by `/` (reports show it); `None` when one is absent (the
-/// report does not apply).
+/// The key's values joined by `/`, as reports show it; `None` when one is absent.
 fn key_of(fields: &[TxnField], txn: &Transaction) -> Option<String> {
     let mut key = String::new();
     for (i, f) in fields.iter().enumerate() {
@@ -524,14 +523,16 @@ impl Engine {
             if !self.passes(&r.id, &r.filter, inputs, base) {
                 continue;
             }
-            let Some(key) = key_of(&r.key, txn) else {
+            let Some(key) = key_id(&r.key, txn) else {
                 continue;
             };
             let mask = self.conditions_met(&r.id, &r.conditions, inputs, base);
             let run = &mut self.reports[i];
             let ev = event(txn, cx.seq, &run.report.distinct, mask);
             let (late_before, early_before) = (run.state.late, run.state.closed_early);
-            let closed = run.state.observe(&key, &run.report.aggregates, &ev);
+            let fields = &run.report.key;
+            let name = || key_of(fields, txn).unwrap_or_default();
+            let closed = run.state.observe(key, name, &run.report.aggregates, &ev);
             if let Some(m) = &self.metrics {
                 if run.state.late > late_before {
                     m.report_late_events.with_label_values(&[&run.report.id]).inc();
