@@ -104,8 +104,16 @@ fn aggregate_kind(name: &str, of: &str, distinct: &mut Vec<TxnField>) -> Result<
                     TxnField::NAMES
                 )
             })?;
-            distinct.push(f);
-            AggKind::CountDistinct(distinct.len() - 1)
+            // One tag per field, however many aggregates count it: an event's record
+            // holds at most one word per transaction field.
+            let tag = match distinct.iter().position(|g| *g == f) {
+                Some(i) => i,
+                None => {
+                    distinct.push(f);
+                    distinct.len() - 1
+                }
+            };
+            AggKind::CountDistinct(tag)
         }
         other => {
             return Err(format!(

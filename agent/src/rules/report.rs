@@ -124,7 +124,9 @@ impl ReportState {
             && self.open.iter().all(|((key, start), o)| {
                 o.running.fits(specs) && self.by_end.contains_key(&(o.end, *key, *start)) && self.keys.contains_key(key)
             })
-            && self.keys.values().map(|k| k.windows).sum::<usize>() == self.open.len()
+            && self.keys.iter().all(|(key, k)| {
+                k.windows > 0 && self.open.range((*key, i64::MIN)..=(*key, i64::MAX)).count() == k.windows
+            })
     }
 
     /// Keys with open windows.
@@ -155,7 +157,8 @@ impl ReportState {
         self.keys.get(&key).map(|k| k.name.to_string()).unwrap_or_default()
     }
 
-    /// Room for a new key: the key whose window closes first has all its windows
+    /// Room for a new key: the key whose window closes first (among windows closing
+    /// together, the smallest key id: a hash, not the values' order) has all its windows
     /// closed now, flagged as early (a flood of new keys must not grow memory).
     fn make_room(&mut self, specs: &[AggSpec]) -> Vec<ClosedWindow> {
         let Some((&(_, key, _), _)) = self.by_end.first_key_value() else {

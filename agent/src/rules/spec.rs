@@ -473,10 +473,10 @@ fn window_of(at: &Where<'_>, spec: &RuleSpec, keyless: bool) -> Result<Option<Wi
             })
         }
         (Some(WindowToml::Count { last }), false) => {
-            let max_events = spec
-                .max_events_per_key
-                .unwrap_or(DEFAULT_MAX_EVENTS_PER_KEY)
-                .min(MAX_EVENTS_PER_KEY_LIMIT);
+            let max_events = spec.max_events_per_key.unwrap_or(DEFAULT_MAX_EVENTS_PER_KEY);
+            if max_events == 0 || max_events > MAX_EVENTS_PER_KEY_LIMIT {
+                return Err(at.err("max_events_per_key", format!("must be 1–{MAX_EVENTS_PER_KEY_LIMIT}")));
+            }
             if *last == 0 || *last > max_events {
                 return Err(at.err(
                     "window",

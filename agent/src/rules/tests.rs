@@ -491,3 +491,23 @@ fn state_bounds_past_what_a_key_table_or_ring_counts_are_refused_naming_the_key(
     assert!(e.message.contains("must be 1–10000000"), "{e}");
     load(&rule("max_keys = 100000000\nmax_events_per_key = 10000000")).expect("the limits themselves are allowed");
 }
+
+#[test]
+fn aggregates_counting_the_same_field_share_one_tag() {
+    let aggs: Vec<String> = (0..300)
+        .map(|i| format!("d{i} = \"count_distinct(card.token)\""))
+        .collect();
+    let text = format!(
+        "[[rule]]\nid = \"r\"\nkey = \"terminal_id\"\nwindow = \"1h\"\naggregates = {{ {}, s = \"count_distinct(store_id)\" }}\nwhen = 'd0 > 1'\naction = \"review\"\n",
+        aggs.join(", ")
+    );
+    let pack = load(&text).unwrap();
+    assert_eq!(pack.rules[0].distinct.len(), 2, "one tag per field");
+    let mut e = Engine::new(pack, None, Duration::ZERO);
+    let d = decide(&mut e, &txn("t1", 1, serde_json::json!({})), 1);
+    assert_eq!(d.hits.len(), 0);
+    let card_b = serde_json::json!({"card": {"token": "tok_b", "bin": "411111", "entry_mode": "chip"}});
+    let d = decide(&mut e, &txn("t2", 0, card_b), 2);
+    assert_eq!(d.hits[0].aggregates["d299"], 2);
+    assert_eq!(d.hits[0].aggregates["s"], 1);
+}

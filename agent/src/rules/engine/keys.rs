@@ -18,7 +18,7 @@ use std::num::NonZeroUsize;
 
 const NIL: u32 = u32::MAX;
 
-/// Tables of up to this many keys reserve their arrays whole when made: address space,
+/// Tables of up to this many keys reserve their arrays whole at their first key: address space,
 /// not memory (pages are resident once a key uses them), so growing never copies the
 /// windows nor leaves a freed array behind (measured: 50 B of RSS per live key less
 /// than doubling). Larger tables grow by doubling, so a `max_keys` in the millions does
@@ -52,14 +52,13 @@ pub struct KeyTable {
 impl KeyTable {
     /// An empty table holding at most `cap` keys.
     pub fn new(cap: NonZeroUsize) -> Self {
-        let reserve = if cap.get() <= RESERVE_UP_TO { cap.get() } else { 0 };
         KeyTable {
             cap,
             hasher: KeyHasher::default(),
             index: HashTable::new(),
-            ids: Vec::with_capacity(reserve),
-            links: Vec::with_capacity(reserve),
-            windows: Vec::with_capacity(reserve),
+            ids: Vec::new(),
+            links: Vec::new(),
+            windows: Vec::new(),
             newest: NIL,
             oldest: NIL,
         }
@@ -136,6 +135,13 @@ impl KeyTable {
             self.insert_slot(hash, slot);
             return Some((old_key, old_window));
         }
+        if self.windows.capacity() == 0 && self.cap.get() <= RESERVE_UP_TO {
+            // The first key: a rule that never keys a transaction reserves nothing.
+            let cap = self.cap.get();
+            self.ids.reserve_exact(cap);
+            self.links.reserve_exact(cap);
+            self.windows.reserve_exact(cap);
+        }
         let slot = u32::try_from(self.len()).expect("at most u32::MAX - 1 keys (validated)");
         self.ids.push(key);
         self.links.push(Link { newer: NIL, older: NIL });
@@ -207,7 +213,9 @@ mod tests {
 
     #[test]
     fn tables_reserve_their_arrays_up_to_a_bound_and_grow_past_it() {
-        let small = KeyTable::new(NonZeroUsize::new(1000).unwrap());
+        let mut small = KeyTable::new(NonZeroUsize::new(1000).unwrap());
+        assert_eq!(small.windows.capacity(), 0, "nothing before the first key");
+        small.push(1, window());
         assert!(small.windows.capacity() >= 1000);
         let mut large = KeyTable::new(NonZeroUsize::new(RESERVE_UP_TO + 1).unwrap());
         assert_eq!(large.windows.capacity(), 0, "nothing asked for up front");

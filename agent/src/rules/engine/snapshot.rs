@@ -22,11 +22,18 @@ impl RuleState {
             return false;
         };
         let (specs, tags) = (&self.rule.aggregates, self.rule.distinct.len());
-        if keys.len() > self.keys.cap().get() || !keys.iter().all(|(_, w)| w.fits(specs, tags)) {
+        let Some(window) = self.rule.window else {
+            return false;
+        };
+        if keys.len() > self.keys.cap().get() || !keys.iter().all(|(_, w)| w.fits(window, specs, tags)) {
             return false;
         }
         let mut cache = KeyTable::new(self.keys.cap());
         for (key, window) in keys {
+            if cache.get_mut(&key).is_some() {
+                // A key twice: not a snapshot this build wrote.
+                return false;
+            }
             cache.push(key, window);
         }
         self.keys = cache;

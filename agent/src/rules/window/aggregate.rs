@@ -153,6 +153,21 @@ impl Occurrences {
         }
     }
 
+    /// Whether this is a state `add` and `remove` can make: no value twice, none counted
+    /// zero times, a list no longer than [`FEW`].
+    fn sound(&self) -> bool {
+        match self {
+            Occurrences::Few(v) => {
+                v.len() <= FEW
+                    && v.iter().all(|(t, n)| *n > 0 && *t != NO_TAG)
+                    && v.iter()
+                        .enumerate()
+                        .all(|(i, (t, _))| v[..i].iter().all(|(u, _)| u != t))
+            }
+            Occurrences::Many(m) => m.iter().all(|(t, n)| *n > 0 && *t != NO_TAG),
+        }
+    }
+
     fn iter(&self) -> Box<dyn Iterator<Item = (Tag, u32)> + '_> {
         match self {
             Occurrences::Few(v) => Box::new(v.iter().copied()),
@@ -199,7 +214,12 @@ impl Tally {
                 )
             })
         };
-        shape(self) == shape(&fresh) && self.count >= 0
+        let occurrences_sound = self.extra.as_ref().is_none_or(|x| {
+            x.distinct
+                .iter()
+                .all(|(_, d)| d.sound() && d.iter().map(|(_, n)| i64::from(n)).sum::<i64>() <= self.count)
+        });
+        shape(self) == shape(&fresh) && self.count >= 0 && occurrences_sound
     }
 
     fn add(&mut self, e: Entry<'_>) {
@@ -297,6 +317,11 @@ impl Running {
             all: Tally::new(specs, 0),
             conditional: (1..=groups).map(|g| Tally::new(specs, g)).collect(),
         }
+    }
+
+    /// Events counted by the tally of all events.
+    pub fn count_all(&self) -> i64 {
+        self.all.count
     }
 
     /// Whether this state has the shape `Running::new(specs)` gives.

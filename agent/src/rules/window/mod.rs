@@ -160,9 +160,19 @@ impl KeyWindow {
         usize::from(self.stride)
     }
 
-    /// Whether a decoded window fits aggregates `specs` with `tags` distinct fields.
-    pub fn fits(&self, specs: &[AggSpec], tags: usize) -> bool {
-        self.stride() == stride(tags) && self.active_from as usize <= self.events.len() && self.running.fits(specs)
+    /// Whether a decoded window is one this build could have made for a rule with
+    /// `window`, aggregates `specs` and `tags` distinct fields: its records, active range,
+    /// event cap and running aggregates agree.
+    pub fn fits(&self, window: WindowSpec, specs: &[AggSpec], tags: usize) -> bool {
+        let (len, active_from) = (self.events.len(), self.active_from as usize);
+        let shape = match window {
+            WindowSpec::Count { n } => active_from == 0 && len <= n,
+            WindowSpec::Time { max_events, .. } => active_from <= len && len <= max_events.max(1),
+        };
+        shape
+            && self.stride() == stride(tags)
+            && self.running.fits(specs)
+            && self.running.count_all() == (len - active_from) as i64
     }
 
     /// Events held (for memory accounting).

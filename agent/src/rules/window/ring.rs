@@ -1,6 +1,8 @@
 //! A key's events as fixed-size records in one ring buffer: `[ts, seq, amount, mask,
-//! tag…]`, one `u64` word each, so a window holds no per-event allocation and the first
-//! event of a key (most cards and customers never have a second) needs none at all.
+//! tag…]`, one `u64` word each, so a window holds no per-event allocation; in a rule
+//! without `count_distinct` the first event of a key (most cards and customers never
+//! have a second) needs none at all. The ring doubles when full and does not shrink:
+//! it holds at most twice the most events its key held at once (≤ `max_events_per_key`).
 //!
 //! Written here because the record size is the rule's (four words and one per
 //! `count_distinct` field, known only when the pack loads): `VecDeque` would keep one

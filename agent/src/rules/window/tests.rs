@@ -194,3 +194,50 @@ fn sums_stay_exact_at_the_extremes() {
     let (values, _) = kw.observe(spec, &specs, &ev(9, 9, 4, None));
     assert_eq!(ints(&values)[1], 7, "the huge amounts left without corrupting the sum");
 }
+
+#[test]
+fn a_decoded_window_whose_parts_disagree_does_not_fit() {
+    let specs = specs();
+    let spec = WindowSpec::Time {
+        width_ms: 100,
+        lateness_ms: 0,
+        max_events: 10,
+    };
+    let mut kw = KeyWindow::new(&specs, 1);
+    for i in 0..3u64 {
+        kw.observe(spec, &specs, &ev(i, 1000 + i as i64, 5, Some(i)));
+    }
+    assert!(kw.fits(spec, &specs, 1));
+    assert!(
+        !kw.fits(WindowSpec::Count { n: 2 }, &specs, 1),
+        "more events than the last 2"
+    );
+    assert!(!kw.fits(spec, &specs, 2), "records of another shape");
+    let json = serde_json::to_value(&kw).expect("encodes");
+    let fits_altered = |alter: &dyn Fn(&mut serde_json::Value)| {
+        let mut j = json.clone();
+        alter(&mut j);
+        serde_json::from_value::<KeyWindow>(j).is_ok_and(|w| w.fits(spec, &specs, 1))
+    };
+    assert!(fits_altered(&|_| {}), "the round trip itself fits");
+    assert!(!fits_altered(&|j| j["active_from"] = 1.into()), "3 counted, 2 active");
+    assert!(
+        !fits_altered(&|j| j["stride"] = 6.into()),
+        "words of another record size"
+    );
+    let few = |j: &mut serde_json::Value| -> serde_json::Value {
+        j["running"]["all"]["extra"]["distinct"][0][1]["Few"].clone()
+    };
+    assert_eq!(few(&mut json.clone()).as_array().map(Vec::len), Some(3));
+    assert!(
+        !fits_altered(&|j| j["running"]["all"]["extra"]["distinct"][0][1]["Few"][0][1] = 0.into()),
+        "a value counted zero times"
+    );
+    assert!(
+        !fits_altered(&|j| {
+            let first = few(j)[0].clone();
+            j["running"]["all"]["extra"]["distinct"][0][1]["Few"][1] = first;
+        }),
+        "a value listed twice"
+    );
+}
