@@ -117,6 +117,12 @@ impl ReportState {
         }
     }
 
+    /// Whether a decoded state was made for this window, lateness and key cap (a
+    /// report's definition, not the row, says how time is cut).
+    pub fn is_for(&self, window: ReportWindow, lateness_ms: i64, max_keys: usize) -> bool {
+        self.window == window && self.lateness_ms == lateness_ms && self.max_keys == max_keys.max(1)
+    }
+
     /// Whether a decoded state fits aggregates `specs`: every open window indexed once
     /// by its end, and shaped as `Running::new(specs)`.
     pub fn fits(&self, specs: &[AggSpec]) -> bool {
@@ -403,6 +409,23 @@ mod tests {
         let closed = obs(&mut r, "k", &ev(1000));
         let spans: Vec<(i64, i64, i64)> = closed.iter().map(|c| (c.start_ms, c.end_ms, count(c))).collect();
         assert_eq!(spans, vec![(0, 80, 3)]);
+    }
+
+    #[test]
+    fn a_decoded_state_is_taken_only_for_the_window_lateness_and_cap_it_was_made_with() {
+        let w = ReportWindow::Tumbling {
+            size_ms: 100,
+            offset_ms: 0,
+        };
+        let r = ReportState::new(w, 10, 5);
+        assert!(r.is_for(w, 10, 5));
+        let zero = ReportWindow::Tumbling {
+            size_ms: 0,
+            offset_ms: 0,
+        };
+        assert!(!r.is_for(zero, 10, 5), "a row's window would divide by its size");
+        assert!(!r.is_for(w, 11, 5));
+        assert!(!r.is_for(w, 10, 6));
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub const DEFAULT_MAX_EVENTS_PER_KEY: usize = 10_000;
 /// plan); its table numbers keys with 32 bits.
 pub const MAX_KEYS_LIMIT: usize = 100_000_000;
 
+/// The most hopping windows one event may fall in (`hopping / every`): each is its own
+/// running state.
+pub const MAX_HOPS: i64 = 1000;
+
 /// The most events one key may hold (a window's ring counts them with 32 bits).
 pub const MAX_EVENTS_PER_KEY_LIMIT: usize = 10_000_000;
 
@@ -512,7 +516,9 @@ fn compile_report(
                 size_ms: ms(size),
                 offset_ms: offset,
             },
-            (None, Some(size), Some(every), None) if ms(size) > 0 && ms(every) > 0 && ms(every) <= ms(size) => {
+            (None, Some(size), Some(every), None)
+                if ms(size) > 0 && ms(every) > 0 && ms(every) <= ms(size) && ms(size) / ms(every) <= MAX_HOPS =>
+            {
                 ReportWindow::Hopping {
                     size_ms: ms(size),
                     hop_ms: ms(every),
@@ -522,7 +528,8 @@ fn compile_report(
             (None, None, None, Some(gap)) if ms(gap) > 0 => ReportWindow::Session { gap_ms: ms(gap) },
             _ => return Err(at.err(
                 "window",
-                "give exactly one of { tumbling = \"5m\" }, { hopping = \"10m\", every = \"5m\" } (every ≤ hopping), \
+                "give exactly one of { tumbling = \"5m\" }, { hopping = \"10m\", every = \"5m\" } (every ≤ hopping, \
+                 at most 1000 windows per event: hopping / every ≤ 1000), \
                  { session_gap = \"30m\" }; durations above 0s"
                     .into(),
             )),

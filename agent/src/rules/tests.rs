@@ -511,3 +511,14 @@ fn aggregates_counting_the_same_field_share_one_tag() {
     assert_eq!(d.hits[0].aggregates["d299"], 2);
     assert_eq!(d.hits[0].aggregates["s"], 1);
 }
+
+#[test]
+fn a_hopping_report_with_more_than_a_thousand_windows_per_event_is_refused() {
+    let report = |every: &str| {
+        format!("[[report]]\nid = \"r\"\nkey = \"store_id\"\nwindow = {{ hopping = \"1h\", every = \"{every}\" }}\naggregates = {{ n = \"count\" }}\n")
+    };
+    let e = load_err(&report("1s"));
+    assert_eq!(e.key.as_deref(), Some("report[0].window"), "{e}");
+    assert!(e.message.contains("hopping / every ≤ 1000"), "{e}");
+    load(&report("4s")).expect("900 windows per event are allowed");
+}

@@ -99,7 +99,10 @@ impl Engine {
             let unit = report_unit(&r.report.id);
             let stored = snapshot.state_of(&unit, &r.fingerprint);
             let decoded = stored.and_then(|(bytes, through)| Some((decode::<ReportState>(bytes)?, through)));
-            match decoded.filter(|(state, _)| state.fits(&r.report.aggregates)) {
+            let report = &r.report;
+            match decoded.filter(|(state, _)| {
+                state.is_for(report.window, report.lateness_ms, report.max_keys) && state.fits(&report.aggregates)
+            }) {
                 Some((state, through)) => {
                     r.state = state;
                     r.covered_through = through;

@@ -219,7 +219,11 @@ impl Tally {
                 .iter()
                 .all(|(_, d)| d.sound() && d.iter().map(|(_, n)| i64::from(n)).sum::<i64>() <= self.count)
         });
-        shape(self) == shape(&fresh) && self.count >= 0 && occurrences_sound
+        let amounts_sound =
+            self.extra.as_ref().and_then(|x| x.amounts.as_ref()).is_none_or(|a| {
+                a.values().all(|n| *n > 0) && a.values().map(|n| i64::from(*n)).sum::<i64>() == self.count
+            });
+        shape(self) == shape(&fresh) && self.count >= 0 && occurrences_sound && amounts_sound
     }
 
     fn add(&mut self, e: Entry<'_>) {

@@ -107,10 +107,13 @@ proptest! {
         let events: Vec<Event> = raw.iter().enumerate().map(|(i, (ts, a, c))| ev(i as u64, *ts, *a, *c)).collect();
         let specs = specs();
         let mut kw = KeyWindow::new(&specs, 1);
-        let got: Vec<Vec<i64>> = events
-            .iter()
-            .map(|e| ints(&kw.observe(WindowSpec::Time { width_ms: w, lateness_ms: l, max_events: usize::MAX }, &specs, e).0))
-            .collect();
+        let spec = WindowSpec::Time { width_ms: w, lateness_ms: l, max_events: usize::MAX };
+        let mut got = Vec::new();
+        for e in &events {
+            got.push(ints(&kw.observe(spec, &specs, e).0));
+            // What a snapshot of it would be checked against at a restore.
+            prop_assert!(kw.fits(spec, &specs, 1));
+        }
         prop_assert_eq!(got, model_time(&events, w, l));
     }
 
@@ -121,6 +124,7 @@ proptest! {
         let mut kw = KeyWindow::new(&specs, 1);
         for (k, e) in events.iter().enumerate() {
             let got = ints(&kw.observe(WindowSpec::Count { n }, &specs, e).0);
+            prop_assert!(kw.fits(WindowSpec::Count { n }, &specs, 1), "the window fits its own rule");
             let from = (k + 1).saturating_sub(n);
             let want = summarize(&events[from..=k].iter().collect::<Vec<_>>());
             prop_assert_eq!(got, want);
@@ -167,6 +171,7 @@ fn a_key_holds_at_most_its_event_cap_and_reports_what_left_early() {
     let mut dropped = 0;
     for i in 0..1_000u64 {
         let (values, gone) = kw.observe(spec, &specs, &ev(i, 1_000 + i as i64, 7, None));
+        assert!(kw.fits(spec, &specs, 1), "a capped window is one a snapshot restores");
         dropped += gone;
         assert_eq!(
             ints(&values)[0],
