@@ -344,7 +344,6 @@ mod tests {
     fn ev(ts: i64) -> Event {
         Event {
             ts,
-            seq: 0,
             amount: 1,
             tags: Default::default(),
             mask: 0,

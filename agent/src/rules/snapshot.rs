@@ -21,7 +21,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 /// Bumped whenever a snapshotted type changes shape: an older snapshot then rebuilds.
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
 
 /// One rule's or report's state, as the journal stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -137,10 +137,9 @@ fn key_of(fields: &[TxnField], txn: &Transaction) -> Option<String> {
 }
 
 /// The transaction as a window keeps it; `mask`: the conditions it met.
-fn event(txn: &Transaction, seq: u64, distinct: &[TxnField], mask: u32) -> Event {
+fn event(txn: &Transaction, distinct: &[TxnField], mask: u32) -> Event {
     Event {
         ts: txn.event_time().timestamp_millis(),
-        seq,
         amount: txn.total_minor,
         tags: distinct.iter().map(|f| tag(f.get(txn).map(stable_hash))).collect(),
         mask,
@@ -324,11 +323,10 @@ impl RuleState {
         window: WindowSpec,
         key: KeyId,
         txn: &Transaction,
-        seq: u64,
         mask: u32,
         metrics: Option<&Metrics>,
     ) -> AggValues {
-        let ev = event(txn, seq, &self.rule.distinct, mask);
+        let ev = event(txn, &self.rule.distinct, mask);
         let aggs = &self.rule.aggregates;
         let (values, capped) = if let Some(w) = self.keys.get_mut(&key) {
             w.observe(window, aggs, &ev)
@@ -414,7 +412,7 @@ impl Decider for Engine {
                 None => None,
                 Some((window, key)) => {
                     let mask = self.conditions_met(&r.id, &r.conditions, &inputs, &base);
-                    Some(self.rules[i].observe(window, key, txn, cx.seq, mask, self.metrics.as_ref()))
+                    Some(self.rules[i].observe(window, key, txn, mask, self.metrics.as_ref()))
                 }
             };
             if cx.replaying {
@@ -528,7 +526,7 @@ impl Engine {
             };
             let mask = self.conditions_met(&r.id, &r.conditions, inputs, base);
             let run = &mut self.reports[i];
-            let ev = event(txn, cx.seq, &run.report.distinct, mask);
+            let ev = event(txn, &run.report.distinct, mask);
             let (late_before, early_before) = (run.state.late, run.state.closed_early);
             let fields = &run.report.key;
             let name = || key_of(fields, txn).unwrap_or_default();

@@ -14,7 +14,7 @@ mod ring;
 
 pub use aggregate::{AggKind, AggSpec, AggValue, AggValues, Running, MAX_CONDITIONS};
 
-use ring::{stride, Ring};
+use ring::{Layout, Ring};
 use smallvec::SmallVec;
 
 /// The shape of a per-event window.
@@ -57,13 +57,21 @@ pub fn tag(hash: Option<u64>) -> Tag {
     hash.map_or(NO_TAG, |h| h.max(1))
 }
 
+/// What a rule's event records hold: the amount only if an aggregate sums or compares
+/// it, the condition bits only if an aggregate has its own filter, and `tags` tags.
+fn layout(specs: &[AggSpec], tags: usize) -> Layout {
+    let amount = specs
+        .iter()
+        .any(|s| matches!(s.kind, AggKind::Sum | AggKind::Min | AggKind::Max | AggKind::Avg));
+    let conditions = specs.iter().any(|s| s.group > 0);
+    Layout::new(amount, conditions, tags)
+}
+
 /// One transaction as a window takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// Event time, ms since the epoch.
     pub ts: i64,
-    /// Arrival order (journal sequence).
-    pub seq: u64,
     /// `total_minor`.
     pub amount: i64,
     /// One [`Tag`] per `count_distinct` field of the rule (two without an allocation).
@@ -77,7 +85,6 @@ impl Event {
     pub fn entry(&self) -> Entry<'_> {
         Entry {
             ts: self.ts,
-            seq: self.seq,
             amount: self.amount,
             mask: self.mask,
             tags: &self.tags,
@@ -89,7 +96,6 @@ impl Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry<'a> {
     pub ts: i64,
-    pub seq: u64,
     pub amount: i64,
     pub mask: u32,
     pub tags: &'a [Tag],
@@ -100,8 +106,8 @@ pub struct Entry<'a> {
 #[serde(into = "WindowWire", try_from = "WindowWire")]
 pub struct KeyWindow {
     events: Ring,
-    /// Words per event: the ring's record size (4 and one per tag).
-    stride: u8,
+    /// What the ring's records hold.
+    layout: Layout,
     /// Time windows: index of the first event in the active range.
     active_from: u32,
     max_ts: i64,
@@ -111,7 +117,7 @@ pub struct KeyWindow {
 /// A window in a snapshot: its events as words, oldest first.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct WindowWire {
-    stride: u8,
+    layout: u8,
     words: Vec<u64>,
     active_from: u32,
     max_ts: i64,
@@ -121,8 +127,8 @@ struct WindowWire {
 impl From<KeyWindow> for WindowWire {
     fn from(w: KeyWindow) -> Self {
         WindowWire {
-            words: w.events.to_words(w.stride()),
-            stride: w.stride,
+            words: w.events.to_words(w.layout),
+            layout: w.layout.to_byte(),
             active_from: w.active_from,
             max_ts: w.max_ts,
             running: w.running,
@@ -134,9 +140,10 @@ impl TryFrom<WindowWire> for KeyWindow {
     type Error = &'static str;
 
     fn try_from(w: WindowWire) -> Result<Self, Self::Error> {
+        let layout = Layout::from_byte(w.layout);
         Ok(KeyWindow {
-            events: Ring::from_words(usize::from(w.stride), w.words).ok_or("events are not whole records")?,
-            stride: w.stride,
+            events: Ring::from_words(layout, w.words).ok_or("events are not whole records")?,
+            layout,
             active_from: w.active_from,
             max_ts: w.max_ts,
             running: w.running,
@@ -149,15 +156,11 @@ impl KeyWindow {
     pub fn new(specs: &[AggSpec], tags: usize) -> Self {
         KeyWindow {
             events: Ring::default(),
-            stride: u8::try_from(stride(tags)).expect("a rule's distinct fields are few (validated)"),
+            layout: layout(specs, tags),
             active_from: 0,
             max_ts: i64::MIN,
             running: Running::new(specs),
         }
-    }
-
-    fn stride(&self) -> usize {
-        usize::from(self.stride)
     }
 
     /// Whether a decoded window is one this build could have made for a rule with
@@ -170,7 +173,7 @@ impl KeyWindow {
             WindowSpec::Time { max_events, .. } => active_from <= len && len <= max_events.max(1),
         };
         shape
-            && self.stride() == stride(tags)
+            && self.layout == layout(specs, tags)
             && self.running.fits(specs)
             && self.running.count_all() == (len - active_from) as i64
     }
@@ -189,7 +192,7 @@ impl KeyWindow {
     /// aggregates of its window, and how many events left early because the key
     /// reached its event cap.
     pub fn observe(&mut self, spec: WindowSpec, specs: &[AggSpec], ev: &Event) -> (AggValues, usize) {
-        debug_assert_eq!(stride(ev.tags.len()), self.stride());
+        debug_assert_eq!(ev.tags.len(), self.layout.tags());
         match spec {
             WindowSpec::Count { n } => (self.observe_count(n, specs, ev), 0),
             WindowSpec::Time {
@@ -202,7 +205,7 @@ impl KeyWindow {
 
     /// Lets the oldest event go; its aggregates leave with it if it was active.
     fn drop_oldest(&mut self) {
-        let s = self.stride();
+        let s = self.layout;
         if let Some(old) = self.events.front(s) {
             if self.active_from == 0 {
                 self.running.remove(old);
@@ -225,7 +228,7 @@ impl KeyWindow {
 
     fn observe_count(&mut self, n: usize, specs: &[AggSpec], ev: &Event) -> AggValues {
         self.running.add(ev.entry());
-        self.events.push_back(self.stride(), ev);
+        self.events.push_back(self.layout, ev);
         while self.events.len() > n {
             self.drop_oldest();
         }
@@ -240,7 +243,7 @@ impl KeyWindow {
         specs: &[AggSpec],
         ev: &Event,
     ) -> (AggValues, usize) {
-        let (s, ts) = (self.stride(), ev.ts);
+        let (s, ts) = (self.layout, ev.ts);
         let capped;
         let values = if ts >= self.max_ts {
             // In order: the active range after advancing is exactly [ts − W, ts].
@@ -259,9 +262,10 @@ impl KeyWindow {
             }
             self.running.values(specs)
         } else {
-            // Out of order: insert by (time, arrival); its own window is computed from
-            // the retained events.
-            let pos = self.events.partition_point(s, |e| (e.ts, e.seq) <= (ts, ev.seq));
+            // Out of order: insert by (time, arrival), after every held event of its
+            // time (they all arrived before it, see `ring.rs`); its own window is
+            // computed from the retained events.
+            let pos = self.events.partition_point(s, |e| e.ts <= ts);
             self.events.insert(s, pos, ev);
             if ts >= self.max_ts.saturating_sub(width) {
                 self.running.add(ev.entry());

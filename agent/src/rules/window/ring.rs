@@ -1,25 +1,77 @@
-//! A key's events as fixed-size records in one ring buffer: `[ts, seq, amount, mask,
-//! tag…]`, one `u64` word each, so a window holds no per-event allocation; in a rule
-//! without `count_distinct` the first event of a key (most cards and customers never
-//! have a second) needs none at all. The ring doubles when full and does not shrink:
-//! it holds at most twice the most events its key held at once (≤ `max_events_per_key`).
+//! A key's events as fixed-size records in one ring buffer, one `u64` word per field
+//! and only the fields the rule reads: the time always, the amount if an aggregate sums
+//! or compares it, the condition bits if an aggregate has its own filter, one tag per
+//! `count_distinct` field ([`Layout`]). A window holds no per-event allocation, and a
+//! key's first events (most cards and customers never have more) need none at all
+//! ([`INLINE`] words). The ring doubles when full and does not shrink: it holds at most
+//! twice the most events its key held at once (≤ `max_events_per_key`).
 //!
-//! Written here because the record size is the rule's (four words and one per
-//! `count_distinct` field, known only when the pack loads): `VecDeque` would keep one
-//! heap-boxed slice per event, and no ring crate stores runtime-sized records
-//! contiguously.
+//! Written here because the record size is the rule's, known only when the pack loads:
+//! `VecDeque` would keep one heap-boxed slice per event, and no ring crate stores
+//! runtime-sized records contiguously.
+//!
+//! No arrival order is stored: events reach a window in journal order (decisions, a
+//! replay after a snapshot, a rule's rebuild all go by sequence), so an event arriving
+//! now follows every held one of the same time.
 
 use super::{Entry, Event};
 use smallvec::SmallVec;
 
-/// Words of an event before its tags.
-const HEAD: usize = 4;
+/// Words held without an allocation: the first event of a rule with distinct fields or
+/// conditions, the first two of one that keeps time and amount.
+const INLINE: usize = 4;
 
-/// Words held without an allocation: one event of a rule without `count_distinct`.
-const INLINE: usize = HEAD;
+/// Which words a rule's event records hold (a rule's is fixed when it loads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout(u8);
 
-/// Events of one key, oldest first. The record size (`stride`) is not stored: every
-/// call passes the rule's (see [`stride`]).
+const AMOUNT: u8 = 1 << 7;
+const MASK: u8 = 1 << 6;
+/// Tags a record may hold (the low bits of [`Layout`]).
+pub const MAX_TAGS: usize = (MASK - 1) as usize;
+
+impl Layout {
+    /// Records with the time, then the amount and the condition bits if asked for, then
+    /// `tags` tags (at most [`MAX_TAGS`]).
+    pub fn new(amount: bool, mask: bool, tags: usize) -> Layout {
+        assert!(tags <= MAX_TAGS, "a rule's distinct fields are few (validated)");
+        Layout(if amount { AMOUNT } else { 0 } | if mask { MASK } else { 0 } | tags as u8)
+    }
+
+    /// The layout a snapshot names (a decoded window checks it against its rule's).
+    pub fn from_byte(b: u8) -> Layout {
+        Layout(b)
+    }
+
+    pub fn to_byte(self) -> u8 {
+        self.0
+    }
+
+    fn amount(self) -> bool {
+        self.0 & AMOUNT != 0
+    }
+
+    fn mask(self) -> bool {
+        self.0 & MASK != 0
+    }
+
+    pub fn tags(self) -> usize {
+        usize::from(self.0 & (MASK - 1))
+    }
+
+    /// Words before the tags.
+    fn head(self) -> usize {
+        1 + usize::from(self.amount()) + usize::from(self.mask())
+    }
+
+    /// Words per record.
+    pub fn stride(self) -> usize {
+        self.head() + self.tags()
+    }
+}
+
+/// Events of one key, oldest first. The layout is not stored: every call passes the
+/// rule's.
 #[derive(Debug, Clone, Default)]
 pub struct Ring {
     words: SmallVec<[u64; INLINE]>,
@@ -28,54 +80,58 @@ pub struct Ring {
     len: u32,
 }
 
-/// The words of one event of a rule with `tags` distinct fields.
-pub fn stride(tags: usize) -> usize {
-    HEAD + tags
-}
-
 impl Ring {
     pub fn len(&self) -> usize {
         self.len as usize
     }
 
-    fn capacity(&self, stride: usize) -> usize {
-        self.words.len() / stride
+    fn capacity(&self, l: Layout) -> usize {
+        self.words.len() / l.stride()
     }
 
     /// Word offset of the `i`-th oldest event.
-    fn offset(&self, stride: usize, i: usize) -> usize {
-        let cap = self.capacity(stride);
-        (self.head as usize + i) % cap * stride
+    fn offset(&self, l: Layout, i: usize) -> usize {
+        let cap = self.capacity(l);
+        (self.head as usize + i) % cap * l.stride()
     }
 
-    /// The `i`-th oldest event.
-    pub fn get(&self, stride: usize, i: usize) -> Entry<'_> {
+    /// The `i`-th oldest event (fields the layout leaves out read as 0).
+    pub fn get(&self, l: Layout, i: usize) -> Entry<'_> {
         debug_assert!(i < self.len());
-        let at = self.offset(stride, i);
-        let w = &self.words[at..at + stride];
+        let at = self.offset(l, i);
+        let w = &self.words[at..at + l.stride()];
+        let mut next = 1;
+        let mut field = |present: bool| {
+            present.then(|| {
+                next += 1;
+                w[next - 1]
+            })
+        };
+        let amount = field(l.amount()).unwrap_or(0) as i64;
+        let mask = field(l.mask()).unwrap_or(0) as u32;
         Entry {
             ts: w[0] as i64,
-            seq: w[1],
-            amount: w[2] as i64,
-            mask: w[3] as u32,
-            tags: &w[HEAD..],
+            amount,
+            mask,
+            tags: &w[l.head()..],
         }
     }
 
-    pub fn front(&self, stride: usize) -> Option<Entry<'_>> {
-        (self.len > 0).then(|| self.get(stride, 0))
+    pub fn front(&self, l: Layout) -> Option<Entry<'_>> {
+        (self.len > 0).then(|| self.get(l, 0))
     }
 
     /// Makes room for one more event: doubles the records held, oldest first at 0.
-    fn reserve_one(&mut self, stride: usize) {
-        let cap = self.capacity(stride);
+    fn reserve_one(&mut self, l: Layout) {
+        let cap = self.capacity(l);
         if self.len() < cap {
             return;
         }
+        let stride = l.stride();
         let new_cap = (cap * 2).max(1);
         let mut words: SmallVec<[u64; INLINE]> = SmallVec::with_capacity(new_cap * stride);
         for i in 0..self.len() {
-            let at = self.offset(stride, i);
+            let at = self.offset(l, i);
             words.extend_from_slice(&self.words[at..at + stride]);
         }
         words.resize(new_cap * stride, 0);
@@ -83,28 +139,34 @@ impl Ring {
         self.head = 0;
     }
 
-    fn write(&mut self, stride: usize, i: usize, ev: &Event) {
-        let at = self.offset(stride, i);
-        let w = &mut self.words[at..at + stride];
+    fn write(&mut self, l: Layout, i: usize, ev: &Event) {
+        debug_assert_eq!(ev.tags.len(), l.tags());
+        let at = self.offset(l, i);
+        let w = &mut self.words[at..at + l.stride()];
         w[0] = ev.ts as u64;
-        w[1] = ev.seq;
-        w[2] = ev.amount as u64;
-        w[3] = u64::from(ev.mask);
-        w[HEAD..].copy_from_slice(&ev.tags);
+        let mut next = 1;
+        if l.amount() {
+            w[next] = ev.amount as u64;
+            next += 1;
+        }
+        if l.mask() {
+            w[next] = u64::from(ev.mask);
+            next += 1;
+        }
+        w[next..].copy_from_slice(&ev.tags);
     }
 
-    pub fn push_back(&mut self, stride: usize, ev: &Event) {
-        debug_assert_eq!(ev.tags.len() + HEAD, stride);
-        self.reserve_one(stride);
+    pub fn push_back(&mut self, l: Layout, ev: &Event) {
+        self.reserve_one(l);
         self.len += 1;
-        self.write(stride, self.len() - 1, ev);
+        self.write(l, self.len() - 1, ev);
     }
 
-    pub fn pop_front(&mut self, stride: usize) {
+    pub fn pop_front(&mut self, l: Layout) {
         if self.len == 0 {
             return;
         }
-        self.head = ((self.head as usize + 1) % self.capacity(stride)) as u32;
+        self.head = ((self.head as usize + 1) % self.capacity(l)) as u32;
         self.len -= 1;
         if self.len == 0 {
             self.head = 0;
@@ -113,23 +175,24 @@ impl Ring {
 
     /// Inserts `ev` so that it becomes the `pos`-th oldest (the rare out-of-order path:
     /// moves the younger events up by one).
-    pub fn insert(&mut self, stride: usize, pos: usize, ev: &Event) {
+    pub fn insert(&mut self, l: Layout, pos: usize, ev: &Event) {
         debug_assert!(pos <= self.len());
-        self.reserve_one(stride);
+        self.reserve_one(l);
         self.len += 1;
+        let stride = l.stride();
         for i in (pos + 1..self.len()).rev() {
-            let (from, to) = (self.offset(stride, i - 1), self.offset(stride, i));
+            let (from, to) = (self.offset(l, i - 1), self.offset(l, i));
             self.words.copy_within(from..from + stride, to);
         }
-        self.write(stride, pos, ev);
+        self.write(l, pos, ev);
     }
 
     /// The index of the first event for which `pred` is false (events partitioned by it).
-    pub fn partition_point(&self, stride: usize, pred: impl Fn(&Entry<'_>) -> bool) -> usize {
+    pub fn partition_point(&self, l: Layout, pred: impl Fn(&Entry<'_>) -> bool) -> usize {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if pred(&self.get(stride, mid)) {
+            if pred(&self.get(l, mid)) {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -139,18 +202,20 @@ impl Ring {
     }
 
     /// The events oldest first, as their words (what a snapshot stores).
-    pub fn to_words(&self, stride: usize) -> Vec<u64> {
+    pub fn to_words(&self, l: Layout) -> Vec<u64> {
+        let stride = l.stride();
         let mut out = Vec::with_capacity(self.len() * stride);
         for i in 0..self.len() {
-            let at = self.offset(stride, i);
+            let at = self.offset(l, i);
             out.extend_from_slice(&self.words[at..at + stride]);
         }
         out
     }
 
     /// Events from their words, oldest first; `None` unless they are whole records.
-    pub fn from_words(stride: usize, words: Vec<u64>) -> Option<Ring> {
-        if stride == 0 || !words.len().is_multiple_of(stride) {
+    pub fn from_words(l: Layout, words: Vec<u64>) -> Option<Ring> {
+        let stride = l.stride();
+        if !words.len().is_multiple_of(stride) {
             return None;
         }
         let len = u32::try_from(words.len() / stride).ok()?;
@@ -166,62 +231,100 @@ impl Ring {
 mod tests {
     use super::*;
 
-    fn ev(seq: u64, ts: i64, tag: u64) -> Event {
+    fn ev(n: u64, tag: u64) -> Event {
         Event {
-            ts,
-            seq,
-            amount: -(seq as i64),
+            ts: n as i64,
+            amount: -(n as i64),
             tags: smallvec::smallvec![tag],
-            mask: seq as u32,
+            mask: n as u32,
         }
     }
 
-    fn seqs(r: &Ring, stride: usize) -> Vec<u64> {
-        (0..r.len()).map(|i| r.get(stride, i).seq).collect()
+    fn times(r: &Ring, l: Layout) -> Vec<i64> {
+        (0..r.len()).map(|i| r.get(l, i).ts).collect()
     }
 
     #[test]
     fn events_keep_their_fields_and_order_through_wrap_around_growth_and_inserts() {
-        let s = stride(1);
+        let l = Layout::new(true, true, 1);
         let mut r = Ring::default();
-        let mut model: std::collections::VecDeque<u64> = Default::default();
-        for seq in 1..200u64 {
-            if seq % 3 == 0 {
-                r.pop_front(s);
+        let mut model: std::collections::VecDeque<i64> = Default::default();
+        for n in 1..200u64 {
+            if n % 3 == 0 {
+                r.pop_front(l);
                 model.pop_front();
             }
-            if seq % 7 == 0 {
+            if n % 7 == 0 {
                 let pos = model.len() / 2;
-                r.insert(s, pos, &ev(seq, seq as i64, seq * 10));
-                model.insert(pos, seq);
+                r.insert(l, pos, &ev(n, n * 10));
+                model.insert(pos, n as i64);
             } else {
-                r.push_back(s, &ev(seq, seq as i64, seq * 10));
-                model.push_back(seq);
+                r.push_back(l, &ev(n, n * 10));
+                model.push_back(n as i64);
             }
-            assert_eq!(seqs(&r, s), model.iter().copied().collect::<Vec<_>>());
+            assert_eq!(times(&r, l), model.iter().copied().collect::<Vec<_>>());
         }
         for i in 0..r.len() {
-            let e = r.get(s, i);
+            let e = r.get(l, i);
             assert_eq!(
-                (e.ts, e.amount, e.mask, e.tags),
-                (e.seq as i64, -(e.seq as i64), e.seq as u32, &[e.seq * 10][..])
+                (e.amount, e.mask, e.tags),
+                (-e.ts, e.ts as u32, &[e.ts as u64 * 10][..])
             );
         }
-        let back = Ring::from_words(s, r.to_words(s)).expect("whole records");
-        assert_eq!(seqs(&back, s), seqs(&r, s));
-        assert!(Ring::from_words(s, vec![1, 2, 3]).is_none());
+        let back = Ring::from_words(l, r.to_words(l)).expect("whole records");
+        assert_eq!(times(&back, l), times(&r, l));
+        assert!(Ring::from_words(l, vec![1, 2, 3]).is_none());
     }
 
     #[test]
-    fn one_event_without_tags_needs_no_allocation() {
+    fn a_record_holds_only_the_fields_its_layout_names() {
+        for (amount, mask, tags) in [(false, false, 0), (true, false, 0), (false, true, 2), (true, true, 1)] {
+            let l = Layout::new(amount, mask, tags);
+            assert_eq!(l.stride(), 1 + usize::from(amount) + usize::from(mask) + tags);
+            assert_eq!(Layout::from_byte(l.to_byte()), l);
+            let mut r = Ring::default();
+            let e = Event {
+                ts: 7,
+                amount: 250,
+                tags: (0..tags as u64).map(|t| t + 40).collect(),
+                mask: 0b101,
+            };
+            r.push_back(l, &e);
+            let got = r.get(l, 0);
+            assert_eq!(
+                (got.ts, got.amount, got.mask, got.tags),
+                (
+                    7,
+                    if amount { 250 } else { 0 },
+                    if mask { 0b101 } else { 0 },
+                    &e.tags[..]
+                )
+            );
+            assert_eq!(r.to_words(l).len(), l.stride());
+        }
+    }
+
+    #[test]
+    fn the_first_events_of_a_key_need_no_allocation() {
+        let time_and_amount = Layout::new(true, false, 0);
         let mut r = Ring::default();
+        for n in 1..=2 {
+            r.push_back(
+                time_and_amount,
+                &Event {
+                    tags: Default::default(),
+                    ..ev(n, 0)
+                },
+            );
+        }
+        assert!(!r.words.spilled());
         r.push_back(
-            stride(0),
+            time_and_amount,
             &Event {
                 tags: Default::default(),
-                ..ev(1, 1, 0)
+                ..ev(3, 0)
             },
         );
-        assert!(!r.words.spilled());
+        assert!(r.words.spilled());
     }
 }
