@@ -48,12 +48,19 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 ";
 
-/// The rule-state snapshot's table and the counters, in both the journal and the
-/// snapshot file beside it (`snapshot_store.rs`). In the journal, `rule_snapshots` is
-/// where agents before the snapshot file kept the rule state: kept so their rows can be
-/// moved at the first start, empty after that (an older agent ignores it, so the schema
-/// version stays).
-pub const SHARED_TABLES: &str = "
+/// The counters, in both the journal and the snapshot file beside it.
+pub const META_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// Where agents before the snapshot file (`snapshot_store.rs`) kept the rule state, in
+/// the journal: kept so their rows can be moved at the first start, empty after that (an
+/// older agent ignores it, so the schema version stays). The snapshot file's own table
+/// has the same columns with the state last.
+pub const JOURNAL_RULE_SNAPSHOTS: &str = "
 CREATE TABLE IF NOT EXISTS rule_snapshots (
     unit        TEXT    PRIMARY KEY,
     fingerprint TEXT    NOT NULL,
@@ -61,10 +68,6 @@ CREATE TABLE IF NOT EXISTS rule_snapshots (
     taken_ms    INTEGER NOT NULL,
     state       BLOB    NOT NULL,
     sha256      TEXT    NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
 );
 ";
 
@@ -91,7 +94,8 @@ pub fn open_writer(path: &std::path::Path, max_bytes: u64) -> rusqlite::Result<C
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", wal_limit(max_bytes) as i64)?;
     conn.execute_batch(TABLES)?;
-    conn.execute_batch(SHARED_TABLES)?;
+    conn.execute_batch(JOURNAL_RULE_SNAPSHOTS)?;
+    conn.execute_batch(META_TABLE)?;
     let found = meta(&conn, "schema_version")?;
     if found > SCHEMA_VERSION {
         // A newer agent wrote this journal: an older one must not relabel it.

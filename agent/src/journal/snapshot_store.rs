@@ -14,7 +14,7 @@
 //! so a unit stored late is still exact. Dropping the store finishes the job in hand and
 //! joins the thread.
 
-use super::schema::{meta, SHARED_TABLES};
+use super::schema::{meta, META_TABLE};
 use super::snapshots::{forget_all, forget_others, load, save};
 use crate::config::Durability;
 use crate::metrics::Metrics;
@@ -81,7 +81,7 @@ impl std::fmt::Debug for Job {
 /// unit, so this bounds it).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn open_file(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+pub(super) fn open_file(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     // First, so the pragmas below wait for another connection too.
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -99,8 +99,43 @@ fn open_file(path: &Path, durability: Durability) -> rusqlite::Result<Connection
     )?;
     // A unit's old pages are not kept in the WAL after a checkpoint.
     conn.pragma_update(None, "journal_size_limit", 0)?;
-    conn.execute_batch(SHARED_TABLES)?;
+    replace_table_without_state_last(&conn)?;
+    conn.execute_batch(UNIT_TABLE)?;
+    conn.execute_batch(META_TABLE)?;
     Ok(conn)
+}
+
+/// The units, one row each. The state is the last column so that it can be written
+/// through SQLite's incremental blob I/O without SQLite holding a copy of it (`save`: a
+/// zero-filled blob is made whole in memory when the row is built unless nothing follows
+/// it). Bound as a parameter instead, a unit of tens of MB was in memory three times
+/// while it was stored (heaptrack, BENCHMARKS.md "Ten minutes at 5,000 txn/s").
+const UNIT_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS rule_snapshots (
+    unit        TEXT    PRIMARY KEY,
+    fingerprint TEXT    NOT NULL,
+    through_seq INTEGER NOT NULL,
+    taken_ms    INTEGER NOT NULL,
+    sha256      TEXT    NOT NULL,
+    state       BLOB    NOT NULL
+);
+";
+
+/// An older agent's file has the state before the checksum: its units are dropped (the
+/// next start rebuilds them by replay) and the table made again with the state last.
+fn replace_table_without_state_last(conn: &Connection) -> rusqlite::Result<()> {
+    let last: Option<String> = conn
+        .query_row(
+            "SELECT name FROM pragma_table_info('rule_snapshots') ORDER BY cid DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if last.is_some_and(|c| c != "state") {
+        tracing::info!("the rule-state snapshot file is of an older agent: its units are rebuilt by replay once");
+        conn.execute_batch("DROP TABLE rule_snapshots")?;
+    }
+    Ok(())
 }
 
 /// Whether `e` says the file is not a sound database (then it is made again); any other

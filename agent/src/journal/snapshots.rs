@@ -51,10 +51,15 @@ impl Default for SnapshotClock {
     }
 }
 
-/// Stores `unit`, replacing its previous row (inside the caller's transaction).
+/// Stores `unit`, replacing its previous row (inside the caller's transaction). The
+/// row is made with a zero-filled state of the unit's length, which the unit's bytes
+/// then overwrite through SQLite's blob I/O: SQLite copies a bound blob, and copies it
+/// again into the row it builds, so a unit of tens of MB would be in memory three times.
+/// (Into a table whose state is not the last column, the journal's old one, SQLite makes
+/// the zero-filled blob whole in memory first: correct, one copy.)
 pub fn save(conn: &Connection, unit: &UnitSnapshot) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO rule_snapshots(unit, fingerprint, through_seq, taken_ms, state, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO rule_snapshots(unit, fingerprint, through_seq, taken_ms, state, sha256) VALUES (?1, ?2, ?3, ?4, zeroblob(?5), ?6)
          ON CONFLICT(unit) DO UPDATE SET fingerprint = excluded.fingerprint, through_seq = excluded.through_seq,
              taken_ms = excluded.taken_ms, state = excluded.state, sha256 = excluded.sha256",
     )?
@@ -63,10 +68,17 @@ pub fn save(conn: &Connection, unit: &UnitSnapshot) -> rusqlite::Result<()> {
         unit.fingerprint,
         unit.through_seq as i64,
         chrono::Utc::now().timestamp_millis(),
-        unit.state,
+        unit.state.len() as i64,
         state_digest(&unit.state)
     ])?;
-    Ok(())
+    if unit.state.is_empty() {
+        return Ok(());
+    }
+    let row: i64 = conn
+        .prepare_cached("SELECT rowid FROM rule_snapshots WHERE unit = ?1")?
+        .query_row([&unit.unit], |r| r.get(0))?;
+    let mut state = conn.blob_open(rusqlite::MAIN_DB, "rule_snapshots", "state", row, false)?;
+    state.write_at(&unit.state, 0)
 }
 
 /// Deletes the rows of units not in `units` (rules removed or reports renamed).
