@@ -323,6 +323,12 @@ impl Running {
         }
     }
 
+    /// Count and sum only (no min/max multiset, no distinct values): a copy costs no
+    /// more than a few words.
+    pub fn is_light(&self) -> bool {
+        self.all.extra.is_none() && self.conditional.iter().all(|t| t.extra.is_none())
+    }
+
     /// Events counted by the tally of all events.
     pub fn count_all(&self) -> i64 {
         self.all.count

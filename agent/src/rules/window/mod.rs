@@ -275,11 +275,7 @@ impl KeyWindow {
             capped = self.cap(max);
             let lo = self.events.partition_point(s, |e| e.ts < ts.saturating_sub(width));
             let hi = self.events.partition_point(s, |e| e.ts <= ts);
-            let mut scratch = Running::new(specs);
-            for i in lo..hi {
-                scratch.add(self.events.get(s, i));
-            }
-            scratch.values(specs)
+            self.aggregates_of(lo..hi, specs)
         };
         let keep_from = self.max_ts.saturating_sub(width).saturating_sub(lateness);
         while self.events.front(s).is_some_and(|e| e.ts < keep_from) {
@@ -287,6 +283,36 @@ impl KeyWindow {
             self.active_from = self.active_from.saturating_sub(1);
         }
         (values, capped)
+    }
+
+    /// The aggregates of the held events `window` (a late event's own window). When the
+    /// running aggregates are cheap to copy (count and sum only) and fewer events differ
+    /// between `window` and the active range than `window` holds, they are the running
+    /// aggregates less the active events outside it plus its events outside the active
+    /// range: a slightly late event then costs the events between it and the newest, not
+    /// its whole window. Otherwise the window is summed afresh.
+    fn aggregates_of(&self, window: std::ops::Range<usize>, specs: &[AggSpec]) -> AggValues {
+        let (s, active, len) = (self.layout, self.active_from as usize, self.events.len());
+        let (lo, hi) = (window.start, window.end);
+        // Active events outside the window: before it, and after it.
+        let leave = [active..lo.max(active), hi.max(active)..len];
+        // The window's events before the active range.
+        let join = lo..hi.min(active).max(lo);
+        let differ = leave.iter().map(ExactSizeIterator::len).sum::<usize>() + join.len();
+        let incremental = self.running.is_light() && differ < window.len();
+        let (mut running, added) = if incremental {
+            let mut running = self.running.clone();
+            for i in leave.into_iter().flatten() {
+                running.remove(self.events.get(s, i));
+            }
+            (running, join)
+        } else {
+            (Running::new(specs), window)
+        };
+        for i in added {
+            running.add(self.events.get(s, i));
+        }
+        running.values(specs)
     }
 }
 

@@ -89,10 +89,15 @@ impl Ring {
         self.words.len() / l.stride()
     }
 
-    /// Word offset of the `i`-th oldest event.
+    /// Word offset of the `i`-th oldest event (`i` below the capacity). Wrapped by a
+    /// subtraction, not a division: this is on every read of an event.
     fn offset(&self, l: Layout, i: usize) -> usize {
-        let cap = self.capacity(l);
-        (self.head as usize + i) % cap * l.stride()
+        let at = (self.head as usize + i) * l.stride();
+        if at >= self.words.len() {
+            at - self.words.len()
+        } else {
+            at
+        }
     }
 
     /// The `i`-th oldest event (fields the layout leaves out read as 0).

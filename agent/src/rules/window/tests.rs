@@ -64,7 +64,11 @@ fn model_time(events: &[Event], w: i64, l: i64) -> Vec<Vec<i64>> {
 }
 
 fn summarize(w: &[&Event]) -> Vec<i64> {
-    let cards: std::collections::HashSet<u64> = w.iter().map(|e| e.tags[0]).filter(|t| *t != NO_TAG).collect();
+    let cards: std::collections::HashSet<u64> = w
+        .iter()
+        .filter_map(|e| e.tags.first().copied())
+        .filter(|t| *t != NO_TAG)
+        .collect();
     vec![
         w.len() as i64,
         w.iter().map(|e| e.amount).sum(),
@@ -114,6 +118,26 @@ proptest! {
             prop_assert!(kw.fits(spec, &specs, 1));
         }
         prop_assert_eq!(got, model_time(&events, w, l));
+    }
+
+    /// Count and sum only: a late event's window comes from the running aggregates
+    /// corrected by the events that differ (`KeyWindow::aggregates_of`), not a fresh sum.
+    #[test]
+    fn late_events_of_count_and_sum_windows_match_the_model(raw in stream(), w in 1i64..120, l in 0i64..60) {
+        let events: Vec<Event> = raw
+            .iter()
+            .map(|(ts, a, _)| Event { tags: Default::default(), ..ev(*ts, *a, None) })
+            .collect();
+        let light: Vec<AggSpec> = specs().into_iter().take(2).collect();
+        let mut kw = KeyWindow::new(&light, 0);
+        let spec = WindowSpec::Time { width_ms: w, lateness_ms: l, max_events: usize::MAX };
+        let mut got = Vec::new();
+        for e in &events {
+            got.push(ints(&kw.observe(spec, &light, e).0));
+            prop_assert!(kw.fits(spec, &light, 0));
+        }
+        let want: Vec<Vec<i64>> = model_time(&events, w, l).into_iter().map(|m| m[..2].to_vec()).collect();
+        prop_assert_eq!(got, want);
     }
 
     #[test]
