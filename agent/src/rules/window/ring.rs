@@ -183,12 +183,17 @@ impl Ring {
     pub fn insert(&mut self, l: Layout, pos: usize, ev: &Event) {
         debug_assert!(pos <= self.len());
         self.reserve_one(l);
-        self.len += 1;
         let stride = l.stride();
-        for i in (pos + 1..self.len()).rev() {
-            let (from, to) = (self.offset(l, i - 1), self.offset(l, i));
-            self.words.copy_within(from..from + stride, to);
+        if (self.head + self.len) as usize >= self.capacity(l) {
+            // The younger events wrap around the end: straightened once (oldest at 0),
+            // so this move and the next ones until the ring wraps again are one copy.
+            self.words.rotate_left(self.head as usize * stride);
+            self.head = 0;
         }
+        let from = self.offset(l, pos);
+        let end = self.offset(l, 0) + self.len() * stride;
+        self.words.copy_within(from..end, from + stride);
+        self.len += 1;
         self.write(l, pos, ev);
     }
 
