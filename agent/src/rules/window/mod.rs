@@ -227,7 +227,7 @@ impl KeyWindow {
     }
 
     fn observe_count(&mut self, n: usize, specs: &[AggSpec], ev: &Event) -> AggValues {
-        self.running.add(ev.entry());
+        self.running.add(self.layout.held(ev.entry()));
         self.events.push_back(self.layout, ev);
         while self.events.len() > n {
             self.drop_oldest();
@@ -249,7 +249,7 @@ impl KeyWindow {
             // In order: the active range after advancing is exactly [ts − W, ts].
             self.events.push_back(s, ev);
             self.max_ts = ts;
-            self.running.add(ev.entry());
+            self.running.add(self.layout.held(ev.entry()));
             capped = self.cap(max);
             let start = ts.saturating_sub(width);
             while (self.active_from as usize) < self.events.len() {
@@ -268,7 +268,7 @@ impl KeyWindow {
             let pos = self.events.partition_point(s, |e| e.ts <= ts);
             self.events.insert(s, pos, ev);
             if ts >= self.max_ts.saturating_sub(width) {
-                self.running.add(ev.entry());
+                self.running.add(self.layout.held(ev.entry()));
             } else if pos <= self.active_from as usize {
                 self.active_from += 1;
             }

@@ -17,8 +17,9 @@
 use super::{Entry, Event};
 use smallvec::SmallVec;
 
-/// Words held without an allocation: the first event of a rule with distinct fields or
-/// conditions, the first two of one that keeps time and amount.
+/// Words held without an allocation: as many whole records as fit in four words (the
+/// first four events of a count, two of a count and sum, none of a record wider than
+/// four words).
 const INLINE: usize = 4;
 
 /// Which words a rule's event records hold (a rule's is fixed when it loads).
@@ -53,6 +54,17 @@ impl Layout {
 
     fn mask(self) -> bool {
         self.0 & MASK != 0
+    }
+
+    /// `e` as a record of this layout reads back: the fields it leaves out are 0. What
+    /// enters a window's running aggregates, so that what leaves them later (read back
+    /// from the ring) is the same (a count-only rule's sum would otherwise grow forever).
+    pub fn held(self, e: Entry<'_>) -> Entry<'_> {
+        Entry {
+            amount: if self.amount() { e.amount } else { 0 },
+            mask: if self.mask() { e.mask } else { 0 },
+            ..e
+        }
     }
 
     pub fn tags(self) -> usize {
