@@ -104,19 +104,34 @@ fn stream() -> impl Strategy<Value = Vec<(i64, i64, Option<u64>)>> {
     })
 }
 
+/// `events` through one time window of width `w` and lateness `l` (no event cap): each
+/// event's aggregates, and whether every state reached fits its rule (what a snapshot of
+/// it is checked against at a restore).
+fn observe_all(events: &[Event], specs: &[AggSpec], tags: usize, w: i64, l: i64) -> (Vec<Vec<i64>>, bool) {
+    let mut kw = KeyWindow::new(specs, tags);
+    let spec = WindowSpec::Time {
+        width_ms: w,
+        lateness_ms: l,
+        max_events: usize::MAX,
+    };
+    let mut every_state_fits = true;
+    let got = events
+        .iter()
+        .map(|e| {
+            let values = ints(&kw.observe(spec, specs, e).0);
+            every_state_fits &= kw.fits(spec, specs, tags);
+            values
+        })
+        .collect();
+    (got, every_state_fits)
+}
+
 proptest! {
     #[test]
     fn time_windows_match_the_model(raw in stream(), w in 1i64..120, l in 0i64..60) {
         let events: Vec<Event> = raw.iter().map(|(ts, a, c)| ev(*ts, *a, *c)).collect();
-        let specs = specs();
-        let mut kw = KeyWindow::new(&specs, 1);
-        let spec = WindowSpec::Time { width_ms: w, lateness_ms: l, max_events: usize::MAX };
-        let mut got = Vec::new();
-        for e in &events {
-            got.push(ints(&kw.observe(spec, &specs, e).0));
-            // What a snapshot of it would be checked against at a restore.
-            prop_assert!(kw.fits(spec, &specs, 1));
-        }
+        let (got, every_state_fits) = observe_all(&events, &specs(), 1, w, l);
+        prop_assert!(every_state_fits);
         prop_assert_eq!(got, model_time(&events, w, l));
     }
 
@@ -129,13 +144,8 @@ proptest! {
             .map(|(ts, a, _)| Event { tags: Default::default(), ..ev(*ts, *a, None) })
             .collect();
         let light: Vec<AggSpec> = specs().into_iter().take(2).collect();
-        let mut kw = KeyWindow::new(&light, 0);
-        let spec = WindowSpec::Time { width_ms: w, lateness_ms: l, max_events: usize::MAX };
-        let mut got = Vec::new();
-        for e in &events {
-            got.push(ints(&kw.observe(spec, &light, e).0));
-            prop_assert!(kw.fits(spec, &light, 0));
-        }
+        let (got, every_state_fits) = observe_all(&events, &light, 0, w, l);
+        prop_assert!(every_state_fits);
         let want: Vec<Vec<i64>> = model_time(&events, w, l).into_iter().map(|m| m[..2].to_vec()).collect();
         prop_assert_eq!(got, want);
     }
