@@ -298,6 +298,22 @@ mod tests {
         assert!(Ring::from_words(l, vec![1, 2, 3]).is_none());
     }
 
+    /// The ring keeps its largest size as events leave (the memory formula in
+    /// docs/limits.md counts it so).
+    #[test]
+    fn a_ring_doubles_when_full_and_keeps_its_size_as_events_leave() {
+        let l = Layout::new(true, true, 1);
+        let mut r = Ring::default();
+        for n in 1..=5 {
+            r.push_back(l, &ev(n, 0));
+        }
+        assert_eq!(r.capacity(l), 8, "1, 2, 4, then 8 records");
+        for _ in 0..5 {
+            r.pop_front(l);
+        }
+        assert_eq!((r.len(), r.capacity(l)), (0, 8));
+    }
+
     #[test]
     fn a_record_holds_only_the_fields_its_layout_names() {
         for (amount, mask, tags) in [(false, false, 0), (true, false, 0), (false, true, 2), (true, true, 1)] {
