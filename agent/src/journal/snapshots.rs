@@ -58,25 +58,27 @@ impl Default for SnapshotClock {
 /// (Into a table whose state is not the last column, the journal's old one, SQLite makes
 /// the zero-filled blob whole in memory first: correct, one copy.)
 pub fn save(conn: &Connection, unit: &UnitSnapshot) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO rule_snapshots(unit, fingerprint, through_seq, taken_ms, state, sha256) VALUES (?1, ?2, ?3, ?4, zeroblob(?5), ?6)
-         ON CONFLICT(unit) DO UPDATE SET fingerprint = excluded.fingerprint, through_seq = excluded.through_seq,
-             taken_ms = excluded.taken_ms, state = excluded.state, sha256 = excluded.sha256",
-    )?
-    .execute(params![
-        unit.unit,
-        unit.fingerprint,
-        unit.through_seq as i64,
-        chrono::Utc::now().timestamp_millis(),
-        unit.state.len() as i64,
-        state_digest(&unit.state)
-    ])?;
+    let row: i64 = conn
+        .prepare_cached(
+            "INSERT INTO rule_snapshots(unit, fingerprint, through_seq, taken_ms, state, sha256) VALUES (?1, ?2, ?3, ?4, zeroblob(?5), ?6)
+             ON CONFLICT(unit) DO UPDATE SET fingerprint = excluded.fingerprint, through_seq = excluded.through_seq,
+                 taken_ms = excluded.taken_ms, state = excluded.state, sha256 = excluded.sha256
+             RETURNING rowid",
+        )?
+        .query_row(
+            params![
+                unit.unit,
+                unit.fingerprint,
+                unit.through_seq as i64,
+                chrono::Utc::now().timestamp_millis(),
+                unit.state.len() as i64,
+                state_digest(&unit.state)
+            ],
+            |r| r.get(0),
+        )?;
     if unit.state.is_empty() {
         return Ok(());
     }
-    let row: i64 = conn
-        .prepare_cached("SELECT rowid FROM rule_snapshots WHERE unit = ?1")?
-        .query_row([&unit.unit], |r| r.get(0))?;
     let mut state = conn.blob_open(rusqlite::MAIN_DB, "rule_snapshots", "state", row, false)?;
     state.write_at(&unit.state, 0)
 }
